@@ -1,0 +1,129 @@
+"""Corpus inputs: restartable iterables of token lists, and checks on them.
+
+Examples
+--------
+>>> import os, tempfile
+>>> from bidirmoe.corpora import LineSentence
+>>> path = os.path.join(tempfile.mkdtemp(), "c.txt")
+>>> _ = open(path, "w").write("the cat sat\\non the mat\\n")
+>>> list(LineSentence(path))
+[['the', 'cat', 'sat'], ['on', 'the', 'mat']]
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import itertools
+import lzma
+import os
+from collections.abc import Iterable, Iterator
+from typing import List, Optional
+
+from . import _core
+
+MAX_SENTENCE_LEN: int = _core.MAX_SENTENCE_LEN
+
+
+def _open_text(path: str):
+    """Open a plain, .gz, .bz2 or .xz file as text, replacing invalid UTF-8."""
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic[:2] == b"\x1f\x8b":
+        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
+    if magic[:3] == b"BZh":
+        return bz2.open(path, "rt", encoding="utf-8", errors="replace")
+    if magic[:6] == b"\xfd7zXZ\x00":
+        return lzma.open(path, "rt", encoding="utf-8", errors="replace")
+    return open(path, "rt", encoding="utf-8", errors="replace")
+
+
+class LineSentence:
+    """Sentences from a text file, one per line, tokens separated by whitespace.
+
+    Like ``gensim.models.word2vec.LineSentence``: restartable (iterate it once
+    per epoch), plain or compressed (.gz, .bz2, .xz), and lines longer than
+    ``max_sentence_length`` tokens are cut into several sentences.
+
+    Parameters
+    ----------
+    source : str or os.PathLike
+        Path to the file.
+    max_sentence_length : int
+        Longest sentence yielded (default 10,000, as gensim).
+    limit : int, optional
+        Read only the first ``limit`` lines.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "c.txt")
+    >>> _ = open(path, "w").write("a b c d e\\n")
+    >>> list(LineSentence(path, max_sentence_length=2))
+    [['a', 'b'], ['c', 'd'], ['e']]
+    """
+
+    def __init__(self, source, max_sentence_length: int = MAX_SENTENCE_LEN, limit: Optional[int] = None):
+        self.source = os.fspath(source)
+        if not os.path.isfile(self.source):
+            raise FileNotFoundError(f"corpus file not found: {self.source}")
+        if max_sentence_length < 1:
+            raise ValueError(f"max_sentence_length must be >= 1, got {max_sentence_length}")
+        self.max_sentence_length = max_sentence_length
+        self.limit = limit
+
+    def __iter__(self) -> Iterator[List[str]]:
+        with _open_text(self.source) as f:
+            for line in itertools.islice(f, self.limit):
+                words = line.split()
+                for i in range(0, len(words), self.max_sentence_length):
+                    yield words[i : i + self.max_sentence_length]
+
+
+def check_corpus(corpus_iterable, corpus_file, passes: int) -> None:
+    """Raise a precise exception if the corpus arguments cannot be trained on.
+
+    ``passes`` is how many times the corpus will be iterated (vocabulary scan
+    plus epochs): a one-shot iterator (generator, ``map``, open file) can only
+    serve one.
+    """
+    if corpus_iterable is None and corpus_file is None:
+        raise TypeError("pass a corpus: either corpus_iterable/sentences (an iterable of lists of str) or corpus_file (a path)")
+    if corpus_iterable is not None and corpus_file is not None:
+        raise TypeError("pass either corpus_iterable/sentences or corpus_file, not both")
+    if corpus_file is not None:
+        path = os.fspath(corpus_file)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"corpus_file not found: {path}")
+        if not os.path.isfile(path):
+            raise ValueError(f"corpus_file is not a regular file: {path}")
+        return
+    if isinstance(corpus_iterable, (str, bytes)):
+        raise TypeError(
+            "the corpus is a single string; pass an iterable of sentences, each a list of str tokens, "
+            "e.g. [['hello', 'world'], ...], or corpus_file=PATH for a text file"
+        )
+    if not isinstance(corpus_iterable, Iterable):
+        raise TypeError(f"the corpus must be an iterable of lists of str, got {type(corpus_iterable).__name__}")
+    if passes > 1 and iter(corpus_iterable) is corpus_iterable:
+        raise TypeError(
+            f"the corpus is a one-shot iterator ({type(corpus_iterable).__name__}) but training needs {passes} passes "
+            "over it (vocabulary scan + epochs); pass a restartable iterable such as a list, "
+            "bidirmoe.LineSentence(path), or an object whose __iter__ starts over"
+        )
+
+
+def read_corpus_file(path) -> List[List[str]]:
+    """The sentences of a corpus file exactly as the Rust reader splits them
+    (10,000-token chunks, invalid UTF-8 replaced). Loads the whole file: for
+    inspection and tests on small files.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "c.txt")
+    >>> _ = open(path, "wb").write(b"ok \\xff\\n")
+    >>> read_corpus_file(path)
+    [['ok', '\\ufffd']]
+    """
+    return _core.read_corpus_file(os.fspath(path))

@@ -1,0 +1,559 @@
+//! bidirmoe's Rust core: word2vec-style streaming SGD.
+//!
+//! The modules hold the logic and know nothing about Python. With the
+//! `python` feature (what maturin builds) this file also defines the
+//! `bidirmoe._core` extension module: it only converts types, releases the
+//! GIL around heavy work and maps errors to Python exceptions.
+
+pub mod corpus;
+pub mod hogwild;
+pub mod models;
+pub mod objective;
+pub mod sampling;
+pub mod simd;
+pub mod trainer;
+pub mod vocab;
+
+#[cfg(feature = "python")]
+mod python {
+    use crate::corpus::{self, token_str, FileSplit};
+    use crate::hogwild::Hogwild;
+    use crate::models::cbow::Cbow;
+    use crate::models::skipgram::SkipGram;
+    use crate::objective::{OutputLayer, OutputSpec};
+    use crate::sampling::{expected_kept, Rng};
+    use crate::simd::{self, SigmoidTable};
+    use crate::trainer::{run_epoch, Job, Progress, Source, TrainConfig};
+    use crate::vocab::{Vocab, VocabSettings};
+    use crossbeam_channel::{bounded, Receiver, SendTimeoutError, Sender};
+    use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyUntypedArrayMethods};
+    use pyo3::exceptions::{PyFileNotFoundError, PyRuntimeError, PyTypeError, PyValueError};
+    use pyo3::prelude::*;
+    use pyo3::types::{PyList, PyString, PyTuple};
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    fn io_err(path: &Path, e: std::io::Error) -> PyErr {
+        match e.kind() {
+            std::io::ErrorKind::NotFound => PyFileNotFoundError::new_err(format!("corpus file not found: {}", path.display())),
+            _ => PyRuntimeError::new_err(format!("cannot read corpus file {}: {e}", path.display())),
+        }
+    }
+
+    fn check_file(path: &Path) -> PyResult<()> {
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_file() => Ok(()),
+            Ok(_) => Err(PyValueError::new_err(format!("corpus_file is not a regular file: {}", path.display()))),
+            Err(e) => Err(io_err(path, e)),
+        }
+    }
+
+    /// Walk a Python iterable of sentences (each an iterable of str tokens),
+    /// calling `on_token` per token and `on_end` per sentence. Strings as
+    /// sentences and non-str tokens raise TypeError naming what to pass.
+    fn visit_sentences(
+        sentences: &Bound<'_, PyAny>,
+        mut on_token: impl FnMut(&str),
+        mut on_end: impl FnMut(),
+    ) -> PyResult<()> {
+        for (n, sent) in sentences.try_iter()?.enumerate() {
+            let sent = sent?;
+            if sent.is_instance_of::<PyString>() {
+                return Err(PyTypeError::new_err(format!(
+                    "sentence {n} is a str, but each sentence must be a list of str tokens: pass e.g. \
+                     [['hello', 'world'], ['second', 'sentence']], or text.split() per line (see bidirmoe.LineSentence)"
+                )));
+            }
+            let mut tok = |t: &Bound<'_, PyAny>| -> PyResult<()> {
+                let s = t.downcast::<PyString>().map_err(|_| {
+                    PyTypeError::new_err(format!(
+                        "sentence {n} contains a token of type {}, but tokens must be str",
+                        t.get_type().name().map(|s| s.to_string()).unwrap_or_else(|_| "?".into())
+                    ))
+                })?;
+                on_token(&s.to_cow()?);
+                Ok(())
+            };
+            if let Ok(list) = sent.downcast::<PyList>() {
+                for t in list.iter() {
+                    tok(&t)?;
+                }
+            } else if let Ok(tuple) = sent.downcast::<PyTuple>() {
+                for t in tuple.iter() {
+                    tok(&t)?;
+                }
+            } else {
+                let it = sent.try_iter().map_err(|_| {
+                    PyTypeError::new_err(format!(
+                        "sentence {n} is a {}, but each sentence must be a list of str tokens",
+                        sent.get_type().name().map(|s| s.to_string()).unwrap_or_else(|_| "?".into())
+                    ))
+                })?;
+                for t in it {
+                    tok(&t?)?;
+                }
+            }
+            on_end();
+        }
+        Ok(())
+    }
+
+    /// Streaming word counter (the corpus is never stored).
+    #[pyclass(module = "bidirmoe._core")]
+    pub struct VocabCounter {
+        inner: crate::vocab::VocabCounter,
+    }
+
+    #[pymethods]
+    impl VocabCounter {
+        #[new]
+        #[pyo3(signature = (max_vocab_size=None))]
+        fn new(max_vocab_size: Option<usize>) -> Self {
+            VocabCounter { inner: crate::vocab::VocabCounter::new(max_vocab_size) }
+        }
+
+        /// Count an iterable of sentences (lists of str).
+        fn add_sentences(&mut self, sentences: &Bound<'_, PyAny>) -> PyResult<()> {
+            let c = std::cell::RefCell::new(&mut self.inner);
+            visit_sentences(sentences, |t| c.borrow_mut().add_token(t), || c.borrow_mut().end_sentence())
+        }
+
+        /// Count a plain or gzip file (lines cut into 10,000-token chunks), GIL released.
+        fn add_file(&mut self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
+            check_file(&path)?;
+            let inner = &mut self.inner;
+            py.allow_threads(|| {
+                corpus::for_each_sentence(&path, |it| {
+                    let mut any = false;
+                    for t in it {
+                        inner.add_token(&token_str(t));
+                        any = true;
+                    }
+                    if any {
+                        inner.end_sentence();
+                    }
+                })
+            })
+            .map_err(|e| io_err(&path, e))
+        }
+
+        #[getter]
+        fn total_words(&self) -> u64 {
+            self.inner.total_words
+        }
+        #[getter]
+        fn sentences(&self) -> u64 {
+            self.inner.sentences
+        }
+        #[getter]
+        fn prunes(&self) -> u64 {
+            self.inner.prunes
+        }
+        fn __len__(&self) -> usize {
+            self.inner.len()
+        }
+
+        /// The raw counts as a dict (for inspection and tests).
+        fn raw_counts(&self) -> std::collections::HashMap<String, u64> {
+            self.inner.raw_counts().iter().map(|(k, v)| (k.clone(), *v)).collect()
+        }
+
+        /// Apply min_count / max_final_vocab and build the sampling tables.
+        #[pyo3(signature = (min_count, max_final_vocab, sample, ns_exponent, hs))]
+        fn finish(&self, min_count: u64, max_final_vocab: Option<usize>, sample: f64, ns_exponent: f64, hs: bool) -> PyVocab {
+            let s = VocabSettings { min_count, max_final_vocab, sample, ns_exponent, hs };
+            PyVocab { inner: Arc::new(Vocab::from_counter(&self.inner, &s)) }
+        }
+    }
+
+    /// A finished vocabulary (frequency order) with its sampling tables.
+    #[pyclass(module = "bidirmoe._core", name = "Vocab", frozen)]
+    pub struct PyVocab {
+        inner: Arc<Vocab>,
+    }
+
+    #[pymethods]
+    impl PyVocab {
+        /// Rebuild from saved words and counts (already in final order).
+        #[staticmethod]
+        #[pyo3(signature = (words, counts, sample, ns_exponent, hs, total_words=0, sentences=0, effective_min_count=1))]
+        #[allow(clippy::too_many_arguments)]
+        fn from_words(
+            words: Vec<String>,
+            counts: Vec<u64>,
+            sample: f64,
+            ns_exponent: f64,
+            hs: bool,
+            total_words: u64,
+            sentences: u64,
+            effective_min_count: u64,
+        ) -> PyResult<Self> {
+            if words.len() != counts.len() {
+                return Err(PyValueError::new_err("words and counts differ in length"));
+            }
+            let s = VocabSettings { min_count: effective_min_count, max_final_vocab: None, sample, ns_exponent, hs };
+            let mut v = Vocab::from_sorted(words.into_iter().zip(counts).collect(), &s);
+            if v.index.len() != v.words.len() {
+                return Err(PyValueError::new_err("duplicate words in vocabulary"));
+            }
+            v.total_words = total_words;
+            v.sentences = sentences;
+            Ok(PyVocab { inner: Arc::new(v) })
+        }
+
+        fn __len__(&self) -> usize {
+            self.inner.len()
+        }
+        #[getter]
+        fn words(&self) -> Vec<String> {
+            self.inner.words.clone()
+        }
+        #[getter]
+        fn counts<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<u64>> {
+            self.inner.counts.clone().into_pyarray(py)
+        }
+        #[getter]
+        fn total_words(&self) -> u64 {
+            self.inner.total_words
+        }
+        #[getter]
+        fn sentences(&self) -> u64 {
+            self.inner.sentences
+        }
+        #[getter]
+        fn effective_min_count(&self) -> u64 {
+            self.inner.effective_min_count
+        }
+        #[getter]
+        fn retained_words(&self) -> u64 {
+            self.inner.retained_words()
+        }
+        /// Expected corpus words kept after subsampling (gensim's downsample total).
+        #[getter]
+        fn expected_kept_words(&self) -> f64 {
+            expected_kept(&self.inner.counts, &self.inner.keep)
+        }
+        /// Probability that one occurrence of each word survives subsampling.
+        #[getter]
+        fn keep_probability<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f64>> {
+            self.inner.keep.iter().map(|&k| k as f64 / u32::MAX as f64).collect::<Vec<_>>().into_pyarray(py)
+        }
+        /// `n` draws from the negative-sampling distribution (for inspection and tests).
+        fn sample_negatives<'py>(&self, py: Python<'py>, n: usize, seed: u64) -> Bound<'py, PyArray1<u32>> {
+            let mut rng = Rng::new(seed);
+            let t = &self.inner.negatives;
+            if t.is_empty() {
+                return Vec::<u32>::new().into_pyarray(py);
+            }
+            (0..n).map(|_| t.sample(&mut rng)).collect::<Vec<_>>().into_pyarray(py)
+        }
+        /// Huffman (codes, points) per word, or None without hierarchical softmax.
+        fn huffman(&self) -> Option<(Vec<Vec<u8>>, Vec<Vec<u32>>)> {
+            self.inner.huffman.as_ref().map(|h| (h.codes.clone(), h.points.clone()))
+        }
+    }
+
+    /// Bounded queue of jobs from a Python iterable to the workers.
+    #[pyclass(module = "bidirmoe._core", frozen)]
+    pub struct JobQueue {
+        vocab: Arc<Vocab>,
+        tx: Mutex<Option<Sender<Job>>>,
+        rx: Receiver<Job>,
+        closed: AtomicBool,
+    }
+
+    #[pymethods]
+    impl JobQueue {
+        #[new]
+        #[pyo3(signature = (vocab, capacity=8))]
+        fn new(vocab: &PyVocab, capacity: usize) -> Self {
+            let (tx, rx) = bounded(capacity.max(1));
+            JobQueue { vocab: vocab.inner.clone(), tx: Mutex::new(Some(tx)), rx, closed: AtomicBool::new(false) }
+        }
+
+        /// Convert a batch of sentences and queue it, waiting (GIL released)
+        /// while the queue is full. Returns False once the queue is closed.
+        fn put(&self, py: Python<'_>, sentences: &Bound<'_, PyAny>) -> PyResult<bool> {
+            let job = std::cell::RefCell::new(Job::default());
+            let vocab = &self.vocab;
+            visit_sentences(sentences, |t| job.borrow_mut().push_token(vocab, t), || job.borrow_mut().end_sentence())?;
+            let mut job = job.into_inner();
+            job.end_sentence();
+            let Some(tx) = self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone() else { return Ok(false) };
+            py.allow_threads(|| loop {
+                if self.closed.load(Ordering::Relaxed) {
+                    return Ok(false);
+                }
+                match tx.send_timeout(job, Duration::from_millis(50)) {
+                    Ok(()) => return Ok(true),
+                    Err(SendTimeoutError::Timeout(j)) => job = j,
+                    Err(SendTimeoutError::Disconnected(_)) => return Ok(false),
+                }
+            })
+        }
+
+        /// No more jobs: workers finish what is queued and stop.
+        fn close(&self) {
+            self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        }
+
+        /// Stop now: producers' `put` returns False, queued jobs are dropped.
+        fn cancel(&self) {
+            self.closed.store(true, Ordering::Relaxed);
+            self.close();
+            while self.rx.try_recv().is_ok() {}
+        }
+    }
+
+    fn slice_of<'a>(arr: &'a mut numpy::PyReadwriteArray2<'_, f32>, name: &str) -> PyResult<&'a mut [f32]> {
+        arr.as_slice_mut().map_err(|_| PyValueError::new_err(format!("{name} must be a C-contiguous float32 array")))
+    }
+
+    fn check_shape(arr: &Bound<'_, PyArray2<f32>>, name: &str, rows: usize, cols: usize) -> PyResult<()> {
+        let s = arr.shape();
+        if s[0] != rows || s[1] != cols {
+            return Err(PyValueError::new_err(format!("{name} has shape {:?}, expected ({rows}, {cols})", s)));
+        }
+        Ok(())
+    }
+
+    /// Train one epoch of CBOW or skip-gram in place on the given arrays.
+    /// Returns (raw_words, effective_words, examples, loss).
+    #[pyfunction]
+    #[pyo3(signature = (model, vocab, syn0, syn1neg, syn1, source, *, window, shrink_windows, cbow_mean, negative, hs,
+                        alpha, min_alpha, total_words, words_before, seed, epoch, workers, compute_loss,
+                        report_delay=1.0, progress_cb=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn train_epoch(
+        py: Python<'_>,
+        model: &str,
+        vocab: &PyVocab,
+        syn0: Bound<'_, PyArray2<f32>>,
+        syn1neg: Option<Bound<'_, PyArray2<f32>>>,
+        syn1: Option<Bound<'_, PyArray2<f32>>>,
+        source: &Bound<'_, PyAny>,
+        window: usize,
+        shrink_windows: bool,
+        cbow_mean: bool,
+        negative: usize,
+        hs: bool,
+        alpha: f32,
+        min_alpha: f32,
+        total_words: u64,
+        words_before: u64,
+        seed: u64,
+        epoch: u64,
+        workers: usize,
+        compute_loss: bool,
+        report_delay: f64,
+        progress_cb: Option<PyObject>,
+    ) -> PyResult<(u64, u64, u64, f64)> {
+        let voc = vocab.inner.clone();
+        let v = voc.len();
+        let d = syn0.shape()[1];
+        check_shape(&syn0, "syn0", v, d)?;
+        if window == 0 {
+            return Err(PyValueError::new_err("window must be >= 1"));
+        }
+        if negative == 0 && !hs {
+            return Err(PyValueError::new_err("negative sampling and hierarchical softmax are both off: set negative > 0 or hs=1"));
+        }
+        if hs && voc.huffman.is_none() {
+            return Err(PyValueError::new_err("hs=1 needs a vocabulary built with hs=True"));
+        }
+        let mut syn0_rw = syn0.readwrite();
+        let syn0_s = slice_of(&mut syn0_rw, "syn0")?;
+        let mut neg_rw = match (&syn1neg, negative > 0) {
+            (Some(a), true) => {
+                check_shape(a, "syn1neg", v, d)?;
+                Some(a.readwrite())
+            }
+            (None, true) => return Err(PyValueError::new_err("negative > 0 needs syn1neg")),
+            _ => None,
+        };
+        let mut hs_rw = match (&syn1, hs) {
+            (Some(a), true) => {
+                check_shape(a, "syn1", v, d)?;
+                Some(a.readwrite())
+            }
+            (None, true) => return Err(PyValueError::new_err("hs=1 needs syn1")),
+            _ => None,
+        };
+        let neg_s = match neg_rw.as_mut() {
+            Some(a) => Some(slice_of(a, "syn1neg")?),
+            None => None,
+        };
+        let hs_s = match hs_rw.as_mut() {
+            Some(a) => Some(slice_of(a, "syn1")?),
+            None => None,
+        };
+        enum Src {
+            File(FileSplit),
+            Queue(Receiver<Job>),
+        }
+        let src = if let Ok(q) = source.downcast::<JobQueue>() {
+            Src::Queue(q.get().rx.clone())
+        } else {
+            let path: PathBuf = source.extract()?;
+            check_file(&path)?;
+            Src::File(FileSplit::new(&path, workers).map_err(|e| io_err(&path, e))?)
+        };
+        let cfg = TrainConfig {
+            workers,
+            alpha,
+            min_alpha,
+            total_words,
+            words_before,
+            seed,
+            epoch,
+            want_loss: compute_loss,
+            tick: Duration::from_secs_f64(report_delay.clamp(0.01, 3600.0)),
+        };
+        let progress = Progress::default();
+        let mut interrupted: Option<PyErr> = None;
+        let result = py.allow_threads(|| {
+            let out = OutputLayer {
+                beta: neg_s.map_or_else(Hogwild::empty, |s| Hogwild::new(s, d)),
+                syn1: hs_s.map_or_else(Hogwild::empty, |s| Hogwild::new(s, d)),
+                bias: None,
+                spec: OutputSpec { negative, hs, softmax: false },
+                vocab: &voc,
+                sig: SigmoidTable::new(),
+            };
+            let syn0 = Hogwild::new(syn0_s, d);
+            let source = match &src {
+                Src::File(f) => Source::File(f),
+                Src::Queue(r) => Source::Queue(r),
+            };
+            let mut last = Instant::now();
+            let on_tick = |p: &Progress| -> bool {
+                Python::with_gil(|py| {
+                    if let Err(e) = py.check_signals() {
+                        interrupted.get_or_insert(e);
+                        return false;
+                    }
+                    if let Some(cb) = &progress_cb {
+                        if last.elapsed() >= cfg.tick {
+                            last = Instant::now();
+                            let args =
+                                (p.raw_words.load(Ordering::Relaxed), p.effective_words.load(Ordering::Relaxed), p.loss());
+                            if let Err(e) = cb.call1(py, args) {
+                                interrupted.get_or_insert(e);
+                                return false;
+                            }
+                        }
+                    }
+                    true
+                })
+            };
+            match model {
+                "cbow" => {
+                    let m = Cbow { syn0, out, window, shrink: shrink_windows, cbow_mean };
+                    run_epoch(&m, &voc, source, &cfg, &progress, on_tick)
+                }
+                "skipgram" => {
+                    let m = SkipGram { syn0, out, window, shrink: shrink_windows };
+                    run_epoch(&m, &voc, source, &cfg, &progress, on_tick)
+                }
+                other => Err(format!("unknown model {other:?}")),
+            }
+        });
+        if let Some(e) = interrupted {
+            return Err(e);
+        }
+        result.map_err(PyRuntimeError::new_err)?;
+        Ok((
+            progress.raw_words.load(Ordering::Relaxed),
+            progress.effective_words.load(Ordering::Relaxed),
+            progress.examples.load(Ordering::Relaxed),
+            progress.loss(),
+        ))
+    }
+
+    /// The SIMD kernel level in use ("avx512f", "avx2+fma", "neon" or "scalar").
+    #[pyfunction]
+    fn simd_level() -> &'static str {
+        simd::level_name()
+    }
+
+    /// Force a SIMD level ("scalar", "avx2+fma", "avx512f", "neon") or None for
+    /// automatic; returns False if the CPU lacks it.
+    #[pyfunction]
+    #[pyo3(signature = (level=None))]
+    fn force_simd(level: Option<&str>) -> PyResult<bool> {
+        let l = match level {
+            None => None,
+            Some("scalar") => Some(simd::Level::Scalar),
+            Some("avx2+fma") => Some(simd::Level::Avx2Fma),
+            Some("avx512f") => Some(simd::Level::Avx512),
+            Some("neon") => Some(simd::Level::Neon),
+            Some(o) => return Err(PyValueError::new_err(format!("unknown SIMD level {o:?}"))),
+        };
+        Ok(simd::force_level(l))
+    }
+
+    /// Sentences of a corpus file as the trainer sees them (lists of str,
+    /// lines cut into 10,000-token chunks, invalid UTF-8 replaced).
+    #[pyfunction]
+    fn read_corpus_file(py: Python<'_>, path: PathBuf) -> PyResult<Vec<Vec<String>>> {
+        check_file(&path)?;
+        py.allow_threads(|| {
+            let mut out = Vec::new();
+            corpus::for_each_sentence(&path, |it| {
+                let s: Vec<String> = it.map(|t| token_str(t).into_owned()).collect();
+                if !s.is_empty() {
+                    out.push(s);
+                }
+            })
+            .map(|_| out)
+        })
+        .map_err(|e| io_err(&path, e))
+    }
+
+    /// Test hook: run a training epoch whose model panics inside a worker
+    /// thread, to show the panic surfaces as a RuntimeError (never an abort).
+    #[pyfunction]
+    fn _panic_in_worker(py: Python<'_>) -> PyResult<()> {
+        struct Boom;
+        impl crate::models::Model for Boom {
+            type Scratch = ();
+            fn scratch(&self) {}
+            fn train_sentence(&self, _: &mut (), _: &[u32], _: f32, _: &mut Rng, _: bool) -> (f64, u64) {
+                panic!("deliberate test panic")
+            }
+        }
+        let s = VocabSettings { min_count: 1, max_final_vocab: None, sample: 0.0, ns_exponent: 0.75, hs: false };
+        let voc = Vocab::from_sorted(vec![("a".into(), 3), ("b".into(), 2)], &s);
+        let (tx, rx) = bounded(2);
+        let mut job = Job::default();
+        for t in ["a", "b", "a"] {
+            job.push_token(&voc, t);
+        }
+        job.end_sentence();
+        tx.send(job).map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+        drop(tx);
+        let cfg = TrainConfig {
+            workers: 2, alpha: 0.025, min_alpha: 0.0001, total_words: 3, words_before: 0, seed: 1, epoch: 0,
+            want_loss: false, tick: Duration::from_millis(10),
+        };
+        let progress = Progress::default();
+        py.allow_threads(|| run_epoch(&Boom, &voc, Source::Queue(&rx), &cfg, &progress, |_| true))
+            .map_err(PyRuntimeError::new_err)
+    }
+
+    #[pymodule]
+    fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add_class::<VocabCounter>()?;
+        m.add_class::<PyVocab>()?;
+        m.add_class::<JobQueue>()?;
+        m.add_function(wrap_pyfunction!(train_epoch, m)?)?;
+        m.add_function(wrap_pyfunction!(simd_level, m)?)?;
+        m.add_function(wrap_pyfunction!(force_simd, m)?)?;
+        m.add_function(wrap_pyfunction!(read_corpus_file, m)?)?;
+        m.add_function(wrap_pyfunction!(_panic_in_worker, m)?)?;
+        m.add("MAX_SENTENCE_LEN", corpus::MAX_SENTENCE_LEN)?;
+        Ok(())
+    }
+}

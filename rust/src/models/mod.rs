@@ -1,0 +1,29 @@
+//! One file per model. A model owns its input-side parameters and turns one
+//! sentence of (subsampled) word ids into training examples for the shared
+//! output layer (`objective.rs`); threads, corpus reading, subsampling and the
+//! learning-rate schedule live in `trainer.rs`.
+
+use crate::sampling::Rng;
+
+pub mod cbow;
+pub mod skipgram;
+
+/// What the trainer needs from a model.
+pub trait Model: Sync {
+    /// Per-thread scratch buffers, allocated once per worker.
+    type Scratch: Send;
+
+    fn scratch(&self) -> Self::Scratch;
+
+    /// One SGD pass over one sentence. Returns (loss, examples); the loss is 0
+    /// unless `want_loss`.
+    fn train_sentence(&self, sc: &mut Self::Scratch, sent: &[u32], lr: f32, rng: &mut Rng, want_loss: bool) -> (f64, u64);
+}
+
+/// The context window of position `pos`: word2vec's reduced window draws the
+/// effective size uniformly from 1..=window when `shrink` is set.
+#[inline]
+pub fn window_bounds(pos: usize, len: usize, window: usize, shrink: bool, rng: &mut Rng) -> (usize, usize) {
+    let w = if shrink && window > 1 { window - rng.below(window as u32) as usize } else { window };
+    (pos.saturating_sub(w), (pos + w + 1).min(len))
+}

@@ -1,0 +1,384 @@
+//! The output layer every model shares: given hidden vectors h_1..h_n that
+//! all predict one target word, score the target against the output vectors
+//! (`beta`, gensim's `syn1neg`; or the inner nodes `syn1` for hierarchical
+//! softmax), update the output vectors and accumulate lr * dlogL/dh_i into
+//! `grad` for the model to push back into its own parameters.
+//!
+//! * negative sampling: log σ(beta[t]·h) + Σ_neg log σ(-beta[n]·h); with n > 1
+//!   the same negatives serve every h_i (pWord2Vec / HogBatch), so the update
+//!   is a small (n x (K+1)) matrix product instead of n separate passes.
+//! * full softmax: log p(t | h) with p ∝ exp(beta[k]·h + bias[k]), exact.
+//! * hierarchical softmax on the Huffman tree (word2vec's `hs=1`).
+//!
+//! Negative sampling and hierarchical softmax may be on together, as in word2vec.
+
+use crate::hogwild::Hogwild;
+use crate::sampling::Rng;
+use crate::simd::{axpy, dot, prefetch, SigmoidTable, MAX_EXP};
+use crate::vocab::Vocab;
+
+/// Which output objectives are active.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OutputSpec {
+    /// Number of negative samples (0 = off).
+    pub negative: usize,
+    pub hs: bool,
+    /// Exact softmax over the vocabulary (uses the `beta` matrix).
+    pub softmax: bool,
+}
+
+pub struct OutputLayer<'a> {
+    /// Output word vectors (V x d): `syn1neg` / SPEC's `beta`.
+    pub beta: Hogwild<'a>,
+    /// Hierarchical-softmax inner-node vectors (V x d, first V-1 rows used).
+    pub syn1: Hogwild<'a>,
+    /// Optional per-word output bias (softmax only), length V.
+    pub bias: Option<Hogwild<'a>>,
+    pub spec: OutputSpec,
+    pub vocab: &'a Vocab,
+    pub sig: SigmoidTable,
+}
+
+/// Per-thread scratch space for the output layer (no allocation in the hot loop).
+pub struct OutputScratch {
+    outs: Vec<u32>,
+    /// Negatives drawn one target ahead, so their rows can be prefetched
+    /// while the current target trains.
+    pending: Vec<u32>,
+    g: Vec<f32>,
+    probs: Vec<f32>,
+}
+
+impl OutputScratch {
+    pub fn new(vocab_len: usize, spec: &OutputSpec, max_rows: usize) -> Self {
+        let m = spec.negative + 1;
+        OutputScratch {
+            outs: Vec::with_capacity(m),
+            pending: Vec::with_capacity(m),
+            g: vec![0.0; m.max(64) * max_rows.max(1)],
+            probs: if spec.softmax { vec![0.0; vocab_len] } else { Vec::new() },
+        }
+    }
+}
+
+impl<'a> OutputLayer<'a> {
+    pub fn dim(&self) -> usize {
+        if self.beta.cols() > 0 {
+            self.beta.cols()
+        } else {
+            self.syn1.cols()
+        }
+    }
+
+    /// One target, `n` hidden rows in `h` (n x d, row-major). Adds the scaled
+    /// gradient into `grad` (n x d) and returns the loss (0 unless `want_loss`).
+    pub fn step(
+        &self,
+        h: &[f32],
+        n: usize,
+        target: u32,
+        lr: f32,
+        grad: &mut [f32],
+        s: &mut OutputScratch,
+        rng: &mut Rng,
+        want_loss: bool,
+    ) -> f32 {
+        let mut loss = 0.0;
+        if self.spec.hs {
+            loss += self.hs(h, n, target, lr, grad, want_loss);
+        }
+        if self.spec.negative > 0 {
+            loss += self.negative(h, n, target, lr, grad, s, rng, want_loss);
+        }
+        if self.spec.softmax {
+            loss += self.softmax(h, n, target, lr, grad, s);
+        }
+        loss
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn negative(
+        &self,
+        h: &[f32],
+        n: usize,
+        target: u32,
+        lr: f32,
+        grad: &mut [f32],
+        s: &mut OutputScratch,
+        rng: &mut Rng,
+        want_loss: bool,
+    ) -> f32 {
+        let d = self.dim();
+        if s.pending.is_empty() {
+            self.draw_negatives(s, rng);
+        }
+        s.outs.clear();
+        s.outs.push(target);
+        // word2vec and gensim skip a negative that equals the target.
+        s.outs.extend(s.pending.iter().copied().filter(|&w| w != target));
+        self.draw_negatives(s, rng);
+        let mut loss = 0.0;
+        if n == 1 {
+            // Fast path (CBOW): word2vec's exact update order.
+            for (j, &o) in s.outs.iter().enumerate() {
+                let label = if j == 0 { 1.0 } else { 0.0 };
+                let out = self.beta.row_mut(o as usize);
+                let f = dot(h, out);
+                let g = (label - self.sig.sigmoid(f)) * lr;
+                if want_loss {
+                    loss -= self.sig.log_sigmoid(if j == 0 { f } else { -f });
+                }
+                axpy(g, out, grad);
+                axpy(g, h, out);
+            }
+            return loss;
+        }
+        // Batched: scores with the old output vectors, then both updates.
+        let m = s.outs.len();
+        let g = &mut s.g[..n * m];
+        for (j, &o) in s.outs.iter().enumerate() {
+            let out = self.beta.row(o as usize);
+            let label = if j == 0 { 1.0 } else { 0.0 };
+            for i in 0..n {
+                let f = dot(&h[i * d..(i + 1) * d], out);
+                g[i * m + j] = (label - self.sig.sigmoid(f)) * lr;
+                if want_loss {
+                    loss -= self.sig.log_sigmoid(if j == 0 { f } else { -f });
+                }
+            }
+        }
+        for i in 0..n {
+            let gi = &mut grad[i * d..(i + 1) * d];
+            for (j, &o) in s.outs.iter().enumerate() {
+                axpy(g[i * m + j], self.beta.row(o as usize), gi);
+            }
+        }
+        for (j, &o) in s.outs.iter().enumerate() {
+            let out = self.beta.row_mut(o as usize);
+            for i in 0..n {
+                axpy(g[i * m + j], &h[i * d..(i + 1) * d], out);
+            }
+        }
+        loss
+    }
+
+    /// Draw the next target's negatives now and start loading their rows.
+    fn draw_negatives(&self, s: &mut OutputScratch, rng: &mut Rng) {
+        s.pending.clear();
+        for _ in 0..self.spec.negative {
+            let w = self.vocab.negatives.sample(rng);
+            prefetch(self.beta.row(w as usize));
+            s.pending.push(w);
+        }
+    }
+
+    /// Hint that `target` will be scored soon (starts loading its output row).
+    #[inline]
+    pub fn prefetch_target(&self, target: u32) {
+        if self.beta.rows() > 0 {
+            prefetch(self.beta.row(target as usize));
+        }
+    }
+
+    fn hs(&self, h: &[f32], n: usize, target: u32, lr: f32, grad: &mut [f32], want_loss: bool) -> f32 {
+        let d = self.dim();
+        let huff = self.vocab.huffman.as_ref().expect("hierarchical softmax needs a Huffman tree");
+        let (codes, points) = (&huff.codes[target as usize], &huff.points[target as usize]);
+        let mut loss = 0.0;
+        for i in 0..n {
+            let hi = &h[i * d..(i + 1) * d];
+            let gi = &mut grad[i * d..(i + 1) * d];
+            for (&code, &p) in codes.iter().zip(points) {
+                let node = self.syn1.row_mut(p as usize);
+                let f = dot(hi, node);
+                if want_loss {
+                    let sgn = if code == 0 { 1.0 } else { -1.0 };
+                    loss -= self.sig.log_sigmoid(sgn * f);
+                }
+                // word2vec skips saturated nodes.
+                if f <= -MAX_EXP || f >= MAX_EXP {
+                    continue;
+                }
+                let g = (1.0 - code as f32 - self.sig.sigmoid(f)) * lr;
+                axpy(g, node, gi);
+                axpy(g, hi, node);
+            }
+        }
+        loss
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn softmax(&self, h: &[f32], n: usize, target: u32, lr: f32, grad: &mut [f32], s: &mut OutputScratch) -> f32 {
+        let d = self.dim();
+        let v = self.beta.rows();
+        let mut loss = 0.0;
+        for i in 0..n {
+            let hi = &h[i * d..(i + 1) * d];
+            let probs = &mut s.probs[..v];
+            let mut mx = f32::NEG_INFINITY;
+            for (k, p) in probs.iter_mut().enumerate() {
+                let b = self.bias.as_ref().map_or(0.0, |b| b.row(k)[0]);
+                *p = dot(hi, self.beta.row(k)) + b;
+                mx = mx.max(*p);
+            }
+            let mut z = 0.0f64;
+            for p in probs.iter_mut() {
+                *p = (*p - mx).exp();
+                z += *p as f64;
+            }
+            let inv = (1.0 / z) as f32;
+            loss -= ((probs[target as usize] as f64) / z).ln() as f32;
+            let gi = &mut grad[i * d..(i + 1) * d];
+            for k in 0..v {
+                let label = if k == target as usize { 1.0 } else { 0.0 };
+                let g = (label - probs[k] * inv) * lr;
+                let out = self.beta.row_mut(k);
+                axpy(g, out, gi);
+                axpy(g, hi, out);
+                if let Some(b) = &self.bias {
+                    b.row_mut(k)[0] += g;
+                }
+            }
+        }
+        loss
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vocab::{Vocab, VocabSettings};
+
+    fn vocab(v: usize, hs: bool) -> Vocab {
+        let wc = (0..v).map(|i| (format!("w{i}"), (100 - i) as u64)).collect();
+        Vocab::from_sorted(wc, &VocabSettings { min_count: 1, max_final_vocab: None, sample: 0.0, ns_exponent: 0.75, hs })
+    }
+
+    fn det_vec(n: usize, seed: u64) -> Vec<f32> {
+        let mut r = Rng::new(seed);
+        (0..n).map(|_| r.unit_f32() - 0.5).collect()
+    }
+
+    /// The softmax step's gradient w.r.t. h equals a finite-difference
+    /// derivative of log p(t|h), computed independently in f64.
+    #[test]
+    fn softmax_gradient_matches_finite_differences() {
+        let (v, d) = (7, 5);
+        let voc = vocab(v, false);
+        let mut beta = det_vec(v * d, 1);
+        let beta0 = beta.clone();
+        let h = det_vec(d, 2);
+        let logp = |h: &[f64]| -> f64 {
+            let logits: Vec<f64> =
+                (0..v).map(|k| (0..d).map(|j| beta0[k * d + j] as f64 * h[j]).sum::<f64>()).collect();
+            let mx = logits.iter().cloned().fold(f64::MIN, f64::max);
+            let z: f64 = logits.iter().map(|l| (l - mx).exp()).sum();
+            logits[3] - mx - z.ln()
+        };
+        let spec = OutputSpec { negative: 0, hs: false, softmax: true };
+        let layer = OutputLayer {
+            beta: Hogwild::new(&mut beta, d),
+            syn1: Hogwild::empty(),
+            bias: None,
+            spec,
+            vocab: &voc,
+            sig: SigmoidTable::new(),
+        };
+        let mut s = OutputScratch::new(v, &spec, 1);
+        let mut grad = vec![0f32; d];
+        let lr = 0.5f32;
+        let loss = layer.step(&h, 1, 3, lr, &mut grad, &mut s, &mut Rng::new(0), true);
+        let h64: Vec<f64> = h.iter().map(|&x| x as f64).collect();
+        assert!((loss as f64 + logp(&h64)).abs() < 1e-5);
+        for j in 0..d {
+            let mut hp = h64.clone();
+            let mut hm = h64.clone();
+            hp[j] += 1e-5;
+            hm[j] -= 1e-5;
+            let fd = (logp(&hp) - logp(&hm)) / 2e-5;
+            let want = lr as f64 * fd;
+            assert!((grad[j] as f64 - want).abs() < 1e-4, "dim {j}: {} vs {want}", grad[j]);
+        }
+    }
+
+    /// Batched negative sampling with n rows gives each row the gradient it
+    /// would get alone against the same (old) output vectors.
+    #[test]
+    fn batched_negative_sampling_equals_per_row_gradients() {
+        let (v, d, n) = (50, 8, 3);
+        let voc = vocab(v, false);
+        let beta0 = det_vec(v * d, 5);
+        let h = det_vec(n * d, 6);
+        let spec = OutputSpec { negative: 4, hs: false, softmax: false };
+        let run = |rows: usize, h: &[f32]| -> (Vec<f32>, Vec<f32>) {
+            let mut beta = beta0.clone();
+            let mut grad = vec![0f32; rows * d];
+            {
+                let layer = OutputLayer {
+                    beta: Hogwild::new(&mut beta, d),
+                    syn1: Hogwild::empty(),
+                    bias: None,
+                    spec,
+                    vocab: &voc,
+                    sig: SigmoidTable::new(),
+                };
+                let mut s = OutputScratch::new(v, &spec, rows);
+                layer.step(h, rows, 2, 0.1, &mut grad, &mut s, &mut Rng::new(9), false);
+            }
+            (grad, beta)
+        };
+        let (gb, beta_b) = run(n, &h);
+        let mut beta_sum = vec![0f32; v * d];
+        for i in 0..n {
+            // Same RNG seed: same negatives for each single-row run.
+            let (g1, b1) = run(1, &h[i * d..(i + 1) * d]);
+            for j in 0..d {
+                assert!((gb[i * d + j] - g1[j]).abs() < 1e-6);
+            }
+            for k in 0..v * d {
+                beta_sum[k] += b1[k] - beta0[k];
+            }
+        }
+        for k in 0..v * d {
+            assert!((beta_b[k] - beta0[k] - beta_sum[k]).abs() < 1e-6);
+        }
+    }
+
+    /// Hierarchical softmax: the probabilities over all words sum to one, and
+    /// the gradient step raises the target's probability.
+    #[test]
+    fn hierarchical_softmax_is_a_distribution_and_learns() {
+        let (v, d) = (9, 4);
+        let voc = vocab(v, true);
+        let mut syn1 = det_vec(v * d, 3);
+        let h = det_vec(d, 4);
+        let huff = voc.huffman.as_ref().unwrap();
+        let prob = |syn1: &[f32], h: &[f32], w: usize| -> f64 {
+            let mut p = 1.0;
+            for (&c, &n) in huff.codes[w].iter().zip(&huff.points[w]) {
+                let f: f64 = (0..d).map(|j| syn1[n as usize * d + j] as f64 * h[j] as f64).sum();
+                let s = 1.0 / (1.0 + (-f).exp());
+                p *= if c == 0 { s } else { 1.0 - s };
+            }
+            p
+        };
+        let total: f64 = (0..v).map(|w| prob(&syn1, &h, w)).sum();
+        assert!((total - 1.0).abs() < 1e-9);
+        let before = prob(&syn1, &h, 5);
+        let spec = OutputSpec { negative: 0, hs: true, softmax: false };
+        {
+            let layer = OutputLayer {
+                beta: Hogwild::empty(),
+                syn1: Hogwild::new(&mut syn1, d),
+                bias: None,
+                spec,
+                vocab: &voc,
+                sig: SigmoidTable::new(),
+            };
+            let mut s = OutputScratch::new(v, &spec, 1);
+            let mut grad = vec![0f32; d];
+            layer.step(&h, 1, 5, 0.5, &mut grad, &mut s, &mut Rng::new(0), false);
+        }
+        assert!(prob(&syn1, &h, 5) > before);
+    }
+}

@@ -1,0 +1,498 @@
+//! Vector kernels with run-time dispatch: AVX-512F, AVX2+FMA, NEON (always on
+//! aarch64) or scalar. One wheel runs on any machine; the best level the CPU
+//! supports is detected once and cached.
+//!
+//! Public functions (`dot`, `axpy`, `scale`) are safe: they check lengths and
+//! pick the kernel. `unsafe` is confined to this file; each block says why it
+//! is sound.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Scalar = 1,
+    Avx2Fma = 2,
+    Avx512 = 3,
+    Neon = 4,
+}
+
+static LEVEL: AtomicU8 = AtomicU8::new(0);
+/// Forced level for tests/benchmarks (0 = auto).
+static FORCED: AtomicU8 = AtomicU8::new(0);
+
+fn detect() -> Level {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return Level::Avx512;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            return Level::Avx2Fma;
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        return Level::Neon;
+    }
+    #[allow(unreachable_code)]
+    Level::Scalar
+}
+
+fn from_u8(v: u8) -> Level {
+    match v {
+        2 => Level::Avx2Fma,
+        3 => Level::Avx512,
+        4 => Level::Neon,
+        _ => Level::Scalar,
+    }
+}
+
+/// The kernel level in use.
+#[inline]
+pub fn level() -> Level {
+    let f = FORCED.load(Ordering::Relaxed);
+    if f != 0 {
+        return from_u8(f);
+    }
+    let l = LEVEL.load(Ordering::Relaxed);
+    if l != 0 {
+        return from_u8(l);
+    }
+    let d = detect();
+    LEVEL.store(d as u8, Ordering::Relaxed);
+    d
+}
+
+/// Force a kernel level (for tests and benchmarks). A level the CPU lacks is
+/// refused and the call returns false; `None` restores automatic detection.
+pub fn force_level(l: Option<Level>) -> bool {
+    match l {
+        None => {
+            FORCED.store(0, Ordering::Relaxed);
+            true
+        }
+        Some(l) => {
+            let best = detect();
+            let ok = match l {
+                Level::Scalar => true,
+                Level::Avx2Fma => best == Level::Avx2Fma || best == Level::Avx512,
+                Level::Avx512 => best == Level::Avx512,
+                Level::Neon => best == Level::Neon,
+            };
+            if ok {
+                FORCED.store(l as u8, Ordering::Relaxed);
+            }
+            ok
+        }
+    }
+}
+
+pub fn level_name() -> &'static str {
+    match level() {
+        Level::Scalar => "scalar",
+        Level::Avx2Fma => "avx2+fma",
+        Level::Avx512 => "avx512f",
+        Level::Neon => "neon",
+    }
+}
+
+// ---------------------------------------------------------------- scalar
+
+fn dot_scalar(a: &[f32], b: &[f32]) -> f32 {
+    // Four accumulators so the compiler can keep several lanes in flight.
+    let mut s = [0f32; 4];
+    let chunks = a.len() / 4;
+    for i in 0..chunks {
+        for k in 0..4 {
+            s[k] += a[4 * i + k] * b[4 * i + k];
+        }
+    }
+    let mut t = (s[0] + s[1]) + (s[2] + s[3]);
+    for i in 4 * chunks..a.len() {
+        t += a[i] * b[i];
+    }
+    t
+}
+
+fn axpy_scalar(alpha: f32, x: &[f32], y: &mut [f32]) {
+    for (yi, xi) in y.iter_mut().zip(x) {
+        *yi += alpha * xi;
+    }
+}
+
+fn scale_scalar(alpha: f32, x: &mut [f32]) {
+    for xi in x.iter_mut() {
+        *xi *= alpha;
+    }
+}
+
+// ---------------------------------------------------------------- x86_64
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len();
+        let pa = a.as_ptr();
+        let pb = b.as_ptr();
+        let mut acc0 = _mm256_setzero_ps();
+        let mut acc1 = _mm256_setzero_ps();
+        let mut i = 0;
+        while i + 16 <= n {
+            acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i + 8)), _mm256_loadu_ps(pb.add(i + 8)), acc1);
+            i += 16;
+        }
+        if i + 8 <= n {
+            acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc0);
+            i += 8;
+        }
+        let acc = _mm256_add_ps(acc0, acc1);
+        let hi = _mm256_extractf128_ps(acc, 1);
+        let lo = _mm256_castps256_ps128(acc);
+        let s = _mm_add_ps(hi, lo);
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+        let mut t = _mm_cvtss_f32(s);
+        while i < n {
+            t += *pa.add(i) * *pb.add(i);
+            i += 1;
+        }
+        t
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn axpy_avx2(alpha: f32, x: &[f32], y: &mut [f32]) {
+        let n = x.len();
+        let px = x.as_ptr();
+        let py = y.as_mut_ptr();
+        let va = _mm256_set1_ps(alpha);
+        let mut i = 0;
+        while i + 8 <= n {
+            let r = _mm256_fmadd_ps(va, _mm256_loadu_ps(px.add(i)), _mm256_loadu_ps(py.add(i)));
+            _mm256_storeu_ps(py.add(i), r);
+            i += 8;
+        }
+        while i < n {
+            *py.add(i) += alpha * *px.add(i);
+            i += 1;
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn scale_avx2(alpha: f32, x: &mut [f32]) {
+        let n = x.len();
+        let px = x.as_mut_ptr();
+        let va = _mm256_set1_ps(alpha);
+        let mut i = 0;
+        while i + 8 <= n {
+            _mm256_storeu_ps(px.add(i), _mm256_mul_ps(va, _mm256_loadu_ps(px.add(i))));
+            i += 8;
+        }
+        while i < n {
+            *px.add(i) *= alpha;
+            i += 1;
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len();
+        let pa = a.as_ptr();
+        let pb = b.as_ptr();
+        let mut acc0 = _mm512_setzero_ps();
+        let mut acc1 = _mm512_setzero_ps();
+        let mut i = 0;
+        while i + 32 <= n {
+            acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)), acc0);
+            acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i + 16)), _mm512_loadu_ps(pb.add(i + 16)), acc1);
+            i += 32;
+        }
+        if i + 16 <= n {
+            acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)), acc0);
+            i += 16;
+        }
+        if i < n {
+            // Masked tail: lanes past the end load as zero.
+            let m: __mmask16 = ((1u32 << (n - i)) - 1) as __mmask16;
+            let xa = _mm512_maskz_loadu_ps(m, pa.add(i));
+            let xb = _mm512_maskz_loadu_ps(m, pb.add(i));
+            acc1 = _mm512_fmadd_ps(xa, xb, acc1);
+        }
+        _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1))
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn axpy_avx512(alpha: f32, x: &[f32], y: &mut [f32]) {
+        let n = x.len();
+        let px = x.as_ptr();
+        let py = y.as_mut_ptr();
+        let va = _mm512_set1_ps(alpha);
+        let mut i = 0;
+        while i + 16 <= n {
+            let r = _mm512_fmadd_ps(va, _mm512_loadu_ps(px.add(i)), _mm512_loadu_ps(py.add(i)));
+            _mm512_storeu_ps(py.add(i), r);
+            i += 16;
+        }
+        if i < n {
+            let m: __mmask16 = ((1u32 << (n - i)) - 1) as __mmask16;
+            let r = _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, px.add(i)), _mm512_maskz_loadu_ps(m, py.add(i)));
+            _mm512_mask_storeu_ps(py.add(i), m, r);
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn scale_avx512(alpha: f32, x: &mut [f32]) {
+        let n = x.len();
+        let px = x.as_mut_ptr();
+        let va = _mm512_set1_ps(alpha);
+        let mut i = 0;
+        while i + 16 <= n {
+            _mm512_storeu_ps(px.add(i), _mm512_mul_ps(va, _mm512_loadu_ps(px.add(i))));
+            i += 16;
+        }
+        if i < n {
+            let m: __mmask16 = ((1u32 << (n - i)) - 1) as __mmask16;
+            _mm512_mask_storeu_ps(px.add(i), m, _mm512_mul_ps(va, _mm512_maskz_loadu_ps(m, px.add(i))));
+        }
+    }
+}
+
+// ---------------------------------------------------------------- aarch64
+
+#[cfg(target_arch = "aarch64")]
+mod arm {
+    use std::arch::aarch64::*;
+
+    #[target_feature(enable = "neon")]
+    pub unsafe fn dot_neon(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len();
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc0 = vdupq_n_f32(0.0);
+        let mut acc1 = vdupq_n_f32(0.0);
+        let mut i = 0;
+        while i + 8 <= n {
+            acc0 = vfmaq_f32(acc0, vld1q_f32(pa.add(i)), vld1q_f32(pb.add(i)));
+            acc1 = vfmaq_f32(acc1, vld1q_f32(pa.add(i + 4)), vld1q_f32(pb.add(i + 4)));
+            i += 8;
+        }
+        let mut t = vaddvq_f32(vaddq_f32(acc0, acc1));
+        while i < n {
+            t += *pa.add(i) * *pb.add(i);
+            i += 1;
+        }
+        t
+    }
+
+    #[target_feature(enable = "neon")]
+    pub unsafe fn axpy_neon(alpha: f32, x: &[f32], y: &mut [f32]) {
+        let n = x.len();
+        let (px, py) = (x.as_ptr(), y.as_mut_ptr());
+        let va = vdupq_n_f32(alpha);
+        let mut i = 0;
+        while i + 4 <= n {
+            vst1q_f32(py.add(i), vfmaq_f32(vld1q_f32(py.add(i)), va, vld1q_f32(px.add(i))));
+            i += 4;
+        }
+        while i < n {
+            *py.add(i) += alpha * *px.add(i);
+            i += 1;
+        }
+    }
+
+    #[target_feature(enable = "neon")]
+    pub unsafe fn scale_neon(alpha: f32, x: &mut [f32]) {
+        let n = x.len();
+        let px = x.as_mut_ptr();
+        let va = vdupq_n_f32(alpha);
+        let mut i = 0;
+        while i + 4 <= n {
+            vst1q_f32(px.add(i), vmulq_f32(va, vld1q_f32(px.add(i))));
+            i += 4;
+        }
+        while i < n {
+            *px.add(i) *= alpha;
+            i += 1;
+        }
+    }
+}
+
+// ---------------------------------------------------------------- dispatch
+
+/// `a · b`. Panics if the lengths differ (a programming error, never user input).
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    match level() {
+        // SAFETY: the level is only set to a feature set the CPU reported
+        // (detect / force_level), and both slices have the same length, which
+        // the kernels rely on for every pointer offset they read.
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => unsafe { x86::dot_avx512(a, b) },
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2Fma => unsafe { x86::dot_avx2(a, b) },
+        // SAFETY: NEON is part of the aarch64 baseline; lengths checked above.
+        #[cfg(target_arch = "aarch64")]
+        Level::Neon => unsafe { arm::dot_neon(a, b) },
+        _ => dot_scalar(a, b),
+    }
+}
+
+/// `y += alpha * x`.
+#[inline]
+pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
+    assert_eq!(x.len(), y.len());
+    match level() {
+        // SAFETY: as in `dot`: detected features, equal lengths.
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => unsafe { x86::axpy_avx512(alpha, x, y) },
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2Fma => unsafe { x86::axpy_avx2(alpha, x, y) },
+        // SAFETY: NEON baseline; equal lengths.
+        #[cfg(target_arch = "aarch64")]
+        Level::Neon => unsafe { arm::axpy_neon(alpha, x, y) },
+        _ => axpy_scalar(alpha, x, y),
+    }
+}
+
+/// `x *= alpha`.
+#[inline]
+pub fn scale(alpha: f32, x: &mut [f32]) {
+    match level() {
+        // SAFETY: detected features; a single slice, every offset < len.
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => unsafe { x86::scale_avx512(alpha, x) },
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2Fma => unsafe { x86::scale_avx2(alpha, x) },
+        // SAFETY: NEON baseline.
+        #[cfg(target_arch = "aarch64")]
+        Level::Neon => unsafe { arm::scale_neon(alpha, x) },
+        _ => scale_scalar(alpha, x),
+    }
+}
+
+/// Ask the CPU to start loading `row` into cache (a hint; no effect on results).
+#[inline]
+pub fn prefetch(row: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let p = row.as_ptr() as *const i8;
+        let bytes = std::mem::size_of_val(row);
+        let mut off = 0;
+        while off < bytes {
+            // SAFETY: prefetch never faults or changes memory; the address is
+            // inside `row` (off < its size in bytes). SSE is x86_64 baseline.
+            unsafe { _mm_prefetch(p.add(off), _MM_HINT_T0) };
+            off += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = row;
+}
+
+/// Sigmoid through a lookup table over [-MAX_EXP, MAX_EXP], as word2vec does
+/// (1000 entries); outside the range it saturates to 0 or 1.
+pub const MAX_EXP: f32 = 6.0;
+const EXP_TABLE_SIZE: usize = 1000;
+
+pub struct SigmoidTable {
+    table: Vec<f32>,
+    log_table: Vec<f32>,
+}
+
+impl SigmoidTable {
+    pub fn new() -> Self {
+        let mut table = Vec::with_capacity(EXP_TABLE_SIZE);
+        let mut log_table = Vec::with_capacity(EXP_TABLE_SIZE);
+        for i in 0..EXP_TABLE_SIZE {
+            let x = (i as f64 / EXP_TABLE_SIZE as f64 * 2.0 - 1.0) * MAX_EXP as f64;
+            let s = 1.0 / (1.0 + (-x).exp());
+            table.push(s as f32);
+            log_table.push(s.ln() as f32);
+        }
+        SigmoidTable { table, log_table }
+    }
+
+    #[inline]
+    fn idx(f: f32) -> usize {
+        (((f + MAX_EXP) * (EXP_TABLE_SIZE as f32 / MAX_EXP / 2.0)) as usize).min(EXP_TABLE_SIZE - 1)
+    }
+
+    /// σ(f), saturating outside ±MAX_EXP.
+    #[inline]
+    pub fn sigmoid(&self, f: f32) -> f32 {
+        if f <= -MAX_EXP {
+            0.0
+        } else if f >= MAX_EXP {
+            1.0
+        } else {
+            self.table[Self::idx(f)]
+        }
+    }
+
+    /// log σ(f), exact (not tabulated) outside ±MAX_EXP.
+    #[inline]
+    pub fn log_sigmoid(&self, f: f32) -> f32 {
+        if f <= -MAX_EXP || f >= MAX_EXP {
+            // log σ(f) = -log(1 + e^{-f})
+            -((-f as f64).exp().ln_1p() as f32)
+        } else {
+            self.log_table[Self::idx(f)]
+        }
+    }
+}
+
+impl Default for SigmoidTable {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference_dot(a: &[f32], b: &[f32]) -> f64 {
+        a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum()
+    }
+
+    #[test]
+    fn kernels_agree_with_reference_at_every_level_and_length() {
+        let levels = [Level::Scalar, Level::Avx2Fma, Level::Avx512, Level::Neon];
+        for &lv in &levels {
+            if !force_level(Some(lv)) {
+                continue;
+            }
+            for n in [0usize, 1, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 100, 300] {
+                let a: Vec<f32> = (0..n).map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.1).collect();
+                let b: Vec<f32> = (0..n).map(|i| ((i * 13 % 7) as f32 - 3.0) * 0.2).collect();
+                let d = dot(&a, &b) as f64;
+                assert!((d - reference_dot(&a, &b)).abs() < 1e-4, "{lv:?} n={n}");
+                let mut y = b.clone();
+                axpy(0.5, &a, &mut y);
+                for i in 0..n {
+                    assert!((y[i] - (b[i] + 0.5 * a[i])).abs() < 1e-6);
+                }
+                scale(2.0, &mut y);
+                for i in 0..n {
+                    assert!((y[i] - 2.0 * (b[i] + 0.5 * a[i])).abs() < 1e-5);
+                }
+            }
+        }
+        force_level(None);
+    }
+
+    #[test]
+    fn sigmoid_table_close_to_exact() {
+        let t = SigmoidTable::new();
+        for i in -700..700 {
+            let x = i as f32 / 100.0;
+            let exact = 1.0 / (1.0 + (-x as f64).exp());
+            assert!((t.sigmoid(x) as f64 - exact).abs() < 0.01, "x={x}");
+            assert!((t.log_sigmoid(x) as f64 - exact.ln()).abs() < 0.02 + 0.01 * exact.ln().abs());
+        }
+    }
+}

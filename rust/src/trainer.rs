@@ -1,0 +1,284 @@
+//! Threads, work split, learning-rate schedule, progress and cancellation —
+//! the same for every model.
+//!
+//! One call trains one epoch. Workers read their share of the corpus (their
+//! byte range of a file, or jobs from a bounded queue fed by Python), drop
+//! out-of-vocabulary words, subsample frequent ones and hand each sentence to
+//! the model. The learning rate falls linearly from `alpha` to `min_alpha`
+//! with the number of corpus words processed over the whole run, as in
+//! word2vec. The calling thread wakes every `tick` to report progress and to
+//! learn whether to stop (Ctrl-C).
+
+use crate::corpus::{token_str, FileSplit, MAX_SENTENCE_LEN};
+use crate::models::Model;
+use crate::sampling::Rng;
+use crate::vocab::Vocab;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// A batch of sentences already mapped to vocabulary ids (OOV words dropped,
+/// not yet subsampled), produced from Python iterables.
+#[derive(Debug, Default, Clone)]
+pub struct Job {
+    pub ids: Vec<u32>,
+    /// End offset in `ids` of each sentence.
+    pub ends: Vec<u32>,
+    /// Corpus tokens this job stands for, OOV included (drives the schedule).
+    pub raw_words: u64,
+    /// Tokens in the sentence being added.
+    open: usize,
+}
+
+impl Job {
+    /// Add one token of the current sentence; sentences are cut into
+    /// MAX_SENTENCE_LEN-token chunks.
+    #[inline]
+    pub fn push_token(&mut self, vocab: &Vocab, tok: &str) {
+        self.raw_words += 1;
+        self.open += 1;
+        if let Some(id) = vocab.get(tok) {
+            self.ids.push(id);
+        }
+        if self.open == MAX_SENTENCE_LEN {
+            self.ends.push(self.ids.len() as u32);
+            self.open = 0;
+        }
+    }
+
+    /// Close the current sentence.
+    pub fn end_sentence(&mut self) {
+        if self.open > 0 {
+            self.ends.push(self.ids.len() as u32);
+            self.open = 0;
+        }
+    }
+}
+
+pub enum Source<'a> {
+    File(&'a FileSplit),
+    Queue(&'a Receiver<Job>),
+}
+
+#[derive(Clone, Debug)]
+pub struct TrainConfig {
+    pub workers: usize,
+    pub alpha: f32,
+    pub min_alpha: f32,
+    /// Corpus words over the whole run (epochs x words per epoch): the schedule's length.
+    pub total_words: u64,
+    /// Corpus words already processed in this run before this epoch.
+    pub words_before: u64,
+    pub seed: u64,
+    /// Epoch number (seeds the workers' RNGs so epochs differ).
+    pub epoch: u64,
+    pub want_loss: bool,
+    pub tick: Duration,
+}
+
+/// Counters shared by the workers and read by the reporting thread.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub raw_words: AtomicU64,
+    pub effective_words: AtomicU64,
+    pub examples: AtomicU64,
+    pub loss: Mutex<f64>,
+    pub cancel: AtomicBool,
+    pub error: Mutex<Option<String>>,
+}
+
+impl Progress {
+    pub fn loss(&self) -> f64 {
+        *self.loss.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn fail(&self, msg: String) {
+        let mut e = self.error.lock().unwrap_or_else(|p| p.into_inner());
+        if e.is_none() {
+            *e = Some(msg);
+        }
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A worker's running totals, flushed into `Progress` every FLUSH words.
+struct Local {
+    raw: u64,
+    eff: u64,
+    examples: u64,
+    loss: f64,
+}
+
+const FLUSH: u64 = 10_000;
+
+impl Local {
+    fn flush(&mut self, p: &Progress) {
+        p.raw_words.fetch_add(self.raw, Ordering::Relaxed);
+        p.effective_words.fetch_add(self.eff, Ordering::Relaxed);
+        p.examples.fetch_add(self.examples, Ordering::Relaxed);
+        if self.loss != 0.0 {
+            *p.loss.lock().unwrap_or_else(|e| e.into_inner()) += self.loss;
+        }
+        *self = Local { raw: 0, eff: 0, examples: 0, loss: 0.0 };
+    }
+}
+
+struct Worker<'a, M: Model> {
+    model: &'a M,
+    vocab: &'a Vocab,
+    cfg: &'a TrainConfig,
+    progress: &'a Progress,
+    rng: Rng,
+    scratch: M::Scratch,
+    ids: Vec<u32>,
+    local: Local,
+    lr: f32,
+}
+
+impl<M: Model> Worker<'_, M> {
+    fn update_lr(&mut self) {
+        let done = self.cfg.words_before + self.progress.raw_words.load(Ordering::Relaxed) + self.local.raw;
+        let frac = if self.cfg.total_words > 0 { (done as f64 / self.cfg.total_words as f64).min(1.0) } else { 0.0 };
+        self.lr = (self.cfg.alpha as f64 - (self.cfg.alpha - self.cfg.min_alpha) as f64 * frac) as f32;
+        self.lr = self.lr.max(self.cfg.min_alpha);
+    }
+
+    /// Subsample the in-vocabulary ids in `self.ids` and train on them.
+    fn train_ids(&mut self, raw: u64) {
+        let keep = &self.vocab.keep;
+        let rng = &mut self.rng;
+        self.ids.retain(|&id| keep[id as usize] >= rng.next_u32());
+        if self.ids.len() > 1 {
+            let (loss, ex) = self.model.train_sentence(&mut self.scratch, &self.ids, self.lr, &mut self.rng, self.cfg.want_loss);
+            self.local.loss += loss;
+            self.local.examples += ex;
+        }
+        self.local.eff += self.ids.len() as u64;
+        self.local.raw += raw;
+        if self.local.raw >= FLUSH {
+            self.local.flush(self.progress);
+            self.update_lr();
+        }
+    }
+
+    /// Returns false when the run is cancelled.
+    fn sentence_tokens(&mut self, it: &mut dyn Iterator<Item = &[u8]>) -> bool {
+        self.ids.clear();
+        let mut raw = 0;
+        for t in it {
+            raw += 1;
+            if let Some(id) = self.vocab.get(&token_str(t)) {
+                self.ids.push(id);
+            }
+        }
+        self.train_ids(raw);
+        !self.progress.cancel.load(Ordering::Relaxed)
+    }
+
+    fn job(&mut self, job: &Job) -> bool {
+        let mut start = 0usize;
+        let per_sentence = job.raw_words / job.ends.len().max(1) as u64;
+        let mut raw_left = job.raw_words;
+        for (k, &end) in job.ends.iter().enumerate() {
+            self.ids.clear();
+            self.ids.extend_from_slice(&job.ids[start..end as usize]);
+            start = end as usize;
+            let raw = if k + 1 == job.ends.len() { raw_left } else { per_sentence };
+            raw_left -= raw;
+            self.train_ids(raw);
+            if self.progress.cancel.load(Ordering::Relaxed) {
+                return false;
+            }
+        }
+        if job.ends.is_empty() {
+            self.local.raw += job.raw_words;
+        }
+        true
+    }
+
+    fn run(&mut self, worker: usize, src: &Source) -> std::io::Result<()> {
+        self.update_lr();
+        match src {
+            Source::File(split) => split.for_worker(worker, |it| self.sentence_tokens(it))?,
+            Source::Queue(rx) => loop {
+                if self.progress.cancel.load(Ordering::Relaxed) {
+                    break;
+                }
+                match rx.recv_timeout(Duration::from_millis(50)) {
+                    Ok(job) => {
+                        if !self.job(&job) {
+                            break;
+                        }
+                    }
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            },
+        }
+        self.local.flush(self.progress);
+        Ok(())
+    }
+}
+
+/// Train one epoch of `model`. `on_tick` runs on the calling thread about
+/// every `cfg.tick` while workers train, and once at the end; returning false
+/// cancels the epoch (workers stop after their current sentence).
+/// Errors are worker I/O errors or panics, as messages.
+pub fn run_epoch<M: Model>(
+    model: &M,
+    vocab: &Vocab,
+    src: Source,
+    cfg: &TrainConfig,
+    progress: &Progress,
+    mut on_tick: impl FnMut(&Progress) -> bool,
+) -> Result<(), String> {
+    let workers = cfg.workers.max(1);
+    let running = AtomicUsize::new(workers);
+    std::thread::scope(|scope| {
+        for w in 0..workers {
+            let (src, running) = (&src, &running);
+            scope.spawn(move || {
+                let result = catch_unwind(AssertUnwindSafe(|| {
+                    let mut worker = Worker {
+                        model,
+                        vocab,
+                        cfg,
+                        progress,
+                        rng: Rng::for_worker(cfg.seed, cfg.epoch, w as u64),
+                        scratch: model.scratch(),
+                        ids: Vec::with_capacity(MAX_SENTENCE_LEN),
+                        local: Local { raw: 0, eff: 0, examples: 0, loss: 0.0 },
+                        lr: cfg.alpha,
+                    };
+                    worker.run(w, src)
+                }));
+                match result {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => progress.fail(format!("error reading the corpus: {e}")),
+                    Err(panic) => {
+                        let msg = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "unknown panic".into());
+                        progress.fail(format!("internal error in a training worker: {msg}"));
+                    }
+                }
+                running.fetch_sub(1, Ordering::Release);
+            });
+        }
+        while running.load(Ordering::Acquire) > 0 {
+            std::thread::sleep(cfg.tick.min(Duration::from_millis(20)).max(Duration::from_millis(1)));
+            if !on_tick(progress) {
+                progress.cancel.store(true, Ordering::Relaxed);
+            }
+        }
+    });
+    on_tick(progress);
+    match progress.error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,296 @@
+//! Vocabulary: streaming counts with gensim's pruning, the final
+//! frequency-ordered vocabulary, subsampling thresholds, the negative-sampling
+//! table and the Huffman tree for hierarchical softmax.
+
+use crate::sampling::{keep_thresholds, AliasTable};
+use rustc_hash::FxHashMap;
+
+/// Counts words while the corpus streams past; the corpus is never stored.
+///
+/// With `max_vocab_size`, whenever the table grows past it, every word seen
+/// fewer than `min_reduce` times is dropped and `min_reduce` rises by one —
+/// gensim's `prune_vocab` rule (counts of pruned words restart from zero).
+#[derive(Debug, Default)]
+pub struct VocabCounter {
+    counts: FxHashMap<String, u64>,
+    max_vocab_size: Option<usize>,
+    min_reduce: u64,
+    /// Every token seen, including pruned and later-discarded ones.
+    pub total_words: u64,
+    /// Sentences (or chunks of at most MAX_SENTENCE_LEN tokens) seen.
+    pub sentences: u64,
+    /// How many prunes happened.
+    pub prunes: u64,
+}
+
+impl VocabCounter {
+    pub fn new(max_vocab_size: Option<usize>) -> Self {
+        VocabCounter { max_vocab_size, min_reduce: 1, ..Default::default() }
+    }
+
+    #[inline]
+    pub fn add_token(&mut self, tok: &str) {
+        self.total_words += 1;
+        if let Some(c) = self.counts.get_mut(tok) {
+            *c += 1;
+        } else {
+            self.counts.insert(tok.to_owned(), 1);
+        }
+    }
+
+    /// Call at the end of each sentence: counts it and prunes if needed.
+    pub fn end_sentence(&mut self) {
+        self.sentences += 1;
+        if let Some(max) = self.max_vocab_size {
+            if self.counts.len() > max {
+                let m = self.min_reduce;
+                self.counts.retain(|_, c| *c >= m);
+                self.min_reduce += 1;
+                self.prunes += 1;
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.counts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.counts.is_empty()
+    }
+
+    pub fn raw_counts(&self) -> &FxHashMap<String, u64> {
+        &self.counts
+    }
+}
+
+/// Settings for turning raw counts into a vocabulary.
+#[derive(Clone, Debug)]
+pub struct VocabSettings {
+    pub min_count: u64,
+    pub max_final_vocab: Option<usize>,
+    pub sample: f64,
+    pub ns_exponent: f64,
+    pub hs: bool,
+}
+
+/// A finished vocabulary: words sorted by descending count.
+#[derive(Debug, Clone)]
+pub struct Vocab {
+    pub words: Vec<String>,
+    pub counts: Vec<u64>,
+    pub index: FxHashMap<String, u32>,
+    /// Per-word keep threshold for subsampling (see `sampling::keep_thresholds`).
+    pub keep: Vec<u32>,
+    pub negatives: AliasTable,
+    pub huffman: Option<Huffman>,
+    /// Tokens in the corpus (all of them, in or out of the vocabulary).
+    pub total_words: u64,
+    /// Sentences (chunks) in the corpus.
+    pub sentences: u64,
+    /// The min_count actually applied (raised by max_final_vocab).
+    pub effective_min_count: u64,
+}
+
+impl Vocab {
+    /// Apply min_count / max_final_vocab to the counts and build every table.
+    pub fn from_counter(counter: &VocabCounter, s: &VocabSettings) -> Vocab {
+        let mut items: Vec<(&String, u64)> = counter.counts.iter().map(|(w, &c)| (w, c)).collect();
+        // Descending count; ties by word so the order never depends on hashing.
+        items.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+        let mut min_count = s.min_count;
+        if let Some(maxv) = s.max_final_vocab {
+            // gensim: the smallest min_count that keeps at most max_final_vocab words.
+            let calc = if maxv < items.len() { items[maxv].1 + 1 } else { 1 };
+            min_count = min_count.max(calc);
+        }
+        let kept: Vec<(String, u64)> =
+            items.into_iter().filter(|(_, c)| *c >= min_count).map(|(w, c)| (w.clone(), c)).collect();
+        let mut v = Vocab::from_sorted(kept, s);
+        v.total_words = counter.total_words;
+        v.sentences = counter.sentences;
+        v.effective_min_count = min_count;
+        v
+    }
+
+    /// Build from (word, count) pairs already in final order (e.g. a saved model).
+    pub fn from_sorted(words_counts: Vec<(String, u64)>, s: &VocabSettings) -> Vocab {
+        let (words, counts): (Vec<String>, Vec<u64>) = words_counts.into_iter().unzip();
+        let index = words.iter().enumerate().map(|(i, w)| (w.clone(), i as u32)).collect();
+        let keep = keep_thresholds(&counts, s.sample);
+        let negatives = AliasTable::new(&counts, s.ns_exponent);
+        let huffman = if s.hs && !counts.is_empty() { Some(Huffman::new(&counts)) } else { None };
+        Vocab {
+            words,
+            counts,
+            index,
+            keep,
+            negatives,
+            huffman,
+            total_words: 0,
+            sentences: 0,
+            effective_min_count: s.min_count,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.words.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.words.is_empty()
+    }
+
+    #[inline]
+    pub fn get(&self, w: &str) -> Option<u32> {
+        self.index.get(w).copied()
+    }
+
+    /// Sum of the counts of the words kept.
+    pub fn retained_words(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
+/// Huffman codes and paths for hierarchical softmax (word2vec's CreateBinaryTree).
+/// Inner nodes are numbered 0..V-2; `points[w]` are the inner nodes on the
+/// path from the root to word w, `codes[w]` the branch bits taken.
+#[derive(Debug, Clone)]
+pub struct Huffman {
+    pub codes: Vec<Vec<u8>>,
+    pub points: Vec<Vec<u32>>,
+}
+
+impl Huffman {
+    /// `counts` must be sorted in descending order (the vocabulary's order).
+    pub fn new(counts: &[u64]) -> Huffman {
+        let v = counts.len();
+        if v == 1 {
+            // A single word: one inner node, code 0 (word2vec would loop forever).
+            return Huffman { codes: vec![vec![0]], points: vec![vec![0]] };
+        }
+        let mut count: Vec<u64> = Vec::with_capacity(2 * v);
+        count.extend_from_slice(counts);
+        count.resize(2 * v, u64::MAX);
+        let mut binary = vec![0u8; 2 * v];
+        let mut parent = vec![0usize; 2 * v];
+        // Two queues: leaves from the rarest end (pos1 going down), inner nodes in creation order (pos2 up).
+        let mut pos1 = v as isize - 1;
+        let mut pos2 = v;
+        for a in 0..v - 1 {
+            let mut pick = |count: &Vec<u64>| -> usize {
+                if pos1 >= 0 && count[pos1 as usize] < count[pos2] {
+                    let m = pos1 as usize;
+                    pos1 -= 1;
+                    m
+                } else {
+                    let m = pos2;
+                    pos2 += 1;
+                    m
+                }
+            };
+            let min1 = pick(&count);
+            let min2 = pick(&count);
+            count[v + a] = count[min1].saturating_add(count[min2]);
+            parent[min1] = v + a;
+            parent[min2] = v + a;
+            binary[min2] = 1;
+        }
+        let root = 2 * v - 2;
+        let mut codes = Vec::with_capacity(v);
+        let mut points = Vec::with_capacity(v);
+        for w in 0..v {
+            let mut code = Vec::new();
+            let mut path = Vec::new();
+            let mut b = w;
+            while b != root {
+                code.push(binary[b]);
+                b = parent[b];
+                path.push((b - v) as u32);
+            }
+            code.reverse();
+            path.reverse();
+            codes.push(code);
+            points.push(path);
+        }
+        Huffman { codes, points }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> VocabSettings {
+        VocabSettings { min_count: 1, max_final_vocab: None, sample: 0.0, ns_exponent: 0.75, hs: true }
+    }
+
+    fn count(text: &str, max: Option<usize>) -> VocabCounter {
+        let mut c = VocabCounter::new(max);
+        for line in text.lines() {
+            for t in line.split_whitespace() {
+                c.add_token(t);
+            }
+            c.end_sentence();
+        }
+        c
+    }
+
+    #[test]
+    fn counts_and_orders_by_frequency() {
+        let c = count("a b b c c c\nc d", None);
+        let v = Vocab::from_counter(&c, &settings());
+        assert_eq!(v.words, vec!["c", "b", "a", "d"]);
+        assert_eq!(v.counts, vec![4, 2, 1, 1]);
+        assert_eq!(v.total_words, 8);
+        assert_eq!(v.sentences, 2);
+    }
+
+    #[test]
+    fn min_count_and_max_final_vocab() {
+        let c = count("a b b c c c d d d d", None);
+        let v = Vocab::from_counter(&c, &VocabSettings { min_count: 2, ..settings() });
+        assert_eq!(v.words, vec!["d", "c", "b"]);
+        let v = Vocab::from_counter(&c, &VocabSettings { max_final_vocab: Some(2), ..settings() });
+        assert_eq!(v.words, vec!["d", "c"]);
+        assert_eq!(v.effective_min_count, 3);
+    }
+
+    #[test]
+    fn pruning_follows_gensims_rising_threshold() {
+        // gensim: after a sentence, if len > max: drop count < min_reduce; min_reduce += 1.
+        let text = "a a a b\nc\nd a\ne f";
+        let c = count(text, Some(2));
+        // Replay of gensim's algorithm by hand:
+        // s1: {a:3,b:1} len 2 ok. s2: +c len 3 > 2 -> drop <1 (none), min_reduce=2.
+        // s3: {a:4,b:1,c:1,d:1} > 2 -> drop <2 -> {a:4}, min_reduce=3.
+        // s4: {a:4,e:1,f:1} > 2 -> drop <3 -> {a:4}.
+        let mut keys: Vec<_> = c.raw_counts().iter().map(|(k, v)| (k.clone(), *v)).collect();
+        keys.sort();
+        assert_eq!(keys, vec![("a".to_string(), 4)]);
+        assert_eq!(c.prunes, 3);
+        assert_eq!(c.total_words, 9);
+    }
+
+    #[test]
+    fn huffman_codes_are_prefix_free_and_frequent_words_short() {
+        let counts = [50u64, 30, 10, 5, 3, 1, 1];
+        let h = Huffman::new(&counts);
+        for i in 0..counts.len() {
+            assert_eq!(h.codes[i].len(), h.points[i].len());
+            for j in 0..counts.len() {
+                if i != j {
+                    let (a, b) = (&h.codes[i], &h.codes[j]);
+                    assert!(!(a.len() <= b.len() && &b[..a.len()] == a.as_slice()), "prefix");
+                }
+            }
+            assert!(h.points[i].iter().all(|&p| (p as usize) < counts.len() - 1));
+        }
+        assert!(h.codes[0].len() <= h.codes[6].len());
+        // Kraft equality for a full binary tree.
+        let k: f64 = h.codes.iter().map(|c| 0.5f64.powi(c.len() as i32)).sum();
+        assert!((k - 1.0).abs() < 1e-12);
+        // Root is the last inner node, first on every path.
+        assert!(h.points.iter().all(|p| p[0] as usize == counts.len() - 2));
+    }
+}
