@@ -14,7 +14,7 @@
 
 use crate::hogwild::Hogwild;
 use crate::sampling::Rng;
-use crate::simd::{axpy, dot, prefetch, SigmoidTable, MAX_EXP};
+use crate::simd::{axpy, dot, prefetch, update_pair, SigmoidTable, MAX_EXP};
 use crate::vocab::Vocab;
 
 /// Which output objectives are active.
@@ -128,8 +128,7 @@ impl<'a> OutputLayer<'a> {
                 if want_loss {
                     loss -= self.sig.log_sigmoid(if j == 0 { f } else { -f });
                 }
-                axpy(g, out, grad);
-                axpy(g, h, out);
+                update_pair(g, h, out, grad);
             }
             return loss;
         }
@@ -200,8 +199,7 @@ impl<'a> OutputLayer<'a> {
                     continue;
                 }
                 let g = (1.0 - code as f32 - self.sig.sigmoid(f)) * lr;
-                axpy(g, node, gi);
-                axpy(g, hi, node);
+                update_pair(g, hi, node, gi);
             }
         }
         loss
@@ -232,9 +230,7 @@ impl<'a> OutputLayer<'a> {
             for k in 0..v {
                 let label = if k == target as usize { 1.0 } else { 0.0 };
                 let g = (label - probs[k] * inv) * lr;
-                let out = self.beta.row_mut(k);
-                axpy(g, out, gi);
-                axpy(g, hi, out);
+                update_pair(g, hi, self.beta.row_mut(k), gi);
                 if let Some(b) = &self.bias {
                     b.row_mut(k)[0] += g;
                 }

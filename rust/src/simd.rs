@@ -120,6 +120,13 @@ fn axpy_scalar(alpha: f32, x: &[f32], y: &mut [f32]) {
     }
 }
 
+fn update_pair_scalar(g: f32, h: &[f32], out: &mut [f32], grad: &mut [f32]) {
+    for ((o, gr), x) in out.iter_mut().zip(grad.iter_mut()).zip(h) {
+        *gr += g * *o;
+        *o += g * *x;
+    }
+}
+
 fn scale_scalar(alpha: f32, x: &mut [f32]) {
     for xi in x.iter_mut() {
         *xi *= alpha;
@@ -177,6 +184,26 @@ mod x86 {
         }
         while i < n {
             *py.add(i) += alpha * *px.add(i);
+            i += 1;
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn update_pair_avx2(g: f32, h: &[f32], out: &mut [f32], grad: &mut [f32]) {
+        let n = h.len();
+        let (ph, po, pg) = (h.as_ptr(), out.as_mut_ptr(), grad.as_mut_ptr());
+        let vg = _mm256_set1_ps(g);
+        let mut i = 0;
+        while i + 8 <= n {
+            let o = _mm256_loadu_ps(po.add(i));
+            _mm256_storeu_ps(pg.add(i), _mm256_fmadd_ps(vg, o, _mm256_loadu_ps(pg.add(i))));
+            _mm256_storeu_ps(po.add(i), _mm256_fmadd_ps(vg, _mm256_loadu_ps(ph.add(i)), o));
+            i += 8;
+        }
+        while i < n {
+            let o = *po.add(i);
+            *pg.add(i) += g * o;
+            *po.add(i) = o + g * *ph.add(i);
             i += 1;
         }
     }
@@ -244,6 +271,26 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx512f")]
+    pub unsafe fn update_pair_avx512(g: f32, h: &[f32], out: &mut [f32], grad: &mut [f32]) {
+        let n = h.len();
+        let (ph, po, pg) = (h.as_ptr(), out.as_mut_ptr(), grad.as_mut_ptr());
+        let vg = _mm512_set1_ps(g);
+        let mut i = 0;
+        while i + 16 <= n {
+            let o = _mm512_loadu_ps(po.add(i));
+            _mm512_storeu_ps(pg.add(i), _mm512_fmadd_ps(vg, o, _mm512_loadu_ps(pg.add(i))));
+            _mm512_storeu_ps(po.add(i), _mm512_fmadd_ps(vg, _mm512_loadu_ps(ph.add(i)), o));
+            i += 16;
+        }
+        if i < n {
+            let m: __mmask16 = ((1u32 << (n - i)) - 1) as __mmask16;
+            let o = _mm512_maskz_loadu_ps(m, po.add(i));
+            _mm512_mask_storeu_ps(pg.add(i), m, _mm512_fmadd_ps(vg, o, _mm512_maskz_loadu_ps(m, pg.add(i))));
+            _mm512_mask_storeu_ps(po.add(i), m, _mm512_fmadd_ps(vg, _mm512_maskz_loadu_ps(m, ph.add(i)), o));
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
     pub unsafe fn scale_avx512(alpha: f32, x: &mut [f32]) {
         let n = x.len();
         let px = x.as_mut_ptr();
@@ -303,6 +350,26 @@ mod arm {
     }
 
     #[target_feature(enable = "neon")]
+    pub unsafe fn update_pair_neon(g: f32, h: &[f32], out: &mut [f32], grad: &mut [f32]) {
+        let n = h.len();
+        let (ph, po, pg) = (h.as_ptr(), out.as_mut_ptr(), grad.as_mut_ptr());
+        let vg = vdupq_n_f32(g);
+        let mut i = 0;
+        while i + 4 <= n {
+            let o = vld1q_f32(po.add(i));
+            vst1q_f32(pg.add(i), vfmaq_f32(vld1q_f32(pg.add(i)), vg, o));
+            vst1q_f32(po.add(i), vfmaq_f32(o, vg, vld1q_f32(ph.add(i))));
+            i += 4;
+        }
+        while i < n {
+            let o = *po.add(i);
+            *pg.add(i) += g * o;
+            *po.add(i) = o + g * *ph.add(i);
+            i += 1;
+        }
+    }
+
+    #[target_feature(enable = "neon")]
     pub unsafe fn scale_neon(alpha: f32, x: &mut [f32]) {
         let n = x.len();
         let px = x.as_mut_ptr();
@@ -354,6 +421,24 @@ pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
         #[cfg(target_arch = "aarch64")]
         Level::Neon => unsafe { arm::axpy_neon(alpha, x, y) },
         _ => axpy_scalar(alpha, x, y),
+    }
+}
+
+/// The output-layer update for one scored row, in one pass:
+/// `grad += g * out; out += g * h` (grad sees `out` before its update).
+#[inline]
+pub fn update_pair(g: f32, h: &[f32], out: &mut [f32], grad: &mut [f32]) {
+    assert!(h.len() == out.len() && out.len() == grad.len());
+    match level() {
+        // SAFETY: detected features; all three slices have the same length.
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => unsafe { x86::update_pair_avx512(g, h, out, grad) },
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2Fma => unsafe { x86::update_pair_avx2(g, h, out, grad) },
+        // SAFETY: NEON baseline; equal lengths.
+        #[cfg(target_arch = "aarch64")]
+        Level::Neon => unsafe { arm::update_pair_neon(g, h, out, grad) },
+        _ => update_pair_scalar(g, h, out, grad),
     }
 }
 
@@ -475,6 +560,13 @@ mod tests {
                 axpy(0.5, &a, &mut y);
                 for i in 0..n {
                     assert!((y[i] - (b[i] + 0.5 * a[i])).abs() < 1e-6);
+                }
+                let mut out = a.clone();
+                let mut grad = b.clone();
+                update_pair(0.25, &b, &mut out, &mut grad);
+                for i in 0..n {
+                    assert!((grad[i] - (b[i] + 0.25 * a[i])).abs() < 1e-6);
+                    assert!((out[i] - (a[i] + 0.25 * b[i])).abs() < 1e-6);
                 }
                 scale(2.0, &mut y);
                 for i in 0..n {

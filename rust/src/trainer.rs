@@ -9,7 +9,7 @@
 //! word2vec. The calling thread wakes every `tick` to report progress and to
 //! learn whether to stop (Ctrl-C).
 
-use crate::corpus::{token_str, FileSplit, MAX_SENTENCE_LEN};
+use crate::corpus::{FileSplit, MAX_SENTENCE_LEN};
 use crate::models::Model;
 use crate::sampling::Rng;
 use crate::vocab::Vocab;
@@ -39,7 +39,7 @@ impl Job {
     pub fn push_token(&mut self, vocab: &Vocab, tok: &str) {
         self.raw_words += 1;
         self.open += 1;
-        if let Some(id) = vocab.get(tok) {
+        if let Some(id) = vocab.tokens.get(tok.as_bytes()) {
             self.ids.push(id);
         }
         if self.open == MAX_SENTENCE_LEN {
@@ -169,7 +169,7 @@ impl<M: Model> Worker<'_, M> {
         let mut raw = 0;
         for t in it {
             raw += 1;
-            if let Some(id) = self.vocab.get(&token_str(t)) {
+            if let Some(id) = self.vocab.tokens.get(t) {
                 self.ids.push(id);
             }
         }

@@ -80,6 +80,8 @@ pub struct Vocab {
     pub words: Vec<String>,
     pub counts: Vec<u64>,
     pub index: FxHashMap<String, u32>,
+    /// The same mapping for raw token bytes (the corpus-file read path).
+    pub tokens: TokenIndex,
     /// Per-word keep threshold for subsampling (see `sampling::keep_thresholds`).
     pub keep: Vec<u32>,
     pub negatives: AliasTable,
@@ -117,6 +119,7 @@ impl Vocab {
     pub fn from_sorted(words_counts: Vec<(String, u64)>, s: &VocabSettings) -> Vocab {
         let (words, counts): (Vec<String>, Vec<u64>) = words_counts.into_iter().unzip();
         let index = words.iter().enumerate().map(|(i, w)| (w.clone(), i as u32)).collect();
+        let tokens = TokenIndex::new(&words);
         let keep = keep_thresholds(&counts, s.sample);
         let negatives = AliasTable::new(&counts, s.ns_exponent);
         let huffman = if s.hs && !counts.is_empty() { Some(Huffman::new(&counts)) } else { None };
@@ -124,6 +127,7 @@ impl Vocab {
             words,
             counts,
             index,
+            tokens,
             keep,
             negatives,
             huffman,
@@ -149,6 +153,87 @@ impl Vocab {
     /// Sum of the counts of the words kept.
     pub fn retained_words(&self) -> u64 {
         self.counts.iter().sum()
+    }
+}
+
+/// Word -> id lookup on raw token bytes, built for the read path: an
+/// open-addressing table of (hash, id) over the words' UTF-8 bytes, so a
+/// lookup is one hash, usually one probe and one short compare, with no UTF-8
+/// validation unless the bytes miss and are not valid UTF-8 (then the
+/// lossily-decoded token is looked up, matching how the vocabulary was counted).
+#[derive(Debug, Clone)]
+pub struct TokenIndex {
+    slots: Vec<(u32, u32)>, // (hash tag, id + 1); id + 1 == 0 marks an empty slot
+    mask: usize,
+    arena: Vec<u8>,
+    spans: Vec<(u32, u32)>, // per id: (start, end) in arena
+}
+
+#[inline]
+fn hash_bytes(b: &[u8]) -> u64 {
+    // FxHash-style multiply-rotate over 8-byte words, then a final mix.
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mut h = (b.len() as u64).wrapping_mul(K);
+    let mut chunks = b.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        h = (h.rotate_left(5) ^ w).wrapping_mul(K);
+    }
+    let rem = chunks.remainder();
+    if !rem.is_empty() {
+        let mut buf = [0u8; 8];
+        buf[..rem.len()].copy_from_slice(rem);
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(buf)).wrapping_mul(K);
+    }
+    h ^ (h >> 29)
+}
+
+impl TokenIndex {
+    pub fn new(words: &[String]) -> Self {
+        let cap = (words.len() * 2).next_power_of_two().max(16);
+        let mut t = TokenIndex { slots: vec![(0, 0); cap], mask: cap - 1, arena: Vec::new(), spans: Vec::with_capacity(words.len()) };
+        for (id, w) in words.iter().enumerate() {
+            let start = t.arena.len() as u32;
+            t.arena.extend_from_slice(w.as_bytes());
+            t.spans.push((start, t.arena.len() as u32));
+            let h = hash_bytes(w.as_bytes());
+            let mut i = (h as usize) & t.mask;
+            while t.slots[i].1 != 0 {
+                i = (i + 1) & t.mask;
+            }
+            t.slots[i] = ((h >> 32) as u32, id as u32 + 1);
+        }
+        t
+    }
+
+    #[inline]
+    fn find(&self, b: &[u8]) -> Option<u32> {
+        let h = hash_bytes(b);
+        let tag = (h >> 32) as u32;
+        let mut i = (h as usize) & self.mask;
+        loop {
+            let (t, id1) = self.slots[i];
+            if id1 == 0 {
+                return None;
+            }
+            if t == tag {
+                let (s, e) = self.spans[(id1 - 1) as usize];
+                if &self.arena[s as usize..e as usize] == b {
+                    return Some(id1 - 1);
+                }
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    /// Id of a raw token (invalid UTF-8 replaced, as when counting).
+    #[inline]
+    pub fn get(&self, b: &[u8]) -> Option<u32> {
+        match self.find(b) {
+            Some(id) => Some(id),
+            None if std::str::from_utf8(b).is_err() => self.find(String::from_utf8_lossy(b).as_bytes()),
+            None => None,
+        }
     }
 }
 
@@ -270,6 +355,19 @@ mod tests {
         assert_eq!(keys, vec![("a".to_string(), 4)]);
         assert_eq!(c.prunes, 3);
         assert_eq!(c.total_words, 9);
+    }
+
+    #[test]
+    fn token_index_finds_every_word_and_nothing_else() {
+        let words: Vec<String> = (0..5000).map(|i| format!("w{i}x")).chain(["\u{fffd}bad".to_string(), String::new()]).collect();
+        let t = TokenIndex::new(&words);
+        for (i, w) in words.iter().enumerate() {
+            assert_eq!(t.get(w.as_bytes()), Some(i as u32), "{w}");
+        }
+        assert_eq!(t.get(b"w5000x"), None);
+        assert_eq!(t.get(b"w1"), None);
+        // Invalid UTF-8 matches its lossy decoding, as counting does.
+        assert_eq!(t.get(b"\xffbad"), Some(5000));
     }
 
     #[test]

@@ -1,0 +1,118 @@
+"""bidirmoe Word2Vec vs gensim Word2Vec, same file, same settings, one run.
+
+Trains CBOW and skip-gram with both libraries (gensim in ``corpus_file``
+mode) and prints words/s (vocabulary + training wall time), the ratio,
+analogy accuracy on questions-words.txt (restrict_vocab=30000, scored by
+gensim's evaluator for both), and peak RSS against the parameter bytes.
+Each training run happens in its own subprocess so peak RSS is its own.
+
+    python benches/bench_word2vec.py                 # text8 prefix as 1000-word lines
+    python benches/bench_word2vec.py --repeats 3     # median of 3 interleaved runs
+    python benches/bench_word2vec.py --single-line   # also: the same words as one huge line
+
+Needs gensim (``pip install .[bench]``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SHARED = os.path.abspath(os.path.join(HERE, "..", "..", "shared", "data"))
+DEFAULT_CORPUS = os.path.join(SHARED, "text8", "text8_prefix.gz")
+ANALOGIES = os.path.join(SHARED, "eval", "analogy", "questions-words.txt")
+
+CHILD = r"""
+import json, resource, sys, time
+lib, sg, path, params = sys.argv[1], int(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4])
+if lib == "bidirmoe":
+    from bidirmoe import Word2Vec
+else:
+    from gensim.models import Word2Vec
+t = time.perf_counter()
+m = Word2Vec(corpus_file=path, sg=sg, **params)
+dt = time.perf_counter() - t
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+words = m.corpus_total_words * params["epochs"]
+vocab = len(m.wv.index_to_key)
+param_bytes = m.wv.vectors.nbytes + (m.syn1neg.nbytes if getattr(m, "syn1neg", None) is not None else 0)
+from gensim.models import KeyedVectors
+kv = KeyedVectors(m.wv.vector_size)
+kv.add_vectors(list(m.wv.index_to_key), m.wv.vectors)
+acc = kv.evaluate_word_analogies(sys.argv[5], restrict_vocab=30000)[0]
+print(json.dumps(dict(seconds=dt, words=words, wps=words / dt, rss=rss, vocab=vocab, param_bytes=param_bytes, acc=acc)))
+"""
+
+
+def run(lib: str, sg: int, path: str, params: dict) -> dict:
+    out = subprocess.run([sys.executable, "-c", CHILD, lib, str(sg), path, json.dumps(params), ANALOGIES],
+                         check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def write_lines(src: str, dst: str, words_per_line: int | None) -> int:
+    opener = gzip.open if src.endswith(".gz") else open
+    with opener(src, "rt", encoding="utf-8") as f:
+        words = f.read().split()
+    with open(dst, "w", encoding="utf-8") as f:
+        if words_per_line is None:
+            f.write(" ".join(words) + "\n")
+        else:
+            for i in range(0, len(words), words_per_line):
+                f.write(" ".join(words[i:i + words_per_line]) + "\n")
+    return len(words)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpus", default=DEFAULT_CORPUS, help="text (or .gz) corpus; rewritten as 1000-word lines")
+    ap.add_argument("--repeats", type=int, default=1, help="interleaved runs per configuration (median reported)")
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--single-line", action="store_true", help="also train CBOW on the corpus as one huge line")
+    ap.add_argument("--models", default="cbow,sg")
+    args = ap.parse_args()
+    params = dict(vector_size=100, window=5, negative=5, sample=1e-3, min_count=5, epochs=args.epochs, workers=args.workers)
+    tmp = tempfile.mkdtemp(prefix="bench_w2v_")
+    lines = os.path.join(tmp, "corpus_1000.txt")
+    n = write_lines(args.corpus, lines, 1000)
+    print(f"corpus: {args.corpus} -> {n:,} words in 1000-word lines; settings: {params}")
+    results = {}
+    for model in args.models.split(","):
+        sg = 1 if model == "sg" else 0
+        rows = {"bidirmoe": [], "gensim": []}
+        for _ in range(args.repeats):
+            for lib in ("gensim", "bidirmoe"):
+                rows[lib].append(run(lib, sg, lines, params))
+        results[model] = {lib: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for lib, rs in rows.items()}
+    print()
+    print(f"| model | library | words/s | ratio vs gensim | analogy acc (30k) | peak RSS MB | limit MB (1.5 x params + 200) |")
+    print("|---|---|---|---|---|---|---|")
+    for model, r in results.items():
+        g = r["gensim"]["wps"]
+        for lib in ("gensim", "bidirmoe"):
+            x = r[lib]
+            limit = 1.5 * x["param_bytes"] / 2**20 + 200
+            print(f"| {model} | {lib} | {x['wps'] / 1e6:.2f} M | {x['wps'] / g:.2f}x | {100 * x['acc']:.1f} % | "
+                  f"{x['rss'] / 2**20:.0f} | {limit:.0f} |")
+    if args.single_line:
+        one = os.path.join(tmp, "corpus_one_line.txt")
+        write_lines(args.corpus, one, None)
+        print("\nsame words as ONE line (CBOW):")
+        for lib in ("gensim", "bidirmoe"):
+            x = run(lib, 0, one, params)
+            print(f"  {lib:9s} {x['wps'] / 1e6:.2f} M words/s, analogy acc {100 * x['acc']:.1f} %")
+    for f in os.listdir(tmp):
+        os.unlink(os.path.join(tmp, f))
+    os.rmdir(tmp)
+
+
+if __name__ == "__main__":
+    main()
