@@ -25,17 +25,17 @@ from . import _core
 MAX_SENTENCE_LEN: int = _core.MAX_SENTENCE_LEN
 
 
-def _open_text(path: str):
-    """Open a plain, .gz, .bz2 or .xz file as text, replacing invalid UTF-8."""
+def _open_binary(path: str):
+    """Open a plain, .gz, .bz2 or .xz file (recognised by content) for binary reading."""
     with open(path, "rb") as f:
         magic = f.read(6)
     if magic[:2] == b"\x1f\x8b":
-        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
+        return gzip.open(path, "rb")
     if magic[:3] == b"BZh":
-        return bz2.open(path, "rt", encoding="utf-8", errors="replace")
+        return bz2.open(path, "rb")
     if magic[:6] == b"\xfd7zXZ\x00":
-        return lzma.open(path, "rt", encoding="utf-8", errors="replace")
-    return open(path, "rt", encoding="utf-8", errors="replace")
+        return lzma.open(path, "rb")
+    return open(path, "rb")
 
 
 class LineSentence:
@@ -73,9 +73,10 @@ class LineSentence:
         self.limit = limit
 
     def __iter__(self) -> Iterator[List[str]]:
-        with _open_text(self.source) as f:
+        # As gensim: lines end at b"\n" only; tokens split on any Unicode whitespace.
+        with _open_binary(self.source) as f:
             for line in itertools.islice(f, self.limit):
-                words = line.split()
+                words = line.decode("utf-8", errors="replace").split()
                 for i in range(0, len(words), self.max_sentence_length):
                     yield words[i : i + self.max_sentence_length]
 

@@ -154,7 +154,7 @@ class TrainableModel:
             raise TypeError(f"build_vocab() got unexpected keyword arguments: {sorted(kwargs)}")
         check_corpus(corpus_iterable, corpus_file, passes=1)
         trim_rule = trim_rule if trim_rule is not None else self.trim_rule
-        counter = _core.VocabCounter(self.max_vocab_size)
+        counter = _core.VocabCounter(self.max_vocab_size, trim_rule)
         t0 = time.perf_counter()
         if corpus_file is not None:
             counter.add_file(os.fspath(corpus_file))
@@ -224,7 +224,7 @@ class TrainableModel:
 
     def train(self, corpus_iterable=None, corpus_file=None, total_examples=None, total_words=None, epochs=None,
               start_alpha=None, end_alpha=None, word_count=0, queue_factor=2, report_delay=1.0,
-              compute_loss=None, callbacks=(), **kwargs):
+              compute_loss=False, callbacks=(), **kwargs):
         """Train for ``epochs`` passes over the corpus (gensim's signature).
 
         The learning rate falls linearly from ``start_alpha`` (default
@@ -262,9 +262,10 @@ class TrainableModel:
         alpha = float(self.alpha if start_alpha is None else start_alpha)
         min_alpha = float(self.min_alpha if end_alpha is None else end_alpha)
         _check(alpha > 0 and min_alpha >= 0, f"learning rates must be positive, got start_alpha={alpha}, end_alpha={min_alpha}")
-        compute_loss = self.compute_loss if compute_loss is None else bool(compute_loss)
+        # As gensim: this call's compute_loss and callbacks, not the constructor's.
+        compute_loss = bool(compute_loss)
         self.compute_loss = compute_loss
-        callbacks = list(callbacks) if callbacks else list(self.callbacks)
+        callbacks = list(callbacks or ())
 
         # Words per epoch for the learning-rate schedule.
         if total_words is not None:
@@ -391,17 +392,21 @@ class TrainableModel:
         >>> Word2Vec.load(path).wv.index_to_key == m.wv.index_to_key
         True
         """
+        def plain(v):
+            return v.item() if isinstance(v, np.generic) else v
+
+        has_vocab = self._vocab is not None
         meta = {
             "format": "bidirmoe-model",
             "format_version": FORMAT_VERSION,
             "class": type(self).__name__,
-            "params": {k: getattr(self, k) for k in self._param_names},
-            "words": list(self.wv.index_to_key),
+            "params": {k: plain(getattr(self, k)) for k in self._param_names},
+            "words": list(self.wv.index_to_key) if has_vocab else None,
             "vocab": {
                 "total_words": int(self._vocab.total_words),
                 "sentences": int(self._vocab.sentences),
                 "effective_min_count": int(self._vocab.effective_min_count),
-            },
+            } if has_vocab else None,
             "state": {
                 "corpus_count": int(self.corpus_count),
                 "corpus_total_words": int(self.corpus_total_words),
@@ -410,7 +415,10 @@ class TrainableModel:
                 "total_train_time": float(self.total_train_time),
             },
         }
-        arrays = {"vectors": self.wv.vectors, "counts": np.asarray(self.wv.expandos["count"], dtype=np.int64)}
+        arrays = {}
+        if has_vocab:
+            arrays["vectors"] = self.wv.vectors
+            arrays["counts"] = np.asarray(self.wv.expandos["count"], dtype=np.int64)
         for name in self._array_names:
             arr = getattr(self, name, None)
             if arr is not None:
@@ -444,6 +452,14 @@ class TrainableModel:
             setattr(model, k, v)
         model.callbacks = ()
         model.trim_rule = None
+        model.hashfxn = hash
+        for name in cls._array_names:
+            setattr(model, name, None)
+        st = meta["state"]
+        model.corpus_count, model.corpus_total_words = st["corpus_count"], st["corpus_total_words"]
+        model._epochs_done, model.train_count, model.total_train_time = st["epochs_done"], st["train_count"], st["total_train_time"]
+        if meta["words"] is None:
+            return model
         counts = data["counts"]
         vocab = _core.Vocab.from_words(meta["words"], [int(c) for c in counts], float(model.sample), float(model.ns_exponent),
                                        bool(model.hs), meta["vocab"]["total_words"], meta["vocab"]["sentences"],
@@ -452,9 +468,6 @@ class TrainableModel:
         model.wv.vectors = np.ascontiguousarray(data["vectors"], dtype=np.float32)
         for name in cls._array_names:
             setattr(model, name, np.ascontiguousarray(data[name], dtype=np.float32) if name in data.files else None)
-        st = meta["state"]
-        model.corpus_count, model.corpus_total_words = st["corpus_count"], st["corpus_total_words"]
-        model._epochs_done, model.train_count, model.total_train_time = st["epochs_done"], st["train_count"], st["total_train_time"]
         return model
 
     def _reset_state(self) -> None:

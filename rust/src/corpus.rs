@@ -20,6 +20,8 @@ use std::sync::Mutex;
 pub const MAX_SENTENCE_LEN: usize = 10_000;
 
 const BLOCK: usize = 1 << 20;
+/// How far past a gzip block's end to look for the end of its line.
+const LINE_SLACK: usize = 1 << 16;
 
 #[inline]
 fn is_space(b: u8) -> bool {
@@ -163,6 +165,20 @@ pub fn is_gzip(path: &Path) -> io::Result<bool> {
     Ok(n == 2 && magic == [0x1f, 0x8b])
 }
 
+/// "bzip2" or "xz" if the file starts with that format's magic bytes (not read here).
+pub fn unsupported_compression(path: &Path) -> io::Result<Option<&'static str>> {
+    let mut f = File::open(path)?;
+    let mut magic = [0u8; 6];
+    let n = f.read(&mut magic)?;
+    Ok(if n >= 3 && &magic[..3] == b"BZh" {
+        Some("bzip2")
+    } else if n == 6 && magic == *b"\xfd7zXZ\x00" {
+        Some("xz")
+    } else {
+        None
+    })
+}
+
 /// Open a plain or gzip file for sequential reading.
 pub fn open_stream(path: &Path) -> io::Result<Box<dyn BufRead + Send>> {
     let gz = is_gzip(path)?;
@@ -233,14 +249,22 @@ impl FileSplit {
                             *guard = None;
                             return Ok(());
                         }
-                        // Extend to the next whitespace so no token is split between blocks.
-                        if n == BLOCK && !is_space(block[block.len() - 1]) {
+                        // Extend to the end of the line (if one ends within LINE_SLACK
+                        // bytes), else to the next whitespace, so no token — and no
+                        // ordinary line — is split between blocks.
+                        if n == BLOCK && block[block.len() - 1] != b'\n' {
+                            let mut extra = 0usize;
                             loop {
                                 let buf = s.fill_buf()?;
                                 if buf.is_empty() {
                                     break;
                                 }
-                                match buf.iter().position(|&b| is_space(b)) {
+                                let stop = if extra < LINE_SLACK {
+                                    buf.iter().position(|&b| b == b'\n').map(|p| p + 1)
+                                } else {
+                                    buf.iter().position(|&b| is_space(b))
+                                };
+                                match stop {
                                     Some(p) => {
                                         block.extend_from_slice(&buf[..p]);
                                         s.consume(p);
@@ -250,6 +274,7 @@ impl FileSplit {
                                         let l = buf.len();
                                         block.extend_from_slice(buf);
                                         s.consume(l);
+                                        extra += l;
                                     }
                                 }
                             }

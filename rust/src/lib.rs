@@ -44,7 +44,15 @@ mod python {
 
     fn check_file(path: &Path) -> PyResult<()> {
         match std::fs::metadata(path) {
-            Ok(m) if m.is_file() => Ok(()),
+            Ok(m) if m.is_file() => match corpus::unsupported_compression(path) {
+                Ok(Some(kind)) => Err(PyValueError::new_err(format!(
+                    "corpus_file {} is {kind}-compressed; corpus_file reads plain or gzip text: decompress it, \
+                     or pass bidirmoe.LineSentence(path) as the corpus",
+                    path.display()
+                ))),
+                Ok(None) => Ok(()),
+                Err(e) => Err(io_err(path, e)),
+            },
             Ok(_) => Err(PyValueError::new_err(format!("corpus_file is not a regular file: {}", path.display()))),
             Err(e) => Err(io_err(path, e)),
         }
@@ -73,7 +81,7 @@ mod python {
                         t.get_type().name().map(|s| s.to_string()).unwrap_or_else(|_| "?".into())
                     ))
                 })?;
-                on_token(&s.to_cow()?);
+                on_token(&s.to_string_lossy());
                 Ok(())
             };
             if let Ok(list) = sent.downcast::<PyList>() {
@@ -104,39 +112,90 @@ mod python {
     #[pyclass(module = "bidirmoe._core")]
     pub struct VocabCounter {
         inner: crate::vocab::VocabCounter,
+        /// gensim-style trim_rule(word, count, min_count) -> 0 default / 1 discard / 2 keep,
+        /// applied when max_vocab_size forces a prune.
+        trim_rule: Option<PyObject>,
+    }
+
+    impl VocabCounter {
+        /// End a sentence, pruning with the trim rule if there is one.
+        fn end_sentence(inner: &mut crate::vocab::VocabCounter, rule: &Option<PyObject>, err: &mut Option<PyErr>) {
+            match rule {
+                None => inner.end_sentence(),
+                Some(rule) => Python::with_gil(|py| {
+                    inner.end_sentence_with(&mut |w, c, m| {
+                        if err.is_some() {
+                            return true;
+                        }
+                        match rule.call1(py, (w, c, m)).and_then(|r| r.extract::<i64>(py)) {
+                            Ok(1) => false,
+                            Ok(2) => true,
+                            Ok(_) => c >= m,
+                            Err(e) => {
+                                *err = Some(e);
+                                true
+                            }
+                        }
+                    })
+                }),
+            }
+        }
     }
 
     #[pymethods]
     impl VocabCounter {
         #[new]
-        #[pyo3(signature = (max_vocab_size=None))]
-        fn new(max_vocab_size: Option<usize>) -> Self {
-            VocabCounter { inner: crate::vocab::VocabCounter::new(max_vocab_size) }
+        #[pyo3(signature = (max_vocab_size=None, trim_rule=None))]
+        fn new(max_vocab_size: Option<usize>, trim_rule: Option<PyObject>) -> Self {
+            VocabCounter { inner: crate::vocab::VocabCounter::new(max_vocab_size), trim_rule }
         }
 
         /// Count an iterable of sentences (lists of str).
         fn add_sentences(&mut self, sentences: &Bound<'_, PyAny>) -> PyResult<()> {
             let c = std::cell::RefCell::new(&mut self.inner);
-            visit_sentences(sentences, |t| c.borrow_mut().add_token(t), || c.borrow_mut().end_sentence())
+            let mut err = None;
+            let rule = &self.trim_rule;
+            visit_sentences(sentences, |t| c.borrow_mut().add_token(t), || {
+                Self::end_sentence(&mut c.borrow_mut(), rule, &mut err)
+            })?;
+            err.map_or(Ok(()), Err)
         }
 
-        /// Count a plain or gzip file (lines cut into 10,000-token chunks), GIL released.
+        /// Count a plain or gzip file (lines cut into 10,000-token chunks),
+        /// GIL released; Ctrl-C is checked about every million tokens.
         fn add_file(&mut self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
             check_file(&path)?;
             let inner = &mut self.inner;
-            py.allow_threads(|| {
-                corpus::for_each_sentence(&path, |it| {
-                    let mut any = false;
-                    for t in it {
-                        inner.add_token(&token_str(t));
-                        any = true;
+            let rule = &self.trim_rule;
+            let mut interrupted: Option<PyErr> = None;
+            let mut next_check = 1u64 << 20;
+            let result = py.allow_threads(|| {
+                let mut r = corpus::SentenceReader::whole(corpus::open_stream(&path)?);
+                while interrupted.is_none()
+                    && r.next_sentence(|it| {
+                        let mut any = false;
+                        for t in it {
+                            inner.add_token(&token_str(t));
+                            any = true;
+                        }
+                        if any {
+                            Self::end_sentence(inner, rule, &mut interrupted);
+                        }
+                    })?
+                {
+                    if inner.total_words >= next_check {
+                        next_check = inner.total_words + (1 << 20);
+                        if let Err(e) = Python::with_gil(|py| py.check_signals()) {
+                            interrupted = Some(e);
+                        }
                     }
-                    if any {
-                        inner.end_sentence();
-                    }
-                })
-            })
-            .map_err(|e| io_err(&path, e))
+                }
+                Ok::<(), std::io::Error>(())
+            });
+            if let Some(e) = interrupted {
+                return Err(e);
+            }
+            result.map_err(|e| io_err(&path, e))
         }
 
         #[getter]

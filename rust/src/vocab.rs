@@ -40,11 +40,17 @@ impl VocabCounter {
 
     /// Call at the end of each sentence: counts it and prunes if needed.
     pub fn end_sentence(&mut self) {
+        self.end_sentence_with(&mut |_: &str, c: u64, m: u64| c >= m);
+    }
+
+    /// `end_sentence` with a rule deciding which words survive a prune:
+    /// `keep(word, count, min_reduce)` (gensim passes its `trim_rule` here).
+    pub fn end_sentence_with(&mut self, keep: &mut dyn FnMut(&str, u64, u64) -> bool) {
         self.sentences += 1;
         if let Some(max) = self.max_vocab_size {
             if self.counts.len() > max {
                 let m = self.min_reduce;
-                self.counts.retain(|_, c| *c >= m);
+                self.counts.retain(|w, c| keep(w, *c, m));
                 self.min_reduce += 1;
                 self.prunes += 1;
             }

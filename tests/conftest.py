@@ -1,0 +1,187 @@
+"""Shared fixtures for the bidirmoe test suite.
+
+The central fixture is a small synthetic corpus with PLANTED structure:
+8 topic groups of 6 words each. Every sentence picks one group and draws
+most of its words from it, plus shared filler ("stop") words and a long
+Zipf tail of rare words. A working word2vec must put each group's words
+next to each other; random vectors cannot.
+
+Everything is deterministic (numpy seed), so the corpus, and the files
+written from it, are identical on every run.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import numpy as np
+import pytest
+
+N_GROUPS = 8
+GROUP_SIZE = 6
+FILLERS = ["the", "of", "and", "to", "in", "is", "was", "for", "on", "with"]
+N_RARE = 3000
+CORPUS_SEED = 20240601
+
+
+@dataclass(frozen=True)
+class PlantedCorpus:
+    """The planted corpus and what is known about it."""
+
+    groups: List[List[str]]
+    fillers: List[str]
+    sentences: List[List[str]]
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(len(s) for s in self.sentences)
+
+    @property
+    def group_words(self) -> List[str]:
+        return [w for g in self.groups for w in g]
+
+    def counts(self) -> Dict[str, int]:
+        out: Dict[str, int] = {}
+        for s in self.sentences:
+            for w in s:
+                out[w] = out.get(w, 0) + 1
+        return out
+
+    def text(self) -> str:
+        return "".join(" ".join(s) + "\n" for s in self.sentences)
+
+
+def make_planted_corpus(n_sentences: int = 4000, seed: int = CORPUS_SEED, p_group: float = 0.7,
+                        p_filler: float = 0.2) -> PlantedCorpus:
+    """Sentences of 6..14 tokens: with probability ``p_group`` a word of the
+    sentence's topic group, with ``p_filler`` a (Zipf-weighted) filler word,
+    otherwise a rare word from a Zipf tail of N_RARE words."""
+    rng = np.random.default_rng(seed)
+    groups = [[f"t{g}w{i}" for i in range(GROUP_SIZE)] for g in range(N_GROUPS)]
+    rare = [f"r{k}" for k in range(N_RARE)]
+    fw = 1.0 / np.arange(1, len(FILLERS) + 1)
+    fw /= fw.sum()
+    rw = 1.0 / np.arange(1, N_RARE + 1) ** 1.1
+    rw /= rw.sum()
+    lengths = rng.integers(6, 15, size=n_sentences)
+    topics = rng.integers(0, N_GROUPS, size=n_sentences)
+    total = int(lengths.sum())
+    kind = rng.random(total)
+    gidx = rng.integers(0, GROUP_SIZE, size=total)
+    fidx = rng.choice(len(FILLERS), size=total, p=fw)
+    ridx = rng.choice(N_RARE, size=total, p=rw)
+    sentences: List[List[str]] = []
+    pos = 0
+    for length, topic in zip(lengths.tolist(), topics.tolist()):
+        grp = groups[topic]
+        sent = []
+        for j in range(pos, pos + length):
+            k = kind[j]
+            if k < p_group:
+                sent.append(grp[gidx[j]])
+            elif k < p_group + p_filler:
+                sent.append(FILLERS[fidx[j]])
+            else:
+                sent.append(rare[ridx[j]])
+        sentences.append(sent)
+        pos += length
+    return PlantedCorpus(groups=groups, fillers=list(FILLERS), sentences=sentences)
+
+
+def group_precision(wv, groups: Sequence[Sequence[str]], topn: int = 5) -> float:
+    """Share of each group word's ``topn`` nearest neighbours (cosine, the word
+    itself excluded) that belong to its own group, averaged over all group
+    words. Computed directly from ``wv.vectors`` so it does not depend on the
+    KeyedVectors query API."""
+    vecs = np.asarray(wv.vectors, dtype=np.float64)
+    norms = np.linalg.norm(vecs, axis=1, keepdims=True)
+    unit = vecs / np.where(norms == 0, 1.0, norms)
+    k2i = wv.key_to_index
+    hits = total = 0
+    for grp in groups:
+        members = {k2i[w] for w in grp}
+        for w in grp:
+            i = k2i[w]
+            sims = unit @ unit[i]
+            sims[i] = -np.inf
+            top = np.argsort(-sims, kind="stable")[:topn]
+            hits += sum(int(j) in members for j in top)
+            total += topn
+    return hits / total
+
+
+#: Precision that every trained configuration must reach on the planted
+#: corpus; random vectors score about topn / V (~3%).
+PRECISION_THRESHOLD = 0.7
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="session")
+def planted() -> PlantedCorpus:
+    return make_planted_corpus()
+
+
+@pytest.fixture(scope="session")
+def corpus(planted) -> List[List[str]]:
+    """The planted corpus as a list of token lists (do not mutate)."""
+    return planted.sentences
+
+
+@pytest.fixture(scope="session")
+def groups(planted) -> List[List[str]]:
+    return planted.groups
+
+
+@pytest.fixture(scope="session")
+def corpus_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("corpus")
+
+
+@pytest.fixture(scope="session")
+def corpus_file(planted, corpus_dir) -> Path:
+    """Plain text: one sentence per line."""
+    path = corpus_dir / "planted.txt"
+    path.write_text(planted.text(), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def corpus_file_gz(planted, corpus_dir) -> Path:
+    """The same text, gzip-compressed."""
+    path = corpus_dir / "planted.txt.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.write(planted.text())
+    return path
+
+
+@pytest.fixture(scope="session")
+def corpus_file_bz2(planted, corpus_dir) -> Path:
+    path = corpus_dir / "planted.txt.bz2"
+    with bz2.open(path, "wt", encoding="utf-8") as f:
+        f.write(planted.text())
+    return path
+
+
+@pytest.fixture(scope="session")
+def corpus_file_oneline(planted, corpus_dir) -> Path:
+    """All the corpus's tokens, in order, on one single huge line (text8-style)."""
+    path = corpus_dir / "planted_oneline.txt"
+    path.write_text(" ".join(w for s in planted.sentences for w in s) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def precision():
+    """``precision(wv, groups, topn=5)``: see :func:`group_precision`."""
+    return group_precision
+
+
+@pytest.fixture(scope="session")
+def precision_threshold() -> float:
+    return PRECISION_THRESHOLD
