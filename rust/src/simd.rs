@@ -16,9 +16,8 @@ pub enum Level {
     Neon = 4,
 }
 
+/// The active level (0 = not detected yet); `force_level` overrides it.
 static LEVEL: AtomicU8 = AtomicU8::new(0);
-/// Forced level for tests/benchmarks (0 = auto).
-static FORCED: AtomicU8 = AtomicU8::new(0);
 
 fn detect() -> Level {
     #[cfg(target_arch = "x86_64")]
@@ -50,10 +49,6 @@ fn from_u8(v: u8) -> Level {
 /// The kernel level in use.
 #[inline]
 pub fn level() -> Level {
-    let f = FORCED.load(Ordering::Relaxed);
-    if f != 0 {
-        return from_u8(f);
-    }
     let l = LEVEL.load(Ordering::Relaxed);
     if l != 0 {
         return from_u8(l);
@@ -68,7 +63,7 @@ pub fn level() -> Level {
 pub fn force_level(l: Option<Level>) -> bool {
     match l {
         None => {
-            FORCED.store(0, Ordering::Relaxed);
+            LEVEL.store(detect() as u8, Ordering::Relaxed);
             true
         }
         Some(l) => {
@@ -80,7 +75,7 @@ pub fn force_level(l: Option<Level>) -> bool {
                 Level::Neon => best == Level::Neon,
             };
             if ok {
-                FORCED.store(l as u8, Ordering::Relaxed);
+                LEVEL.store(l as u8, Ordering::Relaxed);
             }
             ok
         }
