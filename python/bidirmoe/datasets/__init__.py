@@ -7,6 +7,10 @@ name               file
                    CC BY-SA), gzip, one line — the demo corpus
 ``google``         Google analogy set ``questions-words.txt`` (word2vec,
                    Apache-2.0), 14 sections, 19,544 questions
+``wordsim353``     WordSim-353 (Finkelstein et al. 2002), 353 pairs, CSV
+                   ``word1,word2,score`` with a header line
+``simlex999``      SimLex-999 (Hill et al. 2015), 999 pairs, its own
+                   10-column tab-separated format (score in column 4)
 =================  ==========================================================
 
 Examples
@@ -29,7 +33,12 @@ _FILES: Dict[str, str] = {
     "google": "questions-words.txt",
     "questions-words": "questions-words.txt",
     "questions-words.txt": "questions-words.txt",
+    "wordsim353": "wordsim353.csv",
+    "simlex999": "SimLex-999.txt",
 }
+
+#: Delimiters of the bundled word-pair files (the others use gensim's default tab).
+_PAIR_DELIMITERS: Dict[str, str] = {"wordsim353": ","}
 
 
 def names() -> List[str]:
@@ -60,6 +69,21 @@ def path(name: str) -> str:
         return os.path.join(_HERE, _FILES[name])
     except KeyError:
         raise KeyError(f"unknown dataset {name!r}; known: {', '.join(names())}") from None
+
+
+def resolve_pairs(name_or_path, delimiter: str):
+    """``(path, delimiter)`` for ``evaluate_word_pairs``: a bundled name gets
+    its file and that file's delimiter; a path keeps the caller's delimiter.
+
+    Examples
+    --------
+    >>> resolve_pairs("wordsim353", "\t")[1]
+    ','
+    """
+    p = os.fspath(name_or_path) if isinstance(name_or_path, (str, os.PathLike)) else name_or_path
+    if isinstance(p, str) and p in _FILES:
+        return path(p), _PAIR_DELIMITERS.get(p, delimiter)
+    return name_or_path, delimiter
 
 
 def resolve(name_or_path) -> str:
