@@ -14,11 +14,12 @@ Examples
 from . import _core
 from .corpora import LineSentence
 from .keyedvectors import KeyedVectors
+from .moe import BidirMoE
 from .word2vec import Word2Vec
 
 __version__ = "0.1.0"
 
-__all__ = ["Word2Vec", "KeyedVectors", "LineSentence", "simd_level", "__version__"]
+__all__ = ["Word2Vec", "BidirMoE", "KeyedVectors", "LineSentence", "simd_level", "__version__"]
 
 
 def simd_level() -> str:

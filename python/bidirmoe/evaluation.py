@@ -29,11 +29,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Union
 
 import numpy as np
 
 from .datasets import resolve as _resolve_dataset
+
+if TYPE_CHECKING:  # for annotations only (keyedvectors imports this module lazily)
+    from .keyedvectors import KeyedVectors
 
 
 def _group_of(section: str) -> str:
@@ -81,8 +84,8 @@ def _summary(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
     }
 
 
-def analogy_report(kv, analogies="google", restrict_vocab: int = 300000, case_insensitive: bool = True,
-                   batch_size: int = 1024) -> AnalogyReport:
+def analogy_report(kv: KeyedVectors, analogies: Union[str, os.PathLike[str]] = "google", restrict_vocab: int = 300000,
+                   case_insensitive: bool = True, batch_size: int = 1024) -> AnalogyReport:
     """Rank of the true answer and cos(d, b − a + c) for every analogy question.
 
     Parameters
@@ -116,7 +119,7 @@ def analogy_report(kv, analogies="google", restrict_vocab: int = 300000, case_in
     unit = vecs / np.where(norms == 0, 1, norms)
     lookup: Dict[str, int] = {}
     for i, k in enumerate(keys):
-        lookup.setdefault(k.upper() if case_insensitive else k, i)
+        lookup.setdefault(k.upper() if case_insensitive else k, i)  # type: ignore[attr-defined, arg-type]  # keys, not None
 
     questions = []  # (section, a, b, c, d, ia, ib, ic, id)
     skipped = 0
@@ -160,7 +163,7 @@ def analogy_report(kv, analogies="google", restrict_vocab: int = 300000, case_in
         ranks = 1 + (sims > cos_d[:, None]).sum(axis=1)
         # d equal to one of a, b, c can never be produced by 3CosAdd.
         excluded = (id_ == ia) | (id_ == ib) | (id_ == ic)
-        for k, q in enumerate(block):
+        for k, q in enumerate(block):  # type: ignore[assignment]  # q reused: a question tuple here
             rows.append({
                 "section": q[0], "group": _group_of(q[0]), "a": q[1], "b": q[2], "c": q[3], "d": q[4],
                 "rank": int(len(keys)) if excluded[k] else int(ranks[k]), "cosine": float(cos_d[k]),

@@ -32,6 +32,8 @@ Examples
 ['dog', 'car']
 """
 
+from __future__ import annotations
+
 import bz2
 import contextlib
 import gzip
@@ -49,9 +51,32 @@ import warnings
 import zlib
 from collections import namedtuple
 from numbers import Integral
+from typing import (
+    TYPE_CHECKING, Any, Dict, Iterable, List, Literal, Mapping, NoReturn, Optional, Sequence, Tuple, Type, TypeVar,
+    Union,
+)
 
 import numpy as np
 from numpy import ndarray
+
+if TYPE_CHECKING:  # names for annotations only; nothing below exists at runtime
+    from numpy.typing import ArrayLike, DTypeLike, NDArray
+
+    from .evaluation import AnalogyReport
+
+    _KeyedVectorsT = TypeVar('_KeyedVectorsT', bound='KeyedVectors')
+    #: A key: a word, or an integer key (integers not in the vocabulary are row indices).
+    _Key = Union[str, int, np.integer]
+    #: A key, or a raw vector used as given.
+    _KeyOrVector = Union[_Key, NDArray[Any]]
+    #: ``positive`` / ``negative`` of :meth:`KeyedVectors.most_similar`: one key or vector, or a
+    #: sequence of keys, vectors and ``(key or vector, weight)`` pairs (a 2D array is a sequence of vectors).
+    _Query = Union[_KeyOrVector, Sequence[Union[_KeyOrVector, Tuple[_KeyOrVector, float]]]]
+    #: ``positive`` / ``negative`` of :meth:`KeyedVectors.most_similar_cosmul`.
+    _CosmulQuery = Union[str, NDArray[Any], Sequence[Union[str, NDArray[Any]]]]
+    #: Result of :meth:`KeyedVectors.most_similar`: ``(key, similarity)`` pairs, or all similarities (``topn=None``).
+    _SimilarResult = Union[List[Tuple[str, float]], NDArray[np.floating[Any]]]
+    _Path = Union[str, os.PathLike[str]]
 
 logger = logging.getLogger(__name__)
 
@@ -245,8 +270,8 @@ def _atomic_write(fname, append=False, compress=True):
 # small statistics fallback (used only when scipy is not installed)
 # ---------------------------------------------------------------------------
 
-_CorrelationResult = namedtuple('CorrelationResult', ['correlation', 'pvalue'])
-_PearsonResult = namedtuple('PearsonResult', ['statistic', 'pvalue'])
+_CorrelationResult = namedtuple('CorrelationResult', ['correlation', 'pvalue'])  # type: ignore[name-match]  # keeps scipy's result name
+_PearsonResult = namedtuple('PearsonResult', ['statistic', 'pvalue'])  # type: ignore[name-match]  # keeps scipy's result name
 
 
 def _betacf(a, b, x):
@@ -388,23 +413,26 @@ class KeyedVectors:
     #: search to decide whether two candidate scores are too close to order reliably.
     batch_gap_safety = 1.0
 
-    def __init__(self, vector_size, count=0, dtype=np.float32, mapfile_path=None):
+    def __init__(
+            self, vector_size: int, count: int = 0, dtype: DTypeLike = np.float32,
+            mapfile_path: Optional[str] = None,
+    ) -> None:
         self.vector_size = vector_size
         self.index_to_key = [None] * count
         self.next_index = 0
-        self.key_to_index = {}
+        self.key_to_index = {}  # type: ignore[var-annotated]  # keys of any type
         self.vectors = np.zeros((count, vector_size), dtype=dtype)
         self.norms = None
-        self.expandos = {}
+        self.expandos = {}  # type: ignore[var-annotated]  # str -> per-key array
         self.mapfile_path = mapfile_path
-        self._batch_stats = {}
+        self._batch_stats = {}  # type: ignore[var-annotated]  # str -> int
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.__class__.__name__}<vector_size={self.vector_size}, {len(self)} keys>"
 
     __repr__ = __str__
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: Dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.__dict__.setdefault('_batch_stats', {})
 
@@ -412,7 +440,7 @@ class KeyedVectors:
     # per-key attributes
     # ------------------------------------------------------------------
 
-    def allocate_vecattrs(self, attrs=None, types=None):
+    def allocate_vecattrs(self, attrs: Optional[List[str]] = None, types: Optional[List[DTypeLike]] = None) -> None:
         """Ensure per-key attribute arrays exist with the size of :attr:`index_to_key`.
 
         Parameters
@@ -436,7 +464,7 @@ class KeyedVectors:
             attrs = list(self.expandos.keys())
             types = [self.expandos[attr].dtype for attr in attrs]
         target_size = len(self.index_to_key)
-        for attr, t in zip(attrs, types):
+        for attr, t in zip(attrs, types):  # type: ignore[arg-type]  # types is set when attrs is None
             if t is int:
                 t = np.int64
             if t is str:
@@ -457,7 +485,7 @@ class KeyedVectors:
             keep = min(prev_count, target_size)
             self.expandos[attr][:keep] = prev_expando[:keep]
 
-    def set_vecattr(self, key, attr, val):
+    def set_vecattr(self, key: _Key, attr: str, val: Any) -> None:
         """Set the extra attribute ``attr`` of ``key`` to ``val``.
 
         Parameters
@@ -483,7 +511,7 @@ class KeyedVectors:
         index = self.get_index(key)
         self.expandos[attr][index] = val
 
-    def get_vecattr(self, key, attr):
+    def get_vecattr(self, key: _Key, attr: str) -> Any:
         """Get the extra attribute ``attr`` of ``key``.
 
         Parameters
@@ -511,7 +539,7 @@ class KeyedVectors:
         index = self.get_index(key)
         return self.expandos[attr][index]
 
-    def resize_vectors(self, seed=0):
+    def resize_vectors(self, seed: int = 0) -> None:
         """Make :attr:`vectors` match :attr:`index_to_key`; new rows are random in ``[-1, 1) / vector_size``.
 
         Parameters
@@ -548,10 +576,10 @@ class KeyedVectors:
     # lookup
     # ------------------------------------------------------------------
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.index_to_key)
 
-    def __getitem__(self, key_or_keys):
+    def __getitem__(self, key_or_keys: Union[_Key, Iterable[_Key]]) -> NDArray[Any]:
         """Vector of one key (1D array) or of a list of keys (2D array).
 
         Examples
@@ -576,7 +604,7 @@ class KeyedVectors:
             return key
         return -1
 
-    def get_index(self, key, default=None):
+    def get_index(self, key: _Key, default: Optional[int] = None) -> int:
         """Row index of ``key`` in :attr:`vectors`.
 
         Integer keys that are not in the vocabulary are treated as row indices
@@ -606,13 +634,13 @@ class KeyedVectors:
         if val >= 0:
             return val
         elif isinstance(key, (int, np.integer)) and 0 <= key < len(self.index_to_key):
-            return key
+            return key  # type: ignore[return-value]  # an in-range np.integer key is returned as given
         elif default is not None:
             return default
         else:
             raise KeyError(f"Key '{key}' not present")
 
-    def get_vector(self, key, norm=False):
+    def get_vector(self, key: _Key, norm: bool = False) -> NDArray[Any]:
         """The vector of ``key`` as a read-only 1D array.
 
         Parameters
@@ -643,13 +671,13 @@ class KeyedVectors:
         index = self.get_index(key)
         if norm:
             self.fill_norms()
-            result = self.vectors[index] / self.norms[index]
+            result = self.vectors[index] / self.norms[index]  # type: ignore[index]  # norms set by fill_norms()
         else:
             result = self.vectors[index]
         result.setflags(write=False)
         return result
 
-    def word_vec(self, *args, **kwargs):
+    def word_vec(self, *args: Any, **kwargs: Any) -> NDArray[Any]:
         """Deprecated alias of :meth:`get_vector`.
 
         Examples
@@ -666,7 +694,7 @@ class KeyedVectors:
         _deprecation('word_vec', 'Use get_vector instead')
         return self.get_vector(*args, **kwargs)
 
-    def has_index_for(self, key):
+    def has_index_for(self, key: _Key) -> bool:
         """Whether ``key`` maps to a row of :attr:`vectors`.
 
         Examples
@@ -680,14 +708,14 @@ class KeyedVectors:
         """
         return self.get_index(key, -1) >= 0
 
-    def __contains__(self, key):
+    def __contains__(self, key: _Key) -> bool:
         return self.has_index_for(key)
 
     # ------------------------------------------------------------------
     # adding vectors
     # ------------------------------------------------------------------
 
-    def add_vector(self, key, vector):
+    def add_vector(self, key: _Key, vector: ArrayLike) -> int:
         """Add one vector, into a pre-allocated slot when available.
 
         Parameters
@@ -723,14 +751,17 @@ class KeyedVectors:
             self.allocate_vecattrs()
             self.next_index = target_index + 1
         else:
-            self.index_to_key[target_index] = key
+            self.index_to_key[target_index] = key  # type: ignore[call-overload]  # slot pre-allocated as None
             self.key_to_index[key] = target_index
             self.vectors[target_index] = vector
             self.next_index += 1
             self.norms = None
         return target_index
 
-    def add_vectors(self, keys, weights, extras=None, replace=False):
+    def add_vectors(
+            self, keys: Union[_Key, Sequence[_Key]], weights: Union[NDArray[Any], List[ArrayLike]],
+            extras: Optional[Mapping[str, NDArray[Any]]] = None, replace: bool = False,
+    ) -> None:
         """Append keys and their vectors.
 
         Keys already present keep their old vector unless ``replace`` is True.
@@ -772,17 +803,17 @@ class KeyedVectors:
             if key in self.key_to_index:
                 in_vocab_mask[idx] = True
 
-        for idx in np.nonzero(~in_vocab_mask)[0]:
+        for idx in np.nonzero(~in_vocab_mask)[0]:  # type: ignore[assignment]  # idx reused as a numpy index
             key = keys[idx]
             self.key_to_index[key] = len(self.index_to_key)
-            self.index_to_key.append(key)
+            self.index_to_key.append(key)  # type: ignore[arg-type]  # index_to_key starts as [None] * count
 
         self.vectors = np.vstack((self.vectors, weights[~in_vocab_mask].astype(self.vectors.dtype)))
         for attr, extra in extras.items():
             self.expandos[attr] = np.concatenate((self.expandos[attr], extra[~in_vocab_mask]))
 
         if replace:
-            in_vocab_idxs = [self.get_index(keys[idx]) for idx in np.nonzero(in_vocab_mask)[0]]
+            in_vocab_idxs = [self.get_index(keys[idx]) for idx in np.nonzero(in_vocab_mask)[0]]  # type: ignore[call-overload]  # numpy index
             self.vectors[in_vocab_idxs] = weights[in_vocab_mask]
             for attr, extra in extras.items():
                 self.expandos[attr][in_vocab_idxs] = extra[in_vocab_mask]
@@ -791,7 +822,7 @@ class KeyedVectors:
         self.next_index = max(self.next_index, len(self.index_to_key))
         self.norms = None
 
-    def __setitem__(self, keys, weights):
+    def __setitem__(self, keys: Union[_Key, List[str], List[int], List[_Key]], weights: NDArray[Any]) -> None:
         """Add or replace vectors: ``kv[keys] = weights`` is ``add_vectors(keys, weights, replace=True)``.
 
         Examples
@@ -813,17 +844,17 @@ class KeyedVectors:
     # ------------------------------------------------------------------
 
     @property
-    def vectors_norm(self):
+    def vectors_norm(self) -> NoReturn:
         raise AttributeError(
             "The `.vectors_norm` attribute is computed dynamically since Gensim 4.0.0. "
             "Use `.get_normed_vectors()` instead."
         )
 
     @vectors_norm.setter
-    def vectors_norm(self, _):
+    def vectors_norm(self, _: Any) -> None:
         pass
 
-    def get_normed_vectors(self):
+    def get_normed_vectors(self) -> NDArray[Any]:
         """All vectors scaled to unit L2 length, as a new 2D array.
 
         Examples
@@ -836,9 +867,9 @@ class KeyedVectors:
         [[0.6, 0.8]]
         """
         self.fill_norms()
-        return self.vectors / self.norms[..., np.newaxis]
+        return self.vectors / self.norms[..., np.newaxis]  # type: ignore[index]  # norms set by fill_norms()
 
-    def fill_norms(self, force=False):
+    def fill_norms(self, force: bool = False) -> None:
         """Compute and cache the L2 norm of every vector in :attr:`norms`.
 
         Parameters
@@ -859,7 +890,7 @@ class KeyedVectors:
         if self.norms is None or force:
             self.norms = np.linalg.norm(self.vectors, axis=1)
 
-    def init_sims(self, replace=False):
+    def init_sims(self, replace: bool = False) -> None:
         """Deprecated: use :meth:`fill_norms` (``replace=True`` calls :meth:`unit_normalize_all`).
 
         Examples
@@ -880,7 +911,7 @@ class KeyedVectors:
             logger.warning("destructive init_sims(replace=True) deprecated & no longer required for space-efficiency")
             self.unit_normalize_all()
 
-    def unit_normalize_all(self):
+    def unit_normalize_all(self) -> None:
         """Destructively scale all vectors to unit length.
 
         Examples
@@ -894,10 +925,10 @@ class KeyedVectors:
         [0.6, 0.8]
         """
         self.fill_norms()
-        self.vectors /= self.norms[..., np.newaxis]
-        self.norms = np.ones((len(self.vectors),))
+        self.vectors /= self.norms[..., np.newaxis]  # type: ignore[index]  # norms set by fill_norms()
+        self.norms = np.ones((len(self.vectors),))  # type: ignore[assignment]  # norms starts as None
 
-    def sort_by_descending_frequency(self):
+    def sort_by_descending_frequency(self) -> None:
         """Reorder keys (and vectors) by descending ``'count'`` attribute.
 
         Examples
@@ -966,7 +997,11 @@ class KeyedVectors:
             mean = _unitvec(mean).astype(REAL)
         return mean
 
-    def get_mean_vector(self, keys, weights=None, pre_normalize=True, post_normalize=False, ignore_missing=True):
+    def get_mean_vector(
+            self, keys: Union[Sequence[_KeyOrVector], NDArray[Any]],
+            weights: Optional[Union[List[float], NDArray[Any]]] = None,
+            pre_normalize: bool = True, post_normalize: bool = False, ignore_missing: bool = True,
+    ) -> NDArray[np.floating[Any]]:
         """Weighted mean of the vectors of ``keys``.
 
         Parameters
@@ -1043,9 +1078,10 @@ class KeyedVectors:
         return result[:topn]
 
     def most_similar(
-            self, positive=None, negative=None, topn=10, clip_start=0, clip_end=None,
-            restrict_vocab=None, indexer=None,
-    ):
+            self, positive: Optional[_Query] = None, negative: Optional[_Query] = None, topn: Optional[int] = 10,
+            clip_start: int = 0, clip_end: Optional[int] = None, restrict_vocab: Optional[int] = None,
+            indexer: Optional[Any] = None,
+    ) -> _SimilarResult:
         """Top-N most similar keys by cosine similarity to the mean of the inputs.
 
         Positive keys count positively, negative keys negatively (3CosAdd).
@@ -1092,7 +1128,9 @@ class KeyedVectors:
             return dists
         return self._exact_top(dists, topn, all_keys, clip_start)
 
-    def similar_by_key(self, key, topn=10, restrict_vocab=None):
+    def similar_by_key(
+            self, key: _Key, topn: Optional[int] = 10, restrict_vocab: Optional[int] = None,
+    ) -> _SimilarResult:
         """Top-N most similar keys to ``key`` (``most_similar(positive=[key])``).
 
         Parameters
@@ -1119,7 +1157,9 @@ class KeyedVectors:
         """
         return self.most_similar(positive=[key], topn=topn, restrict_vocab=restrict_vocab)
 
-    def similar_by_word(self, word, topn=10, restrict_vocab=None):
+    def similar_by_word(
+            self, word: _Key, topn: Optional[int] = 10, restrict_vocab: Optional[int] = None,
+    ) -> _SimilarResult:
         """Alias of :meth:`similar_by_key`.
 
         Examples
@@ -1133,7 +1173,9 @@ class KeyedVectors:
         """
         return self.similar_by_key(word, topn, restrict_vocab)
 
-    def similar_by_vector(self, vector, topn=10, restrict_vocab=None):
+    def similar_by_vector(
+            self, vector: NDArray[Any], topn: Optional[int] = 10, restrict_vocab: Optional[int] = None,
+    ) -> _SimilarResult:
         """Top-N most similar keys to a raw vector.
 
         Parameters
@@ -1160,8 +1202,11 @@ class KeyedVectors:
         """
         return self.most_similar(positive=[vector], topn=topn, restrict_vocab=restrict_vocab)
 
-    def most_similar_batch(self, queries, topn=10, clip_start=0, clip_end=None, restrict_vocab=None,
-                           batch_size=512):
+    def most_similar_batch(
+            self, queries: Iterable[Union[Dict[str, Optional[_Query]], _Query]], topn: Optional[int] = 10,
+            clip_start: int = 0, clip_end: Optional[int] = None, restrict_vocab: Optional[int] = None,
+            batch_size: int = 512,
+    ) -> List[_SimilarResult]:
         """Run :meth:`most_similar` for many queries, one matrix product per block.
 
         The result equals ``[self.most_similar(...) for each query]`` (same keys in
@@ -1220,7 +1265,7 @@ class KeyedVectors:
         n_rows = len(self.vectors[start:end])
         if not prepared:
             self._batch_stats = stats
-            return results
+            return results  # type: ignore[return-value]  # filled in place of the None placeholders
         max_inputs = max(len(k) for k in inputs)
         k_needed = topn + max_inputs + 1
         if n_rows <= k_needed:
@@ -1229,7 +1274,7 @@ class KeyedVectors:
                 results[qi] = self._exact_top(self._exact_dists(mean, start, end), topn, all_keys, start)
             stats['exact_fallbacks'] = len(prepared)
             self._batch_stats = stats
-            return results
+            return results  # type: ignore[return-value]  # filled in place of the None placeholders
         group = self._group_width(n_rows, k_needed)
         normed, n_valid, bad_rows = self._normalized_range(start, end, group)
         tol = self._gap_tolerance()
@@ -1254,15 +1299,15 @@ class KeyedVectors:
                             break
                 if self._ranks_reliable(val_row, last_rank, tol):
                     sel = np.asarray(chosen, dtype=np.intp) + start
-                    scores = np.dot(self.vectors[sel], means[qi]) / self.norms[sel]
-                    results[qi] = [
+                    scores = np.dot(self.vectors[sel], means[qi]) / self.norms[sel]  # type: ignore[index]  # norms set by fill_norms()
+                    results[qi] = [  # type: ignore[call-overload]  # replaces a None placeholder
                         (self.index_to_key[i], float(s)) for i, s in zip(sel.tolist(), scores.tolist())
                     ]
                 else:
                     stats['exact_fallbacks'] += 1
                     results[qi] = self._exact_top(self._exact_dists(means[qi], start, end), topn, all_keys, start)
         self._batch_stats = stats
-        return results
+        return results  # type: ignore[return-value]  # filled in place of the None placeholders
 
     # -- batched search machinery --------------------------------------
 
@@ -1404,7 +1449,10 @@ class KeyedVectors:
 
     # ------------------------------------------------------------------
 
-    def most_similar_cosmul(self, positive=None, negative=None, topn=10, restrict_vocab=None):
+    def most_similar_cosmul(
+            self, positive: Optional[_CosmulQuery] = None, negative: Optional[_CosmulQuery] = None,
+            topn: Optional[int] = 10, restrict_vocab: Optional[int] = None,
+    ) -> _SimilarResult:
         """Top-N most similar keys with the multiplicative 3CosMul objective (Levy & Goldberg).
 
         Parameters
@@ -1441,7 +1489,7 @@ class KeyedVectors:
         if isinstance(negative, str):
             negative = [negative]
         all_words = {
-            self.get_index(word) for word in positive + negative
+            self.get_index(word) for word in positive + negative  # type: ignore[operator]  # both are lists here
             if not isinstance(word, ndarray) and word in self.key_to_index
         }
         positive = [self.get_vector(word, norm=True) if isinstance(word, str) else word for word in positive]
@@ -1457,7 +1505,7 @@ class KeyedVectors:
         result = [(self.index_to_key[sim], float(dists[sim])) for sim in best if sim not in all_words]
         return result[:topn]
 
-    def rank_by_centrality(self, words, use_norm=True):
+    def rank_by_centrality(self, words: Sequence[str], use_norm: bool = True) -> List[Tuple[np.floating[Any], str]]:
         """Rank ``words`` by cosine similarity to their centroid (most central first).
 
         Parameters
@@ -1492,7 +1540,7 @@ class KeyedVectors:
         dists = np.dot(vectors, mean)
         return sorted(zip(dists, used_words), reverse=True)
 
-    def doesnt_match(self, words):
+    def doesnt_match(self, words: Sequence[str]) -> str:
         """The key from ``words`` furthest from the centroid of all of them.
 
         Parameters
@@ -1516,7 +1564,7 @@ class KeyedVectors:
         return self.rank_by_centrality(words)[-1][1]
 
     @staticmethod
-    def cosine_similarities(vector_1, vectors_all):
+    def cosine_similarities(vector_1: NDArray[Any], vectors_all: NDArray[Any]) -> NDArray[np.floating[Any]]:
         """Cosine similarity between ``vector_1`` and every row of ``vectors_all``.
 
         Parameters
@@ -1542,7 +1590,9 @@ class KeyedVectors:
         dot_products = np.dot(vectors_all, vector_1)
         return dot_products / (norm * all_norms)
 
-    def distances(self, word_or_vector, other_words=()):
+    def distances(
+            self, word_or_vector: _KeyOrVector, other_words: Iterable[_Key] = (),
+    ) -> NDArray[np.floating[Any]]:
         """Cosine distances from a key or vector to ``other_words`` (default: every key).
 
         Parameters
@@ -1576,7 +1626,7 @@ class KeyedVectors:
             other_vectors = self.vectors[other_indices]
         return 1 - self.cosine_similarities(input_vector, other_vectors)
 
-    def distance(self, w1, w2):
+    def distance(self, w1: _Key, w2: _Key) -> np.floating[Any]:
         """Cosine distance ``1 - similarity(w1, w2)``.
 
         Examples
@@ -1590,7 +1640,7 @@ class KeyedVectors:
         """
         return 1 - self.similarity(w1, w2)
 
-    def similarity(self, w1, w2):
+    def similarity(self, w1: _Key, w2: _Key) -> np.floating[Any]:
         """Cosine similarity between two keys.
 
         Examples
@@ -1604,7 +1654,7 @@ class KeyedVectors:
         """
         return np.dot(_unitvec(self[w1]), _unitvec(self[w2]))
 
-    def n_similarity(self, ws1, ws2):
+    def n_similarity(self, ws1: Sequence[_KeyOrVector], ws2: Sequence[_KeyOrVector]) -> np.floating[Any]:
         """Cosine similarity between the means of two lists of keys.
 
         Raises
@@ -1627,7 +1677,7 @@ class KeyedVectors:
         mean2 = self.get_mean_vector(ws2, pre_normalize=False)
         return np.dot(_unitvec(mean1), _unitvec(mean2))
 
-    def most_similar_to_given(self, key1, keys_list):
+    def most_similar_to_given(self, key1: _Key, keys_list: Sequence[str]) -> str:
         """The key from ``keys_list`` most similar to ``key1``.
 
         Examples
@@ -1639,9 +1689,9 @@ class KeyedVectors:
         >>> kv.most_similar_to_given('cat', ['car', 'dog'])
         'dog'
         """
-        return keys_list[np.argmax([self.similarity(key1, key) for key in keys_list])]
+        return keys_list[np.argmax([self.similarity(key1, key) for key in keys_list])]  # type: ignore[call-overload]  # numpy index
 
-    def closer_than(self, key1, key2):
+    def closer_than(self, key1: _Key, key2: _Key) -> List[str]:
         """All keys closer to ``key1`` than ``key2`` is.
 
         Examples
@@ -1659,7 +1709,7 @@ class KeyedVectors:
         closer_node_indices = np.where(all_distances < all_distances[e2_index])[0]
         return [self.index_to_key[index] for index in closer_node_indices if index != e1_index]
 
-    def words_closer_than(self, word1, word2):
+    def words_closer_than(self, word1: _Key, word2: _Key) -> List[str]:
         """Deprecated alias of :meth:`closer_than`.
 
         Examples
@@ -1676,7 +1726,7 @@ class KeyedVectors:
         _deprecation('words_closer_than', 'Use closer_than instead')
         return self.closer_than(word1, word2)
 
-    def rank(self, key1, key2):
+    def rank(self, key1: _Key, key2: _Key) -> int:
         """Rank of ``key2`` among all keys ordered by distance from ``key1`` (1 = closest).
 
         Examples
@@ -1690,7 +1740,7 @@ class KeyedVectors:
         """
         return len(self.closer_than(key1, key2)) + 1
 
-    def relative_cosine_similarity(self, wa, wb, topn=10):
+    def relative_cosine_similarity(self, wa: _Key, wb: _Key, topn: int = 10) -> float:
         """Relative cosine similarity of ``wb`` to ``wa`` against ``wa``'s top-N neighbours.
 
         Examples
@@ -1707,7 +1757,9 @@ class KeyedVectors:
             raise ValueError("Cannot calculate relative cosine similarity without any similar words.")
         return float(self.similarity(wa, wb)) / (sum(sim for _, sim in sims))
 
-    def vectors_for_all(self, keys, allow_inference=True, copy_vecattrs=False):
+    def vectors_for_all(
+            self: _KeyedVectorsT, keys: Iterable[_Key], allow_inference: bool = True, copy_vecattrs: bool = False,
+    ) -> _KeyedVectorsT:
         """New :class:`KeyedVectors` holding the (deduplicated) known ``keys`` in the given order.
 
         Examples
@@ -1758,7 +1810,7 @@ class KeyedVectors:
         return score
 
     @staticmethod
-    def log_accuracy(section):
+    def log_accuracy(section: Mapping[str, Any]) -> None:
         """Log the accuracy of one analogy section.
 
         Examples
@@ -1808,9 +1860,9 @@ class KeyedVectors:
         return (mean * scale[:, None]).astype(np.float32)
 
     def evaluate_word_analogies(
-            self, analogies, restrict_vocab=300000, case_insensitive=True,
-            dummy4unknown=False, similarity_function='most_similar', batch_size=512,
-    ):
+            self, analogies: _Path, restrict_vocab: Optional[int] = 300000, case_insensitive: bool = True,
+            dummy4unknown: bool = False, similarity_function: str = 'most_similar', batch_size: int = 512,
+    ) -> Tuple[float, List[Dict[str, Any]]]:
         """Accuracy on an analogy test set (``compute-accuracy`` of the C word2vec tool).
 
         Each question ``a b c expected`` is answered with the 3CosAdd query
@@ -1858,6 +1910,9 @@ class KeyedVectors:
         >>> score, [s['section'] for s in sections]
         (1.0, ['family', 'Total accuracy'])
         """
+        from .datasets import resolve as _resolve_dataset
+        if isinstance(analogies, (str, os.PathLike)):
+            analogies = _resolve_dataset(analogies)  # a bundled name such as "google"
         analogies_name = os.fspath(analogies) if isinstance(analogies, (str, bytes, os.PathLike)) else analogies
         if similarity_function != 'most_similar':
             logger.warning(
@@ -1865,9 +1920,9 @@ class KeyedVectors:
                 "as in gensim 4", similarity_function)
         ok_keys = self.index_to_key[:restrict_vocab]
         if case_insensitive:
-            ok_vocab = {k.upper(): self.get_index(k) for k in reversed(ok_keys)}
+            ok_vocab = {k.upper(): self.get_index(k) for k in reversed(ok_keys)}  # type: ignore[attr-defined, arg-type]  # keys, not None
         else:
-            ok_vocab = {k: self.get_index(k) for k in reversed(ok_keys)}
+            ok_vocab = {k: self.get_index(k) for k in reversed(ok_keys)}  # type: ignore[arg-type]  # keys, not None
         oov = 0
         logger.info(
             "Evaluating word analogies for top %i words in the model on %s",
@@ -1877,7 +1932,7 @@ class KeyedVectors:
         quadruplets_no = 0
         # events, in file order: (section dict, quadruplet, question number or None for OOV-incorrect)
         events = []
-        q_words, q_idx, q_lines = [], [], []
+        q_words, q_idx, q_lines = [], [], []  # type: ignore[var-annotated]  # question tuples and lines
         with _open_read(analogies) as fin:
             for line_no, line in enumerate(fin):
                 line = line.decode('utf8')
@@ -1905,7 +1960,7 @@ class KeyedVectors:
                         else:
                             logger.debug("Skipping line #%i with OOV words: %s", line_no, line.strip())
                         continue
-                    events.append((section, (a, b, c, expected), len(q_words)))
+                    events.append((section, (a, b, c, expected), len(q_words)))  # type: ignore[arg-type]  # question number or None
                     q_words.append((a, b, c, expected))
                     q_idx.append((ok_vocab[a], ok_vocab[b], ok_vocab[c]))
                     q_lines.append(line)
@@ -2014,7 +2069,9 @@ class KeyedVectors:
         return predictions
 
     @staticmethod
-    def log_evaluate_word_pairs(pearson, spearman, oov, pairs):
+    def log_evaluate_word_pairs(
+            pearson: Tuple[float, float], spearman: Tuple[float, float], oov: float, pairs: _Path,
+    ) -> None:
         """Log the results of :meth:`evaluate_word_pairs`.
 
         Examples
@@ -2026,10 +2083,34 @@ class KeyedVectors:
         logger.info('Spearman rank-order correlation coefficient against %s: %.4f', pairs, spearman[0])
         logger.info('Pairs with unknown words ratio: %.1f%%', oov)
 
+    def analogy_report(
+            self, analogies: _Path = "google", restrict_vocab: int = 300000, case_insensitive: bool = True,
+            batch_size: int = 1024,
+    ) -> AnalogyReport:
+        """The analogy metrics of Wibisono & Wang (2023), Tables 1-2: per question
+        the rank of the true answer and cos(d, b - a + c); per semantic /
+        syntactic group the share ranked first and the mean cosine.
+
+        See :func:`bidirmoe.evaluation.analogy_report` for the parameters.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> kv = KeyedVectors(2)
+        >>> kv.add_vectors(['a', 'b', 'c', 'd'], np.array([[1, 0], [0, 1], [1, 0.1], [0.1, 1]], dtype=np.float32))
+        >>> path = os.path.join(tempfile.mkdtemp(), 'q.txt')
+        >>> _ = open(path, 'w').write(': s\\na b c d\\n')
+        >>> kv.analogy_report(path).groups_table()[-1]['top1']
+        1.0
+        """
+        from .evaluation import analogy_report
+        return analogy_report(self, analogies, restrict_vocab=restrict_vocab, case_insensitive=case_insensitive,
+                              batch_size=batch_size)
+
     def evaluate_word_pairs(
-            self, pairs, delimiter='\t', encoding='utf8',
-            restrict_vocab=300000, case_insensitive=True, dummy4unknown=False,
-    ):
+            self, pairs: _Path, delimiter: str = '\t', encoding: str = 'utf8',
+            restrict_vocab: Optional[int] = 300000, case_insensitive: bool = True, dummy4unknown: bool = False,
+    ) -> Tuple[Tuple[float, float], Tuple[float, float], float]:
         """Correlation of model similarities with human judgements (e.g. WordSim353, SimLex-999).
 
         Parameters
@@ -2069,27 +2150,37 @@ class KeyedVectors:
         >>> round(float(spearman[0]), 3), oov
         (1.0, 25.0)
         """
+        from .datasets import resolve_pairs as _resolve_pairs
+        pairs, delimiter = _resolve_pairs(pairs, delimiter)  # "wordsim353", "simlex999" or a path
         pairs_name = os.fspath(pairs) if isinstance(pairs, (str, bytes, os.PathLike)) else pairs
         ok_keys = self.index_to_key[:restrict_vocab]
         if case_insensitive:
-            ok_vocab = {k.upper(): self.get_index(k) for k in reversed(ok_keys)}
+            ok_vocab = {k.upper(): self.get_index(k) for k in reversed(ok_keys)}  # type: ignore[attr-defined, arg-type]  # keys, not None
         else:
-            ok_vocab = {k: self.get_index(k) for k in reversed(ok_keys)}
+            ok_vocab = {k: self.get_index(k) for k in reversed(ok_keys)}  # type: ignore[arg-type]  # keys, not None
 
         similarity_gold = []
         similarity_model = []
         oov = 0
+        columns = (0, 1, 2)
         with _open_text(pairs, encoding) as fin:
             for line_no, line in enumerate(fin):
                 if not line or line.startswith('#'):
                     continue
+                if line_no == 0 and line.startswith('word1\tword2\tPOS\tSimLex999'):
+                    # SimLex-999's own 10-column file: the score is column 4.
+                    columns, delimiter = (0, 1, 3), '\t'
+                    continue
                 try:
+                    fields = line.split(delimiter)
+                    if columns != (0, 1, 2):
+                        fields = [fields[c] for c in columns]
                     if case_insensitive:
-                        a, b, sim = [word.upper() for word in line.split(delimiter)]
+                        a, b, sim = [word.upper() for word in fields]
                     else:
-                        a, b, sim = [word for word in line.split(delimiter)]
+                        a, b, sim = [word for word in fields]
                     sim = float(sim)
-                except (ValueError, TypeError):
+                except (ValueError, TypeError, IndexError):
                     logger.info('Skipping invalid line #%d in %s', line_no, pairs_name)
                     continue
                 if a not in ok_vocab or b not in ok_vocab:
@@ -2142,9 +2233,9 @@ class KeyedVectors:
     # ------------------------------------------------------------------
 
     def save_word2vec_format(
-            self, fname, fvocab=None, binary=False, total_vec=None, write_header=True,
-            prefix='', append=False, sort_attr='count',
-    ):
+            self, fname: _Path, fvocab: Optional[_Path] = None, binary: bool = False, total_vec: Optional[int] = None,
+            write_header: bool = True, prefix: str = '', append: bool = False, sort_attr: str = 'count',
+    ) -> None:
         """Store vectors in the word2vec C tool format (text or binary), atomically.
 
         Keys are written in descending ``sort_attr`` order when that attribute
@@ -2233,9 +2324,10 @@ class KeyedVectors:
 
     @classmethod
     def load_word2vec_format(
-            cls, fname, fvocab=None, binary=False, encoding='utf8', unicode_errors='strict',
-            limit=None, datatype=REAL, no_header=False,
-    ):
+            cls: Type[_KeyedVectorsT], fname: _Path, fvocab: Optional[_Path] = None, binary: bool = False,
+            encoding: str = 'utf8', unicode_errors: str = 'strict', limit: Optional[int] = None,
+            datatype: DTypeLike = REAL, no_header: bool = False,
+    ) -> _KeyedVectorsT:
         """Load vectors from the word2vec C tool format (text or binary).
 
         Reads exactly what gensim reads.  A truncated or malformed file raises
@@ -2284,7 +2376,7 @@ class KeyedVectors:
     # native format
     # ------------------------------------------------------------------
 
-    def save(self, fname):
+    def save(self, fname: _Path) -> None:
         """Save to the native single-file format (atomically); see :meth:`load`.
 
         The file holds a JSON header (keys, shapes, dtypes) followed by the raw,
@@ -2354,7 +2446,9 @@ class KeyedVectors:
             fout.write(b'\x00' * (end - position))
 
     @classmethod
-    def load(cls, fname, mmap=None):
+    def load(
+            cls: Type[_KeyedVectorsT], fname: _Path, mmap: Optional[Literal['r', 'r+', 'c']] = None,
+    ) -> _KeyedVectorsT:
         """Load a file written by :meth:`save`.
 
         Parameters
@@ -2430,7 +2524,7 @@ class KeyedVectors:
                         got = fin.readinto(arr.reshape(-1).view(np.uint8).data)
                         if got != nbytes:
                             raise ValueError(f"{fname}: truncated file at byte offset {offset + got}")
-                    loaded[name] = arr
+                    loaded[name] = arr  # type: ignore[assignment]  # memmap or in-memory array
         kv = cls(header['vector_size'], 0, dtype=loaded['vectors'].dtype)
         kv.vectors = loaded['vectors']
         kv.index_to_key = list(header['keys'])
@@ -2449,7 +2543,7 @@ class KeyedVectors:
     # gensim interop
     # ------------------------------------------------------------------
 
-    def to_gensim(self):
+    def to_gensim(self) -> Any:
         """Convert to a :class:`gensim.models.KeyedVectors` (gensim imported lazily).
 
         Examples
@@ -2476,7 +2570,7 @@ class KeyedVectors:
         return kv
 
     @classmethod
-    def from_gensim(cls, kv):
+    def from_gensim(cls: Type[_KeyedVectorsT], kv: Any) -> _KeyedVectorsT:
         """Build from a :class:`gensim.models.KeyedVectors` (or a model with a ``.wv``).
 
         Examples
@@ -2728,7 +2822,7 @@ def _read_binary(fin, collector, vocab_size, vector_size, datatype, unicode_erro
         n_read += 1
 
 
-def load_word2vec_format(*args, **kwargs):
+def load_word2vec_format(*args: Any, **kwargs: Any) -> KeyedVectors:
     """Alias of :meth:`KeyedVectors.load_word2vec_format`.
 
     Examples

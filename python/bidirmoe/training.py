@@ -106,7 +106,7 @@ class TrainableModel:
         _check(_is_int(self.workers) and self.workers >= 1, f"workers must be an int >= 1, got {self.workers!r}")
         _check(_is_int(self.negative) and self.negative >= 0, f"negative must be an int >= 0, got {self.negative!r}")
         _check(self.hs in (0, 1, True, False), f"hs must be 0 or 1, got {self.hs!r}")
-        _check(self.negative > 0 or self.hs, "negative=0 and hs=0 leave no training objective: set negative > 0 or hs=1")
+        _check(self._has_objective(), "negative=0 and hs=0 leave no training objective: set negative > 0 or hs=1")
         for name in ("alpha", "min_alpha", "sample", "ns_exponent"):
             v = getattr(self, name)
             _check(isinstance(v, (int, float, np.floating)) and not isinstance(v, bool) and math.isfinite(v),
@@ -120,6 +120,9 @@ class TrainableModel:
                f"max_final_vocab must be a positive int or None, got {self.max_final_vocab!r}")
         _check(_is_int(self.seed), f"seed must be an int, got {self.seed!r}")
         _check(_is_int(self.batch_words) and self.batch_words > 0, f"batch_words must be a positive int, got {self.batch_words!r}")
+
+    def _has_objective(self) -> bool:
+        return self.negative > 0 or bool(self.hs)
 
     # --------------------------------------------------------------- vocabulary
 

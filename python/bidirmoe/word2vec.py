@@ -8,10 +8,11 @@ import numpy as np
 
 from . import _core
 from .corpora import check_corpus
+from .masked import MaskedLM
 from .training import TrainableModel, _check
 
 
-class Word2Vec(TrainableModel):
+class Word2Vec(MaskedLM, TrainableModel):
     """Train word vectors with CBOW or skip-gram (Mikolov et al. 2013).
 
     Same constructor names and defaults as gensim 4's ``Word2Vec``. Given a
@@ -132,8 +133,19 @@ class Word2Vec(TrainableModel):
         return _core.train_epoch(
             "skipgram" if self.sg else "cbow", self._vocab, self.wv.vectors, self.syn1neg, self.syn1, source,
             window=int(self.window), shrink_windows=bool(self.shrink_windows), cbow_mean=bool(self.cbow_mean),
-            negative=int(self.negative), hs=bool(self.hs), **schedule,
+            negative=int(self.negative), hs=bool(self.hs), schedule=schedule,
         )
+
+    def _context_vectors(self, ids: np.ndarray, window: int) -> np.ndarray:
+        """CBOW's hidden vector: mean (``cbow_mean=1``) or sum of the context vectors."""
+        if self.sg:
+            raise ValueError("predict_masked / evaluate_masked are defined for CBOW (sg=0): skip-gram has no context vector")
+        present = ids >= 0
+        vecs = self.wv.vectors[np.where(present, ids, 0)] * present[..., None]
+        z = vecs.sum(axis=1)
+        if self.cbow_mean:
+            z /= np.maximum(present.sum(axis=1), 1)[:, None]
+        return z
 
     def __str__(self) -> str:
         return (f"Word2Vec<vocab={len(self.wv.index_to_key) if self.wv is not None else 0}, "

@@ -19,6 +19,8 @@ mod python {
     use crate::corpus::{self, token_str, FileSplit};
     use crate::hogwild::Hogwild;
     use crate::models::cbow::Cbow;
+    use crate::models::moe::{sc_set, Moe};
+    use crate::models::Model;
     use crate::models::skipgram::SkipGram;
     use crate::objective::{OutputLayer, OutputSpec};
     use crate::sampling::{expected_kept, Rng};
@@ -378,12 +380,143 @@ mod python {
         Ok(())
     }
 
+    enum Src {
+        File(FileSplit),
+        Queue(Receiver<Job>),
+    }
+
+    fn make_source(source: &Bound<'_, PyAny>, workers: usize) -> PyResult<Src> {
+        if let Ok(q) = source.downcast::<JobQueue>() {
+            return Ok(Src::Queue(q.get().rx.clone()));
+        }
+        let path: PathBuf = source.extract()?;
+        check_file(&path)?;
+        Ok(Src::File(FileSplit::new(&path, workers).map_err(|e| io_err(&path, e))?))
+    }
+
+    /// Schedule and bookkeeping shared by every model's epoch call.
+    #[derive(FromPyObject)]
+    #[pyo3(from_item_all)]
+    struct Schedule {
+        alpha: f32,
+        min_alpha: f32,
+        total_words: u64,
+        words_before: u64,
+        seed: u64,
+        epoch: u64,
+        workers: usize,
+        compute_loss: bool,
+        report_delay: f64,
+        progress_cb: Option<PyObject>,
+    }
+
+    /// Run one epoch of `model` with the GIL released; the calling thread
+    /// checks for Ctrl-C and reports progress. Returns (raw, effective, examples, loss).
+    fn run_py_epoch<M: crate::models::Model>(
+        py: Python<'_>,
+        model: &M,
+        voc: &Vocab,
+        src: &Src,
+        sch: &Schedule,
+    ) -> PyResult<(u64, u64, u64, f64)> {
+        let cfg = TrainConfig {
+            workers: sch.workers,
+            alpha: sch.alpha,
+            min_alpha: sch.min_alpha,
+            total_words: sch.total_words,
+            words_before: sch.words_before,
+            seed: sch.seed,
+            epoch: sch.epoch,
+            want_loss: sch.compute_loss,
+            tick: Duration::from_secs_f64(sch.report_delay.clamp(0.01, 3600.0)),
+        };
+        let progress = Progress::default();
+        let mut interrupted: Option<PyErr> = None;
+        let progress_cb = &sch.progress_cb;
+        let result = py.allow_threads(|| {
+            let source = match src {
+                Src::File(f) => Source::File(f),
+                Src::Queue(r) => Source::Queue(r),
+            };
+            let mut last = Instant::now();
+            let on_tick = |p: &Progress| -> bool {
+                Python::with_gil(|py| {
+                    if let Err(e) = py.check_signals() {
+                        interrupted.get_or_insert(e);
+                        return false;
+                    }
+                    if let Some(cb) = progress_cb {
+                        if last.elapsed() >= cfg.tick {
+                            last = Instant::now();
+                            let args =
+                                (p.raw_words.load(Ordering::Relaxed), p.effective_words.load(Ordering::Relaxed), p.loss());
+                            if let Err(e) = cb.call1(py, args) {
+                                interrupted.get_or_insert(e);
+                                return false;
+                            }
+                        }
+                    }
+                    true
+                })
+            };
+            run_epoch(model, voc, source, &cfg, &progress, on_tick)
+        });
+        if let Some(e) = interrupted {
+            return Err(e);
+        }
+        result.map_err(PyRuntimeError::new_err)?;
+        Ok((
+            progress.raw_words.load(Ordering::Relaxed),
+            progress.effective_words.load(Ordering::Relaxed),
+            progress.examples.load(Ordering::Relaxed),
+            progress.loss(),
+        ))
+    }
+
+    /// A writable view of an optional float32 matrix with `rows` rows, checked.
+    fn rw_opt<'py>(
+        arr: &'py Option<Bound<'py, PyArray2<f32>>>,
+        name: &str,
+        rows: usize,
+        cols: usize,
+        needed: bool,
+    ) -> PyResult<Option<numpy::PyReadwriteArray2<'py, f32>>> {
+        match (arr, needed) {
+            (Some(a), true) => {
+                check_shape(a, name, rows, cols)?;
+                Ok(Some(a.readwrite()))
+            }
+            (None, true) => Err(PyValueError::new_err(format!("{name} is required here"))),
+            _ => Ok(None),
+        }
+    }
+
+    fn hog<'a>(arr: &'a mut Option<numpy::PyReadwriteArray2<'_, f32>>, name: &str, cols: usize) -> PyResult<Hogwild<'a>> {
+        match arr.as_mut() {
+            Some(a) => Ok(Hogwild::new(slice_of(a, name)?, cols)),
+            None => Ok(Hogwild::empty()),
+        }
+    }
+
+    fn output_layer<'a>(
+        voc: &'a Vocab,
+        beta: Hogwild<'a>,
+        syn1: Hogwild<'a>,
+        spec: OutputSpec,
+    ) -> PyResult<OutputLayer<'a>> {
+        if spec.negative == 0 && !spec.hs && !spec.softmax {
+            return Err(PyValueError::new_err("no training objective: set negative > 0, hs=1 or loss='softmax'"));
+        }
+        if spec.hs && voc.huffman.is_none() {
+            return Err(PyValueError::new_err("hierarchical softmax needs a vocabulary built with hs=True"));
+        }
+        Ok(OutputLayer { beta, syn1, bias: None, spec, vocab: voc, sig: SigmoidTable::new() })
+    }
+
     /// Train one epoch of CBOW or skip-gram in place on the given arrays.
     /// Returns (raw_words, effective_words, examples, loss).
     #[pyfunction]
-    #[pyo3(signature = (model, vocab, syn0, syn1neg, syn1, source, *, window, shrink_windows, cbow_mean, negative, hs,
-                        alpha, min_alpha, total_words, words_before, seed, epoch, workers, compute_loss,
-                        report_delay=1.0, progress_cb=None))]
+    #[pyo3(signature = (model, vocab, syn0, syn1neg, syn1, source, *, window, shrink_windows, cbow_mean, negative, hs, schedule))]
     #[allow(clippy::too_many_arguments)]
     fn train_epoch(
         py: Python<'_>,
@@ -398,137 +531,148 @@ mod python {
         cbow_mean: bool,
         negative: usize,
         hs: bool,
-        alpha: f32,
-        min_alpha: f32,
-        total_words: u64,
-        words_before: u64,
-        seed: u64,
-        epoch: u64,
-        workers: usize,
-        compute_loss: bool,
-        report_delay: f64,
-        progress_cb: Option<PyObject>,
+        schedule: Schedule,
     ) -> PyResult<(u64, u64, u64, f64)> {
         let voc = vocab.inner.clone();
-        let v = voc.len();
-        let d = syn0.shape()[1];
+        let (v, d) = (voc.len(), syn0.shape()[1]);
         check_shape(&syn0, "syn0", v, d)?;
         if window == 0 {
             return Err(PyValueError::new_err("window must be >= 1"));
         }
-        if negative == 0 && !hs {
-            return Err(PyValueError::new_err("negative sampling and hierarchical softmax are both off: set negative > 0 or hs=1"));
-        }
-        if hs && voc.huffman.is_none() {
-            return Err(PyValueError::new_err("hs=1 needs a vocabulary built with hs=True"));
-        }
         let mut syn0_rw = syn0.readwrite();
-        let syn0_s = slice_of(&mut syn0_rw, "syn0")?;
-        let mut neg_rw = match (&syn1neg, negative > 0) {
-            (Some(a), true) => {
-                check_shape(a, "syn1neg", v, d)?;
-                Some(a.readwrite())
-            }
-            (None, true) => return Err(PyValueError::new_err("negative > 0 needs syn1neg")),
-            _ => None,
-        };
-        let mut hs_rw = match (&syn1, hs) {
-            (Some(a), true) => {
-                check_shape(a, "syn1", v, d)?;
-                Some(a.readwrite())
-            }
-            (None, true) => return Err(PyValueError::new_err("hs=1 needs syn1")),
-            _ => None,
-        };
-        let neg_s = match neg_rw.as_mut() {
-            Some(a) => Some(slice_of(a, "syn1neg")?),
-            None => None,
-        };
-        let hs_s = match hs_rw.as_mut() {
-            Some(a) => Some(slice_of(a, "syn1")?),
-            None => None,
-        };
-        enum Src {
-            File(FileSplit),
-            Queue(Receiver<Job>),
+        let mut neg_rw = rw_opt(&syn1neg, "syn1neg", v, d, negative > 0)?;
+        let mut hs_rw = rw_opt(&syn1, "syn1", v, d, hs)?;
+        let out = output_layer(&voc, hog(&mut neg_rw, "syn1neg", d)?, hog(&mut hs_rw, "syn1", d)?,
+                               OutputSpec { negative, hs, softmax: false })?;
+        let syn0 = Hogwild::new(slice_of(&mut syn0_rw, "syn0")?, d);
+        let src = make_source(source, schedule.workers)?;
+        match model {
+            "cbow" => run_py_epoch(py, &Cbow { syn0, out, window, shrink: shrink_windows, cbow_mean }, &voc, &src, &schedule),
+            "skipgram" => run_py_epoch(py, &SkipGram { syn0, out, window, shrink: shrink_windows }, &voc, &src, &schedule),
+            other => Err(PyValueError::new_err(format!("unknown model {other:?}"))),
         }
-        let src = if let Ok(q) = source.downcast::<JobQueue>() {
-            Src::Queue(q.get().rx.clone())
-        } else {
-            let path: PathBuf = source.extract()?;
-            check_file(&path)?;
-            Src::File(FileSplit::new(&path, workers).map_err(|e| io_err(&path, e))?)
-        };
-        let cfg = TrainConfig {
-            workers,
-            alpha,
-            min_alpha,
-            total_words,
-            words_before,
-            seed,
-            epoch,
-            want_loss: compute_loss,
-            tick: Duration::from_secs_f64(report_delay.clamp(0.01, 3600.0)),
-        };
-        let progress = Progress::default();
-        let mut interrupted: Option<PyErr> = None;
-        let result = py.allow_threads(|| {
-            let out = OutputLayer {
-                beta: neg_s.map_or_else(Hogwild::empty, |s| Hogwild::new(s, d)),
-                syn1: hs_s.map_or_else(Hogwild::empty, |s| Hogwild::new(s, d)),
-                bias: None,
-                spec: OutputSpec { negative, hs, softmax: false },
-                vocab: &voc,
-                sig: SigmoidTable::new(),
-            };
-            let syn0 = Hogwild::new(syn0_s, d);
-            let source = match &src {
-                Src::File(f) => Source::File(f),
-                Src::Queue(r) => Source::Queue(r),
-            };
-            let mut last = Instant::now();
-            let on_tick = |p: &Progress| -> bool {
-                Python::with_gil(|py| {
-                    if let Err(e) = py.check_signals() {
-                        interrupted.get_or_insert(e);
-                        return false;
-                    }
-                    if let Some(cb) = &progress_cb {
-                        if last.elapsed() >= cfg.tick {
-                            last = Instant::now();
-                            let args =
-                                (p.raw_words.load(Ordering::Relaxed), p.effective_words.load(Ordering::Relaxed), p.loss());
-                            if let Err(e) = cb.call1(py, args) {
-                                interrupted.get_or_insert(e);
-                                return false;
-                            }
-                        }
-                    }
-                    true
-                })
-            };
-            match model {
-                "cbow" => {
-                    let m = Cbow { syn0, out, window, shrink: shrink_windows, cbow_mean };
-                    run_epoch(&m, &voc, source, &cfg, &progress, on_tick)
-                }
-                "skipgram" => {
-                    let m = SkipGram { syn0, out, window, shrink: shrink_windows };
-                    run_epoch(&m, &voc, source, &cfg, &progress, on_tick)
-                }
-                other => Err(format!("unknown model {other:?}")),
-            }
-        });
-        if let Some(e) = interrupted {
-            return Err(e);
+    }
+
+    /// The arrays of a CBOW-MoE model (SPEC Model 1, window mode).
+    #[derive(FromPyObject)]
+    #[pyo3(from_item_all)]
+    struct MoeArrays<'py> {
+        values: Bound<'py, PyArray2<f32>>,
+        beta: Option<Bound<'py, PyArray2<f32>>>,
+        syn1: Option<Bound<'py, PyArray2<f32>>>,
+        salience: Bound<'py, PyArray2<f32>>,
+        offset_gate: Bound<'py, PyArray2<f32>>,
+        offset_value: Bound<'py, PyArray2<f32>>,
+        mask_gate: Option<Bound<'py, PyArray2<f32>>>,
+        mask_value: Option<Bound<'py, PyArray2<f32>>>,
+    }
+
+    /// Settings of a CBOW-MoE model.
+    #[derive(FromPyObject, Clone, Copy)]
+    #[pyo3(from_item_all)]
+    struct MoeSettings {
+        heads: usize,
+        full: bool,
+        window: usize,
+        shrink_windows: bool,
+        negative: usize,
+        hs: bool,
+        softmax: bool,
+        vector_size: usize,
+    }
+
+    /// Borrow the arrays, check their shapes and call `f` with the model.
+    fn with_moe<R>(
+        voc: &Vocab,
+        a: &MoeArrays<'_>,
+        st: MoeSettings,
+        f: impl FnOnce(&Moe<'_>) -> PyResult<R>,
+    ) -> PyResult<R> {
+        let (v, d, h) = (voc.len(), st.vector_size, st.heads);
+        if h == 0 || (!st.full && d % h != 0) {
+            return Err(PyValueError::new_err(format!("vector_size {d} must be a multiple of heads {h} with head_values='slice'")));
         }
-        result.map_err(PyRuntimeError::new_err)?;
-        Ok((
-            progress.raw_words.load(Ordering::Relaxed),
-            progress.effective_words.load(Ordering::Relaxed),
-            progress.examples.load(Ordering::Relaxed),
-            progress.loss(),
-        ))
+        if st.window == 0 {
+            return Err(PyValueError::new_err("window must be >= 1"));
+        }
+        let d_in = if st.full { h * d } else { d };
+        let r = 2 * st.window;
+        check_shape(&a.values, "values", v, d_in)?;
+        check_shape(&a.salience, "salience", h, v)?;
+        check_shape(&a.offset_gate, "offset_gate", h, r)?;
+        check_shape(&a.offset_value, "offset_value", r, d_in)?;
+        let mask = a.mask_gate.is_some();
+        let mut values = a.values.readwrite();
+        let mut salience = a.salience.readwrite();
+        let mut og = a.offset_gate.readwrite();
+        let mut ov = a.offset_value.readwrite();
+        let mut mg = rw_opt(&a.mask_gate, "mask_gate", 1, h, mask)?;
+        let mut mv = rw_opt(&a.mask_value, "mask_value", 1, d_in, mask)?;
+        let mut beta = rw_opt(&a.beta, "beta", v, d, st.negative > 0 || st.softmax)?;
+        let mut syn1 = rw_opt(&a.syn1, "syn1", v, d, st.hs)?;
+        let out = output_layer(voc, hog(&mut beta, "beta", d)?, hog(&mut syn1, "syn1", d)?,
+                               OutputSpec { negative: st.negative, hs: st.hs, softmax: st.softmax })?;
+        let m = Moe {
+            alpha: Hogwild::new(slice_of(&mut values, "values")?, d_in),
+            salience: Hogwild::new(slice_of(&mut salience, "salience")?, v),
+            offset_gate: Hogwild::new(slice_of(&mut og, "offset_gate")?, r),
+            offset_value: Hogwild::new(slice_of(&mut ov, "offset_value")?, d_in),
+            mask_gate: hog(&mut mg, "mask_gate", h)?,
+            mask_value: hog(&mut mv, "mask_value", d_in)?,
+            out,
+            heads: h,
+            full: st.full,
+            window: st.window,
+            shrink: st.shrink_windows,
+        };
+        f(&m)
+    }
+
+    /// Train one epoch of CBOW-MoE in place. Returns (raw, effective, examples, loss).
+    #[pyfunction]
+    fn train_epoch_moe(
+        py: Python<'_>,
+        vocab: &PyVocab,
+        arrays: MoeArrays<'_>,
+        settings: MoeSettings,
+        source: &Bound<'_, PyAny>,
+        schedule: Schedule,
+    ) -> PyResult<(u64, u64, u64, f64)> {
+        let voc = vocab.inner.clone();
+        let src = make_source(source, schedule.workers)?;
+        with_moe(&voc, &arrays, settings, |m| run_py_epoch(py, m, &voc, &src, &schedule))
+    }
+
+    /// One CBOW-MoE SGD step on a single example (context words with their
+    /// offsets, one target), in place; returns the loss. For gradient tests.
+    #[pyfunction]
+    #[pyo3(signature = (vocab, arrays, settings, words, offsets, target, lr, seed=0))]
+    #[allow(clippy::too_many_arguments)]
+    fn moe_step(
+        vocab: &PyVocab,
+        arrays: MoeArrays<'_>,
+        settings: MoeSettings,
+        words: Vec<u32>,
+        offsets: Vec<isize>,
+        target: u32,
+        lr: f32,
+        seed: u64,
+    ) -> PyResult<f32> {
+        let voc = vocab.inner.clone();
+        let (v, w) = (voc.len() as u32, settings.window as isize);
+        if words.len() != offsets.len() || words.is_empty() || words.len() > 2 * settings.window {
+            return Err(PyValueError::new_err("words and offsets must have the same length, 1..=2*window"));
+        }
+        if words.iter().chain([&target]).any(|&x| x >= v) || offsets.iter().any(|&r| r == 0 || r.abs() > w) {
+            return Err(PyValueError::new_err("word id or offset out of range"));
+        }
+        with_moe(&voc, &arrays, settings, |m| {
+            let mut sc = m.scratch();
+            sc_set(&mut sc, &words, &offsets, settings.window);
+            let loss = m.example(&mut sc, target, lr, &mut Rng::new(seed), true);
+            m.finish(&mut sc);
+            Ok(loss)
+        })
     }
 
     /// The SIMD kernel level in use ("avx512f", "avx2+fma", "neon" or "scalar").
@@ -608,6 +752,8 @@ mod python {
         m.add_class::<PyVocab>()?;
         m.add_class::<JobQueue>()?;
         m.add_function(wrap_pyfunction!(train_epoch, m)?)?;
+        m.add_function(wrap_pyfunction!(train_epoch_moe, m)?)?;
+        m.add_function(wrap_pyfunction!(moe_step, m)?)?;
         m.add_function(wrap_pyfunction!(simd_level, m)?)?;
         m.add_function(wrap_pyfunction!(force_simd, m)?)?;
         m.add_function(wrap_pyfunction!(read_corpus_file, m)?)?;

@@ -217,6 +217,7 @@ impl<M: Model> Worker<'_, M> {
                 }
             },
         }
+        self.model.end_worker(&mut self.scratch);
         self.local.flush(self.progress);
         Ok(())
     }

@@ -6,6 +6,7 @@
 use crate::sampling::Rng;
 
 pub mod cbow;
+pub mod moe;
 pub mod skipgram;
 
 /// What the trainer needs from a model.
@@ -18,6 +19,9 @@ pub trait Model: Sync {
     /// One SGD pass over one sentence. Returns (loss, examples); the loss is 0
     /// unless `want_loss`.
     fn train_sentence(&self, sc: &mut Self::Scratch, sent: &[u32], lr: f32, rng: &mut Rng, want_loss: bool) -> (f64, u64);
+
+    /// Called once when a worker finishes (e.g. to apply buffered updates).
+    fn end_worker(&self, _sc: &mut Self::Scratch) {}
 }
 
 /// The context window of position `pos`: word2vec's reduced window draws the

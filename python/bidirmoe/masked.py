@@ -1,0 +1,204 @@
+"""Masked-word prediction shared by the CBOW-style models: the probability of
+the word at one position given the words around it, under the full softmax
+over the vocabulary (or the Huffman tree for ``hs`` models).
+
+A model mixes this in and provides ``_context_vectors(ids, window)``: the
+hidden vector z for each row of context word ids (columns are the offsets
+−window..−1, 1..window; −1 marks a missing word).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .corpora import LineSentence
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    m = logits.max(axis=1, keepdims=True)
+    z = logits - m
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def _log_sigmoid(x: np.ndarray) -> np.ndarray:
+    return -np.logaddexp(0.0, -x)
+
+
+class MaskedLM:
+    """Mixin: ``predict_masked`` and ``evaluate_masked`` for CBOW-style models."""
+
+    def _masked_window(self, window: Optional[int]) -> int:
+        w = self.window if window is None else window
+        if not isinstance(w, (int, np.integer)) or w < 1 or w > self.window:
+            raise ValueError(f"window must be an int in 1..{self.window} (the model's window), got {window!r}")
+        return int(w)
+
+    def _context_ids(self, left: Sequence[str], right: Sequence[str], window: int) -> np.ndarray:
+        """One row of ids for offsets −window..−1, 1..window (−1: no word / out of vocabulary)."""
+        if isinstance(left, str) or isinstance(right, str):
+            raise TypeError("left and right must be lists of str tokens (e.g. 'the king of'.split()), not str")
+        k2i = self.wv.key_to_index
+        row = np.full(2 * window, -1, dtype=np.int64)
+        left = list(left)[-window:]
+        for i, w in enumerate(reversed(left)):  # left[-1] is offset −1
+            row[window - 1 - i] = k2i.get(w, -1)
+        for i, w in enumerate(list(right)[:window]):
+            row[window + i] = k2i.get(w, -1)
+        return row[None, :]
+
+    def _log_probs(self, z: np.ndarray) -> np.ndarray:
+        """log p(word | z) for every word, rows of z (n x d) -> (n x V)."""
+        beta = getattr(self, "syn1neg", None)
+        if beta is not None:
+            logits = z @ beta.T
+            bias = getattr(self, "output_bias", None)
+            if bias is not None:
+                logits = logits + bias
+            return _log_softmax(logits.astype(np.float64))
+        if getattr(self, "syn1", None) is None:
+            raise RuntimeError("the model has no output layer yet: train it first")
+        codes, points = self._vocab.huffman()
+        v = len(codes)
+        length = max(len(c) for c in codes)
+        pts = np.zeros((v, length), dtype=np.int64)
+        sgn = np.zeros((v, length))
+        for i, (c, p) in enumerate(zip(codes, points)):
+            pts[i, : len(p)] = p
+            sgn[i, : len(c)] = 1.0 - 2.0 * np.array(list(c), dtype=np.float64)  # code 0 -> +1, 1 -> -1
+        scores = (z @ self.syn1.T).astype(np.float64)  # n x V (inner nodes: first V-1 rows)
+        out = np.empty((z.shape[0], v))
+        for r in range(z.shape[0]):
+            out[r] = (_log_sigmoid(sgn * scores[r][pts]) * (sgn != 0)).sum(axis=1)
+        return out
+
+    def predict_masked(self, left: Sequence[str], right: Sequence[str], topn: Optional[int] = 10
+                       ) -> List[Tuple[str, float]]:
+        """The words most likely at a masked position, given the words around it.
+
+        Parameters
+        ----------
+        left : list of str
+            Words before the masked position (the last one is adjacent).
+        right : list of str
+            Words after it (the first one is adjacent).
+        topn : int or None
+            How many words; None gives the whole distribution over the vocabulary.
+
+        Returns
+        -------
+        list of (str, float)
+            Words and probabilities, most likely first.
+
+        Examples
+        --------
+        >>> from bidirmoe import Word2Vec
+        >>> m = Word2Vec([["the", "cat", "sat", "on", "the", "mat"]] * 50, vector_size=8, min_count=1, epochs=3)
+        >>> words = [w for w, p in m.predict_masked(["the"], ["sat"], topn=3)]
+        >>> len(words)
+        3
+        >>> abs(sum(p for w, p in m.predict_masked(["the"], ["sat"], topn=None)) - 1) < 1e-6
+        True
+        """
+        self._check_masked_ready()
+        ids = self._context_ids(left, right, self.window)
+        if (ids < 0).all():
+            raise KeyError("none of the context words is in the vocabulary")
+        logp = self._log_probs(self._context_vectors(ids, self.window))[0]
+        order = np.argsort(-logp, kind="stable")
+        if topn is not None:
+            order = order[:topn]
+        keys = self.wv.index_to_key
+        return [(keys[i], float(np.exp(logp[i]))) for i in order]
+
+    def _check_masked_ready(self) -> None:
+        if getattr(self, "_vocab", None) is None:
+            raise RuntimeError("the model has no vocabulary: build_vocab()/train() it first")
+
+    def evaluate_masked(self, corpus, max_targets: int = 10000, seed: int = 0, window: Optional[int] = None,
+                        batch_size: int = 256) -> Dict[str, float]:
+        """Masked-word prediction on held-out text.
+
+        Samples up to ``max_targets`` positions (uniformly, seeded) whose word
+        is in the vocabulary and that have at least one in-vocabulary context
+        word within ``window``; predicts each from its context under the full
+        softmax (no subsampling, no reduced windows).
+
+        Parameters
+        ----------
+        corpus : iterable of list of str, or str path
+            Held-out sentences (a path is read with :class:`LineSentence`).
+        max_targets : int
+            Most positions scored.
+        seed : int
+            Seed of the position sample.
+        window : int, optional
+            Context size (default: the model's).
+
+        Returns
+        -------
+        dict
+            ``top1`` and ``top10`` accuracy, mean ``log_likelihood`` of the true
+            word (natural log), ``perplexity`` and the number of ``targets``.
+
+        Examples
+        --------
+        >>> from bidirmoe import Word2Vec
+        >>> text = [["a", "b", "c", "d"]] * 100
+        >>> m = Word2Vec(text, vector_size=8, min_count=1, epochs=5, workers=1)
+        >>> r = m.evaluate_masked(text, max_targets=50)
+        >>> sorted(r)
+        ['log_likelihood', 'perplexity', 'targets', 'top1', 'top10']
+        """
+        self._check_masked_ready()
+        w = self._masked_window(window)
+        if not isinstance(max_targets, (int, np.integer)) or max_targets < 1:
+            raise ValueError(f"max_targets must be a positive int, got {max_targets!r}")
+        if isinstance(corpus, (str, os.PathLike)):
+            corpus = LineSentence(corpus)
+        k2i = self.wv.key_to_index
+        rng = np.random.default_rng(seed)
+        rows: List[np.ndarray] = []
+        targets: List[int] = []
+        seen = 0
+        for sent in corpus:
+            if isinstance(sent, str):
+                raise TypeError("each sentence must be a list of str tokens, not a str")
+            ids = np.fromiter((k2i.get(t, -1) for t in sent), dtype=np.int64, count=len(sent))
+            if len(ids) < 2:
+                continue
+            padded = np.concatenate([np.full(w, -1), ids, np.full(w, -1)])
+            for j in np.flatnonzero(ids >= 0):
+                ctx = np.concatenate([padded[j:j + w], padded[j + w + 1:j + 2 * w + 1]])
+                if (ctx < 0).all():
+                    continue
+                seen += 1
+                if len(targets) < max_targets:  # reservoir sampling
+                    rows.append(ctx)
+                    targets.append(int(ids[j]))
+                else:
+                    k = int(rng.integers(seen))
+                    if k < max_targets:
+                        rows[k] = ctx
+                        targets[k] = int(ids[j])
+        if not targets:
+            raise ValueError("no position of the corpus has an in-vocabulary word with in-vocabulary context")
+        ctx_all = np.stack(rows)
+        tgt = np.asarray(targets)
+        top1 = top10 = 0
+        ll = 0.0
+        for s in range(0, len(tgt), batch_size):
+            logp = self._log_probs(self._context_vectors(ctx_all[s:s + batch_size], w))
+            t = tgt[s:s + batch_size]
+            true = logp[np.arange(len(t)), t]
+            # Words scoring at least as high as the true one rank ahead of it
+            # (ties count against: a model that cannot decide gets no credit).
+            better = (logp >= true[:, None]).sum(axis=1) - 1
+            top1 += int((better == 0).sum())
+            top10 += int((better < 10).sum())
+            ll += float(true.sum())
+        n = len(tgt)
+        return {"top1": top1 / n, "top10": top10 / n, "log_likelihood": ll / n, "perplexity": float(np.exp(-ll / n)),
+                "targets": n}

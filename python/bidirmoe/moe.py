@@ -1,0 +1,380 @@
+"""BidirMoE: CBOW with mixture-of-experts weights — what a single-layer
+bidirectional attention layer fits (Wibisono & Wang, UAI 2023; SPEC Model 1).
+
+Each context word at offset r is an expert with vector
+``x = alpha[w] + offset_value[r]``; per head h the experts are mixed with
+weights ``theta_h = softmax(salience[h, w] + offset_gate[h, r])``; the mixture
+``z`` predicts the masked word through the same output layer as word2vec
+(negative sampling, full softmax or hierarchical softmax). Several heads are
+stacked MoEs. Untrained, the gates are uniform and the offset values zero, so
+the model starts as CBOW.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import _core
+from .corpora import check_corpus
+from .masked import MaskedLM
+from .training import TrainableModel, _check, _is_int
+
+MASK = "[MASK]"
+
+
+class BidirMoE(MaskedLM, TrainableModel):
+    """CBOW whose context words are mixed by learned MoE weights (reparameterised bidirectional attention).
+
+    Takes the same corpus arguments and word2vec parameters as
+    :class:`Word2Vec`, but does not train in the constructor: call
+    :meth:`train`, which returns the model (call it again to keep training).
+
+    Parameters
+    ----------
+    sentences, corpus_file, vector_size, alpha, window, min_count, max_vocab_size, sample, seed, workers,
+    min_alpha, hs, negative, ns_exponent, epochs, max_final_vocab, shrink_windows, callbacks, progress,
+    compute_loss, trim_rule, batch_words
+        As in :class:`Word2Vec`.
+    heads : int
+        Number of MoE heads (stacked MoEs).
+    head_values : {"slice", "full"}
+        "slice": head h owns the h-th ``vector_size / heads`` slice of every
+        value vector and the heads' mixtures are concatenated (cheap).
+        "full": every head has its own full ``vector_size`` value table and the
+        heads' mixtures are summed (the exact image of attention with an output
+        projection mixing heads; ``heads`` times the memory).
+    mask_expert : bool
+        Add the masked position's own expert (a learned "no useful context" expert).
+    loss : {"negative", "softmax", "hs"}, optional
+        Output objective. Default: "hs" if ``hs=1`` and ``negative=0``, else "negative".
+    positions : {"window"}
+        Window mode (offsets relative to the target). Sentence mode
+        ("absolute") is not available yet.
+
+    Examples
+    --------
+    >>> from bidirmoe import BidirMoE
+    >>> corpus = [["the", "king", "rules", "the", "land"], ["the", "queen", "rules", "the", "land"]] * 100
+    >>> model = BidirMoE(corpus, vector_size=16, window=2, heads=2, min_count=1, epochs=3, workers=1).train()
+    >>> model.wv["king"].shape
+    (16,)
+    >>> [w for w, p in model.predict_masked(["the"], ["rules"], topn=2)][0] in {"king", "queen"}
+    True
+    """
+
+    _array_names = ("syn1neg", "syn1", "salience", "offset_gate", "offset_value", "mask_gate", "mask_value")
+    _param_names = (
+        "vector_size", "alpha", "window", "min_count", "max_vocab_size", "sample", "seed", "workers", "min_alpha",
+        "hs", "negative", "ns_exponent", "epochs", "batch_words", "compute_loss", "max_final_vocab", "shrink_windows",
+        "progress", "heads", "head_values", "mask_expert", "loss", "positions",
+    )
+
+    def __init__(self, sentences=None, corpus_file=None, vector_size=100, alpha=0.025, window=5, min_count=5,
+                 max_vocab_size=None, sample=1e-3, seed=1, workers=3, min_alpha=0.0001, hs=0, negative=5,
+                 ns_exponent=0.75, epochs=5, heads=1, head_values="slice", mask_expert=True, loss=None,
+                 positions="window", max_final_vocab=None, shrink_windows=True, batch_words=10000, callbacks=(),
+                 progress=False, compute_loss=False, trim_rule=None):
+        self._reset_state()
+        self.vector_size, self.alpha, self.window, self.min_count = vector_size, alpha, window, min_count
+        self.max_vocab_size, self.sample, self.seed, self.workers = max_vocab_size, sample, seed, workers
+        self.min_alpha, self.hs, self.negative, self.ns_exponent = min_alpha, hs, negative, ns_exponent
+        self.epochs, self.heads, self.head_values, self.mask_expert = epochs, heads, head_values, bool(mask_expert)
+        self.positions, self.max_final_vocab, self.shrink_windows = positions, max_final_vocab, bool(shrink_windows)
+        self.batch_words, self.callbacks, self.progress = batch_words, tuple(callbacks or ()), bool(progress)
+        self.compute_loss, self.trim_rule = bool(compute_loss), trim_rule
+        if loss is None:
+            loss = "hs" if (hs and not negative) else "negative"
+        self.loss = loss
+        for name in _array_names_init:
+            setattr(self, name, None)
+        self._validate()
+        self.sentences, self.corpus_file = sentences, corpus_file
+        if sentences is not None or corpus_file is not None:
+            check_corpus(sentences, corpus_file, passes=self.epochs + 1)
+
+    # ------------------------------------------------------------ parameters
+
+    def _validate(self) -> None:
+        _check(self.loss in ("negative", "softmax", "hs"), f"loss must be 'negative', 'softmax' or 'hs', got {self.loss!r}")
+        if self.loss == "softmax":
+            self.negative, self.hs = 0, 0
+        elif self.loss == "hs":
+            self.negative, self.hs = 0, 1
+        else:
+            _check(_is_int(self.negative) and self.negative > 0, f"loss='negative' needs negative > 0, got {self.negative!r}")
+            self.hs = 0
+        self._validate_common()
+        _check(_is_int(self.heads) and self.heads >= 1, f"heads must be a positive int, got {self.heads!r}")
+        _check(self.head_values in ("slice", "full"), f"head_values must be 'slice' or 'full', got {self.head_values!r}")
+        _check(self.head_values == "full" or self.vector_size % self.heads == 0,
+               f"vector_size ({self.vector_size}) must be a multiple of heads ({self.heads}) with head_values='slice'")
+        _check(self.positions == "window",
+               f"positions={self.positions!r}: only 'window' (offsets relative to the target) is available; "
+               "sentence mode ('absolute') is not implemented yet")
+
+    def _has_objective(self) -> bool:
+        return self.loss == "softmax" or super()._has_objective()
+
+    @property
+    def _d_in(self) -> int:
+        return self.vector_size * (self.heads if self.head_values == "full" else 1)
+
+    def _init_params(self) -> None:
+        v, d, h, r = len(self.wv.index_to_key), self.vector_size, self.heads, 2 * self.window
+        self.wv.vectors = self._init_vectors_cols(v, self._d_in)
+        self.syn1neg = np.zeros((v, d), dtype=np.float32) if self.loss in ("negative", "softmax") else None
+        self.syn1 = np.zeros((v, d), dtype=np.float32) if self.loss == "hs" else None
+        # Gates start uniform and offset values at zero: an untrained model is CBOW (SPEC).
+        self.salience = np.zeros((h, v), dtype=np.float32)
+        self.offset_gate = np.zeros((h, r), dtype=np.float32)
+        self.offset_value = np.zeros((r, self._d_in), dtype=np.float32)
+        self.mask_gate = np.zeros(h, dtype=np.float32) if self.mask_expert else None
+        self.mask_value = np.zeros(self._d_in, dtype=np.float32) if self.mask_expert else None
+        self._sync_output_wv()
+
+    def _init_vectors_cols(self, rows: int, cols: int) -> np.ndarray:
+        rng = np.random.default_rng(self.seed)
+        return (rng.random((rows, cols), dtype=np.float32) - np.float32(0.5)) / np.float32(self.vector_size)
+
+    def _sync_output_wv(self) -> None:
+        from .keyedvectors import KeyedVectors
+
+        if self.syn1neg is None:
+            self.output_wv = None
+            return
+        kv = KeyedVectors(self.vector_size, count=0)
+        kv.index_to_key = self.wv.index_to_key
+        kv.key_to_index = self.wv.key_to_index
+        kv.vectors = self.syn1neg  # shares memory: training updates it in place
+        kv.expandos = self.wv.expandos
+        kv.norms = None
+        self.output_wv = kv
+
+    # --------------------------------------------------------------- training
+
+    def train(self, corpus_iterable=None, corpus_file=None, epochs=None, total_examples=None, total_words=None,
+              start_alpha=None, end_alpha=None, word_count=0, queue_factor=2, report_delay=1.0, compute_loss=None,
+              callbacks=None, **kwargs) -> "BidirMoE":
+        """Train for ``epochs`` (default: the model's) and return the model.
+
+        With no corpus argument, trains on the corpus given to the constructor
+        (building the vocabulary on the first call). Calling it again keeps
+        training, with a fresh linear learning-rate decay over the new epochs.
+
+        Examples
+        --------
+        >>> from bidirmoe import BidirMoE
+        >>> m = BidirMoE([["a", "b", "c"]] * 30, vector_size=4, min_count=1, epochs=1).train()
+        >>> m.train(epochs=1) is m
+        True
+        """
+        if "sentences" in kwargs:
+            corpus_iterable = kwargs.pop("sentences")
+        if corpus_iterable is None and corpus_file is None:
+            corpus_iterable, corpus_file = self.sentences, self.corpus_file
+            if corpus_iterable is None and corpus_file is None:
+                raise TypeError("no corpus: pass one to BidirMoE(...) or to train()")
+        if self._vocab is None:
+            self.build_vocab(corpus_iterable=corpus_iterable, corpus_file=corpus_file)
+        if total_examples is None and total_words is None:
+            total_words = self.corpus_total_words
+        super().train(corpus_iterable=corpus_iterable, corpus_file=corpus_file, total_examples=total_examples,
+                      total_words=total_words, epochs=self.epochs if epochs is None else epochs,
+                      start_alpha=start_alpha, end_alpha=end_alpha, word_count=word_count, queue_factor=queue_factor,
+                      report_delay=report_delay, compute_loss=self.compute_loss if compute_loss is None else compute_loss,
+                      callbacks=self.callbacks if callbacks is None else callbacks, **kwargs)
+        return self
+
+    def _arrays(self) -> Dict[str, Any]:
+        for name in ("syn1neg", "syn1", "salience", "offset_gate", "offset_value", "mask_gate", "mask_value"):
+            arr = getattr(self, name)
+            if arr is not None and not (arr.flags.c_contiguous and arr.dtype == np.float32 and arr.flags.writeable):
+                setattr(self, name, np.array(arr, dtype=np.float32, order="C"))
+        if not (self.wv.vectors.flags.c_contiguous and self.wv.vectors.dtype == np.float32 and self.wv.vectors.flags.writeable):
+            self.wv.vectors = np.array(self.wv.vectors, dtype=np.float32, order="C")
+        self._sync_output_wv()
+        self.wv.norms = None
+        return {
+            "values": self.wv.vectors, "beta": self.syn1neg, "syn1": self.syn1, "salience": self.salience,
+            "offset_gate": self.offset_gate, "offset_value": self.offset_value,
+            "mask_gate": None if self.mask_gate is None else self.mask_gate.reshape(1, -1),
+            "mask_value": None if self.mask_value is None else self.mask_value.reshape(1, -1),
+        }
+
+    def _settings(self) -> Dict[str, Any]:
+        return {"heads": int(self.heads), "full": self.head_values == "full", "window": int(self.window),
+                "shrink_windows": bool(self.shrink_windows), "negative": int(self.negative), "hs": bool(self.hs),
+                "softmax": self.loss == "softmax", "vector_size": int(self.vector_size)}
+
+    def _train_one_epoch(self, source, **schedule):
+        return _core.train_epoch_moe(self._vocab, self._arrays(), self._settings(), source, schedule)
+
+    # ------------------------------------------------------------- inference
+
+    def _gate_weights(self, ids: np.ndarray, window: int) -> Tuple[np.ndarray, np.ndarray]:
+        """MoE weights theta (n x H x E) and expert vectors x (n x E x D_in), where
+        the experts E are the offsets −window..−1, 1..window (+ the mask expert)."""
+        n = ids.shape[0]
+        cols = np.concatenate([np.arange(self.window - window, self.window),
+                               np.arange(self.window, self.window + window)])
+        present = ids >= 0
+        safe = np.where(present, ids, 0)
+        logits = self.salience[:, safe].transpose(1, 0, 2) + self.offset_gate[:, cols][None, :, :]  # n x H x R
+        logits = np.where(present[:, None, :], logits, -np.inf).astype(np.float64)
+        x = (self.wv.vectors[safe] + self.offset_value[cols][None]) * present[..., None]  # n x R x D_in
+        if self.mask_expert:
+            logits = np.concatenate([logits, np.broadcast_to(self.mask_gate[None, :, None], (n, self.heads, 1))], axis=2)
+            x = np.concatenate([x, np.broadcast_to(self.mask_value[None, None, :], (n, 1, self._d_in))], axis=1)
+        logits -= logits.max(axis=2, keepdims=True)
+        theta = np.exp(logits)
+        theta /= theta.sum(axis=2, keepdims=True)
+        return theta, x
+
+    def _context_vectors(self, ids: np.ndarray, window: int) -> np.ndarray:
+        theta, x = self._gate_weights(ids, window)
+        h, d = self.heads, self.vector_size
+        s = d if self.head_values == "full" else d // h
+        zh = np.stack([np.einsum("ne,nes->ns", theta[:, k, :], x[:, :, k * s:(k + 1) * s]) for k in range(h)], axis=1)
+        return zh.sum(axis=1) if self.head_values == "full" else zh.reshape(ids.shape[0], d)
+
+    def gates(self, left: Sequence[str], right: Sequence[str]) -> Dict[str, Any]:
+        """Each head's MoE weights over the context of one masked position.
+
+        Returns
+        -------
+        dict
+            ``experts``: list of (word, offset) — out-of-vocabulary words are
+            dropped, the mask expert is ``("[MASK]", 0)``; ``weights``: array
+            heads x experts, each row summing to one.
+
+        Examples
+        --------
+        >>> from bidirmoe import BidirMoE
+        >>> m = BidirMoE([["a", "b", "c", "d"]] * 20, vector_size=4, window=2, heads=2, min_count=1, epochs=1).train()
+        >>> g = m.gates(["a", "b"], ["d"])
+        >>> g["experts"]
+        [('a', -2), ('b', -1), ('d', 1), ('[MASK]', 0)]
+        >>> g["weights"].shape
+        (2, 4)
+        """
+        self._check_masked_ready()
+        ids = self._context_ids(left, right, self.window)
+        theta, _ = self._gate_weights(ids, self.window)
+        offsets = list(range(-self.window, 0)) + list(range(1, self.window + 1))
+        keep = [i for i in range(2 * self.window) if ids[0, i] >= 0]
+        experts = [(self.wv.index_to_key[ids[0, i]], offsets[i]) for i in keep]
+        if self.mask_expert:
+            keep.append(2 * self.window)
+            experts.append((MASK, 0))
+        return {"experts": experts, "weights": theta[0][:, keep]}
+
+    def offset_profile(self, corpus=None, max_targets: int = 5000, seed: int = 0) -> Dict[str, Any]:
+        """Mean gate weight per offset and head: which offsets each head listens to.
+
+        Without a corpus: the weights the offset gates alone give (every word
+        equally salient). With a corpus: the mean MoE weight per offset over up
+        to ``max_targets`` sampled positions with a full context.
+
+        Returns
+        -------
+        dict
+            ``offsets`` (−window..−1, 1..window, and ``"mask"`` with the mask
+            expert) and ``weights``, an array heads x len(offsets).
+
+        Examples
+        --------
+        >>> from bidirmoe import BidirMoE
+        >>> m = BidirMoE([["a", "b", "c", "d"]] * 20, vector_size=4, window=2, min_count=1, epochs=1).train()
+        >>> p = m.offset_profile()
+        >>> p["offsets"], p["weights"].shape
+        ([-2, -1, 1, 2, 'mask'], (1, 5))
+        """
+        self._check_masked_ready()
+        offsets: List[Any] = list(range(-self.window, 0)) + list(range(1, self.window + 1))
+        if self.mask_expert:
+            offsets.append("mask")
+        if corpus is None:
+            logits = self.offset_gate.astype(np.float64)
+            if self.mask_expert:
+                logits = np.concatenate([logits, self.mask_gate[:, None]], axis=1)
+            w = np.exp(logits - logits.max(axis=1, keepdims=True))
+            return {"offsets": offsets, "weights": w / w.sum(axis=1, keepdims=True)}
+        if isinstance(corpus, (str,)) or hasattr(corpus, "__fspath__"):
+            from .corpora import LineSentence
+            corpus = LineSentence(corpus)
+        k2i = self.wv.key_to_index
+        rng = np.random.default_rng(seed)
+        rows: List[np.ndarray] = []
+        seen = 0
+        w = self.window
+        for sent in corpus:
+            ids = np.fromiter((k2i.get(t, -1) for t in sent), dtype=np.int64, count=len(sent))
+            for j in range(w, len(ids) - w):
+                ctx = np.concatenate([ids[j - w:j], ids[j + 1:j + w + 1]])
+                if ids[j] < 0 or (ctx < 0).any():
+                    continue
+                seen += 1
+                if len(rows) < max_targets:
+                    rows.append(ctx)
+                else:
+                    k = int(rng.integers(seen))
+                    if k < max_targets:
+                        rows[k] = ctx
+        if not rows:
+            raise ValueError(f"no position in the corpus has a full in-vocabulary context of {2 * w} words")
+        theta, _ = self._gate_weights(np.stack(rows), w)
+        return {"offsets": offsets, "weights": theta.mean(axis=0)}
+
+    def plot_offsets(self, corpus=None, ax=None, path: Optional[str] = None, **kwargs):
+        """Plot :meth:`offset_profile`: gate weight per offset, one line per head.
+
+        Needs matplotlib (``pip install matplotlib``). Saves to ``path`` if given;
+        returns the matplotlib Axes.
+
+        Examples
+        --------
+        >>> from bidirmoe import BidirMoE
+        >>> m = BidirMoE([["a", "b", "c", "d"]] * 20, vector_size=4, window=2, min_count=1, epochs=1).train()
+        >>> try:
+        ...     import matplotlib; matplotlib.use("Agg"); ax = m.plot_offsets()
+        ... except ImportError:
+        ...     pass
+        """
+        try:
+            import matplotlib.pyplot as plt
+        except ImportError as e:
+            raise ImportError("plot_offsets needs matplotlib: pip install matplotlib") from e
+        prof = self.offset_profile(corpus, **kwargs)
+        labels = [str(o) for o in prof["offsets"]]
+        if ax is None:
+            _, ax = plt.subplots(figsize=(1 + 0.6 * len(labels), 3.5))
+        for h, row in enumerate(prof["weights"]):
+            ax.plot(range(len(labels)), row, marker="o", label=f"head {h}")
+        ax.set_xticks(range(len(labels)))
+        ax.set_xticklabels(labels)
+        ax.set_xlabel("offset from the masked word")
+        ax.set_ylabel("mean gate weight")
+        ax.set_title("BidirMoE: which offsets each head listens to")
+        ax.legend()
+        if path is not None:
+            ax.figure.tight_layout()
+            ax.figure.savefig(path)
+        return ax
+
+    @classmethod
+    def load(cls, fname, mmap=None):
+        model = super().load(fname, mmap=mmap)
+        model.sentences, model.corpus_file = None, None
+        if model._vocab is not None:
+            model._sync_output_wv()
+        return model
+
+    def __str__(self) -> str:
+        return (f"BidirMoE<vocab={len(self.wv.index_to_key) if self.wv is not None else 0}, vector_size={self.vector_size}, "
+                f"heads={self.heads}, window={self.window}, loss={self.loss}>")
+
+
+_array_names_init = ("syn1neg", "syn1", "salience", "offset_gate", "offset_value", "mask_gate", "mask_value",
+                     "output_wv")

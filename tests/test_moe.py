@@ -1,0 +1,259 @@
+"""BidirMoE (SPEC Model 1, window mode): gradients against finite differences
+of an independent float64 numpy implementation, the numpy forward used for
+prediction against the same reference, CBOW at initialisation, learning,
+determinism, persistence and errors."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from bidirmoe import BidirMoE, Word2Vec, _core
+
+# ---------------------------------------------------------------- reference
+
+
+def ref_log_prob(P, words, offsets, target, heads, full, window, mask, loss, huffman=None):
+    """log p(target | context) for SPEC Model 1, written from the equations
+    with explicit loops in float64 (independent of the library's code)."""
+    d = P["beta"].shape[1] if loss == "softmax" else P["syn1"].shape[1]
+    s = d if full else d // heads
+    experts = []  # (value vector, gate logits per head)
+    for w, r in zip(words, offsets):
+        ri = r + window if r < 0 else r + window - 1
+        x = P["values"][w] + P["offset_value"][ri]
+        gates = [P["salience"][h, w] + P["offset_gate"][h, ri] for h in range(heads)]
+        experts.append((x, gates))
+    if mask:
+        experts.append((P["mask_value"][0], [P["mask_gate"][0, h] for h in range(heads)]))
+    z = np.zeros(d)
+    for h in range(heads):
+        logits = np.array([g[h] for _, g in experts])
+        theta = np.exp(logits - logits.max())
+        theta /= theta.sum()
+        zh = sum(t * x[h * s:(h + 1) * s] for t, (x, _) in zip(theta, experts))
+        if full:
+            z += zh
+        else:
+            z[h * s:(h + 1) * s] = zh
+    if loss == "softmax":
+        logits = P["beta"] @ z
+        m = logits.max()
+        return logits[target] - m - np.log(np.exp(logits - m).sum())
+    codes, points = huffman
+    lp = 0.0
+    for c, p in zip(codes[target], points[target]):
+        f = P["syn1"][p] @ z
+        lp += -np.logaddexp(0.0, -f) if c == 0 else -np.logaddexp(0.0, f)
+    return lp
+
+
+def make_model(rng, v, d, heads, full, window, mask, loss):
+    d_in = heads * d if full else d
+    r = 2 * window
+    P = {
+        "values": rng.normal(0, 0.5, (v, d_in)),
+        "salience": rng.normal(0, 0.5, (heads, v)),
+        "offset_gate": rng.normal(0, 0.5, (heads, r)),
+        "offset_value": rng.normal(0, 0.3, (r, d_in)),
+        "beta": rng.normal(0, 0.5, (v, d)) if loss == "softmax" else None,
+        "syn1": rng.normal(0, 0.5, (v, d)) if loss == "hs" else None,
+        "mask_gate": rng.normal(0, 0.5, (1, heads)) if mask else None,
+        "mask_value": rng.normal(0, 0.3, (1, d_in)) if mask else None,
+    }
+    return P
+
+
+CASES = [
+    # heads, full, mask, loss
+    (1, False, False, "softmax"),
+    (2, False, True, "softmax"),
+    (3, True, True, "softmax"),
+    (2, True, False, "softmax"),
+    (2, False, True, "hs"),
+]
+
+
+@pytest.mark.parametrize("heads,full,mask,loss", CASES)
+def test_one_step_equals_lr_times_finite_difference_gradient(heads, full, mask, loss):
+    rng = np.random.default_rng(heads * 10 + full * 3 + mask)
+    v, d, window = 7, 6, 2
+    vocab = _core.Vocab.from_words([f"w{i}" for i in range(v)], list(range(20, 20 - v, -1)), 0.0, 0.75, loss == "hs")
+    huffman = vocab.huffman()
+    P = make_model(rng, v, d, heads, full, window, mask, loss)
+    words, offsets, target = [1, 4, 4, 6], [-2, -1, 1, 2], 3
+    args = (words, offsets, target, heads, full, window, mask, loss, huffman)
+    arrays = {k: (None if a is None else a.astype(np.float32)) for k, a in P.items()}
+    before = {k: (None if a is None else a.copy()) for k, a in arrays.items()}
+    settings = dict(heads=heads, full=full, window=window, shrink_windows=False, negative=0, hs=loss == "hs",
+                    softmax=loss == "softmax", vector_size=d)
+    lr = 0.01
+    loss_val = _core.moe_step(vocab, arrays, settings, words, offsets, target, lr)
+    # softmax is exact; hierarchical softmax uses word2vec's sigmoid table (steps of 0.012 in the logit).
+    tol = dict(rel=2e-3, abs=2e-6) if loss == "softmax" else dict(rel=3e-2, abs=lr * 4e-3)
+    assert loss_val == pytest.approx(-ref_log_prob(P, *args), rel=1e-3 if loss == "softmax" else 2e-2)
+    eps = 1e-6
+    checked = 0
+    for name, arr in P.items():
+        if arr is None:
+            continue
+        delta = arrays[name].astype(np.float64) - before[name]
+        for idx in itertools.product(*map(range, arr.shape)):
+            orig = arr[idx]
+            arr[idx] = orig + eps
+            up = ref_log_prob(P, *args)
+            arr[idx] = orig - eps
+            down = ref_log_prob(P, *args)
+            arr[idx] = orig
+            grad = (up - down) / (2 * eps)
+            assert delta[idx] == pytest.approx(lr * grad, **tol), (name, idx)
+            checked += 1
+    assert checked > 100
+
+
+@pytest.fixture(scope="module")
+def trained(corpus):
+    return BidirMoE(corpus, vector_size=24, window=3, heads=2, min_count=1, epochs=4, workers=1, seed=7).train()
+
+
+def test_prediction_forward_matches_reference(trained):
+    m = trained
+    P = {"values": m.wv.vectors.astype(np.float64), "salience": m.salience.astype(np.float64),
+         "offset_gate": m.offset_gate.astype(np.float64), "offset_value": m.offset_value.astype(np.float64),
+         "beta": m.syn1neg.astype(np.float64), "mask_gate": m.mask_gate[None].astype(np.float64),
+         "mask_value": m.mask_value[None].astype(np.float64)}
+    left, right = m.wv.index_to_key[3:6], m.wv.index_to_key[10:12]
+    words = [m.wv.key_to_index[w] for w in left + right]
+    offsets = [-3, -2, -1, 1, 2]
+    full = dict(m.predict_masked(left, right, topn=None))
+    assert sum(full.values()) == pytest.approx(1.0, abs=1e-6)
+    for t in (0, 5, 17):
+        lp = ref_log_prob(P, words, offsets, t, m.heads, False, m.window, True, "softmax")
+        assert np.log(full[m.wv.index_to_key[t]]) == pytest.approx(lp, abs=1e-4)
+    g = m.gates(left, right)
+    assert g["weights"].shape == (2, 6)
+    assert np.allclose(g["weights"].sum(axis=1), 1.0)
+
+
+def test_untrained_bidirmoe_is_cbow(corpus):
+    m = BidirMoE(corpus, vector_size=12, window=2, heads=3, min_count=1, mask_expert=False)
+    m.build_vocab(corpus)
+    ids = np.array([[1, -1, 5, 9], [2, 3, 4, 6]])
+    present = ids >= 0
+    cbow = (m.wv.vectors[np.where(present, ids, 0)] * present[..., None]).sum(1) / present.sum(1, keepdims=True)
+    assert np.allclose(m._context_vectors(ids, 2), cbow, atol=1e-7)
+    # With the mask expert (gate 0, value 0) the direction is CBOW's, scaled by |C| / (|C| + 1).
+    m2 = BidirMoE(corpus, vector_size=12, window=2, heads=3, min_count=1, mask_expert=True)
+    m2.build_vocab(corpus)
+    n = present.sum(1, keepdims=True)
+    assert np.allclose(m2._context_vectors(ids, 2), cbow * n / (n + 1), atol=1e-7)
+
+
+def test_learns_masked_prediction_and_beats_untrained(corpus, groups):
+    m = BidirMoE(corpus, vector_size=24, window=3, heads=2, min_count=1, epochs=1, workers=1, seed=1)
+    m.build_vocab(corpus)
+    before = m.evaluate_masked(corpus, max_targets=2000, seed=0)
+    # The true gradient scales context updates by theta ~ 1/|C| (word2vec's CBOW
+    # applies the full error), so on this 40k-token corpus it needs more epochs.
+    m.train(epochs=20)
+    after = m.evaluate_masked(corpus, max_targets=2000, seed=0)
+    assert after["log_likelihood"] > before["log_likelihood"] + 0.5
+    assert after["top10"] > before["top10"] + 0.2
+    # A group word's context predicts a word of the same group first.
+    grp = groups[0]
+    top = [w for w, _ in m.predict_masked([grp[0]], [grp[1]], topn=3)]
+    assert any(w in grp for w in top)
+
+
+def test_heads_full_mode_and_hs_and_softmax_train(corpus):
+    for kw in (dict(head_values="full", heads=2), dict(loss="hs"), dict(loss="softmax", heads=2)):
+        m = BidirMoE(corpus[:800], vector_size=8, window=2, min_count=1, epochs=2, workers=2, **kw).train()
+        assert np.isfinite(m.wv.vectors).all() and np.isfinite(m.salience).all()
+        r = m.evaluate_masked(corpus[:200], max_targets=300)
+        assert 0 <= r["top1"] <= r["top10"] <= 1 and np.isfinite(r["log_likelihood"])
+    assert m.output_wv is not None and m.output_wv.vectors is m.syn1neg
+
+
+def test_deterministic_with_one_worker(corpus):
+    kw = dict(vector_size=8, window=2, heads=2, min_count=1, epochs=2, workers=1, seed=3)
+    a = BidirMoE(corpus, **kw).train()
+    b = BidirMoE(corpus, **kw).train()
+    for name in ("salience", "offset_gate", "offset_value", "mask_gate", "mask_value", "syn1neg"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    assert np.array_equal(a.wv.vectors, b.wv.vectors)
+
+
+def test_corpus_file_and_save_load_continue(corpus, corpus_file, tmp_path):
+    m = BidirMoE(corpus_file=str(corpus_file), vector_size=8, window=2, heads=2, min_count=1, epochs=1, workers=2).train()
+    path = tmp_path / "moe.model"
+    m.save(str(path))
+    m2 = BidirMoE.load(str(path))
+    for name in ("salience", "offset_gate", "offset_value", "mask_gate", "mask_value", "syn1neg"):
+        assert np.array_equal(getattr(m, name), getattr(m2, name)), name
+    assert m2.heads == 2 and m2.window == 2 and m2.wv.index_to_key == m.wv.index_to_key
+    w = m.wv.index_to_key[0]
+    assert m2.predict_masked([w], [], topn=3) == m.predict_masked([w], [], topn=3)
+    before = m2.offset_gate.copy()
+    m2.train(corpus_file=str(corpus_file), epochs=1)
+    assert not np.array_equal(before, m2.offset_gate)
+    with pytest.raises(ValueError, match="holds a BidirMoE"):
+        Word2Vec.load(str(path))
+
+
+def test_offset_profile_and_plot(trained, corpus, tmp_path):
+    p = trained.offset_profile()
+    assert p["offsets"] == [-3, -2, -1, 1, 2, 3, "mask"]
+    assert p["weights"].shape == (2, 7) and np.allclose(p["weights"].sum(1), 1)
+    emp = trained.offset_profile(corpus, max_targets=500)
+    assert emp["weights"].shape == (2, 7) and np.allclose(emp["weights"].sum(1), 1)
+    mpl = pytest.importorskip("matplotlib")
+    mpl.use("Agg")
+    out = tmp_path / "offsets.png"
+    trained.plot_offsets(path=str(out))
+    assert out.stat().st_size > 1000
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(heads=0), "heads"),
+    (dict(heads=3, vector_size=8), "multiple of heads"),
+    (dict(head_values="half"), "head_values"),
+    (dict(loss="nce"), "loss"),
+    (dict(positions="absolute"), "not implemented"),
+    (dict(loss="negative", negative=0), "negative > 0"),
+    (dict(window=0), "window"),
+])
+def test_bad_parameters(kw, match):
+    base = dict(vector_size=8, min_count=1)
+    base.update(kw)
+    with pytest.raises(ValueError, match=match):
+        BidirMoE(**base)
+
+
+def test_usage_errors(trained, corpus):
+    with pytest.raises(TypeError, match="no corpus"):
+        BidirMoE(vector_size=8).train()
+    with pytest.raises(ValueError, match="window"):
+        trained.evaluate_masked(corpus, window=99)
+    with pytest.raises(TypeError, match="lists of str"):
+        trained.predict_masked("the king", ["of"])
+    with pytest.raises(KeyError, match="none of the context words"):
+        trained.predict_masked(["zzz-unknown"], ["yyy-unknown"])
+    with pytest.raises(TypeError, match="one-shot iterator"):
+        BidirMoE((s for s in corpus), vector_size=8, epochs=2)
+
+
+def test_word2vec_cbow_masked_prediction_matches_numpy(corpus):
+    m = Word2Vec(corpus, vector_size=16, window=3, min_count=1, epochs=2, workers=1)
+    left, right = corpus[0][:2], corpus[0][3:5]
+    ids = [m.wv.key_to_index[w] for w in left + right]
+    z = m.wv.vectors[ids].astype(np.float64).mean(0)
+    logits = m.syn1neg.astype(np.float64) @ z
+    p = np.exp(logits - logits.max())
+    p /= p.sum()
+    got = m.predict_masked(left, right, topn=5)
+    order = np.argsort(-p)[:5]
+    assert [w for w, _ in got] == [m.wv.index_to_key[i] for i in order]
+    assert np.allclose([q for _, q in got], p[order], atol=1e-6)
+    sg = Word2Vec(corpus[:100], vector_size=8, min_count=1, epochs=1, sg=1)
+    with pytest.raises(ValueError, match="CBOW"):
+        sg.predict_masked(left, right)
