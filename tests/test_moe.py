@@ -13,16 +13,25 @@ from bidirmoe import BidirMoE, Word2Vec, _core
 # ---------------------------------------------------------------- reference
 
 
-def ref_log_prob(P, words, offsets, target, heads, full, window, mask, loss, huffman=None):
+def ref_log_prob(P, words, offsets, target, heads, full, window, mask, loss, huffman=None, tpos=None):
     """log p(target | context) for SPEC Model 1, written from the equations
-    with explicit loops in float64 (independent of the library's code)."""
+    with explicit loops in float64 (independent of the library's code).
+    Sentence mode when ``tpos`` (the target's position) is given: ``offsets``
+    are absolute positions and P holds query/key/pos_key flattened to
+    (H*L, dk), (H*V, dk), (H*L, dk), and pos_value as ``offset_value``."""
     d = P["beta"].shape[1] if loss == "softmax" else P["syn1"].shape[1]
     s = d if full else d // heads
     experts = []  # (value vector, gate logits per head)
     for w, r in zip(words, offsets):
-        ri = r + window if r < 0 else r + window - 1
+        if tpos is None:
+            ri = r + window if r < 0 else r + window - 1
+            gates = [P["salience"][h, w] + P["offset_gate"][h, ri] for h in range(heads)]
+        else:
+            ri = r
+            L, V, dk = P["pos_value_len"], P["values"].shape[0], P["query"].shape[1]
+            gates = [P["query"][h * L + tpos] @ (P["key"][h * V + w] + P["pos_key"][h * L + r]) / np.sqrt(dk)
+                     for h in range(heads)]
         x = P["values"][w] + P["offset_value"][ri]
-        gates = [P["salience"][h, w] + P["offset_gate"][h, ri] for h in range(heads)]
         experts.append((x, gates))
     if mask:
         experts.append((P["mask_value"][0], [P["mask_gate"][0, h] for h in range(heads)]))
@@ -84,9 +93,10 @@ def test_one_step_equals_lr_times_finite_difference_gradient(heads, full, mask, 
     words, offsets, target = [1, 4, 4, 6], [-2, -1, 1, 2], 3
     args = (words, offsets, target, heads, full, window, mask, loss, huffman)
     arrays = {k: (None if a is None else a.astype(np.float32)) for k, a in P.items()}
+    arrays.update(query=None, key=None, pos_key=None)
     before = {k: (None if a is None else a.copy()) for k, a in arrays.items()}
     settings = dict(heads=heads, full=full, window=window, shrink_windows=False, negative=0, hs=loss == "hs",
-                    softmax=loss == "softmax", vector_size=d)
+                    softmax=loss == "softmax", vector_size=d, absolute=False, max_len=2, key_size=1)
     lr = 0.01
     loss_val = _core.moe_step(vocab, arrays, settings, words, offsets, target, lr)
     # softmax is exact; hierarchical softmax uses word2vec's sigmoid table (steps of 0.012 in the logit).
@@ -109,6 +119,67 @@ def test_one_step_equals_lr_times_finite_difference_gradient(heads, full, mask, 
             assert delta[idx] == pytest.approx(lr * grad, **tol), (name, idx)
             checked += 1
     assert checked > 100
+
+
+@pytest.mark.parametrize("heads,full,mask", [(1, False, False), (2, False, True), (2, True, True)])
+def test_sentence_mode_step_equals_lr_times_finite_difference_gradient(heads, full, mask):
+    rng = np.random.default_rng(100 + heads * 10 + full * 3 + mask)
+    v, d, L, dk = 6, 4, 5, 3
+    d_in = heads * d if full else d
+    vocab = _core.Vocab.from_words([f"w{i}" for i in range(v)], list(range(20, 20 - v, -1)), 0.0, 0.75, False)
+    P = {
+        "values": rng.normal(0, 0.5, (v, d_in)), "offset_value": rng.normal(0, 0.3, (L, d_in)),
+        "query": rng.normal(0, 0.7, (heads * L, dk)), "key": rng.normal(0, 0.7, (heads * v, dk)),
+        "pos_key": rng.normal(0, 0.7, (heads * L, dk)), "beta": rng.normal(0, 0.5, (v, d)), "syn1": None,
+        "mask_gate": rng.normal(0, 0.5, (1, heads)) if mask else None,
+        "mask_value": rng.normal(0, 0.3, (1, d_in)) if mask else None,
+    }
+    words, positions, target, tpos = [2, 5, 1, 2], [0, 1, 3, 4], 4, 2
+    ref = dict(P, pos_value_len=L)
+    args = (words, positions, target, heads, full, 0, mask, "softmax")
+    arrays = {k: (None if a is None else a.astype(np.float32)) for k, a in P.items()}
+    arrays.update(salience=None, offset_gate=None)
+    before = {k: (None if a is None else a.copy()) for k, a in arrays.items()}
+    settings = dict(heads=heads, full=full, window=1, shrink_windows=False, negative=0, hs=False, softmax=True,
+                    vector_size=d, absolute=True, max_len=L, key_size=dk)
+    lr = 0.01
+    loss_val = _core.moe_step(vocab, arrays, settings, words, positions, target, lr, target_pos=tpos)
+    assert loss_val == pytest.approx(-ref_log_prob(ref, *args, tpos=tpos), rel=1e-3)
+    eps, checked = 1e-6, 0
+    for name, arr in P.items():
+        if arr is None:
+            continue
+        delta = arrays[name].astype(np.float64) - before[name]
+        for idx in itertools.product(*map(range, arr.shape)):
+            orig = arr[idx]
+            arr[idx] = orig + eps
+            up = ref_log_prob(ref, *args, tpos=tpos)
+            arr[idx] = orig - eps
+            down = ref_log_prob(ref, *args, tpos=tpos)
+            arr[idx] = orig
+            assert delta[idx] == pytest.approx(lr * (up - down) / (2 * eps), rel=2e-3, abs=2e-6), (name, idx)
+            checked += 1
+    assert checked > 80
+
+
+def test_sentence_mode_trains_predicts_and_saves(corpus, tmp_path):
+    m = BidirMoE(corpus[:1500], vector_size=12, heads=2, min_count=1, epochs=3, positions="absolute", max_len=6,
+                 key_size=4, workers=2).train()
+    assert m.salience is None and m.query.shape == (2, 6, 4) and m.key.shape == (2, len(m.wv), 4)
+    assert np.abs(m.query).max() > 0 and np.abs(m.pos_value).max() > 0  # the gate and value paths learned
+    r = m.evaluate_masked(corpus[1500:1800], max_targets=500)
+    assert 0 <= r["top1"] <= r["top10"] <= 1 and np.isfinite(r["log_likelihood"])
+    left, right = corpus[0][:2], corpus[0][3:5]
+    g = m.gates(left, right)
+    assert [pos for _, pos in g["experts"]] == [0, 1, 3, 4, 2] and np.allclose(g["weights"].sum(1), 1)
+    p = m.offset_profile()
+    assert p["offsets"][0] == -5 and p["offsets"][-1] == "mask" and np.isfinite(p["weights"]).all()
+    path = tmp_path / "abs.model"
+    m.save(str(path))
+    m2 = BidirMoE.load(str(path))
+    assert m2.positions == "absolute" and np.array_equal(m2.key, m.key)
+    assert m2.predict_masked(left, right, topn=5) == m.predict_masked(left, right, topn=5)
+    m2.train(corpus[:300], epochs=1)
 
 
 @pytest.fixture(scope="module")
@@ -218,7 +289,9 @@ def test_offset_profile_and_plot(trained, corpus, tmp_path):
     (dict(heads=3, vector_size=8), "multiple of heads"),
     (dict(head_values="half"), "head_values"),
     (dict(loss="nce"), "loss"),
-    (dict(positions="absolute"), "not implemented"),
+    (dict(positions="relative"), "positions"),
+    (dict(positions="absolute", max_len=1), "max_len"),
+    (dict(positions="absolute", key_size=0), "key_size"),
     (dict(loss="negative", negative=0), "negative > 0"),
     (dict(window=0), "window"),
 ])

@@ -2,15 +2,18 @@
 the word at one position given the words around it, under the full softmax
 over the vocabulary (or the Huffman tree for ``hs`` models).
 
-A model mixes this in and provides ``_context_vectors(ids, window)``: the
-hidden vector z for each row of context word ids (columns are the offsets
-−window..−1, 1..window; −1 marks a missing word).
+A model mixes this in and provides ``_context_vectors(rows, window)``: the
+hidden vector z for each context row. By default a row holds the context
+word ids at offsets −window..−1, 1..window (−1: no word there); a model with
+another notion of context (BidirMoE's sentence mode) overrides
+``_rows_for_sentence`` and ``_query_row`` too. As in training,
+out-of-vocabulary words are dropped before contexts are formed.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -36,18 +39,27 @@ class MaskedLM:
             raise ValueError(f"window must be an int in 1..{self.window} (the model's window), got {window!r}")
         return int(w)
 
-    def _context_ids(self, left: Sequence[str], right: Sequence[str], window: int) -> np.ndarray:
-        """One row of ids for offsets −window..−1, 1..window (−1: no word / out of vocabulary)."""
-        if isinstance(left, str) or isinstance(right, str):
+    def _known_ids(self, words: Sequence[str]) -> List[int]:
+        """Vocabulary ids of ``words``, out-of-vocabulary words dropped (as in training)."""
+        if isinstance(words, str):
             raise TypeError("left and right must be lists of str tokens (e.g. 'the king of'.split()), not str")
         k2i = self.wv.key_to_index
+        return [k2i[w] for w in words if w in k2i]
+
+    def _query_row(self, left: Sequence[str], right: Sequence[str]) -> np.ndarray:
+        """The context row (1 x columns) of one masked position between ``left`` and ``right``."""
+        window = self.window
+        lo, hi = self._known_ids(left)[-window:], self._known_ids(right)[:window]
         row = np.full(2 * window, -1, dtype=np.int64)
-        left = list(left)[-window:]
-        for i, w in enumerate(reversed(left)):  # left[-1] is offset −1
-            row[window - 1 - i] = k2i.get(w, -1)
-        for i, w in enumerate(list(right)[:window]):
-            row[window + i] = k2i.get(w, -1)
+        row[window - len(lo):window] = lo  # left[-1] is offset −1
+        row[window:window + len(hi)] = hi
         return row[None, :]
+
+    def _rows_for_sentence(self, ids: np.ndarray, window: int) -> Iterator[Tuple[np.ndarray, int]]:
+        """(context row, target id) for every position of one sentence of in-vocabulary ids."""
+        padded = np.concatenate([np.full(window, -1), ids, np.full(window, -1)])
+        for j in range(len(ids)):
+            yield np.concatenate([padded[j:j + window], padded[j + window + 1:j + 2 * window + 1]]), int(ids[j])
 
     def _log_probs(self, z: np.ndarray) -> np.ndarray:
         """log p(word | z) for every word, rows of z (n x d) -> (n x V)."""
@@ -103,10 +115,9 @@ class MaskedLM:
         True
         """
         self._check_masked_ready()
-        ids = self._context_ids(left, right, self.window)
-        if (ids < 0).all():
+        if not self._known_ids(left) and not self._known_ids(right):
             raise KeyError("none of the context words is in the vocabulary")
-        logp = self._log_probs(self._context_vectors(ids, self.window))[0]
+        logp = self._log_probs(self._context_vectors(self._query_row(left, right), self.window))[0]
         order = np.argsort(-logp, kind="stable")
         if topn is not None:
             order = order[:topn]
@@ -121,10 +132,10 @@ class MaskedLM:
                         batch_size: int = 256) -> Dict[str, float]:
         """Masked-word prediction on held-out text.
 
-        Samples up to ``max_targets`` positions (uniformly, seeded) whose word
-        is in the vocabulary and that have at least one in-vocabulary context
-        word within ``window``; predicts each from its context under the full
-        softmax (no subsampling, no reduced windows).
+        Drops out-of-vocabulary words (as training does), samples up to
+        ``max_targets`` positions uniformly (seeded) and predicts each word
+        from its context under the full softmax (no subsampling, no reduced
+        windows).
 
         Parameters
         ----------
@@ -166,25 +177,21 @@ class MaskedLM:
         for sent in corpus:
             if isinstance(sent, str):
                 raise TypeError("each sentence must be a list of str tokens, not a str")
-            ids = np.fromiter((k2i.get(t, -1) for t in sent), dtype=np.int64, count=len(sent))
+            ids = np.fromiter((k2i[t] for t in sent if t in k2i), dtype=np.int64)
             if len(ids) < 2:
                 continue
-            padded = np.concatenate([np.full(w, -1), ids, np.full(w, -1)])
-            for j in np.flatnonzero(ids >= 0):
-                ctx = np.concatenate([padded[j:j + w], padded[j + w + 1:j + 2 * w + 1]])
-                if (ctx < 0).all():
-                    continue
+            for ctx, target in self._rows_for_sentence(ids, w):
                 seen += 1
                 if len(targets) < max_targets:  # reservoir sampling
                     rows.append(ctx)
-                    targets.append(int(ids[j]))
+                    targets.append(target)
                 else:
                     k = int(rng.integers(seen))
                     if k < max_targets:
                         rows[k] = ctx
-                        targets[k] = int(ids[j])
+                        targets[k] = target
         if not targets:
-            raise ValueError("no position of the corpus has an in-vocabulary word with in-vocabulary context")
+            raise ValueError("no sentence of the corpus has two or more in-vocabulary words")
         ctx_all = np.stack(rows)
         tgt = np.asarray(targets)
         top1 = top10 = 0

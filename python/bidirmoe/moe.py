@@ -49,9 +49,18 @@ class BidirMoE(MaskedLM, TrainableModel):
         Add the masked position's own expert (a learned "no useful context" expert).
     loss : {"negative", "softmax", "hs"}, optional
         Output objective. Default: "hs" if ``hs=1`` and ``negative=0``, else "negative".
-    positions : {"window"}
-        Window mode (offsets relative to the target). Sentence mode
-        ("absolute") is not available yet.
+    positions : {"window", "absolute"}
+        "window": experts are the words within ``window`` of the target, gated
+        by ``salience[h, w] + offset_gate[h, r]``. "absolute" (sentence mode,
+        the exact form of an attention layer): sentences are cut into chunks of
+        ``max_len`` words, every other word of the chunk is an expert, gated by
+        ``<query[h, j], key[h, w] + pos_key[h, m]> / sqrt(key_size)`` with
+        values ``alpha[w] + pos_value[m]``. The mask expert's gate is a learned
+        scalar per head in both modes.
+    max_len : int
+        Sentence mode: chunk length (positions 0..max_len-1). Default 32.
+    key_size : int
+        Sentence mode: query/key size d_k. Default 16.
 
     Examples
     --------
@@ -64,17 +73,18 @@ class BidirMoE(MaskedLM, TrainableModel):
     True
     """
 
-    _array_names = ("syn1neg", "syn1", "salience", "offset_gate", "offset_value", "mask_gate", "mask_value")
+    _array_names = ("syn1neg", "syn1", "salience", "offset_gate", "offset_value", "mask_gate", "mask_value",
+                    "query", "key", "pos_key", "pos_value")
     _param_names = (
         "vector_size", "alpha", "window", "min_count", "max_vocab_size", "sample", "seed", "workers", "min_alpha",
         "hs", "negative", "ns_exponent", "epochs", "batch_words", "compute_loss", "max_final_vocab", "shrink_windows",
-        "progress", "heads", "head_values", "mask_expert", "loss", "positions",
+        "progress", "heads", "head_values", "mask_expert", "loss", "positions", "max_len", "key_size",
     )
 
     def __init__(self, sentences=None, corpus_file=None, vector_size=100, alpha=0.025, window=5, min_count=5,
                  max_vocab_size=None, sample=1e-3, seed=1, workers=3, min_alpha=0.0001, hs=0, negative=5,
                  ns_exponent=0.75, epochs=5, heads=1, head_values="slice", mask_expert=True, loss=None,
-                 positions="window", max_final_vocab=None, shrink_windows=True, batch_words=10000, callbacks=(),
+                 positions="window", max_len=None, key_size=None, max_final_vocab=None, shrink_windows=True, batch_words=10000, callbacks=(),
                  progress=False, compute_loss=False, trim_rule=None):
         self._reset_state()
         self.vector_size, self.alpha, self.window, self.min_count = vector_size, alpha, window, min_count
@@ -84,6 +94,8 @@ class BidirMoE(MaskedLM, TrainableModel):
         self.positions, self.max_final_vocab, self.shrink_windows = positions, max_final_vocab, bool(shrink_windows)
         self.batch_words, self.callbacks, self.progress = batch_words, tuple(callbacks or ()), bool(progress)
         self.compute_loss, self.trim_rule = bool(compute_loss), trim_rule
+        self.max_len = 32 if max_len is None else max_len
+        self.key_size = 16 if key_size is None else key_size
         if loss is None:
             loss = "hs" if (hs and not negative) else "negative"
         self.loss = loss
@@ -110,9 +122,13 @@ class BidirMoE(MaskedLM, TrainableModel):
         _check(self.head_values in ("slice", "full"), f"head_values must be 'slice' or 'full', got {self.head_values!r}")
         _check(self.head_values == "full" or self.vector_size % self.heads == 0,
                f"vector_size ({self.vector_size}) must be a multiple of heads ({self.heads}) with head_values='slice'")
-        _check(self.positions == "window",
-               f"positions={self.positions!r}: only 'window' (offsets relative to the target) is available; "
-               "sentence mode ('absolute') is not implemented yet")
+        _check(self.positions in ("window", "absolute"), f"positions must be 'window' or 'absolute', got {self.positions!r}")
+        _check(_is_int(self.max_len) and self.max_len >= 2, f"max_len must be an int >= 2, got {self.max_len!r}")
+        _check(_is_int(self.key_size) and self.key_size >= 1, f"key_size must be a positive int, got {self.key_size!r}")
+
+    @property
+    def _absolute(self) -> bool:
+        return self.positions == "absolute"
 
     def _has_objective(self) -> bool:
         return self.loss == "softmax" or super()._has_objective()
@@ -127,9 +143,19 @@ class BidirMoE(MaskedLM, TrainableModel):
         self.syn1neg = np.zeros((v, d), dtype=np.float32) if self.loss in ("negative", "softmax") else None
         self.syn1 = np.zeros((v, d), dtype=np.float32) if self.loss == "hs" else None
         # Gates start uniform and offset values at zero: an untrained model is CBOW (SPEC).
-        self.salience = np.zeros((h, v), dtype=np.float32)
-        self.offset_gate = np.zeros((h, r), dtype=np.float32)
-        self.offset_value = np.zeros((r, self._d_in), dtype=np.float32)
+        if self._absolute:
+            length, dk = self.max_len, self.key_size
+            rng = np.random.default_rng(self.seed + 1)
+            self.salience = self.offset_gate = self.offset_value = None
+            self.query = np.zeros((h, length, dk), dtype=np.float32)  # uniform gates until queries are learned
+            self.key = ((rng.random((h, v, dk), dtype=np.float32) - 0.5) / dk).astype(np.float32)
+            self.pos_key = ((rng.random((h, length, dk), dtype=np.float32) - 0.5) / dk).astype(np.float32)
+            self.pos_value = np.zeros((length, self._d_in), dtype=np.float32)
+        else:
+            self.query = self.key = self.pos_key = self.pos_value = None
+            self.salience = np.zeros((h, v), dtype=np.float32)
+            self.offset_gate = np.zeros((h, r), dtype=np.float32)
+            self.offset_value = np.zeros((r, self._d_in), dtype=np.float32)
         self.mask_gate = np.zeros(h, dtype=np.float32) if self.mask_expert else None
         self.mask_value = np.zeros(self._d_in, dtype=np.float32) if self.mask_expert else None
         self._sync_output_wv()
@@ -188,7 +214,7 @@ class BidirMoE(MaskedLM, TrainableModel):
         return self
 
     def _arrays(self) -> Dict[str, Any]:
-        for name in ("syn1neg", "syn1", "salience", "offset_gate", "offset_value", "mask_gate", "mask_value"):
+        for name in self._array_names:
             arr = getattr(self, name)
             if arr is not None and not (arr.flags.c_contiguous and arr.dtype == np.float32 and arr.flags.writeable):
                 setattr(self, name, np.array(arr, dtype=np.float32, order="C"))
@@ -196,9 +222,12 @@ class BidirMoE(MaskedLM, TrainableModel):
             self.wv.vectors = np.array(self.wv.vectors, dtype=np.float32, order="C")
         self._sync_output_wv()
         self.wv.norms = None
+        flat = lambda a: None if a is None else a.reshape(-1, a.shape[-1])  # noqa: E731  (views)
         return {
             "values": self.wv.vectors, "beta": self.syn1neg, "syn1": self.syn1, "salience": self.salience,
-            "offset_gate": self.offset_gate, "offset_value": self.offset_value,
+            "offset_gate": self.offset_gate,
+            "offset_value": self.pos_value if self._absolute else self.offset_value,
+            "query": flat(self.query), "key": flat(self.key), "pos_key": flat(self.pos_key),
             "mask_gate": None if self.mask_gate is None else self.mask_gate.reshape(1, -1),
             "mask_value": None if self.mask_value is None else self.mask_value.reshape(1, -1),
         }
@@ -206,24 +235,39 @@ class BidirMoE(MaskedLM, TrainableModel):
     def _settings(self) -> Dict[str, Any]:
         return {"heads": int(self.heads), "full": self.head_values == "full", "window": int(self.window),
                 "shrink_windows": bool(self.shrink_windows), "negative": int(self.negative), "hs": bool(self.hs),
-                "softmax": self.loss == "softmax", "vector_size": int(self.vector_size)}
+                "softmax": self.loss == "softmax", "vector_size": int(self.vector_size),
+                "absolute": self._absolute, "max_len": int(self.max_len), "key_size": int(self.key_size)}
 
     def _train_one_epoch(self, source, **schedule):
         return _core.train_epoch_moe(self._vocab, self._arrays(), self._settings(), source, schedule)
 
     # ------------------------------------------------------------- inference
 
-    def _gate_weights(self, ids: np.ndarray, window: int) -> Tuple[np.ndarray, np.ndarray]:
-        """MoE weights theta (n x H x E) and expert vectors x (n x E x D_in), where
-        the experts E are the offsets −window..−1, 1..window (+ the mask expert)."""
-        n = ids.shape[0]
-        cols = np.concatenate([np.arange(self.window - window, self.window),
-                               np.arange(self.window, self.window + window)])
-        present = ids >= 0
-        safe = np.where(present, ids, 0)
-        logits = self.salience[:, safe].transpose(1, 0, 2) + self.offset_gate[:, cols][None, :, :]  # n x H x R
+    def _gate_weights(self, rows: np.ndarray, window: int) -> Tuple[np.ndarray, np.ndarray]:
+        """MoE weights theta (n x H x E) and expert vectors x (n x E x D_in).
+
+        Window mode: a row holds the ids at offsets −window..−1, 1..window.
+        Sentence mode: a row is [target position, ids at positions 0..max_len-1].
+        Missing experts (id −1) get weight 0; the mask expert comes last."""
+        n = rows.shape[0]
+        if self._absolute:
+            tpos, ids = rows[:, 0], rows[:, 1:]
+            present = ids >= 0
+            safe = np.where(present, ids, 0)
+            q = self.query[:, tpos, :].transpose(1, 0, 2).astype(np.float64)  # n x H x dk
+            keys = self.key[:, safe, :].transpose(1, 0, 2, 3) + self.pos_key[None, :, :, :]  # n x H x L x dk
+            logits = np.einsum("nhk,nhlk->nhl", q, keys) / np.sqrt(self.key_size)
+            values = self.wv.vectors[safe] + self.pos_value[None]
+        else:
+            ids = rows
+            cols = np.concatenate([np.arange(self.window - window, self.window),
+                                   np.arange(self.window, self.window + window)])
+            present = ids >= 0
+            safe = np.where(present, ids, 0)
+            logits = self.salience[:, safe].transpose(1, 0, 2) + self.offset_gate[:, cols][None, :, :]  # n x H x R
+            values = self.wv.vectors[safe] + self.offset_value[cols][None]
         logits = np.where(present[:, None, :], logits, -np.inf).astype(np.float64)
-        x = (self.wv.vectors[safe] + self.offset_value[cols][None]) * present[..., None]  # n x R x D_in
+        x = values * present[..., None]  # n x E x D_in
         if self.mask_expert:
             logits = np.concatenate([logits, np.broadcast_to(self.mask_gate[None, :, None], (n, self.heads, 1))], axis=2)
             x = np.concatenate([x, np.broadcast_to(self.mask_value[None, None, :], (n, 1, self._d_in))], axis=1)
@@ -239,6 +283,34 @@ class BidirMoE(MaskedLM, TrainableModel):
         zh = np.stack([np.einsum("ne,nes->ns", theta[:, k, :], x[:, :, k * s:(k + 1) * s]) for k in range(h)], axis=1)
         return zh.sum(axis=1) if self.head_values == "full" else zh.reshape(ids.shape[0], d)
 
+    def _query_row(self, left: Sequence[str], right: Sequence[str]) -> np.ndarray:
+        if not self._absolute:
+            return super()._query_row(left, right)
+        lo, hi = self._known_ids(left), self._known_ids(right)
+        room = self.max_len - 1
+        a = min(len(lo), max(room - len(hi), room // 2))
+        b = min(len(hi), room - a)
+        row = np.full(1 + self.max_len, -1, dtype=np.int64)
+        row[0] = a  # the masked position
+        row[1:1 + a] = lo[len(lo) - a:]
+        row[2 + a:2 + a + b] = hi[:b]
+        return row[None, :]
+
+    def _rows_for_sentence(self, ids: np.ndarray, window: int):
+        if not self._absolute:
+            yield from super()._rows_for_sentence(ids, window)
+            return
+        for start in range(0, len(ids), self.max_len):
+            chunk = ids[start:start + self.max_len]
+            if len(chunk) < 2:
+                continue
+            for j in range(len(chunk)):
+                row = np.full(1 + self.max_len, -1, dtype=np.int64)
+                row[0] = j
+                row[1:1 + len(chunk)] = chunk
+                row[1 + j] = -1
+                yield row, int(chunk[j])
+
     def gates(self, left: Sequence[str], right: Sequence[str]) -> Dict[str, Any]:
         """Each head's MoE weights over the context of one masked position.
 
@@ -246,8 +318,9 @@ class BidirMoE(MaskedLM, TrainableModel):
         -------
         dict
             ``experts``: list of (word, offset) — out-of-vocabulary words are
-            dropped, the mask expert is ``("[MASK]", 0)``; ``weights``: array
-            heads x experts, each row summing to one.
+            dropped, the mask expert is ``("[MASK]", 0)``; in sentence mode
+            (word, absolute position), the mask expert at the masked position;
+            ``weights``: array heads x experts, each row summing to one.
 
         Examples
         --------
@@ -260,14 +333,19 @@ class BidirMoE(MaskedLM, TrainableModel):
         (2, 4)
         """
         self._check_masked_ready()
-        ids = self._context_ids(left, right, self.window)
-        theta, _ = self._gate_weights(ids, self.window)
-        offsets = list(range(-self.window, 0)) + list(range(1, self.window + 1))
-        keep = [i for i in range(2 * self.window) if ids[0, i] >= 0]
-        experts = [(self.wv.index_to_key[ids[0, i]], offsets[i]) for i in keep]
+        row = self._query_row(left, right)
+        theta, _ = self._gate_weights(row, self.window)
+        if self._absolute:
+            ids = row[0, 1:]
+            where = list(range(self.max_len))  # absolute positions
+        else:
+            ids = row[0]
+            where = list(range(-self.window, 0)) + list(range(1, self.window + 1))
+        keep = [i for i in range(len(ids)) if ids[i] >= 0]
+        experts = [(self.wv.index_to_key[ids[i]], where[i]) for i in keep]
         if self.mask_expert:
-            keep.append(2 * self.window)
-            experts.append((MASK, 0))
+            keep.append(len(ids))
+            experts.append((MASK, int(row[0, 0]) if self._absolute else 0))
         return {"experts": experts, "weights": theta[0][:, keep]}
 
     def offset_profile(self, corpus=None, max_targets: int = 5000, seed: int = 0) -> Dict[str, Any]:
@@ -292,6 +370,8 @@ class BidirMoE(MaskedLM, TrainableModel):
         ([-2, -1, 1, 2, 'mask'], (1, 5))
         """
         self._check_masked_ready()
+        if self._absolute:
+            return self._absolute_offset_profile(corpus, max_targets, seed)
         offsets: List[Any] = list(range(-self.window, 0)) + list(range(1, self.window + 1))
         if self.mask_expert:
             offsets.append("mask")
@@ -326,6 +406,65 @@ class BidirMoE(MaskedLM, TrainableModel):
             raise ValueError(f"no position in the corpus has a full in-vocabulary context of {2 * w} words")
         theta, _ = self._gate_weights(np.stack(rows), w)
         return {"offsets": offsets, "weights": theta.mean(axis=0)}
+
+    def _absolute_offset_profile(self, corpus, max_targets: int, seed: int) -> Dict[str, Any]:
+        """Sentence mode: gate weight binned by relative offset m − j, averaged
+        over target positions j (positional gate terms alone, or a corpus sample)."""
+        length, h = self.max_len, self.heads
+        rel = list(range(-(length - 1), 0)) + list(range(1, length))
+        col = {r: i for i, r in enumerate(rel)}
+        if corpus is None:
+            rows = []
+            for j in range(length):
+                row = np.full(1 + length, -1, dtype=np.int64)
+                row[0] = j
+                rows.append(row)
+            rows = np.stack(rows)
+            # Positional terms alone: every expert slot present, key[w] replaced by 0.
+            q = self.query.astype(np.float64)
+            logits = np.einsum("hjk,hmk->jhm", q, self.pos_key.astype(np.float64)) / np.sqrt(self.key_size)
+            present = ~np.eye(length, dtype=bool)  # j x m: m != j
+            logits = np.where(present[:, None, :], logits, -np.inf)
+            if self.mask_expert:
+                logits = np.concatenate([logits, np.broadcast_to(self.mask_gate[None, :, None], (length, h, 1))], axis=2)
+            logits -= logits.max(axis=2, keepdims=True)
+            theta = np.exp(logits)
+            theta /= theta.sum(axis=2, keepdims=True)
+            tpos = np.arange(length)
+        else:
+            if isinstance(corpus, str) or hasattr(corpus, "__fspath__"):
+                from .corpora import LineSentence
+                corpus = LineSentence(corpus)
+            k2i = self.wv.key_to_index
+            rng = np.random.default_rng(seed)
+            sample: List[np.ndarray] = []
+            seen = 0
+            for sent in corpus:
+                ids = np.fromiter((k2i[t] for t in sent if t in k2i), dtype=np.int64)
+                for row, _ in self._rows_for_sentence(ids, self.window):
+                    seen += 1
+                    if len(sample) < max_targets:
+                        sample.append(row)
+                    elif (k := int(rng.integers(seen))) < max_targets:
+                        sample[k] = row
+            if not sample:
+                raise ValueError("no sentence of the corpus has two or more in-vocabulary words")
+            rows = np.stack(sample)
+            theta, _ = self._gate_weights(rows, self.window)
+            tpos = rows[:, 0]
+        sums = np.zeros((h, len(rel)))
+        counts = np.zeros(len(rel))
+        for i, j in enumerate(tpos):
+            for m in range(length):
+                if m != j and (corpus is None or rows[i, 1 + m] >= 0):
+                    sums[:, col[m - j]] += theta[i, :, m]
+                    counts[col[m - j]] += 1
+        weights = sums / np.maximum(counts, 1)
+        offsets: List[Any] = list(rel)
+        if self.mask_expert:
+            offsets.append("mask")
+            weights = np.concatenate([weights, theta[:, :, -1].mean(axis=0)[:, None]], axis=1)
+        return {"offsets": offsets, "weights": weights}
 
     def plot_offsets(self, corpus=None, ax=None, path: Optional[str] = None, **kwargs):
         """Plot :meth:`offset_profile`: gate weight per offset, one line per head.

@@ -19,7 +19,7 @@ mod python {
     use crate::corpus::{self, token_str, FileSplit};
     use crate::hogwild::Hogwild;
     use crate::models::cbow::Cbow;
-    use crate::models::moe::{sc_set, Moe};
+    use crate::models::moe::{sc_set, Gates, Moe};
     use crate::models::Model;
     use crate::models::skipgram::SkipGram;
     use crate::objective::{OutputLayer, OutputSpec};
@@ -560,9 +560,13 @@ mod python {
         values: Bound<'py, PyArray2<f32>>,
         beta: Option<Bound<'py, PyArray2<f32>>>,
         syn1: Option<Bound<'py, PyArray2<f32>>>,
-        salience: Bound<'py, PyArray2<f32>>,
-        offset_gate: Bound<'py, PyArray2<f32>>,
+        salience: Option<Bound<'py, PyArray2<f32>>>,
+        offset_gate: Option<Bound<'py, PyArray2<f32>>>,
+        /// Window mode: offset values (R x D_in); sentence mode: pos_value (max_len x D_in).
         offset_value: Bound<'py, PyArray2<f32>>,
+        query: Option<Bound<'py, PyArray2<f32>>>,
+        key: Option<Bound<'py, PyArray2<f32>>>,
+        pos_key: Option<Bound<'py, PyArray2<f32>>>,
         mask_gate: Option<Bound<'py, PyArray2<f32>>>,
         mask_value: Option<Bound<'py, PyArray2<f32>>>,
     }
@@ -579,6 +583,9 @@ mod python {
         hs: bool,
         softmax: bool,
         vector_size: usize,
+        absolute: bool,
+        max_len: usize,
+        key_size: usize,
     }
 
     /// Borrow the arrays, check their shapes and call `f` with the model.
@@ -596,15 +603,20 @@ mod python {
             return Err(PyValueError::new_err("window must be >= 1"));
         }
         let d_in = if st.full { h * d } else { d };
-        let r = 2 * st.window;
+        if st.absolute && (st.max_len < 2 || st.key_size == 0) {
+            return Err(PyValueError::new_err("sentence mode needs max_len >= 2 and key_size >= 1"));
+        }
+        let (r, dk) = if st.absolute { (st.max_len, st.key_size) } else { (2 * st.window, 0) };
         check_shape(&a.values, "values", v, d_in)?;
-        check_shape(&a.salience, "salience", h, v)?;
-        check_shape(&a.offset_gate, "offset_gate", h, r)?;
-        check_shape(&a.offset_value, "offset_value", r, d_in)?;
+        check_shape(&a.offset_value, if st.absolute { "pos_value" } else { "offset_value" }, r, d_in)?;
+        let w = !st.absolute;
+        let mut salience = rw_opt(&a.salience, "salience", h, v, w)?;
+        let mut og = rw_opt(&a.offset_gate, "offset_gate", h, r, w)?;
+        let mut query = rw_opt(&a.query, "query", h * r, dk, !w)?;
+        let mut key = rw_opt(&a.key, "key", h * v, dk, !w)?;
+        let mut pos_key = rw_opt(&a.pos_key, "pos_key", h * r, dk, !w)?;
         let mask = a.mask_gate.is_some();
         let mut values = a.values.readwrite();
-        let mut salience = a.salience.readwrite();
-        let mut og = a.offset_gate.readwrite();
         let mut ov = a.offset_value.readwrite();
         let mut mg = rw_opt(&a.mask_gate, "mask_gate", 1, h, mask)?;
         let mut mv = rw_opt(&a.mask_value, "mask_value", 1, d_in, mask)?;
@@ -614,8 +626,16 @@ mod python {
                                OutputSpec { negative: st.negative, hs: st.hs, softmax: st.softmax })?;
         let m = Moe {
             alpha: Hogwild::new(slice_of(&mut values, "values")?, d_in),
-            salience: Hogwild::new(slice_of(&mut salience, "salience")?, v),
-            offset_gate: Hogwild::new(slice_of(&mut og, "offset_gate")?, r),
+            gates: if st.absolute {
+                Gates::Absolute {
+                    query: hog(&mut query, "query", dk)?,
+                    key: hog(&mut key, "key", dk)?,
+                    pos_key: hog(&mut pos_key, "pos_key", dk)?,
+                    max_len: st.max_len,
+                }
+            } else {
+                Gates::Window { salience: hog(&mut salience, "salience", v)?, offset_gate: hog(&mut og, "offset_gate", r)? }
+            },
             offset_value: Hogwild::new(slice_of(&mut ov, "offset_value")?, d_in),
             mask_gate: hog(&mut mg, "mask_gate", h)?,
             mask_value: hog(&mut mv, "mask_value", d_in)?,
@@ -644,9 +664,10 @@ mod python {
     }
 
     /// One CBOW-MoE SGD step on a single example (context words with their
-    /// offsets, one target), in place; returns the loss. For gradient tests.
+    /// offsets — or, in sentence mode, absolute positions and `target_pos` —
+    /// and one target), in place; returns the loss. For gradient tests.
     #[pyfunction]
-    #[pyo3(signature = (vocab, arrays, settings, words, offsets, target, lr, seed=0))]
+    #[pyo3(signature = (vocab, arrays, settings, words, offsets, target, lr, seed=0, target_pos=None))]
     #[allow(clippy::too_many_arguments)]
     fn moe_step(
         vocab: &PyVocab,
@@ -657,18 +678,30 @@ mod python {
         target: u32,
         lr: f32,
         seed: u64,
+        target_pos: Option<usize>,
     ) -> PyResult<f32> {
         let voc = vocab.inner.clone();
-        let (v, w) = (voc.len() as u32, settings.window as isize);
-        if words.len() != offsets.len() || words.is_empty() || words.len() > 2 * settings.window {
-            return Err(PyValueError::new_err("words and offsets must have the same length, 1..=2*window"));
+        let v = voc.len() as u32;
+        let n_max = if settings.absolute { settings.max_len.saturating_sub(1) } else { 2 * settings.window };
+        if words.len() != offsets.len() || words.is_empty() || words.len() > n_max {
+            return Err(PyValueError::new_err("words and offsets must have the same length, at most the context size"));
         }
-        if words.iter().chain([&target]).any(|&x| x >= v) || offsets.iter().any(|&r| r == 0 || r.abs() > w) {
+        let bad_offset = |r: isize| {
+            if settings.absolute {
+                r < 0 || r as usize >= settings.max_len
+            } else {
+                r == 0 || r.unsigned_abs() > settings.window
+            }
+        };
+        if words.iter().chain([&target]).any(|&x| x >= v) || offsets.iter().any(|&r| bad_offset(r)) {
             return Err(PyValueError::new_err("word id or offset out of range"));
+        }
+        if settings.absolute != target_pos.is_some() || target_pos.is_some_and(|t| t >= settings.max_len) {
+            return Err(PyValueError::new_err("target_pos (< max_len) is required in sentence mode only"));
         }
         with_moe(&voc, &arrays, settings, |m| {
             let mut sc = m.scratch();
-            sc_set(&mut sc, &words, &offsets, settings.window);
+            sc_set(&mut sc, &words, &offsets, settings.window, target_pos);
             let loss = m.example(&mut sc, target, lr, &mut Rng::new(seed), true);
             m.finish(&mut sc);
             Ok(loss)

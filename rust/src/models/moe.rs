@@ -12,6 +12,14 @@
 //! plus, optionally, the mask expert (gate `mask_gate[h]`, value
 //! `mask_value`): the masked position attending to itself.
 //!
+//! Sentence mode (absolute positions, SPEC): sentences are cut into chunks of
+//! at most `max_len` words; every other word of the chunk is an expert, with
+//!
+//!   l_h(j, m) = <query[h, j], key[h, w_m] + pos_key[h, m]> / sqrt(d_k)
+//!   x(m)      = alpha[w_m] + pos_value[m]
+//!
+//! (`pos_value` takes the place of `offset_value`; the value path is shared).
+//!
 //! Value layout: every value row (alpha, offset_value, mask_value) has
 //! `D_in` columns. With `head_values = "slice"`, D_in = d and head h owns
 //! columns [h·d/H, (h+1)·d/H) — its slice of z. With "full", D_in = H·d, head
@@ -33,14 +41,20 @@ use crate::simd::{axpy, dot, prefetch};
 /// Targets between applications of a thread's offset/mask gradients.
 const SHARED_FLUSH: u32 = 64;
 
+/// How the gate logits are computed.
+pub enum Gates<'a> {
+    /// Window mode: `salience` (H x V) + `offset_gate` (H x R).
+    Window { salience: Hogwild<'a>, offset_gate: Hogwild<'a> },
+    /// Sentence mode: `query` (H·max_len x d_k), `key` (H·V x d_k), `pos_key` (H·max_len x d_k).
+    Absolute { query: Hogwild<'a>, key: Hogwild<'a>, pos_key: Hogwild<'a>, max_len: usize },
+}
+
 pub struct Moe<'a> {
     /// Context value vectors, V x D_in (SPEC `alpha`).
     pub alpha: Hogwild<'a>,
-    /// Gate score per head and word, H x V.
-    pub salience: Hogwild<'a>,
-    /// Gate score per head and offset, H x R.
-    pub offset_gate: Hogwild<'a>,
-    /// Value per offset, R x D_in.
+    pub gates: Gates<'a>,
+    /// Value per offset (window mode, R x D_in) or per absolute position
+    /// (sentence mode, max_len x D_in): SPEC `offset_value` / `pos_value`.
     pub offset_value: Hogwild<'a>,
     /// Mask expert gate, 1 x H (empty when off).
     pub mask_gate: Hogwild<'a>,
@@ -66,9 +80,17 @@ pub struct MoeScratch {
     z: Vec<f32>,
     grad: Vec<f32>,
     words: Vec<u32>,
+    /// Row of each expert in the offset (window) or position (sentence) tables.
     offsets: Vec<u32>,
-    /// Pending gradients of the shared small parameters.
+    /// Sentence mode: the target's position (its query row).
+    tpos: usize,
+    /// Sentence mode: the target's query per head (H x d_k), copied before updates.
+    q: Vec<f32>,
+    /// Pending gradients of the shared small parameters (offset_gate or
+    /// query + pos_key, offset/pos values, mask expert).
     d_offset_gate: Vec<f32>,
+    d_query: Vec<f32>,
+    d_pos_key: Vec<f32>,
     d_offset_value: Vec<f32>,
     d_mask_gate: Vec<f32>,
     d_mask_value: Vec<f32>,
@@ -104,8 +126,19 @@ impl Moe<'_> {
     fn has_mask(&self) -> bool {
         self.mask_value.rows() > 0
     }
+    /// Rows of the offset/position tables.
     fn r(&self) -> usize {
-        self.offset_gate.cols()
+        self.offset_value.rows()
+    }
+    fn vocab_len(&self) -> usize {
+        self.alpha.rows()
+    }
+    /// Largest number of experts for one target (the mask expert included).
+    fn max_experts(&self) -> usize {
+        match &self.gates {
+            Gates::Window { .. } => 2 * self.window + 1,
+            Gates::Absolute { max_len, .. } => *max_len,
+        }
     }
 
     /// Apply a thread's accumulated offset/mask gradients to the shared parameters.
@@ -114,8 +147,22 @@ impl Moe<'_> {
             return;
         }
         let (r, d_in, h) = (self.r(), self.d_in(), self.heads);
-        for hh in 0..h {
-            axpy(1.0, &sc.d_offset_gate[hh * r..(hh + 1) * r], self.offset_gate.row_mut(hh));
+        match &self.gates {
+            Gates::Window { offset_gate, .. } => {
+                for hh in 0..h {
+                    axpy(1.0, &sc.d_offset_gate[hh * r..(hh + 1) * r], offset_gate.row_mut(hh));
+                }
+                sc.d_offset_gate.fill(0.0);
+            }
+            Gates::Absolute { query, pos_key, .. } => {
+                let dk = query.cols();
+                for row in 0..query.rows() {
+                    axpy(1.0, &sc.d_query[row * dk..(row + 1) * dk], query.row_mut(row));
+                    axpy(1.0, &sc.d_pos_key[row * dk..(row + 1) * dk], pos_key.row_mut(row));
+                }
+                sc.d_query.fill(0.0);
+                sc.d_pos_key.fill(0.0);
+            }
         }
         for k in 0..r {
             axpy(1.0, &sc.d_offset_value[k * d_in..(k + 1) * d_in], self.offset_value.row_mut(k));
@@ -126,7 +173,6 @@ impl Moe<'_> {
             sc.d_mask_gate.fill(0.0);
             sc.d_mask_value.fill(0.0);
         }
-        sc.d_offset_gate.fill(0.0);
         sc.d_offset_value.fill(0.0);
         sc.pending = 0;
     }
@@ -148,13 +194,27 @@ impl Moe<'_> {
         sc.z[..d].fill(0.0);
         for hh in 0..h {
             let th = &mut sc.theta[hh * n..(hh + 1) * n];
-            let sal = self.salience.row(hh);
-            let og = self.offset_gate.row(hh);
-            let mut mx = f32::NEG_INFINITY;
-            for m in 0..nc {
-                th[m] = sal[sc.words[m] as usize] + og[sc.offsets[m] as usize];
-                mx = mx.max(th[m]);
+            match &self.gates {
+                Gates::Window { salience, offset_gate } => {
+                    let (sal, og) = (salience.row(hh), offset_gate.row(hh));
+                    for m in 0..nc {
+                        th[m] = sal[sc.words[m] as usize] + og[sc.offsets[m] as usize];
+                    }
+                }
+                Gates::Absolute { query, key, pos_key, max_len } => {
+                    let dk = query.cols();
+                    let scale = 1.0 / (dk as f32).sqrt();
+                    let q = &mut sc.q[hh * dk..(hh + 1) * dk];
+                    q.copy_from_slice(query.row(hh * max_len + sc.tpos));
+                    let v = self.vocab_len();
+                    for m in 0..nc {
+                        let kw = key.row(hh * v + sc.words[m] as usize);
+                        let kp = pos_key.row(hh * max_len + sc.offsets[m] as usize);
+                        th[m] = (dot(q, kw) + dot(q, kp)) * scale;
+                    }
+                }
             }
+            let mut mx = th[..nc].iter().cloned().fold(f32::NEG_INFINITY, f32::max);
             if self.has_mask() {
                 th[nc] = self.mask_gate.row(0)[hh];
                 mx = mx.max(th[nc]);
@@ -190,17 +250,33 @@ impl Moe<'_> {
             let gh = if self.full { &sc.grad[..s] } else { &sc.grad[hh * s..(hh + 1) * s] };
             let gz = dot(gh, &sc.zh[hh * s..(hh + 1) * s]);
             let th = &sc.theta[hh * n..(hh + 1) * n];
-            let sal = self.salience.row_mut(hh);
             for m in 0..n {
                 let col = m * d_in + hh * s;
                 let a = dot(gh, &sc.x[col..col + s]);
                 let dl = th[m] * (a - gz);
                 axpy(th[m], gh, &mut sc.dx[col..col + s]);
-                if m < nc {
-                    sal[sc.words[m] as usize] += dl;
-                    sc.d_offset_gate[hh * r + sc.offsets[m] as usize] += dl;
-                } else {
+                if m == nc {
                     sc.d_mask_gate[hh] += dl;
+                    continue;
+                }
+                let (w, o) = (sc.words[m] as usize, sc.offsets[m] as usize);
+                match &self.gates {
+                    Gates::Window { salience, .. } => {
+                        salience.row_mut(hh)[w] += dl;
+                        sc.d_offset_gate[hh * r + o] += dl;
+                    }
+                    Gates::Absolute { query, key, pos_key, max_len } => {
+                        // l = <q, key[w] + pos_key[o]> / sqrt(d_k)
+                        let dk = query.cols();
+                        let g = dl / (dk as f32).sqrt();
+                        let q = &sc.q[hh * dk..(hh + 1) * dk];
+                        let dq = &mut sc.d_query[(hh * max_len + sc.tpos) * dk..(hh * max_len + sc.tpos + 1) * dk];
+                        let kw = key.row_mut(hh * self.vocab_len() + w);
+                        axpy(g, kw, dq);
+                        axpy(g, pos_key.row(hh * max_len + o), dq);
+                        axpy(g, q, kw);
+                        axpy(g, q, &mut sc.d_pos_key[(hh * max_len + o) * dk..(hh * max_len + o + 1) * dk]);
+                    }
                 }
             }
         }
@@ -240,7 +316,11 @@ impl Model for Moe<'_> {
 
     fn scratch(&self) -> MoeScratch {
         let (d, d_in, h, r) = (self.d(), self.d_in(), self.heads, self.r());
-        let n = 2 * self.window + 1;
+        let n = self.max_experts();
+        let (dq_len, dk) = match &self.gates {
+            Gates::Window { .. } => (0, 0),
+            Gates::Absolute { query, .. } => (query.rows() * query.cols(), query.cols()),
+        };
         MoeScratch {
             x: vec![0.0; n * d_in],
             dx: vec![0.0; n * d_in],
@@ -250,7 +330,11 @@ impl Model for Moe<'_> {
             grad: vec![0.0; d],
             words: Vec::with_capacity(n),
             offsets: Vec::with_capacity(n),
-            d_offset_gate: vec![0.0; h * r],
+            tpos: 0,
+            q: vec![0.0; h * dk],
+            d_offset_gate: if dq_len == 0 { vec![0.0; h * r] } else { Vec::new() },
+            d_query: vec![0.0; dq_len],
+            d_pos_key: vec![0.0; dq_len],
             d_offset_value: vec![0.0; r * d_in],
             d_mask_gate: vec![0.0; h],
             d_mask_value: vec![0.0; d_in],
@@ -262,6 +346,28 @@ impl Model for Moe<'_> {
     fn train_sentence(&self, sc: &mut MoeScratch, sent: &[u32], lr: f32, rng: &mut Rng, want_loss: bool) -> (f64, u64) {
         let mut loss = 0.0f64;
         let mut examples = 0;
+        if let Gates::Absolute { max_len, .. } = &self.gates {
+            // Sentence mode: every other word of the chunk is an expert.
+            for chunk in sent.chunks(*max_len) {
+                if chunk.len() < 2 {
+                    continue;
+                }
+                for j in 0..chunk.len() {
+                    sc.words.clear();
+                    sc.offsets.clear();
+                    for (m, &w) in chunk.iter().enumerate() {
+                        if m != j {
+                            sc.words.push(w);
+                            sc.offsets.push(m as u32);
+                        }
+                    }
+                    sc.tpos = j;
+                    loss += self.example(sc, chunk[j], lr, rng, want_loss) as f64;
+                    examples += 1;
+                }
+            }
+            return (loss, examples);
+        }
         for pos in 0..sent.len() {
             let (lo, hi) = window_bounds(pos, sent.len(), self.window, self.shrink, rng);
             if let Some(&w) = sent.get(pos + self.window + 1) {
@@ -292,12 +398,19 @@ impl Model for Moe<'_> {
     }
 }
 
-/// Load one example's experts into the scratch (offsets as −window..window).
-pub fn sc_set(sc: &mut MoeScratch, words: &[u32], offsets: &[isize], window: usize) {
+/// Load one example's experts into the scratch. Window mode: `offsets` are
+/// −window..window; sentence mode (`target_pos` given): absolute positions.
+pub fn sc_set(sc: &mut MoeScratch, words: &[u32], offsets: &[isize], window: usize, target_pos: Option<usize>) {
     sc.words.clear();
     sc.offsets.clear();
     sc.words.extend_from_slice(words);
-    sc.offsets.extend(offsets.iter().map(|&r| offset_index(r, window) as u32));
+    match target_pos {
+        None => sc.offsets.extend(offsets.iter().map(|&r| offset_index(r, window) as u32)),
+        Some(t) => {
+            sc.offsets.extend(offsets.iter().map(|&r| r as u32));
+            sc.tpos = t;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -330,8 +443,7 @@ mod tests {
         let alpha_copy = alpha.clone();
         let m = Moe {
             alpha: Hogwild::new(&mut alpha, d),
-            salience: Hogwild::new(&mut sal, v),
-            offset_gate: Hogwild::new(&mut og, 2 * window),
+            gates: Gates::Window { salience: Hogwild::new(&mut sal, v), offset_gate: Hogwild::new(&mut og, 2 * window) },
             offset_value: Hogwild::new(&mut ov, d),
             mask_gate: Hogwild::empty(),
             mask_value: Hogwild::empty(),
