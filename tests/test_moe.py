@@ -46,7 +46,7 @@ def ref_log_prob(P, words, offsets, target, heads, full, window, mask, loss, huf
         else:
             z[h * s:(h + 1) * s] = zh
     if loss == "softmax":
-        logits = P["beta"] @ z
+        logits = P["beta"] @ z + (0 if P.get("bias") is None else P["bias"][:, 0])
         m = logits.max()
         return logits[target] - m - np.log(np.exp(logits - m).sum())
     codes, points = huffman
@@ -66,6 +66,7 @@ def make_model(rng, v, d, heads, full, window, mask, loss):
         "offset_gate": rng.normal(0, 0.5, (heads, r)),
         "offset_value": rng.normal(0, 0.3, (r, d_in)),
         "beta": rng.normal(0, 0.5, (v, d)) if loss == "softmax" else None,
+        "bias": rng.normal(0, 0.5, (v, 1)) if loss == "softmax" else None,
         "syn1": rng.normal(0, 0.5, (v, d)) if loss == "hs" else None,
         "mask_gate": rng.normal(0, 0.5, (1, heads)) if mask else None,
         "mask_value": rng.normal(0, 0.3, (1, d_in)) if mask else None,
@@ -131,6 +132,7 @@ def test_sentence_mode_step_equals_lr_times_finite_difference_gradient(heads, fu
         "values": rng.normal(0, 0.5, (v, d_in)), "offset_value": rng.normal(0, 0.3, (L, d_in)),
         "query": rng.normal(0, 0.7, (heads * L, dk)), "key": rng.normal(0, 0.7, (heads * v, dk)),
         "pos_key": rng.normal(0, 0.7, (heads * L, dk)), "beta": rng.normal(0, 0.5, (v, d)), "syn1": None,
+        "bias": rng.normal(0, 0.5, (v, 1)),
         "mask_gate": rng.normal(0, 0.5, (1, heads)) if mask else None,
         "mask_value": rng.normal(0, 0.3, (1, d_in)) if mask else None,
     }
@@ -189,7 +191,7 @@ def trained(corpus):
 
 def test_prediction_forward_matches_reference(trained):
     m = trained
-    P = {"values": m.wv.vectors.astype(np.float64), "salience": m.salience.astype(np.float64),
+    P = {"values": m.wv.vectors.astype(np.float64), "salience": m.salience.astype(np.float64), "bias": None,
          "offset_gate": m.offset_gate.astype(np.float64), "offset_value": m.offset_value.astype(np.float64),
          "beta": m.syn1neg.astype(np.float64), "mask_gate": m.mask_gate[None].astype(np.float64),
          "mask_value": m.mask_value[None].astype(np.float64)}
@@ -243,6 +245,7 @@ def test_heads_full_mode_and_hs_and_softmax_train(corpus):
         r = m.evaluate_masked(corpus[:200], max_targets=300)
         assert 0 <= r["top1"] <= r["top10"] <= 1 and np.isfinite(r["log_likelihood"])
     assert m.output_wv is not None and m.output_wv.vectors is m.syn1neg
+    assert m.output_bias is not None and np.abs(m.output_bias).max() > 0  # the softmax bias is learned
 
 
 def test_deterministic_with_one_worker(corpus):

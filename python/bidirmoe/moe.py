@@ -74,7 +74,7 @@ class BidirMoE(MaskedLM, TrainableModel):
     """
 
     _array_names = ("syn1neg", "syn1", "salience", "offset_gate", "offset_value", "mask_gate", "mask_value",
-                    "query", "key", "pos_key", "pos_value")
+                    "query", "key", "pos_key", "pos_value", "output_bias")
     _param_names = (
         "vector_size", "alpha", "window", "min_count", "max_vocab_size", "sample", "seed", "workers", "min_alpha",
         "hs", "negative", "ns_exponent", "epochs", "batch_words", "compute_loss", "max_final_vocab", "shrink_windows",
@@ -142,6 +142,9 @@ class BidirMoE(MaskedLM, TrainableModel):
         self.wv.vectors = self._init_vectors_cols(v, self._d_in)
         self.syn1neg = np.zeros((v, d), dtype=np.float32) if self.loss in ("negative", "softmax") else None
         self.syn1 = np.zeros((v, d), dtype=np.float32) if self.loss == "hs" else None
+        # SPEC: p(k | context) ∝ exp(beta[k]·z + bias[k]); the bias is learned with the exact softmax
+        # only (negative sampling and hierarchical softmax have none, as in word2vec).
+        self.output_bias = np.zeros(v, dtype=np.float32) if self.loss == "softmax" else None
         # Gates start uniform and offset values at zero: an untrained model is CBOW (SPEC).
         if self._absolute:
             length, dk = self.max_len, self.key_size
@@ -230,6 +233,7 @@ class BidirMoE(MaskedLM, TrainableModel):
             "query": flat(self.query), "key": flat(self.key), "pos_key": flat(self.pos_key),
             "mask_gate": None if self.mask_gate is None else self.mask_gate.reshape(1, -1),
             "mask_value": None if self.mask_value is None else self.mask_value.reshape(1, -1),
+            "bias": None if self.output_bias is None else self.output_bias.reshape(-1, 1),
         }
 
     def _settings(self) -> Dict[str, Any]:
@@ -515,5 +519,4 @@ class BidirMoE(MaskedLM, TrainableModel):
                 f"heads={self.heads}, window={self.window}, loss={self.loss}>")
 
 
-_array_names_init = ("syn1neg", "syn1", "salience", "offset_gate", "offset_value", "mask_gate", "mask_value",
-                     "output_wv")
+_array_names_init = BidirMoE._array_names + ("output_wv",)

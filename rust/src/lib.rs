@@ -569,6 +569,8 @@ mod python {
         pos_key: Option<Bound<'py, PyArray2<f32>>>,
         mask_gate: Option<Bound<'py, PyArray2<f32>>>,
         mask_value: Option<Bound<'py, PyArray2<f32>>>,
+        /// Output bias (V x 1), full softmax only.
+        bias: Option<Bound<'py, PyArray2<f32>>>,
     }
 
     /// Settings of a CBOW-MoE model.
@@ -622,8 +624,15 @@ mod python {
         let mut mv = rw_opt(&a.mask_value, "mask_value", 1, d_in, mask)?;
         let mut beta = rw_opt(&a.beta, "beta", v, d, st.negative > 0 || st.softmax)?;
         let mut syn1 = rw_opt(&a.syn1, "syn1", v, d, st.hs)?;
-        let out = output_layer(voc, hog(&mut beta, "beta", d)?, hog(&mut syn1, "syn1", d)?,
-                               OutputSpec { negative: st.negative, hs: st.hs, softmax: st.softmax })?;
+        if a.bias.is_some() && !st.softmax {
+            return Err(PyValueError::new_err("an output bias is only used with loss='softmax'"));
+        }
+        let mut bias = rw_opt(&a.bias, "bias", v, 1, a.bias.is_some())?;
+        let mut out = output_layer(voc, hog(&mut beta, "beta", d)?, hog(&mut syn1, "syn1", d)?,
+                                   OutputSpec { negative: st.negative, hs: st.hs, softmax: st.softmax })?;
+        if bias.is_some() {
+            out.bias = Some(hog(&mut bias, "bias", 1)?);
+        }
         let m = Moe {
             alpha: Hogwild::new(slice_of(&mut values, "values")?, d_in),
             gates: if st.absolute {
