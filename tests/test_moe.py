@@ -74,6 +74,25 @@ def make_model(rng, v, d, heads, full, window, mask, loss):
     return P
 
 
+def assert_step_is_lr_times_gradient(P, arrays, before, lr, log_prob, **tol):
+    """Every parameter moved by lr x d log p / d param (central finite differences of ``log_prob``)."""
+    eps, checked = 1e-6, 0
+    for name, arr in P.items():
+        if arr is None or not isinstance(arr, np.ndarray):
+            continue
+        delta = arrays[name].astype(np.float64) - before[name]
+        for idx in itertools.product(*map(range, arr.shape)):
+            orig = arr[idx]
+            arr[idx] = orig + eps
+            up = log_prob()
+            arr[idx] = orig - eps
+            down = log_prob()
+            arr[idx] = orig
+            assert delta[idx] == pytest.approx(lr * (up - down) / (2 * eps), **tol), (name, idx)
+            checked += 1
+    return checked
+
+
 CASES = [
     # heads, full, mask, loss
     (1, False, False, "softmax"),
@@ -103,22 +122,7 @@ def test_one_step_equals_lr_times_finite_difference_gradient(heads, full, mask, 
     # softmax is exact; hierarchical softmax uses word2vec's sigmoid table (steps of 0.012 in the logit).
     tol = dict(rel=2e-3, abs=2e-6) if loss == "softmax" else dict(rel=3e-2, abs=lr * 4e-3)
     assert loss_val == pytest.approx(-ref_log_prob(P, *args), rel=1e-3 if loss == "softmax" else 2e-2)
-    eps = 1e-6
-    checked = 0
-    for name, arr in P.items():
-        if arr is None:
-            continue
-        delta = arrays[name].astype(np.float64) - before[name]
-        for idx in itertools.product(*map(range, arr.shape)):
-            orig = arr[idx]
-            arr[idx] = orig + eps
-            up = ref_log_prob(P, *args)
-            arr[idx] = orig - eps
-            down = ref_log_prob(P, *args)
-            arr[idx] = orig
-            grad = (up - down) / (2 * eps)
-            assert delta[idx] == pytest.approx(lr * grad, **tol), (name, idx)
-            checked += 1
+    checked = assert_step_is_lr_times_gradient(P, arrays, before, lr, lambda: ref_log_prob(P, *args), **tol)
     assert checked > 100
 
 
@@ -147,20 +151,8 @@ def test_sentence_mode_step_equals_lr_times_finite_difference_gradient(heads, fu
     lr = 0.01
     loss_val = _core.moe_step(vocab, arrays, settings, words, positions, target, lr, target_pos=tpos)
     assert loss_val == pytest.approx(-ref_log_prob(ref, *args, tpos=tpos), rel=1e-3)
-    eps, checked = 1e-6, 0
-    for name, arr in P.items():
-        if arr is None:
-            continue
-        delta = arrays[name].astype(np.float64) - before[name]
-        for idx in itertools.product(*map(range, arr.shape)):
-            orig = arr[idx]
-            arr[idx] = orig + eps
-            up = ref_log_prob(ref, *args, tpos=tpos)
-            arr[idx] = orig - eps
-            down = ref_log_prob(ref, *args, tpos=tpos)
-            arr[idx] = orig
-            assert delta[idx] == pytest.approx(lr * (up - down) / (2 * eps), rel=2e-3, abs=2e-6), (name, idx)
-            checked += 1
+    checked = assert_step_is_lr_times_gradient(P, arrays, before, lr, lambda: ref_log_prob(ref, *args, tpos=tpos),
+                                               rel=2e-3, abs=2e-6)
     assert checked > 80
 
 

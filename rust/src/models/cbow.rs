@@ -1,11 +1,11 @@
 //! CBOW (Mikolov et al. 2013): predict the word at j from the sum or mean of
 //! its context vectors, h = Σ_m alpha[w_m] (/|C| when `cbow_mean`).
 
-use super::{window_bounds, Model};
+use super::{window_and_prefetch, Model};
 use crate::hogwild::Hogwild;
 use crate::objective::{OutputLayer, OutputScratch};
 use crate::sampling::Rng;
-use crate::simd::{axpy, prefetch, scale};
+use crate::simd::{axpy, scale};
 
 pub struct Cbow<'a> {
     /// Input (context) vectors, gensim's `wv.vectors` / SPEC's `alpha`.
@@ -34,14 +34,7 @@ impl Model for Cbow<'_> {
         let mut loss = 0.0f64;
         let mut examples = 0;
         for pos in 0..sent.len() {
-            let (lo, hi) = window_bounds(pos, sent.len(), self.window, self.shrink, rng);
-            // Start loading what the next positions need: the word entering the window, the next target.
-            if let Some(&w) = sent.get(pos + self.window + 1) {
-                prefetch(self.syn0.row(w as usize));
-            }
-            if let Some(&w) = sent.get(pos + 1) {
-                self.out.prefetch_target(w);
-            }
+            let (lo, hi) = window_and_prefetch(sent, pos, self.window, self.shrink, rng, &self.syn0, &self.out);
             sc.h.fill(0.0);
             let mut count = 0usize;
             for c in lo..hi {

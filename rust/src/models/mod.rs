@@ -3,7 +3,10 @@
 //! output layer (`objective.rs`); threads, corpus reading, subsampling and the
 //! learning-rate schedule live in `trainer.rs`.
 
+use crate::hogwild::Hogwild;
+use crate::objective::OutputLayer;
 use crate::sampling::Rng;
+use crate::simd::prefetch;
 
 pub mod cbow;
 pub mod moe;
@@ -30,4 +33,26 @@ pub trait Model: Sync {
 pub fn window_bounds(pos: usize, len: usize, window: usize, shrink: bool, rng: &mut Rng) -> (usize, usize) {
     let w = if shrink && window > 1 { window - rng.below(window as u32) as usize } else { window };
     (pos.saturating_sub(w), (pos + w + 1).min(len))
+}
+
+/// The window of position `pos` (see `window_bounds`), and a prefetch of what
+/// the next positions need: the input row of the word entering the window and
+/// the output row of the next target.
+#[inline]
+pub fn window_and_prefetch(
+    sent: &[u32],
+    pos: usize,
+    window: usize,
+    shrink: bool,
+    rng: &mut Rng,
+    input: &Hogwild<'_>,
+    out: &OutputLayer<'_>,
+) -> (usize, usize) {
+    if let Some(&w) = sent.get(pos + window + 1) {
+        prefetch(input.row(w as usize));
+    }
+    if let Some(&w) = sent.get(pos + 1) {
+        out.prefetch_target(w);
+    }
+    window_bounds(pos, sent.len(), window, shrink, rng)
 }

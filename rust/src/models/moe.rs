@@ -32,11 +32,11 @@
 //! each thread accumulates their gradients and applies them every
 //! `SHARED_FLUSH` targets instead of fighting over the same cache lines.
 
-use super::{window_bounds, Model};
+use super::{window_and_prefetch, Model};
 use crate::hogwild::Hogwild;
 use crate::objective::{OutputLayer, OutputScratch};
 use crate::sampling::Rng;
-use crate::simd::{axpy, dot, prefetch};
+use crate::simd::{axpy, dot};
 
 /// Targets between applications of a thread's offset/mask gradients.
 const SHARED_FLUSH: u32 = 64;
@@ -369,13 +369,7 @@ impl Model for Moe<'_> {
             return (loss, examples);
         }
         for pos in 0..sent.len() {
-            let (lo, hi) = window_bounds(pos, sent.len(), self.window, self.shrink, rng);
-            if let Some(&w) = sent.get(pos + self.window + 1) {
-                prefetch(self.alpha.row(w as usize));
-            }
-            if let Some(&w) = sent.get(pos + 1) {
-                self.out.prefetch_target(w);
-            }
+            let (lo, hi) = window_and_prefetch(sent, pos, self.window, self.shrink, rng, &self.alpha, &self.out);
             sc.words.clear();
             sc.offsets.clear();
             for c in lo..hi {

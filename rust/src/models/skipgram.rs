@@ -2,11 +2,11 @@
 //! word at j. The context words of one position share their negatives and are
 //! scored as one small matrix product (pWord2Vec, Ji et al. 2016).
 
-use super::{window_bounds, Model};
+use super::{window_and_prefetch, Model};
 use crate::hogwild::Hogwild;
 use crate::objective::{OutputLayer, OutputScratch};
 use crate::sampling::Rng;
-use crate::simd::{axpy, prefetch};
+use crate::simd::axpy;
 
 pub struct SkipGram<'a> {
     pub syn0: Hogwild<'a>,
@@ -39,13 +39,7 @@ impl Model for SkipGram<'_> {
         let mut loss = 0.0f64;
         let mut examples = 0;
         for pos in 0..sent.len() {
-            let (lo, hi) = window_bounds(pos, sent.len(), self.window, self.shrink, rng);
-            if let Some(&w) = sent.get(pos + self.window + 1) {
-                prefetch(self.syn0.row(w as usize));
-            }
-            if let Some(&w) = sent.get(pos + 1) {
-                self.out.prefetch_target(w);
-            }
+            let (lo, hi) = window_and_prefetch(sent, pos, self.window, self.shrink, rng, &self.syn0, &self.out);
             let mut n = 0;
             for c in lo..hi {
                 if c != pos {
