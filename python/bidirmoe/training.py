@@ -373,7 +373,7 @@ class TrainableModel:
         Examples
         --------
         >>> from bidirmoe import Word2Vec
-        >>> m = Word2Vec([["a", "b", "c"]] * 20, vector_size=4, min_count=1, compute_loss=True, epochs=1)
+        >>> m = Word2Vec([["a", "b", "c"]] * 20, vector_size=4, min_count=1, sample=0, compute_loss=True, epochs=1)
         >>> m.get_latest_training_loss() > 0
         True
         """
