@@ -8,6 +8,7 @@ use crate::objective::OutputLayer;
 use crate::sampling::Rng;
 use crate::simd::prefetch;
 
+pub mod attention;
 pub mod cbow;
 pub mod moe;
 pub mod skipgram;
