@@ -69,3 +69,109 @@ def test_attention_step_equals_lr_times_finite_difference_gradient(heads, dk, dv
             assert delta[idx] == pytest.approx(lr * (up - down) / (2 * eps), rel=2e-3, abs=2e-6), (name, idx)
             checked += 1
     assert checked > 150
+
+
+# ---------------------------------------------------------------- the model class
+
+from bidirmoe import BidirectionalAttention, BidirMoE  # noqa: E402
+
+
+def _random_contexts(model, rng, n=12):
+    keys = model.wv.index_to_key
+    out = []
+    for _ in range(n):
+        lw, rw = int(rng.integers(0, model.window + 1)), int(rng.integers(0, model.window + 1))
+        if lw + rw == 0:
+            lw = 1
+        out.append(([keys[i] for i in rng.integers(0, len(keys), lw)], [keys[i] for i in rng.integers(0, len(keys), rw)]))
+    return out
+
+
+@pytest.mark.parametrize("heads,loss,trained", [(1, "negative", False), (1, "softmax", True), (3, "negative", True),
+                                                (2, "softmax", True)])
+def test_to_moe_gives_the_same_distribution(corpus, heads, loss, trained):
+    att = BidirectionalAttention(corpus[:1500], vector_size=12, heads=heads, key_size=4, value_size=5, window=3,
+                                 min_count=1, epochs=2, workers=2, loss=loss, seed=heads)
+    att.build_vocab(corpus[:1500])
+    if trained:
+        att.train()
+    moe = att.to_moe()
+    assert isinstance(moe, BidirMoE) and moe.head_values == "full" and moe.heads == heads
+    for left, right in _random_contexts(att, np.random.default_rng(0)):
+        pa = np.array([p for _, p in sorted(att.predict_masked(left, right, topn=None))])
+        pm = np.array([p for _, p in sorted(moe.predict_masked(left, right, topn=None))])
+        assert np.abs(pa - pm).max() < 1e-5
+        ga, gm = att.gates(left, right), moe.gates(left, right)
+        assert ga["experts"] == gm["experts"]
+        assert np.abs(ga["weights"] - gm["weights"]).max() < 1e-5
+
+
+def test_block_diagonal_output_projection_maps_to_slice_heads(corpus):
+    att = BidirectionalAttention(corpus[:500], vector_size=8, heads=2, key_size=3, value_size=4, window=2,
+                                 min_count=1, epochs=1, workers=1)
+    att.build_vocab(corpus[:500])
+    att.W_O[:4, 4:] = 0
+    att.W_O[4:, :4] = 0
+    moe = att.to_moe()
+    assert moe.head_values == "slice" and moe.wv.vectors.shape == (len(att.wv), 8)
+    left, right = corpus[0][:2], corpus[0][3:5]
+    pa = dict(att.predict_masked(left, right, topn=None))
+    pm = dict(moe.predict_masked(left, right, topn=None))
+    assert max(abs(pa[w] - pm[w]) for w in pa) < 1e-5
+
+
+def test_numpy_forward_matches_reference_on_trained_model(corpus):
+    att = BidirectionalAttention(corpus[:1500], vector_size=8, heads=2, key_size=3, value_size=4, window=2,
+                                 min_count=1, epochs=2, workers=1, loss="softmax").train()
+    P = {"rho": att.wv.vectors.astype(np.float64), "pos": att.pos_encoding.astype(np.float64),
+         "mask": att.mask_embedding[None].astype(np.float64), "wq": att.W_Q.reshape(-1, 8).astype(np.float64),
+         "wk": att.W_K.reshape(-1, 8).astype(np.float64), "wv": att.W_V.reshape(-1, 8).astype(np.float64),
+         "wo": att.W_O.astype(np.float64), "beta": att.syn1neg.astype(np.float64),
+         "bias": att.output_bias[:, None].astype(np.float64)}
+    left, right = corpus[3][:2], corpus[3][3:5]
+    k2i = att.wv.key_to_index
+    context = [(k2i[w], 2 - len(left) + i) for i, w in enumerate(left)] + [(k2i[w], 3 + i) for i, w in enumerate(right)]
+    full = dict(att.predict_masked(left, right, topn=None))
+    for t in (0, 7, 20):
+        lp = att_ref_log_prob(P, context, t, 2, 2, 3, 4)
+        assert np.log(full[att.wv.index_to_key[t]]) == pytest.approx(lp, abs=1e-5)
+
+
+def test_attention_learns_and_round_trips(corpus, tmp_path):
+    att = BidirectionalAttention(corpus, vector_size=16, heads=2, window=3, min_count=1, epochs=1, workers=2, seed=2)
+    att.build_vocab(corpus)
+    before = att.evaluate_masked(corpus, max_targets=1500)
+    att.train(epochs=6)
+    after = att.evaluate_masked(corpus, max_targets=1500)
+    assert after["log_likelihood"] > before["log_likelihood"] + 0.5 and after["top10"] > before["top10"] + 0.2
+    path = tmp_path / "att.model"
+    att.save(str(path))
+    att2 = BidirectionalAttention.load(str(path))
+    for name in ("W_Q", "W_K", "W_V", "W_O", "pos_encoding", "mask_embedding", "syn1neg"):
+        assert np.array_equal(getattr(att, name), getattr(att2, name)), name
+    left, right = corpus[1][:2], corpus[1][3:5]
+    assert att2.predict_masked(left, right, topn=5) == att.predict_masked(left, right, topn=5)
+    att2.train(corpus[:500], epochs=1)
+    prof = att.offset_profile()
+    assert prof["offsets"] == [-3, -2, -1, 1, 2, 3, "mask"] and np.allclose(prof["weights"].sum(1), 1)
+
+
+def test_attention_sentence_mode_and_determinism(corpus):
+    kw = dict(vector_size=8, heads=2, min_count=1, epochs=1, workers=1, seed=4, positions="absolute", max_len=6)
+    a = BidirectionalAttention(corpus[:600], **kw).train()
+    b = BidirectionalAttention(corpus[:600], **kw).train()
+    assert np.array_equal(a.W_Q, b.W_Q) and np.array_equal(a.wv.vectors, b.wv.vectors)
+    assert a.pos_encoding.shape == (6, 8)
+    r = a.evaluate_masked(corpus[600:800], max_targets=300)
+    assert 0 <= r["top1"] <= r["top10"] <= 1 and np.isfinite(r["log_likelihood"])
+    g = a.gates(corpus[0][:2], corpus[0][3:5])
+    assert [pos for _, pos in g["experts"]] == [0, 1, 3, 4, 2]
+    with pytest.raises(ValueError, match="window mode"):
+        a.to_moe()
+
+
+@pytest.mark.parametrize("kw,match", [(dict(heads=0), "heads"), (dict(key_size=0), "key_size"),
+                                      (dict(positions="relative"), "positions"), (dict(loss="nce"), "loss")])
+def test_attention_bad_parameters(kw, match):
+    with pytest.raises(ValueError, match=match):
+        BidirectionalAttention(**dict(dict(vector_size=8, min_count=1), **kw))

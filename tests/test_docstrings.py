@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["bidirmoe", "bidirmoe.word2vec", "bidirmoe.moe", "bidirmoe.masked", "bidirmoe.training",
+MODULES = ["bidirmoe", "bidirmoe.word2vec", "bidirmoe.moe", "bidirmoe.attention", "bidirmoe.masked", "bidirmoe.training",
            "bidirmoe.corpora", "bidirmoe.evaluation", "bidirmoe.datasets"]
 
 

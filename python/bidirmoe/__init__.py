@@ -12,6 +12,7 @@ Examples
 """
 
 from . import _core
+from .attention import BidirectionalAttention
 from .corpora import LineSentence
 from .keyedvectors import KeyedVectors
 from .moe import BidirMoE
@@ -19,7 +20,7 @@ from .word2vec import Word2Vec
 
 __version__ = "0.1.0"
 
-__all__ = ["Word2Vec", "BidirMoE", "KeyedVectors", "LineSentence", "simd_level", "__version__"]
+__all__ = ["Word2Vec", "BidirMoE", "BidirectionalAttention", "KeyedVectors", "LineSentence", "simd_level", "__version__"]
 
 
 def simd_level() -> str:

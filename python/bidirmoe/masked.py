@@ -46,8 +46,23 @@ class MaskedLM:
         k2i = self.wv.key_to_index
         return [k2i[w] for w in words if w in k2i]
 
+    @property
+    def _absolute(self) -> bool:
+        """Sentence mode: a row is [target position, ids at positions 0..max_len-1]."""
+        return getattr(self, "positions", "window") == "absolute"
+
     def _query_row(self, left: Sequence[str], right: Sequence[str]) -> np.ndarray:
         """The context row (1 x columns) of one masked position between ``left`` and ``right``."""
+        if self._absolute:
+            lo, hi = self._known_ids(left), self._known_ids(right)
+            room = self.max_len - 1
+            a = min(len(lo), max(room - len(hi), room // 2))
+            b = min(len(hi), room - a)
+            row = np.full(1 + self.max_len, -1, dtype=np.int64)
+            row[0] = a  # the masked position
+            row[1:1 + a] = lo[len(lo) - a:]
+            row[2 + a:2 + a + b] = hi[:b]
+            return row[None, :]
         window = self.window
         lo, hi = self._known_ids(left)[-window:], self._known_ids(right)[:window]
         row = np.full(2 * window, -1, dtype=np.int64)
@@ -57,6 +72,18 @@ class MaskedLM:
 
     def _rows_for_sentence(self, ids: np.ndarray, window: int) -> Iterator[Tuple[np.ndarray, int]]:
         """(context row, target id) for every position of one sentence of in-vocabulary ids."""
+        if self._absolute:
+            for start in range(0, len(ids), self.max_len):
+                chunk = ids[start:start + self.max_len]
+                if len(chunk) < 2:
+                    continue
+                for j in range(len(chunk)):
+                    row = np.full(1 + self.max_len, -1, dtype=np.int64)
+                    row[0] = j
+                    row[1:1 + len(chunk)] = chunk
+                    row[1 + j] = -1
+                    yield row, int(chunk[j])
+            return
         padded = np.concatenate([np.full(window, -1), ids, np.full(window, -1)])
         for j in range(len(ids)):
             yield np.concatenate([padded[j:j + window], padded[j + window + 1:j + 2 * window + 1]]), int(ids[j])

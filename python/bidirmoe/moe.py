@@ -126,9 +126,7 @@ class BidirMoE(MaskedLM, TrainableModel):
         _check(_is_int(self.max_len) and self.max_len >= 2, f"max_len must be an int >= 2, got {self.max_len!r}")
         _check(_is_int(self.key_size) and self.key_size >= 1, f"key_size must be a positive int, got {self.key_size!r}")
 
-    @property
-    def _absolute(self) -> bool:
-        return self.positions == "absolute"
+
 
     def _has_objective(self) -> bool:
         return self.loss == "softmax" or super()._has_objective()
@@ -286,34 +284,6 @@ class BidirMoE(MaskedLM, TrainableModel):
         s = d if self.head_values == "full" else d // h
         zh = np.stack([np.einsum("ne,nes->ns", theta[:, k, :], x[:, :, k * s:(k + 1) * s]) for k in range(h)], axis=1)
         return zh.sum(axis=1) if self.head_values == "full" else zh.reshape(ids.shape[0], d)
-
-    def _query_row(self, left: Sequence[str], right: Sequence[str]) -> np.ndarray:
-        if not self._absolute:
-            return super()._query_row(left, right)
-        lo, hi = self._known_ids(left), self._known_ids(right)
-        room = self.max_len - 1
-        a = min(len(lo), max(room - len(hi), room // 2))
-        b = min(len(hi), room - a)
-        row = np.full(1 + self.max_len, -1, dtype=np.int64)
-        row[0] = a  # the masked position
-        row[1:1 + a] = lo[len(lo) - a:]
-        row[2 + a:2 + a + b] = hi[:b]
-        return row[None, :]
-
-    def _rows_for_sentence(self, ids: np.ndarray, window: int):
-        if not self._absolute:
-            yield from super()._rows_for_sentence(ids, window)
-            return
-        for start in range(0, len(ids), self.max_len):
-            chunk = ids[start:start + self.max_len]
-            if len(chunk) < 2:
-                continue
-            for j in range(len(chunk)):
-                row = np.full(1 + self.max_len, -1, dtype=np.int64)
-                row[0] = j
-                row[1:1 + len(chunk)] = chunk
-                row[1 + j] = -1
-                yield row, int(chunk[j])
 
     def gates(self, left: Sequence[str], right: Sequence[str]) -> Dict[str, Any]:
         """Each head's MoE weights over the context of one masked position.
