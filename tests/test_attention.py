@@ -166,8 +166,31 @@ def test_attention_sentence_mode_and_determinism(corpus):
     assert 0 <= r["top1"] <= r["top10"] <= 1 and np.isfinite(r["log_likelihood"])
     g = a.gates(corpus[0][:2], corpus[0][3:5])
     assert [pos for _, pos in g["experts"]] == [0, 1, 3, 4, 2]
-    with pytest.raises(ValueError, match="window mode"):
-        a.to_moe()
+
+
+@pytest.mark.parametrize("heads,trained", [(1, False), (2, True), (3, True)])
+def test_to_moe_is_exact_in_sentence_mode(corpus, heads, trained):
+    att = BidirectionalAttention(corpus[:1200], vector_size=12, heads=heads, key_size=4, value_size=3, min_count=1,
+                                 epochs=2, workers=2, positions="absolute", max_len=7, loss="softmax", seed=heads)
+    att.build_vocab(corpus[:1200])
+    if trained:
+        att.train()
+    moe = att.to_moe()
+    assert moe.positions == "absolute" and moe.mask_key.shape == (heads, 4)
+    rng = np.random.default_rng(1)
+    keys = att.wv.index_to_key
+    for _ in range(10):
+        lw, rw = int(rng.integers(0, 4)), int(rng.integers(1, 4))
+        left = [keys[i] for i in rng.integers(0, len(keys), lw)]
+        right = [keys[i] for i in rng.integers(0, len(keys), rw)]
+        pa = np.array([p for _, p in sorted(att.predict_masked(left, right, topn=None))])
+        pm = np.array([p for _, p in sorted(moe.predict_masked(left, right, topn=None))])
+        assert np.abs(pa - pm).max() < 1e-5
+        ga, gm = att.gates(left, right), moe.gates(left, right)
+        assert ga["experts"] == gm["experts"] and np.abs(ga["weights"] - gm["weights"]).max() < 1e-5
+    r_att = att.evaluate_masked(corpus[1200:1400], max_targets=300, seed=3)
+    r_moe = moe.evaluate_masked(corpus[1200:1400], max_targets=300, seed=3)
+    assert r_att["log_likelihood"] == pytest.approx(r_moe["log_likelihood"], abs=1e-5)
 
 
 @pytest.mark.parametrize("kw,match", [(dict(heads=0), "heads"), (dict(key_size=0), "key_size"),

@@ -33,8 +33,13 @@ def ref_log_prob(P, words, offsets, target, heads, full, window, mask, loss, huf
                      for h in range(heads)]
         x = P["values"][w] + P["offset_value"][ri]
         experts.append((x, gates))
-    if mask:
+    if mask and tpos is None:
         experts.append((P["mask_value"][0], [P["mask_gate"][0, h] for h in range(heads)]))
+    elif mask:  # sentence mode: the masked token at tpos, key mask_key[h] (stored in mask_gate) + pos_key[tpos]
+        L, dk = P["pos_value_len"], P["query"].shape[1]
+        gates = [P["query"][h * L + tpos] @ (P["mask_gate"][0, h * dk:(h + 1) * dk] + P["pos_key"][h * L + tpos])
+                 / np.sqrt(dk) for h in range(heads)]
+        experts.append((P["mask_value"][0] + P["offset_value"][tpos], gates))
     z = np.zeros(d)
     for h in range(heads):
         logits = np.array([g[h] for _, g in experts])
@@ -137,7 +142,7 @@ def test_sentence_mode_step_equals_lr_times_finite_difference_gradient(heads, fu
         "query": rng.normal(0, 0.7, (heads * L, dk)), "key": rng.normal(0, 0.7, (heads * v, dk)),
         "pos_key": rng.normal(0, 0.7, (heads * L, dk)), "beta": rng.normal(0, 0.5, (v, d)), "syn1": None,
         "bias": rng.normal(0, 0.5, (v, 1)),
-        "mask_gate": rng.normal(0, 0.5, (1, heads)) if mask else None,
+        "mask_gate": rng.normal(0, 0.5, (1, heads * dk)) if mask else None,  # sentence mode: mask_key
         "mask_value": rng.normal(0, 0.3, (1, d_in)) if mask else None,
     }
     words, positions, target, tpos = [2, 5, 1, 2], [0, 1, 3, 4], 4, 2

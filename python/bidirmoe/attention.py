@@ -289,8 +289,10 @@ class BidirectionalAttention(MaskedLM, TrainableModel):
         W_O is block-diagonal); gates ``salience[h, w] = <W_Q^h e_mask, W_K^h rho[w]> / sqrt(d_k)``
         and ``offset_gate[h, r] = <W_Q^h e_mask, W_K^h p[r]> / sqrt(d_k)`` with
         ``e_mask = mask + p[0]``; the mask expert is the masked token attending
-        to itself; ``beta`` and ``bias`` are unchanged. Window mode only:
-        sentence mode needs a position-dependent mask expert in BidirMoE.
+        to itself; ``beta`` and ``bias`` are unchanged. Sentence mode maps to
+        BidirMoE's sentence mode: ``query[h, j] = W_Q^h (mask + p[j])``,
+        ``key[h, w] = W_K^h rho[w]``, ``pos_key[h, m] = W_K^h p[m]``,
+        ``mask_key[h] = W_K^h mask``, ``pos_value = p M_h^T``.
 
         Examples
         --------
@@ -299,14 +301,10 @@ class BidirectionalAttention(MaskedLM, TrainableModel):
         from .moe import BidirMoE
 
         self._check_masked_ready()
-        if self._absolute:
-            raise ValueError("to_moe() is exact for window mode; sentence mode (positions='absolute') needs a "
-                             "position-dependent mask expert in BidirMoE, which it does not have yet")
         d, h, dk, dv, w = self.vector_size, self.heads, self.key_size, self.value_size, self.window
-        f64 = np.float64
+        f64, f32 = np.float64, np.float32
         rho, p = self.wv.vectors.astype(f64), self.pos_encoding.astype(f64)
-        e_mask = self.mask_embedding.astype(f64) + p[w]
-        offsets = np.concatenate([np.arange(0, w), np.arange(w + 1, 2 * w + 1)])  # rows of p for r = −w..−1, 1..w
+        mask = self.mask_embedding.astype(f64)
         wo = self.W_O.astype(f64)
         blocks = [wo[:, k * dv:(k + 1) * dv] for k in range(h)]  # W_O^h: d x dv
         slice_mode = h * dv == d and all(
@@ -316,33 +314,43 @@ class BidirectionalAttention(MaskedLM, TrainableModel):
                        mask_expert=True, loss=self.loss, negative=self.negative or 5, hs=self.hs, alpha=self.alpha,
                        min_alpha=self.min_alpha, sample=self.sample, min_count=self.min_count, seed=self.seed,
                        workers=self.workers, epochs=self.epochs, ns_exponent=self.ns_exponent,
-                       shrink_windows=self.shrink_windows)
+                       shrink_windows=self.shrink_windows, positions=self.positions, max_len=self.max_len,
+                       key_size=dk)
         moe._set_vocab(self._vocab)
         moe.corpus_count, moe.corpus_total_words = self.corpus_count, self.corpus_total_words
-        values = np.zeros((len(rho), d_in))
-        offset_value = np.zeros((2 * w, d_in))
-        mask_value = np.zeros(d_in)
-        salience = np.zeros((h, len(rho)))
-        offset_gate = np.zeros((h, 2 * w))
-        mask_gate = np.zeros(h)
+        # Values: expert vectors M_h e with M_h = W_O^h W_V^h (its own block of z in "slice" form).
+        values, enc_value, mask_value = np.zeros((len(rho), d_in)), np.zeros((len(p), d_in)), np.zeros(d_in)
+        # Gates: <W_Q^h e_j, W_K^h e_m> / sqrt(d_k), split into word and encoding terms.
+        q_in = mask[None] + p  # the masked token's input at each encoding row
+        queries = np.stack([q_in @ self.W_Q[k].astype(f64).T for k in range(h)])  # H x P x dk
+        keys = np.stack([rho @ self.W_K[k].astype(f64).T for k in range(h)])      # H x V x dk
+        enc_keys = np.stack([p @ self.W_K[k].astype(f64).T for k in range(h)])    # H x P x dk
+        mask_keys = np.stack([self.W_K[k].astype(f64) @ mask for k in range(h)])  # H x dk
         for k in range(h):
-            wq, wk, wv = self.W_Q[k].astype(f64), self.W_K[k].astype(f64), self.W_V[k].astype(f64)
+            wv = self.W_V[k].astype(f64)
             if slice_mode:
                 m_h, cols = blocks[k][k * dv:(k + 1) * dv] @ wv, slice(k * dv, (k + 1) * dv)  # dv x d
             else:
                 m_h, cols = blocks[k] @ wv, slice(k * d, (k + 1) * d)  # d x d
             values[:, cols] = rho @ m_h.T
-            offset_value[:, cols] = p[offsets] @ m_h.T
-            mask_value[cols] = m_h @ e_mask
-            q = wq @ e_mask
-            salience[k] = (rho @ wk.T) @ q / np.sqrt(dk)
-            offset_gate[k] = (p[offsets] @ wk.T) @ q / np.sqrt(dk)
-            mask_gate[k] = (wk @ e_mask) @ q / np.sqrt(dk)
-        f32 = np.float32
+            enc_value[:, cols] = p @ m_h.T
+            mask_value[cols] = m_h @ mask
         moe.wv.vectors = values.astype(f32)
-        moe.offset_value, moe.salience, moe.offset_gate = offset_value.astype(f32), salience.astype(f32), offset_gate.astype(f32)
-        moe.mask_value, moe.mask_gate = mask_value.astype(f32), mask_gate.astype(f32)
-        moe.query = moe.key = moe.pos_key = moe.pos_value = None
+        if self._absolute:
+            moe.salience = moe.offset_gate = moe.offset_value = moe.mask_gate = None
+            moe.query, moe.key, moe.pos_key = queries.astype(f32), keys.astype(f32), enc_keys.astype(f32)
+            moe.mask_key, moe.pos_value, moe.mask_value = mask_keys.astype(f32), enc_value.astype(f32), mask_value.astype(f32)
+        else:
+            # The query is the same for every target: q = W_Q (mask + p[0]), p[0] being row `window`.
+            q = queries[:, w, :]  # H x dk
+            offsets = np.concatenate([np.arange(0, w), np.arange(w + 1, 2 * w + 1)])  # rows for r = −w..−1, 1..w
+            scale = 1 / np.sqrt(dk)
+            moe.salience = (np.einsum("hvk,hk->hv", keys, q) * scale).astype(f32)
+            moe.offset_gate = (np.einsum("hrk,hk->hr", enc_keys[:, offsets], q) * scale).astype(f32)
+            moe.mask_gate = (np.einsum("hk,hk->h", mask_keys + enc_keys[:, w], q) * scale).astype(f32)
+            moe.offset_value = enc_value[offsets].astype(f32)
+            moe.mask_value = (mask_value + enc_value[w]).astype(f32)
+            moe.query = moe.key = moe.pos_key = moe.pos_value = moe.mask_key = None
         moe.syn1neg = None if self.syn1neg is None else self.syn1neg.copy()
         moe.syn1 = None if self.syn1 is None else self.syn1.copy()
         moe.output_bias = None if self.output_bias is None else self.output_bias.copy()

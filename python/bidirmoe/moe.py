@@ -55,8 +55,10 @@ class BidirMoE(MaskedLM, TrainableModel):
         the exact form of an attention layer): sentences are cut into chunks of
         ``max_len`` words, every other word of the chunk is an expert, gated by
         ``<query[h, j], key[h, w] + pos_key[h, m]> / sqrt(key_size)`` with
-        values ``alpha[w] + pos_value[m]``. The mask expert's gate is a learned
-        scalar per head in both modes.
+        values ``alpha[w] + pos_value[m]``. The mask expert is then the masked
+        token at position j itself: gate ``<query[h, j], mask_key[h] + pos_key[h, j]>
+        / sqrt(key_size)``, value ``mask_value + pos_value[j]`` (in window mode
+        its gate is a learned scalar per head, ``mask_gate``).
     max_len : int
         Sentence mode: chunk length (positions 0..max_len-1). Default 32.
     key_size : int
@@ -74,7 +76,7 @@ class BidirMoE(MaskedLM, TrainableModel):
     """
 
     _array_names = ("syn1neg", "syn1", "salience", "offset_gate", "offset_value", "mask_gate", "mask_value",
-                    "query", "key", "pos_key", "pos_value", "output_bias")
+                    "query", "key", "pos_key", "pos_value", "mask_key", "output_bias")
     _param_names = (
         "vector_size", "alpha", "window", "min_count", "max_vocab_size", "sample", "seed", "workers", "min_alpha",
         "hs", "negative", "ns_exponent", "epochs", "batch_words", "compute_loss", "max_final_vocab", "shrink_windows",
@@ -144,9 +146,9 @@ class BidirMoE(MaskedLM, TrainableModel):
         # only (negative sampling and hierarchical softmax have none, as in word2vec).
         self.output_bias = np.zeros(v, dtype=np.float32) if self.loss == "softmax" else None
         # Gates start uniform and offset values at zero: an untrained model is CBOW (SPEC).
+        rng = np.random.default_rng(self.seed + 1)
         if self._absolute:
             length, dk = self.max_len, self.key_size
-            rng = np.random.default_rng(self.seed + 1)
             self.salience = self.offset_gate = self.offset_value = None
             self.query = np.zeros((h, length, dk), dtype=np.float32)  # uniform gates until queries are learned
             self.key = ((rng.random((h, v, dk), dtype=np.float32) - 0.5) / dk).astype(np.float32)
@@ -157,7 +159,10 @@ class BidirMoE(MaskedLM, TrainableModel):
             self.salience = np.zeros((h, v), dtype=np.float32)
             self.offset_gate = np.zeros((h, r), dtype=np.float32)
             self.offset_value = np.zeros((r, self._d_in), dtype=np.float32)
-        self.mask_gate = np.zeros(h, dtype=np.float32) if self.mask_expert else None
+        self.mask_gate = np.zeros(h, dtype=np.float32) if self.mask_expert and not self._absolute else None
+        self.mask_key = None
+        if self.mask_expert and self._absolute:
+            self.mask_key = ((rng.random((h, self.key_size), dtype=np.float32) - 0.5) / self.key_size).astype(np.float32)
         self.mask_value = np.zeros(self._d_in, dtype=np.float32) if self.mask_expert else None
         self._sync_output_wv()
 
@@ -229,7 +234,8 @@ class BidirMoE(MaskedLM, TrainableModel):
             "offset_gate": self.offset_gate,
             "offset_value": self.pos_value if self._absolute else self.offset_value,
             "query": flat(self.query), "key": flat(self.key), "pos_key": flat(self.pos_key),
-            "mask_gate": None if self.mask_gate is None else self.mask_gate.reshape(1, -1),
+            "mask_gate": flat(self.mask_key.reshape(1, -1)) if self.mask_key is not None
+            else (None if self.mask_gate is None else self.mask_gate.reshape(1, -1)),
             "mask_value": None if self.mask_value is None else self.mask_value.reshape(1, -1),
             "bias": None if self.output_bias is None else self.output_bias.reshape(-1, 1),
         }
@@ -271,8 +277,15 @@ class BidirMoE(MaskedLM, TrainableModel):
         logits = np.where(present[:, None, :], logits, -np.inf).astype(np.float64)
         x = values * present[..., None]  # n x E x D_in
         if self.mask_expert:
-            logits = np.concatenate([logits, np.broadcast_to(self.mask_gate[None, :, None], (n, self.heads, 1))], axis=2)
-            x = np.concatenate([x, np.broadcast_to(self.mask_value[None, None, :], (n, 1, self._d_in))], axis=1)
+            if self._absolute:  # the masked token at position j: mask_key + pos_key[j], mask_value + pos_value[j]
+                mk = self.mask_key[None] + self.pos_key[:, tpos, :].transpose(1, 0, 2)  # n x H x dk
+                mlog = np.einsum("nhk,nhk->nh", q, mk)[:, :, None] / np.sqrt(self.key_size)
+                mval = (self.mask_value[None] + self.pos_value[tpos])[:, None, :]
+            else:
+                mlog = np.broadcast_to(self.mask_gate[None, :, None], (n, self.heads, 1))
+                mval = np.broadcast_to(self.mask_value[None, None, :], (n, 1, self._d_in))
+            logits = np.concatenate([logits, mlog], axis=2)
+            x = np.concatenate([x, mval], axis=1)
         logits -= logits.max(axis=2, keepdims=True)
         theta = np.exp(logits)
         theta /= theta.sum(axis=2, keepdims=True)
@@ -400,7 +413,9 @@ class BidirMoE(MaskedLM, TrainableModel):
             present = ~np.eye(length, dtype=bool)  # j x m: m != j
             logits = np.where(present[:, None, :], logits, -np.inf)
             if self.mask_expert:
-                logits = np.concatenate([logits, np.broadcast_to(self.mask_gate[None, :, None], (length, h, 1))], axis=2)
+                mk = self.mask_key[:, None, :] + self.pos_key  # H x L x dk: the masked token at j
+                mlog = np.einsum("hjk,hjk->jh", q, mk.astype(np.float64)) / np.sqrt(self.key_size)
+                logits = np.concatenate([logits, mlog[:, :, None]], axis=2)
             logits -= logits.max(axis=2, keepdims=True)
             theta = np.exp(logits)
             theta /= theta.sum(axis=2, keepdims=True)

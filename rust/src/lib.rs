@@ -621,7 +621,8 @@ mod python {
         let mask = a.mask_gate.is_some();
         let mut values = a.values.readwrite();
         let mut ov = a.offset_value.readwrite();
-        let mut mg = rw_opt(&a.mask_gate, "mask_gate", 1, h, mask)?;
+        // Mask expert gate: H scores (window) or H keys of size d_k (sentence mode: mask_key).
+        let mut mg = rw_opt(&a.mask_gate, "mask_gate", 1, if st.absolute { h * dk } else { h }, mask)?;
         let mut mv = rw_opt(&a.mask_value, "mask_value", 1, d_in, mask)?;
         let mut beta = rw_opt(&a.beta, "beta", v, d, st.negative > 0 || st.softmax)?;
         let mut syn1 = rw_opt(&a.syn1, "syn1", v, d, st.hs)?;
@@ -647,7 +648,7 @@ mod python {
                 Gates::Window { salience: hog(&mut salience, "salience", v)?, offset_gate: hog(&mut og, "offset_gate", r)? }
             },
             offset_value: Hogwild::new(slice_of(&mut ov, "offset_value")?, d_in),
-            mask_gate: hog(&mut mg, "mask_gate", h)?,
+            mask_gate: hog(&mut mg, "mask_gate", if st.absolute { h * dk } else { h })?,
             mask_value: hog(&mut mv, "mask_value", d_in)?,
             out,
             heads: h,

@@ -19,6 +19,9 @@
 //!   x(m)      = alpha[w_m] + pos_value[m]
 //!
 //! (`pos_value` takes the place of `offset_value`; the value path is shared).
+//! There the mask expert is the masked token at position j itself, with a
+//! learned key: gate <query[h, j], mask_key[h] + pos_key[h, j]> / sqrt(d_k),
+//! value mask_value + pos_value[j] — exactly what attention gives it.
 //!
 //! Value layout: every value row (alpha, offset_value, mask_value) has
 //! `D_in` columns. With `head_values = "slice"`, D_in = d and head h owns
@@ -56,7 +59,8 @@ pub struct Moe<'a> {
     /// Value per offset (window mode, R x D_in) or per absolute position
     /// (sentence mode, max_len x D_in): SPEC `offset_value` / `pos_value`.
     pub offset_value: Hogwild<'a>,
-    /// Mask expert gate, 1 x H (empty when off).
+    /// Mask expert gate: 1 x H scores (window mode) or 1 x H·d_k keys
+    /// (sentence mode, `mask_key`); empty when off.
     pub mask_gate: Hogwild<'a>,
     /// Mask expert value, 1 x D_in (empty when off).
     pub mask_value: Hogwild<'a>,
@@ -190,6 +194,9 @@ impl Moe<'_> {
         }
         if self.has_mask() {
             sc.x[nc * d_in..n * d_in].copy_from_slice(self.mask_value.row(0));
+            if let Gates::Absolute { .. } = &self.gates {
+                axpy(1.0, self.offset_value.row(sc.tpos), &mut sc.x[nc * d_in..n * d_in]);
+            }
         }
         sc.z[..d].fill(0.0);
         for hh in 0..h {
@@ -216,7 +223,15 @@ impl Moe<'_> {
             }
             let mut mx = th[..nc].iter().cloned().fold(f32::NEG_INFINITY, f32::max);
             if self.has_mask() {
-                th[nc] = self.mask_gate.row(0)[hh];
+                th[nc] = match &self.gates {
+                    Gates::Window { .. } => self.mask_gate.row(0)[hh],
+                    Gates::Absolute { pos_key, max_len, query, .. } => {
+                        let dk = query.cols();
+                        let q = &sc.q[hh * dk..(hh + 1) * dk];
+                        let mk = &self.mask_gate.row(0)[hh * dk..(hh + 1) * dk];
+                        (dot(q, mk) + dot(q, pos_key.row(hh * max_len + sc.tpos))) / (dk as f32).sqrt()
+                    }
+                };
                 mx = mx.max(th[nc]);
             }
             let mut tot = 0.0f32;
@@ -256,7 +271,20 @@ impl Moe<'_> {
                 let dl = th[m] * (a - gz);
                 axpy(th[m], gh, &mut sc.dx[col..col + s]);
                 if m == nc {
-                    sc.d_mask_gate[hh] += dl;
+                    match &self.gates {
+                        Gates::Window { .. } => sc.d_mask_gate[hh] += dl,
+                        Gates::Absolute { query, pos_key, max_len, .. } => {
+                            // l = <q, mask_key + pos_key[tpos]> / sqrt(d_k)
+                            let dk = query.cols();
+                            let g = dl / (dk as f32).sqrt();
+                            let (row, q) = (hh * max_len + sc.tpos, &sc.q[hh * dk..(hh + 1) * dk]);
+                            let dq = &mut sc.d_query[row * dk..(row + 1) * dk];
+                            axpy(g, &self.mask_gate.row(0)[hh * dk..(hh + 1) * dk], dq);
+                            axpy(g, pos_key.row(row), dq);
+                            axpy(g, q, &mut sc.d_mask_gate[hh * dk..(hh + 1) * dk]);
+                            axpy(g, q, &mut sc.d_pos_key[row * dk..(row + 1) * dk]);
+                        }
+                    }
                     continue;
                 }
                 let (w, o) = (sc.words[m] as usize, sc.offsets[m] as usize);
@@ -288,6 +316,10 @@ impl Moe<'_> {
         }
         if self.has_mask() {
             axpy(1.0, &sc.dx[nc * d_in..n * d_in], &mut sc.d_mask_value);
+            if let Gates::Absolute { .. } = &self.gates {
+                let t = sc.tpos;
+                axpy(1.0, &sc.dx[nc * d_in..n * d_in], &mut sc.d_offset_value[t * d_in..(t + 1) * d_in]);
+            }
         }
         sc.pending += 1;
         if sc.pending >= SHARED_FLUSH {
@@ -336,7 +368,7 @@ impl Model for Moe<'_> {
             d_query: vec![0.0; dq_len],
             d_pos_key: vec![0.0; dq_len],
             d_offset_value: vec![0.0; r * d_in],
-            d_mask_gate: vec![0.0; h],
+            d_mask_gate: vec![0.0; self.mask_gate.cols().max(h)],
             d_mask_value: vec![0.0; d_in],
             pending: 0,
             out: OutputScratch::new(self.alpha.rows(), &self.out.spec, 1),
