@@ -15,6 +15,11 @@
 //! weight matrices and the back-projections into rho / p / mask happen once
 //! per block. A block of one target is exactly one SGD step.
 //!
+//! The dense parameters every target shares (W_Q, W_K, W_V, W_O, the encodings
+//! and the mask embedding) are stepped with the block's *mean* gradient:
+//! summing 32 targets' gradients at word2vec's learning rate makes them
+//! diverge. Word rows (rho, beta) keep word2vec's per-example steps.
+//!
 //! Window mode: p has 2·window + 1 rows (offsets −window..window, row r +
 //! window; the target sits at offset 0). Sentence mode: sentences are cut into
 //! chunks of `max_len` words and p has `max_len` rows (absolute positions).
@@ -255,6 +260,7 @@ impl Attention<'_> {
     /// mask, then update the weight matrices.
     fn end_block(&self, sc: &mut AttentionScratch, dwq: &mut [f32], dwk: &mut [f32], dwv: &mut [f32]) {
         let (hk, hv, d) = (self.hk(), self.hv(), self.d());
+        let mean = 1.0 / sc.targets.len().max(1) as f32; // dense parameters: block-mean step
         dwq.fill(0.0);
         dwk.fill(0.0);
         dwv.fill(0.0);
@@ -292,7 +298,7 @@ impl Attention<'_> {
                 }
                 axpy(1.0, dq, &mut sc.dq_total);
             }
-            axpy(1.0, &sc.de, self.pos.row_mut(r));
+            axpy(mean, &sc.de, self.pos.row_mut(r));
         }
         // Mask: as the self-expert's key/value input and the query input.
         Self::back(&self.wk, dwk, &sc.dkm, &sc.mask_copy, &mut sc.dmask);
@@ -302,18 +308,18 @@ impl Attention<'_> {
                 axpy(g, self.wq.row(i), &mut sc.dmask);
             }
         }
-        axpy(1.0, &sc.dmask, self.mask.row_mut(0));
+        axpy(mean, &sc.dmask, self.mask.row_mut(0));
         for (i, row) in dwq.chunks(d).enumerate() {
-            axpy(1.0, row, self.wq.row_mut(i));
+            axpy(mean, row, self.wq.row_mut(i));
         }
         for (i, row) in dwk.chunks(d).enumerate() {
-            axpy(1.0, row, self.wk.row_mut(i));
+            axpy(mean, row, self.wk.row_mut(i));
         }
         for (i, row) in dwv.chunks(d).enumerate() {
-            axpy(1.0, row, self.wv.row_mut(i));
+            axpy(mean, row, self.wv.row_mut(i));
         }
         for (i, row) in sc.dwo.chunks(hv).enumerate() {
-            axpy(1.0, row, self.wo.row_mut(i));
+            axpy(mean, row, self.wo.row_mut(i));
         }
     }
 
