@@ -47,6 +47,14 @@ impl<'a> Hogwild<'a> {
         self.cols
     }
 
+    /// The whole matrix for reading (row-major).
+    #[inline]
+    pub fn as_slice(&self) -> &[f32] {
+        // SAFETY: the full buffer borrowed for 'a; concurrent Hogwild writers
+        // may change values, never the allocation.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.rows * self.cols) }
+    }
+
     /// Row `i` for reading.
     #[inline]
     pub fn row(&self, i: usize) -> &[f32] {

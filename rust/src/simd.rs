@@ -453,6 +453,52 @@ pub fn scale(alpha: f32, x: &mut [f32]) {
     }
 }
 
+/// A strided matrix view for `gemm`: `data[i * rs + j * cs]` is element (i, j).
+#[derive(Clone, Copy, Debug)]
+pub struct Strides {
+    pub rows: usize,
+    pub cols: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl Strides {
+    /// Row-major rows x cols.
+    pub fn rm(rows: usize, cols: usize) -> Self {
+        Strides { rows, cols, rs: cols, cs: 1 }
+    }
+    /// The transpose of a row-major rows x cols matrix (a cols x rows view).
+    pub fn rm_t(rows: usize, cols: usize) -> Self {
+        Strides { rows: cols, cols: rows, rs: 1, cs: cols }
+    }
+    fn fits(&self, len: usize) -> bool {
+        self.rows == 0 || self.cols == 0 || (self.rows - 1) * self.rs + (self.cols - 1) * self.cs < len
+    }
+}
+
+/// C = alpha · A B + beta · C for strided views (the `matrixmultiply` crate's
+/// sgemm: blocked, with AVX/FMA chosen at run time). Shapes and bounds are
+/// checked; a mismatch is a programming error and panics.
+pub fn gemm(alpha: f32, a: &[f32], sa: Strides, b: &[f32], sb: Strides, beta: f32, c: &mut [f32], sc: Strides) {
+    assert!(sa.cols == sb.rows && sa.rows == sc.rows && sb.cols == sc.cols, "gemm shapes");
+    assert!(sa.fits(a.len()) && sb.fits(b.len()) && sc.fits(c.len()), "gemm bounds");
+    if sc.rows == 0 || sc.cols == 0 {
+        return;
+    }
+    // SAFETY: every element the kernel touches, (i, j) with i < rows and
+    // j < cols of each view, lies inside its slice (checked just above); C is
+    // a unique borrow, so it cannot alias A or B.
+    unsafe {
+        matrixmultiply::sgemm(
+            sc.rows, sa.cols, sc.cols, alpha,
+            a.as_ptr(), sa.rs as isize, sa.cs as isize,
+            b.as_ptr(), sb.rs as isize, sb.cs as isize,
+            beta,
+            c.as_mut_ptr(), sc.rs as isize, sc.cs as isize,
+        )
+    }
+}
+
 /// Ask the CPU to start loading `row` into cache (a hint; no effect on results).
 #[inline]
 pub fn prefetch(row: &[f32]) {
@@ -570,6 +616,31 @@ mod tests {
             }
         }
         force_level(None);
+    }
+
+    #[test]
+    fn gemm_matches_naive_products_with_transposes() {
+        let (m, k, n) = (5, 7, 3);
+        let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
+        let mut c = vec![1f32; m * n];
+        gemm(2.0, &a, Strides::rm(m, k), &b, Strides::rm(k, n), 0.5, &mut c, Strides::rm(m, n));
+        for i in 0..m {
+            for j in 0..n {
+                let want: f32 = 0.5 + 2.0 * (0..k).map(|t| a[i * k + t] * b[t * n + j]).sum::<f32>();
+                assert!((c[i * n + j] - want).abs() < 1e-4);
+            }
+        }
+        // A^T B with A stored row-major k x m.
+        let at: Vec<f32> = (0..k * m).map(|i| (i as f32 * 0.21).sin()).collect();
+        let mut c2 = vec![0f32; m * n];
+        gemm(1.0, &at, Strides::rm_t(k, m), &b, Strides::rm(k, n), 0.0, &mut c2, Strides::rm(m, n));
+        for i in 0..m {
+            for j in 0..n {
+                let want: f32 = (0..k).map(|t| at[t * m + i] * b[t * n + j]).sum();
+                assert!((c2[i * n + j] - want).abs() < 1e-4);
+            }
+        }
     }
 
     #[test]

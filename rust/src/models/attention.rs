@@ -28,7 +28,7 @@ use super::{window_bounds, Model};
 use crate::hogwild::Hogwild;
 use crate::objective::{OutputLayer, OutputScratch};
 use crate::sampling::Rng;
-use crate::simd::{axpy, dot};
+use crate::simd::{axpy, dot, gemm, Strides};
 
 /// Targets per block (between weight updates).
 const BLOCK: usize = 32;
@@ -88,20 +88,23 @@ pub struct AttentionScratch {
     dwv_buf: Vec<f32>,
     mask_copy: Vec<f32>,
     drho: Vec<f32>, // span x d
+    espan: Vec<f32>, // span x d: the span's rho rows at the block's start
+    dpos: Vec<f32>,  // P x d
     dmask: Vec<f32>,
     dq_total: Vec<f32>,
+    // Per block: every target's attention weights (B x H x nmax), head
+    // outputs U (B x H·dv), o = W_O u (B x d), output gradients G (B x d), dU.
+    nmax: usize,
+    a_all: Vec<f32>,
+    u_all: Vec<f32>,
+    o_all: Vec<f32>,
+    g_all: Vec<f32>,
+    du_all: Vec<f32>,
     // Per target.
     q: Vec<f32>,
     k: Vec<f32>, // n x H·dk
     v: Vec<f32>, // n x H·dv
-    a: Vec<f32>, // H x n
-    u: Vec<f32>, // H·dv
-    o: Vec<f32>, // d
-    g: Vec<f32>, // d
-    du: Vec<f32>,
     da: Vec<f32>,
-    e: Vec<f32>,
-    de: Vec<f32>,
     span_words: Vec<u32>,
     targets: Vec<Target>,
     out: OutputScratch,
@@ -128,21 +131,21 @@ impl Attention<'_> {
         }
     }
 
-    /// Start a block: project the span's tokens and every encoding row.
+    /// Start a block: project the span's tokens and every encoding row
+    /// (matrix products over the whole span / encoding table).
     fn begin_block(&self, sc: &mut AttentionScratch) {
-        let (hk, hv) = (self.hk(), self.hv());
+        let (hk, hv, d, p) = (self.hk(), self.hv(), self.d(), self.p_rows());
         let span = sc.span_words.len();
         for (i, &w) in sc.span_words.iter().enumerate() {
-            let r = self.rho.row(w as usize);
-            Self::project(&self.wk, r, &mut sc.kr[i * hk..(i + 1) * hk]);
-            Self::project(&self.wv, r, &mut sc.vr[i * hv..(i + 1) * hv]);
+            sc.espan[i * d..(i + 1) * d].copy_from_slice(self.rho.row(w as usize));
         }
-        for r in 0..self.p_rows() {
-            let p = self.pos.row(r);
-            Self::project(&self.wk, p, &mut sc.kp[r * hk..(r + 1) * hk]);
-            Self::project(&self.wv, p, &mut sc.vp[r * hv..(r + 1) * hv]);
-            Self::project(&self.wq, p, &mut sc.qp[r * hk..(r + 1) * hk]);
-        }
+        let e = &sc.espan[..span * d];
+        gemm(1.0, e, Strides::rm(span, d), self.wk.as_slice(), Strides::rm_t(hk, d), 0.0, &mut sc.kr[..span * hk], Strides::rm(span, hk));
+        gemm(1.0, e, Strides::rm(span, d), self.wv.as_slice(), Strides::rm_t(hv, d), 0.0, &mut sc.vr[..span * hv], Strides::rm(span, hv));
+        let pe = self.pos.as_slice();
+        gemm(1.0, pe, Strides::rm(p, d), self.wk.as_slice(), Strides::rm_t(hk, d), 0.0, &mut sc.kp, Strides::rm(p, hk));
+        gemm(1.0, pe, Strides::rm(p, d), self.wv.as_slice(), Strides::rm_t(hv, d), 0.0, &mut sc.vp, Strides::rm(p, hv));
+        gemm(1.0, pe, Strides::rm(p, d), self.wq.as_slice(), Strides::rm_t(hk, d), 0.0, &mut sc.qp, Strides::rm(p, hk));
         let m = self.mask.row(0);
         Self::project(&self.wk, m, &mut sc.km);
         Self::project(&self.wv, m, &mut sc.vm);
@@ -157,17 +160,15 @@ impl Attention<'_> {
         sc.dwo.fill(0.0);
     }
 
-    /// Forward + output layer + backward for one target of the block.
-    fn target(&self, sc: &mut AttentionScratch, t: usize, lr: f32, rng: &mut Rng, want_loss: bool) -> f32 {
-        let (hk, hv, d, dk, dv, h) = (self.hk(), self.hv(), self.d(), self.dk, self.dv, self.heads);
-        let (word, self_row) = (sc.targets[t].word, sc.targets[t].self_row);
-        let nc = sc.targets[t].experts.len();
-        let n = nc + 1; // the masked token attends to itself (last expert)
-        let scale = 1.0 / (dk as f32).sqrt();
-        // q = W_Q (mask + p[self]) = qm + qp[self]
+    /// Keys and values of target t's experts (context, then the masked token
+    /// itself) into `sc.k`, `sc.v`, and its query into `sc.q`.
+    fn load_experts(&self, sc: &mut AttentionScratch, t: usize) {
+        let (hk, hv) = (self.hk(), self.hv());
+        let self_row = sc.targets[t].self_row;
         for i in 0..hk {
             sc.q[i] = sc.qm[i] + sc.qp[self_row * hk + i];
         }
+        let nc = sc.targets[t].experts.len();
         for (m, &(si, r)) in sc.targets[t].experts.iter().enumerate() {
             for i in 0..hk {
                 sc.k[m * hk + i] = sc.kr[si * hk + i] + sc.kp[r * hk + i];
@@ -182,10 +183,18 @@ impl Attention<'_> {
         for i in 0..hv {
             sc.v[nc * hv + i] = sc.vm[i] + sc.vp[self_row * hv + i];
         }
-        // Attention weights and head outputs.
+    }
+
+    /// Forward attention of target t: weights into `sc.a_all[t]`, head outputs into `sc.u_all[t]`.
+    fn attend(&self, sc: &mut AttentionScratch, t: usize) {
+        let (hk, hv, dk, dv, h) = (self.hk(), self.hv(), self.dk, self.dv, self.heads);
+        self.load_experts(sc, t);
+        let n = sc.targets[t].experts.len() + 1;
+        let nmax = sc.nmax;
+        let scale = 1.0 / (dk as f32).sqrt();
         for hh in 0..h {
             let q = &sc.q[hh * dk..(hh + 1) * dk];
-            let a = &mut sc.a[hh * n..(hh + 1) * n];
+            let a = &mut sc.a_all[(t * h + hh) * nmax..(t * h + hh) * nmax + n];
             let mut mx = f32::NEG_INFINITY;
             for m in 0..n {
                 a[m] = dot(q, &sc.k[m * hk + hh * dk..m * hk + (hh + 1) * dk]) * scale;
@@ -196,37 +205,39 @@ impl Attention<'_> {
                 *x = (*x - mx).exp();
                 tot += *x;
             }
-            let u = &mut sc.u[hh * dv..(hh + 1) * dv];
+            let u = &mut sc.u_all[t * hv + hh * dv..t * hv + (hh + 1) * dv];
             u.fill(0.0);
             for m in 0..n {
                 a[m] /= tot;
                 axpy(a[m], &sc.v[m * hv + hh * dv..m * hv + (hh + 1) * dv], u);
             }
         }
-        Self::project(&self.wo, &sc.u, &mut sc.o);
-        sc.g.fill(0.0);
-        let loss = self.out.step(&sc.o, 1, word, lr, &mut sc.g, &mut sc.out, rng, want_loss);
-        // Backward. dW_O += g ⊗ u; du = W_O^T g.
-        sc.du.fill(0.0);
-        for i in 0..d {
-            axpy(sc.g[i], self.wo.row(i), &mut sc.du);
-            axpy(sc.g[i], &sc.u, &mut sc.dwo[i * hv..(i + 1) * hv]);
-        }
+    }
+
+    /// Backward attention of target t given dL/du in `sc.du_all[t]`.
+    fn attend_backward(&self, sc: &mut AttentionScratch, t: usize) {
+        let (hk, hv, dk, dv, h) = (self.hk(), self.hv(), self.dk, self.dv, self.heads);
+        self.load_experts(sc, t);
+        let self_row = sc.targets[t].self_row;
+        let nc = sc.targets[t].experts.len();
+        let n = nc + 1;
+        let nmax = sc.nmax;
+        let scale = 1.0 / (dk as f32).sqrt();
         for hh in 0..h {
-            let du = &sc.du[hh * dv..(hh + 1) * dv];
-            let a = &sc.a[hh * n..(hh + 1) * n];
+            let du = &sc.du_all[t * hv + hh * dv..t * hv + (hh + 1) * dv];
+            let a = &sc.a_all[(t * h + hh) * nmax..(t * h + hh) * nmax + n];
             let mut mean = 0.0;
             for m in 0..n {
                 sc.da[m] = dot(du, &sc.v[m * hv + hh * dv..m * hv + (hh + 1) * dv]);
                 mean += a[m] * sc.da[m];
             }
             let q = &sc.q[hh * dk..(hh + 1) * dk];
+            let (kcol, vcol) = (hh * dk, hh * dv);
             for m in 0..n {
                 let dl = a[m] * (sc.da[m] - mean) * scale;
                 // d k_m = dl q ; d q += dl k_m ; d v_m = a_m du
-                let km = &sc.k[m * hk + hh * dk..m * hk + (hh + 1) * dk];
-                axpy(dl, km, &mut sc.dq[self_row * hk + hh * dk..self_row * hk + (hh + 1) * dk]);
-                let (kcol, vcol) = (hh * dk, hh * dv);
+                let km = &sc.k[m * hk + kcol..m * hk + kcol + dk];
+                axpy(dl, km, &mut sc.dq[self_row * hk + kcol..self_row * hk + kcol + dk]);
                 if m < nc {
                     let (si, r) = sc.targets[t].experts[m];
                     axpy(dl, q, &mut sc.dkr[si * hk + kcol..si * hk + kcol + dk]);
@@ -241,7 +252,6 @@ impl Attention<'_> {
                 }
             }
         }
-        loss
     }
 
     /// dW += dy ⊗ x and dx += W^T dy, for y = W x (W rows x cols). The weight
@@ -257,56 +267,45 @@ impl Attention<'_> {
     }
 
     /// End a block: back-project the accumulated gradients into rho, p and
-    /// mask, then update the weight matrices.
+    /// mask (all with the block's weights), then update the weight matrices.
     fn end_block(&self, sc: &mut AttentionScratch, dwq: &mut [f32], dwk: &mut [f32], dwv: &mut [f32]) {
-        let (hk, hv, d) = (self.hk(), self.hv(), self.d());
+        let (hk, hv, d, p) = (self.hk(), self.hv(), self.d(), self.p_rows());
         let mean = 1.0 / sc.targets.len().max(1) as f32; // dense parameters: block-mean step
-        dwq.fill(0.0);
-        dwk.fill(0.0);
-        dwv.fill(0.0);
-        // Tokens: rho[w] += W_K^T dk + W_V^T dv (all computed before any row
-        // changes, so a word seen twice in the block gets the exact gradient).
         let span = sc.span_words.len();
-        sc.drho[..span * d].fill(0.0);
-        for i in 0..span {
-            let w = sc.span_words[i] as usize;
-            let de = &mut sc.drho[i * d..(i + 1) * d];
-            Self::back(&self.wk, dwk, &sc.dkr[i * hk..(i + 1) * hk], self.rho.row(w), de);
-            Self::back(&self.wv, dwv, &sc.dvr[i * hv..(i + 1) * hv], self.rho.row(w), de);
-        }
-        for i in 0..span {
-            axpy(1.0, &sc.drho[i * d..(i + 1) * d], self.rho.row_mut(sc.span_words[i] as usize));
-        }
-        // Encoding rows: as keys/values, and as the target's query input.
+        let (wq, wk, wv) = (self.wq.as_slice(), self.wk.as_slice(), self.wv.as_slice());
+        // Tokens: drho = dK_r W_K + dV_r W_V; dW_K = dK_r^T E; dW_V = dV_r^T E.
+        let (e, dkr, dvr) = (&sc.espan[..span * d], &sc.dkr[..span * hk], &sc.dvr[..span * hv]);
+        let drho = &mut sc.drho[..span * d];
+        gemm(1.0, dkr, Strides::rm(span, hk), wk, Strides::rm(hk, d), 0.0, drho, Strides::rm(span, d));
+        gemm(1.0, dvr, Strides::rm(span, hv), wv, Strides::rm(hv, d), 1.0, drho, Strides::rm(span, d));
+        gemm(1.0, dkr, Strides::rm_t(span, hk), e, Strides::rm(span, d), 0.0, dwk, Strides::rm(hk, d));
+        gemm(1.0, dvr, Strides::rm_t(span, hv), e, Strides::rm(span, d), 0.0, dwv, Strides::rm(hv, d));
+        // Encodings, as keys/values of the experts and as the target's query
+        // input q = W_Q (mask + p[r]): dP = dK_p W_K + dV_p W_V + dQ W_Q.
+        let pe = self.pos.as_slice();
+        let dp = &mut sc.dpos;
+        gemm(1.0, &sc.dkp, Strides::rm(p, hk), wk, Strides::rm(hk, d), 0.0, dp, Strides::rm(p, d));
+        gemm(1.0, &sc.dvp, Strides::rm(p, hv), wv, Strides::rm(hv, d), 1.0, dp, Strides::rm(p, d));
+        gemm(1.0, &sc.dq, Strides::rm(p, hk), wq, Strides::rm(hk, d), 1.0, dp, Strides::rm(p, d));
+        gemm(1.0, &sc.dkp, Strides::rm_t(p, hk), pe, Strides::rm(p, d), 1.0, dwk, Strides::rm(hk, d));
+        gemm(1.0, &sc.dvp, Strides::rm_t(p, hv), pe, Strides::rm(p, d), 1.0, dwv, Strides::rm(hv, d));
+        gemm(1.0, &sc.dq, Strides::rm_t(p, hk), pe, Strides::rm(p, d), 0.0, dwq, Strides::rm(hk, d));
+        // The mask: its own key/value (the self-expert) and every query's input.
         sc.mask_copy.copy_from_slice(self.mask.row(0));
         sc.dmask.fill(0.0);
         sc.dq_total.fill(0.0);
-        for r in 0..self.p_rows() {
-            sc.e.copy_from_slice(self.pos.row(r));
-            sc.de.fill(0.0);
-            Self::back(&self.wk, dwk, &sc.dkp[r * hk..(r + 1) * hk], &sc.e, &mut sc.de);
-            Self::back(&self.wv, dwv, &sc.dvp[r * hv..(r + 1) * hv], &sc.e, &mut sc.de);
-            // q for targets at row r was W_Q (mask + p[r]).
-            let dq = &sc.dq[r * hk..(r + 1) * hk];
-            if dq.iter().any(|&x| x != 0.0) {
-                for (i, &g) in dq.iter().enumerate() {
-                    if g != 0.0 {
-                        axpy(g, self.wq.row(i), &mut sc.de);
-                        axpy(g, &sc.mask_copy, &mut dwq[i * d..(i + 1) * d]);
-                        axpy(g, &sc.e, &mut dwq[i * d..(i + 1) * d]);
-                    }
-                }
-                axpy(1.0, dq, &mut sc.dq_total);
-            }
-            axpy(mean, &sc.de, self.pos.row_mut(r));
+        for r in 0..p {
+            axpy(1.0, &sc.dq[r * hk..(r + 1) * hk], &mut sc.dq_total);
         }
-        // Mask: as the self-expert's key/value input and the query input.
         Self::back(&self.wk, dwk, &sc.dkm, &sc.mask_copy, &mut sc.dmask);
         Self::back(&self.wv, dwv, &sc.dvm, &sc.mask_copy, &mut sc.dmask);
-        for (i, &g) in sc.dq_total.iter().enumerate() {
-            if g != 0.0 {
-                axpy(g, self.wq.row(i), &mut sc.dmask);
-            }
+        Self::back(&self.wq, dwq, &sc.dq_total, &sc.mask_copy, &mut sc.dmask);
+        // Apply: word rows with word2vec's per-example steps, the rest block-mean.
+        for i in 0..span {
+            axpy(1.0, &sc.drho[i * d..(i + 1) * d], self.rho.row_mut(sc.span_words[i] as usize));
+        }
+        for r in 0..p {
+            axpy(mean, &sc.dpos[r * d..(r + 1) * d], self.pos.row_mut(r));
         }
         axpy(mean, &sc.dmask, self.mask.row_mut(0));
         for (i, row) in dwq.chunks(d).enumerate() {
@@ -323,12 +322,30 @@ impl Attention<'_> {
         }
     }
 
-    /// Train one block whose targets and span are already in the scratch.
+    /// Train one block whose targets and span are already in the scratch:
+    /// attention for every target, O = U W_O^T, the output layer target by
+    /// target, dU = G W_O and dW_O = G^T U, attention backward, block update.
     pub fn run_block(&self, sc: &mut AttentionScratch, lr: f32, rng: &mut Rng, want_loss: bool) -> f64 {
+        let (hv, d) = (self.hv(), self.d());
+        let b = sc.targets.len();
         self.begin_block(sc);
+        for t in 0..b {
+            self.attend(sc, t);
+        }
+        let wo = self.wo.as_slice();
+        gemm(1.0, &sc.u_all[..b * hv], Strides::rm(b, hv), wo, Strides::rm_t(d, hv), 0.0, &mut sc.o_all[..b * d], Strides::rm(b, d));
         let mut loss = 0.0;
-        for t in 0..sc.targets.len() {
-            loss += self.target(sc, t, lr, rng, want_loss) as f64;
+        sc.g_all[..b * d].fill(0.0);
+        for t in 0..b {
+            let word = sc.targets[t].word;
+            let (o, g) = (&sc.o_all[t * d..(t + 1) * d], &mut sc.g_all[t * d..(t + 1) * d]);
+            loss += self.out.step(o, 1, word, lr, g, &mut sc.out, rng, want_loss) as f64;
+        }
+        let g = &sc.g_all[..b * d];
+        gemm(1.0, g, Strides::rm(b, d), wo, Strides::rm(d, hv), 0.0, &mut sc.du_all[..b * hv], Strides::rm(b, hv));
+        gemm(1.0, g, Strides::rm_t(b, d), &sc.u_all[..b * hv], Strides::rm(b, hv), 0.0, &mut sc.dwo, Strides::rm(d, hv));
+        for t in 0..b {
+            self.attend_backward(sc, t);
         }
         let (mut dwq, mut dwk, mut dwv) = (
             std::mem::take(&mut sc.dwq_buf),
@@ -370,6 +387,10 @@ impl Model for Attention<'_> {
             Some(l) => l,
             None => BLOCK + 2 * self.window,
         };
+        let bmax = match self.max_len {
+            Some(l) => l,
+            None => BLOCK,
+        };
         AttentionScratch {
             kr: vec![0.0; span * hk],
             vr: vec![0.0; span * hv],
@@ -392,19 +413,20 @@ impl Model for Attention<'_> {
             dwv_buf: vec![0.0; hv * d],
             mask_copy: vec![0.0; d],
             drho: vec![0.0; span * d],
+            espan: vec![0.0; span * d],
+            dpos: vec![0.0; p * d],
             dmask: vec![0.0; d],
             dq_total: vec![0.0; hk],
             q: vec![0.0; hk],
             k: vec![0.0; n * hk],
             v: vec![0.0; n * hv],
-            a: vec![0.0; h * n],
-            u: vec![0.0; hv],
-            o: vec![0.0; d],
-            g: vec![0.0; d],
-            du: vec![0.0; hv],
             da: vec![0.0; n],
-            e: vec![0.0; d],
-            de: vec![0.0; d],
+            nmax: n,
+            a_all: vec![0.0; bmax * h * n],
+            u_all: vec![0.0; bmax * hv],
+            o_all: vec![0.0; bmax * d],
+            g_all: vec![0.0; bmax * d],
+            du_all: vec![0.0; bmax * hv],
             span_words: Vec::with_capacity(span),
             targets: Vec::with_capacity(BLOCK.max(n)),
             out: OutputScratch::new(self.rho.rows(), &self.out.spec, 1),
