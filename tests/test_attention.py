@@ -25,13 +25,15 @@ def att_ref_log_prob(P, context, target, self_row, heads, dk, dv):
         a /= a.sum()
         u.append(sum(ai * (wv @ e) for ai, e in zip(a, experts)))
     o = P["wo"] @ np.concatenate(u)
-    logits = P["beta"] @ o + P["bias"][:, 0]
+    beta = P["rho"] if P.get("beta") is None else P["beta"]  # tie_output: beta = rho
+    logits = beta @ o + P["bias"][:, 0]
     m = logits.max()
     return logits[target] - m - np.log(np.exp(logits - m).sum())
 
 
-@pytest.mark.parametrize("heads,dk,dv,absolute", [(1, 3, 4, False), (2, 2, 3, False), (2, 3, 2, True)])
-def test_attention_step_equals_lr_times_finite_difference_gradient(heads, dk, dv, absolute):
+@pytest.mark.parametrize("heads,dk,dv,absolute,tie", [(1, 3, 4, False, False), (2, 2, 3, False, False),
+                                                      (2, 3, 2, True, False), (2, 2, 3, False, True)])
+def test_attention_step_equals_lr_times_finite_difference_gradient(heads, dk, dv, absolute, tie):
     rng = np.random.default_rng(heads * 7 + dk + absolute)
     v, d, window, max_len = 6, 5, 2, 5
     p_rows = max_len if absolute else 2 * window + 1
@@ -40,18 +42,21 @@ def test_attention_step_equals_lr_times_finite_difference_gradient(heads, dk, dv
         "rho": rng.normal(0, 0.5, (v, d)), "pos": rng.normal(0, 0.5, (p_rows, d)), "mask": rng.normal(0, 0.5, (1, d)),
         "wq": rng.normal(0, 0.5, (heads * dk, d)), "wk": rng.normal(0, 0.5, (heads * dk, d)),
         "wv": rng.normal(0, 0.5, (heads * dv, d)), "wo": rng.normal(0, 0.5, (d, heads * dv)),
-        "beta": rng.normal(0, 0.5, (v, d)), "bias": rng.normal(0, 0.5, (v, 1)),
+        "beta": None if tie else rng.normal(0, 0.5, (v, d)), "bias": rng.normal(0, 0.5, (v, 1)),
     }
+    if tie:
+        del P["beta"]  # rho is beta too: its gradient has both paths
     if absolute:
         context, self_row = [(1, 0), (4, 1), (1, 3), (5, 4)], 2  # word 1 twice: exact even for repeats
     else:
         context, self_row = [(1, 0), (4, 1), (1, 3), (5, 4)], window
     target = 2
     arrays = {k: a.astype(np.float32) for k, a in P.items()}
+    arrays.setdefault("beta", None)
     arrays["syn1"] = None
     before = {k: a.copy() for k, a in arrays.items() if a is not None}
     settings = dict(heads=heads, key_size=dk, value_size=dv, window=window, shrink_windows=False, absolute=absolute,
-                    max_len=max_len, negative=0, hs=False, softmax=True, vector_size=d)
+                    max_len=max_len, negative=0, hs=False, softmax=True, vector_size=d, tie_output=tie)
     lr = 0.01
     loss = _core.attention_step(vocab, arrays, settings, context, target, self_row, lr)
     ref = lambda: att_ref_log_prob(P, context, target, self_row, heads, dk, dv)  # noqa: E731
@@ -154,6 +159,24 @@ def test_attention_learns_and_round_trips(corpus, tmp_path):
     att2.train(corpus[:500], epochs=1)
     prof = att.offset_profile()
     assert prof["offsets"] == [-3, -2, -1, 1, 2, 3, "mask"] and np.allclose(prof["weights"].sum(1), 1)
+
+
+def test_tied_output_trains_shares_memory_and_round_trips(corpus, tmp_path):
+    att = BidirectionalAttention(corpus[:1500], vector_size=12, heads=2, window=2, min_count=1, epochs=2, workers=2,
+                                 tie_output=True).train()
+    assert att.syn1neg is att.wv.vectors and att.output_wv.vectors is att.wv.vectors
+    r = att.evaluate_masked(corpus[1500:1800], max_targets=400)
+    assert np.isfinite(r["log_likelihood"])
+    path = tmp_path / "tied.model"
+    att.save(str(path))
+    att2 = BidirectionalAttention.load(str(path))
+    assert att2.tie_output and att2.syn1neg is att2.wv.vectors
+    moe = att.to_moe()
+    left, right = corpus[0][:2], corpus[0][3:5]
+    pa, pm = dict(att.predict_masked(left, right, topn=None)), dict(moe.predict_masked(left, right, topn=None))
+    assert max(abs(pa[w] - pm[w]) for w in pa) < 1e-5
+    with pytest.raises(ValueError, match="tie_output"):
+        BidirectionalAttention(vector_size=8, tie_output=True, loss="hs")
 
 
 def test_attention_sentence_mode_and_determinism(corpus):

@@ -47,6 +47,9 @@ class BidirectionalAttention(MaskedLM, TrainableModel):
         Sentence mode chunk length (default 32).
     loss : {"negative", "softmax", "hs"}, optional
         Output objective (default "negative"); "softmax" learns a bias too.
+    tie_output : bool
+        Use the word embeddings as output vectors (beta = rho), as many
+        language models do. Not with ``loss="hs"``.
 
     Examples
     --------
@@ -64,14 +67,14 @@ class BidirectionalAttention(MaskedLM, TrainableModel):
     _param_names = (
         "vector_size", "alpha", "window", "min_count", "max_vocab_size", "sample", "seed", "workers", "min_alpha",
         "hs", "negative", "ns_exponent", "epochs", "batch_words", "compute_loss", "max_final_vocab", "shrink_windows",
-        "progress", "heads", "key_size", "value_size", "loss", "positions", "max_len",
+        "progress", "heads", "key_size", "value_size", "loss", "positions", "max_len", "tie_output",
     )
 
     def __init__(self, sentences=None, corpus_file=None, vector_size=64, alpha=0.025, window=5, min_count=5,
                  max_vocab_size=None, sample=1e-3, seed=1, workers=3, min_alpha=0.0001, hs=0, negative=5,
                  ns_exponent=0.75, epochs=5, heads=1, key_size=None, value_size=None, loss=None, positions="window",
-                 max_len=None, max_final_vocab=None, shrink_windows=True, batch_words=10000, callbacks=(),
-                 progress=False, compute_loss=False, trim_rule=None):
+                 max_len=None, tie_output=False, max_final_vocab=None, shrink_windows=True, batch_words=10000,
+                 callbacks=(), progress=False, compute_loss=False, trim_rule=None):
         self._reset_state()
         self.vector_size, self.alpha, self.window, self.min_count = vector_size, alpha, window, min_count
         self.max_vocab_size, self.sample, self.seed, self.workers = max_vocab_size, sample, seed, workers
@@ -81,6 +84,7 @@ class BidirectionalAttention(MaskedLM, TrainableModel):
         self.max_final_vocab, self.shrink_windows = max_final_vocab, bool(shrink_windows)
         self.batch_words, self.callbacks, self.progress = batch_words, tuple(callbacks or ()), bool(progress)
         self.compute_loss, self.trim_rule = bool(compute_loss), trim_rule
+        self.tie_output = bool(tie_output)
         per_head = vector_size // heads if _is_int(vector_size) and _is_int(heads) and heads > 0 else 1
         self.key_size = max(per_head, 1) if key_size is None else key_size
         self.value_size = max(per_head, 1) if value_size is None else value_size
@@ -107,6 +111,7 @@ class BidirectionalAttention(MaskedLM, TrainableModel):
             _check(_is_int(v) and v >= 1, f"{name} must be a positive int, got {v!r}")
         _check(self.positions in ("window", "absolute"), f"positions must be 'window' or 'absolute', got {self.positions!r}")
         _check(_is_int(self.max_len) and self.max_len >= 2, f"max_len must be an int >= 2, got {self.max_len!r}")
+        _check(not (self.tie_output and self.loss == "hs"), "tie_output needs output vectors: not with loss='hs'")
 
     def _has_objective(self) -> bool:
         return self.loss == "softmax" or super()._has_objective()
@@ -126,6 +131,8 @@ class BidirectionalAttention(MaskedLM, TrainableModel):
         self.W_V = rng.normal(0, 1 / np.sqrt(d), (h, dv, d)).astype(f32)
         self.W_O = rng.normal(0, 1 / np.sqrt(h * dv), (d, h * dv)).astype(f32)
         self.syn1neg = np.zeros((v, d), dtype=f32) if self.loss in ("negative", "softmax") else None
+        if self.tie_output:
+            self.syn1neg = self.wv.vectors  # beta = rho: one array
         self.syn1 = np.zeros((v, d), dtype=f32) if self.loss == "hs" else None
         self.output_bias = np.zeros(v, dtype=f32) if self.loss == "softmax" else None
         self._sync_output_wv()
@@ -182,13 +189,15 @@ class BidirectionalAttention(MaskedLM, TrainableModel):
                 setattr(self, name, np.array(arr, dtype=np.float32, order="C"))
         if not (self.wv.vectors.flags.c_contiguous and self.wv.vectors.dtype == np.float32 and self.wv.vectors.flags.writeable):
             self.wv.vectors = np.array(self.wv.vectors, dtype=np.float32, order="C")
+        if self.tie_output:
+            self.syn1neg = self.wv.vectors
         self._sync_output_wv()
         self.wv.norms = None
         d = self.vector_size
         return {
             "rho": self.wv.vectors, "pos": self.pos_encoding, "mask": self.mask_embedding.reshape(1, d),
             "wq": self.W_Q.reshape(-1, d), "wk": self.W_K.reshape(-1, d), "wv": self.W_V.reshape(-1, d), "wo": self.W_O,
-            "beta": self.syn1neg, "syn1": self.syn1,
+            "beta": None if self.tie_output else self.syn1neg, "syn1": self.syn1,
             "bias": None if self.output_bias is None else self.output_bias.reshape(-1, 1),
         }
 
@@ -196,7 +205,8 @@ class BidirectionalAttention(MaskedLM, TrainableModel):
         return {"heads": int(self.heads), "key_size": int(self.key_size), "value_size": int(self.value_size),
                 "window": int(self.window), "shrink_windows": bool(self.shrink_windows),
                 "absolute": self._absolute, "max_len": int(self.max_len), "negative": int(self.negative),
-                "hs": bool(self.hs), "softmax": self.loss == "softmax", "vector_size": int(self.vector_size)}
+                "hs": bool(self.hs), "softmax": self.loss == "softmax", "vector_size": int(self.vector_size),
+                "tie_output": self.tie_output}
 
     def _train_one_epoch(self, source, **schedule):
         return _core.train_epoch_attention(self._vocab, self._arrays(), self._settings(), source, schedule)
@@ -362,6 +372,8 @@ class BidirectionalAttention(MaskedLM, TrainableModel):
         model = super().load(fname, mmap=mmap)
         model.sentences, model.corpus_file = None, None
         if model._vocab is not None:
+            if model.tie_output:
+                model.syn1neg = model.wv.vectors
             model._sync_output_wv()
         return model
 

@@ -32,6 +32,13 @@ impl<'a> Hogwild<'a> {
         Hogwild { ptr: data.as_mut_ptr(), rows, cols, _borrow: PhantomData }
     }
 
+    /// A second handle on the same matrix, for tied parameters (attention's
+    /// `tie_output`: beta = rho). Two handles alias exactly as two Hogwild
+    /// threads do, which is the contract of this type.
+    pub fn alias(&self) -> Hogwild<'a> {
+        Hogwild { ptr: self.ptr, rows: self.rows, cols: self.cols, _borrow: PhantomData }
+    }
+
     /// An empty matrix (a model part that is switched off).
     pub fn empty() -> Self {
         Hogwild { ptr: std::ptr::NonNull::dangling().as_ptr(), rows: 0, cols: 0, _borrow: PhantomData }

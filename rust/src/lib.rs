@@ -749,6 +749,7 @@ mod python {
         hs: bool,
         softmax: bool,
         vector_size: usize,
+        tie_output: bool,
     }
 
     fn with_attention<R>(
@@ -774,19 +775,24 @@ mod python {
         check_shape(&a.wo, "wo", d, h * dv)?;
         let (mut rho, mut pos, mut mask) = (a.rho.readwrite(), a.pos.readwrite(), a.mask.readwrite());
         let (mut wq, mut wk, mut wv, mut wo) = (a.wq.readwrite(), a.wk.readwrite(), a.wv.readwrite(), a.wo.readwrite());
-        let mut beta = rw_opt(&a.beta, "beta", v, d, st.negative > 0 || st.softmax)?;
+        if st.tie_output && (st.hs || a.beta.is_some()) {
+            return Err(PyValueError::new_err("tie_output uses rho as beta: pass no beta, and not with hs"));
+        }
+        let mut beta = rw_opt(&a.beta, "beta", v, d, (st.negative > 0 || st.softmax) && !st.tie_output)?;
         let mut syn1 = rw_opt(&a.syn1, "syn1", v, d, st.hs)?;
         if a.bias.is_some() && !st.softmax {
             return Err(PyValueError::new_err("an output bias is only used with loss='softmax'"));
         }
         let mut bias = rw_opt(&a.bias, "bias", v, 1, a.bias.is_some())?;
-        let mut out = output_layer(voc, hog(&mut beta, "beta", d)?, hog(&mut syn1, "syn1", d)?,
+        let rho_h = Hogwild::new(slice_of(&mut rho, "rho")?, d);
+        let beta_h = if st.tie_output { rho_h.alias() } else { hog(&mut beta, "beta", d)? };
+        let mut out = output_layer(voc, beta_h, hog(&mut syn1, "syn1", d)?,
                                    OutputSpec { negative: st.negative, hs: st.hs, softmax: st.softmax })?;
         if bias.is_some() {
             out.bias = Some(hog(&mut bias, "bias", 1)?);
         }
         let m = Attention {
-            rho: Hogwild::new(slice_of(&mut rho, "rho")?, d),
+            rho: rho_h,
             pos: Hogwild::new(slice_of(&mut pos, "pos")?, d),
             mask: Hogwild::new(slice_of(&mut mask, "mask")?, d),
             wq: Hogwild::new(slice_of(&mut wq, "wq")?, d),
