@@ -221,3 +221,19 @@ def test_to_moe_is_exact_in_sentence_mode(corpus, heads, trained):
 def test_attention_bad_parameters(kw, match):
     with pytest.raises(ValueError, match=match):
         BidirectionalAttention(**dict(dict(vector_size=8, min_count=1), **kw))
+
+
+def test_attention_hierarchical_softmax_and_plot(corpus, tmp_path):
+    att = BidirectionalAttention(corpus[:1500], vector_size=8, heads=2, window=2, min_count=1, epochs=2, workers=2,
+                                 loss="hs").train()
+    assert att.syn1 is not None and att.output_wv is None and np.isfinite(att.W_O).all()
+    r = att.evaluate_masked(corpus[1500:1700], max_targets=300)
+    assert np.isfinite(r["log_likelihood"]) and 0 <= r["top1"] <= r["top10"] <= 1
+    moe = att.to_moe()
+    left, right = corpus[0][:2], corpus[0][3:5]
+    pa, pm = dict(att.predict_masked(left, right, topn=None)), dict(moe.predict_masked(left, right, topn=None))
+    assert max(abs(pa[w] - pm[w]) for w in pa) < 1e-5
+    pytest.importorskip("matplotlib").use("Agg")
+    out = tmp_path / "att_offsets.png"
+    att.plot_offsets(path=str(out))
+    assert out.stat().st_size > 1000

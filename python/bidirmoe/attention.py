@@ -288,6 +288,25 @@ class BidirectionalAttention(MaskedLM, TrainableModel):
         """
         return self.to_moe().offset_profile(corpus, max_targets=max_targets, seed=seed)
 
+    def plot_offsets(self, corpus=None, ax=None, path: Optional[str] = None, **kwargs):
+        """Plot :meth:`offset_profile` (needs matplotlib); see :meth:`BidirMoE.plot_offsets`.
+
+        Examples
+        --------
+        >>> from bidirmoe import BidirectionalAttention
+        >>> m = BidirectionalAttention([["a", "b", "c", "d"]] * 20, vector_size=4, window=2, min_count=1, epochs=1).train()
+        >>> try:
+        ...     import matplotlib; matplotlib.use("Agg"); ax = m.plot_offsets()
+        ... except ImportError:
+        ...     pass
+        """
+        ax = self.to_moe().plot_offsets(corpus, ax=ax, path=None, **kwargs)
+        ax.set_title("BidirectionalAttention: which offsets each head attends to")
+        if path is not None:
+            ax.figure.tight_layout()
+            ax.figure.savefig(path)
+        return ax
+
     # ------------------------------------------------------------ equivalence
 
     def to_moe(self):
