@@ -1,29 +1,456 @@
 """The ``bidirmoe`` command line.
 
-    bidirmoe demo            train on the bundled text8 sample and print results
+    bidirmoe train INPUT... --output PATH [--model bidirmoe|attention|cbow|skipgram] ...
+    bidirmoe eval VECTORS [--analogies google|PATH]... [--pairs wordsim353|simlex999|PATH]... [--json]
+    bidirmoe similar VECTORS WORD... [--topn N]
+    bidirmoe analogy VECTORS A B C [--topn N]
+    bidirmoe demo
 
-Errors print one line on stderr and exit with status 1 (2 for usage errors).
+Errors print one line on stderr and exit with status 1 (2 for usage errors,
+130 when interrupted). Training streams: the text is never held in memory.
 """
 
 from __future__ import annotations
 
 import argparse
+import bz2
+import glob
+import gzip
+import json
 import logging
+import lzma
 import os
+import shutil
+import signal
 import sys
+import tempfile
 import time
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
+
+MODELS = ("bidirmoe", "attention", "cbow", "skipgram")
+FORMATS = ("word2vec-bin", "word2vec-txt", "native")
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from . import Word2Vec, datasets, simd_level
+class CliError(Exception):
+    """A problem to report on one line (exit status 1)."""
+
+
+class _Checkpoint(Exception):
+    """Raised from the progress hook to stop training at a consistent point."""
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C."""
+
+
+# ----------------------------------------------------------------------- inputs
+
+def _expand_inputs(inputs: List[str]) -> List[str]:
+    files: List[str] = []
+    for item in inputs:
+        if item == "-":
+            files.append("-")
+        elif os.path.isdir(item):
+            found = sorted(p for p in glob.glob(os.path.join(item, "**", "*"), recursive=True) if os.path.isfile(p))
+            if not found:
+                raise CliError(f"input directory has no files: {item}")
+            files.extend(found)
+        elif any(ch in item for ch in "*?["):
+            found = sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
+            if not found:
+                raise CliError(f"no input file matches {item!r}")
+            files.extend(found)
+        elif os.path.isfile(item):
+            if not os.access(item, os.R_OK):
+                raise CliError(f"input file is not readable: {item}")
+            files.append(item)
+        else:
+            raise CliError(f"input not found: {item}")
+    if files.count("-") > 1:
+        raise CliError("'-' (standard input) can be given only once")
+    return files
+
+
+def _magic(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(6)
+
+
+def _open_any(path: str):
+    if path == "-":
+        return sys.stdin.buffer
+    m = _magic(path)
+    if m[:2] == b"\x1f\x8b":
+        return gzip.open(path, "rb")
+    if m[:3] == b"BZh":
+        return bz2.open(path, "rb")
+    if m[:6] == b"\xfd7zXZ\x00":
+        return lzma.open(path, "rb")
+    return open(path, "rb")
+
+
+def _corpus_file(files: List[str], spool_dir: str, log) -> tuple:
+    """A path the Rust reader can stream: the input itself when it is one
+    plain or gzip file, else one temporary file holding all inputs
+    decompressed (standard input can be read only once; several files and
+    bz2/xz are joined on disk so training reads them at full speed)."""
+    if len(files) == 1 and files[0] != "-":
+        m = _magic(files[0])
+        if m[:3] != b"BZh" and m[:6] != b"\xfd7zXZ\x00":
+            return files[0], None
+    fd, tmp = tempfile.mkstemp(prefix=".bidirmoe-corpus-", suffix=".txt", dir=spool_dir)
+    log(f"joining {len(files)} input(s) into {tmp} (streamed, not held in memory)")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for f in files:
+                src = _open_any(f)
+                try:
+                    shutil.copyfileobj(src, out, 1 << 20)
+                    out.write(b"\n")
+                finally:
+                    if src is not sys.stdin.buffer:
+                        src.close()
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return tmp, tmp
+
+
+def _output_format(path: str, fmt: Optional[str]) -> str:
+    if fmt:
+        return fmt
+    low = path.lower()
+    if low.endswith(".bin"):
+        return "word2vec-bin"
+    if low.endswith((".txt", ".vec")):
+        return "word2vec-txt"
+    return "native"
+
+
+def _check_writable_dir(path: str, what: str) -> None:
+    d = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(d):
+        raise CliError(f"{what} directory does not exist: {d}")
+    if not os.access(d, os.W_OK):
+        raise CliError(f"{what} directory is not writable: {d}")
+
+
+# --------------------------------------------------------------------- progress
+
+class _Progress:
+    """A live line on a terminal, a line per interval otherwise, JSON lines to a file."""
+
+    def __init__(self, quiet: bool, log_json: Optional[str], interval: float = 5.0):
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.interval = interval
+        self.last = 0.0
+        self.json = open(log_json, "a", encoding="utf-8") if log_json else None
+        self.started = time.perf_counter()
+
+    def __call__(self, info: Dict[str, Any]) -> None:
+        info = dict(info)
+        done, total = info["words_done"], max(info["schedule_words"], 1)
+        elapsed = time.perf_counter() - self.started
+        rate = info["words_per_sec"]
+        eta = (total - done) / rate if rate > 0 else float("inf")
+        if self.json is not None:
+            self.json.write(json.dumps({"time": time.time(), "epoch": info["epoch"] + 1, "epochs": info["epochs"],
+                                        "progress": done / total, "words_done": done, "words_per_sec": rate,
+                                        "lr": info["lr"], "loss": info["loss"], "eta_s": eta}) + "\n")
+            self.json.flush()
+        if self.quiet:
+            return
+        line = (f"epoch {info['epoch'] + 1}/{info['epochs']}  {100 * done / total:5.1f}%  {rate / 1e6:.2f} M words/s  "
+                f"lr {info['lr']:.5f}  loss {info['loss']:.4g}  ETA {_fmt_time(eta)}")
+        if self.tty:
+            sys.stderr.write("\r" + line + " " * 4)
+            sys.stderr.flush()
+        elif elapsed - self.last >= self.interval:
+            self.last = elapsed
+            print(line, file=sys.stderr, flush=True)
+
+    def message(self, text: str) -> None:
+        if not self.quiet:
+            self.end_line()
+            print(text, file=sys.stderr, flush=True)
+
+    def end_line(self) -> None:
+        if self.tty and not self.quiet:
+            sys.stderr.write("\n")
+
+    def close(self) -> None:
+        if self.json is not None:
+            self.json.close()
+
+
+def _fmt_time(s: float) -> str:
+    if s == float("inf"):
+        return "?"
+    s = int(s)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+# ------------------------------------------------------------------------ train
+
+def _model_class(name: str):
+    from . import BidirectionalAttention, BidirMoE, Word2Vec
+
+    return {"bidirmoe": BidirMoE, "attention": BidirectionalAttention, "cbow": Word2Vec, "skipgram": Word2Vec}[name]
+
+
+def _new_model(args):
+    common = dict(vector_size=args.dim, window=args.window, epochs=args.epochs, min_count=args.min_count,
+                  max_vocab_size=args.max_vocab_size, sample=args.sample, alpha=args.alpha, workers=args.threads,
+                  seed=args.seed)
+    if args.model in ("cbow", "skipgram"):
+        from . import Word2Vec
+
+        if args.loss not in (None, "negative", "hs"):
+            raise CliError(f"--loss {args.loss} is not available for {args.model} (negative or hs)")
+        hs = args.loss == "hs"
+        return Word2Vec(sg=int(args.model == "skipgram"), hs=int(hs), negative=0 if hs else args.negative, **common)
+    cls = _model_class(args.model)
+    return cls(heads=args.heads, loss=args.loss, negative=args.negative, **common)
+
+
+def _save_output(model, path: str, fmt: str) -> None:
+    if fmt == "native":
+        model.save(path)
+    else:
+        model.wv.save_word2vec_format(path, binary=fmt == "word2vec-bin")
+
+
+def _train(args) -> int:
+    files = _expand_inputs(args.inputs)
+    fmt = _output_format(args.output, args.format)
+    _check_writable_dir(args.output, "output")
+    if args.save_model:
+        _check_writable_dir(args.save_model, "--save-model")
+    ckpt_path = args.checkpoint or (args.save_model or args.output) + ".checkpoint"
+    _check_writable_dir(ckpt_path, "checkpoint")
+    for name in ("dim", "window", "epochs", "threads", "heads"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            raise CliError(f"--{name} must be >= 1, got {v}")
+    progress = _Progress(args.quiet, args.log_json)
+    spool_dir = os.path.dirname(os.path.abspath(args.output))
+    corpus, spooled = _corpus_file(files, spool_dir, progress.message)
+
+    def on_term(signum, frame):  # SIGTERM stops like Ctrl-C
+        raise _Terminated()
+
+    old_term = signal.signal(signal.SIGTERM, on_term)
+    try:
+        if args.resume:
+            cls = _model_class(args.model)
+            try:
+                model = cls.load(args.resume)
+            except (OSError, ValueError) as e:
+                raise CliError(f"cannot resume from {args.resume}: {e}") from None
+            state = dict(model.extra_meta.get("cli", {}))
+            if not state:
+                raise CliError(f"{args.resume} is not a training checkpoint (no schedule state)")
+            model.workers = args.threads
+            progress.message(f"resuming {args.resume}: epoch {state['epoch'] + 1}/{state['epochs']}, "
+                             f"{state['words_done']:,} of {state['schedule_words']:,} words done")
+        else:
+            model = _new_model(args)
+            t0 = time.perf_counter()
+            model.build_vocab(corpus_file=corpus)
+            progress.message(f"vocabulary: {len(model.wv):,} words from {model.corpus_total_words:,} tokens "
+                             f"in {time.perf_counter() - t0:.1f}s")
+            state = {"epoch": 0, "epochs": args.epochs, "epoch_words": 0, "words_done": 0,
+                     "schedule_words": model.corpus_total_words * args.epochs}
+        every = args.checkpoint_every * 60 if args.checkpoint_every else None
+        t_start = time.perf_counter()
+        while state["epoch"] < state["epochs"]:
+            deadline = time.perf_counter() + every if every else None
+
+            def hook(info, deadline=deadline):
+                progress(info)
+                if deadline is not None and time.perf_counter() >= deadline:
+                    raise _Checkpoint()
+
+            def count_epoch(_m=None):
+                state["epoch"] += 1
+                state["epoch_words"] = 0
+
+            t_call = time.perf_counter()
+            done_at_call = state["words_done"]
+
+            class EpochEnd:
+                def on_epoch_end(self, m):
+                    count_epoch()
+                    state["words_done"] = state["epoch"] * model.corpus_total_words
+                    total, done = state["schedule_words"], state["words_done"]
+                    frac = min(done / max(total, 1), 1.0)
+                    progress({"epoch": state["epoch"] - 1, "epochs": state["epochs"], "words_done": done,
+                              "schedule_words": total, "loss": float(m.running_training_loss),
+                              "words_per_sec": (done - done_at_call) / max(time.perf_counter() - t_call, 1e-9),
+                              "lr": max(m.alpha - (m.alpha - m.min_alpha) * frac, m.min_alpha)})
+
+            remaining = model.corpus_total_words - state["epoch_words"]
+            try:
+                model.train(corpus_file=corpus, total_words=model.corpus_total_words,
+                            epochs=state["epochs"] - state["epoch"], word_count=state["words_done"],
+                            schedule_words=state["schedule_words"],
+                            first_epoch_words=remaining if state["epoch_words"] else None,
+                            progress_callback=hook, callbacks=[EpochEnd()], report_delay=0.5)
+            except (_Checkpoint, KeyboardInterrupt) as stop:
+                got = (model.last_stop or {}).get("epoch_words", 0)
+                state["epoch_words"] += got
+                state["words_done"] += got
+                model.extra_meta = {"cli": dict(state)}
+                model.save(ckpt_path)
+                if isinstance(stop, _Checkpoint):
+                    progress.message(f"checkpoint written: {ckpt_path}")
+                    continue
+                progress.end_line()
+                print(f"bidirmoe: interrupted; checkpoint written to {ckpt_path} "
+                      f"(resume with --resume {ckpt_path})", file=sys.stderr)
+                return 130
+        progress.end_line()
+        dt = time.perf_counter() - t_start
+        progress.message(f"trained {args.model} in {dt:.1f}s")
+        model.extra_meta = {}
+        _save_output(model, args.output, fmt)
+        if args.save_model:
+            model.save(args.save_model)
+        if os.path.exists(ckpt_path) and (args.checkpoint_every or args.resume):
+            os.unlink(ckpt_path)  # finished: the checkpoint is no longer needed
+        progress.message(f"wrote {args.output} ({fmt})" + (f" and {args.save_model}" if args.save_model else ""))
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+        progress.close()
+        if spooled:
+            try:
+                os.unlink(spooled)
+            except OSError:
+                pass
+
+
+# ----------------------------------------------------------------- the vectors
+
+def _load_vectors(path: str):
+    from . import KeyedVectors
+    from .training import TrainableModel
+
+    if not os.path.isfile(path):
+        raise CliError(f"vectors file not found: {path}")
+    low = path.lower()
+    try:
+        if low.endswith((".bin", ".bin.gz")):
+            return KeyedVectors.load_word2vec_format(path, binary=True)
+        if low.endswith((".txt", ".vec", ".txt.gz", ".vec.gz")):
+            return KeyedVectors.load_word2vec_format(path, binary=False)
+    except (ValueError, UnicodeDecodeError, EOFError, OSError) as e:
+        raise CliError(f"cannot read vectors {path}: {e}") from None
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            is_model = "meta" in data.files
+    except Exception:
+        is_model = False
+    if is_model:
+        import json as _json
+
+        with np.load(path, allow_pickle=False) as data:
+            cls_name = _json.loads(bytes(data["meta"]).decode("utf-8")).get("class")
+        from . import BidirectionalAttention, BidirMoE, Word2Vec
+
+        classes = {c.__name__: c for c in (Word2Vec, BidirMoE, BidirectionalAttention)}
+        if cls_name not in classes:
+            raise CliError(f"{path}: unknown model class {cls_name!r}")
+        return classes[cls_name].load(path).wv
+    try:
+        return KeyedVectors.load(path)
+    except Exception as e:
+        raise CliError(f"cannot read vectors {path}: not a word2vec (.bin/.txt/.vec) or bidirmoe file ({e})") from None
+
+
+def _eval(args) -> int:
+    from . import datasets
+    from .evaluation import analogy_report
+
+    wv = _load_vectors(args.vectors)
+    analogies = args.analogies or ([] if args.pairs else ["google"])
+    out: Dict[str, Any] = {"vectors": args.vectors, "words": len(wv), "analogies": [], "pairs": []}
+    for name in analogies:
+        path = datasets.resolve(name)
+        if not os.path.isfile(path):
+            raise CliError(f"analogy set not found: {name} (bundled: google)")
+        score, sections = wv.evaluate_word_analogies(path, restrict_vocab=args.restrict_vocab)
+        report = analogy_report(wv, path, restrict_vocab=args.restrict_vocab)
+        secs = [{"section": s["section"], "correct": len(s["correct"]),
+                 "total": len(s["correct"]) + len(s["incorrect"])} for s in sections]
+        out["analogies"].append({"set": name, "accuracy": score, "sections": secs, "skipped": report.skipped,
+                                 "groups": report.groups_table()})
+    for name in args.pairs or []:
+        path, delim = datasets.resolve_pairs(name, "\t")
+        if not os.path.isfile(path):
+            raise CliError(f"word-pair set not found: {name} (bundled: wordsim353, simlex999)")
+        pearson, spearman, oov = wv.evaluate_word_pairs(name if name in datasets.names() else path)
+        out["pairs"].append({"set": name, "pearson": float(pearson[0]), "spearman": float(spearman[0]), "oov_percent": oov})
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    for a in out["analogies"]:
+        print(f"analogies: {a['set']} (restrict_vocab={args.restrict_vocab})")
+        for s in a["sections"]:
+            acc = 100 * s["correct"] / s["total"] if s["total"] else 0.0
+            print(f"  {s['section']:32s} {acc:6.2f} %  ({s['correct']} / {s['total']})")
+        print(f"  questions skipped (words outside the vocabulary): {a['skipped']}")
+        print("  paper's metrics (Wibisono & Wang 2023, Tables 1-2):")
+        print(f"  {'group':10s} {'questions':>9s} {'top-1':>8s} {'mean cos(d, b-a+c)':>20s} {'median rank':>12s}")
+        for g in a["groups"]:
+            print(f"  {g['group']:10s} {g['questions']:9d} {100 * g['top1']:7.2f}% {g['mean_cosine']:20.4f} "
+                  f"{g['median_rank']:12.1f}")
+    for p in out["pairs"]:
+        print(f"word pairs: {p['set']}: Spearman {p['spearman']:.4f}, Pearson {p['pearson']:.4f}, "
+              f"out of vocabulary {p['oov_percent']:.1f} %")
+    return 0
+
+
+def _similar(args) -> int:
+    wv = _load_vectors(args.vectors)
+    missing = [w for w in args.words if w not in wv]
+    if missing:
+        raise CliError(f"not in the vocabulary: {', '.join(missing)}")
+    for w in args.words:
+        print(w)
+        for n, s in wv.most_similar(w, topn=args.topn):
+            print(f"  {n}\t{s:.4f}")
+    return 0
+
+
+def _analogy(args) -> int:
+    wv = _load_vectors(args.vectors)
+    missing = [w for w in (args.a, args.b, args.c) if w not in wv]
+    if missing:
+        raise CliError(f"not in the vocabulary: {', '.join(missing)}")
+    print(f"{args.a} : {args.b} :: {args.c} : ?")
+    for n, s in wv.most_similar(positive=[args.b, args.c], negative=[args.a], topn=args.topn):
+        print(f"  {n}\t{s:.4f}")
+    return 0
+
+
+def _demo(args) -> int:
+    from . import BidirMoE, Word2Vec, datasets, simd_level
 
     corpus = datasets.path("text8-sample")
-    print(f"bidirmoe demo: {args.model.upper()} on the bundled text8 sample ({os.path.getsize(corpus) / 1e6:.1f} MB gzip, "
+    cls = BidirMoE if args.model == "bidirmoe" else Word2Vec
+    print(f"bidirmoe demo: {args.model} on the bundled text8 sample ({os.path.getsize(corpus) / 1e6:.1f} MB gzip, "
           f"one 2.1M-word line), {args.epochs} epochs, {args.threads} threads, SIMD: {simd_level()}")
+    kw = dict(corpus_file=corpus, vector_size=100, window=5, min_count=5, negative=5, sample=1e-3, epochs=args.epochs,
+              workers=args.threads, seed=args.seed)
     t0 = time.perf_counter()
-    model = Word2Vec(corpus_file=corpus, sg=int(args.model == "skipgram"), vector_size=100, window=5, min_count=5,
-                     negative=5, sample=1e-3, epochs=args.epochs, workers=args.threads, seed=args.seed)
+    if cls is BidirMoE:
+        model = BidirMoE(heads=args.heads, **kw).train()
+    else:
+        model = Word2Vec(sg=int(args.model == "skipgram"), **kw)
     dt = time.perf_counter() - t0
     words = model.corpus_total_words * args.epochs
     print(f"trained on {words:,} words in {dt:.1f}s ({words / dt / 1e6:.2f} M words/s), vocabulary {len(model.wv):,} words\n")
@@ -31,23 +458,88 @@ def _demo(args: argparse.Namespace) -> int:
         if w in model.wv:
             near = ", ".join(f"{n} ({s:.2f})" for n, s in model.wv.most_similar(w, topn=6))
             print(f"  {w:9s} -> {near}")
+    if cls is BidirMoE:
+        print("\nmasked-word prediction: the ___ of france")
+        print("  " + ", ".join(f"{w} ({p:.2f})" for w, p in model.predict_masked(["the"], ["of", "france"], topn=6)))
     score, sections = model.wv.evaluate_word_analogies(datasets.path("google"), restrict_vocab=30000)
     total = sections[-1]
     n = len(total["correct"]) + len(total["incorrect"])
     print(f"\nGoogle analogies (restrict_vocab=30000): {100 * score:.1f} % of {n:,} questions answered correctly")
+    if cls is BidirMoE:
+        prof = model.offset_profile()
+        print("\noffset profile (mean gate weight per offset and head):")
+        print("  offset " + " ".join(f"{str(o):>6s}" for o in prof["offsets"]))
+        for h, row in enumerate(prof["weights"]):
+            print(f"  head {h} " + " ".join(f"{x:6.3f}" for x in row))
     return 0
 
 
+# ----------------------------------------------------------------------- parser
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bidirmoe", description="Word embeddings by word2vec-style streaming SGD (Rust core).")
-    p.add_argument("-v", "--verbose", action="store_true", help="log training progress")
+    p.add_argument("-v", "--verbose", action="store_true", help="log details (the 'bidirmoe' logger)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    d = sub.add_parser("demo", help="train on the bundled text8 sample and print neighbours and an analogy score",
-                       description="Train on the bundled text8 sample (2.1M words) and print neighbours and the "
-                                   "Google analogy accuracy.")
-    d.add_argument("--model", choices=["cbow", "skipgram"], default="cbow")
-    d.add_argument("--epochs", type=int, default=5)
+
+    t = sub.add_parser("train", help="train a model on text files (streamed)",
+                       description="Train on one or more text files, directories or globs (plain, .gz, .bz2, .xz; "
+                                   "'-' for standard input) and write the vectors.")
+    t.add_argument("inputs", nargs="+", metavar="INPUT")
+    t.add_argument("-o", "--output", required=True, help="vectors file (.bin: word2vec binary, .txt/.vec: text, "
+                                                          "else the native model)")
+    t.add_argument("--model", choices=MODELS, default="bidirmoe")
+    t.add_argument("--format", choices=FORMATS, help="override the format chosen from --output's extension")
+    t.add_argument("--dim", type=int, default=100)
+    t.add_argument("--window", type=int, default=5)
+    t.add_argument("--heads", type=int, default=1, help="MoE / attention heads")
+    t.add_argument("--epochs", type=int, default=5)
+    t.add_argument("--min-count", type=int, default=5)
+    t.add_argument("--max-vocab-size", type=int, default=None, help="cap the counting table (rare words pruned)")
+    t.add_argument("--sample", type=float, default=1e-3)
+    t.add_argument("--negative", type=int, default=5)
+    t.add_argument("--loss", choices=["negative", "softmax", "hs"], default=None)
+    t.add_argument("--alpha", type=float, default=0.025)
+    t.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="worker threads (default: all cores)")
+    t.add_argument("--seed", type=int, default=1)
+    t.add_argument("--save-model", metavar="PATH", help="also write the full model (for continued training)")
+    t.add_argument("--checkpoint-every", type=float, metavar="MINUTES", help="write a checkpoint this often")
+    t.add_argument("--checkpoint", metavar="PATH", help="checkpoint file (default: OUTPUT.checkpoint)")
+    t.add_argument("--resume", metavar="CHECKPOINT", help="continue an interrupted run exactly where it stopped")
+    t.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    t.add_argument("--log-json", metavar="FILE", help="append machine-readable progress (JSON lines)")
+    t.set_defaults(func=_train)
+
+    e = sub.add_parser("eval", help="analogy and word-similarity benchmarks of a vectors file",
+                       description="Evaluate vectors: per-section analogy accuracy and the paper's rank/cosine "
+                                   "summary, and word-pair correlations.")
+    e.add_argument("vectors")
+    e.add_argument("--analogies", action="append", metavar="google|PATH")
+    e.add_argument("--pairs", action="append", metavar="wordsim353|simlex999|PATH")
+    e.add_argument("--restrict-vocab", type=int, default=300000)
+    e.add_argument("--json", action="store_true", help="print JSON")
+    e.set_defaults(func=_eval)
+
+    s = sub.add_parser("similar", help="nearest neighbours of words", description="Print each word's nearest neighbours.")
+    s.add_argument("vectors")
+    s.add_argument("words", nargs="+", metavar="WORD")
+    s.add_argument("--topn", type=int, default=10)
+    s.set_defaults(func=_similar)
+
+    a = sub.add_parser("analogy", help="solve a : b :: c : ?", description="Solve a : b :: c : ? (3CosAdd).")
+    a.add_argument("vectors")
+    a.add_argument("a")
+    a.add_argument("b")
+    a.add_argument("c")
+    a.add_argument("--topn", type=int, default=5)
+    a.set_defaults(func=_analogy)
+
+    d = sub.add_parser("demo", help="train BidirMoE on the bundled text8 sample and print what it learned",
+                       description="Train on the bundled text8 sample (2.1M words) and print neighbours, a masked-word "
+                                   "prediction, the Google analogy accuracy and the offset profile.")
+    d.add_argument("--model", choices=["bidirmoe", "cbow", "skipgram"], default="bidirmoe")
+    d.add_argument("--heads", type=int, default=2)
+    d.add_argument("--epochs", type=int, default=3)
     d.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="worker threads (default: all cores)")
     d.add_argument("--seed", type=int, default=1)
     d.set_defaults(func=_demo)
@@ -64,7 +556,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("bidirmoe: interrupted", file=sys.stderr)
         return 130
-    except (OSError, ValueError, TypeError, KeyError, RuntimeError) as e:
+    except BrokenPipeError:
+        return 0
+    except CliError as e:
+        print(f"bidirmoe: error: {e}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError, ImportError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"bidirmoe: error: {msg}", file=sys.stderr)
         return 1

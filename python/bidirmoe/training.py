@@ -49,6 +49,9 @@ def atomic_write(path: str, write) -> None:
         raise FileNotFoundError(f"directory does not exist: {directory}")
     fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's files are private; a saved model is an ordinary file
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -63,9 +66,10 @@ def atomic_write(path: str, write) -> None:
 
 
 class _Reporter:
-    """gensim-style progress log lines and an optional tqdm bar."""
+    """gensim-style progress log lines, an optional tqdm bar and an optional
+    ``progress_callback(info)`` (the command line's progress display)."""
 
-    def __init__(self, total_words: int, epoch: int, epochs: int, report_delay: float, bar):
+    def __init__(self, total_words: int, epoch: int, epochs: int, report_delay: float, bar, hook=None, schedule=None):
         self.total = max(total_words, 1)
         self.epoch, self.epochs = epoch, epochs
         self.report_delay = report_delay
@@ -73,9 +77,18 @@ class _Reporter:
         self.start = time.perf_counter()
         self.last_log = self.start
         self.last_raw = 0
+        self.hook, self.schedule = hook, schedule
 
-    def __call__(self, raw: int, effective: int, loss: float) -> None:
+    def __call__(self, raw: int, effective: int, loss: float, final: bool = False) -> None:
         now = time.perf_counter()
+        if self.hook is not None and not final:  # the hook may stop training: only while it runs
+            s = self.schedule
+            done = s["words_before"] + raw
+            frac = min(done / max(s["total_words"], 1), 1.0)
+            self.hook({"epoch": self.epoch, "epochs": self.epochs, "epoch_words": raw, "words_done": done,
+                       "schedule_words": s["total_words"], "seconds": now - self.start,
+                       "words_per_sec": raw / max(now - self.start, 1e-9),
+                       "lr": max(s["alpha"] - (s["alpha"] - s["min_alpha"]) * frac, s["min_alpha"]), "loss": loss})
         if self.bar is not None:
             self.bar.update(raw - self.last_raw)
         self.last_raw = raw
@@ -227,13 +240,24 @@ class TrainableModel:
 
     def train(self, corpus_iterable=None, corpus_file=None, total_examples=None, total_words=None, epochs=None,
               start_alpha=None, end_alpha=None, word_count=0, queue_factor=2, report_delay=1.0,
-              compute_loss=False, callbacks=(), **kwargs):
+              compute_loss=False, callbacks=(), progress_callback=None, schedule_words=None, first_epoch_words=None,
+              **kwargs):
         """Train for ``epochs`` passes over the corpus (gensim's signature).
 
         The learning rate falls linearly from ``start_alpha`` (default
         ``alpha``) to ``end_alpha`` (default ``min_alpha``) over all epochs of
         this call. Ctrl-C stops the workers promptly and raises
         ``KeyboardInterrupt``; the model keeps what it learned so far.
+
+        Beyond gensim's arguments: ``progress_callback(info)`` is called about
+        every ``report_delay`` seconds with a dict (epoch, words done, words/s,
+        learning rate, loss); an exception it raises stops training at a
+        consistent point (the command line's checkpoints use this).
+        ``schedule_words`` sets the length of the learning-rate schedule
+        (default: epochs x corpus words) and ``first_epoch_words`` ends the
+        first epoch early — with ``word_count`` they resume a schedule exactly.
+        When training stops on an exception, ``model.last_stop`` records how
+        far it got (epoch, words of that epoch, words in the schedule).
 
         Returns
         -------
@@ -278,7 +302,7 @@ class TrainableModel:
         else:
             per_sentence = self.corpus_total_words / max(self.corpus_count, 1)
             words_per_epoch = int(round(int(total_examples) * per_sentence))
-        schedule_total = max(words_per_epoch * epochs, 1)
+        schedule_total = int(schedule_words) if schedule_words else max(words_per_epoch * epochs, 1)
         words_done = int(word_count)
         self.running_training_loss = 0.0
         trained, raw_total = 0, 0
@@ -297,16 +321,25 @@ class TrainableModel:
                 for cb in callbacks:
                     getattr(cb, "on_epoch_begin", lambda m: None)(self)
                 t0 = time.perf_counter()
-                reporter = _Reporter(words_per_epoch, epoch, epochs, report_delay, bar)
+                max_words = int(first_epoch_words) if (epoch == 0 and first_epoch_words) else 0
                 common = dict(alpha=alpha, min_alpha=min_alpha, total_words=schedule_total, words_before=words_done,
                               seed=int(self.seed) & 0xFFFFFFFFFFFFFFFF, epoch=int(self._epochs_done),
                               workers=int(self.workers), compute_loss=compute_loss,
-                              report_delay=min(float(report_delay), 0.5), progress_cb=reporter)
-                if corpus_file is not None:
-                    raw, eff, ex, loss = self._train_one_epoch(os.fspath(corpus_file), **common)
-                else:
-                    raw, eff, ex, loss = self._train_iterable_epoch(corpus_iterable, queue_factor, common)
-                reporter(raw, eff, loss)
+                              report_delay=min(float(report_delay), 0.5), max_words=max_words)
+                reporter = _Reporter(max_words or words_per_epoch, epoch, epochs, report_delay, bar,
+                                     progress_callback, common)
+                common["progress_cb"] = reporter
+                try:
+                    if corpus_file is not None:
+                        raw, eff, ex, loss = self._train_one_epoch(os.fspath(corpus_file), **common)
+                    else:
+                        raw, eff, ex, loss = self._train_iterable_epoch(corpus_iterable, queue_factor, common)
+                except BaseException as e:
+                    got = int(getattr(e, "bidirmoe_epoch_words", 0))
+                    self.last_stop = {"epochs_done": int(self._epochs_done), "epoch_words": got,
+                                      "words_done": words_done + got, "schedule_words": schedule_total}
+                    raise
+                reporter(raw, eff, loss, final=True)
                 elapsed = max(time.perf_counter() - t0, 1e-9)
                 words_done += raw
                 raw_total += raw
@@ -417,6 +450,7 @@ class TrainableModel:
                 "train_count": int(self.train_count),
                 "total_train_time": float(self.total_train_time),
             },
+            "extra": dict(getattr(self, "extra_meta", {}) or {}),
         }
         arrays = {}
         if has_vocab:
@@ -461,6 +495,7 @@ class TrainableModel:
         st = meta["state"]
         model.corpus_count, model.corpus_total_words = st["corpus_count"], st["corpus_total_words"]
         model._epochs_done, model.train_count, model.total_train_time = st["epochs_done"], st["train_count"], st["total_train_time"]
+        model.extra_meta = meta.get("extra", {})
         if meta["words"] is None:
             return model
         counts = data["counts"]
@@ -484,3 +519,5 @@ class TrainableModel:
         self.trained_word_count = 0
         self.raw_word_count = 0
         self._epochs_done = 0
+        self.last_stop = None
+        self.extra_meta = {}

@@ -409,6 +409,7 @@ mod python {
         compute_loss: bool,
         report_delay: f64,
         progress_cb: Option<PyObject>,
+        max_words: u64,
     }
 
     /// Run one epoch of `model` with the GIL released; the calling thread
@@ -430,6 +431,7 @@ mod python {
             epoch: sch.epoch,
             want_loss: sch.compute_loss,
             tick: Duration::from_secs_f64(sch.report_delay.clamp(0.01, 3600.0)),
+            max_words: sch.max_words,
         };
         let progress = Progress::default();
         let mut interrupted: Option<PyErr> = None;
@@ -463,6 +465,8 @@ mod python {
             run_epoch(model, voc, source, &cfg, &progress, on_tick)
         });
         if let Some(e) = interrupted {
+            // Tell the caller how far the epoch got (for exact checkpoints).
+            let _ = e.value(py).setattr("bidirmoe_epoch_words", progress.raw_words.load(Ordering::Relaxed));
             return Err(e);
         }
         result.map_err(PyRuntimeError::new_err)?;
@@ -922,7 +926,7 @@ mod python {
         drop(tx);
         let cfg = TrainConfig {
             workers: 2, alpha: 0.025, min_alpha: 0.0001, total_words: 3, words_before: 0, seed: 1, epoch: 0,
-            want_loss: false, tick: Duration::from_millis(10),
+            want_loss: false, tick: Duration::from_millis(10), max_words: 0,
         };
         let progress = Progress::default();
         py.allow_threads(|| run_epoch(&Boom, &voc, Source::Queue(&rx), &cfg, &progress, |_| true))

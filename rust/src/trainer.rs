@@ -76,6 +76,9 @@ pub struct TrainConfig {
     pub epoch: u64,
     pub want_loss: bool,
     pub tick: Duration,
+    /// Stop the epoch once this many corpus words are done (0: the whole corpus);
+    /// used to finish an epoch that a checkpoint interrupted.
+    pub max_words: u64,
 }
 
 /// Counters shared by the workers and read by the reporting thread.
@@ -163,6 +166,10 @@ impl<M: Model> Worker<'_, M> {
         }
     }
 
+    fn over_limit(&self) -> bool {
+        self.cfg.max_words > 0 && self.progress.raw_words.load(Ordering::Relaxed) + self.local.raw >= self.cfg.max_words
+    }
+
     /// Returns false when the run is cancelled.
     fn sentence_tokens(&mut self, it: &mut dyn Iterator<Item = &[u8]>) -> bool {
         self.ids.clear();
@@ -174,7 +181,7 @@ impl<M: Model> Worker<'_, M> {
             }
         }
         self.train_ids(raw);
-        !self.progress.cancel.load(Ordering::Relaxed)
+        !self.progress.cancel.load(Ordering::Relaxed) && !self.over_limit()
     }
 
     fn job(&mut self, job: &Job) -> bool {
@@ -188,7 +195,7 @@ impl<M: Model> Worker<'_, M> {
             let raw = if k + 1 == job.ends.len() { raw_left } else { per_sentence };
             raw_left -= raw;
             self.train_ids(raw);
-            if self.progress.cancel.load(Ordering::Relaxed) {
+            if self.progress.cancel.load(Ordering::Relaxed) || self.over_limit() {
                 return false;
             }
         }
