@@ -147,7 +147,7 @@ def test_eval_similar_analogy(english, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "min_count", "outdir", "garbage_vectors", "truncated_vectors",
-                                  "unknown_set", "unknown_word", "bad_dim"])
+                                  "unknown_set", "unknown_word", "bad_dim", "bad_resume"])
 def test_bad_input_one_line_exit_1(case, text, tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n")
@@ -179,6 +179,10 @@ def test_bad_input_one_line_exit_1(case, text, tmp_path):
     elif case == "unknown_word":
         assert run_cli("train", text, "-o", out, *FAST).returncode == 0
         one_line_error(run_cli("similar", out, "zzzz-not-a-word"), match="not in the vocabulary")
+    elif case == "bad_resume":
+        bad = tmp_path / "ckpt"
+        bad.write_bytes(b"not a checkpoint")
+        one_line_error(run_cli("train", text, "-o", out, "--resume", bad, "--quiet"), match="not a bidirmoe checkpoint")
     elif case == "bad_dim":
         one_line_error(run_cli("train", text, "-o", out, "--dim", "0", "--quiet"), match="--dim")
     assert not out.exists() or case in ("truncated_vectors", "unknown_set", "unknown_word")
@@ -226,7 +230,8 @@ def test_signal_checkpoints_exit_130_and_resume_finishes(sig, big_text, tmp_path
 
     state = BidirectionalAttention.load(str(ckpt)).extra_meta["cli"]
     assert 0 < state["words_done"] < state["schedule_words"]
-    r = run_cli("train", big_text, "-o", out, "--model", "attention", "--resume", ckpt, "--threads", "2", "--quiet",
+    # The checkpoint knows its model: no --model needed to resume.
+    r = run_cli("train", big_text, "-o", out, "--resume", ckpt, "--threads", "2", "--quiet",
                 "--log-json", tmp_path / "resume.jsonl")
     assert r.returncode == 0, r.stderr
     assert out.exists() and not ckpt.exists()

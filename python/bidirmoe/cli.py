@@ -199,6 +199,25 @@ def _model_class(name: str):
     return {"bidirmoe": BidirMoE, "attention": BidirectionalAttention, "cbow": Word2Vec, "skipgram": Word2Vec}[name]
 
 
+def _model_file_class(path: str):
+    """The model class a bidirmoe model file holds, or None if it is not one."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "meta" not in data.files:
+                return None
+            name = json.loads(bytes(data["meta"]).decode("utf-8")).get("class")
+    except Exception:
+        return None
+    from . import BidirectionalAttention, BidirMoE, Word2Vec
+
+    classes = {c.__name__: c for c in (Word2Vec, BidirMoE, BidirectionalAttention)}
+    if name not in classes:
+        raise CliError(f"{path}: unknown model class {name!r}")
+    return classes[name]
+
+
 def _new_model(args):
     common = dict(vector_size=args.dim, window=args.window, epochs=args.epochs, min_count=args.min_count,
                   max_vocab_size=args.max_vocab_size, sample=args.sample, alpha=args.alpha, workers=args.threads,
@@ -243,7 +262,11 @@ def _train(args) -> int:
     old_term = signal.signal(signal.SIGTERM, on_term)
     try:
         if args.resume:
-            cls = _model_class(args.model)
+            if not os.path.isfile(args.resume):
+                raise CliError(f"checkpoint not found: {args.resume}")
+            cls = _model_file_class(args.resume)
+            if cls is None:
+                raise CliError(f"{args.resume} is not a bidirmoe checkpoint")
             try:
                 model = cls.load(args.resume)
             except (OSError, ValueError) as e:
@@ -347,24 +370,9 @@ def _load_vectors(path: str):
             return KeyedVectors.load_word2vec_format(path, binary=False)
     except (ValueError, UnicodeDecodeError, EOFError, OSError) as e:
         raise CliError(f"cannot read vectors {path}: {e}") from None
-    import numpy as np
-
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            is_model = "meta" in data.files
-    except Exception:
-        is_model = False
-    if is_model:
-        import json as _json
-
-        with np.load(path, allow_pickle=False) as data:
-            cls_name = _json.loads(bytes(data["meta"]).decode("utf-8")).get("class")
-        from . import BidirectionalAttention, BidirMoE, Word2Vec
-
-        classes = {c.__name__: c for c in (Word2Vec, BidirMoE, BidirectionalAttention)}
-        if cls_name not in classes:
-            raise CliError(f"{path}: unknown model class {cls_name!r}")
-        return classes[cls_name].load(path).wv
+    cls = _model_file_class(path)
+    if cls is not None:
+        return cls.load(path).wv
     try:
         return KeyedVectors.load(path)
     except Exception as e:
@@ -460,7 +468,7 @@ def _demo(args) -> int:
             print(f"  {w:9s} -> {near}")
     if cls is BidirMoE:
         print("\nmasked-word prediction: the ___ of france")
-        print("  " + ", ".join(f"{w} ({p:.2f})" for w, p in model.predict_masked(["the"], ["of", "france"], topn=6)))
+        print("  " + ", ".join(f"{w} ({p:.3f})" for w, p in model.predict_masked(["the"], ["of", "france"], topn=6)))
     score, sections = model.wv.evaluate_word_analogies(datasets.path("google"), restrict_vocab=30000)
     total = sections[-1]
     n = len(total["correct"]) + len(total["incorrect"])
