@@ -185,3 +185,18 @@ def precision():
 @pytest.fixture(scope="session")
 def precision_threshold() -> float:
     return PRECISION_THRESHOLD
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sigint_raises_keyboardinterrupt():
+    """The Ctrl-C tests need Python's SIGINT handler. A process started from a
+    background job inherits SIGINT ignored and Python then installs none;
+    restore it for the test session (as an interactive terminal would have)."""
+    import signal
+
+    old = signal.getsignal(signal.SIGINT)
+    if old is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    if old is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, old)

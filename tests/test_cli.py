@@ -201,17 +201,23 @@ def test_binary_garbage_input_trains_or_fails_cleanly(tmp_path):
     assert r.returncode in (0, 1) and "Traceback" not in r.stderr and "panicked" not in r.stderr
 
 
+def _default_sigint():
+    # As from a terminal: a child started from a background job inherits SIGINT
+    # ignored, and Python then installs no Ctrl-C handler.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt(big_text, out, sig, tmp_path, extra=()):
     proc = subprocess.Popen([sys.executable, "-m", "bidirmoe", "train", str(big_text), "-o", str(out), "--model",
-                             "attention", "--dim", "16", "--epochs", "2", "--min-count", "1", "--threads", "2",
+                             "attention", "--dim", "16", "--epochs", "4", "--min-count", "1", "--threads", "2",
                              "--log-json", str(tmp_path / "p.jsonl"), *extra],
-                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=ENV)
+                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=ENV,
+                            preexec_fn=_default_sigint)
     deadline = time.time() + 60
     while time.time() < deadline:  # wait until training (not vocabulary counting) is under way
         if (tmp_path / "p.jsonl").exists() and (tmp_path / "p.jsonl").stat().st_size > 0:
             break
         time.sleep(0.05)
-    time.sleep(0.3)
     t0 = time.perf_counter()
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
