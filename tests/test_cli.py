@@ -262,4 +262,5 @@ def test_progress_lines_when_not_a_terminal_and_json_log(text, tmp_path):
     assert r.returncode == 0
     assert "vocabulary:" in r.stderr and "wrote" in r.stderr
     rows = [json.loads(l) for l in (tmp_path / "log.jsonl").read_text().splitlines()]
-    assert rows and {"epoch", "progress", "words_per_sec", "lr", "loss", "eta_s"} <= set(rows[0])
+    assert rows and {"epoch", "progress", "words_per_sec", "lr", "loss_per_word", "eta_s"} <= set(rows[0])
+    assert all(r["loss_per_word"] > 0 for r in rows)

@@ -154,15 +154,16 @@ class _Progress:
         elapsed = time.perf_counter() - self.started
         rate = info["words_per_sec"]
         eta = (total - done) / rate if rate > 0 else float("inf")
+        loss = info["loss"] / max(info.get("epoch_words", 0), 1)  # this epoch's loss per corpus word so far
         if self.json is not None:
             self.json.write(json.dumps({"time": time.time(), "epoch": info["epoch"] + 1, "epochs": info["epochs"],
                                         "progress": done / total, "words_done": done, "words_per_sec": rate,
-                                        "lr": info["lr"], "loss": info["loss"], "eta_s": eta}) + "\n")
+                                        "lr": info["lr"], "loss_per_word": loss, "eta_s": eta}) + "\n")
             self.json.flush()
         if self.quiet:
             return
         line = (f"epoch {info['epoch'] + 1}/{info['epochs']}  {100 * done / total:5.1f}%  {rate / 1e6:.2f} M words/s  "
-                f"lr {info['lr']:.5f}  loss {info['loss']:.4g}  ETA {_fmt_time(eta)}")
+                f"lr {info['lr']:.5f}  loss {loss:.4f}  ETA {_fmt_time(eta)}")
         if self.tty:
             sys.stderr.write("\r" + line + " " * 4)
             sys.stderr.flush()
@@ -310,6 +311,7 @@ def _train(args) -> int:
                     frac = min(done / max(total, 1), 1.0)
                     progress({"epoch": state["epoch"] - 1, "epochs": state["epochs"], "words_done": done,
                               "schedule_words": total, "loss": float(m.running_training_loss),
+                              "epoch_words": (done - done_at_call) or m.corpus_total_words,
                               "words_per_sec": (done - done_at_call) / max(time.perf_counter() - t_call, 1e-9),
                               "lr": max(m.alpha - (m.alpha - m.min_alpha) * frac, m.min_alpha)})
 
@@ -319,7 +321,7 @@ def _train(args) -> int:
                             epochs=state["epochs"] - state["epoch"], word_count=state["words_done"],
                             schedule_words=state["schedule_words"],
                             first_epoch_words=remaining if state["epoch_words"] else None,
-                            progress_callback=hook, callbacks=[EpochEnd()], report_delay=0.5)
+                            progress_callback=hook, callbacks=[EpochEnd()], report_delay=0.5, compute_loss=True)
             except (_Checkpoint, KeyboardInterrupt) as stop:
                 got = (model.last_stop or {}).get("epoch_words", 0)
                 state["epoch_words"] += got
