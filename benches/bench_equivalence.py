@@ -20,7 +20,6 @@ quantity both implementations actually process.
 from __future__ import annotations
 
 import argparse
-import gzip
 import os
 import sys
 import tempfile
@@ -29,6 +28,8 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from _data import heldout_split  # noqa: E402
 DEFAULT_CORPUS = os.path.abspath(os.path.join(HERE, "..", "..", "shared", "data", "text8", "text8_prefix.gz"))
 
 
@@ -108,19 +109,11 @@ def main() -> None:
 
     from bidirmoe import BidirectionalAttention, BidirMoE
 
-    opener = gzip.open if args.corpus.endswith(".gz") else open
-    with opener(args.corpus, "rt", encoding="utf-8") as f:
-        words = f.read().split()
-    cut = int(len(words) * 0.9)
     tmp = tempfile.mkdtemp(prefix="bench_equiv_")
-    train_path = os.path.join(tmp, "train.txt")
-    with open(train_path, "w", encoding="utf-8") as f:
-        for i in range(0, cut, 1000):
-            f.write(" ".join(words[i:min(i + 1000, cut)]) + "\n")
-    heldout = [words[i:i + 1000] for i in range(cut, len(words), 1000)]
+    train_path, heldout, cut, n_words = heldout_split(args.corpus, tmp)
     common = dict(vector_size=args.dim, heads=args.heads, window=args.window, negative=5, sample=1e-3, min_count=5,
                   epochs=args.epochs, workers=args.workers, seed=1)
-    print(f"train {cut:,} words, held out {len(words) - cut:,}; {common}\n", flush=True)
+    print(f"train {cut:,} words, held out {n_words - cut:,}; {common}\n", flush=True)
 
     rows = []
     for name, make in (("BidirectionalAttention", lambda: BidirectionalAttention(corpus_file=train_path, **common)),
@@ -151,7 +144,8 @@ def main() -> None:
     except ImportError:
         print("torch not installed: no torch CPU speed reference (pip install torch)")
     else:
-        tw = torch_attention_speed(att, words[:cut], args.workers)
+        with open(train_path, encoding="utf-8") as f:
+            tw = torch_attention_speed(att, f.read().split(), args.workers)
         print(f"torch CPU attention (same model, batched, {args.workers} threads): {tw / 1e3:.0f} k effective words/s; "
               f"Rust attention / torch = {rows[0][3] / tw:.2f}x")
 

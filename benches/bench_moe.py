@@ -15,15 +15,15 @@ and BidirMoE's offset profile.
 from __future__ import annotations
 
 import argparse
-import gzip
 import os
 import sys
 import tempfile
 import time
 
-import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from _data import heldout_split  # noqa: E402
 SHARED = os.path.abspath(os.path.join(HERE, "..", "..", "shared", "data"))
 DEFAULT_CORPUS = os.path.join(SHARED, "text8", "text8_prefix.gz")
 
@@ -39,19 +39,11 @@ def main() -> None:
 
     from bidirmoe import BidirMoE, Word2Vec, datasets
 
-    opener = gzip.open if args.corpus.endswith(".gz") else open
-    with opener(args.corpus, "rt", encoding="utf-8") as f:
-        words = f.read().split()
-    cut = int(len(words) * 0.9)
     tmp = tempfile.mkdtemp(prefix="bench_moe_")
-    train_path = os.path.join(tmp, "train.txt")
-    with open(train_path, "w", encoding="utf-8") as f:
-        for i in range(0, cut, 1000):
-            f.write(" ".join(words[i:min(i + 1000, cut)]) + "\n")
-    heldout = [words[i:i + 1000] for i in range(cut, len(words), 1000)]
+    train_path, heldout, cut, n_words = heldout_split(args.corpus, tmp)
     common = dict(vector_size=100, window=5, negative=5, sample=1e-3, min_count=5, epochs=args.epochs,
                   workers=args.workers, seed=1)
-    print(f"train: {cut:,} words, held out: {len(words) - cut:,} words; settings: {common}\n")
+    print(f"train: {cut:,} words, held out: {n_words - cut:,} words; settings: {common}\n")
 
     results = []
 

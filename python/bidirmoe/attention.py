@@ -18,13 +18,13 @@ import numpy as np
 
 from . import _core
 from .corpora import check_corpus
-from .masked import MaskedLM
-from .training import TrainableModel, _check, _is_int
+from .masked import MaskedModel
+from .training import _check, _is_int
 
 MASK = "[MASK]"
 
 
-class BidirectionalAttention(MaskedLM, TrainableModel):
+class BidirectionalAttention(MaskedModel):
     """Single-layer bidirectional attention (original parameterisation), trained in Rust.
 
     Takes the same corpus arguments and word2vec parameters as
@@ -97,14 +97,7 @@ class BidirectionalAttention(MaskedLM, TrainableModel):
             check_corpus(sentences, corpus_file, passes=self.epochs + 1)
 
     def _validate(self) -> None:
-        _check(self.loss in ("negative", "softmax", "hs"), f"loss must be 'negative', 'softmax' or 'hs', got {self.loss!r}")
-        if self.loss == "softmax":
-            self.negative, self.hs = 0, 0
-        elif self.loss == "hs":
-            self.negative, self.hs = 0, 1
-        else:
-            _check(_is_int(self.negative) and self.negative > 0, f"loss='negative' needs negative > 0, got {self.negative!r}")
-            self.hs = 0
+        self._validate_loss()
         self._validate_common()
         for name in ("heads", "key_size", "value_size"):
             v = getattr(self, name)
@@ -112,9 +105,6 @@ class BidirectionalAttention(MaskedLM, TrainableModel):
         _check(self.positions in ("window", "absolute"), f"positions must be 'window' or 'absolute', got {self.positions!r}")
         _check(_is_int(self.max_len) and self.max_len >= 2, f"max_len must be an int >= 2, got {self.max_len!r}")
         _check(not (self.tie_output and self.loss == "hs"), "tie_output needs output vectors: not with loss='hs'")
-
-    def _has_objective(self) -> bool:
-        return self.loss == "softmax" or super()._has_objective()
 
     # ------------------------------------------------------------ parameters
 
@@ -137,62 +127,13 @@ class BidirectionalAttention(MaskedLM, TrainableModel):
         self.output_bias = np.zeros(v, dtype=f32) if self.loss == "softmax" else None
         self._sync_output_wv()
 
-    def _sync_output_wv(self) -> None:
-        from .keyedvectors import KeyedVectors
-
-        if self.syn1neg is None:
-            self.output_wv = None
-            return
-        kv = KeyedVectors(self.vector_size, count=0)
-        kv.index_to_key, kv.key_to_index = self.wv.index_to_key, self.wv.key_to_index
-        kv.vectors, kv.expandos, kv.norms = self.syn1neg, self.wv.expandos, None
-        self.output_wv = kv
-
     # --------------------------------------------------------------- training
 
-    def train(self, corpus_iterable=None, corpus_file=None, epochs=None, total_examples=None, total_words=None,
-              start_alpha=None, end_alpha=None, word_count=0, queue_factor=2, report_delay=1.0, compute_loss=None,
-              callbacks=None, **kwargs) -> "BidirectionalAttention":
-        """Train for ``epochs`` (default: the model's) and return the model.
-
-        With no corpus argument, trains on the constructor's corpus (building
-        the vocabulary on the first call); calling it again keeps training.
-
-        Examples
-        --------
-        >>> from bidirmoe import BidirectionalAttention
-        >>> m = BidirectionalAttention([["a", "b", "c"]] * 30, vector_size=4, min_count=1, epochs=1).train()
-        >>> m.train(epochs=1) is m
-        True
-        """
-        if corpus_iterable is None and corpus_file is None and "sentences" not in kwargs:
-            corpus_iterable, corpus_file = self.sentences, self.corpus_file
-            if corpus_iterable is None and corpus_file is None:
-                raise TypeError("no corpus: pass one to BidirectionalAttention(...) or to train()")
-        if "sentences" in kwargs:
-            corpus_iterable = kwargs.pop("sentences")
-        if self._vocab is None:
-            self.build_vocab(corpus_iterable=corpus_iterable, corpus_file=corpus_file)
-        if total_examples is None and total_words is None:
-            total_words = self.corpus_total_words
-        super().train(corpus_iterable=corpus_iterable, corpus_file=corpus_file, total_examples=total_examples,
-                      total_words=total_words, epochs=self.epochs if epochs is None else epochs,
-                      start_alpha=start_alpha, end_alpha=end_alpha, word_count=word_count, queue_factor=queue_factor,
-                      report_delay=report_delay, compute_loss=self.compute_loss if compute_loss is None else compute_loss,
-                      callbacks=self.callbacks if callbacks is None else callbacks, **kwargs)
-        return self
-
     def _arrays(self) -> Dict[str, Any]:
-        for name in self._array_names:
-            arr = getattr(self, name)
-            if arr is not None and not (arr.flags.c_contiguous and arr.dtype == np.float32 and arr.flags.writeable):
-                setattr(self, name, np.array(arr, dtype=np.float32, order="C"))
-        if not (self.wv.vectors.flags.c_contiguous and self.wv.vectors.dtype == np.float32 and self.wv.vectors.flags.writeable):
-            self.wv.vectors = np.array(self.wv.vectors, dtype=np.float32, order="C")
+        self._contiguous_arrays()
         if self.tie_output:
             self.syn1neg = self.wv.vectors
         self._sync_output_wv()
-        self.wv.norms = None
         d = self.vector_size
         return {
             "rho": self.wv.vectors, "pos": self.pos_encoding, "mask": self.mask_embedding.reshape(1, d),
@@ -386,15 +327,10 @@ class BidirectionalAttention(MaskedLM, TrainableModel):
         moe._sync_output_wv()
         return moe
 
-    @classmethod
-    def load(cls, fname, mmap=None):
-        model = super().load(fname, mmap=mmap)
-        model.sentences, model.corpus_file = None, None
-        if model._vocab is not None:
-            if model.tie_output:
-                model.syn1neg = model.wv.vectors
-            model._sync_output_wv()
-        return model
+    def _after_load(self) -> None:
+        if self._vocab is not None and self.tie_output:
+            self.syn1neg = self.wv.vectors  # the tie: one array
+        super()._after_load()
 
     def __str__(self) -> str:
         return (f"BidirectionalAttention<vocab={len(self.wv.index_to_key) if self.wv is not None else 0}, "

@@ -326,6 +326,12 @@ def _train(args) -> int:
                 got = (model.last_stop or {}).get("epoch_words", 0)
                 state["epoch_words"] += got
                 state["words_done"] += got
+                if state["epoch_words"] >= model.corpus_total_words:
+                    # Workers stop within a sentence of the word limit: the
+                    # interrupted epoch is complete.
+                    state["epoch"] += 1
+                    state["epoch_words"] = 0
+                    state["words_done"] = state["epoch"] * model.corpus_total_words
                 model.extra_meta = {"cli": dict(state)}
                 model.save(ckpt_path)
                 if isinstance(stop, _Checkpoint):

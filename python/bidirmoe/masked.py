@@ -18,6 +18,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Un
 import numpy as np
 
 from .corpora import LineSentence
+from .training import TrainableModel, _check, _is_int
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -236,3 +237,96 @@ class MaskedLM:
         n = len(tgt)
         return {"top1": top1 / n, "top10": top10 / n, "log_likelihood": ll / n, "perplexity": float(np.exp(-ll / n)),
                 "targets": n}
+
+
+class MaskedModel(MaskedLM, TrainableModel):
+    """Base of the masked-word models (BidirMoE, BidirectionalAttention):
+    an output objective chosen by ``loss``, a constructor that stores the
+    corpus without training, ``train()`` that returns the model, and the
+    output vectors as ``output_wv``."""
+
+    #: Array attributes of the model besides ``wv.vectors`` (float32, trained in place).
+    _array_names: Tuple[str, ...] = ()
+
+    def _validate_loss(self) -> None:
+        """Resolve ``loss`` into word2vec's ``negative`` / ``hs`` switches."""
+        _check(self.loss in ("negative", "softmax", "hs"), f"loss must be 'negative', 'softmax' or 'hs', got {self.loss!r}")
+        if self.loss == "softmax":
+            self.negative, self.hs = 0, 0
+        elif self.loss == "hs":
+            self.negative, self.hs = 0, 1
+        else:
+            _check(_is_int(self.negative) and self.negative > 0, f"loss='negative' needs negative > 0, got {self.negative!r}")
+            self.hs = 0
+
+    def _has_objective(self) -> bool:
+        return self.loss == "softmax" or super()._has_objective()
+
+    def _sync_output_wv(self) -> None:
+        """``output_wv``: KeyedVectors sharing memory with the output vectors (None with ``hs``)."""
+        from .keyedvectors import KeyedVectors
+
+        if getattr(self, "syn1neg", None) is None:
+            self.output_wv = None
+            return
+        kv = KeyedVectors(self.vector_size, count=0)
+        kv.index_to_key, kv.key_to_index = self.wv.index_to_key, self.wv.key_to_index
+        kv.vectors, kv.expandos, kv.norms = self.syn1neg, self.wv.expandos, None
+        self.output_wv = kv
+
+    def _contiguous_arrays(self) -> None:
+        """Make every trained array C-contiguous, writable float32 (copying if needed)."""
+        for name in self._array_names:
+            arr = getattr(self, name)
+            if arr is not None and not (arr.flags.c_contiguous and arr.dtype == np.float32 and arr.flags.writeable):
+                setattr(self, name, np.array(arr, dtype=np.float32, order="C"))
+        v = self.wv.vectors
+        if not (v.flags.c_contiguous and v.dtype == np.float32 and v.flags.writeable):
+            self.wv.vectors = np.array(v, dtype=np.float32, order="C")
+        self.wv.norms = None  # vectors change: cached norms are stale
+
+    def train(self, corpus_iterable=None, corpus_file=None, epochs=None, total_examples=None, total_words=None,
+              start_alpha=None, end_alpha=None, word_count=0, queue_factor=2, report_delay=1.0, compute_loss=None,
+              callbacks=None, **kwargs):
+        """Train for ``epochs`` (default: the model's) and return the model.
+
+        With no corpus argument, trains on the corpus given to the constructor
+        (building the vocabulary on the first call). Calling it again keeps
+        training, with a fresh linear learning-rate decay over the new epochs.
+        Other arguments as :meth:`TrainableModel.train`.
+
+        Examples
+        --------
+        >>> from bidirmoe import BidirMoE
+        >>> m = BidirMoE([["a", "b", "c"]] * 30, vector_size=4, min_count=1, epochs=1).train()
+        >>> m.train(epochs=1) is m
+        True
+        """
+        if "sentences" in kwargs:
+            corpus_iterable = kwargs.pop("sentences")
+        if corpus_iterable is None and corpus_file is None:
+            corpus_iterable, corpus_file = self.sentences, self.corpus_file
+            if corpus_iterable is None and corpus_file is None:
+                raise TypeError(f"no corpus: pass one to {type(self).__name__}(...) or to train()")
+        if self._vocab is None:
+            self.build_vocab(corpus_iterable=corpus_iterable, corpus_file=corpus_file)
+        if total_examples is None and total_words is None:
+            total_words = self.corpus_total_words
+        super().train(corpus_iterable=corpus_iterable, corpus_file=corpus_file, total_examples=total_examples,
+                      total_words=total_words, epochs=self.epochs if epochs is None else epochs,
+                      start_alpha=start_alpha, end_alpha=end_alpha, word_count=word_count, queue_factor=queue_factor,
+                      report_delay=report_delay, compute_loss=self.compute_loss if compute_loss is None else compute_loss,
+                      callbacks=self.callbacks if callbacks is None else callbacks, **kwargs)
+        return self
+
+    def _after_load(self) -> None:
+        """Hook: restore derived state after :meth:`load`."""
+        if self._vocab is not None:
+            self._sync_output_wv()
+
+    @classmethod
+    def load(cls, fname, mmap=None):
+        model = super().load(fname, mmap=mmap)
+        model.sentences, model.corpus_file = None, None
+        model._after_load()
+        return model

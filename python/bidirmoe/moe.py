@@ -18,13 +18,13 @@ import numpy as np
 
 from . import _core
 from .corpora import check_corpus
-from .masked import MaskedLM
-from .training import TrainableModel, _check, _is_int
+from .masked import MaskedModel
+from .training import _check, _is_int
 
 MASK = "[MASK]"
 
 
-class BidirMoE(MaskedLM, TrainableModel):
+class BidirMoE(MaskedModel):
     """CBOW whose context words are mixed by learned MoE weights (reparameterised bidirectional attention).
 
     Takes the same corpus arguments and word2vec parameters as
@@ -111,14 +111,7 @@ class BidirMoE(MaskedLM, TrainableModel):
     # ------------------------------------------------------------ parameters
 
     def _validate(self) -> None:
-        _check(self.loss in ("negative", "softmax", "hs"), f"loss must be 'negative', 'softmax' or 'hs', got {self.loss!r}")
-        if self.loss == "softmax":
-            self.negative, self.hs = 0, 0
-        elif self.loss == "hs":
-            self.negative, self.hs = 0, 1
-        else:
-            _check(_is_int(self.negative) and self.negative > 0, f"loss='negative' needs negative > 0, got {self.negative!r}")
-            self.hs = 0
+        self._validate_loss()
         self._validate_common()
         _check(_is_int(self.heads) and self.heads >= 1, f"heads must be a positive int, got {self.heads!r}")
         _check(self.head_values in ("slice", "full"), f"head_values must be 'slice' or 'full', got {self.head_values!r}")
@@ -129,9 +122,6 @@ class BidirMoE(MaskedLM, TrainableModel):
         _check(_is_int(self.key_size) and self.key_size >= 1, f"key_size must be a positive int, got {self.key_size!r}")
 
 
-
-    def _has_objective(self) -> bool:
-        return self.loss == "softmax" or super()._has_objective()
 
     @property
     def _d_in(self) -> int:
@@ -170,64 +160,9 @@ class BidirMoE(MaskedLM, TrainableModel):
         rng = np.random.default_rng(self.seed)
         return (rng.random((rows, cols), dtype=np.float32) - np.float32(0.5)) / np.float32(self.vector_size)
 
-    def _sync_output_wv(self) -> None:
-        from .keyedvectors import KeyedVectors
-
-        if self.syn1neg is None:
-            self.output_wv = None
-            return
-        kv = KeyedVectors(self.vector_size, count=0)
-        kv.index_to_key = self.wv.index_to_key
-        kv.key_to_index = self.wv.key_to_index
-        kv.vectors = self.syn1neg  # shares memory: training updates it in place
-        kv.expandos = self.wv.expandos
-        kv.norms = None
-        self.output_wv = kv
-
-    # --------------------------------------------------------------- training
-
-    def train(self, corpus_iterable=None, corpus_file=None, epochs=None, total_examples=None, total_words=None,
-              start_alpha=None, end_alpha=None, word_count=0, queue_factor=2, report_delay=1.0, compute_loss=None,
-              callbacks=None, **kwargs) -> "BidirMoE":
-        """Train for ``epochs`` (default: the model's) and return the model.
-
-        With no corpus argument, trains on the corpus given to the constructor
-        (building the vocabulary on the first call). Calling it again keeps
-        training, with a fresh linear learning-rate decay over the new epochs.
-
-        Examples
-        --------
-        >>> from bidirmoe import BidirMoE
-        >>> m = BidirMoE([["a", "b", "c"]] * 30, vector_size=4, min_count=1, epochs=1).train()
-        >>> m.train(epochs=1) is m
-        True
-        """
-        if "sentences" in kwargs:
-            corpus_iterable = kwargs.pop("sentences")
-        if corpus_iterable is None and corpus_file is None:
-            corpus_iterable, corpus_file = self.sentences, self.corpus_file
-            if corpus_iterable is None and corpus_file is None:
-                raise TypeError("no corpus: pass one to BidirMoE(...) or to train()")
-        if self._vocab is None:
-            self.build_vocab(corpus_iterable=corpus_iterable, corpus_file=corpus_file)
-        if total_examples is None and total_words is None:
-            total_words = self.corpus_total_words
-        super().train(corpus_iterable=corpus_iterable, corpus_file=corpus_file, total_examples=total_examples,
-                      total_words=total_words, epochs=self.epochs if epochs is None else epochs,
-                      start_alpha=start_alpha, end_alpha=end_alpha, word_count=word_count, queue_factor=queue_factor,
-                      report_delay=report_delay, compute_loss=self.compute_loss if compute_loss is None else compute_loss,
-                      callbacks=self.callbacks if callbacks is None else callbacks, **kwargs)
-        return self
-
     def _arrays(self) -> Dict[str, Any]:
-        for name in self._array_names:
-            arr = getattr(self, name)
-            if arr is not None and not (arr.flags.c_contiguous and arr.dtype == np.float32 and arr.flags.writeable):
-                setattr(self, name, np.array(arr, dtype=np.float32, order="C"))
-        if not (self.wv.vectors.flags.c_contiguous and self.wv.vectors.dtype == np.float32 and self.wv.vectors.flags.writeable):
-            self.wv.vectors = np.array(self.wv.vectors, dtype=np.float32, order="C")
+        self._contiguous_arrays()
         self._sync_output_wv()
-        self.wv.norms = None
         flat = lambda a: None if a is None else a.reshape(-1, a.shape[-1])  # noqa: E731  (views)
         return {
             "values": self.wv.vectors, "beta": self.syn1neg, "syn1": self.syn1, "salience": self.salience,
@@ -490,14 +425,6 @@ class BidirMoE(MaskedLM, TrainableModel):
             ax.figure.tight_layout()
             ax.figure.savefig(path)
         return ax
-
-    @classmethod
-    def load(cls, fname, mmap=None):
-        model = super().load(fname, mmap=mmap)
-        model.sentences, model.corpus_file = None, None
-        if model._vocab is not None:
-            model._sync_output_wv()
-        return model
 
     def __str__(self) -> str:
         return (f"BidirMoE<vocab={len(self.wv.index_to_key) if self.wv is not None else 0}, vector_size={self.vector_size}, "

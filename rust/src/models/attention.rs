@@ -308,17 +308,10 @@ impl Attention<'_> {
             axpy(mean, &sc.dpos[r * d..(r + 1) * d], self.pos.row_mut(r));
         }
         axpy(mean, &sc.dmask, self.mask.row_mut(0));
-        for (i, row) in dwq.chunks(d).enumerate() {
-            axpy(mean, row, self.wq.row_mut(i));
-        }
-        for (i, row) in dwk.chunks(d).enumerate() {
-            axpy(mean, row, self.wk.row_mut(i));
-        }
-        for (i, row) in dwv.chunks(d).enumerate() {
-            axpy(mean, row, self.wv.row_mut(i));
-        }
-        for (i, row) in sc.dwo.chunks(hv).enumerate() {
-            axpy(mean, row, self.wo.row_mut(i));
+        for (w, dw) in [(&self.wq, &*dwq), (&self.wk, &*dwk), (&self.wv, &*dwv), (&self.wo, &sc.dwo[..])] {
+            for (i, row) in dw.chunks(w.cols()).enumerate() {
+                axpy(mean, row, w.row_mut(i));
+            }
         }
     }
 
