@@ -235,6 +235,24 @@ def test_learns_masked_prediction_and_beats_untrained(corpus, groups):
     assert any(w in grp for w in top)
 
 
+def test_full_head_vectors_are_all_heads_concatenated_and_save(corpus, tmp_path):
+    from bidirmoe import KeyedVectors
+
+    m = BidirMoE(corpus[:500], vector_size=6, heads=2, head_values="full", min_count=1, epochs=1).train()
+    assert m.wv.vector_size == 12 and m.wv.vectors.shape[1] == 12 and m.output_wv.vector_size == 6
+    path = tmp_path / "full.txt"
+    m.wv.save_word2vec_format(str(path))
+    assert np.allclose(KeyedVectors.load_word2vec_format(str(path)).vectors, m.wv.vectors, atol=1e-5)
+    m2 = BidirMoE.load(str(_saved(m, tmp_path)))
+    assert m2.wv.vector_size == 12
+
+
+def _saved(model, tmp_path):
+    path = tmp_path / "model"
+    model.save(str(path))
+    return path
+
+
 def test_heads_full_mode_and_hs_and_softmax_train(corpus):
     for kw in (dict(head_values="full", heads=2), dict(loss="hs"), dict(loss="softmax", heads=2)):
         m = BidirMoE(corpus[:800], vector_size=8, window=2, min_count=1, epochs=2, workers=2, **kw).train()

@@ -123,6 +123,10 @@ class BidirMoE(MaskedModel):
 
 
 
+    def _wv_size(self) -> int:
+        # head_values="full": each word's row holds every head's value vector (H x vector_size).
+        return self._d_in
+
     @property
     def _d_in(self) -> int:
         return self.vector_size * (self.heads if self.head_values == "full" else 1)

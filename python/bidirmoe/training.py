@@ -223,13 +223,18 @@ class TrainableModel:
 
         self._vocab = vocab
         words = vocab.words
-        wv = KeyedVectors(self.vector_size, count=0)
+        size = self._wv_size()
+        wv = KeyedVectors(size, count=0)
         wv.index_to_key = words
         wv.key_to_index = {w: i for i, w in enumerate(words)}
-        wv.vectors = np.zeros((len(words), self.vector_size), dtype=np.float32)
+        wv.vectors = np.zeros((len(words), size), dtype=np.float32)
         wv.expandos = {"count": np.asarray(vocab.counts, dtype=np.int64)}
         wv.norms = None
         self.wv = wv
+
+    def _wv_size(self) -> int:
+        """Width of ``wv``'s vectors (``vector_size``, unless a model stores more per word)."""
+        return int(self.vector_size)
 
     def _init_vectors(self, rows: int) -> np.ndarray:
         """gensim's initialisation: uniform in [-0.5, 0.5) / vector_size, seeded."""
