@@ -102,7 +102,7 @@ class MaskedLM:
             raise RuntimeError("the model has no output layer yet: train it first")
         codes, points = self._vocab.huffman()
         v = len(codes)
-        length = max(len(c) for c in codes)
+        length = max(1, max(len(c) for c in codes))
         pts = np.zeros((v, length), dtype=np.int64)
         sgn = np.zeros((v, length))
         for i, (c, p) in enumerate(zip(codes, points)):

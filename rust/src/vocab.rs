@@ -257,8 +257,9 @@ impl Huffman {
     pub fn new(counts: &[u64]) -> Huffman {
         let v = counts.len();
         if v == 1 {
-            // A single word: one inner node, code 0 (word2vec would loop forever).
-            return Huffman { codes: vec![vec![0]], points: vec![vec![0]] };
+            // A single word needs no decisions: an empty path, probability 1
+            // (word2vec's tree builder would loop forever here).
+            return Huffman { codes: vec![vec![]], points: vec![vec![]] };
         }
         let mut count: Vec<u64> = Vec::with_capacity(2 * v);
         count.extend_from_slice(counts);
@@ -374,6 +375,12 @@ mod tests {
         assert_eq!(t.get(b"w1"), None);
         // Invalid UTF-8 matches its lossy decoding, as counting does.
         assert_eq!(t.get(b"\xffbad"), Some(5000));
+    }
+
+    #[test]
+    fn a_single_word_has_an_empty_huffman_path() {
+        let h = Huffman::new(&[7]);
+        assert!(h.codes[0].is_empty() && h.points[0].is_empty());
     }
 
     #[test]
