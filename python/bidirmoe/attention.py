@@ -17,7 +17,6 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import _core
-from .corpora import check_corpus
 from .masked import MaskedModel
 from .training import _check, _is_int
 
@@ -88,22 +87,13 @@ class BidirectionalAttention(MaskedModel):
         per_head = vector_size // heads if _is_int(vector_size) and _is_int(heads) and heads > 0 else 1
         self.key_size = max(per_head, 1) if key_size is None else key_size
         self.value_size = max(per_head, 1) if value_size is None else value_size
-        self.loss = ("hs" if (hs and not negative) else "negative") if loss is None else loss
-        for name in self._array_names + ("output_wv",):
-            setattr(self, name, None)
-        self._validate()
-        self.sentences, self.corpus_file = sentences, corpus_file
-        if sentences is not None or corpus_file is not None:
-            check_corpus(sentences, corpus_file, passes=self.epochs + 1)
+        self._finish_init(sentences, corpus_file, loss)
 
     def _validate(self) -> None:
-        self._validate_loss()
-        self._validate_common()
+        self._validate_masked()
         for name in ("heads", "key_size", "value_size"):
             v = getattr(self, name)
             _check(_is_int(v) and v >= 1, f"{name} must be a positive int, got {v!r}")
-        _check(self.positions in ("window", "absolute"), f"positions must be 'window' or 'absolute', got {self.positions!r}")
-        _check(_is_int(self.max_len) and self.max_len >= 2, f"max_len must be an int >= 2, got {self.max_len!r}")
         _check(not (self.tie_output and self.loss == "hs"), "tie_output needs output vectors: not with loss='hs'")
 
     # ------------------------------------------------------------ parameters

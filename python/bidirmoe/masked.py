@@ -17,7 +17,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Un
 
 import numpy as np
 
-from .corpora import LineSentence
+from .corpora import LineSentence, check_corpus
 from .training import TrainableModel, _check, _is_int
 
 
@@ -247,6 +247,24 @@ class MaskedModel(MaskedLM, TrainableModel):
 
     #: Array attributes of the model besides ``wv.vectors`` (float32, trained in place).
     _array_names: Tuple[str, ...] = ()
+
+    def _finish_init(self, sentences, corpus_file, loss) -> None:
+        """The end of every masked model's constructor: default the loss, clear
+        the arrays, validate, and keep the corpus for :meth:`train`."""
+        self.loss = ("hs" if (self.hs and not self.negative) else "negative") if loss is None else loss
+        for name in self._array_names + ("output_wv",):
+            setattr(self, name, None)
+        self._validate()
+        self.sentences, self.corpus_file = sentences, corpus_file
+        if sentences is not None or corpus_file is not None:
+            check_corpus(sentences, corpus_file, passes=self.epochs + 1)
+
+    def _validate_masked(self) -> None:
+        """Checks every masked model shares: loss, word2vec parameters, positions."""
+        self._validate_loss()
+        self._validate_common()
+        _check(self.positions in ("window", "absolute"), f"positions must be 'window' or 'absolute', got {self.positions!r}")
+        _check(_is_int(self.max_len) and self.max_len >= 2, f"max_len must be an int >= 2, got {self.max_len!r}")
 
     def _validate_loss(self) -> None:
         """Resolve ``loss`` into word2vec's ``negative`` / ``hs`` switches."""

@@ -17,7 +17,6 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import _core
-from .corpora import check_corpus
 from .masked import MaskedModel
 from .training import _check, _is_int
 
@@ -98,27 +97,16 @@ class BidirMoE(MaskedModel):
         self.compute_loss, self.trim_rule = bool(compute_loss), trim_rule
         self.max_len = 32 if max_len is None else max_len
         self.key_size = 16 if key_size is None else key_size
-        if loss is None:
-            loss = "hs" if (hs and not negative) else "negative"
-        self.loss = loss
-        for name in _array_names_init:
-            setattr(self, name, None)
-        self._validate()
-        self.sentences, self.corpus_file = sentences, corpus_file
-        if sentences is not None or corpus_file is not None:
-            check_corpus(sentences, corpus_file, passes=self.epochs + 1)
+        self._finish_init(sentences, corpus_file, loss)
 
     # ------------------------------------------------------------ parameters
 
     def _validate(self) -> None:
-        self._validate_loss()
-        self._validate_common()
+        self._validate_masked()
         _check(_is_int(self.heads) and self.heads >= 1, f"heads must be a positive int, got {self.heads!r}")
         _check(self.head_values in ("slice", "full"), f"head_values must be 'slice' or 'full', got {self.head_values!r}")
         _check(self.head_values == "full" or self.vector_size % self.heads == 0,
                f"vector_size ({self.vector_size}) must be a multiple of heads ({self.heads}) with head_values='slice'")
-        _check(self.positions in ("window", "absolute"), f"positions must be 'window' or 'absolute', got {self.positions!r}")
-        _check(_is_int(self.max_len) and self.max_len >= 2, f"max_len must be an int >= 2, got {self.max_len!r}")
         _check(_is_int(self.key_size) and self.key_size >= 1, f"key_size must be a positive int, got {self.key_size!r}")
 
 
@@ -434,5 +422,3 @@ class BidirMoE(MaskedModel):
         return (f"BidirMoE<vocab={len(self.wv.index_to_key) if self.wv is not None else 0}, vector_size={self.vector_size}, "
                 f"heads={self.heads}, window={self.window}, loss={self.loss}>")
 
-
-_array_names_init = BidirMoE._array_names + ("output_wv",)
