@@ -108,6 +108,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from bidirmoe import BidirectionalAttention, BidirMoE
+    from bidirmoe.moe import format_offset_profile
 
     tmp = tempfile.mkdtemp(prefix="bench_equiv_")
     train_path, heldout, cut, n_words = heldout_split(args.corpus, tmp)
@@ -151,10 +152,8 @@ def main() -> None:
 
     print("\noffset profiles (gate weight per offset; attention via its exact MoE image):")
     for name, model in (("attention", att), ("BidirMoE", moe)):
-        prof = model.offset_profile()
-        print(f"  {name:9s} offset " + " ".join(f"{str(o):>6s}" for o in prof["offsets"]))
-        for h, row in enumerate(prof["weights"]):
-            print(f"  {'':9s} head {h} " + " ".join(f"{x:6.3f}" for x in row))
+        print(f"  {name}:")
+        print(format_offset_profile(model.offset_profile(), indent="    "))
     os.unlink(train_path)
     os.rmdir(tmp)
 

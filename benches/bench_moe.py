@@ -38,6 +38,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from bidirmoe import BidirMoE, Word2Vec, datasets
+    from bidirmoe.moe import format_offset_profile
 
     tmp = tempfile.mkdtemp(prefix="bench_moe_")
     train_path, heldout, cut, n_words = heldout_split(args.corpus, tmp)
@@ -91,11 +92,8 @@ def main() -> None:
               f"{100 * acc_in:.1f} % | {100 * acc_out:.1f} % |")
     for name, model, _ in results:
         if name.startswith("BidirMoE"):
-            prof = model.offset_profile()
             print(f"\noffset profile of {name} (gate weight per offset, offset gates alone):")
-            print("  offset " + " ".join(f"{str(o):>6s}" for o in prof["offsets"]))
-            for h, row in enumerate(prof["weights"]):
-                print(f"  head {h} " + " ".join(f"{x:6.3f}" for x in row))
+            print(format_offset_profile(model.offset_profile()))
     os.unlink(train_path)
     os.rmdir(tmp)
 

@@ -13,6 +13,7 @@ written from it, are identical on every run.
 from __future__ import annotations
 
 import bz2
+import itertools
 import gzip
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,3 +201,30 @@ def _sigint_raises_keyboardinterrupt():
     yield
     if old is signal.SIG_IGN:
         signal.signal(signal.SIGINT, old)
+
+
+def _assert_step_is_lr_times_gradient(P, arrays, before, lr, log_prob, **tol):
+    """Every parameter moved by lr x d log p / d param (central finite differences of ``log_prob``)."""
+    eps, checked = 1e-6, 0
+    for name, arr in P.items():
+        if arr is None or not isinstance(arr, np.ndarray):
+            continue
+        delta = arrays[name].astype(np.float64) - before[name]
+        for idx in itertools.product(*map(range, arr.shape)):
+            orig = arr[idx]
+            arr[idx] = orig + eps
+            up = log_prob()
+            arr[idx] = orig - eps
+            down = log_prob()
+            arr[idx] = orig
+            assert delta[idx] == pytest.approx(lr * (up - down) / (2 * eps), **tol), (name, idx)
+            checked += 1
+    return checked
+
+
+@pytest.fixture(scope="session")
+def assert_step_is_lr_times_gradient():
+    """``check(P, arrays, before, lr, log_prob, **tol)``: after one SGD step, every
+    parameter in P moved by lr x the finite-difference gradient of ``log_prob``
+    (P holds the float64 parameters ``log_prob`` reads; returns how many were checked)."""
+    return _assert_step_is_lr_times_gradient

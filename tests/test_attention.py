@@ -2,7 +2,6 @@
 the finite-difference gradient of an independent float64 numpy
 implementation of the attention layer."""
 
-import itertools
 
 import numpy as np
 import pytest
@@ -33,7 +32,8 @@ def att_ref_log_prob(P, context, target, self_row, heads, dk, dv):
 
 @pytest.mark.parametrize("heads,dk,dv,absolute,tie", [(1, 3, 4, False, False), (2, 2, 3, False, False),
                                                       (2, 3, 2, True, False), (2, 2, 3, False, True)])
-def test_attention_step_equals_lr_times_finite_difference_gradient(heads, dk, dv, absolute, tie):
+def test_attention_step_equals_lr_times_finite_difference_gradient(heads, dk, dv, absolute, tie,
+                                                                    assert_step_is_lr_times_gradient):
     rng = np.random.default_rng(heads * 7 + dk + absolute)
     v, d, window, max_len = 6, 5, 2, 5
     p_rows = max_len if absolute else 2 * window + 1
@@ -61,18 +61,7 @@ def test_attention_step_equals_lr_times_finite_difference_gradient(heads, dk, dv
     loss = _core.attention_step(vocab, arrays, settings, context, target, self_row, lr)
     ref = lambda: att_ref_log_prob(P, context, target, self_row, heads, dk, dv)  # noqa: E731
     assert loss == pytest.approx(-ref(), rel=1e-4)
-    eps, checked = 1e-6, 0
-    for name, arr in P.items():
-        delta = arrays[name].astype(np.float64) - before[name]
-        for idx in itertools.product(*map(range, arr.shape)):
-            orig = arr[idx]
-            arr[idx] = orig + eps
-            up = ref()
-            arr[idx] = orig - eps
-            down = ref()
-            arr[idx] = orig
-            assert delta[idx] == pytest.approx(lr * (up - down) / (2 * eps), rel=2e-3, abs=2e-6), (name, idx)
-            checked += 1
+    checked = assert_step_is_lr_times_gradient(P, arrays, before, lr, ref, rel=2e-3, abs=2e-6)
     assert checked > 150
 
 

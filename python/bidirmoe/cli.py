@@ -13,12 +13,9 @@ Errors print one line on stderr and exit with status 1 (2 for usage errors,
 from __future__ import annotations
 
 import argparse
-import bz2
 import glob
-import gzip
 import json
 import logging
-import lzma
 import os
 import shutil
 import signal
@@ -26,6 +23,8 @@ import sys
 import tempfile
 import time
 from typing import Any, Dict, List, Optional
+
+from .corpora import compression, open_compressed
 
 MODELS = ("bidirmoe", "attention", "cbow", "skipgram")
 FORMATS = ("word2vec-bin", "word2vec-txt", "native")
@@ -71,22 +70,8 @@ def _expand_inputs(inputs: List[str]) -> List[str]:
     return files
 
 
-def _magic(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read(6)
-
-
 def _open_any(path: str):
-    if path == "-":
-        return sys.stdin.buffer
-    m = _magic(path)
-    if m[:2] == b"\x1f\x8b":
-        return gzip.open(path, "rb")
-    if m[:3] == b"BZh":
-        return bz2.open(path, "rb")
-    if m[:6] == b"\xfd7zXZ\x00":
-        return lzma.open(path, "rb")
-    return open(path, "rb")
+    return sys.stdin.buffer if path == "-" else open_compressed(path)
 
 
 def _corpus_file(files: List[str], spool_dir: str, log) -> tuple:
@@ -94,10 +79,8 @@ def _corpus_file(files: List[str], spool_dir: str, log) -> tuple:
     plain or gzip file, else one temporary file holding all inputs
     decompressed (standard input can be read only once; several files and
     bz2/xz are joined on disk so training reads them at full speed)."""
-    if len(files) == 1 and files[0] != "-":
-        m = _magic(files[0])
-        if m[:3] != b"BZh" and m[:6] != b"\xfd7zXZ\x00":
-            return files[0], None
+    if len(files) == 1 and files[0] != "-" and compression(files[0]) not in ("bzip2", "xz"):
+        return files[0], None
     fd, tmp = tempfile.mkstemp(prefix=".bidirmoe-corpus-", suffix=".txt", dir=spool_dir)
     log(f"joining {len(files)} input(s) into {tmp} (streamed, not held in memory)")
     try:
@@ -482,11 +465,10 @@ def _demo(args) -> int:
     n = len(total["correct"]) + len(total["incorrect"])
     print(f"\nGoogle analogies (restrict_vocab=30000): {100 * score:.1f} % of {n:,} questions answered correctly")
     if cls is BidirMoE:
-        prof = model.offset_profile()
+        from .moe import format_offset_profile
+
         print("\noffset profile (mean gate weight per offset and head):")
-        print("  offset " + " ".join(f"{str(o):>6s}" for o in prof["offsets"]))
-        for h, row in enumerate(prof["weights"]):
-            print(f"  head {h} " + " ".join(f"{x:6.3f}" for x in row))
+        print(format_offset_profile(model.offset_profile()))
     return 0
 
 

@@ -25,17 +25,39 @@ from . import _core
 MAX_SENTENCE_LEN: int = _core.MAX_SENTENCE_LEN
 
 
-def _open_binary(path: str):
-    """Open a plain, .gz, .bz2 or .xz file (recognised by content) for binary reading."""
+_FORMATS = ((b"\x1f\x8b", "gzip", gzip.open), (b"BZh", "bzip2", bz2.open), (b"\xfd7zXZ\x00", "xz", lzma.open))
+
+
+def compression(path) -> Optional[str]:
+    """"gzip", "bzip2" or "xz" when the file starts with that format's magic bytes, else None.
+
+    Examples
+    --------
+    >>> import os, tempfile, gzip
+    >>> path = os.path.join(tempfile.mkdtemp(), "c")
+    >>> _ = gzip.open(path, "wb").write(b"a b")
+    >>> compression(path)
+    'gzip'
+    """
     with open(path, "rb") as f:
         magic = f.read(6)
-    if magic[:2] == b"\x1f\x8b":
-        return gzip.open(path, "rb")
-    if magic[:3] == b"BZh":
-        return bz2.open(path, "rb")
-    if magic[:6] == b"\xfd7zXZ\x00":
-        return lzma.open(path, "rb")
-    return open(path, "rb")
+    return next((name for m, name, _ in _FORMATS if magic.startswith(m)), None)
+
+
+def open_compressed(path):
+    """Open a plain, gzip, bzip2 or xz file (recognised by content, not name) for binary reading.
+
+    Examples
+    --------
+    >>> import os, tempfile, bz2
+    >>> path = os.path.join(tempfile.mkdtemp(), "c")
+    >>> _ = bz2.open(path, "wb").write(b"a b")
+    >>> open_compressed(path).read()
+    b'a b'
+    """
+    kind = compression(path)
+    opener = next((op for _, name, op in _FORMATS if name == kind), open)
+    return opener(path, "rb")
 
 
 class LineSentence:
@@ -74,7 +96,7 @@ class LineSentence:
 
     def __iter__(self) -> Iterator[List[str]]:
         # As gensim: lines end at b"\n" only; tokens split on any Unicode whitespace.
-        with _open_binary(self.source) as f:
+        with open_compressed(self.source) as f:
             for line in itertools.islice(f, self.limit):
                 words = line.decode("utf-8", errors="replace").split()
                 for i in range(0, len(words), self.max_sentence_length):

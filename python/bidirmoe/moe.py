@@ -23,6 +23,21 @@ from .training import _check, _is_int
 MASK = "[MASK]"
 
 
+def format_offset_profile(profile: Dict[str, Any], indent: str = "  ") -> str:
+    """A table of :meth:`BidirMoE.offset_profile`: one column per offset, one row per head.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> print(format_offset_profile({"offsets": [-1, 1], "weights": np.array([[0.25, 0.75]])}))
+      offset     -1      1
+      head 0  0.250  0.750
+    """
+    lines = [f"{indent}offset " + " ".join(f"{str(o):>6s}" for o in profile["offsets"])]
+    lines += [f"{indent}head {h} " + " ".join(f"{x:6.3f}" for x in row) for h, row in enumerate(profile["weights"])]
+    return "\n".join(lines)
+
+
 class BidirMoE(MaskedModel):
     """CBOW whose context words are mixed by learned MoE weights (reparameterised bidirectional attention).
 
