@@ -1,10 +1,58 @@
-"""Data preparation shared by the benchmark scripts."""
+"""Data preparation and memory measurement shared by the benchmark scripts."""
 
 from __future__ import annotations
 
 import gzip
 import os
+import resource
+import sys
 from typing import List, Tuple
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def peak_rss_bytes() -> int:
+    """This process's own peak resident set size, in bytes.
+
+    On Linux this is ``VmHWM`` from ``/proc/self/status``: the high-water mark
+    of the process's own address space, which starts afresh at ``exec``.
+    ``getrusage().ru_maxrss`` is not: Linux carries the parent's high-water
+    mark over into a child across fork + exec, so a child started by a
+    parent that once held a large corpus reports the parent's peak, whatever
+    the child itself does. Elsewhere (no /proc) ``ru_maxrss`` is the best
+    there is; call it from a process started by a small parent."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
+    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, kB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+# Runs ``python -m MODULE ARGS...`` in this fresh process and, on the way out
+# (whatever the exit status), writes the process's own peak RSS to OUT.
+# Usage: python -c MEASURED_MODULE BENCHES_DIR OUT MODULE ARGS...
+MEASURED_MODULE = r"""
+import atexit, runpy, sys
+sys.path.insert(0, sys.argv[1])
+from _data import peak_rss_bytes
+out = sys.argv[2]
+sys.path.pop(0)
+def report():
+    with open(out, "w") as f:
+        f.write(str(peak_rss_bytes()))
+atexit.register(report)
+sys.argv = [sys.argv[3]] + sys.argv[4:]
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+
+
+def measured_module_command(module: str, args: List[str], rss_file: str) -> List[str]:
+    """The command line that runs ``python -m module args`` and writes its peak RSS to ``rss_file``."""
+    return [sys.executable, "-c", MEASURED_MODULE, HERE, rss_file, module, *args]
 
 
 def heldout_split(corpus: str, directory: str, train_share: float = 0.9) -> Tuple[str, List[List[str]], int, int]:

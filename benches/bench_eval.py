@@ -3,7 +3,7 @@
 
 Usage::
 
-    python bench_eval.py                                  # random 30000 x 100 vectors
+    python benches/bench_eval.py                          # random 30000 x 100 vectors, bundled Google set
     python bench_eval.py --vectors vectors.bin --binary  # your own word2vec-format vectors
     python bench_eval.py --size 100000 --dim 300 --repeat 3
 
@@ -38,21 +38,16 @@ if __name__ == '__main__':
 
 import numpy as np  # noqa: E402
 
-DEFAULT_ANALOGIES = '/work/shared/data/eval/analogy/questions-words.txt'
 
 
 def _import_ours():
-    """``keyedvectors.py`` next to this script if there is one, else ``bidirmoe.keyedvectors``."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    if os.path.exists(os.path.join(here, 'keyedvectors.py')):
-        import importlib.util
-        spec = importlib.util.spec_from_file_location('_bench_keyedvectors', os.path.join(here, 'keyedvectors.py'))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-        return module.KeyedVectors
-    from bidirmoe.keyedvectors import KeyedVectors
+    from bidirmoe import KeyedVectors
     return KeyedVectors
+
+
+def _default_analogies():
+    from bidirmoe import datasets
+    return datasets.path('google')
 
 
 def analogy_words(path):
@@ -104,7 +99,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--vectors', help='word2vec-format vectors file (default: random vectors)')
     parser.add_argument('--binary', action='store_true', help='--vectors is in binary word2vec format')
-    parser.add_argument('--analogies', default=DEFAULT_ANALOGIES)
+    parser.add_argument('--analogies', default=None, help='analogy file (default: the bundled Google set)')
     parser.add_argument('--size', type=int, default=30000, help='vocabulary size of random vectors')
     parser.add_argument('--dim', type=int, default=100, help='dimension of random vectors')
     parser.add_argument('--seed', type=int, default=0)
@@ -118,6 +113,7 @@ def main(argv=None):
     parser.add_argument('--threads', type=int, help='BLAS threads for both implementations (default: BLAS default)')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format='%(asctime)s %(levelname)s %(message)s')
+    args.analogies = args.analogies or _default_analogies()
 
     KeyedVectors = _import_ours()
     t0 = time.perf_counter()
@@ -147,11 +143,7 @@ def main(argv=None):
 
     if args.no_gensim:
         return 0
-    import importlib.util
-    if importlib.util.find_spec('gensim') is None:
-        print("gensim is not installed; skipping the comparison (pip install gensim)")
-        return 0
-    theirs = ours.to_gensim()
+    theirs = ours.to_gensim()  # a plain gensim KeyedVectors with the same keys and vectors
     t0 = time.perf_counter()
     g_score, g_sections = theirs.evaluate_word_analogies(args.analogies, **kwargs)
     t_gensim = time.perf_counter() - t0

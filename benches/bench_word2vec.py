@@ -4,7 +4,10 @@ Trains CBOW and skip-gram with both libraries (gensim in ``corpus_file``
 mode) and prints words/s (vocabulary + training wall time), the ratio,
 analogy accuracy on questions-words.txt (restrict_vocab=30000, scored by
 gensim's evaluator for both), and peak RSS against the parameter bytes.
-Each training run happens in its own subprocess so peak RSS is its own.
+Each training run happens in a fresh subprocess that imports only the library
+it measures; peak RSS is that process's own high-water mark (VmHWM, see
+``_data.peak_rss_bytes``: ``ru_maxrss`` would report the parent's peak, which
+Linux carries across exec), once after the import and once after training.
 
     python benches/bench_word2vec.py                 # text8 prefix as 1000-word lines
     python benches/bench_word2vec.py --repeats 3     # median of 3 interleaved runs
@@ -30,16 +33,19 @@ DEFAULT_CORPUS = os.path.join(SHARED, "text8", "text8_prefix.gz")
 ANALOGIES = os.path.join(SHARED, "eval", "analogy", "questions-words.txt")
 
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 lib, sg, path, params = sys.argv[1], int(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4])
+sys.path.insert(0, sys.argv[6])
+from _data import peak_rss_bytes
 if lib == "bidirmoe":
     from bidirmoe import Word2Vec
 else:
     from gensim.models import Word2Vec
+rss_import = peak_rss_bytes()
 t = time.perf_counter()
 m = Word2Vec(corpus_file=path, sg=sg, **params)
 dt = time.perf_counter() - t
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+rss = peak_rss_bytes()  # before the evaluation below imports anything more
 words = m.corpus_total_words * params["epochs"]
 vocab = len(m.wv.index_to_key)
 param_bytes = m.wv.vectors.nbytes + (m.syn1neg.nbytes if getattr(m, "syn1neg", None) is not None else 0)
@@ -47,12 +53,13 @@ from gensim.models import KeyedVectors
 kv = KeyedVectors(m.wv.vector_size)
 kv.add_vectors(list(m.wv.index_to_key), m.wv.vectors)
 acc = kv.evaluate_word_analogies(sys.argv[5], restrict_vocab=30000)[0]
-print(json.dumps(dict(seconds=dt, words=words, wps=words / dt, rss=rss, vocab=vocab, param_bytes=param_bytes, acc=acc)))
+print(json.dumps(dict(seconds=dt, words=words, wps=words / dt, rss=rss, rss_import=rss_import, vocab=vocab,
+                      param_bytes=param_bytes, acc=acc)))
 """
 
 
 def run(lib: str, sg: int, path: str, params: dict) -> dict:
-    out = subprocess.run([sys.executable, "-c", CHILD, lib, str(sg), path, json.dumps(params), ANALOGIES],
+    out = subprocess.run([sys.executable, "-c", CHILD, lib, str(sg), path, json.dumps(params), ANALOGIES, HERE],
                          check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -93,22 +100,24 @@ def main() -> None:
                 rows[lib].append(run(lib, sg, lines, params))
         results[model] = {lib: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for lib, rs in rows.items()}
     print()
-    print(f"| model | library | words/s | ratio vs gensim | analogy acc (30k) | peak RSS MB | limit MB (1.5 x params + 200) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| model | library | words/s | ratio vs gensim | analogy acc (30k) | peak RSS MB | vs gensim | "
+          "of which import MB | limit MB (1.5 x params + 200) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for model, r in results.items():
-        g = r["gensim"]["wps"]
+        g = r["gensim"]
         for lib in ("gensim", "bidirmoe"):
             x = r[lib]
             limit = 1.5 * x["param_bytes"] / 2**20 + 200
-            print(f"| {model} | {lib} | {x['wps'] / 1e6:.2f} M | {x['wps'] / g:.2f}x | {100 * x['acc']:.1f} % | "
-                  f"{x['rss'] / 2**20:.0f} | {limit:.0f} |")
+            print(f"| {model} | {lib} | {x['wps'] / 1e6:.2f} M | {x['wps'] / g['wps']:.2f}x | {100 * x['acc']:.1f} % | "
+                  f"{x['rss'] / 2**20:.0f} | {x['rss'] / g['rss']:.2f}x | {x['rss_import'] / 2**20:.0f} | {limit:.0f} |")
     if args.single_line:
         one = os.path.join(tmp, "corpus_one_line.txt")
         write_lines(args.corpus, one, None)
         print("\nsame words as ONE line (CBOW):")
         for lib in ("gensim", "bidirmoe"):
             x = run(lib, 0, one, params)
-            print(f"  {lib:9s} {x['wps'] / 1e6:.2f} M words/s, analogy acc {100 * x['acc']:.1f} %")
+            print(f"  {lib:9s} {x['wps'] / 1e6:.2f} M words/s, analogy acc {100 * x['acc']:.1f} %, "
+                  f"peak RSS {x['rss'] / 2**20:.0f} MB")
     for f in os.listdir(tmp):
         os.unlink(os.path.join(tmp, f))
     os.rmdir(tmp)

@@ -188,6 +188,75 @@ def precision_threshold() -> float:
     return PRECISION_THRESHOLD
 
 
+# ------------------------------------------------- a corpus that needs the gates
+
+PAIRS, NOISE, PAIR_LEN, PAIR_AT = 20, 40, 6, 2
+
+
+def make_pair_corpus(n_sentences: int, seed: int) -> List[List[str]]:
+    """Sentences of PAIR_LEN tokens: uniform noise words ``n*`` everywhere except
+    positions PAIR_AT and PAIR_AT + 1, which hold a planted pair ``k{i} p{i}``.
+    Each pair word is fully determined by its neighbour and nothing else, so a
+    masked-word model must learn to put its gate weight on that one context
+    word (an average over the context, as at initialisation, mostly sees noise)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n_sentences):
+        s = [f"n{j}" for j in rng.integers(0, NOISE, PAIR_LEN)]
+        i = int(rng.integers(PAIRS))
+        s[PAIR_AT], s[PAIR_AT + 1] = f"k{i}", f"p{i}"
+        out.append(s)
+    return out
+
+
+def pair_skill(model, seed: int = 5):
+    """How well ``model`` has learnt the pair corpus: the share of the pairs
+    whose ``p{i}`` it predicts first from a context holding ``k{i}`` (and noise),
+    and the mean over pairs of the largest gate weight (over heads) that the
+    ``k{i}`` expert gets. Untrained: (0, ~1/6, the uniform weight)."""
+    rng = np.random.default_rng(seed)
+    hits, weights = 0, []
+    for i in range(PAIRS):
+        noise = [f"n{j}" for j in rng.integers(0, NOISE, PAIR_LEN - 2)]
+        left, right = noise[:PAIR_AT] + [f"k{i}"], noise[PAIR_AT:]
+        hits += model.predict_masked(left, right, topn=1)[0][0] == f"p{i}"
+        g = model.gates(left, right)
+        j = [w for w, _ in g["experts"]].index(f"k{i}")
+        weights.append(float(g["weights"][:, j].max()))
+    return hits / PAIRS, float(np.mean(weights))
+
+
+@pytest.fixture(scope="session")
+def pair_corpus():
+    """(train, held-out) sentences of :func:`make_pair_corpus`."""
+    return make_pair_corpus(3000, seed=1), make_pair_corpus(300, seed=2)
+
+
+def _assert_learns_pairs(model, pair_corpus, margin: float = 1.0):
+    """Train ``model`` (constructed on the pair corpus, not yet trained) and
+    check it beats its untrained self on held-out text by ``margin`` nats of
+    mean log-likelihood, predicts every planted pair's partner, and gates on it.
+    A wrong gradient for the output layer, the values or the gates fails this."""
+    train, held = pair_corpus
+    model.build_vocab(train)
+    before = model.evaluate_masked(held, max_targets=1500, seed=0)
+    hits0, gate0 = pair_skill(model)
+    assert hits0 <= 0.2 and gate0 < 0.3, (hits0, gate0)  # the check is not passed for free
+    model.train()
+    after = model.evaluate_masked(held, max_targets=1500, seed=0)
+    hits, gate = pair_skill(model)
+    assert after["log_likelihood"] > before["log_likelihood"] + margin, (before, after)
+    assert hits >= 0.9, hits
+    assert gate > 0.5, gate
+    return model
+
+
+@pytest.fixture(scope="session")
+def assert_learns_pairs(pair_corpus):
+    """``check(model)``: see :func:`_assert_learns_pairs`; returns the trained model."""
+    return lambda model, **kw: _assert_learns_pairs(model, pair_corpus, **kw)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _sigint_raises_keyboardinterrupt():
     """The Ctrl-C tests need Python's SIGINT handler. A process started from a
@@ -220,6 +289,31 @@ def _assert_step_is_lr_times_gradient(P, arrays, before, lr, log_prob, **tol):
             assert delta[idx] == pytest.approx(lr * (up - down) / (2 * eps), **tol), (name, idx)
             checked += 1
     return checked
+
+
+def _step_with_distinct_negatives(step, arrays0, output, target, k, seeds=range(200)):
+    """Run ``step(arrays, seed)`` (one SGD step with negative sampling on a
+    copy of ``arrays0``) for successive seeds until one draws ``k`` distinct
+    negatives that all differ from the target; the negatives are read off the
+    rows of ``arrays[output]`` (the output vectors) that the step moved. For
+    such a step, one step is exactly lr x the gradient of word2vec's objective
+    with those negatives (a repeated negative would see its own first update).
+    Returns (arrays after the step, the step's return value, negatives)."""
+    for seed in seeds:
+        arrays = {name: (None if a is None else a.copy()) for name, a in arrays0.items()}
+        result = step(arrays, seed)
+        moved = set(np.flatnonzero(np.any(arrays[output] != arrays0[output], axis=1)).tolist())
+        assert target in moved, "the target's output vector did not move"
+        negatives = sorted(moved - {target})
+        if len(negatives) == k:
+            return arrays, result, negatives
+    pytest.fail(f"no seed in {seeds} drew {k} distinct negatives")
+
+
+@pytest.fixture(scope="session")
+def step_with_distinct_negatives():
+    """``run(step, arrays0, output, target, k)``: see :func:`_step_with_distinct_negatives`."""
+    return _step_with_distinct_negatives
 
 
 @pytest.fixture(scope="session")

@@ -9,9 +9,11 @@ import pytest
 from bidirmoe import _core
 
 
-def att_ref_log_prob(P, context, target, self_row, heads, dk, dv):
+def att_ref_log_prob(P, context, target, self_row, heads, dk, dv, negatives=None):
     """log p(target | context): e_m = rho[w] + p[r]; the masked token e_j =
-    mask + p[self_row] attends to the context and to itself; one layer."""
+    mask + p[self_row] attends to the context and to itself; one layer.
+    With ``negatives``: word2vec's negative-sampling objective
+    log σ(beta[t]·o) + Σ_n log σ(-beta[n]·o) instead of the softmax."""
     e_j = P["mask"][0] + P["pos"][self_row]
     experts = [P["rho"][w] + P["pos"][r] for w, r in context] + [e_j]
     u = []
@@ -25,6 +27,8 @@ def att_ref_log_prob(P, context, target, self_row, heads, dk, dv):
         u.append(sum(ai * (wv @ e) for ai, e in zip(a, experts)))
     o = P["wo"] @ np.concatenate(u)
     beta = P["rho"] if P.get("beta") is None else P["beta"]  # tie_output: beta = rho
+    if negatives is not None:
+        return -np.logaddexp(0.0, -beta[target] @ o) - sum(np.logaddexp(0.0, beta[n] @ o) for n in negatives)
     logits = beta @ o + P["bias"][:, 0]
     m = logits.max()
     return logits[target] - m - np.log(np.exp(logits - m).sum())
@@ -62,6 +66,38 @@ def test_attention_step_equals_lr_times_finite_difference_gradient(heads, dk, dv
     ref = lambda: att_ref_log_prob(P, context, target, self_row, heads, dk, dv)  # noqa: E731
     assert loss == pytest.approx(-ref(), rel=1e-4)
     checked = assert_step_is_lr_times_gradient(P, arrays, before, lr, ref, rel=2e-3, abs=2e-6)
+    assert checked > 150
+
+
+@pytest.mark.parametrize("heads,dk,dv,absolute", [(1, 3, 4, False), (2, 2, 3, False), (2, 3, 2, True)])
+def test_negative_sampling_step_equals_lr_times_finite_difference_gradient(heads, dk, dv, absolute,
+                                                                          step_with_distinct_negatives,
+                                                                          assert_step_is_lr_times_gradient):
+    rng = np.random.default_rng(50 + heads * 7 + dk + absolute)
+    v, d, window, max_len, k = 7, 5, 2, 5, 3
+    p_rows = max_len if absolute else 2 * window + 1
+    vocab = _core.Vocab.from_words([f"w{i}" for i in range(v)], list(range(20, 20 - v, -1)), 0.0, 0.75, False)
+    P = {
+        "rho": rng.normal(0, 0.5, (v, d)), "pos": rng.normal(0, 0.5, (p_rows, d)), "mask": rng.normal(0, 0.5, (1, d)),
+        "wq": rng.normal(0, 0.5, (heads * dk, d)), "wk": rng.normal(0, 0.5, (heads * dk, d)),
+        "wv": rng.normal(0, 0.5, (heads * dv, d)), "wo": rng.normal(0, 0.5, (d, heads * dv)),
+        "beta": rng.normal(0, 0.5, (v, d)),
+    }
+    context, self_row = [(1, 0), (4, 1), (1, 3), (5, 4)], (2 if absolute else window)
+    target = 2
+    arrays0 = {k_: a.astype(np.float32) for k_, a in P.items()}
+    arrays0.update(bias=None, syn1=None)
+    settings = dict(heads=heads, key_size=dk, value_size=dv, window=window, shrink_windows=False, absolute=absolute,
+                    max_len=max_len, negative=k, hs=False, softmax=False, vector_size=d, tie_output=False)
+    lr = 0.01
+    arrays, loss, negatives = step_with_distinct_negatives(
+        lambda a, seed: _core.attention_step(vocab, a, settings, context, target, self_row, lr, seed=seed),
+        arrays0, "beta", target, k)
+    ref = lambda: att_ref_log_prob(P, context, target, self_row, heads, dk, dv, negatives=negatives)  # noqa: E731
+    # word2vec's sigmoid table (steps of 0.012 in the logit) limits the agreement.
+    assert loss == pytest.approx(-ref(), rel=2e-2)
+    before = {k_: a for k_, a in arrays0.items() if a is not None}
+    checked = assert_step_is_lr_times_gradient(P, arrays, before, lr, ref, rel=3e-2, abs=lr * 4e-3)
     assert checked > 150
 
 
@@ -166,6 +202,16 @@ def test_tied_output_trains_shares_memory_and_round_trips(corpus, tmp_path):
     assert max(abs(pa[w] - pm[w]) for w in pa) < 1e-5
     with pytest.raises(ValueError, match="tie_output"):
         BidirectionalAttention(vector_size=8, tie_output=True, loss="hs")
+
+
+PAIRS_KW = dict(vector_size=16, heads=2, key_size=4, min_count=1, sample=0, workers=1, seed=1)
+
+
+@pytest.mark.parametrize("kw", [dict(loss="softmax", window=3, epochs=10), dict(loss="hs", window=3, epochs=10),
+                                dict(positions="absolute", max_len=6, epochs=20)],
+                         ids=["softmax", "hs", "sentence"])
+def test_learns_the_pair_corpus_with_each_loss_and_mode(kw, pair_corpus, assert_learns_pairs):
+    assert_learns_pairs(BidirectionalAttention(pair_corpus[0], **PAIRS_KW, **kw))
 
 
 def test_attention_sentence_mode_and_determinism(corpus):

@@ -151,6 +151,101 @@ def test_linesentence_errors(tmp_path):
         LineSentence(path, max_sentence_length=0)
 
 
+# LineSentence / PathLineSentences on open files, against gensim's own readers.
+
+
+def _openers(path):
+    """Ways a gensim user hands over an open corpus file (name, opener)."""
+    return [
+        ("text", lambda: open(path, encoding="utf-8")),
+        ("binary", lambda: open(path, "rb")),
+        ("gzip", lambda: gzip.open(str(path) + ".gz", "rb")),
+        ("bz2", lambda: bz2.open(str(path) + ".bz2", "rb")),
+    ]
+
+
+@pytest.fixture
+def small_text(tmp_path, corpus):
+    path = tmp_path / "small.txt"
+    text = "".join(" ".join(s) + "\n" for s in corpus[:200]) + "tail line without newline"
+    path.write_text(text, encoding="utf-8")
+    with gzip.open(str(path) + ".gz", "wb") as f:
+        f.write(text.encode())
+    with bz2.open(str(path) + ".bz2", "wb") as f:
+        f.write(text.encode())
+    return path
+
+
+@pytest.mark.parametrize("kind", ["text", "binary", "gzip", "bz2"])
+def test_linesentence_on_open_files_matches_gensim(small_text, kind):
+    gensim_word2vec = pytest.importorskip("gensim.models.word2vec")
+    opener = dict(_openers(small_text))[kind]
+    with opener() as ours_f, opener() as theirs_f:
+        ours = LineSentence(ours_f, max_sentence_length=7, limit=150)
+        theirs = gensim_word2vec.LineSentence(theirs_f, max_sentence_length=7, limit=150)
+        expected = list(theirs)
+        assert list(ours) == expected and len(expected) > 150
+        assert list(ours) == expected  # restartable: seeks back to the start
+    with opener() as f:
+        assert list(LineSentence(f)) == list(LineSentence(small_text))
+
+
+def test_linesentence_decompresses_a_raw_binary_file_object(small_text):
+    with open(str(small_text) + ".gz", "rb") as f:
+        assert list(LineSentence(f)) == list(LineSentence(small_text))
+
+
+def test_linesentence_trains_from_an_open_file(small_text):
+    with gzip.open(str(small_text) + ".gz", "rb") as f:
+        m = Word2Vec(LineSentence(f), vector_size=8, min_count=2, epochs=2, workers=1)
+    assert m.wv.index_to_key == Word2Vec(LineSentence(small_text), vector_size=8, min_count=2, epochs=1,
+                                         workers=1).wv.index_to_key
+
+
+def test_linesentence_on_a_stream_that_cannot_seek(small_text):
+    class Stream:
+        def __init__(self, lines):
+            self._it = iter(lines)
+
+        def read(self, n=-1):  # a file object, as far as LineSentence can tell
+            raise NotImplementedError
+
+        def seekable(self):
+            return False
+
+        def __iter__(self):
+            return self._it
+
+    ls = LineSentence(Stream(small_text.read_bytes().splitlines(keepends=True)))
+    assert list(ls) == list(LineSentence(small_text))
+    with pytest.raises(TypeError, match="only once"):
+        list(ls)
+
+
+def test_pathlinesentences_matches_gensim(tmp_path, corpus):
+    gensim_word2vec = pytest.importorskip("gensim.models.word2vec")
+    from bidirmoe.corpora import PathLineSentences
+
+    d = tmp_path / "parts"
+    d.mkdir()
+    for name, part in (("b.txt", corpus[:50]), ("a.txt", corpus[50:120]), ("c.txt", corpus[120:130])):
+        (d / name).write_text("".join(" ".join(s) + "\n" for s in part))
+    theirs = list(gensim_word2vec.PathLineSentences(str(d), max_sentence_length=5, limit=30))
+    ours = PathLineSentences(str(d), max_sentence_length=5, limit=30)
+    assert list(ours) == theirs and list(ours) == theirs and len(theirs) > 70
+    (d / "sub").mkdir()  # gensim would try to open a subdirectory; we read the files only
+    (d / "sub" / "ignored.txt").write_text("not read\n")
+    assert list(PathLineSentences(str(d), max_sentence_length=5, limit=30)) == theirs
+    assert list(PathLineSentences(d / "a.txt")) == corpus[50:120]
+    with open(d / "c.txt", "rb") as f:
+        assert list(PathLineSentences([str(d / "b.txt"), f])) == corpus[:50] + corpus[120:130]
+    with pytest.raises(FileNotFoundError):
+        PathLineSentences(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no files"):
+        PathLineSentences(tmp_path / "empty")
+
+
 def test_train_with_linesentence_equals_corpus_file_vocab(corpus_file):
     a = Word2Vec(LineSentence(corpus_file), min_count=5, epochs=2, **FAST)
     b = Word2Vec(corpus_file=str(corpus_file), min_count=5, epochs=2, **FAST)

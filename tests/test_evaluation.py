@@ -108,3 +108,36 @@ def test_analogy_report_bad_file_names_the_line(tmp_path, text8_wv):
     bad.write_text(": s\nthe of and\n")
     with pytest.raises(ValueError, match="line 2"):
         text8_wv.analogy_report(str(bad))
+
+
+def test_read_analogies_sees_what_gensim_sees(tmp_path):
+    from bidirmoe.evaluation import read_analogies
+    text = (": first\n"
+            "a b c d\n"
+            "\n"
+            "a b c\n"
+            "a b c d e\n"
+            ":nospace is a question line\n"
+            ":   spaced   name  \n"
+            "e f g h\n"
+            ":: double colon\n"
+            "i j k l\n"
+            ": empty\n"
+            ": last\n"
+            "m n o p\n")
+    path = tmp_path / "odd.txt"
+    path.write_text(text)
+    ours = {}
+    for _, section, words in read_analogies(str(path)):
+        ours.setdefault(section, [])
+        if words is not None:
+            ours[section].append(tuple(w.upper() for w in words))
+    # gensim's evaluator, with no vocabulary and dummy4unknown, lists every question it read, per section
+    _, sections = gensim.models.KeyedVectors(3).evaluate_word_analogies(str(path), dummy4unknown=True)
+    assert ours == {s["section"]: s["incorrect"] for s in sections[:-1]}
+    assert list(ours) == ["first", "spaced   name", "empty", "last"]  # "::" does not open a section
+    with pytest.raises(ValueError, match="line 4"):
+        list(read_analogies(str(path), strict=True))
+    path.write_text("\n: late header\na b c d\n")
+    with pytest.raises(ValueError, match="line 1"):
+        list(read_analogies(str(path)))

@@ -1,4 +1,5 @@
-"""Tests for :mod:`bidirmoe.keyedvectors`, mostly by comparison with gensim 4 on identical vectors.
+"""Tests for :mod:`bidirmoe.keyedvectors`: what it adds to gensim's KeyedVectors, compared with
+gensim itself on identical vectors.
 
 The vectors are random but structured: word pairs ``a<s>_<i> -> b<s>_<i>`` share a
 per-section offset (so analogy questions are often, but not always, answered
@@ -7,16 +8,21 @@ vocabulary, one word is an exact duplicate of another (exact score ties) and
 one word has a zero vector (NaN scores in gensim).
 """
 
+import copy
 import doctest
 import gzip
 import os
+import pickle
+import subprocess
+import sys
 import warnings
 
 import numpy as np
 import pytest
+from gensim.models import KeyedVectors as GKV
 
-from bidirmoe.keyedvectors import KeyedVectors
 import bidirmoe.keyedvectors as kv_module
+from bidirmoe.keyedvectors import KeyedVectors
 
 N_WORDS = 2000
 DIM = 50
@@ -162,8 +168,7 @@ def ours(data):
 
 @pytest.fixture()
 def theirs(data):
-    gensim_models = pytest.importorskip("gensim.models")
-    kv = gensim_models.KeyedVectors(DIM)
+    kv = GKV(DIM)
     kv.add_vectors(list(data['words']), data['vectors'].copy())
     return kv
 
@@ -185,244 +190,158 @@ def assert_same_sims(a, b, rtol=1e-5, atol=1e-6):
 
 
 # ---------------------------------------------------------------------------
-# basic API
+# a gensim KeyedVectors, in and out of files
 # ---------------------------------------------------------------------------
 
-def test_lookup_api(ours, data):
-    words = data['words']
-    assert len(ours) == N_WORDS
-    assert ours.index_to_key == words
-    assert ours.key_to_index == {w: i for i, w in enumerate(words)}
-    assert ours.vectors.dtype == np.float32 and ours.vectors.shape == (N_WORDS, DIM)
-    assert 'a0_1' in ours and 'nope' not in ours
-    assert 5 in ours and N_WORDS not in ours  # integer keys double as row indices, like gensim
-    assert ours.get_index('b0_1') == words.index('b0_1')
-    assert ours.get_index('nope', default=-1) == -1
-    with pytest.raises(KeyError):
-        ours.get_index('nope')
-    with pytest.raises(KeyError):
-        ours['nope']
-    np.testing.assert_array_equal(ours['w3'], data['vectors'][words.index('w3')])
-    assert ours[['w3', 'w4']].shape == (2, DIM)
-    assert not ours.get_vector('w3').flags.writeable
-    v = ours.get_vector('w3', norm=True)
-    assert abs(np.linalg.norm(v) - 1) < 1e-6
-    assert ours.has_index_for('w3') and not ours.has_index_for('nope')
+def test_is_a_gensim_keyedvectors(ours):
+    assert issubclass(KeyedVectors, GKV)
+    assert isinstance(ours, GKV)
+    # only what we add or replace is defined here; everything else is gensim's own method
+    for name in ('most_similar', 'similarity', 'get_mean_vector', 'add_vectors', 'most_similar_cosmul',
+                 'sort_by_descending_frequency', 'vectors_for_all', 'fill_norms'):
+        assert name not in vars(KeyedVectors) and getattr(KeyedVectors, name) is getattr(GKV, name)
 
-
-def test_lookup_matches_gensim(ours, theirs, data):
-    assert ours.index_to_key == theirs.index_to_key
-    assert ours.key_to_index == theirs.key_to_index
-    np.testing.assert_array_equal(ours.vectors, theirs.vectors)
-    ours.fill_norms()
-    theirs.fill_norms()
-    np.testing.assert_array_equal(ours.norms, theirs.norms)
-    np.testing.assert_array_equal(ours.get_normed_vectors(), theirs.get_normed_vectors())
-    for key in ['a0_1', 'zero', 7]:
-        np.testing.assert_array_equal(ours.get_vector(key, norm=True), theirs.get_vector(key, norm=True))
-        np.testing.assert_array_equal(ours[key], theirs[key])
-    assert ours.get_index(3) == theirs.get_index(3)
-    for key in ['w1', 'nope', 10, 10 ** 6]:
-        assert (key in ours) == (key in theirs)
-
-
-def test_vecattr_and_counts(ours, theirs):
-    for kv in (ours, theirs):
-        kv.set_vecattr('w1', 'count', 17)
-        kv.set_vecattr('w2', 'count', 3)
-    assert int(ours.get_vecattr('w1', 'count')) == int(theirs.get_vecattr('w1', 'count')) == 17
-    np.testing.assert_array_equal(ours.expandos['count'], theirs.expandos['count'])
-    assert ours.expandos['count'].dtype == theirs.expandos['count'].dtype
-
-
-def test_add_vectors_matches_gensim(ours, theirs, data):
-    rng = np.random.default_rng(5)
-    new = rng.standard_normal((3, DIM)).astype(np.float32)
-    keys = ['new1', 'w5', 'new2']
-    ours.add_vectors(keys, new)
-    theirs.add_vectors(keys, new)
-    assert ours.index_to_key == theirs.index_to_key
-    np.testing.assert_array_equal(ours.vectors, theirs.vectors)
-    ours.add_vectors(keys, new * 2, replace=True)
-    theirs.add_vectors(keys, new * 2, replace=True)
-    np.testing.assert_array_equal(ours.vectors, theirs.vectors)
-    ours['single'] = new[0]
-    theirs['single'] = new[0]
-    assert ours.index_to_key == theirs.index_to_key
-    np.testing.assert_array_equal(ours.vectors, theirs.vectors)
-    theirs.fill_norms(force=True)
-    assert_same_sims(ours.most_similar('new1'), theirs.most_similar('new1'))
-
-
-def test_add_vectors_extras_and_counts():
-    kv = KeyedVectors(2)
-    kv.add_vectors(['a', 'b'], np.eye(2, dtype=np.float32), extras={'count': np.array([5, 7])})
-    kv.add_vectors(['c'], np.ones((1, 2), dtype=np.float32))  # other attributes grow with the vocabulary
-    assert kv.expandos['count'].tolist() == [5, 7, 0]
-    kv.add_vectors(['a', 'd'], np.full((2, 2), 3, dtype=np.float32), extras={'count': np.array([9, 1])},
-                   replace=True)
-    assert kv.index_to_key == ['a', 'b', 'c', 'd']
-    assert kv.expandos['count'].tolist() == [9, 7, 0, 1]
-    assert kv['a'].tolist() == [3.0, 3.0]
-    kv.fill_norms()
-    kv.add_vectors(['e'], np.ones((1, 2), dtype=np.float32))
-    assert kv.most_similar('e', topn=1)[0][0] in ('a', 'c', 'd')  # norms were refreshed
-
-
-def test_vectors_for_all_and_resize_match_gensim(ours, theirs):
-    keys = ['w5', 'nope', 'a0_1', 'w5', 'zero']
-    mine, ref = ours.vectors_for_all(keys), theirs.vectors_for_all(keys)
-    assert mine.index_to_key == ref.index_to_key
-    np.testing.assert_array_equal(mine.vectors, ref.vectors)
-    np.testing.assert_array_equal(mine.expandos['count'], ref.expandos['count'])
-    for kv in (mine, ref):
-        kv.index_to_key = kv.index_to_key + ['extra1', 'extra2']
-        kv.key_to_index.update({'extra1': 3, 'extra2': 4})
-        kv.resize_vectors(seed=3)
-    np.testing.assert_array_equal(mine.vectors, ref.vectors)
-
-
-def test_add_vector_preallocated():
-    kv = KeyedVectors(3, count=2)
-    assert kv.add_vector('x', np.ones(3)) == 0
-    assert kv.add_vector('y', np.arange(3)) == 1
-    with pytest.warns(UserWarning):
-        assert kv.add_vector('z', np.ones(3)) == 2
-    assert kv.index_to_key == ['x', 'y', 'z']
-    np.testing.assert_array_equal(kv['y'], [0, 1, 2])
-
-
-# ---------------------------------------------------------------------------
-# similarity queries
-# ---------------------------------------------------------------------------
 
 QUERIES = [
     dict(positive='a0_1'),
-    dict(positive=['a0_1']),
-    dict(positive=['a0_1', 'b0_2'], negative=['a0_2']),
-    dict(positive=['a0_1', 'b0_2'], negative='a0_2', topn=3),
+    dict(positive=['a0_1', 'b0_2'], negative=['a0_2'], topn=3),
     dict(positive=[('a0_1', 0.5), ('b0_3', 2.0)], negative=[('w5', -0.7)]),
-    dict(positive=['w1', 'w2', 'w3', 'w4', 'w5', 'w6'], negative=['w7', 'w8'], topn=25),
     dict(positive=['b2_3']),  # exact tie with dup_b2_3
-    dict(positive=['w9'], topn=1),
-    dict(positive=['w9'], topn=N_WORDS + 5),
-    dict(positive=['w9'], topn=0),
-    dict(positive=['w9'], topn=None),
-    dict(positive=['w9', 'w10'], negative=['w11'], topn=None),
     dict(positive=['w9'], restrict_vocab=500),
-    dict(positive=['w9'], restrict_vocab=500, topn=None),
     dict(positive=['w9'], clip_start=100, clip_end=900),
-    dict(positive=['w9'], clip_end=300, topn=7),
-    dict(positive=[3, 'w9']),
 ]
 
 
-@pytest.mark.parametrize('query', QUERIES, ids=[str(i) for i in range(len(QUERIES))])
-def test_most_similar_matches_gensim(ours, theirs, query):
-    assert_same_sims(ours.most_similar(**query), theirs.most_similar(**query))
+def test_queries_are_gensims(ours, theirs):
+    for query in QUERIES:
+        assert_same_sims(ours.most_similar(**query), theirs.most_similar(**query), rtol=0, atol=0)
+    assert ours.doesnt_match(['a0_1', 'a0_2', 'w77']) == theirs.doesnt_match(['a0_1', 'a0_2', 'w77'])
 
 
-def test_most_similar_vectors(ours, theirs, data):
-    vec = data['vectors'][10] * 3 - data['vectors'][20]
-    assert_same_sims(ours.most_similar(positive=vec), theirs.most_similar(positive=vec))
-    assert_same_sims(ours.most_similar(positive=[vec, 'w3'], negative=['w4']),
-                     theirs.most_similar(positive=[vec, 'w3'], negative=['w4']))
-    mat = data['vectors'][[1, 2]]
-    assert_same_sims(ours.most_similar(positive=mat), theirs.most_similar(positive=mat))
+def test_saved_file_loads_in_gensim_without_bidirmoe(ours, tmp_path):
+    ours.set_vecattr('w1', 'count', 7)
+    ours.most_similar_batch(['w1', 'w2'])  # leaves our own per-instance attributes behind
+    ours.batch_gap_safety = 2.0
+    path = str(tmp_path / 'vectors.kv')
+    ours.save(path)
+    loaded = GKV.load(path)
+    assert type(loaded) is GKV
+    assert loaded.index_to_key == ours.index_to_key
+    np.testing.assert_array_equal(loaded.vectors, ours.vectors)
+    np.testing.assert_array_equal(loaded.expandos['count'], ours.expandos['count'])
+    assert not {'_batch_stats', 'batch_gap_safety'} & set(vars(loaded))
+    # a Python where bidirmoe cannot be imported at all
+    script = ("import sys; sys.modules['bidirmoe'] = None\n"
+              "from gensim.models import KeyedVectors\n"
+              f"kv = KeyedVectors.load({path!r})\n"
+              "print(type(kv).__module__, len(kv), kv.most_similar('a0_1', topn=1)[0][0])\n")
+    out = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ['gensim.models.keyedvectors', str(len(ours)), ours.most_similar('a0_1', topn=1)[0][0]]
+    back = KeyedVectors.load(path)
+    assert type(back) is KeyedVectors and back.index_to_key == ours.index_to_key
+    assert back.batch_gap_safety == 1.0  # our tuning attributes are not part of the file
 
 
-def test_most_similar_errors(ours, theirs):
-    for kv in (ours, theirs):
-        with pytest.raises(KeyError):
-            kv.most_similar(positive=['w1', 'missing'])
-        with pytest.raises(ValueError):
-            kv.most_similar(positive=[])
+@pytest.mark.parametrize('mmap', [None, 'r'])
+def test_gensim_file_loads_as_ours(theirs, tmp_path, mmap):
+    theirs.set_vecattr('w2', 'count', 11)
+    path = str(tmp_path / 'gensim.kv')
+    theirs.save(path, sep_limit=0)  # vectors in their own .npy file, which mmap maps
+    loaded = KeyedVectors.load(path, mmap=mmap)
+    assert type(loaded) is KeyedVectors
+    assert isinstance(loaded.vectors, np.memmap) == (mmap == 'r')
+    np.testing.assert_array_equal(loaded.vectors, theirs.vectors)
+    assert int(loaded.get_vecattr('w2', 'count')) == 11
+    assert [k for k, _ in loaded.most_similar_batch(['a0_1'])[0]] == [k for k, _ in theirs.most_similar('a0_1')]
 
 
-@pytest.mark.parametrize('query', [
-    dict(positive=['a0_1', 'b0_2'], negative=['a0_2']),
-    dict(positive=['w1']),
-    dict(positive=['w1', 'w2'], negative=['w3', 'w4'], topn=20),
-    dict(positive=['w1'], topn=None),
-])
-def test_most_similar_cosmul_matches_gensim(ours, theirs, query):
-    assert_same_sims(ours.most_similar_cosmul(**query), theirs.most_similar_cosmul(**query))
+def test_load_refuses_other_gensim_objects(tmp_path):
+    from gensim.models import Word2Vec as GensimWord2Vec
+    model = GensimWord2Vec([['a', 'b', 'c']] * 5, vector_size=4, min_count=1, epochs=1, workers=1)
+    path = str(tmp_path / 'w2v.model')
+    model.save(path)
+    with pytest.raises(TypeError, match='Word2Vec'):
+        KeyedVectors.load(path)
+    assert KeyedVectors.from_gensim(model).index_to_key == model.wv.index_to_key
 
 
-def test_similar_by(ours, theirs, data):
-    assert_same_sims(ours.similar_by_word('b1_1', topn=15), theirs.similar_by_word('b1_1', topn=15))
-    assert_same_sims(ours.similar_by_key('b1_1', restrict_vocab=300), theirs.similar_by_key('b1_1', restrict_vocab=300))
-    vec = data['vectors'][42]
-    assert_same_sims(ours.similar_by_vector(vec, topn=12), theirs.similar_by_vector(vec, topn=12))
-    assert_same_sims(ours.similar_by_vector(vec, topn=None), theirs.similar_by_vector(vec, topn=None))
+def test_pickle_and_copy_keep_our_class(ours):
+    for clone in (pickle.loads(pickle.dumps(ours)), copy.deepcopy(ours)):
+        assert type(clone) is KeyedVectors
+        np.testing.assert_array_equal(clone.vectors, ours.vectors)
 
 
-def test_pairwise_metrics_match_gensim(ours, theirs, data):
-    pairs = [('a0_1', 'b0_1'), ('w1', 'w2'), ('b2_3', 'dup_b2_3'), ('A0_1', 'Paris')]
-    for a, b in pairs:
-        assert ours.similarity(a, b) == pytest.approx(theirs.similarity(a, b), rel=1e-6, abs=1e-7)
-        assert ours.distance(a, b) == pytest.approx(theirs.distance(a, b), rel=1e-6, abs=1e-7)
-    assert ours.n_similarity(['w1', 'w2'], ['w3', 'a0_1']) == pytest.approx(
-        theirs.n_similarity(['w1', 'w2'], ['w3', 'a0_1']), rel=1e-6)
-    with pytest.raises(ZeroDivisionError):
-        ours.n_similarity([], ['w1'])
-    np.testing.assert_allclose(ours.distances('w1'), theirs.distances('w1'), rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(ours.distances('w1', ['w2', 'w3', 'a0_1']),
-                               theirs.distances('w1', ['w2', 'w3', 'a0_1']), rtol=1e-6, atol=1e-7)
-    vec = data['vectors'][3]
-    np.testing.assert_allclose(ours.distances(vec, ['w2']), theirs.distances(vec, ['w2']), rtol=1e-6)
-    np.testing.assert_allclose(
-        KeyedVectors.cosine_similarities(vec, data['vectors'][:50]),
-        type(theirs).cosine_similarities(vec, data['vectors'][:50]), rtol=1e-6, atol=1e-7)
-    group = ['a0_1', 'a0_2', 'a0_3', 'b3_4', 'w77']
-    assert ours.doesnt_match(group) == theirs.doesnt_match(group)
-    assert [w for _, w in ours.rank_by_centrality(group)] == [w for _, w in theirs.rank_by_centrality(group)]
-    np.testing.assert_allclose([s for s, _ in ours.rank_by_centrality(group)],
-                               [s for s, _ in theirs.rank_by_centrality(group)], rtol=1e-6)
-    for a, b in [('w1', 'w2'), ('b2_3', 'a2_3'), ('a0_1', 'w500')]:
-        assert ours.rank(a, b) == theirs.rank(a, b)
-        assert ours.closer_than(a, b) == theirs.closer_than(a, b)
-        with pytest.warns(DeprecationWarning):
-            assert ours.words_closer_than(a, b) == theirs.closer_than(a, b)
-    assert ours.most_similar_to_given('a1_1', ['w1', 'b1_1', 'w2']) == \
-        theirs.most_similar_to_given('a1_1', ['w1', 'b1_1', 'w2'])
-    assert ours.relative_cosine_similarity('a1_1', 'b1_1') == pytest.approx(
-        theirs.relative_cosine_similarity('a1_1', 'b1_1'), rel=1e-5)
+def test_to_and_from_gensim_copy(ours, theirs):
+    ours.set_vecattr('w1', 'count', 5)
+    ours.most_similar_batch(['w1'])
+    plain = ours.to_gensim()
+    assert type(plain) is GKV and '_batch_stats' not in vars(plain)
+    np.testing.assert_array_equal(plain.expandos['count'], ours.expandos['count'])
+    plain.vectors[0, 0] += 1
+    plain.expandos['count'][0] += 1
+    assert plain.vectors[0, 0] != ours.vectors[0, 0] and plain.expandos['count'][0] != ours.expandos['count'][0]
+    back = KeyedVectors.from_gensim(theirs)
+    assert type(back) is KeyedVectors and back.index_to_key == theirs.index_to_key
+    back.vectors[0, 0] += 1
+    assert back.vectors[0, 0] != theirs.vectors[0, 0]
+    with pytest.raises(TypeError):
+        KeyedVectors.from_gensim(object())
 
 
-@pytest.mark.parametrize('kwargs', [
-    dict(), dict(pre_normalize=False), dict(post_normalize=True), dict(weights=[1.0, -2.0, 0.5]),
-    dict(weights=np.array([0.3, 0.3, 0.4], dtype=np.float32), post_normalize=True),
-])
-def test_get_mean_vector_matches_gensim(ours, theirs, kwargs):
-    keys = ['w1', 'a2_2', 'missing']
-    np.testing.assert_allclose(ours.get_mean_vector(keys, **kwargs), theirs.get_mean_vector(keys, **kwargs),
-                               rtol=1e-6, atol=1e-7)
-    with pytest.raises(KeyError):
-        ours.get_mean_vector(keys, ignore_missing=False)
+def test_models_hand_out_our_keyedvectors(tmp_path):
+    from bidirmoe import BidirMoE, Word2Vec
+    sentences = [['the', 'cat', 'sat', 'on', 'the', 'mat'], ['a', 'dog', 'sat', 'on', 'a', 'log']] * 30
+    for model in (Word2Vec(sentences, vector_size=8, min_count=1, epochs=1, workers=1),
+                  BidirMoE(sentences, vector_size=8, heads=2, min_count=1, epochs=1, workers=1).train()):
+        for kv in (model.wv, getattr(model, 'output_wv', None)):
+            if kv is None:
+                continue
+            assert type(kv) is KeyedVectors
+            assert kv.index_to_key[:2] == ['sat', 'on'] or len(kv) == 8
+            assert kv.most_similar('cat', topn=2) == kv.to_gensim().most_similar('cat', topn=2)
+            assert int(kv.get_vecattr('sat', 'count')) == 60
+        path = str(tmp_path / f'{type(model).__name__}.kv')
+        model.wv.save(path)
+        assert GKV.load(path).index_to_key == model.wv.index_to_key
 
+
+# ---------------------------------------------------------------------------
+# batched most_similar
+# ---------------------------------------------------------------------------
 
 def test_most_similar_batch(ours, theirs):
     queries = ['a0_1', {'positive': ['a0_1', 'b0_2'], 'negative': ['a0_2']}, ['w1', 'w2'],
-               {'positive': [('w3', 2.0)], 'negative': ['w4']}, 'b2_3', {'positive': 'zero'}] + \
+               {'positive': [('w3', 2.0)], 'negative': ['w4']}, 'b2_3', {'positive': 'zero'},
+               {'positive': ['w5', 'w5']}, {'positive': [ours['w6'] * 3]}] + \
               [{'positive': [f'b{s}_{i}', f'a{s}_{(i + 1) % N_PAIRS}'], 'negative': [f'a{s}_{i}']}
                for s in range(N_SECTIONS) for i in range(N_PAIRS)]
     for kwargs, buffer_bytes in [(dict(topn=10), 10 ** 8), (dict(topn=3, restrict_vocab=700), 10 ** 8),
                                  (dict(topn=5, clip_start=50, clip_end=1500), 10 ** 8), (dict(topn=12), 3000)]:
         ours.batch_buffer_bytes = buffer_bytes
         batched = ours.most_similar_batch(queries, batch_size=16, **kwargs)
-        assert ours._batch_stats['exact_fallbacks'] < len(queries)  # the batched path is really used
+        assert ours._batch_stats['exact_fallbacks'] < len(queries) / 4  # the block path is really used
         for query, result in zip(queries, batched):
             spec = query if isinstance(query, dict) else {'positive': query}
-            assert_same_sims(result, ours.most_similar(**spec, **kwargs))
             assert_same_sims(result, theirs.most_similar(**spec, **kwargs))
-    full = ours.most_similar_batch(['w1', 'w2'], topn=None)
-    assert_same_sims(full[1], theirs.most_similar('w2', topn=None))
-    assert ours.most_similar_batch(['w1'], topn=0) == [[]]
+    for topn in (None, 0):  # passed to gensim as they are
+        assert_same_sims(ours.most_similar_batch(['w1', 'w2'], topn=topn)[1], theirs.most_similar('w2', topn=topn))
+    with pytest.raises(KeyError):
+        ours.most_similar_batch(['w1', 'no-such-word'])
+
+
+def test_most_similar_batch_float64(data):
+    words, vectors = data['words'], data['vectors'].astype(np.float64)
+    mine, ref = KeyedVectors(DIM, dtype=np.float64), GKV(DIM, dtype=np.float64)
+    for kv in (mine, ref):
+        kv.add_vectors(list(words), vectors)
+    queries = [f'w{i}' for i in range(1, 60)]
+    for query, result in zip(queries, mine.most_similar_batch(queries, topn=7)):
+        assert_same_sims(result, ref.most_similar(query, topn=7))
+    assert mine._batch_stats['exact_fallbacks'] < 10
 
 
 # ---------------------------------------------------------------------------
-# evaluation
+# analogies
 # ---------------------------------------------------------------------------
 
 def assert_same_analogy_result(ours_result, theirs_result):
@@ -482,10 +401,23 @@ def test_evaluate_word_analogies_column_chunks(ours, theirs, data, buffer_bytes)
 def test_evaluate_word_analogies_exact_path_agrees(ours, data):
     batched = ours.evaluate_word_analogies(data['analogies'])
     n_batched_fallbacks = ours._batch_stats['exact_fallbacks']
-    ours.batch_gap_safety = 1e9  # every question falls back to the one-at-a-time computation
+    ours.batch_gap_safety = 1e9  # every question goes to gensim's most_similar
     exact = ours.evaluate_word_analogies(data['analogies'])
     assert ours._batch_stats['exact_fallbacks'] == ours._batch_stats['queries'] > n_batched_fallbacks
     assert_same_analogy_result(batched, exact)
+
+
+def test_evaluate_word_analogies_near_ties_are_handed_to_gensim(theirs, data):
+    """Rows that are near-copies of each other make many questions too close to call in float32."""
+    rng = np.random.default_rng(9)
+    words, vectors = list(data['words']), data['vectors'].copy()
+    vectors[1::2] = vectors[0::2] + rng.standard_normal(vectors[1::2].shape).astype(np.float32) * 1e-7
+    mine, ref = KeyedVectors(DIM), GKV(DIM)
+    for kv in (mine, ref):
+        kv.add_vectors(words, vectors)
+    assert_same_analogy_result(mine.evaluate_word_analogies(data['analogies'], case_insensitive=False),
+                               ref.evaluate_word_analogies(data['analogies'], case_insensitive=False))
+    assert mine._batch_stats['exact_fallbacks'] > mine._batch_stats['queries'] / 4
 
 
 def test_evaluate_word_analogies_gzip_and_errors(ours, theirs, data, tmp_path):
@@ -497,82 +429,19 @@ def test_evaluate_word_analogies_gzip_and_errors(ours, theirs, data, tmp_path):
     bad = tmp_path / 'no_header.txt'
     bad.write_text("a0_1 b0_1 a0_2 b0_2\n")
     for kv in (ours, theirs):
-        with pytest.raises(ValueError, match='Missing section header'):
+        with pytest.raises(ValueError, match='section'):
             kv.evaluate_word_analogies(str(bad))
 
 
-def _reference_analogies(kv, path, restrict_vocab=300000, case_insensitive=True, dummy4unknown=False):
-    """Direct transcription of gensim 4's one-question-at-a-time algorithm (no gensim needed)."""
-    ok_keys = kv.index_to_key[:restrict_vocab]
-    ok_vocab = {(k.upper() if case_insensitive else k): kv.get_index(k) for k in reversed(ok_keys)}
-    vectors = kv.vectors
-    norms = np.linalg.norm(vectors, axis=1)
-    sections, section = [], None
-    for line in open(path, 'rb'):
-        line = line.decode('utf8')
-        if line.startswith(': '):
-            if section:
-                sections.append(section)
-            section = {'section': line.lstrip(': ').strip(), 'correct': [], 'incorrect': []}
-            continue
-        words = [w.upper() if case_insensitive else w for w in line.split()]
-        if len(words) != 4:
-            continue
-        a, b, c, expected = words
-        if not all(w in ok_vocab for w in words):
-            if dummy4unknown:
-                section['incorrect'].append((a, b, c, expected))
-            continue
-        mean = np.zeros(vectors.shape[1], dtype=vectors.dtype)
-        for weight, word in zip(np.concatenate((np.ones(2), -np.ones(1))), (b, c, a)):
-            mean += weight * (vectors[ok_vocab[word]] / norms[ok_vocab[word]])
-        mean = mean / np.float64(3.0)
-        mean = (mean.astype(np.float64) / np.sqrt(np.dot(mean.astype(np.float64), mean))).astype(np.float32)
-        limit = restrict_vocab if restrict_vocab else len(vectors)
-        dists = np.dot(vectors[:limit], mean) / norms[:limit]
-        inputs = [ok_vocab[b], ok_vocab[c], ok_vocab[a]]
-        x = -dists
-        if 8 >= x.size:
-            best = np.argsort(x)[:8]
-        else:
-            part = np.argpartition(x, 8)[:8]
-            best = part.take(np.argsort(x.take(part)))
-        sims = [kv.index_to_key[i] for i in best if i not in inputs][:5]
-        predicted = None
-        for key in sims:
-            predicted = key.upper() if case_insensitive else key
-            if predicted in ok_vocab and predicted not in {a, b, c}:
-                break
-        section['correct' if predicted == expected else 'incorrect'].append((a, b, c, expected))
-    sections.append(section)
-    total = {'section': 'Total accuracy',
-             'correct': [q for s in sections for q in s['correct']],
-             'incorrect': [q for s in sections for q in s['incorrect']]}
-    n = len(total['correct']) + len(total['incorrect'])
-    return (len(total['correct']) / n if n else 0.0), sections + [total]
+def test_evaluate_word_analogies_by_name(ours):
+    from bidirmoe import datasets
+    assert_same_analogy_result(ours.evaluate_word_analogies('google', dummy4unknown=True),
+                               GKV.evaluate_word_analogies(ours, datasets.path('google'), dummy4unknown=True))
 
 
-@pytest.mark.parametrize('kwargs', ANALOGY_VARIANTS, ids=[str(k) for k in ANALOGY_VARIANTS])
-def test_evaluate_word_analogies_matches_reference(ours, data, kwargs):
-    """Same check as against gensim, but against a transcription of its algorithm (runs without gensim)."""
-    assert_same_analogy_result(ours.evaluate_word_analogies(data['analogies'], **kwargs),
-                               _reference_analogies(ours, data['analogies'], **kwargs))
-
-
-@pytest.mark.parametrize('binary', [False, True])
-@pytest.mark.parametrize('suffix', ['', '.gz', '.bz2', '.xz'])
-def test_word2vec_round_trip(ours, tmp_path, binary, suffix):
-    path = str(tmp_path / f'vectors{suffix}')
-    ours.save_word2vec_format(path, binary=binary)
-    loaded = KeyedVectors.load_word2vec_format(path, binary=binary)
-    assert loaded.index_to_key == ours.index_to_key
-    np.testing.assert_array_equal(loaded.vectors, ours.vectors)
-    assert loaded.expandos['count'].tolist() == list(range(len(ours), 0, -1))
-    if suffix:
-        with open(path, 'rb') as fin:
-            assert fin.read(3) != b'200'  # really compressed
-    assert sorted(p.name for p in tmp_path.iterdir()) == [os.path.basename(path)]
-
+# ---------------------------------------------------------------------------
+# word pairs
+# ---------------------------------------------------------------------------
 
 PAIR_VARIANTS = [
     dict(), dict(case_insensitive=False), dict(dummy4unknown=True), dict(restrict_vocab=800),
@@ -581,102 +450,87 @@ PAIR_VARIANTS = [
 
 @pytest.mark.parametrize('kwargs', PAIR_VARIANTS, ids=[str(k) for k in PAIR_VARIANTS])
 def test_evaluate_word_pairs_matches_gensim(ours, theirs, data, kwargs):
-    pearson, spearman, oov = ours.evaluate_word_pairs(data['pairs'], **kwargs)
-    g_pearson, g_spearman, g_oov = theirs.evaluate_word_pairs(data['pairs'], **kwargs)
-    np.testing.assert_allclose([pearson[0], pearson[1]], [g_pearson[0], g_pearson[1]], rtol=1e-6)
-    np.testing.assert_allclose([spearman[0], spearman[1]], [g_spearman[0], g_spearman[1]], rtol=1e-6)
-    assert oov == g_oov
+    assert ours.evaluate_word_pairs(data['pairs'], **kwargs) == theirs.evaluate_word_pairs(data['pairs'], **kwargs)
 
 
-def test_evaluate_word_pairs_without_scipy(ours, data, monkeypatch):
-    import sys
-    stats = pytest.importorskip('scipy.stats')
-    expected = ours.evaluate_word_pairs(data['pairs'])
-    monkeypatch.setitem(sys.modules, 'scipy', None)
-    pearson, spearman, oov = ours.evaluate_word_pairs(data['pairs'])
-    np.testing.assert_allclose(pearson[0], expected[0][0], rtol=1e-9)
-    np.testing.assert_allclose(pearson[1], expected[0][1], rtol=1e-6)
-    np.testing.assert_allclose(spearman[0], expected[1][0], rtol=1e-9)
-    np.testing.assert_allclose(spearman[1], expected[1][1], rtol=1e-6)
-    assert oov == expected[2]
-    assert stats is not None
+def test_evaluate_word_pairs_reads_simlex_format(ours, theirs, data, tmp_path):
+    rng = np.random.default_rng(4)
+    words = data['words']
+    simlex, plain = tmp_path / 'simlex.txt', tmp_path / 'plain.txt'
+    rows = [(words[i], words[j], f'{rng.uniform(0, 10):.2f}') for i, j in rng.integers(0, N_WORDS, size=(80, 2))]
+    simlex.write_text('word1\tword2\tPOS\tSimLex999\tconc(w1)\tconc(w2)\tconcQ\tAssoc(USF)\tSimAssoc333\tSD(SimLex)\n'
+                      + ''.join(f'{a}\t{b}\tN\t{s}\t1\t2\t3\t4\t0\t0.5\n' for a, b, s in rows))
+    plain.write_text(''.join(f'{a}\t{b}\t{s}\n' for a, b, s in rows))
+    got = ours.evaluate_word_pairs(str(simlex), delimiter=',')  # the header decides, not the delimiter
+    assert got == theirs.evaluate_word_pairs(str(plain))
+    with pytest.raises(ValueError):  # gensim alone finds no 3-column line in SimLex's own file
+        theirs.evaluate_word_pairs(str(simlex))
 
 
 # ---------------------------------------------------------------------------
 # word2vec C format
 # ---------------------------------------------------------------------------
 
-def _gensim_kv_class():
-    return pytest.importorskip("gensim.models").KeyedVectors
-
-
 @pytest.mark.parametrize('binary', [False, True])
-@pytest.mark.parametrize('suffix', ['', '.gz'])
-def test_word2vec_ours_to_gensim(ours, data, tmp_path, binary, suffix):
-    GKV = _gensim_kv_class()
+@pytest.mark.parametrize('suffix', ['', '.gz', '.bz2'])
+def test_word2vec_ours_to_gensim_and_back(ours, tmp_path, binary, suffix):
     path = str(tmp_path / f'vectors{".bin" if binary else ".txt"}{suffix}')
     ours.save_word2vec_format(path, binary=binary)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [os.path.basename(path)]  # no stand-in left behind
     loaded = GKV.load_word2vec_format(path, binary=binary)
     assert loaded.index_to_key == ours.index_to_key
     np.testing.assert_array_equal(loaded.vectors, ours.vectors)
     again = KeyedVectors.load_word2vec_format(path, binary=binary)
-    np.testing.assert_array_equal(again.vectors, ours.vectors)
+    assert type(again) is KeyedVectors and again.index_to_key == loaded.index_to_key
+    np.testing.assert_array_equal(again.vectors, loaded.vectors)
     np.testing.assert_array_equal(again.expandos['count'], loaded.expandos['count'])
+    assert again.expandos['count'].dtype == loaded.expandos['count'].dtype
 
 
 @pytest.mark.parametrize('binary', [False, True])
-@pytest.mark.parametrize('suffix', ['', '.gz'])
-def test_word2vec_gensim_to_ours(theirs, tmp_path, binary, suffix):
-    GKV = _gensim_kv_class()
-    path = str(tmp_path / f'vectors{suffix}')
+def test_word2vec_reading_matches_gensim(theirs, tmp_path, binary):
+    path = str(tmp_path / 'vectors.gz')
     theirs.save_word2vec_format(path, binary=binary)
-    loaded = KeyedVectors.load_word2vec_format(path, binary=binary)
-    reference = GKV.load_word2vec_format(path, binary=binary)
-    assert loaded.index_to_key == reference.index_to_key == theirs.index_to_key
-    np.testing.assert_array_equal(loaded.vectors, reference.vectors)
-    np.testing.assert_array_equal(loaded.expandos['count'], reference.expandos['count'])
-    for kwargs in [dict(limit=17), dict(datatype=np.float64), dict(datatype=np.float16, limit=5)]:
-        ours_l = KeyedVectors.load_word2vec_format(path, binary=binary, **kwargs)
-        ref_l = GKV.load_word2vec_format(path, binary=binary, **kwargs)
-        assert ours_l.index_to_key == ref_l.index_to_key
-        assert ours_l.vectors.dtype == ref_l.vectors.dtype
-        np.testing.assert_array_equal(ours_l.vectors, ref_l.vectors)
+    for kwargs in [dict(), dict(limit=17), dict(datatype=np.float64), dict(datatype=np.float16, limit=5),
+                   dict(unicode_errors='ignore')]:
+        mine, ref = (cls.load_word2vec_format(path, binary=binary, **kwargs) for cls in (KeyedVectors, GKV))
+        assert mine.index_to_key == ref.index_to_key
+        assert mine.vectors.dtype == ref.vectors.dtype
+        np.testing.assert_array_equal(mine.vectors, ref.vectors)
+        np.testing.assert_array_equal(mine.expandos['count'], ref.expandos['count'])
+        assert mine.next_index == ref.next_index
+
+
+def test_word2vec_binary_across_read_chunks(theirs, tmp_path, monkeypatch):
+    path = str(tmp_path / 'vectors.bin')
+    theirs.save_word2vec_format(path, binary=True)
+    for chunk in (7, 200, 4096):
+        monkeypatch.setattr(kv_module, '_READ_CHUNK', chunk)
+        mine = KeyedVectors.load_word2vec_format(path, binary=True, limit=300)
+        assert mine.index_to_key == theirs.index_to_key[:300]
+        np.testing.assert_array_equal(mine.vectors, theirs.vectors[:300])
 
 
 @pytest.mark.parametrize('binary', [False, True])
 def test_word2vec_files_byte_identical(tmp_path, data, binary):
-    """Loaded from the same file (so both have 'count'), both libraries write identical bytes."""
-    GKV = _gensim_kv_class()
-    src = str(tmp_path / 'src.bin')
-    KeyedVectors_from = KeyedVectors(DIM)
-    KeyedVectors_from.add_vectors(list(data['words']), data['vectors'])
-    KeyedVectors_from.save_word2vec_format(src, binary=True)
-    ours = KeyedVectors.load_word2vec_format(src, binary=True)
-    theirs = GKV.load_word2vec_format(src, binary=True)
-    # shuffle counts so that the 'count' sort order differs from the index order
-    counts = np.random.default_rng(0).integers(1, 50, size=len(ours))
-    for kv in (ours, theirs):
-        for key, count in zip(kv.index_to_key, counts):
-            kv.set_vecattr(key, 'count', int(count))
+    """Our writer is gensim's: the same bytes, with counts, headers, prefixes and vocabulary files."""
+    mine, ref = KeyedVectors(DIM), GKV(DIM)
+    counts = np.random.default_rng(0).integers(1, 50, size=N_WORDS)
+    for kv in (mine, ref):
+        kv.add_vectors(list(data['words']), data['vectors'])  # (gensim 4.4's add_vectors fails with `extras`)
+        kv.allocate_vecattrs(['count'], [np.int64])
+        kv.expandos['count'][:] = counts
     for kwargs in [dict(), dict(write_header=False), dict(total_vec=12345), dict(prefix='p_')]:
-        ours.save_word2vec_format(str(tmp_path / 'o'), binary=binary, fvocab=str(tmp_path / 'ov'), **kwargs)
-        theirs.save_word2vec_format(str(tmp_path / 'g'), binary=binary, fvocab=str(tmp_path / 'gv'), **kwargs)
+        mine.save_word2vec_format(str(tmp_path / 'o'), binary=binary, fvocab=str(tmp_path / 'ov'), **kwargs)
+        ref.save_word2vec_format(str(tmp_path / 'g'), binary=binary, fvocab=str(tmp_path / 'gv'), **kwargs)
         assert (tmp_path / 'o').read_bytes() == (tmp_path / 'g').read_bytes()
         assert (tmp_path / 'ov').read_bytes() == (tmp_path / 'gv').read_bytes()
-    # without a 'count' attribute: index order
-    plain = KeyedVectors(DIM)
-    plain.add_vectors(list(data['words']), data['vectors'])
-    plain_g = GKV(DIM)
-    plain_g.add_vectors(list(data['words']), data['vectors'])
-    plain.save_word2vec_format(str(tmp_path / 'o'), binary=binary)
-    plain_g.save_word2vec_format(str(tmp_path / 'g'), binary=binary)
+    mine.save_word2vec_format(str(tmp_path / 'o'), binary=binary, append=True)
+    ref.save_word2vec_format(str(tmp_path / 'g'), binary=binary, append=True)
     assert (tmp_path / 'o').read_bytes() == (tmp_path / 'g').read_bytes()
-    with pytest.raises(ValueError):
-        plain.save_word2vec_format(str(tmp_path / 'o'), fvocab=str(tmp_path / 'ov'))
 
 
 def test_word2vec_fvocab_and_no_header(ours, data, tmp_path):
-    GKV = _gensim_kv_class()
     vec_path, vocab_path = str(tmp_path / 'v.txt'), str(tmp_path / 'vocab.txt')
     with open(vocab_path, 'w', encoding='utf8') as fout:
         for i, w in enumerate(data['words']):
@@ -692,11 +546,13 @@ def test_word2vec_fvocab_and_no_header(ours, data, tmp_path):
         reference = GKV.load_word2vec_format(nh_path, no_header=True, **kwargs)
         assert loaded.index_to_key == reference.index_to_key
         np.testing.assert_array_equal(loaded.vectors, reference.vectors)
+        np.testing.assert_array_equal(loaded.expandos['count'], reference.expandos['count'])
+    with pytest.raises(NotImplementedError):
+        KeyedVectors.load_word2vec_format(nh_path, no_header=True, binary=True)
 
 
-def test_word2vec_c_tool_binary_layout(tmp_path):
+def test_word2vec_c_tool_layout(tmp_path):
     """The C tool writes a newline after every binary vector and a trailing space in text lines."""
-    GKV = _gensim_kv_class()
     rng = np.random.default_rng(11)
     vecs = rng.standard_normal((4, 5)).astype(np.float32)
     words = ['</s>', 'the', 'naïve', 'x']
@@ -711,44 +567,52 @@ def test_word2vec_c_tool_binary_layout(tmp_path):
         for w, v in zip(words, vecs):
             fout.write(w + ' ' + ''.join(f'{x:.6f} ' for x in v) + '\n')
     for path, binary in [(bin_path, True), (txt_path, False)]:
-        ours = KeyedVectors.load_word2vec_format(str(path), binary=binary)
-        theirs = GKV.load_word2vec_format(str(path), binary=binary)
-        assert ours.index_to_key == theirs.index_to_key == words
-        np.testing.assert_array_equal(ours.vectors, theirs.vectors)
+        mine = KeyedVectors.load_word2vec_format(str(path), binary=binary)
+        ref = GKV.load_word2vec_format(str(path), binary=binary)
+        assert mine.index_to_key == ref.index_to_key == words
+        np.testing.assert_array_equal(mine.vectors, ref.vectors)
 
 
-def _write_text(path, content):
-    with open(path, 'wb') as fout:
-        fout.write(content.encode('utf8'))
+def test_word2vec_repeated_words_and_missing_counts(tmp_path):
+    dup = tmp_path / 'dup.txt'
+    dup.write_text("3 2\na 1 2\nb 3 4\na 5 6\n")
+    mine = KeyedVectors.load_word2vec_format(str(dup))  # gensim 4.4: keys ['a', 'b', None]
+    assert mine.index_to_key == ['a', 'b'] and mine.vectors.shape == (2, 2)
+    assert mine['a'].tolist() == [1, 2] and mine.expandos['count'].tolist() == [3, 2]
+    vocab = tmp_path / 'vocab.txt'
+    vocab.write_text("a 10\n")
+    two = tmp_path / 'two.txt'
+    two.write_text("2 2\na 1 2\nb 3 4\n")
+    # gensim 4.4 raises TypeError here
+    assert KeyedVectors.load_word2vec_format(str(two), fvocab=str(vocab)).expandos['count'].tolist() == [10, 0]
 
 
 @pytest.mark.parametrize('content, line', [
     ("3 2\na 1 2\nb 3 4\n", 4),                   # one vector missing
     ("3 2\na 1 2\nb 3 4\nc 5", 4),               # last line cut short
-    ("3 2\na 1 2\nb 3\nc 5 6\n", 3),              # value missing
+    ("3 2\na 1 2\nb 3\nc 5 6\n", 3),              # value missing (gensim repeats the 3)
     ("3 2\na 1 2\nb 3 4 5\nc 5 6\n", 3),          # extra value
     ("3 2\na 1 2\nb 3 x\nc 5 6\n", 3),            # not a number
-    ("3 2\na 1  2\nb 3 4\nc 5 6\n", 2),           # double space (gensim splits on single spaces)
+    ("3 2\na 1  2\nb 3 4\nc 5 6\n", 2),           # double space (values are split on single spaces)
     ("three 2\na 1 2\n", 1),                      # bad header
     ("3\na 1 2\n", 1),                            # header too short
     ("", 1),                                      # empty file
 ])
 def test_text_malformed_raises_with_line(tmp_path, content, line):
-    path = str(tmp_path / 'bad.txt')
-    _write_text(path, content)
-    with pytest.raises(ValueError, match=rf"line {line}\b"):
-        KeyedVectors.load_word2vec_format(path)
+    path = tmp_path / 'bad.txt'
+    path.write_bytes(content.encode('utf8'))
+    with pytest.raises((ValueError, EOFError), match=rf"line {line}\b"):
+        KeyedVectors.load_word2vec_format(str(path))
 
 
 def test_text_truncated_gzip(tmp_path, ours):
     path = str(tmp_path / 'v.txt.gz')
     ours.save_word2vec_format(path)
     raw = open(path, 'rb').read()
-    cut = str(tmp_path / 'cut.txt.gz')
-    with open(cut, 'wb') as fout:
-        fout.write(raw[: len(raw) // 2])
-    with pytest.raises(ValueError, match=r"line \d+"):
-        KeyedVectors.load_word2vec_format(cut)
+    cut = tmp_path / 'cut.txt.gz'
+    cut.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises((EOFError, ValueError)):
+        KeyedVectors.load_word2vec_format(str(cut))
 
 
 def _binary_file(words, vecs):
@@ -758,166 +622,68 @@ def _binary_file(words, vecs):
     return b''.join(out)
 
 
-def test_binary_truncated_raises_with_offset(tmp_path):
+def test_binary_truncated_raises_with_offset(tmp_path, monkeypatch):
     vecs = np.arange(12, dtype=np.float32).reshape(3, 4)
     blob = _binary_file(['aa', 'bbb', 'c'], vecs)
     header = len(b"3 4\n")
     third_word_at = header + (3 + 16) + (4 + 16)
-    # cut inside the third vector
-    path = str(tmp_path / 'cut.bin')
-    with open(path, 'wb') as fout:
-        fout.write(blob[:-5])
-    with pytest.raises(ValueError, match=rf"byte offset {third_word_at}\b"):
-        KeyedVectors.load_word2vec_format(path, binary=True)
-    # cut right after the second vector
-    with open(path, 'wb') as fout:
-        fout.write(blob[:third_word_at])
-    with pytest.raises(ValueError, match=rf"byte offset {third_word_at}\b"):
-        KeyedVectors.load_word2vec_format(path, binary=True)
-    # the complete file loads
-    with open(path, 'wb') as fout:
-        fout.write(blob)
-    kv = KeyedVectors.load_word2vec_format(path, binary=True)
-    np.testing.assert_array_equal(kv.vectors, vecs)
-    # header claims more vectors than present, with a tiny read chunk
-    with open(path, 'wb') as fout:
-        fout.write(b"4 4\n" + blob[header:])
-    with pytest.raises(ValueError, match=r"byte offset \d+"):
-        kv_module._load_word2vec_format(KeyedVectors, path, binary=True, binary_chunk_size=7)
+    path = tmp_path / 'cut.bin'
+    for cut in (blob[:-5], blob[:third_word_at], b"4 4\n" + blob[header:]):
+        path.write_bytes(cut)
+        for chunk in (7, 1 << 20):
+            monkeypatch.setattr(kv_module, '_READ_CHUNK', chunk)
+            with pytest.raises(EOFError, match=r"byte \d+"):
+                KeyedVectors.load_word2vec_format(str(path), binary=True)
+    monkeypatch.undo()
+    path.write_bytes(b"4 4\n" + blob[header:])
+    with pytest.raises(EOFError, match=rf"byte {third_word_at + 2 + 16}\b"):  # the 4th vector would start there
+        KeyedVectors.load_word2vec_format(str(path), binary=True)
+    path.write_bytes(blob[:-5])
+    with pytest.raises(EOFError, match=rf"byte {third_word_at}\b"):
+        KeyedVectors.load_word2vec_format(str(path), binary=True)
+    path.write_bytes(blob)
+    np.testing.assert_array_equal(KeyedVectors.load_word2vec_format(str(path), binary=True).vectors, vecs)
 
 
-def test_binary_malformed_raises_with_offset(tmp_path):
-    vecs = np.ones((2, 3), dtype=np.float32)
-    blob = bytearray(_binary_file(['ok', 'bad'], vecs))
-    second_word_at = len(b"2 3\n") + 3 + 12
-    blob[second_word_at] = 0xff  # invalid utf-8 start byte
-    path = str(tmp_path / 'bad.bin')
-    with open(path, 'wb') as fout:
-        fout.write(bytes(blob))
-    with pytest.raises(ValueError, match=rf"byte offset {second_word_at}\b"):
-        KeyedVectors.load_word2vec_format(path, binary=True)
-    kv = KeyedVectors.load_word2vec_format(path, binary=True, unicode_errors='ignore')
-    assert kv.index_to_key == ['ok', 'ad']
-    with open(path, 'wb') as fout:
-        fout.write(b"2 x\n" + bytes(blob[4:]))
-    with pytest.raises(ValueError, match=r"line 1"):
-        KeyedVectors.load_word2vec_format(path, binary=True)
+def test_binary_bad_bytes(tmp_path):
+    blob = bytearray(_binary_file(['ok', 'bad'], np.ones((2, 3), dtype=np.float32)))
+    blob[len(b"2 3\n") + 3 + 12] = 0xff  # invalid utf-8 start byte in the second word
+    path = tmp_path / 'bad.bin'
+    path.write_bytes(bytes(blob))
+    with pytest.raises(UnicodeDecodeError):
+        KeyedVectors.load_word2vec_format(str(path), binary=True)
+    for errors in ('ignore', 'replace'):
+        mine = KeyedVectors.load_word2vec_format(str(path), binary=True, unicode_errors=errors)
+        assert mine.index_to_key == GKV.load_word2vec_format(str(path), binary=True, unicode_errors=errors).index_to_key
 
 
-def test_atomic_write_keeps_old_file_on_failure(ours, tmp_path):
+def test_save_word2vec_format_keeps_old_file_on_failure(ours, tmp_path):
     path = tmp_path / 'vectors.txt'
     ours.save_word2vec_format(str(path))
+    os.chmod(path, 0o640)
     before = path.read_bytes()
-    mode_before = os.stat(path).st_mode
     broken = KeyedVectors(DIM)
     broken.add_vectors(['fine', 'bad\udc80key'], np.ones((2, DIM), dtype=np.float32))
-    with pytest.raises(UnicodeEncodeError):
-        broken.save_word2vec_format(str(path))
+    for target in ('vectors.txt', 'new.bin', 'new.txt.gz'):
+        with pytest.raises(UnicodeEncodeError):
+            broken.save_word2vec_format(str(tmp_path / target), binary=target.endswith('.bin'))
+        assert sorted(p.name for p in tmp_path.iterdir()) == ['vectors.txt']
     assert path.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ['vectors.txt']
-    with pytest.raises(UnicodeEncodeError):
-        broken.save_word2vec_format(str(tmp_path / 'new.bin'), binary=True)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ['vectors.txt']
-    with pytest.raises(UnicodeEncodeError):
-        broken.save_word2vec_format(str(tmp_path / 'new.txt.gz'))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ['vectors.txt']
     ours.save_word2vec_format(str(path), binary=True)
-    assert os.stat(path).st_mode == mode_before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ['vectors.txt']
+    assert os.stat(path).st_mode & 0o777 == 0o640
 
 
 # ---------------------------------------------------------------------------
-# native format, conversions, docs
+# documentation
 # ---------------------------------------------------------------------------
-
-@pytest.mark.parametrize('mmap', [None, 'r', 'c'])
-def test_native_save_load(ours, tmp_path, mmap):
-    ours.set_vecattr('w1', 'count', 99)
-    ours.set_vecattr('w1', 'tag', 'hello')
-    path = str(tmp_path / 'vectors.kv')
-    ours.save(path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ['vectors.kv']
-    loaded = KeyedVectors.load(path, mmap=mmap)
-    assert loaded.index_to_key == ours.index_to_key
-    assert loaded.key_to_index == ours.key_to_index
-    np.testing.assert_array_equal(loaded.vectors, ours.vectors)
-    assert loaded.vectors.dtype == ours.vectors.dtype
-    np.testing.assert_array_equal(loaded.expandos['count'], ours.expandos['count'])
-    assert loaded.get_vecattr('w1', 'tag') == 'hello'
-    if mmap:
-        assert isinstance(loaded.vectors, np.memmap)
-    if mmap == 'r':
-        assert not loaded.vectors.flags.writeable
-    assert_same_sims(loaded.most_similar('a0_1'), ours.most_similar('a0_1'))
-
-
-def test_native_int_keys_and_dtype(tmp_path):
-    kv = KeyedVectors(3, dtype=np.float64)
-    kv.add_vectors([0, 1, 2], np.arange(9, dtype=np.float64).reshape(3, 3))
-    path = str(tmp_path / 'ints.kv')
-    kv.save(path)
-    loaded = KeyedVectors.load(path, mmap='r')
-    assert loaded.index_to_key == [0, 1, 2]
-    assert loaded.vectors.dtype == np.float64
-    np.testing.assert_array_equal(loaded[1], [3, 4, 5])
-
-
-def test_native_truncated_or_foreign(ours, tmp_path):
-    path = tmp_path / 'vectors.kv'
-    ours.save(str(path))
-    raw = path.read_bytes()
-    path.write_bytes(raw[: len(raw) - 1000])
-    with pytest.raises(ValueError, match='truncated'):
-        KeyedVectors.load(str(path))
-    with pytest.raises(ValueError, match='truncated'):
-        KeyedVectors.load(str(path), mmap='r')
-    path.write_bytes(raw[:30])
-    with pytest.raises(ValueError, match='truncated'):
-        KeyedVectors.load(str(path))
-    path.write_bytes(b'not a keyedvectors file at all')
-    with pytest.raises(ValueError):
-        KeyedVectors.load(str(path))
-
-
-def test_gensim_conversions(ours, theirs):
-    GKV = _gensim_kv_class()
-    ours.set_vecattr('w1', 'count', 5)
-    converted = ours.to_gensim()
-    assert isinstance(converted, GKV)
-    assert converted.index_to_key == ours.index_to_key
-    np.testing.assert_array_equal(converted.vectors, ours.vectors)
-    np.testing.assert_array_equal(converted.expandos['count'], ours.expandos['count'])
-    assert_same_sims(converted.most_similar('a1_1'), ours.most_similar('a1_1'))
-    back = KeyedVectors.from_gensim(theirs)
-    assert back.index_to_key == theirs.index_to_key
-    np.testing.assert_array_equal(back.vectors, theirs.vectors)
-    assert_same_sims(back.most_similar('a1_1'), theirs.most_similar('a1_1'))
-    back.vectors[0, 0] += 1  # a copy, not a view
-    assert back.vectors[0, 0] != theirs.vectors[0, 0]
-
-
-def test_sort_by_descending_frequency_matches_gensim(ours, theirs):
-    counts = np.random.default_rng(2).integers(0, 30, size=len(ours))
-    for kv in (ours, theirs):
-        for key, count in zip(list(kv.index_to_key), counts):
-            kv.set_vecattr(key, 'count', int(count))
-        kv.sort_by_descending_frequency()
-    assert ours.index_to_key == theirs.index_to_key
-    np.testing.assert_array_equal(ours.vectors, theirs.vectors)
-    theirs.fill_norms(force=True)
-    assert_same_sims(ours.most_similar('w3'), theirs.most_similar('w3'))
-
 
 def test_docstring_examples():
     failures, attempted = doctest.testmod(kv_module, optionflags=doctest.ELLIPSIS)
-    assert attempted > 50
+    assert attempted > 40
     assert failures == 0
 
 
-def test_every_public_method_documented():
-    for name in dir(KeyedVectors):
-        if name.startswith('_'):
-            continue
-        attr = getattr(KeyedVectors, name)
-        if callable(attr):
+def test_every_method_of_ours_documented():
+    for name, attr in vars(KeyedVectors).items():
+        if not name.startswith('_') and callable(getattr(KeyedVectors, name)):
             assert attr.__doc__ and 'Examples' in attr.__doc__, name

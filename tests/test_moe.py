@@ -12,13 +12,16 @@ from bidirmoe import BidirMoE, Word2Vec, _core
 # ---------------------------------------------------------------- reference
 
 
-def ref_log_prob(P, words, offsets, target, heads, full, window, mask, loss, huffman=None, tpos=None):
+def ref_log_prob(P, words, offsets, target, heads, full, window, mask, loss, huffman=None, tpos=None,
+                 negatives=()):
     """log p(target | context) for SPEC Model 1, written from the equations
     with explicit loops in float64 (independent of the library's code).
     Sentence mode when ``tpos`` (the target's position) is given: ``offsets``
     are absolute positions and P holds query/key/pos_key flattened to
-    (H*L, dk), (H*V, dk), (H*L, dk), and pos_value as ``offset_value``."""
-    d = P["beta"].shape[1] if loss == "softmax" else P["syn1"].shape[1]
+    (H*L, dk), (H*V, dk), (H*L, dk), and pos_value as ``offset_value``.
+    ``loss="negative"``: word2vec's objective with the given ``negatives``,
+    log σ(beta[t]·z) + Σ_n log σ(-beta[n]·z)."""
+    d = P["syn1"].shape[1] if loss == "hs" else P["beta"].shape[1]
     s = d if full else d // heads
     experts = []  # (value vector, gate logits per head)
     for w, r in zip(words, offsets):
@@ -53,6 +56,8 @@ def ref_log_prob(P, words, offsets, target, heads, full, window, mask, loss, huf
         logits = P["beta"] @ z + (0 if P.get("bias") is None else P["bias"][:, 0])
         m = logits.max()
         return logits[target] - m - np.log(np.exp(logits - m).sum())
+    if loss == "negative":
+        return -np.logaddexp(0.0, -P["beta"][target] @ z) - sum(np.logaddexp(0.0, P["beta"][n] @ z) for n in negatives)
     codes, points = huffman
     lp = 0.0
     for c, p in zip(codes[target], points[target]):
@@ -69,7 +74,7 @@ def make_model(rng, v, d, heads, full, window, mask, loss):
         "salience": rng.normal(0, 0.5, (heads, v)),
         "offset_gate": rng.normal(0, 0.5, (heads, r)),
         "offset_value": rng.normal(0, 0.3, (r, d_in)),
-        "beta": rng.normal(0, 0.5, (v, d)) if loss == "softmax" else None,
+        "beta": rng.normal(0, 0.5, (v, d)) if loss in ("softmax", "negative") else None,
         "bias": rng.normal(0, 0.5, (v, 1)) if loss == "softmax" else None,
         "syn1": rng.normal(0, 0.5, (v, d)) if loss == "hs" else None,
         "mask_gate": rng.normal(0, 0.5, (1, heads)) if mask else None,
@@ -140,6 +145,47 @@ def test_sentence_mode_step_equals_lr_times_finite_difference_gradient(heads, fu
     checked = assert_step_is_lr_times_gradient(P, arrays, before, lr, lambda: ref_log_prob(ref, *args, tpos=tpos),
                                                rel=2e-3, abs=2e-6)
     assert checked > 80
+
+
+@pytest.mark.parametrize("heads,full,mask,absolute", [(1, False, False, False), (2, False, True, False),
+                                                       (2, True, True, False), (2, False, True, True)])
+def test_negative_sampling_step_equals_lr_times_finite_difference_gradient(heads, full, mask, absolute,
+                                                                          step_with_distinct_negatives,
+                                                                          assert_step_is_lr_times_gradient):
+    rng = np.random.default_rng(200 + heads * 10 + full * 3 + mask + absolute)
+    v, d, window, L, dk, k = 7, 6, 2, 5, 3, 3
+    vocab = _core.Vocab.from_words([f"w{i}" for i in range(v)], list(range(20, 20 - v, -1)), 0.0, 0.75, False)
+    P = make_model(rng, v, d, heads, full, window, mask, "negative")  # no output bias, as in word2vec
+    target = 3
+    if absolute:
+        d_in = heads * d if full else d
+        del P["salience"], P["offset_gate"]
+        P.update(offset_value=rng.normal(0, 0.3, (L, d_in)), query=rng.normal(0, 0.7, (heads * L, dk)),
+                 key=rng.normal(0, 0.7, (heads * v, dk)), pos_key=rng.normal(0, 0.7, (heads * L, dk)),
+                 mask_gate=rng.normal(0, 0.5, (1, heads * dk)) if mask else None)
+        words, offsets, tpos = [2, 5, 1, 2], [0, 1, 3, 4], 2
+        ref = dict(P, pos_value_len=L)
+        extra = dict(target_pos=tpos)
+    else:
+        words, offsets, tpos = [1, 4, 4, 6], [-2, -1, 1, 2], None
+        ref = P
+        extra = {}
+    arrays0 = {k_: (None if a is None else a.astype(np.float32)) for k_, a in P.items()}
+    for name in ("salience", "offset_gate", "query", "key", "pos_key"):
+        arrays0.setdefault(name, None)
+    settings = dict(heads=heads, full=full, window=window, shrink_windows=False, negative=k, hs=False, softmax=False,
+                    vector_size=d, absolute=absolute, max_len=L, key_size=dk)
+    lr = 0.01
+    arrays, loss_val, negatives = step_with_distinct_negatives(
+        lambda a, seed: _core.moe_step(vocab, a, settings, words, offsets, target, lr, seed=seed, **extra),
+        arrays0, "beta", target, k)
+    log_prob = lambda: ref_log_prob(ref, words, offsets, target, heads, full, window, mask, "negative",  # noqa: E731
+                                    tpos=tpos, negatives=negatives)
+    # word2vec's sigmoid table: steps of 0.012 in the logit, as for hs.
+    assert loss_val == pytest.approx(-log_prob(), rel=2e-2)
+    before = {k_: (None if a is None else a.copy()) for k_, a in arrays0.items()}
+    checked = assert_step_is_lr_times_gradient(P, arrays, before, lr, log_prob, rel=3e-2, abs=lr * 4e-3)
+    assert checked > 100
 
 
 def test_sentence_mode_trains_predicts_and_saves(corpus, tmp_path):
@@ -234,14 +280,21 @@ def _saved(model, tmp_path):
     return path
 
 
-def test_heads_full_mode_and_hs_and_softmax_train(corpus):
-    for kw in (dict(head_values="full", heads=2), dict(loss="hs"), dict(loss="softmax", heads=2)):
-        m = BidirMoE(corpus[:800], vector_size=8, window=2, min_count=1, epochs=2, workers=2, **kw).train()
-        assert np.isfinite(m.wv.vectors).all() and np.isfinite(m.salience).all()
-        r = m.evaluate_masked(corpus[:200], max_targets=300)
-        assert 0 <= r["top1"] <= r["top10"] <= 1 and np.isfinite(r["log_likelihood"])
-    assert m.output_wv is not None and m.output_wv.vectors is m.syn1neg
-    assert m.output_bias is not None and np.abs(m.output_bias).max() > 0  # the softmax bias is learned
+PAIRS_KW = dict(vector_size=16, heads=2, min_count=1, sample=0, workers=1, seed=1)
+
+
+@pytest.mark.parametrize("kw", [dict(loss="softmax", window=3, epochs=10), dict(loss="hs", window=3, epochs=10),
+                                dict(head_values="full", window=3, epochs=20),
+                                dict(positions="absolute", max_len=6, key_size=4, epochs=20),
+                                dict(positions="absolute", max_len=6, key_size=4, loss="softmax", epochs=20)],
+                         ids=["softmax", "hs", "full_heads", "sentence", "sentence_softmax"])
+def test_learns_the_pair_corpus_with_each_loss_and_mode(kw, pair_corpus, assert_learns_pairs):
+    m = assert_learns_pairs(BidirMoE(pair_corpus[0], **PAIRS_KW, **kw))
+    if m.loss == "softmax":
+        assert m.output_wv is not None and m.output_wv.vectors is m.syn1neg
+        assert m.output_bias is not None and np.abs(m.output_bias).max() > 0  # the softmax bias is learned
+    if m.loss == "hs":
+        assert m.output_wv is None and m.syn1 is not None
 
 
 def test_deterministic_with_one_worker(corpus):

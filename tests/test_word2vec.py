@@ -69,7 +69,7 @@ def test_constructor_signature_matches_installed_gensim():
 def test_constructor_stores_parameters():
     m = Word2Vec(vector_size=7, window=3, min_count=2, sg=1, hs=1, negative=0, epochs=4, seed=9)
     assert (m.vector_size, m.window, m.min_count, m.sg, m.hs, m.negative, m.epochs, m.seed) == (7, 3, 2, 1, 1, 0, 4, 9)
-    assert m.wv is None or len(m.wv.index_to_key) == 0
+    assert m.wv is None  # no vocabulary yet, so no vectors
 
 
 # ---------------------------------------------------------------- learning
@@ -497,19 +497,20 @@ def test_save_into_missing_directory(corpus, tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def test_save_model_without_vocabulary(tmp_path):
-    # gensim can save a model before build_vocab; bidirmoe must at least fail
-    # cleanly (a ValueError/RuntimeError saying what is missing), not with an
-    # AttributeError from inside save(), and leave no file behind.
-    m = Word2Vec(vector_size=8)
+def test_save_model_without_vocabulary(tmp_path, corpus):
+    # As in gensim, a model can be saved before build_vocab: it loads back with
+    # its parameters and no vocabulary, and can then be trained like a new one.
+    m = Word2Vec(vector_size=8, window=3, min_count=2, seed=4, workers=1, epochs=1)
     path = tmp_path / "empty.model"
-    try:
-        m.save(path)
-    except (ValueError, RuntimeError):
-        assert os.listdir(tmp_path) == []
-    else:
-        l = Word2Vec.load(path)
-        assert l.vector_size == 8
+    m.save(path)
+    assert os.listdir(tmp_path) == ["empty.model"]
+    l = Word2Vec.load(path)
+    assert (l.vector_size, l.window, l.min_count, l.seed, l.epochs) == (8, 3, 2, 4, 1)
+    assert l.wv is None
+    l.build_vocab(corpus)
+    l.train(corpus, total_examples=l.corpus_count, epochs=1)
+    fresh = Word2Vec(corpus, vector_size=8, window=3, min_count=2, seed=4, workers=1, epochs=1)
+    assert np.array_equal(l.wv.vectors, fresh.wv.vectors)  # one worker and a seed: the same as never saved
 
 
 def test_load_errors(tmp_path):

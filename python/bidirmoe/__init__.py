@@ -13,14 +13,14 @@ Examples
 
 from . import _core
 from .attention import BidirectionalAttention
-from .corpora import LineSentence
+from .corpora import LineSentence, PathLineSentences
 from .keyedvectors import KeyedVectors
 from .moe import BidirMoE
 from .word2vec import Word2Vec
 
 __version__ = "0.1.0"
 
-__all__ = ["Word2Vec", "BidirMoE", "BidirectionalAttention", "KeyedVectors", "LineSentence", "simd_level", "__version__"]
+__all__ = ["Word2Vec", "BidirMoE", "BidirectionalAttention", "KeyedVectors", "LineSentence", "PathLineSentences", "simd_level", "__version__"]
 
 
 def simd_level() -> str:

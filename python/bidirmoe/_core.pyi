@@ -1,7 +1,7 @@
 """Type stubs for the compiled Rust core ``bidirmoe._core``."""
 
 from os import PathLike
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, TypedDict, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -58,6 +58,35 @@ class JobQueue:
     def close(self) -> None: ...
     def cancel(self) -> None: ...
 
+class WorkerResume(TypedDict):
+    pending: List[List[int]]  # [start, end) byte ranges still to read
+    rng: int
+    lr: float
+    since_lr: int
+
+class ResumeState(TypedDict):
+    """Where a stopped epoch got to (attached to the exception as ``bidirmoe_resume``)."""
+
+    gzip: bool
+    file_len: int
+    stream_offset: int
+    workers: List[WorkerResume]
+
+class Schedule(TypedDict):
+    alpha: float
+    min_alpha: float
+    total_words: int
+    words_before: int
+    seed: int
+    epoch: int
+    workers: int
+    compute_loss: bool
+    report_delay: float
+    progress_cb: Optional[Callable[[int, int, float], None]]
+    max_words: int
+    lockf: Optional[npt.NDArray[np.float32]]  # vectors_lockf: length 1 or one per word
+    resume: Optional[ResumeState]
+
 def train_epoch(
     model: str,
     vocab: Vocab,
@@ -71,17 +100,43 @@ def train_epoch(
     cbow_mean: bool,
     negative: int,
     hs: bool,
-    alpha: float,
-    min_alpha: float,
-    total_words: int,
-    words_before: int,
-    seed: int,
-    epoch: int,
-    workers: int,
-    compute_loss: bool,
-    report_delay: float = 1.0,
-    progress_cb: Optional[Callable[[int, int, float], None]] = None,
+    schedule: Schedule,
 ) -> Tuple[int, int, int, float]: ...
+def train_epoch_moe(
+    vocab: Vocab,
+    arrays: Dict[str, Optional[npt.NDArray[np.float32]]],
+    settings: Dict[str, object],
+    source: Union[str, PathLike, JobQueue],
+    schedule: Schedule,
+) -> Tuple[int, int, int, float]: ...
+def moe_step(
+    vocab: Vocab,
+    arrays: Dict[str, Optional[npt.NDArray[np.float32]]],
+    settings: Dict[str, object],
+    words: Sequence[int],
+    offsets: Sequence[int],
+    target: int,
+    lr: float,
+    seed: int = 0,
+    target_pos: Optional[int] = None,
+) -> float: ...
+def train_epoch_attention(
+    vocab: Vocab,
+    arrays: Dict[str, Optional[npt.NDArray[np.float32]]],
+    settings: Dict[str, object],
+    source: Union[str, PathLike, JobQueue],
+    schedule: Schedule,
+) -> Tuple[int, int, int, float]: ...
+def attention_step(
+    vocab: Vocab,
+    arrays: Dict[str, Optional[npt.NDArray[np.float32]]],
+    settings: Dict[str, object],
+    context: Sequence[Tuple[int, int]],
+    target: int,
+    self_row: int,
+    lr: float,
+    seed: int = 0,
+) -> float: ...
 def simd_level() -> str: ...
 def force_simd(level: Optional[str] = None) -> bool: ...
 def read_corpus_file(path: Union[str, PathLike]) -> List[List[str]]: ...

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import _core
 from .masked import MaskedModel
-from .training import _check, _is_int
+from .training import _check, _is_int, grow_rows
 
 MASK = "[MASK]"
 
@@ -116,6 +116,27 @@ class BidirectionalAttention(MaskedModel):
         self.syn1 = np.zeros((v, d), dtype=f32) if self.loss == "hs" else None
         self.output_bias = np.zeros(v, dtype=f32) if self.loss == "softmax" else None
         self._sync_output_wv()
+
+    def _grow_params(self, old: int) -> None:
+        """Rows for the words a vocabulary update added: fresh input vectors
+        (rho), zero output weights and bias; the attention weights do not
+        depend on the vocabulary."""
+        n = len(self.wv.index_to_key)
+        self.wv.vectors = grow_rows(self.wv.vectors, n, fill=self._init_vectors(n)[old:])
+        self._grow_output_rows()
+        if self.tie_output:
+            self.syn1neg = self.wv.vectors  # beta = rho: one array
+        self._sync_output_wv()
+
+    def _param_shapes(self, vocab_size: int) -> Dict[str, Tuple[int, ...]]:
+        v, d, h, dk, dv = vocab_size, self.vector_size, self.heads, self.key_size, self.value_size
+        rows = self.max_len if self.positions == "absolute" else 2 * self.window + 1
+        shapes = self._output_shapes(v)
+        if self.tie_output:
+            shapes.pop("syn1neg", None)  # the input vectors themselves
+        shapes.update(pos_encoding=(rows, d), mask_embedding=(d,), W_Q=(h, dk, d), W_K=(h, dk, d), W_V=(h, dv, d),
+                      W_O=(d, h * dv))
+        return shapes
 
     # --------------------------------------------------------------- training
 

@@ -99,15 +99,24 @@ def _corpus_file(files: List[str], spool_dir: str, log) -> tuple:
     return tmp, tmp
 
 
+#: Output extensions and the format each means (word2vec files may end in .gz too).
+OUTPUT_EXTENSIONS = {".bin": "word2vec-bin", ".txt": "word2vec-txt", ".vec": "word2vec-txt", ".model": "native",
+                     ".bm": "native"}
+
+
 def _output_format(path: str, fmt: Optional[str]) -> str:
+    """The format ``--format`` names, else the one ``path``'s extension means;
+    an unknown extension is refused rather than guessed."""
     if fmt:
         return fmt
     low = path.lower()
-    if low.endswith(".bin"):
-        return "word2vec-bin"
-    if low.endswith((".txt", ".vec")):
-        return "word2vec-txt"
-    return "native"
+    gz = low.endswith(".gz")
+    found = OUTPUT_EXTENSIONS.get(os.path.splitext(low[:-3] if gz else low)[1])
+    if found and not (gz and found == "native"):  # the native format is not gzipped
+        return found
+    known = ", ".join(list(OUTPUT_EXTENSIONS) + [".bin.gz", ".txt.gz", ".vec.gz"])
+    raise CliError(f"cannot tell the output format from {os.path.basename(path)!r}: use one of {known} "
+                   f"or give --format {{{','.join(FORMATS)}}}")
 
 
 def _check_writable_dir(path: str, what: str) -> None:
@@ -282,6 +291,7 @@ def _train(args) -> int:
             def count_epoch(_m=None):
                 state["epoch"] += 1
                 state["epoch_words"] = 0
+                state["resume"] = None
 
             t_call = time.perf_counter()
             done_at_call = state["words_done"]
@@ -298,23 +308,27 @@ def _train(args) -> int:
                               "words_per_sec": (done - done_at_call) / max(time.perf_counter() - t_call, 1e-9),
                               "lr": max(m.alpha - (m.alpha - m.min_alpha) * frac, m.min_alpha)})
 
-            remaining = model.corpus_total_words - state["epoch_words"]
+            # Continue the interrupted epoch at every worker's byte position
+            # (and generator state), then the remaining epochs.
+            resume_from = {"words_done": state["words_done"], "schedule_words": state["schedule_words"],
+                           "epoch_words": state["epoch_words"], "resume": state.get("resume")}
             try:
                 model.train(corpus_file=corpus, total_words=model.corpus_total_words,
-                            epochs=state["epochs"] - state["epoch"], word_count=state["words_done"],
-                            schedule_words=state["schedule_words"],
-                            first_epoch_words=remaining if state["epoch_words"] else None,
+                            epochs=state["epochs"] - state["epoch"], resume_from=resume_from,
                             progress_callback=hook, callbacks=[EpochEnd()], report_delay=0.5, compute_loss=True)
             except (_Checkpoint, KeyboardInterrupt) as stop:
-                got = (model.last_stop or {}).get("epoch_words", 0)
-                state["epoch_words"] += got
+                last = model.last_stop or {}
+                got = last.get("words_done", state["words_done"]) - state["words_done"]
+                state["epoch_words"] = last.get("epoch_words", state["epoch_words"] + got)
                 state["words_done"] += got
-                if state["epoch_words"] >= model.corpus_total_words:
-                    # Workers stop within a sentence of the word limit: the
-                    # interrupted epoch is complete.
+                state["resume"] = last.get("resume")
+                pending = state["resume"] and any(w["pending"] for w in state["resume"]["workers"])
+                if not pending and state["resume"] is not None:
+                    # Every worker had finished its share: the epoch is complete.
                     state["epoch"] += 1
                     state["epoch_words"] = 0
                     state["words_done"] = state["epoch"] * model.corpus_total_words
+                    state["resume"] = None
                 model.extra_meta = {"cli": dict(state)}
                 model.save(ckpt_path)
                 if isinstance(stop, _Checkpoint):
@@ -485,7 +499,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "'-' for standard input) and write the vectors.")
     t.add_argument("inputs", nargs="+", metavar="INPUT")
     t.add_argument("-o", "--output", required=True, help="vectors file (.bin: word2vec binary, .txt/.vec: text, "
-                                                          "else the native model)")
+                                                          "either + .gz; .model/.bm: the native model; "
+                                                          "another extension needs --format)")
     t.add_argument("--model", choices=MODELS, default="bidirmoe")
     t.add_argument("--format", choices=FORMATS, help="override the format chosen from --output's extension")
     t.add_argument("--dim", type=int, default=100)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import io
 import itertools
 import lzma
 import os
@@ -60,17 +61,43 @@ def open_compressed(path):
     return opener(path, "rb")
 
 
+def _is_file_object(source) -> bool:
+    return hasattr(source, "read") and not isinstance(source, (str, bytes, os.PathLike))
+
+
+def _decompressing(f):
+    """``f``, or a decompressor over it when ``f`` is a seekable raw binary
+    file whose content starts with gzip, bzip2 or xz magic bytes."""
+    if isinstance(f, (gzip.GzipFile, bz2.BZ2File, lzma.LZMAFile)) or isinstance(f, io.TextIOBase):
+        return f
+    try:
+        if not f.seekable():
+            return f
+        magic = f.read(6)
+        f.seek(0)
+    except (AttributeError, OSError, ValueError):
+        return f
+    if not isinstance(magic, bytes):
+        return f
+    opener = next((op for m, _, op in _FORMATS if magic.startswith(m)), None)
+    return opener(f, "rb") if opener is not None else f
+
+
 class LineSentence:
     """Sentences from a text file, one per line, tokens separated by whitespace.
 
     Like ``gensim.models.word2vec.LineSentence``: restartable (iterate it once
-    per epoch), plain or compressed (.gz, .bz2, .xz), and lines longer than
-    ``max_sentence_length`` tokens are cut into several sentences.
+    per epoch), plain or compressed (gzip, bzip2, xz; recognised by content),
+    and lines longer than ``max_sentence_length`` tokens are cut into several
+    sentences.
 
     Parameters
     ----------
-    source : str or os.PathLike
-        Path to the file.
+    source : str, os.PathLike or file object
+        Path to the file, or a file object open for reading: text or binary,
+        plain or a ``gzip`` / ``bz2`` / ``lzma`` file object (a binary file
+        holding compressed bytes is decompressed too). Each iteration seeks
+        back to the start; a stream that cannot seek can be read only once.
     max_sentence_length : int
         Longest sentence yielded (default 10,000, as gensim).
     limit : int, optional
@@ -83,24 +110,101 @@ class LineSentence:
     >>> _ = open(path, "w").write("a b c d e\\n")
     >>> list(LineSentence(path, max_sentence_length=2))
     [['a', 'b'], ['c', 'd'], ['e']]
+    >>> import gzip, io
+    >>> buf = io.BytesIO()
+    >>> with gzip.GzipFile(fileobj=buf, mode="wb") as f:
+    ...     _ = f.write(b"x y\\nz\\n")
+    >>> list(LineSentence(gzip.GzipFile(fileobj=io.BytesIO(buf.getvalue()))))
+    [['x', 'y'], ['z']]
     """
 
     def __init__(self, source, max_sentence_length: int = MAX_SENTENCE_LEN, limit: Optional[int] = None):
-        self.source = os.fspath(source)
-        if not os.path.isfile(self.source):
-            raise FileNotFoundError(f"corpus file not found: {self.source}")
+        if _is_file_object(source):
+            self.source = source
+        else:
+            self.source = os.fspath(source)
+            if not os.path.isfile(self.source):
+                raise FileNotFoundError(f"corpus file not found: {self.source}")
         if max_sentence_length < 1:
             raise ValueError(f"max_sentence_length must be >= 1, got {max_sentence_length}")
         self.max_sentence_length = max_sentence_length
         self.limit = limit
+        self._passes = 0
 
     def __iter__(self) -> Iterator[List[str]]:
-        # As gensim: lines end at b"\n" only; tokens split on any Unicode whitespace.
-        with open_compressed(self.source) as f:
-            for line in itertools.islice(f, self.limit):
-                words = line.decode("utf-8", errors="replace").split()
-                for i in range(0, len(words), self.max_sentence_length):
-                    yield words[i : i + self.max_sentence_length]
+        if not _is_file_object(self.source):
+            with open_compressed(self.source) as f:
+                yield from self._sentences(f)
+            return
+        f = self.source
+        seekable = getattr(f, "seekable", lambda: False)()
+        if seekable:
+            f.seek(0)
+        elif self._passes:
+            raise TypeError("LineSentence over a stream that cannot seek can be read only once; training needs "
+                            "one pass per epoch plus one for the vocabulary: pass a path or a seekable file")
+        self._passes += 1
+        yield from self._sentences(_decompressing(f))
+
+    def _sentences(self, lines) -> Iterator[List[str]]:
+        # As gensim: binary lines end at b"\n" only; tokens split on any Unicode whitespace.
+        step = self.max_sentence_length
+        for line in itertools.islice(lines, self.limit):
+            words = (line.decode("utf-8", errors="replace") if isinstance(line, bytes) else line).split()
+            for i in range(0, len(words), step):
+                yield words[i : i + step]
+
+
+class PathLineSentences:
+    """Sentences from every file of a directory, file by file in name order, as :class:`LineSentence` reads them.
+
+    Like ``gensim.models.word2vec.PathLineSentences``; beyond it, ``source``
+    may also be a list of paths and file objects.
+
+    Parameters
+    ----------
+    source : str, os.PathLike, file object, or list of them
+        A directory (its regular files, sorted by name; subdirectories are
+        skipped), one file, or a list of files.
+    max_sentence_length : int
+        Longest sentence yielded (default 10,000).
+    limit : int, optional
+        Read only the first ``limit`` lines of each file.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> _ = open(os.path.join(d, "b.txt"), "w").write("c d\\n")
+    >>> _ = open(os.path.join(d, "a.txt"), "w").write("a b\\n")
+    >>> list(PathLineSentences(d))
+    [['a', 'b'], ['c', 'd']]
+    """
+
+    def __init__(self, source, max_sentence_length: int = MAX_SENTENCE_LEN, limit: Optional[int] = None):
+        self.source = source
+        if isinstance(source, (list, tuple)):
+            inputs = list(source)
+        elif _is_file_object(source):
+            inputs = [source]
+        else:
+            path = os.fspath(source)
+            if os.path.isdir(path):
+                inputs = sorted(os.path.join(path, name) for name in os.listdir(path)
+                                if os.path.isfile(os.path.join(path, name)))
+                if not inputs:
+                    raise ValueError(f"directory has no files to read: {path}")
+            elif os.path.isfile(path):
+                inputs = [path]
+            else:
+                raise FileNotFoundError(f"no such file or directory: {path}")
+        self.input_files = inputs
+        self._readers = [LineSentence(f, max_sentence_length=max_sentence_length, limit=limit) for f in inputs]
+        self.max_sentence_length, self.limit = max_sentence_length, limit
+
+    def __iter__(self) -> Iterator[List[str]]:
+        for reader in self._readers:
+            yield from reader
 
 
 def check_corpus(corpus_iterable, corpus_file, passes: int) -> None:

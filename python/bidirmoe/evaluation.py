@@ -27,16 +27,88 @@ Examples
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
+from gensim import utils as gensim_utils
 
 from .datasets import resolve as _resolve_dataset
 
-if TYPE_CHECKING:  # for annotations only (keyedvectors imports this module lazily)
+if TYPE_CHECKING:  # for annotations only (keyedvectors imports this module)
     from .keyedvectors import KeyedVectors
+
+logger = logging.getLogger(__name__)
+
+
+def read_analogies(path: Any, strict: bool = False) -> Iterator[Tuple[int, str, Optional[Tuple[str, ...]]]]:
+    """Walk an analogy file in word2vec's format (``questions-words.txt``), the way gensim reads it.
+
+    Yields ``(line_no, section, words)`` per line, numbered from 1: ``words``
+    is None on a line starting with ``": "``, which opens the section named
+    by the rest of the line, else the four words of a question as written.
+    The file is opened with gensim's opener (so ``.gz``, ``.bz2`` ... work)
+    and decoded as UTF-8.
+
+    Parameters
+    ----------
+    path : str
+        The file.
+    strict : bool, optional
+        Raise on a line that does not hold four words; by default such a
+        line is skipped (and logged), as gensim's evaluator does.
+
+    Raises
+    ------
+    ValueError
+        A line before the first section header, or (``strict``) a malformed
+        line; the message names the line.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "q.txt")
+    >>> _ = open(path, "w").write(": capitals\\nathens greece paris france\\nnot a question\\n")
+    >>> list(read_analogies(path))
+    [(1, 'capitals', None), (2, 'capitals', ('athens', 'greece', 'paris', 'france'))]
+    """
+    section = None
+    with gensim_utils.open(path, "rb") as fin:
+        for line_no, raw in enumerate(fin, start=1):
+            line = raw.decode("utf8")
+            if line.startswith(": "):
+                section = line.lstrip(": ").strip()
+                yield line_no, section, None
+                continue
+            if section is None:
+                raise ValueError(f"{path}, line {line_no}: a question before the first ': section' line")
+            words = line.split()
+            if len(words) == 4:
+                yield line_no, section, tuple(words)
+            elif strict and words:
+                raise ValueError(f"{path}, line {line_no}: expected 4 words, got {len(words)}")
+            else:
+                logger.info("%s, line %d: not four words, skipped", path, line_no)
+
+
+def folded_vocab(keys: Iterable[Any], case_insensitive: bool = True) -> Dict[Any, int]:
+    """``{key: row}`` for the analogy and word-pair evaluations.
+
+    With ``case_insensitive`` the keys are upper-cased and, of several
+    spellings that fold alike, the first row (the most frequent word, in a
+    vocabulary sorted by frequency) is kept, as gensim does.
+
+    Examples
+    --------
+    >>> folded_vocab(["Paris", "paris", "PARIS", "london"])
+    {'PARIS': 0, 'LONDON': 3}
+    """
+    vocab: Dict[Any, int] = {}
+    for row, key in enumerate(keys):
+        vocab.setdefault(key.upper() if case_insensitive else key, row)
+    return vocab
 
 
 def _group_of(section: str) -> str:
@@ -108,6 +180,13 @@ def analogy_report(kv: KeyedVectors, analogies: Union[str, os.PathLike[str]] = "
     -------
     AnalogyReport
 
+    Raises
+    ------
+    ValueError
+        A line that is neither a section header nor four words, naming it
+        (:meth:`~bidirmoe.KeyedVectors.evaluate_word_analogies` skips such
+        lines, as gensim does; both read the file with :func:`read_analogies`).
+
     Examples
     --------
     See the module docstring.
@@ -117,31 +196,18 @@ def analogy_report(kv: KeyedVectors, analogies: Union[str, os.PathLike[str]] = "
     vecs = np.asarray(kv.vectors[: len(keys)], dtype=np.float32)
     norms = np.linalg.norm(vecs, axis=1, keepdims=True)
     unit = vecs / np.where(norms == 0, 1, norms)
-    lookup: Dict[str, int] = {}
-    for i, k in enumerate(keys):
-        lookup.setdefault(k.upper() if case_insensitive else k, i)  # type: ignore[attr-defined, arg-type]  # keys, not None
+    lookup = folded_vocab(keys, case_insensitive)
 
     questions = []  # (section, a, b, c, d, ia, ib, ic, id)
     skipped = 0
-    section = None
-    with open(os.fspath(path), encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if line.startswith(":"):
-                section = line[1:].strip()
-                continue
-            if not line.strip():
-                continue
-            if section is None:
-                raise ValueError(f"{path}, line {line_no}: question before the first ': section' line")
-            words = line.split()
-            if len(words) != 4:
-                raise ValueError(f"{path}, line {line_no}: expected 4 words, got {len(words)}")
-            q = [w.upper() if case_insensitive else w for w in words]
-            idx = [lookup.get(w) for w in q]
-            if any(i is None for i in idx):
-                skipped += 1
-                continue
-            questions.append((section, *words, *idx))
+    for _, section, words in read_analogies(path, strict=True):
+        if words is None:
+            continue
+        idx = [lookup.get(w.upper() if case_insensitive else w) for w in words]
+        if any(i is None for i in idx):
+            skipped += 1
+            continue
+        questions.append((section, *words, *idx))
 
     rows: List[Dict[str, Any]] = []
     for start in range(0, len(questions), batch_size):

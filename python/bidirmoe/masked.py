@@ -12,6 +12,7 @@ out-of-vocabulary words are dropped before contexts are formed.
 
 from __future__ import annotations
 
+import itertools
 import os
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -100,19 +101,34 @@ class MaskedLM:
             return _log_softmax(logits.astype(np.float64))
         if getattr(self, "syn1", None) is None:
             raise RuntimeError("the model has no output layer yet: train it first")
-        codes, points = self._vocab.huffman()
-        v = len(codes)
-        length = max(1, max(len(c) for c in codes))
-        pts = np.zeros((v, length), dtype=np.int64)
-        sgn = np.zeros((v, length))
-        for i, (c, p) in enumerate(zip(codes, points)):
-            pts[i, : len(p)] = p
-            sgn[i, : len(c)] = 1.0 - 2.0 * np.array(list(c), dtype=np.float64)  # code 0 -> +1, 1 -> -1
+        pts, sgn = self._huffman_paths()
+        v = len(pts)
         scores = (z @ self.syn1.T).astype(np.float64)  # n x V (inner nodes: first V-1 rows)
         out = np.empty((z.shape[0], v))
         for r in range(z.shape[0]):
             out[r] = (_log_sigmoid(sgn * scores[r][pts]) * (sgn != 0)).sum(axis=1)
         return out
+
+    def _huffman_paths(self) -> Tuple[np.ndarray, np.ndarray]:
+        """Every word's Huffman path as arrays V x L: inner-node ids (``pts``) and
+        the sign of each decision (``sgn``: code 0 -> +1, 1 -> -1, 0 past the path's end).
+        log p(word | h) = sum over the path of log σ(sgn · h·syn1[pts])."""
+        cached = getattr(self, "_huffman_cache", None)
+        if cached is not None and cached[0] is self._vocab:
+            return cached[1], cached[2]
+        tree = self._vocab.huffman()
+        if tree is None:
+            raise RuntimeError("the model's vocabulary has no Huffman tree: it was built with hs=0")
+        codes, points = tree
+        lens = np.fromiter((len(c) for c in codes), dtype=np.int64, count=len(codes))
+        pts = np.zeros((len(codes), max(1, int(lens.max(initial=0)))), dtype=np.int64)
+        sgn = np.zeros(pts.shape)
+        filled = np.arange(pts.shape[1])[None, :] < lens[:, None]
+        n = int(lens.sum())  # codes are bytes (or lists) of 0/1; row-major fill matches the chained order
+        pts[filled] = np.fromiter(itertools.chain.from_iterable(points), dtype=np.int64, count=n)
+        sgn[filled] = 1.0 - 2.0 * np.fromiter(itertools.chain.from_iterable(codes), dtype=np.float64, count=n)
+        self._huffman_cache = (self._vocab, pts, sgn)
+        return pts, sgn
 
     def predict_masked(self, left: Sequence[str], right: Sequence[str], topn: Optional[int] = 10
                        ) -> List[Tuple[str, float]]:
@@ -258,6 +274,9 @@ class MaskedModel(MaskedLM, TrainableModel):
         self.sentences, self.corpus_file = sentences, corpus_file
         if sentences is not None or corpus_file is not None:
             check_corpus(sentences, corpus_file, passes=self.epochs + 1)
+            # As gensim's build_vocab: the vocabulary and untrained vectors exist
+            # from here on (wv.most_similar works, on random vectors); train() trains.
+            self.build_vocab(corpus_iterable=sentences, corpus_file=corpus_file, trim_rule=self.trim_rule)
 
     def _validate_masked(self) -> None:
         """Checks every masked model shares: loss, word2vec parameters, positions."""
@@ -303,15 +322,19 @@ class MaskedModel(MaskedLM, TrainableModel):
             self.wv.vectors = np.array(v, dtype=np.float32, order="C")
         self.wv.norms = None  # vectors change: cached norms are stale
 
-    def train(self, corpus_iterable=None, corpus_file=None, epochs=None, total_examples=None, total_words=None,
+    def train(self, corpus_iterable=None, corpus_file=None, total_examples=None, total_words=None, epochs=None,
               start_alpha=None, end_alpha=None, word_count=0, queue_factor=2, report_delay=1.0, compute_loss=None,
               callbacks=None, **kwargs):
         """Train for ``epochs`` (default: the model's) and return the model.
 
         With no corpus argument, trains on the corpus given to the constructor
-        (building the vocabulary on the first call). Calling it again keeps
-        training, with a fresh linear learning-rate decay over the new epochs.
-        Other arguments as :meth:`TrainableModel.train`.
+        (a model built without one builds its vocabulary on the first call).
+        Calling it again keeps training, with a fresh linear learning-rate
+        decay over the new epochs. The arguments are gensim's ``train``
+        arguments, in gensim's order (``total_examples`` third), and
+        default sensibly: ``total_words`` to the corpus's word count,
+        ``compute_loss`` and ``callbacks`` to the constructor's. Others as
+        :meth:`TrainableModel.train`.
 
         Examples
         --------
@@ -330,8 +353,10 @@ class MaskedModel(MaskedLM, TrainableModel):
             self.build_vocab(corpus_iterable=corpus_iterable, corpus_file=corpus_file)
         if total_examples is None and total_words is None:
             total_words = self.corpus_total_words
+        if epochs is None and kwargs.get("resume_from") is None:
+            epochs = self.epochs  # (resuming, the epochs left are the default)
         super().train(corpus_iterable=corpus_iterable, corpus_file=corpus_file, total_examples=total_examples,
-                      total_words=total_words, epochs=self.epochs if epochs is None else epochs,
+                      total_words=total_words, epochs=epochs,
                       start_alpha=start_alpha, end_alpha=end_alpha, word_count=word_count, queue_factor=queue_factor,
                       report_delay=report_delay, compute_loss=self.compute_loss if compute_loss is None else compute_loss,
                       callbacks=self.callbacks if callbacks is None else callbacks, **kwargs)

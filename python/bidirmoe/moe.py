@@ -18,7 +18,7 @@ import numpy as np
 
 from . import _core
 from .masked import MaskedModel
-from .training import _check, _is_int
+from .training import _check, _is_int, grow_rows
 
 MASK = "[MASK]"
 
@@ -42,8 +42,11 @@ class BidirMoE(MaskedModel):
     """CBOW whose context words are mixed by learned MoE weights (reparameterised bidirectional attention).
 
     Takes the same corpus arguments and word2vec parameters as
-    :class:`Word2Vec`, but does not train in the constructor: call
-    :meth:`train`, which returns the model (call it again to keep training).
+    :class:`Word2Vec`. Given a corpus, the constructor builds the vocabulary
+    (``wv`` holds untrained vectors) but does not train: call :meth:`train`,
+    which returns the model (call it again to keep training).
+    ``build_vocab(corpus, update=True)`` grows the vocabulary, and with it
+    every per-word table (vectors, output weights, salience or keys).
 
     Parameters
     ----------
@@ -162,6 +165,37 @@ class BidirMoE(MaskedModel):
             self.mask_key = ((rng.random((h, self.key_size), dtype=np.float32) - 0.5) / self.key_size).astype(np.float32)
         self.mask_value = np.zeros(self._d_in, dtype=np.float32) if self.mask_expert else None
         self._sync_output_wv()
+
+    def _grow_params(self, old: int) -> None:
+        """Rows for the words a vocabulary update added: fresh value vectors,
+        zero output weights and bias, neutral salience (0, as at the start),
+        fresh random keys in sentence mode."""
+        n, h = len(self.wv.index_to_key), self.heads
+        self.wv.vectors = grow_rows(self.wv.vectors, n, fill=self._init_vectors_cols(n, self._d_in)[old:])
+        self._grow_output_rows()
+        self.salience = grow_rows(self.salience, n, axis=1)
+        if self.key is not None:
+            dk = self.key_size
+            rng = np.random.default_rng([self.seed + 1, old])
+            fresh = (rng.random((h, n - old, dk), dtype=np.float32) - np.float32(0.5)) / np.float32(dk)
+            self.key = grow_rows(self.key, n, axis=1, fill=fresh)
+        self._sync_output_wv()
+
+    def _param_shapes(self, vocab_size: int) -> Dict[str, Tuple[int, ...]]:
+        v, h, r, d_in = vocab_size, self.heads, 2 * self.window, self._d_in
+        shapes = self._output_shapes(v)
+        if self._absolute:
+            length, dk = self.max_len, self.key_size
+            shapes.update(query=(h, length, dk), key=(h, v, dk), pos_key=(h, length, dk), pos_value=(length, d_in))
+            if self.mask_expert:
+                shapes["mask_key"] = (h, dk)
+        else:
+            shapes.update(salience=(h, v), offset_gate=(h, r), offset_value=(r, d_in))
+            if self.mask_expert:
+                shapes["mask_gate"] = (h,)
+        if self.mask_expert:
+            shapes["mask_value"] = (d_in,)
+        return shapes
 
     def _init_vectors_cols(self, rows: int, cols: int) -> np.ndarray:
         rng = np.random.default_rng(self.seed)

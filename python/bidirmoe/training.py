@@ -10,6 +10,7 @@ its arrays; everything else lives here.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -30,6 +31,12 @@ FORMAT_VERSION = 1
 
 RULE_DEFAULT, RULE_DISCARD, RULE_KEEP = 0, 1, 2  # gensim.utils trim-rule values
 
+# Rough bytes per vocabulary word for estimate_memory: the word in Python
+# (str, list slot, dict entry) and in Rust (word, index and token-table
+# entries, count, subsampling threshold, alias-table slot); the Huffman code
+# and path add about as much again per word with hs.
+_VOCAB_BYTES_PER_WORD, _HUFFMAN_BYTES_PER_WORD = 350, 150
+
 
 def _check(cond: bool, msg: str) -> None:
     if not cond:
@@ -38,6 +45,67 @@ def _check(cond: bool, msg: str) -> None:
 
 def _is_int(x) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def grow_rows(arr: Optional[np.ndarray], rows: int, axis: int = 0, fill: Optional[np.ndarray] = None
+              ) -> Optional[np.ndarray]:
+    """``arr`` extended along ``axis`` to ``rows`` entries with ``fill`` (default zeros); None stays None."""
+    if arr is None or arr.shape[axis] >= rows:
+        return arr
+    if fill is None:
+        shape = list(arr.shape)
+        shape[axis] = rows - arr.shape[axis]
+        fill = np.zeros(shape, dtype=arr.dtype)
+    return np.ascontiguousarray(np.concatenate([arr, fill.astype(arr.dtype, copy=False)], axis=axis))
+
+
+def _tree_signature(tree, tags: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Per inner node of a Huffman tree (codes, points): a hash of the words
+    below it and a hash of those on its 0 side (sums of random per-word tags)."""
+    codes, points = tree  # per word: code bits (bytes or ints) and inner-node ids
+    lens = np.fromiter((len(p) for p in points), dtype=np.int64, count=len(points))
+    words = np.repeat(np.arange(len(points)), lens)
+    nodes = np.fromiter(itertools.chain.from_iterable(points), dtype=np.int64, count=len(words))
+    bits = np.fromiter(itertools.chain.from_iterable(codes), dtype=np.uint8, count=len(words))
+    inner = max(len(points) - 1, 0)
+    below, zero_side = np.zeros(inner, dtype=np.uint64), np.zeros(inner, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        np.add.at(below, nodes, tags[words])
+        np.add.at(zero_side, nodes[bits == 0], tags[words[bits == 0]])
+    return below, zero_side
+
+
+def carry_tree_weights(old_tree, old_weights: np.ndarray, new_tree, rows: int) -> Tuple[np.ndarray, int]:
+    """Hierarchical-softmax output weights moved from one Huffman tree to another over the same words.
+
+    Word i of the old tree is word i of the new one (the new tree may have
+    more words). An inner node is known by the words below it and how it
+    splits them between its children: a new node that splits the same words
+    the same way as an old node takes that node's weights, negated when the
+    children are swapped (the code bits flip, and p(bit) = σ(±u·h)). Other
+    new nodes start at zero. Returns the weights (``rows`` rows) and the
+    number of inner nodes carried over.
+    """
+    out = np.zeros((rows, old_weights.shape[1]), dtype=np.float32)
+    n_words = max(len(old_tree[1]), len(new_tree[1]))
+    tags = np.random.default_rng(0x9E3779B97F4A7C15).integers(0, 2 ** 64 - 1, size=n_words, dtype=np.uint64,
+                                                               endpoint=True)
+    old_below, old_zero = _tree_signature(old_tree, tags)
+    new_below, new_zero = _tree_signature(new_tree, tags)
+    if len(old_below) == 0 or len(new_below) == 0:
+        return out, 0
+    order = np.argsort(old_below, kind="stable")
+    pos = np.minimum(np.searchsorted(old_below[order], new_below), len(order) - 1)
+    match = order[pos]
+    hit = old_below[match] == new_below
+    with np.errstate(over="ignore"):
+        same = hit & (old_zero[match] == new_zero)
+        swapped = hit & ~same & (old_zero[match] == new_below - new_zero)
+    k = np.flatnonzero(same)
+    out[k] = old_weights[match[k]]
+    k = np.flatnonzero(swapped)
+    out[k] = -old_weights[match[k]]
+    return out, int(same.sum() + swapped.sum())
 
 
 def atomic_write(path: str, write) -> None:
@@ -141,7 +209,13 @@ class TrainableModel:
 
     def build_vocab(self, corpus_iterable=None, corpus_file=None, update: bool = False, progress_per: int = 10000,
                     keep_raw_vocab: bool = False, trim_rule=None, **kwargs):
-        """Scan the corpus once, count words and build the vocabulary.
+        """Scan the corpus once, count words and build the vocabulary (or grow it).
+
+        The same three steps as gensim: :meth:`scan_vocab` counts the words,
+        :meth:`prepare_vocab` keeps those passing ``min_count`` /
+        ``max_final_vocab`` / ``trim_rule`` and builds the sampling tables
+        (and the Huffman tree with ``hs``), and the parameters are set up
+        (:meth:`prepare_weights`).
 
         Parameters
         ----------
@@ -149,9 +223,24 @@ class TrainableModel:
             Restartable iterable of sentences (see :class:`bidirmoe.LineSentence`).
         corpus_file : str, optional
             Plain or gzip text file, read by the Rust core.
+        update : bool
+            Grow the existing vocabulary instead of replacing it. Known words
+            keep their index and trained vectors, and their counts grow by
+            this corpus's counts; words new to the model that reach
+            ``min_count`` in this corpus are appended (most frequent first)
+            with freshly initialised vectors (zero output weights). The
+            negative-sampling and subsampling tables and the Huffman tree are
+            rebuilt from the summed counts. ``corpus_count`` and
+            ``corpus_total_words`` describe this corpus, ready for ``train``.
+        progress_per : int
+            Accepted for gensim compatibility (counting runs in Rust).
+        keep_raw_vocab : bool
+            Keep the raw counts (:attr:`raw_vocab`) after the vocabulary is built.
         trim_rule : callable, optional
             gensim's ``trim_rule(word, count, min_count)`` returning
             ``RULE_DISCARD``, ``RULE_KEEP`` or ``RULE_DEFAULT``.
+        **kwargs
+            ``min_count``, ``sample``, ``dry_run``: passed to :meth:`prepare_vocab`.
 
         Examples
         --------
@@ -160,14 +249,75 @@ class TrainableModel:
         >>> m.build_vocab([["a", "b", "a"]])
         >>> m.wv.index_to_key
         ['a', 'b']
+        >>> m.build_vocab([["c", "a"]], update=True)
+        >>> m.wv.index_to_key, [int(c) for c in m.wv.expandos["count"]]
+        (['a', 'b', 'c'], [3, 1, 1])
         """
-        if update:
-            raise ValueError("build_vocab(update=True) is not supported yet: build a new model, or continue training "
-                             "this one with train() on text whose new words you accept to ignore")
         if "sentences" in kwargs:
             corpus_iterable = kwargs.pop("sentences")
-        if kwargs:
-            raise TypeError(f"build_vocab() got unexpected keyword arguments: {sorted(kwargs)}")
+        unknown = set(kwargs) - {"min_count", "sample", "dry_run"}
+        if unknown:
+            raise TypeError(f"build_vocab() got unexpected keyword arguments: {sorted(unknown)}")
+        if update:
+            self._check_can_update()
+        total_words, sentences = self.scan_vocab(corpus_iterable, corpus_file, progress_per=progress_per,
+                                                 trim_rule=trim_rule)
+        self.corpus_count, self.corpus_total_words = sentences, total_words
+        self.prepare_vocab(update=update, keep_raw_vocab=keep_raw_vocab, trim_rule=trim_rule, **kwargs)
+
+    def build_vocab_from_freq(self, word_freq, keep_raw_vocab: bool = False, corpus_count=None, trim_rule=None,
+                              update: bool = False):
+        """Build (or, with ``update=True``, grow) the vocabulary from a ``{word: count}`` mapping.
+
+        As gensim's: the counts stand in for a scanned corpus. ``corpus_count``
+        sets the number of sentences (default 0); ``corpus_total_words`` is
+        set to the sum of the counts, so ``train(..., total_words=...)`` or
+        ``total_examples`` have a schedule to work from.
+
+        Examples
+        --------
+        >>> from bidirmoe import Word2Vec
+        >>> m = Word2Vec(vector_size=8, min_count=2)
+        >>> m.build_vocab_from_freq({"the": 10, "cat": 3, "rare": 1})
+        >>> m.wv.index_to_key, m.corpus_total_words
+        (['the', 'cat'], 14)
+        """
+        if update:
+            self._check_can_update()
+        freq = {}
+        for word, count in dict(word_freq).items():
+            if not isinstance(word, str):
+                raise TypeError(f"word_freq keys must be str, got {type(word).__name__}: {word!r}")
+            if not _is_int(count) or count < 0:
+                raise ValueError(f"word_freq[{word!r}] must be an int >= 0, got {count!r}")
+            freq[word] = int(count)
+        self.raw_vocab = freq
+        self.corpus_count = int(corpus_count or 0)
+        self.corpus_total_words = sum(freq.values())
+        self.prepare_vocab(update=update, keep_raw_vocab=keep_raw_vocab, trim_rule=trim_rule)
+
+    def scan_vocab(self, corpus_iterable=None, corpus_file=None, progress_per: int = 10000, workers=None,
+                   trim_rule=None):
+        """Count the words of a corpus in one pass, into :attr:`raw_vocab`.
+
+        The vocabulary itself is not changed: :meth:`prepare_vocab` does that.
+        ``max_vocab_size`` prunes rare words during the count (gensim's rule);
+        ``progress_per`` and ``workers`` are accepted for gensim compatibility.
+
+        Returns
+        -------
+        (int, int)
+            Tokens and sentences in the corpus.
+
+        Examples
+        --------
+        >>> from bidirmoe import Word2Vec
+        >>> m = Word2Vec(min_count=1)
+        >>> m.scan_vocab([["a", "b", "a"], ["c"]])
+        (4, 2)
+        >>> sorted(m.raw_vocab.items())
+        [('a', 2), ('b', 1), ('c', 1)]
+        """
         check_corpus(corpus_iterable, corpus_file, passes=1)
         trim_rule = trim_rule if trim_rule is not None else self.trim_rule
         counter = _core.VocabCounter(self.max_vocab_size, trim_rule)
@@ -182,41 +332,324 @@ class TrainableModel:
                     counter.add_sentences(batch)
                     batch.clear()
             counter.add_sentences(batch)
-        if counter.total_words == 0:
-            raise ValueError("the corpus is empty: it contains no tokens")
-        if trim_rule is None:
-            vocab = counter.finish(self.min_count, self.max_final_vocab, float(self.sample), float(self.ns_exponent), bool(self.hs))
+        self._raw_counter, self._raw_dict = counter, None
+        logger.info("collected %d word types from %d words in %d sentences in %.2fs", len(counter),
+                    counter.total_words, counter.sentences, time.perf_counter() - t0)
+        return int(counter.total_words), int(counter.sentences)
+
+    @property
+    def raw_vocab(self) -> Dict[str, int]:
+        """``{word: count}`` of the last scan (empty once the vocabulary is built, unless ``keep_raw_vocab``)."""
+        if self._raw_dict is None:
+            self._raw_dict = self._raw_counter.raw_counts() if self._raw_counter is not None else {}
+        return self._raw_dict
+
+    @raw_vocab.setter
+    def raw_vocab(self, counts) -> None:
+        self._raw_counter, self._raw_dict = None, (dict(counts) if counts is not None else None)
+
+    @property
+    def effective_min_count(self) -> int:
+        """The ``min_count`` the vocabulary was built with (raised by ``max_final_vocab`` if needed)."""
+        return int(self._vocab.effective_min_count) if self._vocab is not None else int(self.min_count)
+
+    def prepare_vocab(self, update: bool = False, keep_raw_vocab: bool = False, trim_rule=None, min_count=None,
+                      sample=None, dry_run: bool = False) -> Dict[str, int]:
+        """Turn the raw counts of :meth:`scan_vocab` into the vocabulary.
+
+        Keeps the words passing ``min_count`` (raised to honour
+        ``max_final_vocab``) and ``trim_rule``, builds the subsampling and
+        negative-sampling tables (and Huffman tree with ``hs``) and sets up
+        the parameters; with ``update=True`` grows the existing vocabulary
+        (see :meth:`build_vocab`).
+
+        Parameters
+        ----------
+        update : bool
+            Grow the existing vocabulary instead of replacing it.
+        keep_raw_vocab : bool
+            Keep :attr:`raw_vocab` afterwards.
+        trim_rule : callable, optional
+            As in :meth:`build_vocab`.
+        min_count, sample : optional
+            Override the model's settings (stored on the model unless ``dry_run``).
+        dry_run : bool
+            Only report what these settings would give; the model is not changed.
+
+        Returns
+        -------
+        dict
+            gensim's report: ``drop_unique`` (word types dropped),
+            ``retain_total`` (corpus words of the kept types),
+            ``downsample_unique`` (kept types that subsampling thins),
+            ``downsample_total`` (corpus words expected to survive
+            subsampling), ``num_retained_words`` (kept types), and
+            ``memory`` (:meth:`estimate_memory` for that many words).
+
+        Examples
+        --------
+        >>> from bidirmoe import Word2Vec
+        >>> m = Word2Vec(vector_size=8, min_count=1)
+        >>> _ = m.scan_vocab([["a", "b", "a"], ["c", "a"]])
+        >>> m.prepare_vocab(min_count=2, dry_run=True)["num_retained_words"]
+        1
+        >>> m.wv is None
+        True
+        >>> m.prepare_vocab(min_count=1)["num_retained_words"]
+        3
+        """
+        min_count = self.min_count if min_count is None else min_count
+        sample = self.sample if sample is None else sample
+        _check(_is_int(min_count) and min_count >= 0, f"min_count must be an int >= 0, got {min_count!r}")
+        _check(isinstance(sample, (int, float, np.floating)) and not isinstance(sample, bool) and sample >= 0,
+               f"sample must be a number >= 0, got {sample!r}")
+        trim_rule = trim_rule if trim_rule is not None else self.trim_rule
+        if update:
+            self._check_can_update()
+            vocab, report = self._grown_vocab(min_count, float(sample), trim_rule)
         else:
-            vocab = self._vocab_with_trim_rule(counter, trim_rule)
+            vocab, report = self._fresh_vocab(min_count, float(sample), trim_rule)
+        report["memory"] = self.estimate_memory(vocab_size=report["num_retained_words"])
+        logger.info("min_count=%d keeps %d word types (%d corpus words), drops %d; subsampling (sample=%g) thins %d "
+                    "types, leaving about %d words", vocab.effective_min_count, report["num_retained_words"],
+                    report["retain_total"], report["drop_unique"], sample, report["downsample_unique"],
+                    report["downsample_total"])
+        if dry_run:
+            return report
+        self.min_count, self.sample = min_count, sample
+        if not keep_raw_vocab:
+            self._raw_counter, self._raw_dict = None, None
+        if update:
+            old = len(self.wv.index_to_key)
+            self._install_grown_vocab(vocab)
+            self.prepare_weights(update=True, _old_rows=old)
+        else:
+            self._set_vocab(vocab)
+            self.prepare_weights()
+        return report
+
+    def prepare_weights(self, update: bool = False, _old_rows: Optional[int] = None) -> None:
+        """Set up the parameters for the current vocabulary.
+
+        ``update=False`` initialises every parameter afresh (seeded);
+        ``update=True`` keeps the trained ones and adds rows for words the
+        vocabulary gained since (fresh input vectors, zero output weights).
+
+        Examples
+        --------
+        >>> from bidirmoe import Word2Vec
+        >>> m = Word2Vec(vector_size=4, min_count=1, seed=7)
+        >>> m.build_vocab([["a", "b", "a"]])
+        >>> first = m.wv.vectors.copy()
+        >>> m.prepare_weights()  # the same seeded start again
+        >>> bool((m.wv.vectors == first).all()), m.wv.vectors.shape
+        (True, (2, 4))
+        """
+        if self._vocab is None:
+            raise RuntimeError("the model has no vocabulary: call build_vocab() first")
+        if not update:
+            self._init_params()
+            return
+        old = self.wv.vectors.shape[0] if _old_rows is None else _old_rows
+        if old < len(self.wv.index_to_key):
+            self._grow_params(old)
+        self._vocab_before_update = None
+        lockf = getattr(self.wv, "vectors_lockf", None)
+        n = len(self.wv.index_to_key)
+        if lockf is not None and len(lockf) == old and old not in (1, n):
+            self.wv.vectors_lockf = np.concatenate([lockf, np.ones(n - old, dtype=np.float32)]).astype(np.float32)
+
+    def _grow_params(self, old: int) -> None:
+        """Add parameter rows for words ``old..`` of the vocabulary (a model overrides this)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot grow its vocabulary (build_vocab(update=True))")
+
+    def _grow_output_rows(self) -> None:
+        """Output weights after a vocabulary update: zero rows for the new words
+        (``syn1neg``, ``output_bias``), ``syn1`` moved to the rebuilt tree."""
+        n = len(self.wv.index_to_key)
+        self.syn1neg = grow_rows(getattr(self, "syn1neg", None), n)
+        self.syn1 = self._grown_tree_weights(getattr(self, "syn1", None))
+        if getattr(self, "output_bias", None) is not None:
+            self.output_bias = grow_rows(self.output_bias, n)
+
+    def _output_shapes(self, vocab_size: int) -> Dict[str, Tuple[int, ...]]:
+        """Shapes of the output layer's arrays (for :meth:`estimate_memory`)."""
+        shapes: Dict[str, Tuple[int, ...]] = {}
+        if self.hs:
+            shapes["syn1"] = (vocab_size, int(self.vector_size))
+        if self.negative or getattr(self, "loss", None) == "softmax":
+            shapes["syn1neg"] = (vocab_size, int(self.vector_size))
+        if getattr(self, "loss", None) == "softmax":
+            shapes["output_bias"] = (vocab_size,)
+        return shapes
+
+    def _grown_tree_weights(self, syn1: Optional[np.ndarray]) -> Optional[np.ndarray]:
+        """``syn1`` for the Huffman tree rebuilt by a vocabulary update.
+
+        The rebuilt tree's inner nodes are not the old ones: weights move to
+        the nodes that split the same words the same way
+        (:func:`carry_tree_weights`), the others start at zero."""
+        n = len(self.wv.index_to_key)
+        before = getattr(self, "_vocab_before_update", None)
+        if syn1 is None or before is None:
+            return grow_rows(syn1, n)
+        old_tree, new_tree = before.huffman(), self._vocab.huffman()
+        if old_tree is None or new_tree is None:
+            return grow_rows(syn1, n)
+        out, carried = carry_tree_weights(old_tree, syn1, new_tree, n)
+        logger.info("hierarchical softmax: %d of %d inner nodes of the rebuilt Huffman tree keep their weights",
+                    carried, max(n - 1, 0))
+        return out
+
+    def reset_from(self, other_model) -> None:
+        """Take ``other_model``'s vocabulary (words, counts, sampling tables) and corpus size, and
+        initialise fresh parameters; as gensim's, for trying several settings on one corpus.
+
+        ``other_model`` may be any bidirmoe model or a gensim ``Word2Vec``.
+        The tables are shared when the sampling settings agree (they are
+        immutable) and rebuilt from the counts otherwise; the word lists are
+        copied, so either model may later grow its vocabulary safely.
+
+        Examples
+        --------
+        >>> from bidirmoe import Word2Vec
+        >>> a = Word2Vec([["a", "b", "c"]] * 10, vector_size=4, min_count=1, epochs=1)
+        >>> b = Word2Vec(vector_size=8, sg=1)
+        >>> b.reset_from(a)
+        >>> b.wv.index_to_key == a.wv.index_to_key, b.wv.vectors.shape
+        (True, (3, 8))
+        """
+        wv = getattr(other_model, "wv", None)
+        if wv is None or not len(getattr(wv, "index_to_key", ())):
+            raise RuntimeError("other_model has no vocabulary to take: build_vocab() it first")
+        theirs = getattr(other_model, "_vocab", None)
+        same_tables = theirs is not None and all(
+            getattr(other_model, k, None) == getattr(self, k) for k in ("sample", "ns_exponent")) \
+            and bool(other_model.hs) == bool(self.hs)
+        if same_tables:
+            vocab = theirs
+        else:
+            counts = [int(c) for c in wv.expandos["count"]]
+            total = int(getattr(other_model, "corpus_total_words", None) or sum(counts))
+            vocab = _core.Vocab.from_words(list(wv.index_to_key), counts, float(self.sample),
+                                           float(self.ns_exponent), bool(self.hs), total,
+                                           int(getattr(other_model, "corpus_count", None) or 0),
+                                           int(getattr(other_model, "effective_min_count", None) or self.min_count))
+        self._set_vocab(vocab)  # vocab.words is a fresh list: nothing shared with other_model but the tables
+        self.corpus_count = int(getattr(other_model, "corpus_count", None) or 0)
+        self.corpus_total_words = int(getattr(other_model, "corpus_total_words", None) or vocab.total_words)
+        self._init_params()
+
+    def _check_can_update(self) -> None:
+        if self._vocab is None or self.wv is None or getattr(self.wv, "vectors", None) is None \
+                or len(self.wv.vectors) == 0:
+            raise RuntimeError("build_vocab(update=True) grows an existing vocabulary, and this model has none yet: "
+                               "call build_vocab(corpus) (without update) first")
+
+    def _keeps(self, word: str, count: int, min_count: int, trim_rule) -> bool:
+        """gensim's keep decision: ``trim_rule`` may force keep/discard, else ``count >= min_count``."""
+        if trim_rule is not None:
+            rule = trim_rule(word, count, min_count)
+            if rule == RULE_KEEP:
+                return True
+            if rule == RULE_DISCARD:
+                return False
+        return count >= min_count
+
+    def _min_count_for(self, counts: Iterable[int], min_count: int) -> int:
+        """``min_count`` raised until at most ``max_final_vocab`` types remain (gensim's rule)."""
+        if self.max_final_vocab is None:
+            return int(min_count)
+        ordered = sorted(counts, reverse=True)
+        if self.max_final_vocab < len(ordered):
+            return max(int(min_count), int(ordered[self.max_final_vocab]) + 1)
+        return int(min_count)
+
+    @staticmethod
+    def _report(raw_types: int, counts_of_kept: np.ndarray, keep: np.ndarray) -> Dict[str, int]:
+        """prepare_vocab's report from the kept types' corpus counts and keep probabilities."""
+        return {"drop_unique": int(raw_types - len(counts_of_kept)), "retain_total": int(counts_of_kept.sum()),
+                "downsample_unique": int((keep < 1.0).sum()),
+                "downsample_total": int((counts_of_kept * keep).sum()), "num_retained_words": int(len(counts_of_kept))}
+
+    def _raw_totals(self) -> Tuple[int, int]:
+        """Tokens and sentences of the last scan (or of the counts given to build_vocab_from_freq)."""
+        if self._raw_counter is not None:
+            return int(self._raw_counter.total_words), int(self._raw_counter.sentences)
+        return sum(self.raw_vocab.values()), int(self.corpus_count or 0)
+
+    def _fresh_vocab(self, min_count: int, sample: float, trim_rule):
+        counter = self._raw_counter
+        if counter is not None and counter.total_words == 0:
+            raise ValueError("the corpus is empty: it contains no tokens")
+        if counter is not None and trim_rule is None:  # all in Rust
+            raw_types, total = len(counter), int(counter.total_words)
+            vocab = counter.finish(min_count, self.max_final_vocab, sample, float(self.ns_exponent), bool(self.hs))
+        else:
+            raw = self.raw_vocab
+            if not raw:
+                raise ValueError("no word counts: scan_vocab() a corpus (or build_vocab_from_freq) first; "
+                                 "prepare_vocab() consumes them unless keep_raw_vocab=True")
+            total, sentences = self._raw_totals()
+            raw_types = len(raw)
+            eff = self._min_count_for(raw.values(), min_count)
+            kept = sorted(((w, c) for w, c in raw.items() if self._keeps(w, c, eff, trim_rule)),
+                          key=lambda wc: (-wc[1], wc[0]))
+            vocab = _core.Vocab.from_words([w for w, _ in kept], [c for _, c in kept], sample,
+                                           float(self.ns_exponent), bool(self.hs), total, sentences, eff)
         if len(vocab) == 0:
             raise ValueError(
                 f"the vocabulary is empty: no word occurs at least min_count={vocab.effective_min_count} times "
-                f"in {counter.total_words} tokens; lower min_count"
+                f"in {total} tokens; lower min_count"
             )
-        self._set_vocab(vocab)
-        self.corpus_count = counter.sentences
-        self.corpus_total_words = counter.total_words
-        logger.info(
-            "collected %d word types from %d words in %d sentences in %.2fs; kept %d words (min_count=%d), %d corpus words; "
-            "subsampling leaves about %.0f", len(counter), counter.total_words, counter.sentences,
-            time.perf_counter() - t0, len(vocab), vocab.effective_min_count, vocab.retained_words, vocab.expected_kept_words,
-        )
-        self._init_params()
+        counts = np.asarray(vocab.counts, dtype=np.float64)
+        return vocab, self._report(raw_types, counts, np.asarray(vocab.keep_probability))
 
-    def _vocab_with_trim_rule(self, counter, trim_rule):
-        raw = counter.raw_counts()
-        min_count = self.min_count
-        if self.max_final_vocab is not None and self.max_final_vocab < len(raw):
-            ordered = sorted(raw.values(), reverse=True)
-            min_count = max(min_count, ordered[self.max_final_vocab] + 1)
-        kept = []
+    def _grown_vocab(self, min_count: int, sample: float, trim_rule):
+        """The vocabulary after adding the raw counts to the current one (indices of known words unchanged)."""
+        raw = self.raw_vocab
+        eff = self._min_count_for(raw.values(), min_count)
+        known = self.wv.key_to_index
+        retained, new = [], []
         for w, c in raw.items():
-            rule = trim_rule(w, c, min_count)
-            if rule == RULE_KEEP or (rule != RULE_DISCARD and c >= min_count):
-                kept.append((w, c))
-        kept.sort(key=lambda wc: (-wc[1], wc[0]))
-        return _core.Vocab.from_words([w for w, _ in kept], [c for _, c in kept], float(self.sample),
-                                      float(self.ns_exponent), bool(self.hs), counter.total_words, counter.sentences, min_count)
+            if self._keeps(w, c, eff, trim_rule):
+                retained.append(w)
+                if w not in known:
+                    new.append((w, c))
+        new.sort(key=lambda wc: (-wc[1], wc[0]))
+        old_words = list(self.wv.index_to_key)
+        old_counts = np.asarray(self.wv.expandos["count"], dtype=np.int64)
+        # As gensim: every known word's count grows by this corpus's count (kept there or not).
+        summed = [int(c) + int(raw.get(w, 0)) for w, c in zip(old_words, old_counts)]
+        total, sentences = self._raw_totals()
+        vocab = _core.Vocab.from_words(old_words + [w for w, _ in new], summed + [c for _, c in new], sample,
+                                       float(self.ns_exponent), bool(self.hs),
+                                       int(self._vocab.total_words) + total, int(self._vocab.sentences) + sentences,
+                                       eff)
+        added = {w: len(old_words) + k for k, (w, _) in enumerate(new)}
+        ids = np.fromiter((known[w] if w in known else added[w] for w in retained), dtype=np.int64,
+                          count=len(retained))
+        keep = np.asarray(vocab.keep_probability)[ids]
+        counts = np.fromiter((raw[w] for w in retained), dtype=np.float64, count=len(retained))
+        return vocab, self._report(len(raw), counts, keep)
+
+    def _install_grown_vocab(self, vocab) -> None:
+        """Point the model at a grown vocabulary; ``wv`` keeps its object, lists and vectors (grown later)."""
+        self._vocab_before_update = self._vocab
+        wv = self.wv
+        old = len(wv.index_to_key)
+        new_words = vocab.words[old:]
+        for i, w in enumerate(new_words, start=old):
+            wv.key_to_index[w] = i
+        wv.index_to_key.extend(new_words)
+        n = len(wv.index_to_key)
+        for name, arr in list(wv.expandos.items()):
+            if len(arr) < n:
+                pad = np.zeros((n - len(arr),) + arr.shape[1:], dtype=arr.dtype)
+                wv.expandos[name] = np.concatenate([arr, pad])
+        wv.expandos["count"] = np.asarray(vocab.counts, dtype=np.int64)
+        wv.norms = None
+        self._vocab = vocab
 
     def _set_vocab(self, vocab) -> None:
         from .keyedvectors import KeyedVectors
@@ -230,7 +663,43 @@ class TrainableModel:
         wv.vectors = np.zeros((len(words), size), dtype=np.float32)
         wv.expandos = {"count": np.asarray(vocab.counts, dtype=np.int64)}
         wv.norms = None
+        # gensim 4: a per-word factor on input-vector updates (0 freezes a word);
+        # length 1 is one factor for every word, length len(vocab) one per word.
+        wv.vectors_lockf = np.ones(1, dtype=np.float32)
         self.wv = wv
+
+    def estimate_memory(self, vocab_size: Optional[int] = None, report: Optional[Dict[str, int]] = None
+                        ) -> Dict[str, int]:
+        """Bytes the model needs for ``vocab_size`` words (default: its vocabulary) with its current settings.
+
+        Keys as gensim's where they apply (``vocab``, ``vectors``, ``syn1``,
+        ``syn1neg``, ``total``) plus the model's own arrays. ``vocab`` is an
+        estimate of the vocabulary's tables in Python and Rust; array sizes are
+        exact.
+
+        Examples
+        --------
+        >>> from bidirmoe import Word2Vec
+        >>> r = Word2Vec(vector_size=100, negative=5).estimate_memory(vocab_size=1000)
+        >>> r["vectors"], r["syn1neg"]
+        (400000, 400000)
+        """
+        if vocab_size is None:
+            vocab_size = len(self.wv.index_to_key) if self.wv is not None else 0
+        v = int(vocab_size)
+        out = dict(report or {})
+        out["vocab"] = v * (_VOCAB_BYTES_PER_WORD + (_HUFFMAN_BYTES_PER_WORD if self.hs else 0))
+        out["vectors"] = v * self._wv_size() * 4
+        for name, shape in self._param_shapes(v).items():
+            out[name] = int(np.prod(shape)) * 4
+        out["total"] = sum(val for key, val in out.items() if key != "total")
+        logger.info("estimated required memory for %d words and %d dimensions: %d bytes", v, self.vector_size,
+                    out["total"])
+        return out
+
+    def _param_shapes(self, vocab_size: int) -> Dict[str, Tuple[int, ...]]:
+        """Shapes of the model's float32 arrays besides ``wv.vectors`` for ``vocab_size`` words."""
+        return {}
 
     def _wv_size(self) -> int:
         """Width of ``wv``'s vectors (``vector_size``, unless a model stores more per word)."""
@@ -245,7 +714,7 @@ class TrainableModel:
 
     def train(self, corpus_iterable=None, corpus_file=None, total_examples=None, total_words=None, epochs=None,
               start_alpha=None, end_alpha=None, word_count=0, queue_factor=2, report_delay=1.0,
-              compute_loss=False, callbacks=(), progress_callback=None, schedule_words=None, first_epoch_words=None,
+              compute_loss=False, callbacks=(), progress_callback=None, schedule_words=None, resume_from=None,
               **kwargs):
         """Train for ``epochs`` passes over the corpus (gensim's signature).
 
@@ -259,10 +728,18 @@ class TrainableModel:
         learning rate, loss); an exception it raises stops training at a
         consistent point (the command line's checkpoints use this).
         ``schedule_words`` sets the length of the learning-rate schedule
-        (default: epochs x corpus words) and ``first_epoch_words`` ends the
-        first epoch early — with ``word_count`` they resume a schedule exactly.
-        When training stops on an exception, ``model.last_stop`` records how
-        far it got (epoch, words of that epoch, words in the schedule).
+        (default: epochs x corpus words).
+
+        When training stops on an exception (Ctrl-C, or one raised by a
+        callback), ``model.last_stop`` records how far it got: the epoch, the
+        words done, and — for ``corpus_file`` training — every worker's byte
+        position in the file, random generator and learning rate. It is
+        saved with the model. ``train(corpus_file=..., resume_from=model.last_stop)``
+        then finishes the interrupted run exactly where it stopped: the rest
+        of the interrupted epoch (no word read twice, none skipped), the
+        remaining epochs (``epochs`` defaults to what was left) and the same
+        learning-rate schedule. With ``workers=1`` and a fixed ``seed`` the
+        result is bit-identical to an uninterrupted run.
 
         Returns
         -------
@@ -285,6 +762,18 @@ class TrainableModel:
             raise TypeError(f"train() got unexpected keyword arguments: {sorted(kwargs)}")
         if getattr(self, "_vocab", None) is None:
             raise RuntimeError("the model has no vocabulary: call build_vocab() before train(), or pass the corpus to the constructor")
+        resume_state, resumed_words = None, 0
+        if resume_from is not None:
+            if not isinstance(resume_from, dict) or "words_done" not in resume_from or "schedule_words" not in resume_from:
+                raise ValueError("resume_from must be a model's last_stop (a dict recorded when training stopped)")
+            if corpus_file is None:
+                raise ValueError("resume_from needs corpus_file: only training read from a file can continue at a position")
+            if epochs is None:
+                epochs = int(resume_from.get("epochs_left", 0))
+            word_count = int(resume_from["words_done"])
+            schedule_words = int(resume_from["schedule_words"])
+            resume_state = resume_from.get("resume")
+            resumed_words = int(resume_from.get("epoch_words", 0)) if resume_state is not None else 0
         if epochs is None:
             raise ValueError("train() needs an explicit epochs count (e.g. epochs=model.epochs), as gensim does")
         _check(_is_int(epochs) and epochs >= 0, f"epochs must be an int >= 0, got {epochs!r}")
@@ -304,9 +793,11 @@ class TrainableModel:
             words_per_epoch = int(total_words)
         elif corpus_file is not None:
             words_per_epoch = int(self.corpus_total_words)
-        else:
-            per_sentence = self.corpus_total_words / max(self.corpus_count, 1)
+        elif self.corpus_count:
+            per_sentence = self.corpus_total_words / self.corpus_count
             words_per_epoch = int(round(int(total_examples) * per_sentence))
+        else:  # vocabulary from word frequencies: no sentence count to scale by
+            words_per_epoch = int(self.corpus_total_words)
         schedule_total = int(schedule_words) if schedule_words else max(words_per_epoch * epochs, 1)
         words_done = int(word_count)
         self.running_training_loss = 0.0
@@ -326,12 +817,14 @@ class TrainableModel:
                 for cb in callbacks:
                     getattr(cb, "on_epoch_begin", lambda m: None)(self)
                 t0 = time.perf_counter()
-                max_words = int(first_epoch_words) if (epoch == 0 and first_epoch_words) else 0
+                resume = resume_state if epoch == 0 else None
+                before = resumed_words if resume is not None else 0  # words of this epoch done before the stop
                 common = dict(alpha=alpha, min_alpha=min_alpha, total_words=schedule_total, words_before=words_done,
                               seed=int(self.seed) & 0xFFFFFFFFFFFFFFFF, epoch=int(self._epochs_done),
                               workers=int(self.workers), compute_loss=compute_loss,
-                              report_delay=min(float(report_delay), 0.5), max_words=max_words)
-                reporter = _Reporter(max_words or words_per_epoch, epoch, epochs, report_delay, bar,
+                              report_delay=min(float(report_delay), 0.5), max_words=0,
+                              lockf=self._lockf_for_core(), resume=resume)
+                reporter = _Reporter(max(words_per_epoch - before, 1), epoch, epochs, report_delay, bar,
                                      progress_callback, common)
                 common["progress_cb"] = reporter
                 try:
@@ -341,8 +834,9 @@ class TrainableModel:
                         raw, eff, ex, loss = self._train_iterable_epoch(corpus_iterable, queue_factor, common)
                 except BaseException as e:
                     got = int(getattr(e, "bidirmoe_epoch_words", 0))
-                    self.last_stop = {"epochs_done": int(self._epochs_done), "epoch_words": got,
-                                      "words_done": words_done + got, "schedule_words": schedule_total}
+                    self.last_stop = {"epochs_done": int(self._epochs_done), "epoch_words": before + got,
+                                      "words_done": words_done + got, "schedule_words": schedule_total,
+                                      "epochs_left": epochs - epoch, "resume": getattr(e, "bidirmoe_resume", None)}
                     raise
                 reporter(raw, eff, loss, final=True)
                 elapsed = max(time.perf_counter() - t0, 1e-9)
@@ -359,6 +853,7 @@ class TrainableModel:
             if bar is not None:
                 bar.close()
         self.train_count += 1
+        self.last_stop = None  # finished: nothing to resume
         self.total_train_time += time.perf_counter() - t_start
         self.trained_word_count, self.raw_word_count = trained, raw_total
         for cb in callbacks:
@@ -366,6 +861,20 @@ class TrainableModel:
         logger.info("training on %d raw words (%d effective words) took %.1fs, %.0f effective words/s",
                     raw_total, trained, time.perf_counter() - t_start, trained / max(time.perf_counter() - t_start, 1e-9))
         return trained, raw_total
+
+    def _lockf_for_core(self):
+        """``wv.vectors_lockf`` as the core takes it: None when it cannot
+        change anything (absent, or one factor of 1), else a float32 array
+        of length 1 or one per word."""
+        lockf = getattr(self.wv, "vectors_lockf", None)
+        if lockf is None:
+            return None
+        lockf = np.ascontiguousarray(lockf, dtype=np.float32).reshape(-1)
+        if lockf.size == 1 and lockf[0] == 1.0:
+            return None
+        if lockf.size not in (1, len(self.wv.index_to_key)):
+            raise ValueError(f"wv.vectors_lockf has {lockf.size} entries: expected 1 or one per word ({len(self.wv.index_to_key)})")
+        return lockf
 
     def _train_iterable_epoch(self, corpus_iterable, queue_factor, common):
         """One epoch over a Python iterable: a producer thread converts batches
@@ -419,9 +928,18 @@ class TrainableModel:
 
     # ------------------------------------------------------------- persistence
 
-    def save(self, fname) -> None:
+    def save(self, fname, separately=None, sep_limit: int = 10 * 1024 ** 2, ignore=frozenset(),
+             pickle_protocol: int = 4) -> None:
         """Save the full model (vectors, output weights, vocabulary, settings)
         to one file, atomically; ``load`` returns a model that can keep training.
+
+        The file is a numpy ``.npz`` archive with a JSON header: no pickle, so
+        loading it runs no code. gensim's keyword arguments are accepted:
+        ``ignore`` (names of arrays to leave out, e.g. ``{"syn1neg"}`` for a
+        smaller file that keeps the vectors but cannot continue training) is
+        honoured; ``separately``, ``sep_limit`` and ``pickle_protocol`` have no
+        effect (the arrays always go into the one file, and nothing is
+        pickled). ``fname`` may also be a file object open for binary writing.
 
         Examples
         --------
@@ -454,6 +972,7 @@ class TrainableModel:
                 "epochs_done": int(self._epochs_done),
                 "train_count": int(self.train_count),
                 "total_train_time": float(self.total_train_time),
+                "last_stop": getattr(self, "last_stop", None),
             },
             "extra": dict(getattr(self, "extra_meta", {}) or {}),
         }
@@ -461,12 +980,20 @@ class TrainableModel:
         if has_vocab:
             arrays["vectors"] = self.wv.vectors
             arrays["counts"] = np.asarray(self.wv.expandos["count"], dtype=np.int64)
+            lockf = getattr(self.wv, "vectors_lockf", None)
+            if lockf is not None:
+                arrays["vectors_lockf"] = np.asarray(lockf, dtype=np.float32)
         for name in self._array_names:
             arr = getattr(self, name, None)
             if arr is not None:
                 arrays[name] = arr
+        for name in ({ignore} if isinstance(ignore, str) else set(ignore or ())) - {"vectors", "counts", "meta"}:
+            arrays.pop(name, None)  # gensim's `ignore`: leave these attributes out
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
-        atomic_write(fname, lambda f: np.savez(f, **arrays))
+        if hasattr(fname, "write"):
+            np.savez(fname, **arrays)
+        else:
+            atomic_write(fname, lambda f: np.savez(f, **arrays))
 
     @classmethod
     def load(cls, fname, mmap=None):
@@ -500,6 +1027,7 @@ class TrainableModel:
         st = meta["state"]
         model.corpus_count, model.corpus_total_words = st["corpus_count"], st["corpus_total_words"]
         model._epochs_done, model.train_count, model.total_train_time = st["epochs_done"], st["train_count"], st["total_train_time"]
+        model.last_stop = st.get("last_stop")
         model.extra_meta = meta.get("extra", {})
         if meta["words"] is None:
             return model
@@ -509,12 +1037,16 @@ class TrainableModel:
                                        meta["vocab"]["effective_min_count"])
         model._set_vocab(vocab)
         model.wv.vectors = np.ascontiguousarray(data["vectors"], dtype=np.float32)
+        if "vectors_lockf" in data.files:
+            model.wv.vectors_lockf = np.array(data["vectors_lockf"], dtype=np.float32)
         for name in cls._array_names:
             setattr(model, name, np.ascontiguousarray(data[name], dtype=np.float32) if name in data.files else None)
         return model
 
     def _reset_state(self) -> None:
         self._vocab = None
+        self._raw_counter = None  # the last scan's counts (Rust), until prepare_vocab consumes them
+        self._raw_dict = None  # ... or as a dict (raw_vocab)
         self.wv = None
         self.corpus_count = 0
         self.corpus_total_words = 0

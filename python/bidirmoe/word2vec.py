@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Optional
+import logging
+import os
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 from . import _core
-from .corpora import check_corpus
-from .masked import MaskedLM
-from .training import TrainableModel, _check
+from .corpora import MAX_SENTENCE_LEN, check_corpus
+from .masked import MaskedLM, _log_sigmoid
+from .training import TrainableModel, _check, _is_int, carry_tree_weights, grow_rows
+
+logger = logging.getLogger("bidirmoe")
+
+_ZIP_MAGIC = b"PK\x03\x04"  # our native format is an .npz (zip) archive; gensim's is a pickle
 
 
 class Word2Vec(MaskedLM, TrainableModel):
@@ -125,9 +131,10 @@ class Word2Vec(MaskedLM, TrainableModel):
     def _train_one_epoch(self, source, **schedule):
         for name in ("syn1neg", "syn1"):
             arr = getattr(self, name)
-            if arr is not None and not (arr.flags.c_contiguous and arr.dtype == np.float32):
+            if arr is not None and not (arr.flags.c_contiguous and arr.flags.aligned and arr.dtype == np.float32):
                 setattr(self, name, np.ascontiguousarray(arr, dtype=np.float32))
-        if not (self.wv.vectors.flags.c_contiguous and self.wv.vectors.dtype == np.float32 and self.wv.vectors.flags.writeable):
+        if not (self.wv.vectors.flags.c_contiguous and self.wv.vectors.flags.aligned
+                and self.wv.vectors.dtype == np.float32 and self.wv.vectors.flags.writeable):
             self.wv.vectors = np.array(self.wv.vectors, dtype=np.float32, order="C")
         self.wv.norms = None  # vectors change: cached norms are stale
         return _core.train_epoch(
@@ -135,6 +142,348 @@ class Word2Vec(MaskedLM, TrainableModel):
             window=int(self.window), shrink_windows=bool(self.shrink_windows), cbow_mean=bool(self.cbow_mean),
             negative=int(self.negative), hs=bool(self.hs), schedule=schedule,
         )
+
+    # ------------------------------------------------------- vocabulary growth
+
+    def _grow_params(self, old: int) -> None:
+        """Rows for the words a vocabulary update added: the input vectors a new
+        model of this size would start with, zero output weights."""
+        n = len(self.wv.index_to_key)
+        self.wv.vectors = grow_rows(self.wv.vectors, n, fill=self._init_vectors(n)[old:])
+        self._grow_output_rows()
+
+    def _param_shapes(self, vocab_size: int) -> Dict[str, Tuple[int, ...]]:
+        return self._output_shapes(vocab_size)
+
+    # ------------------------------------------------------------ prediction
+
+    def score(self, sentences, total_sentences: int = int(1e6), chunksize: int = 100, queue_factor: int = 2,
+              report_delay: float = 1) -> np.ndarray:
+        """Log-probability of each sentence under the hierarchical softmax, as gensim's ``score``.
+
+        Out-of-vocabulary words are dropped first (as in training). Each
+        remaining word contributes the log-probability of its Huffman path
+        given its context, which is every word within ``window`` (no random
+        shrinking, no subsampling): skip-gram adds it up over the context
+        words one by one, CBOW takes it once from the mean (``cbow_mean=1``)
+        or the sum of the context vectors. Needs a model trained with
+        ``hs=1``; the model is not changed.
+
+        Parameters
+        ----------
+        sentences : iterable of list of str
+            The sentences to score.
+        total_sentences : int
+            Score at most this many sentences (gensim's default: one million).
+        chunksize, queue_factor, report_delay
+            Accepted for gensim compatibility (scoring runs in this thread, in numpy).
+
+        Returns
+        -------
+        numpy.ndarray
+            One natural-log probability per sentence (float32, at most 0).
+
+        Examples
+        --------
+        >>> from bidirmoe import Word2Vec
+        >>> text = [["the", "cat", "sat", "on", "the", "mat"]] * 50
+        >>> m = Word2Vec(text, vector_size=8, min_count=1, hs=1, negative=0, epochs=5, workers=1)
+        >>> s = m.score([["the", "cat", "sat"], ["mat", "on", "cat"]])
+        >>> s.shape, bool(s[0] > s[1])
+        ((2,), True)
+        """
+        if self._vocab is None:
+            raise RuntimeError("the model has no vocabulary: build_vocab() and train() it before score()")
+        if not self.hs or self.syn1 is None:
+            raise RuntimeError("score() uses the hierarchical softmax: it needs a model trained with hs=1")
+        _check(_is_int(total_sentences) and total_sentences >= 0,
+               f"total_sentences must be an int >= 0, got {total_sentences!r}")
+        if isinstance(sentences, (str, bytes)):
+            raise TypeError("sentences must be an iterable of lists of str tokens, not a single str")
+        pts, sgn = self._huffman_paths()
+        k2i = self.wv.key_to_index
+        out: List[float] = []
+        for sentence in sentences:
+            if len(out) >= total_sentences:
+                logger.warning("score(): stopped after total_sentences=%d sentences; pass a larger total_sentences "
+                               "to score them all", total_sentences)
+                break
+            if isinstance(sentence, str):
+                raise TypeError("each sentence must be a list of str tokens, not a str")
+            ids = np.fromiter((k2i[t] for t in sentence if t in k2i), dtype=np.int64)[:MAX_SENTENCE_LEN]
+            out.append(self._sentence_log_prob(ids, pts, sgn))
+        return np.asarray(out, dtype=np.float32)
+
+    def _sentence_log_prob(self, ids: np.ndarray, pts: np.ndarray, sgn: np.ndarray, chunk: int = 256) -> float:
+        """Sum over positions of log p(word | full window) on the Huffman tree (float64)."""
+        n, w = len(ids), int(self.window)
+        if n == 0:
+            return 0.0
+        padded = np.concatenate([np.full(w, -1, dtype=np.int64), ids, np.full(w, -1, dtype=np.int64)])
+        contexts = np.delete(np.lib.stride_tricks.sliding_window_view(padded, 2 * w + 1), w, axis=1)  # n x 2w
+        total = 0.0
+        for s in range(0, n, chunk):
+            target, ctx = ids[s:s + chunk], contexts[s:s + chunk]
+            present = ctx >= 0
+            x = self.wv.vectors[np.where(present, ctx, 0)].astype(np.float64) * present[..., None]  # c x 2w x d
+            nodes = self.syn1[pts[target]].astype(np.float64)  # c x L x d: the path's inner nodes
+            signs = sgn[target]  # c x L, 0 past the end of a path
+            if self.sg:  # one prediction per (context word, target) pair
+                f = np.einsum("crd,cld->crl", x, nodes)
+                lp = _log_sigmoid(signs[:, None, :] * f) * ((signs != 0)[:, None, :] & present[:, :, None])
+            else:  # one prediction per target from the context's mean / sum
+                h = x.sum(axis=1)
+                if self.cbow_mean:
+                    h /= np.maximum(present.sum(axis=1), 1)[:, None]
+                lp = _log_sigmoid(signs * np.einsum("cd,cld->cl", h, nodes)) * (signs != 0)
+            total += float(lp.sum())
+        return total
+
+    def predict_output_word(self, context_words_list, topn: Optional[int] = 10) -> Optional[List[Tuple[str, float]]]:
+        """The words most probable between the given context words, as gensim's ``predict_output_word``.
+
+        A CBOW-style prediction whatever ``sg`` is: the mean (``cbow_mean=1``)
+        or sum of the context words' vectors, scored against every word's
+        negative-sampling output vector (``syn1neg``) and normalised with a
+        softmax over the vocabulary. Needs ``negative > 0``. Context words
+        may be words or vocabulary indices; unknown ones are skipped.
+
+        Parameters
+        ----------
+        context_words_list : list of str or int
+            The context words.
+        topn : int or None
+            How many words to return (None: the whole vocabulary).
+
+        Returns
+        -------
+        list of (str, float) or None
+            Words and probabilities, most probable first; None (with a
+            warning) when no context word is in the vocabulary.
+
+        Examples
+        --------
+        >>> from bidirmoe import Word2Vec
+        >>> text = [["the", "cat", "sat", "on", "the", "mat"]] * 50
+        >>> m = Word2Vec(text, vector_size=8, min_count=1, epochs=5, workers=1)
+        >>> [w for w, p in m.predict_output_word(["the", "sat"], topn=2)]  # doctest: +SKIP
+        ['cat', 'on']
+        >>> len(m.predict_output_word(["the", "sat"], topn=3))
+        3
+        """
+        if self._vocab is None:
+            raise RuntimeError("the model has no vocabulary: build_vocab() and train() it first")
+        if not self.negative or self.syn1neg is None:
+            raise RuntimeError("predict_output_word() scores words with the negative-sampling output weights: "
+                               "it needs a model trained with negative > 0")
+        if isinstance(context_words_list, (str, bytes)):
+            raise TypeError("context_words_list must be a list of words (or indices), not a single str")
+        k2i, n = self.wv.key_to_index, len(self.wv.index_to_key)
+        ids = []
+        for w in context_words_list:
+            if _is_int(w):
+                if 0 <= w < n:
+                    ids.append(int(w))
+            elif w in k2i:
+                ids.append(k2i[w])
+        if not ids:
+            logger.warning("predict_output_word(): none of the context words is in the vocabulary")
+            return None
+        h = self.wv.vectors[ids].astype(np.float64).sum(axis=0)
+        if self.cbow_mean:
+            h /= len(ids)
+        logits = self.syn1neg.astype(np.float64) @ h
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        order = np.argsort(-p, kind="stable")
+        if topn is not None:
+            order = order[:topn]
+        keys = self.wv.index_to_key
+        return [(keys[i], float(p[i])) for i in order]
+
+    # ------------------------------------------------------- gensim interchange
+
+    @classmethod
+    def load(cls, fname, mmap=None, rethrow: bool = False):
+        """Load a model written by :meth:`save`, or a ``Word2Vec`` model saved by gensim.
+
+        gensim files (gensim 4.x, and 3.x where gensim 4 still reads them;
+        plain or compressed, arrays stored beside them or not) are read with
+        gensim and converted by :meth:`from_gensim`: the same vocabulary in the
+        same order, counts, vectors and output weights, ready to keep
+        training. gensim's files are pickles, and unpickling runs code from
+        the file: load them only from sources you trust (our own format holds
+        no pickle). ``mmap`` is passed to gensim; ``rethrow`` is accepted for
+        compatibility.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> from gensim.models import Word2Vec as GensimWord2Vec
+        >>> from bidirmoe import Word2Vec
+        >>> path = os.path.join(tempfile.mkdtemp(), "gensim.model")
+        >>> GensimWord2Vec([["a", "b", "c"]] * 10, vector_size=4, min_count=1, epochs=1).save(path)
+        >>> m = Word2Vec.load(path)
+        >>> m.wv.vectors.shape, type(m).__name__
+        ((3, 4), 'Word2Vec')
+        """
+        path = os.fspath(fname)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"model file not found: {path}")
+        with open(path, "rb") as f:
+            native = f.read(len(_ZIP_MAGIC)) == _ZIP_MAGIC
+        if native:
+            return super().load(path, mmap=mmap)
+        return cls.from_gensim(_load_gensim(path, mmap))
+
+    @classmethod
+    def from_gensim(cls, model) -> "Word2Vec":
+        """A bidirmoe ``Word2Vec`` from a gensim ``Word2Vec`` (its weights copied).
+
+        Settings, vocabulary (same order), counts, vectors, ``vectors_lockf``,
+        negative-sampling weights and corpus sizes carry over exactly; the
+        sampling tables are rebuilt from the counts. Hierarchical-softmax
+        weights belong to gensim's Huffman tree, which breaks ties between
+        equal counts differently from ours: each inner node's weights move to
+        the node of our tree that splits the same words the same way. When
+        all counts differ that is every node and the model's probabilities are
+        gensim's; otherwise the nodes without a counterpart start at zero (a
+        warning says how many) and training re-learns them.
+
+        Examples
+        --------
+        >>> from gensim.models import Word2Vec as GensimWord2Vec
+        >>> from bidirmoe import Word2Vec
+        >>> g = GensimWord2Vec([["a", "b", "c"]] * 10, vector_size=4, min_count=1, epochs=1)
+        >>> m = Word2Vec.from_gensim(g)
+        >>> bool((m.wv.vectors == g.wv.vectors).all()), m.wv.index_to_key == g.wv.index_to_key
+        (True, True)
+        """
+        gensim_w2v = _gensim_word2vec_class()
+        from gensim.models import Doc2Vec, FastText
+
+        if isinstance(model, (FastText, Doc2Vec)) or not isinstance(model, gensim_w2v):
+            hint = (": load vectors with bidirmoe.KeyedVectors.load" if type(model).__name__ == "KeyedVectors" else "")
+            raise TypeError(f"expected a gensim Word2Vec model, got {type(model).__module__}.{type(model).__name__}"
+                            f"{hint}")
+        wv = model.wv
+
+        def setting(name, default):
+            value = getattr(model, name, default)
+            return default if value is None else value
+
+        null_word = int(setting("null_word", 0))
+        m = cls(vector_size=int(setting("vector_size", wv.vector_size)), alpha=float(setting("alpha", 0.025)),
+                window=int(setting("window", 5)), min_count=int(setting("min_count", 5)),
+                max_vocab_size=getattr(model, "max_vocab_size", None), sample=float(setting("sample", 1e-3)),
+                seed=int(setting("seed", 1)), workers=int(setting("workers", 3)),
+                min_alpha=float(setting("min_alpha", 1e-4)), sg=int(setting("sg", 0)), hs=int(setting("hs", 0)),
+                negative=int(setting("negative", 5)), ns_exponent=float(setting("ns_exponent", 0.75)),
+                cbow_mean=int(setting("cbow_mean", 1)), hashfxn=setting("hashfxn", hash),
+                epochs=int(setting("epochs", 5)), batch_words=int(setting("batch_words", 10000)),
+                compute_loss=bool(setting("compute_loss", False)), comment=getattr(model, "comment", None),
+                max_final_vocab=getattr(model, "max_final_vocab", None),
+                shrink_windows=bool(setting("shrink_windows", True)))
+        if null_word:
+            logger.warning("the gensim model pads with a null word; bidirmoe does not pad, and keeps %r as an "
+                           "ordinary (never seen) word", "\0")
+        m.train_count = int(setting("train_count", 0))
+        m.total_train_time = float(setting("total_train_time", 0.0))
+        m.running_training_loss = float(setting("running_training_loss", 0.0))
+        words = list(wv.index_to_key)
+        if not words:
+            return m
+        if "count" not in wv.expandos:
+            raise ValueError("the gensim model has no word counts (wv.expandos['count']): cannot rebuild its vocabulary")
+        counts = [int(c) for c in wv.expandos["count"]]
+        m.corpus_count = int(setting("corpus_count", 0))
+        m.corpus_total_words = int(setting("corpus_total_words", 0)) or sum(counts)
+        vocab = _core.Vocab.from_words(words, counts, float(m.sample), float(m.ns_exponent), bool(m.hs),
+                                       m.corpus_total_words, m.corpus_count,
+                                       int(setting("effective_min_count", m.min_count)))
+        m._set_vocab(vocab)
+        m.wv.vectors = np.array(wv.vectors, dtype=np.float32, order="C")
+        lockf = getattr(wv, "vectors_lockf", None)
+        if lockf is not None and np.size(lockf) in (1, len(words)):
+            m.wv.vectors_lockf = np.array(lockf, dtype=np.float32).reshape(-1)
+        shape = (len(words), int(m.vector_size))
+        if m.negative:
+            theirs = getattr(model, "syn1neg", None)
+            m.syn1neg = np.array(theirs, dtype=np.float32, order="C") if theirs is not None else np.zeros(shape, np.float32)
+        if m.hs:
+            m.syn1 = m._syn1_from_gensim(model, vocab, shape)
+        return m
+
+    def _syn1_from_gensim(self, model, vocab, shape) -> np.ndarray:
+        """gensim's hierarchical-softmax weights on our Huffman tree (see :meth:`from_gensim`)."""
+        theirs = getattr(model, "syn1", None)
+        codes, points = model.wv.expandos.get("code"), model.wv.expandos.get("point")
+        if theirs is None or codes is None or points is None:
+            logger.warning("the gensim model has no hierarchical-softmax weights or tree: they start at zero")
+            return np.zeros(shape, dtype=np.float32)
+        out, carried = carry_tree_weights((list(codes), list(points)), np.asarray(theirs, dtype=np.float32),
+                                          vocab.huffman(), shape[0])
+        inner = max(shape[0] - 1, 0)
+        if carried < inner:
+            logger.warning("hierarchical softmax: %d of gensim's %d Huffman-tree nodes have no counterpart in ours "
+                           "(equal counts are paired differently); their weights start at zero", inner - carried, inner)
+        return out
+
+    def to_gensim(self):
+        """A gensim ``Word2Vec`` with this model's settings, vocabulary, counts and weights (copies).
+
+        gensim's Huffman codes are set to this model's, so its hierarchical
+        softmax gives the same probabilities (``score`` agrees up to gensim's
+        table approximation of log σ); its subsampling thresholds and
+        negative-sampling table are computed from the same counts. The result
+        trains, saves and loads as any gensim model.
+
+        Examples
+        --------
+        >>> from bidirmoe import Word2Vec
+        >>> m = Word2Vec([["a", "b", "c"]] * 10, vector_size=4, min_count=1, epochs=1)
+        >>> g = m.to_gensim()
+        >>> type(g).__module__, bool((g.wv["a"] == m.wv["a"]).all())
+        ('gensim.models.word2vec', True)
+        """
+        gm = _gensim_word2vec_class()(
+            vector_size=int(self.vector_size), alpha=float(self.alpha), window=int(self.window),
+            min_count=int(self.min_count), max_vocab_size=self.max_vocab_size, sample=float(self.sample),
+            seed=int(self.seed), workers=int(self.workers), min_alpha=float(self.min_alpha), sg=int(self.sg),
+            hs=int(self.hs), negative=int(self.negative), ns_exponent=float(self.ns_exponent),
+            cbow_mean=int(self.cbow_mean), epochs=int(self.epochs), batch_words=int(self.batch_words),
+            compute_loss=bool(self.compute_loss), comment=self.comment, max_final_vocab=self.max_final_vocab,
+            shrink_windows=bool(self.shrink_windows))
+        gm.train_count, gm.total_train_time = int(self.train_count), float(self.total_train_time)
+        gm.running_training_loss = float(self.running_training_loss)
+        if self._vocab is None:
+            return gm
+        words = list(self.wv.index_to_key)
+        kv = gm.wv
+        kv.index_to_key = words
+        kv.key_to_index = {w: i for i, w in enumerate(words)}
+        kv.vectors = np.array(self.wv.vectors, dtype=np.float32)
+        kv.norms = None
+        kv.allocate_vecattrs(attrs=["count", "sample_int"], types=[int, np.uint32])
+        kv.expandos["count"][:] = np.asarray(self.wv.expandos["count"], dtype=np.int64)
+        # gensim stores the keep probability as a fraction of 2**32 - 1.
+        kv.expandos["sample_int"][:] = np.round(np.asarray(self._vocab.keep_probability) * (2 ** 32 - 1))
+        lockf = self._lockf_for_core()  # None: the default, 1 for every word
+        kv.vectors_lockf = np.ones(1, dtype=np.float32) if lockf is None else lockf.copy()
+        if self.hs:
+            codes, points = self._vocab.huffman()
+            kv.expandos["code"] = np.empty(len(words), dtype=object)
+            kv.expandos["point"] = np.empty(len(words), dtype=object)
+            for i, (c, p) in enumerate(zip(codes, points)):
+                kv.expandos["code"][i] = np.frombuffer(bytes(c), dtype=np.uint8).copy()
+                kv.expandos["point"][i] = np.asarray(p, dtype=np.uint32)
+            gm.syn1 = np.array(self.syn1, dtype=np.float32)
+        if self.negative:
+            gm.syn1neg = np.array(self.syn1neg, dtype=np.float32)
+            gm.make_cum_table()
+        gm.corpus_count, gm.corpus_total_words = int(self.corpus_count), int(self.corpus_total_words)
+        gm.effective_min_count = self.effective_min_count
+        return gm
 
     def _context_vectors(self, ids: np.ndarray, window: int) -> np.ndarray:
         """CBOW's hidden vector: mean (``cbow_mean=1``) or sum of the context vectors."""
@@ -150,3 +499,23 @@ class Word2Vec(MaskedLM, TrainableModel):
     def __str__(self) -> str:
         return (f"Word2Vec<vocab={len(self.wv.index_to_key) if self.wv is not None else 0}, "
                 f"vector_size={self.vector_size}, alpha={self.alpha}>")
+
+
+def _gensim_word2vec_class():
+    try:
+        from gensim.models import Word2Vec as GensimWord2Vec
+    except ImportError as e:  # pragma: no cover - gensim is a dependency
+        raise ImportError("reading or writing gensim models needs gensim: pip install gensim") from e
+    return GensimWord2Vec
+
+
+def _load_gensim(path: str, mmap):
+    """The object in a file saved by gensim's ``save`` (a pickle, arrays maybe beside it)."""
+    _gensim_word2vec_class()
+    from gensim.utils import SaveLoad
+
+    try:
+        return SaveLoad.load(path, mmap=mmap)
+    except Exception as e:
+        raise ValueError(f"{path} is neither a bidirmoe model file nor a model gensim can load "
+                         f"({type(e).__name__}: {e})") from e

@@ -197,56 +197,239 @@ pub fn for_each_sentence<F: FnMut(&mut dyn Iterator<Item = &[u8]>)>(path: &Path,
     Ok(())
 }
 
+/// The byte ranges one worker still has to read in the current epoch, first
+/// one first: absolute offsets in a plain file, or in the decompressed stream
+/// of a gzip file. The first range's start moves past every sentence the
+/// worker has handed over, so a stopped epoch can continue exactly there.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cursor {
+    pub pending: Vec<(u64, u64)>,
+}
+
+impl Cursor {
+    fn advance(&mut self, to: u64) {
+        if let Some(first) = self.pending.first_mut() {
+            first.0 = to;
+        }
+    }
+
+    fn finish_first(&mut self) {
+        if !self.pending.is_empty() {
+            self.pending.remove(0);
+        }
+    }
+}
+
+/// Where a stopped epoch got to: what every worker had still to read and,
+/// for gzip, the first decompressed byte no worker had taken yet.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SplitState {
+    pub gzip: bool,
+    /// Size of the file on disk (compressed size for gzip), to refuse a
+    /// resume on a file that changed.
+    pub file_len: u64,
+    pub stream_offset: u64,
+    pub workers: Vec<Vec<(u64, u64)>>,
+}
+
+/// A gzip decoder shared by the workers, and how many decompressed bytes it
+/// has handed out.
+pub struct SharedStream {
+    reader: Option<Box<dyn BufRead + Send>>,
+    offset: u64,
+}
+
 /// How workers share one corpus file during an epoch.
 pub enum FileSplit {
-    /// Plain file: worker i reads bytes [bounds[i], bounds[i+1]).
-    Ranges { path: std::path::PathBuf, bounds: Vec<u64> },
-    /// Gzip: workers pull whitespace-aligned blocks from one decoder.
-    Shared { stream: Mutex<Option<Box<dyn BufRead + Send>>> },
+    /// Plain file: worker i reads its byte ranges `parts[i]` in order.
+    Ranges { path: std::path::PathBuf, file_len: u64, parts: Vec<Vec<(u64, u64)>> },
+    /// Gzip: workers first finish their `fragments` (what a stopped epoch
+    /// left of its blocks: absolute start and bytes), then pull
+    /// whitespace-aligned blocks from one decoder.
+    Shared { file_len: u64, stream: Mutex<SharedStream>, fragments: Vec<Vec<(u64, Vec<u8>)>> },
+}
+
+/// Cut the ranges `pending` (in order) into `parts` lists of about equal
+/// bytes. A cut may fall inside a token: a token belongs to the range its
+/// first byte lies in, so every token is still read exactly once.
+fn redistribute(pending: &[(u64, u64)], parts: usize) -> Vec<Vec<(u64, u64)>> {
+    let ranges: Vec<(u64, u64)> = pending.iter().copied().filter(|(s, e)| s < e).collect();
+    let total: u64 = ranges.iter().map(|(s, e)| e - s).sum();
+    let parts = parts.max(1);
+    let mut out = vec![Vec::new(); parts];
+    let (mut k, mut done) = (0usize, 0u64);
+    for (mut s, e) in ranges {
+        while s < e {
+            // Bytes still owed to part k before the next part starts.
+            let quota = (total * (k as u64 + 1) / parts as u64).saturating_sub(done);
+            if quota == 0 && k + 1 < parts {
+                k += 1;
+                continue;
+            }
+            let take = if k + 1 == parts { e - s } else { quota.min(e - s) };
+            out[k].push((s, s + take));
+            s += take;
+            done += take;
+        }
+    }
+    out
 }
 
 impl FileSplit {
     pub fn new(path: &Path, workers: usize) -> io::Result<FileSplit> {
+        let file_len = std::fs::metadata(path)?.len();
         if is_gzip(path)? {
-            return Ok(FileSplit::Shared { stream: Mutex::new(Some(open_stream(path)?)) });
+            let stream = SharedStream { reader: Some(open_stream(path)?), offset: 0 };
+            return Ok(FileSplit::Shared { file_len, stream: Mutex::new(stream), fragments: vec![Vec::new(); workers.max(1)] });
         }
-        let len = std::fs::metadata(path)?.len();
         let w = workers.max(1) as u64;
-        let bounds = (0..=w).map(|i| len * i / w).collect();
-        Ok(FileSplit::Ranges { path: path.to_path_buf(), bounds })
+        let parts = (0..w).map(|i| vec![(file_len * i / w, file_len * (i + 1) / w)]).collect();
+        Ok(FileSplit::Ranges { path: path.to_path_buf(), file_len, parts })
     }
 
-    /// Run `f` on every sentence assigned to worker `i`. `f` returns false to stop early.
-    pub fn for_worker<F: FnMut(&mut dyn Iterator<Item = &[u8]>) -> bool>(&self, i: usize, mut f: F) -> io::Result<()> {
+    /// Continue a stopped epoch: every worker reads what `state` says was
+    /// left (its own ranges if the worker count is unchanged, otherwise the
+    /// remaining bytes cut evenly), then, for gzip, the rest of the stream.
+    pub fn resume(path: &Path, workers: usize, state: &SplitState) -> io::Result<FileSplit> {
+        let workers = workers.max(1);
+        let file_len = std::fs::metadata(path)?.len();
+        let gzip = is_gzip(path)?;
+        if gzip != state.gzip || file_len != state.file_len {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the corpus file is not the one the checkpoint was taken on ({} bytes{}, checkpoint: {} bytes{})",
+                    file_len,
+                    if gzip { ", gzip" } else { "" },
+                    state.file_len,
+                    if state.gzip { ", gzip" } else { "" }
+                ),
+            ));
+        }
+        let all: Vec<(u64, u64)> = state.workers.iter().flatten().copied().filter(|(s, e)| s < e).collect();
+        let parts = if state.workers.len() == workers {
+            state.workers.clone()
+        } else if gzip {
+            // Fragments are read as whole blocks: hand them out whole.
+            let mut parts = vec![Vec::new(); workers];
+            for (k, &r) in all.iter().enumerate() {
+                parts[k % workers].push(r);
+            }
+            parts
+        } else {
+            redistribute(&all, workers)
+        };
+        if !gzip {
+            if all.iter().any(|&(_, e)| e > file_len) {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "checkpoint ranges lie past the end of the corpus file"));
+            }
+            return Ok(FileSplit::Ranges { path: path.to_path_buf(), file_len, parts });
+        }
+        // Gzip: decode up to the stream offset, keeping the bytes of the
+        // unfinished fragments (they all lie before it).
+        let mut wanted: Vec<(u64, u64)> = all.clone();
+        wanted.sort_unstable();
+        let mut reader = open_stream(path)?;
+        let mut got: Vec<(u64, Vec<u8>)> = Vec::with_capacity(wanted.len());
+        let mut pos = 0u64;
+        for &(s, e) in &wanted {
+            if e > state.stream_offset || s < pos {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "inconsistent gzip checkpoint ranges"));
+            }
+            io::copy(&mut reader.by_ref().take(s - pos), &mut io::sink())?;
+            let mut bytes = Vec::with_capacity((e - s) as usize);
+            reader.by_ref().take(e - s).read_to_end(&mut bytes)?;
+            if bytes.len() as u64 != e - s {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the gzip stream ends before the checkpoint's position"));
+            }
+            got.push((s, bytes));
+            pos = e;
+        }
+        let skipped = io::copy(&mut reader.by_ref().take(state.stream_offset - pos), &mut io::sink())?;
+        if skipped != state.stream_offset - pos {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the gzip stream ends before the checkpoint's position"));
+        }
+        let mut fragments: Vec<Vec<(u64, Vec<u8>)>> = vec![Vec::new(); workers];
+        for (i, part) in parts.iter().enumerate() {
+            for &(s, e) in part {
+                if s >= e {
+                    continue;
+                }
+                let k = got.iter().position(|(fs, _)| *fs == s).expect("every range was decoded");
+                fragments[i].push(std::mem::take(&mut got[k]));
+            }
+        }
+        let stream = SharedStream { reader: Some(reader), offset: state.stream_offset };
+        Ok(FileSplit::Shared { file_len, stream: Mutex::new(stream), fragments })
+    }
+
+    /// The state to continue from, given every worker's cursor at the stop.
+    pub fn state(&self, cursors: &[Cursor]) -> SplitState {
+        let workers = cursors.iter().map(|c| c.pending.iter().copied().filter(|(s, e)| s < e).collect()).collect();
         match self {
-            FileSplit::Ranges { path, bounds } => {
-                let (start, end) = (bounds[i], bounds[i + 1]);
-                if start >= end {
-                    return Ok(());
+            FileSplit::Ranges { file_len, .. } => SplitState { gzip: false, file_len: *file_len, stream_offset: 0, workers },
+            FileSplit::Shared { file_len, stream, .. } => {
+                let offset = stream.lock().unwrap_or_else(|p| p.into_inner()).offset;
+                SplitState { gzip: true, file_len: *file_len, stream_offset: offset, workers }
+            }
+        }
+    }
+
+    /// Run `f` on every sentence assigned to worker `i`, keeping `cursor` at
+    /// the first byte not yet handed to `f`. `f` returns false to stop early.
+    pub fn for_worker<F: FnMut(&mut dyn Iterator<Item = &[u8]>) -> bool>(
+        &self,
+        i: usize,
+        cursor: &mut Cursor,
+        mut f: F,
+    ) -> io::Result<()> {
+        match self {
+            FileSplit::Ranges { path, parts, .. } => {
+                cursor.pending = parts.get(i).cloned().unwrap_or_default();
+                while let Some(&(start, end)) = cursor.pending.first() {
+                    if start >= end {
+                        cursor.finish_first();
+                        continue;
+                    }
+                    let mut file = File::open(path)?;
+                    let mut prev_is_space = true;
+                    if start > 0 {
+                        file.seek(SeekFrom::Start(start - 1))?;
+                        let mut b = [0u8; 1];
+                        file.read_exact(&mut b)?;
+                        prev_is_space = is_space(b[0]);
+                    }
+                    let mut r = SentenceReader::new(BufReader::with_capacity(BLOCK, file), start, end, prev_is_space);
+                    let mut go = true;
+                    while r.next_sentence(|it| go = f(it))? {
+                        cursor.advance(r.position());
+                        if !go {
+                            return Ok(());
+                        }
+                    }
+                    cursor.finish_first();
                 }
-                let mut file = File::open(path)?;
-                let mut prev_is_space = true;
-                if start > 0 {
-                    file.seek(SeekFrom::Start(start - 1))?;
-                    let mut b = [0u8; 1];
-                    file.read_exact(&mut b)?;
-                    prev_is_space = is_space(b[0]);
-                }
-                let mut r = SentenceReader::new(BufReader::with_capacity(BLOCK, file), start, end, prev_is_space);
-                let mut go = true;
-                while go && r.next_sentence(|it| go = f(it))? {}
                 Ok(())
             }
-            FileSplit::Shared { stream } => {
+            FileSplit::Shared { stream, fragments, .. } => {
+                let mine = fragments.get(i).map(|v| &v[..]).unwrap_or(&[]);
+                cursor.pending = mine.iter().map(|(s, b)| (*s, s + b.len() as u64)).collect();
+                for (s, bytes) in mine {
+                    if !Self::read_block(bytes, *s, cursor, &mut f)? {
+                        return Ok(());
+                    }
+                }
                 let mut block = Vec::with_capacity(BLOCK + 4096);
                 loop {
                     block.clear();
+                    let start;
                     {
                         let mut guard = stream.lock().unwrap_or_else(|p| p.into_inner());
-                        let Some(s) = guard.as_mut() else { return Ok(()) };
+                        let shared = &mut *guard;
+                        let Some(s) = shared.reader.as_mut() else { return Ok(()) };
                         let n = s.by_ref().take(BLOCK as u64).read_to_end(&mut block)?;
                         if n == 0 {
-                            *guard = None;
+                            shared.reader = None;
                             return Ok(());
                         }
                         // Extend to the end of the line (if one ends within LINE_SLACK
@@ -279,16 +462,36 @@ impl FileSplit {
                                 }
                             }
                         }
+                        start = shared.offset;
+                        shared.offset += block.len() as u64;
                     }
-                    let mut r = SentenceReader::whole(&block[..]);
-                    let mut go = true;
-                    while go && r.next_sentence(|it| go = f(it))? {}
-                    if !go {
+                    cursor.pending = vec![(start, start + block.len() as u64)];
+                    if !Self::read_block(&block, start, cursor, &mut f)? {
                         return Ok(());
                     }
                 }
             }
         }
+    }
+
+    /// Hand the sentences of one in-memory block (starting at absolute offset
+    /// `start`, cursor's first range) to `f`; false when `f` asked to stop.
+    fn read_block<F: FnMut(&mut dyn Iterator<Item = &[u8]>) -> bool>(
+        bytes: &[u8],
+        start: u64,
+        cursor: &mut Cursor,
+        f: &mut F,
+    ) -> io::Result<bool> {
+        let mut r = SentenceReader::whole(bytes);
+        let mut go = true;
+        while r.next_sentence(|it| go = f(it))? {
+            cursor.advance(start + r.position());
+            if !go {
+                return Ok(false);
+            }
+        }
+        cursor.finish_first();
+        Ok(true)
     }
 }
 
@@ -346,17 +549,23 @@ mod tests {
         assert_eq!(s[0][1], "\u{fffd}\u{fffd}bad");
     }
 
-    #[test]
-    fn gzip_and_plain_files_give_the_same_tokens_for_any_worker_count() {
-        let dir = std::env::temp_dir().join(format!("bidirmoe-corpus-{}", std::process::id()));
+    /// `text` written as a plain and a gzip file in a fresh directory.
+    fn plain_and_gzip(tag: &str, text: &str) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("bidirmoe-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let text: String = (0..300_000).map(|i| format!("w{} ", (i * 7919) % 1000)).collect();
         let plain = dir.join("c.txt");
-        std::fs::write(&plain, &text).unwrap();
+        std::fs::write(&plain, text).unwrap();
         let gz = dir.join("c.gz");
         let mut e = flate2::write::GzEncoder::new(File::create(&gz).unwrap(), flate2::Compression::fast());
         e.write_all(text.as_bytes()).unwrap();
         e.finish().unwrap();
+        (dir, plain, gz)
+    }
+
+    #[test]
+    fn gzip_and_plain_files_give_the_same_tokens_for_any_worker_count() {
+        let text: String = (0..300_000).map(|i| format!("w{} ", (i * 7919) % 1000)).collect();
+        let (dir, plain, gz) = plain_and_gzip("corpus", &text);
         let expect: Vec<String> = text.split_whitespace().map(String::from).collect();
         for path in [&plain, &gz] {
             for workers in [1, 2, 3] {
@@ -364,7 +573,7 @@ mod tests {
                 let mut got = Vec::new();
                 for w in 0..workers {
                     split
-                        .for_worker(w, |it| {
+                        .for_worker(w, &mut Cursor::default(), |it| {
                             got.extend(it.map(|t| token_str(t).into_owned()));
                             true
                         })
@@ -378,5 +587,74 @@ mod tests {
             }
         }
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// Stop every worker after a few sentences, resume with another worker
+    /// count, and check that each token is read exactly once overall.
+    #[test]
+    fn a_stopped_epoch_resumes_exactly_where_each_worker_stopped() {
+        // Long lines (some over MAX_SENTENCE_LEN) and several gzip blocks.
+        let mut text = String::new();
+        for line in 0..2_600 {
+            let n = if line % 500 == 7 { MAX_SENTENCE_LEN + 123 } else { 40 + line % 70 };
+            for k in 0..n {
+                text.push_str(&format!("t{line}_{k} "));
+            }
+            text.push('\n');
+        }
+        let (dir, plain, gz) = plain_and_gzip("resume", &text);
+        let mut expect: Vec<String> = text.split_whitespace().map(String::from).collect();
+        expect.sort();
+        for path in [&plain, &gz] {
+            for (workers, later) in [(1, 1), (2, 2), (3, 1), (1, 3), (2, 5)] {
+                let split = FileSplit::new(path, workers).unwrap();
+                let mut got = Vec::new();
+                let mut cursors = Vec::new();
+                for w in 0..workers {
+                    let mut cursor = Cursor::default();
+                    let mut left = 5 + 3 * w;
+                    split
+                        .for_worker(w, &mut cursor, |it| {
+                            got.extend(it.map(|t| token_str(t).into_owned()));
+                            left -= 1;
+                            left > 0
+                        })
+                        .unwrap();
+                    cursors.push(cursor);
+                }
+                let state = split.state(&cursors);
+                assert!(state.workers.iter().any(|p| !p.is_empty()), "{path:?}: stopped before the end");
+                let rest = FileSplit::resume(path, later, &state).unwrap();
+                for w in 0..later {
+                    rest.for_worker(w, &mut Cursor::default(), |it| {
+                        got.extend(it.map(|t| token_str(t).into_owned()));
+                        true
+                    })
+                    .unwrap();
+                }
+                got.sort();
+                assert_eq!(got.len(), expect.len(), "{path:?} workers={workers}->{later}");
+                assert!(got == expect, "{path:?} workers={workers}->{later}: tokens differ");
+            }
+        }
+        // A changed file is refused.
+        let split = FileSplit::new(&plain, 1).unwrap();
+        let mut state = split.state(&[Cursor { pending: vec![(10, 20)] }]);
+        state.file_len += 1;
+        assert!(FileSplit::resume(&plain, 1, &state).is_err());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn redistribute_keeps_every_byte_once() {
+        let pending = [(5u64, 17u64), (30, 31), (40, 90)];
+        for parts in 1..7 {
+            let out = redistribute(&pending, parts);
+            assert_eq!(out.len(), parts);
+            let mut bytes: Vec<u64> = out.iter().flatten().flat_map(|&(s, e)| s..e).collect();
+            bytes.sort();
+            let expect: Vec<u64> = pending.iter().flat_map(|&(s, e)| s..e).collect();
+            assert_eq!(bytes, expect, "parts={parts}");
+        }
     }
 }

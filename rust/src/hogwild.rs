@@ -4,9 +4,23 @@
 //! threads may touch the same row at once; a lost or torn `f32` update is
 //! harmless for SGD on sparse problems like word2vec, which is the whole
 //! argument of Hogwild and what word2vec, gensim and fastText all do. What
-//! must never happen is an out-of-bounds access or a dangling pointer: rows
-//! are bounds-checked and the matrix borrows its storage for its lifetime.
+//! must never happen is an out-of-bounds access, a dangling pointer, or two
+//! mutable views of one row inside one thread.
+//!
+//! The safe surface therefore never hands out `&mut` rows. Reads are shared
+//! views ([`Hogwild::row`]) whose values other threads may change (the Hogwild
+//! trade-off); writes go through methods that take the update's inputs from
+//! *outside* the matrix — thread-local scratch, checked at run time — and
+//! form the mutable view of the row only for the duration of the update:
+//! [`Hogwild::add_to_row`] (row += a·x), [`Hogwild::exchange`] (the
+//! word2vec pair update) and [`Hogwild::add_at`] (one element). The one
+//! unsafe accessor, [`Hogwild::row_mut`], states its contract.
+//!
+//! A matrix may carry per-row update factors (gensim's `vectors_lockf`): every
+//! update of row `i` is multiplied by `factor[i % factor.len()]`, so 0
+//! freezes a row and 1 trains it normally.
 
+use crate::simd::{axpy, update_pair};
 use std::marker::PhantomData;
 
 /// A row-major `rows x cols` f32 matrix shared by all worker threads.
@@ -14,6 +28,7 @@ pub struct Hogwild<'a> {
     ptr: *mut f32,
     rows: usize,
     cols: usize,
+    factor: &'a [f32],
     _borrow: PhantomData<&'a mut [f32]>,
 }
 
@@ -29,19 +44,26 @@ impl<'a> Hogwild<'a> {
     pub fn new(data: &'a mut [f32], cols: usize) -> Self {
         let rows = if cols == 0 { 0 } else { data.len() / cols };
         assert_eq!(rows * cols, data.len(), "matrix buffer is not rows x cols");
-        Hogwild { ptr: data.as_mut_ptr(), rows, cols, _borrow: PhantomData }
+        Hogwild { ptr: data.as_mut_ptr(), rows, cols, factor: &[], _borrow: PhantomData }
+    }
+
+    /// Multiply every update of row `i` by `factor[i % factor.len()]`
+    /// (gensim's `vectors_lockf`; empty: no factor).
+    pub fn with_factor(mut self, factor: &'a [f32]) -> Self {
+        self.factor = factor;
+        self
     }
 
     /// A second handle on the same matrix, for tied parameters (attention's
     /// `tie_output`: beta = rho). Two handles alias exactly as two Hogwild
     /// threads do, which is the contract of this type.
     pub fn alias(&self) -> Hogwild<'a> {
-        Hogwild { ptr: self.ptr, rows: self.rows, cols: self.cols, _borrow: PhantomData }
+        Hogwild { ptr: self.ptr, rows: self.rows, cols: self.cols, factor: self.factor, _borrow: PhantomData }
     }
 
     /// An empty matrix (a model part that is switched off).
     pub fn empty() -> Self {
-        Hogwild { ptr: std::ptr::NonNull::dangling().as_ptr(), rows: 0, cols: 0, _borrow: PhantomData }
+        Hogwild { ptr: std::ptr::NonNull::dangling().as_ptr(), rows: 0, cols: 0, factor: &[], _borrow: PhantomData }
     }
 
     #[inline]
@@ -54,6 +76,16 @@ impl<'a> Hogwild<'a> {
         self.cols
     }
 
+    /// The update factor of row `i` (1 without `vectors_lockf`).
+    #[inline]
+    pub fn factor(&self, i: usize) -> f32 {
+        if self.factor.is_empty() {
+            1.0
+        } else {
+            self.factor[i % self.factor.len()]
+        }
+    }
+
     /// The whole matrix for reading (row-major).
     #[inline]
     pub fn as_slice(&self) -> &[f32] {
@@ -62,7 +94,8 @@ impl<'a> Hogwild<'a> {
         unsafe { std::slice::from_raw_parts(self.ptr, self.rows * self.cols) }
     }
 
-    /// Row `i` for reading.
+    /// Row `i` for reading. Its values may change while the view lives
+    /// (other threads' updates: Hogwild), never its memory.
     #[inline]
     pub fn row(&self, i: usize) -> &[f32] {
         assert!(i < self.rows);
@@ -72,14 +105,80 @@ impl<'a> Hogwild<'a> {
         unsafe { std::slice::from_raw_parts(self.ptr.add(i * self.cols), self.cols) }
     }
 
-    /// Row `i` for updating, shared with other threads by design (Hogwild).
+    /// Row `i` as a mutable slice.
+    ///
+    /// # Safety
+    /// While the returned slice lives, the calling thread must not create
+    /// another view (`row`, `row_mut`, `as_slice`, an update method) of row
+    /// `i` through this matrix or an [`alias`](Self::alias) of it. Other
+    /// threads may update the row concurrently (the Hogwild contract).
+    ///
+    /// Safe code cannot call it (so cannot hold two `&mut` to one row):
+    ///
+    /// ```compile_fail
+    /// let mut buf = vec![0f32; 4];
+    /// let m = bidirmoe::hogwild::Hogwild::new(&mut buf, 2);
+    /// let (a, b) = (m.row_mut(0), m.row_mut(0));
+    /// a[0] = b[0];
+    /// ```
     #[inline]
     #[allow(clippy::mut_from_ref)]
-    pub fn row_mut(&self, i: usize) -> &mut [f32] {
+    pub unsafe fn row_mut(&self, i: usize) -> &mut [f32] {
         assert!(i < self.rows);
-        // SAFETY: as in `row`: in bounds of a buffer that outlives 'a. Aliasing
-        // with other threads' updates is the documented Hogwild trade-off.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i * self.cols), self.cols) }
+        std::slice::from_raw_parts_mut(self.ptr.add(i * self.cols), self.cols)
+    }
+
+    /// Does `x` share memory with this matrix?
+    #[inline]
+    fn overlaps(&self, x: &[f32]) -> bool {
+        let (a0, a1) = (self.ptr as usize, self.ptr as usize + self.rows * self.cols * 4);
+        let (b0, b1) = (x.as_ptr() as usize, x.as_ptr() as usize + x.len() * 4);
+        a0 < b1 && b0 < a1
+    }
+
+    /// `row[i] += a * factor(i) * x`, with `x` outside this matrix.
+    #[inline]
+    pub fn add_to_row(&self, i: usize, a: f32, x: &[f32]) {
+        assert!(!self.overlaps(x), "update source lies inside the matrix it updates");
+        let a = a * self.factor(i);
+        if a == 0.0 && !self.factor.is_empty() {
+            return; // a frozen row stays bit-identical
+        }
+        // SAFETY: `x` does not overlap the matrix (checked), and no other view
+        // of row i is created by this thread while `r` lives (it dies at the
+        // end of this statement).
+        let r = unsafe { self.row_mut(i) };
+        axpy(a, x, r);
+    }
+
+    /// `row[i][j] += v * factor(i)`.
+    #[inline]
+    pub fn add_at(&self, i: usize, j: usize, v: f32) {
+        assert!(i < self.rows && j < self.cols);
+        let v = v * self.factor(i);
+        // SAFETY: in bounds (checked); a single element store, no view kept.
+        unsafe { *self.ptr.add(i * self.cols + j) += v };
+    }
+
+    /// The word2vec pair update with row `i` as the output vector:
+    /// `grad += g * row[i]` (the row before the update), then
+    /// `row[i] += g * factor(i) * h`. `h` and `grad` lie outside this matrix.
+    #[inline]
+    pub fn exchange(&self, i: usize, g: f32, h: &[f32], grad: &mut [f32]) {
+        assert!(!self.overlaps(h) && !self.overlaps(grad), "update source lies inside the matrix it updates");
+        let f = self.factor(i);
+        // SAFETY: `h` and `grad` do not overlap the matrix (checked); the
+        // mutable view of row i is the only view this thread holds of it
+        // until the call returns.
+        let r = unsafe { self.row_mut(i) };
+        if f == 1.0 {
+            update_pair(g, h, r, grad);
+        } else {
+            axpy(g, r, grad);
+            if f != 0.0 {
+                axpy(g * f, h, r);
+            }
+        }
     }
 }
 
@@ -93,10 +192,44 @@ mod tests {
         {
             let m = Hogwild::new(&mut buf, 4);
             assert_eq!(m.rows(), 3);
-            m.row_mut(1)[2] = 5.0;
+            m.add_at(1, 2, 5.0);
             assert_eq!(m.row(1)[2], 5.0);
+            m.add_to_row(2, 2.0, &[1.0, 2.0, 3.0, 4.0]);
         }
         assert_eq!(buf[6], 5.0);
+        assert_eq!(&buf[8..], &[2.0, 4.0, 6.0, 8.0]);
+    }
+
+    #[test]
+    fn exchange_reads_the_old_row_then_updates_it() {
+        let mut buf = vec![1.0f32, 2.0, 3.0, 4.0];
+        let m = Hogwild::new(&mut buf, 2);
+        let mut grad = [0.0f32; 2];
+        m.exchange(1, 0.5, &[10.0, 20.0], &mut grad);
+        assert_eq!(grad, [1.5, 2.0]);
+        assert_eq!(m.row(1), &[8.0, 14.0]);
+    }
+
+    #[test]
+    fn factors_scale_and_freeze_rows() {
+        let mut buf = vec![0f32; 6];
+        let lock = [1.0f32, 0.0, 0.5];
+        let m = Hogwild::new(&mut buf, 2).with_factor(&lock);
+        for i in 0..3 {
+            m.add_to_row(i, 1.0, &[2.0, 2.0]);
+        }
+        let mut grad = [0.0f32; 2];
+        m.exchange(1, 1.0, &[7.0, 7.0], &mut grad);
+        assert_eq!(m.as_slice(), &[2.0, 2.0, 0.0, 0.0, 1.0, 1.0]);
+    }
+
+    #[test]
+    #[should_panic(expected = "inside the matrix")]
+    fn a_source_inside_the_matrix_is_refused() {
+        let mut buf = vec![0f32; 4];
+        let m = Hogwild::new(&mut buf, 2);
+        // A view of row 0 used as the source of an update of row 1.
+        m.add_to_row(1, 1.0, m.row(0));
     }
 
     #[test]

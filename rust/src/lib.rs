@@ -16,7 +16,7 @@ pub mod vocab;
 
 #[cfg(feature = "python")]
 mod python {
-    use crate::corpus::{self, token_str, FileSplit};
+    use crate::corpus::{self, token_str, FileSplit, SplitState};
     use crate::hogwild::Hogwild;
     use crate::models::attention::Attention;
     use crate::models::cbow::Cbow;
@@ -26,13 +26,13 @@ mod python {
     use crate::objective::{OutputLayer, OutputSpec};
     use crate::sampling::{expected_kept, Rng};
     use crate::simd::{self, SigmoidTable};
-    use crate::trainer::{run_epoch, Job, Progress, Source, TrainConfig};
+    use crate::trainer::{run_epoch, Job, Progress, Source, TrainConfig, WorkerState};
     use crate::vocab::{Vocab, VocabSettings};
     use crossbeam_channel::{bounded, Receiver, SendTimeoutError, Sender};
     use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyUntypedArrayMethods};
     use pyo3::exceptions::{PyFileNotFoundError, PyRuntimeError, PyTypeError, PyValueError};
     use pyo3::prelude::*;
-    use pyo3::types::{PyList, PyString, PyTuple};
+    use pyo3::types::{PyDict, PyList, PyString, PyTuple};
     use std::path::{Path, PathBuf};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
@@ -61,6 +61,17 @@ mod python {
         }
     }
 
+    /// The tokens of a non-empty list of str joined by NUL, if none contains one.
+    fn joined(sep: &Bound<'_, PyString>, list: &Bound<'_, PyList>) -> Option<String> {
+        let n = list.len();
+        if n == 0 {
+            return None;
+        }
+        let s = sep.call_method1("join", (list,)).ok()?;
+        let text = s.downcast::<PyString>().ok()?.to_string_lossy().into_owned();
+        (text.bytes().filter(|&b| b == 0).count() == n - 1).then_some(text)
+    }
+
     /// Walk a Python iterable of sentences (each an iterable of str tokens),
     /// calling `on_token` per token and `on_end` per sentence. Strings as
     /// sentences and non-str tokens raise TypeError naming what to pass.
@@ -69,6 +80,7 @@ mod python {
         mut on_token: impl FnMut(&str),
         mut on_end: impl FnMut(),
     ) -> PyResult<()> {
+        let sep = &PyString::new(sentences.py(), "\0");
         for (n, sent) in sentences.try_iter()?.enumerate() {
             let sent = sent?;
             if sent.is_instance_of::<PyString>() {
@@ -88,6 +100,18 @@ mod python {
                 Ok(())
             };
             if let Ok(list) = sent.downcast::<PyList>() {
+                // One conversion per sentence, not per token: join the tokens
+                // with NUL in C and split the text here (the stable ABI of
+                // Python 3.9 can only copy a str out, which per token costs
+                // more than training). Tokens that are not str, or that hold
+                // a NUL themselves, take the per-token path.
+                if let Some(text) = joined(sep, list) {
+                    for t in text.split('\0') {
+                        on_token(t);
+                    }
+                    on_end();
+                    continue;
+                }
                 for t in list.iter() {
                     tok(&t)?;
                 }
@@ -130,9 +154,11 @@ mod python {
                         if err.is_some() {
                             return true;
                         }
-                        match rule.call1(py, (w, c, m)).and_then(|r| r.extract::<i64>(py)) {
-                            Ok(1) => false,
-                            Ok(2) => true,
+                        // As gensim: 1 discards, 2 keeps, anything else (0, None,
+                        // a non-integer) means the default min_count rule.
+                        match rule.call1(py, (w, c, m)).map(|r| r.extract::<i64>(py).ok()) {
+                            Ok(Some(1)) => false,
+                            Ok(Some(2)) => true,
                             Ok(_) => c >= m,
                             Err(e) => {
                                 *err = Some(e);
@@ -373,6 +399,69 @@ mod python {
         arr.as_slice_mut().map_err(|_| PyValueError::new_err(format!("{name} must be a C-contiguous float32 array")))
     }
 
+    /// Check the parameter arrays of one call before any is borrowed: each
+    /// must be C-contiguous and float-aligned (a misaligned view would make
+    /// its slice undefined behaviour), and no two may share memory (the
+    /// model writes them independently).
+    fn check_arrays(arrays: &[(&str, Option<&Bound<'_, PyArray2<f32>>>)]) -> PyResult<()> {
+        let mut spans: Vec<(&str, usize, usize)> = Vec::with_capacity(arrays.len());
+        for &(name, arr) in arrays {
+            let Some(a) = arr else { continue };
+            if !a.is_c_contiguous() {
+                return Err(PyValueError::new_err(format!("{name} must be a C-contiguous float32 array")));
+            }
+            let start = a.data() as usize;
+            if start % std::mem::align_of::<f32>() != 0 {
+                return Err(PyValueError::new_err(format!(
+                    "{name} is not aligned to 4 bytes (a view at an odd byte offset?): pass a copy, e.g. np.ascontiguousarray({name}).copy()"
+                )));
+            }
+            let end = start + a.len() * std::mem::size_of::<f32>();
+            if let Some(&(other, _, _)) = spans.iter().find(|&&(_, s, e)| start < e && s < end) {
+                return Err(PyValueError::new_err(format!(
+                    "{name} and {other} share memory: each parameter needs its own array (e.g. {name} = {name}.copy())"
+                )));
+            }
+            if start < end {
+                spans.push((name, start, end));
+            }
+        }
+        Ok(())
+    }
+
+    /// Borrow a checked array for writing; a clear error if it is read-only
+    /// or already borrowed (e.g. by a training call running in another thread).
+    fn rw<'py>(a: &Bound<'py, PyArray2<f32>>, name: &str) -> PyResult<numpy::PyReadwriteArray2<'py, f32>> {
+        a.try_readwrite().map_err(|e| {
+            let why = if e.to_string().contains("writeable") {
+                "is read-only"
+            } else {
+                "is in use by another call (is the model training in another thread?)"
+            };
+            PyValueError::new_err(format!("{name} {why}"))
+        })
+    }
+
+    /// gensim's `vectors_lockf`, checked: one factor, or one per word.
+    fn lockf_of<'py>(py: Python<'py>, sch: &Schedule, v: usize) -> PyResult<Option<numpy::PyReadonlyArray1<'py, f32>>> {
+        let Some(obj) = &sch.lockf else { return Ok(None) };
+        let arr = obj.bind(py).downcast::<PyArray1<f32>>().map_err(|_| {
+            PyValueError::new_err("vectors_lockf must be a 1-D float32 numpy array")
+        })?;
+        let n = arr.len();
+        if n != 1 && n != v {
+            return Err(PyValueError::new_err(format!("vectors_lockf has {n} entries: expected 1 or one per word ({v})")));
+        }
+        if !arr.is_c_contiguous() || arr.data() as usize % std::mem::align_of::<f32>() != 0 {
+            return Err(PyValueError::new_err("vectors_lockf must be a contiguous, aligned float32 array"));
+        }
+        Ok(Some(arr.try_readonly().map_err(|e| PyValueError::new_err(format!("vectors_lockf is in use: {e}")))?))
+    }
+
+    fn lock_slice<'a>(l: &'a Option<numpy::PyReadonlyArray1<'_, f32>>) -> &'a [f32] {
+        l.as_ref().and_then(|a| a.as_slice().ok()).unwrap_or(&[])
+    }
+
     fn check_shape(arr: &Bound<'_, PyArray2<f32>>, name: &str, rows: usize, cols: usize) -> PyResult<()> {
         let s = arr.shape();
         if s[0] != rows || s[1] != cols {
@@ -386,13 +475,77 @@ mod python {
         Queue(Receiver<Job>),
     }
 
-    fn make_source(source: &Bound<'_, PyAny>, workers: usize) -> PyResult<Src> {
+    fn make_source(py: Python<'_>, source: &Bound<'_, PyAny>, sch: &Schedule) -> PyResult<Src> {
         if let Ok(q) = source.downcast::<JobQueue>() {
+            if sch.resume.is_some() {
+                return Err(PyValueError::new_err("only a corpus_file epoch can be resumed at a position"));
+            }
             return Ok(Src::Queue(q.get().rx.clone()));
         }
         let path: PathBuf = source.extract()?;
         check_file(&path)?;
-        Ok(Src::File(FileSplit::new(&path, workers).map_err(|e| io_err(&path, e))?))
+        let split = match &sch.resume {
+            None => FileSplit::new(&path, sch.workers),
+            Some(r) => FileSplit::resume(&path, sch.workers, &resume_of(r.bind(py))?.0),
+        };
+        split.map(Src::File).map_err(|e| match e.kind() {
+            // A checkpoint that does not fit this file (another or a changed corpus).
+            std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof => {
+                PyValueError::new_err(format!("cannot resume on {}: {e}", path.display()))
+            }
+            _ => io_err(&path, e),
+        })
+    }
+
+    /// Where a stopped epoch got to, as a plain dict (JSON-safe) for checkpoints:
+    /// {"gzip", "file_len", "stream_offset", "workers": [{"pending": [[start, end], ...],
+    /// "rng", "lr", "since_lr"}, ...]}.
+    fn resume_dict<'py>(py: Python<'py>, split: &SplitState, workers: &[WorkerState]) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("gzip", split.gzip)?;
+        d.set_item("file_len", split.file_len)?;
+        d.set_item("stream_offset", split.stream_offset)?;
+        let list = PyList::empty(py);
+        for (pending, st) in split.workers.iter().zip(workers) {
+            let w = PyDict::new(py);
+            w.set_item("pending", pending.iter().map(|&(s, e)| vec![s, e]).collect::<Vec<_>>())?;
+            w.set_item("rng", st.rng)?;
+            w.set_item("lr", st.lr)?;
+            w.set_item("since_lr", st.since_lr)?;
+            list.append(w)?;
+        }
+        d.set_item("workers", list)?;
+        Ok(d)
+    }
+
+    fn resume_of(d: &Bound<'_, PyAny>) -> PyResult<(SplitState, Vec<WorkerState>)> {
+        let bad = |e: PyErr| PyValueError::new_err(format!("malformed resume state: {e}"));
+        let get = |k: &str| d.get_item(k).map_err(bad);
+        let mut split = SplitState {
+            gzip: get("gzip")?.extract().map_err(bad)?,
+            file_len: get("file_len")?.extract().map_err(bad)?,
+            stream_offset: get("stream_offset")?.extract().map_err(bad)?,
+            workers: Vec::new(),
+        };
+        let mut states = Vec::new();
+        for w in get("workers")?.try_iter().map_err(bad)? {
+            let w = w?;
+            let raw: Vec<Vec<u64>> = w.get_item("pending").map_err(bad)?.extract().map_err(bad)?;
+            if raw.iter().any(|r| r.len() != 2 || r[0] > r[1]) {
+                return Err(PyValueError::new_err("malformed resume state: a range is not [start, end] with start <= end"));
+            }
+            let pending: Vec<(u64, u64)> = raw.iter().map(|r| (r[0], r[1])).collect();
+            split.workers.push(pending);
+            states.push(WorkerState {
+                rng: w.get_item("rng").map_err(bad)?.extract().map_err(bad)?,
+                lr: w.get_item("lr").map_err(bad)?.extract().map_err(bad)?,
+                since_lr: w.get_item("since_lr").map_err(bad)?.extract().map_err(bad)?,
+            });
+        }
+        if states.is_empty() {
+            return Err(PyValueError::new_err("malformed resume state: no workers"));
+        }
+        Ok((split, states))
     }
 
     /// Schedule and bookkeeping shared by every model's epoch call.
@@ -410,6 +563,10 @@ mod python {
         report_delay: f64,
         progress_cb: Option<PyObject>,
         max_words: u64,
+        /// gensim's `vectors_lockf` (1-D float32, length 1 or V), or None.
+        lockf: Option<PyObject>,
+        /// A stopped epoch's state (`resume_dict`) to continue, or None.
+        resume: Option<PyObject>,
     }
 
     /// Run one epoch of `model` with the GIL released; the calling thread
@@ -432,6 +589,10 @@ mod python {
             want_loss: sch.compute_loss,
             tick: Duration::from_secs_f64(sch.report_delay.clamp(0.01, 3600.0)),
             max_words: sch.max_words,
+            resume: match &sch.resume {
+                Some(r) => resume_of(r.bind(py))?.1,
+                None => Vec::new(),
+            },
         };
         let progress = Progress::default();
         let mut interrupted: Option<PyErr> = None;
@@ -467,6 +628,12 @@ mod python {
         if let Some(e) = interrupted {
             // Tell the caller how far the epoch got (for exact checkpoints).
             let _ = e.value(py).setattr("bidirmoe_epoch_words", progress.raw_words.load(Ordering::Relaxed));
+            if let (Src::File(split), Ok(())) = (src, &result) {
+                let workers = progress.workers.lock().unwrap_or_else(|p| p.into_inner());
+                let cursors: Vec<_> = workers.iter().map(|(c, _)| c.clone()).collect();
+                let states: Vec<_> = workers.iter().map(|(_, s)| *s).collect();
+                let _ = e.value(py).setattr("bidirmoe_resume", resume_dict(py, &split.state(&cursors), &states)?);
+            }
             return Err(e);
         }
         result.map_err(PyRuntimeError::new_err)?;
@@ -489,7 +656,7 @@ mod python {
         match (arr, needed) {
             (Some(a), true) => {
                 check_shape(a, name, rows, cols)?;
-                Ok(Some(a.readwrite()))
+                Ok(Some(rw(a, name)?))
             }
             (None, true) => Err(PyValueError::new_err(format!("{name} is required here"))),
             _ => Ok(None),
@@ -544,13 +711,19 @@ mod python {
         if window == 0 {
             return Err(PyValueError::new_err("window must be >= 1"));
         }
-        let mut syn0_rw = syn0.readwrite();
+        check_arrays(&[
+            ("syn0", Some(&syn0)),
+            ("syn1neg", syn1neg.as_ref().filter(|_| negative > 0)),
+            ("syn1", syn1.as_ref().filter(|_| hs)),
+        ])?;
+        let lockf = lockf_of(py, &schedule, v)?;
+        let mut syn0_rw = rw(&syn0, "syn0")?;
         let mut neg_rw = rw_opt(&syn1neg, "syn1neg", v, d, negative > 0)?;
         let mut hs_rw = rw_opt(&syn1, "syn1", v, d, hs)?;
         let out = output_layer(&voc, hog(&mut neg_rw, "syn1neg", d)?, hog(&mut hs_rw, "syn1", d)?,
                                OutputSpec { negative, hs, softmax: false })?;
-        let syn0 = Hogwild::new(slice_of(&mut syn0_rw, "syn0")?, d);
-        let src = make_source(source, schedule.workers)?;
+        let syn0 = Hogwild::new(slice_of(&mut syn0_rw, "syn0")?, d).with_factor(lock_slice(&lockf));
+        let src = make_source(py, source, &schedule)?;
         match model {
             "cbow" => run_py_epoch(py, &Cbow { syn0, out, window, shrink: shrink_windows, cbow_mean }, &voc, &src, &schedule),
             "skipgram" => run_py_epoch(py, &SkipGram { syn0, out, window, shrink: shrink_windows }, &voc, &src, &schedule),
@@ -600,6 +773,7 @@ mod python {
         voc: &Vocab,
         a: &MoeArrays<'_>,
         st: MoeSettings,
+        lockf: &[f32],
         f: impl FnOnce(&Moe<'_>) -> PyResult<R>,
     ) -> PyResult<R> {
         let (v, d, h) = (voc.len(), st.vector_size, st.heads);
@@ -617,14 +791,28 @@ mod python {
         check_shape(&a.values, "values", v, d_in)?;
         check_shape(&a.offset_value, if st.absolute { "pos_value" } else { "offset_value" }, r, d_in)?;
         let w = !st.absolute;
+        let mask = a.mask_gate.is_some();
+        check_arrays(&[
+            ("values", Some(&a.values)),
+            (if st.absolute { "pos_value" } else { "offset_value" }, Some(&a.offset_value)),
+            ("salience", a.salience.as_ref().filter(|_| w)),
+            ("offset_gate", a.offset_gate.as_ref().filter(|_| w)),
+            ("query", a.query.as_ref().filter(|_| !w)),
+            ("key", a.key.as_ref().filter(|_| !w)),
+            ("pos_key", a.pos_key.as_ref().filter(|_| !w)),
+            ("mask_gate", a.mask_gate.as_ref()),
+            ("mask_value", a.mask_value.as_ref().filter(|_| mask)),
+            ("beta", a.beta.as_ref().filter(|_| st.negative > 0 || st.softmax)),
+            ("syn1", a.syn1.as_ref().filter(|_| st.hs)),
+            ("bias", a.bias.as_ref()),
+        ])?;
         let mut salience = rw_opt(&a.salience, "salience", h, v, w)?;
         let mut og = rw_opt(&a.offset_gate, "offset_gate", h, r, w)?;
         let mut query = rw_opt(&a.query, "query", h * r, dk, !w)?;
         let mut key = rw_opt(&a.key, "key", h * v, dk, !w)?;
         let mut pos_key = rw_opt(&a.pos_key, "pos_key", h * r, dk, !w)?;
-        let mask = a.mask_gate.is_some();
-        let mut values = a.values.readwrite();
-        let mut ov = a.offset_value.readwrite();
+        let mut values = rw(&a.values, "values")?;
+        let mut ov = rw(&a.offset_value, "offset_value")?;
         // Mask expert gate: H scores (window) or H keys of size d_k (sentence mode: mask_key).
         let mut mg = rw_opt(&a.mask_gate, "mask_gate", 1, if st.absolute { h * dk } else { h }, mask)?;
         let mut mv = rw_opt(&a.mask_value, "mask_value", 1, d_in, mask)?;
@@ -640,11 +828,12 @@ mod python {
             out.bias = Some(hog(&mut bias, "bias", 1)?);
         }
         let m = Moe {
-            alpha: Hogwild::new(slice_of(&mut values, "values")?, d_in),
+            alpha: Hogwild::new(slice_of(&mut values, "values")?, d_in).with_factor(lockf),
             gates: if st.absolute {
                 Gates::Absolute {
                     query: hog(&mut query, "query", dk)?,
-                    key: hog(&mut key, "key", dk)?,
+                    // key rows are (head, word): row % V is the word, as the factor wants
+                    key: hog(&mut key, "key", dk)?.with_factor(lockf),
                     pos_key: hog(&mut pos_key, "pos_key", dk)?,
                     max_len: st.max_len,
                 }
@@ -674,8 +863,9 @@ mod python {
         schedule: Schedule,
     ) -> PyResult<(u64, u64, u64, f64)> {
         let voc = vocab.inner.clone();
-        let src = make_source(source, schedule.workers)?;
-        with_moe(&voc, &arrays, settings, |m| run_py_epoch(py, m, &voc, &src, &schedule))
+        let lockf = lockf_of(py, &schedule, voc.len())?;
+        let src = make_source(py, source, &schedule)?;
+        with_moe(&voc, &arrays, settings, lock_slice(&lockf), |m| run_py_epoch(py, m, &voc, &src, &schedule))
     }
 
     /// One CBOW-MoE SGD step on a single example (context words with their
@@ -714,7 +904,7 @@ mod python {
         if settings.absolute != target_pos.is_some() || target_pos.is_some_and(|t| t >= settings.max_len) {
             return Err(PyValueError::new_err("target_pos (< max_len) is required in sentence mode only"));
         }
-        with_moe(&voc, &arrays, settings, |m| {
+        with_moe(&voc, &arrays, settings, &[], |m| {
             let mut sc = m.scratch();
             sc_set(&mut sc, &words, &offsets, settings.window, target_pos);
             let loss = m.example(&mut sc, target, lr, &mut Rng::new(seed), true);
@@ -760,6 +950,7 @@ mod python {
         voc: &Vocab,
         a: &AttArrays<'_>,
         st: AttSettings,
+        lockf: &[f32],
         f: impl FnOnce(&Attention<'_>) -> PyResult<R>,
     ) -> PyResult<R> {
         let (v, d, h, dk, dv) = (voc.len(), st.vector_size, st.heads, st.key_size, st.value_size);
@@ -777,8 +968,20 @@ mod python {
         check_shape(&a.wk, "wk", h * dk, d)?;
         check_shape(&a.wv, "wv", h * dv, d)?;
         check_shape(&a.wo, "wo", d, h * dv)?;
-        let (mut rho, mut pos, mut mask) = (a.rho.readwrite(), a.pos.readwrite(), a.mask.readwrite());
-        let (mut wq, mut wk, mut wv, mut wo) = (a.wq.readwrite(), a.wk.readwrite(), a.wv.readwrite(), a.wo.readwrite());
+        check_arrays(&[
+            ("rho", Some(&a.rho)),
+            ("pos", Some(&a.pos)),
+            ("mask", Some(&a.mask)),
+            ("wq", Some(&a.wq)),
+            ("wk", Some(&a.wk)),
+            ("wv", Some(&a.wv)),
+            ("wo", Some(&a.wo)),
+            ("beta", a.beta.as_ref().filter(|_| (st.negative > 0 || st.softmax) && !st.tie_output)),
+            ("syn1", a.syn1.as_ref().filter(|_| st.hs)),
+            ("bias", a.bias.as_ref()),
+        ])?;
+        let (mut rho, mut pos, mut mask) = (rw(&a.rho, "rho")?, rw(&a.pos, "pos")?, rw(&a.mask, "mask")?);
+        let (mut wq, mut wk, mut wv, mut wo) = (rw(&a.wq, "wq")?, rw(&a.wk, "wk")?, rw(&a.wv, "wv")?, rw(&a.wo, "wo")?);
         if st.tie_output && (st.hs || a.beta.is_some()) {
             return Err(PyValueError::new_err("tie_output uses rho as beta: pass no beta, and not with hs"));
         }
@@ -788,7 +991,7 @@ mod python {
             return Err(PyValueError::new_err("an output bias is only used with loss='softmax'"));
         }
         let mut bias = rw_opt(&a.bias, "bias", v, 1, a.bias.is_some())?;
-        let rho_h = Hogwild::new(slice_of(&mut rho, "rho")?, d);
+        let rho_h = Hogwild::new(slice_of(&mut rho, "rho")?, d).with_factor(lockf);
         let beta_h = if st.tie_output { rho_h.alias() } else { hog(&mut beta, "beta", d)? };
         let mut out = output_layer(voc, beta_h, hog(&mut syn1, "syn1", d)?,
                                    OutputSpec { negative: st.negative, hs: st.hs, softmax: st.softmax })?;
@@ -810,6 +1013,7 @@ mod python {
             window: st.window,
             shrink: st.shrink_windows,
             max_len: if st.absolute { Some(st.max_len) } else { None },
+            dense_lock: Mutex::new(()),
         };
         f(&m)
     }
@@ -825,8 +1029,9 @@ mod python {
         schedule: Schedule,
     ) -> PyResult<(u64, u64, u64, f64)> {
         let voc = vocab.inner.clone();
-        let src = make_source(source, schedule.workers)?;
-        with_attention(&voc, &arrays, settings, |m| run_py_epoch(py, m, &voc, &src, &schedule))
+        let lockf = lockf_of(py, &schedule, voc.len())?;
+        let src = make_source(py, source, &schedule)?;
+        with_attention(&voc, &arrays, settings, lock_slice(&lockf), |m| run_py_epoch(py, m, &voc, &src, &schedule))
     }
 
     /// One exact SGD step of the attention model on a single example:
@@ -855,7 +1060,7 @@ mod python {
         if target >= v || self_row >= p || context.iter().any(|&(w, r)| w >= v || r >= p) {
             return Err(PyValueError::new_err("word id or encoding row out of range"));
         }
-        with_attention(&voc, &arrays, settings, |m| {
+        with_attention(&voc, &arrays, settings, &[], |m| {
             let mut sc = m.scratch();
             Attention::load_example(&mut sc, &context, target, self_row);
             Ok(m.run_block(&mut sc, lr, &mut Rng::new(seed), true) as f32)
@@ -926,7 +1131,7 @@ mod python {
         drop(tx);
         let cfg = TrainConfig {
             workers: 2, alpha: 0.025, min_alpha: 0.0001, total_words: 3, words_before: 0, seed: 1, epoch: 0,
-            want_loss: false, tick: Duration::from_millis(10), max_words: 0,
+            want_loss: false, tick: Duration::from_millis(10), max_words: 0, resume: Vec::new(),
         };
         let progress = Progress::default();
         py.allow_threads(|| run_epoch(&Boom, &voc, Source::Queue(&rx), &cfg, &progress, |_| true))

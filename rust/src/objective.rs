@@ -14,7 +14,7 @@
 
 use crate::hogwild::Hogwild;
 use crate::sampling::Rng;
-use crate::simd::{axpy, dot, prefetch, update_pair, SigmoidTable, MAX_EXP};
+use crate::simd::{axpy, dot, prefetch, SigmoidTable, MAX_EXP};
 use crate::vocab::Vocab;
 
 /// Which output objectives are active.
@@ -50,6 +50,14 @@ pub struct OutputScratch {
 }
 
 impl OutputScratch {
+    /// Start a sentence: negatives drawn ahead for a target of the previous
+    /// sentence are dropped, so a sentence's draws depend only on the
+    /// generator state at its start (what a checkpoint saves).
+    #[inline]
+    pub fn new_sentence(&mut self) {
+        self.pending.clear();
+    }
+
     pub fn new(vocab_len: usize, spec: &OutputSpec, max_rows: usize) -> Self {
         let m = spec.negative + 1;
         OutputScratch {
@@ -122,13 +130,12 @@ impl<'a> OutputLayer<'a> {
             // Fast path (CBOW): word2vec's exact update order.
             for (j, &o) in s.outs.iter().enumerate() {
                 let label = if j == 0 { 1.0 } else { 0.0 };
-                let out = self.beta.row_mut(o as usize);
-                let f = dot(h, out);
+                let f = dot(h, self.beta.row(o as usize));
                 let g = (label - self.sig.sigmoid(f)) * lr;
                 if want_loss {
                     loss -= self.sig.log_sigmoid(if j == 0 { f } else { -f });
                 }
-                update_pair(g, h, out, grad);
+                self.beta.exchange(o as usize, g, h, grad);
             }
             return loss;
         }
@@ -153,9 +160,8 @@ impl<'a> OutputLayer<'a> {
             }
         }
         for (j, &o) in s.outs.iter().enumerate() {
-            let out = self.beta.row_mut(o as usize);
             for i in 0..n {
-                axpy(g[i * m + j], &h[i * d..(i + 1) * d], out);
+                self.beta.add_to_row(o as usize, g[i * m + j], &h[i * d..(i + 1) * d]);
             }
         }
         loss
@@ -188,8 +194,7 @@ impl<'a> OutputLayer<'a> {
             let hi = &h[i * d..(i + 1) * d];
             let gi = &mut grad[i * d..(i + 1) * d];
             for (&code, &p) in codes.iter().zip(points) {
-                let node = self.syn1.row_mut(p as usize);
-                let f = dot(hi, node);
+                let f = dot(hi, self.syn1.row(p as usize));
                 if want_loss {
                     let sgn = if code == 0 { 1.0 } else { -1.0 };
                     loss -= self.sig.log_sigmoid(sgn * f);
@@ -199,7 +204,7 @@ impl<'a> OutputLayer<'a> {
                     continue;
                 }
                 let g = (1.0 - code as f32 - self.sig.sigmoid(f)) * lr;
-                update_pair(g, hi, node, gi);
+                self.syn1.exchange(p as usize, g, hi, gi);
             }
         }
         loss
@@ -230,9 +235,9 @@ impl<'a> OutputLayer<'a> {
             for k in 0..v {
                 let label = if k == target as usize { 1.0 } else { 0.0 };
                 let g = (label - probs[k] * inv) * lr;
-                update_pair(g, hi, self.beta.row_mut(k), gi);
+                self.beta.exchange(k, g, hi, gi);
                 if let Some(b) = &self.bias {
-                    b.row_mut(k)[0] += g;
+                    b.add_at(k, 0, g);
                 }
             }
         }

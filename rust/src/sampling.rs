@@ -18,6 +18,16 @@ impl Rng {
         Rng { state: z ^ (z >> 31) }
     }
 
+    /// The generator's whole state (to checkpoint it).
+    pub fn state(&self) -> u64 {
+        self.state
+    }
+
+    /// A generator continuing from a saved `state()`.
+    pub fn from_state(state: u64) -> Self {
+        Rng { state }
+    }
+
     /// Seed for worker `worker` in epoch `epoch` of a model seeded with `seed`.
     pub fn for_worker(seed: u64, epoch: u64, worker: u64) -> Self {
         Rng::new(seed ^ epoch.wrapping_mul(0xA076_1D64_78BD_642F) ^ worker.wrapping_mul(0xE703_7ED1_A0B4_28DB))

@@ -9,7 +9,7 @@
 //! word2vec. The calling thread wakes every `tick` to report progress and to
 //! learn whether to stop (Ctrl-C).
 
-use crate::corpus::{FileSplit, MAX_SENTENCE_LEN};
+use crate::corpus::{Cursor, FileSplit, MAX_SENTENCE_LEN};
 use crate::models::Model;
 use crate::sampling::Rng;
 use crate::vocab::Vocab;
@@ -76,9 +76,24 @@ pub struct TrainConfig {
     pub epoch: u64,
     pub want_loss: bool,
     pub tick: Duration,
-    /// Stop the epoch once this many corpus words are done (0: the whole corpus);
-    /// used to finish an epoch that a checkpoint interrupted.
+    /// Stop the epoch once this many corpus words are done (0: the whole corpus).
     pub max_words: u64,
+    /// Continue a stopped epoch: each worker's generator and schedule state
+    /// (one entry per worker; empty: a fresh epoch). The corpus positions
+    /// travel in the `FileSplit` (`FileSplit::resume`).
+    pub resume: Vec<WorkerState>,
+}
+
+/// What a worker needs, besides its corpus position, to continue exactly
+/// where it stopped.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct WorkerState {
+    /// The worker's random generator (subsampling, windows, negatives).
+    pub rng: u64,
+    /// Its current learning rate and the corpus words since it last
+    /// recomputed it (the rate is refreshed every `FLUSH` words).
+    pub lr: f32,
+    pub since_lr: u64,
 }
 
 /// Counters shared by the workers and read by the reporting thread.
@@ -90,6 +105,8 @@ pub struct Progress {
     pub loss: Mutex<f64>,
     pub cancel: AtomicBool,
     pub error: Mutex<Option<String>>,
+    /// Each worker's corpus cursor and state when it finished (for checkpoints).
+    pub workers: Mutex<Vec<(Cursor, WorkerState)>>,
 }
 
 impl Progress {
@@ -138,6 +155,8 @@ struct Worker<'a, M: Model> {
     ids: Vec<u32>,
     local: Local,
     lr: f32,
+    /// Corpus words since the learning rate was last recomputed.
+    since_lr: u64,
 }
 
 impl<M: Model> Worker<'_, M> {
@@ -160,9 +179,11 @@ impl<M: Model> Worker<'_, M> {
         }
         self.local.eff += self.ids.len() as u64;
         self.local.raw += raw;
-        if self.local.raw >= FLUSH {
+        self.since_lr += raw;
+        if self.since_lr >= FLUSH {
             self.local.flush(self.progress);
             self.update_lr();
+            self.since_lr = 0;
         }
     }
 
@@ -205,10 +226,16 @@ impl<M: Model> Worker<'_, M> {
         true
     }
 
-    fn run(&mut self, worker: usize, src: &Source) -> std::io::Result<()> {
-        self.update_lr();
+    fn run(&mut self, worker: usize, src: &Source, cursor: &mut Cursor) -> std::io::Result<()> {
+        match self.cfg.resume.get(worker) {
+            Some(st) if self.cfg.resume.len() == self.cfg.workers.max(1) => {
+                self.lr = st.lr;
+                self.since_lr = st.since_lr;
+            }
+            _ => self.update_lr(),
+        }
         match src {
-            Source::File(split) => split.for_worker(worker, |it| self.sentence_tokens(it))?,
+            Source::File(split) => split.for_worker(worker, cursor, |it| self.sentence_tokens(it))?,
             Source::Queue(rx) => loop {
                 if self.progress.cancel.load(Ordering::Relaxed) {
                     break;
@@ -244,23 +271,38 @@ pub fn run_epoch<M: Model>(
 ) -> Result<(), String> {
     let workers = cfg.workers.max(1);
     let running = AtomicUsize::new(workers);
+    *progress.workers.lock().unwrap_or_else(|p| p.into_inner()) =
+        vec![(Cursor::default(), WorkerState { rng: 0, lr: cfg.alpha, since_lr: 0 }); workers];
     std::thread::scope(|scope| {
         for w in 0..workers {
             let (src, running) = (&src, &running);
             scope.spawn(move || {
                 let result = catch_unwind(AssertUnwindSafe(|| {
+                    // A resumed epoch continues each worker's generator when the
+                    // worker count is unchanged; otherwise the streams restart
+                    // (salted, so they differ from the epoch's first streams).
+                    let rng = match cfg.resume.get(w) {
+                        Some(st) if cfg.resume.len() == workers => Rng::from_state(st.rng),
+                        Some(_) => Rng::for_worker(cfg.seed ^ 0x5EED_0F_4E5E_u64, cfg.epoch, w as u64),
+                        None => Rng::for_worker(cfg.seed, cfg.epoch, w as u64),
+                    };
                     let mut worker = Worker {
                         model,
                         vocab,
                         cfg,
                         progress,
-                        rng: Rng::for_worker(cfg.seed, cfg.epoch, w as u64),
+                        rng,
                         scratch: model.scratch(),
                         ids: Vec::with_capacity(MAX_SENTENCE_LEN),
                         local: Local { raw: 0, eff: 0, examples: 0, loss: 0.0 },
                         lr: cfg.alpha,
+                        since_lr: 0,
                     };
-                    worker.run(w, src)
+                    let mut cursor = Cursor::default();
+                    let r = worker.run(w, src, &mut cursor);
+                    let st = WorkerState { rng: worker.rng.state(), lr: worker.lr, since_lr: worker.since_lr };
+                    progress.workers.lock().unwrap_or_else(|p| p.into_inner())[w] = (cursor, st);
+                    r
                 }));
                 match result {
                     Ok(Ok(())) => {}

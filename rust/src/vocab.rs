@@ -253,8 +253,29 @@ pub struct Huffman {
 }
 
 impl Huffman {
-    /// `counts` must be sorted in descending order (the vocabulary's order).
+    /// The optimal code for words with these counts, in any order (a
+    /// vocabulary grown by `build_vocab(update=True)` appends new words after
+    /// the old ones): built on the words sorted by descending count (stable,
+    /// so a sorted vocabulary keeps word2vec's exact tree), then mapped back.
     pub fn new(counts: &[u64]) -> Huffman {
+        if counts.windows(2).all(|w| w[0] >= w[1]) {
+            return Self::from_descending(counts);
+        }
+        let mut order: Vec<usize> = (0..counts.len()).collect();
+        order.sort_by(|&a, &b| counts[b].cmp(&counts[a]));
+        let sorted: Vec<u64> = order.iter().map(|&i| counts[i]).collect();
+        let tree = Self::from_descending(&sorted);
+        let mut codes = vec![Vec::new(); counts.len()];
+        let mut points = vec![Vec::new(); counts.len()];
+        for (k, (c, p)) in tree.codes.into_iter().zip(tree.points).enumerate() {
+            codes[order[k]] = c;
+            points[order[k]] = p;
+        }
+        Huffman { codes, points }
+    }
+
+    /// word2vec's two-queue construction; `counts` in descending order.
+    fn from_descending(counts: &[u64]) -> Huffman {
         let v = counts.len();
         if v == 1 {
             // A single word needs no decisions: an empty path, probability 1

@@ -29,6 +29,7 @@ use crate::hogwild::Hogwild;
 use crate::objective::{OutputLayer, OutputScratch};
 use crate::sampling::Rng;
 use crate::simd::{axpy, dot, gemm, Strides};
+use std::sync::Mutex;
 
 /// Targets per block (between weight updates).
 const BLOCK: usize = 32;
@@ -54,6 +55,10 @@ pub struct Attention<'a> {
     pub shrink: bool,
     /// Sentence mode chunk length (None: window mode).
     pub max_len: Option<usize>,
+    /// Serialises the block updates of the dense parameters (projections,
+    /// encodings, [MASK]): every thread writes all of them every block, so
+    /// unlike word rows they would collide constantly (see `apply_block`).
+    pub dense_lock: Mutex<()>,
 }
 
 /// One target of a block: its position in the block's token span, its word,
@@ -302,15 +307,21 @@ impl Attention<'_> {
         Self::back(&self.wq, dwq, &sc.dq_total, &sc.mask_copy, &mut sc.dmask);
         // Apply: word rows with word2vec's per-example steps, the rest block-mean.
         for i in 0..span {
-            axpy(1.0, &sc.drho[i * d..(i + 1) * d], self.rho.row_mut(sc.span_words[i] as usize));
+            self.rho.add_to_row(sc.span_words[i] as usize, 1.0, &sc.drho[i * d..(i + 1) * d]);
         }
+        // Dense parameters: every thread updates all of them every block, so a
+        // lock-free read-modify-write would lose whole blocks' steps whenever
+        // two threads overlap. One lock per block update (O(params), small
+        // next to the block's GEMMs) makes each step land; forward passes of
+        // other threads may still read a matrix mid-update (Hogwild reads).
+        let _guard = self.dense_lock.lock().unwrap_or_else(|p| p.into_inner());
         for r in 0..p {
-            axpy(mean, &sc.dpos[r * d..(r + 1) * d], self.pos.row_mut(r));
+            self.pos.add_to_row(r, mean, &sc.dpos[r * d..(r + 1) * d]);
         }
-        axpy(mean, &sc.dmask, self.mask.row_mut(0));
+        self.mask.add_to_row(0, mean, &sc.dmask);
         for (w, dw) in [(&self.wq, &*dwq), (&self.wk, &*dwk), (&self.wv, &*dwv), (&self.wo, &sc.dwo[..])] {
             for (i, row) in dw.chunks(w.cols()).enumerate() {
-                axpy(mean, row, w.row_mut(i));
+                w.add_to_row(i, mean, row);
             }
         }
     }
@@ -427,6 +438,7 @@ impl Model for Attention<'_> {
     }
 
     fn train_sentence(&self, sc: &mut AttentionScratch, sent: &[u32], lr: f32, rng: &mut Rng, want_loss: bool) -> (f64, u64) {
+        sc.out.new_sentence();
         let mut loss = 0.0;
         let mut examples = 0;
         match self.max_len {

@@ -31,6 +31,7 @@ impl Model for Cbow<'_> {
     }
 
     fn train_sentence(&self, sc: &mut CbowScratch, sent: &[u32], lr: f32, rng: &mut Rng, want_loss: bool) -> (f64, u64) {
+        sc.out.new_sentence();
         let mut loss = 0.0f64;
         let mut examples = 0;
         for pos in 0..sent.len() {
@@ -59,7 +60,7 @@ impl Model for Cbow<'_> {
             }
             for c in lo..hi {
                 if c != pos {
-                    axpy(1.0, &sc.grad, self.syn0.row_mut(sent[c] as usize));
+                    self.syn0.add_to_row(sent[c] as usize, 1.0, &sc.grad);
                 }
             }
             examples += 1;

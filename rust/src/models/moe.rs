@@ -33,7 +33,8 @@
 //!   ∂l_h(m)        = θ_h(m) (g_h · x(m)_h − g_h · z_h) → salience, offset_gate
 //! The offset and mask parameters are small and touched by every target, so
 //! each thread accumulates their gradients and applies them every
-//! `SHARED_FLUSH` targets instead of fighting over the same cache lines.
+//! `SHARED_FLUSH` targets and at the end of every sentence, instead of
+//! fighting over the same cache lines.
 
 use super::{window_and_prefetch, Model};
 use crate::hogwild::Hogwild;
@@ -154,26 +155,26 @@ impl Moe<'_> {
         match &self.gates {
             Gates::Window { offset_gate, .. } => {
                 for hh in 0..h {
-                    axpy(1.0, &sc.d_offset_gate[hh * r..(hh + 1) * r], offset_gate.row_mut(hh));
+                    offset_gate.add_to_row(hh, 1.0, &sc.d_offset_gate[hh * r..(hh + 1) * r]);
                 }
                 sc.d_offset_gate.fill(0.0);
             }
             Gates::Absolute { query, pos_key, .. } => {
                 let dk = query.cols();
                 for row in 0..query.rows() {
-                    axpy(1.0, &sc.d_query[row * dk..(row + 1) * dk], query.row_mut(row));
-                    axpy(1.0, &sc.d_pos_key[row * dk..(row + 1) * dk], pos_key.row_mut(row));
+                    query.add_to_row(row, 1.0, &sc.d_query[row * dk..(row + 1) * dk]);
+                    pos_key.add_to_row(row, 1.0, &sc.d_pos_key[row * dk..(row + 1) * dk]);
                 }
                 sc.d_query.fill(0.0);
                 sc.d_pos_key.fill(0.0);
             }
         }
         for k in 0..r {
-            axpy(1.0, &sc.d_offset_value[k * d_in..(k + 1) * d_in], self.offset_value.row_mut(k));
+            self.offset_value.add_to_row(k, 1.0, &sc.d_offset_value[k * d_in..(k + 1) * d_in]);
         }
         if self.has_mask() {
-            axpy(1.0, &sc.d_mask_gate, self.mask_gate.row_mut(0));
-            axpy(1.0, &sc.d_mask_value, self.mask_value.row_mut(0));
+            self.mask_gate.add_to_row(0, 1.0, &sc.d_mask_gate);
+            self.mask_value.add_to_row(0, 1.0, &sc.d_mask_value);
             sc.d_mask_gate.fill(0.0);
             sc.d_mask_value.fill(0.0);
         }
@@ -290,7 +291,7 @@ impl Moe<'_> {
                 let (w, o) = (sc.words[m] as usize, sc.offsets[m] as usize);
                 match &self.gates {
                     Gates::Window { salience, .. } => {
-                        salience.row_mut(hh)[w] += dl;
+                        salience.add_at(hh, w, dl * self.alpha.factor(w));
                         sc.d_offset_gate[hh * r + o] += dl;
                     }
                     Gates::Absolute { query, key, pos_key, max_len } => {
@@ -299,10 +300,9 @@ impl Moe<'_> {
                         let g = dl / (dk as f32).sqrt();
                         let q = &sc.q[hh * dk..(hh + 1) * dk];
                         let dq = &mut sc.d_query[(hh * max_len + sc.tpos) * dk..(hh * max_len + sc.tpos + 1) * dk];
-                        let kw = key.row_mut(hh * self.vocab_len() + w);
-                        axpy(g, kw, dq);
+                        // dq += g * key[w] (before its update), key[w] += g * q
+                        key.exchange(hh * self.vocab_len() + w, g, q, dq); // key carries the per-word factor
                         axpy(g, pos_key.row(hh * max_len + o), dq);
-                        axpy(g, q, kw);
                         axpy(g, q, &mut sc.d_pos_key[(hh * max_len + o) * dk..(hh * max_len + o + 1) * dk]);
                     }
                 }
@@ -310,7 +310,7 @@ impl Moe<'_> {
         }
         for m in 0..nc {
             let dxm = &sc.dx[m * d_in..(m + 1) * d_in];
-            axpy(1.0, dxm, self.alpha.row_mut(sc.words[m] as usize));
+            self.alpha.add_to_row(sc.words[m] as usize, 1.0, dxm);
             let o = sc.offsets[m] as usize;
             axpy(1.0, dxm, &mut sc.d_offset_value[o * d_in..(o + 1) * d_in]);
         }
@@ -376,6 +376,7 @@ impl Model for Moe<'_> {
     }
 
     fn train_sentence(&self, sc: &mut MoeScratch, sent: &[u32], lr: f32, rng: &mut Rng, want_loss: bool) -> (f64, u64) {
+        sc.out.new_sentence();
         let mut loss = 0.0f64;
         let mut examples = 0;
         if let Gates::Absolute { max_len, .. } = &self.gates {
@@ -398,6 +399,7 @@ impl Model for Moe<'_> {
                     examples += 1;
                 }
             }
+            self.flush_shared(sc);
             return (loss, examples);
         }
         for pos in 0..sent.len() {
@@ -416,6 +418,9 @@ impl Model for Moe<'_> {
             loss += self.example(sc, sent[pos], lr, rng, want_loss) as f64;
             examples += 1;
         }
+        // A sentence ends with its updates applied, so a run stopped between
+        // sentences (a checkpoint) leaves nothing pending in the scratch.
+        self.flush_shared(sc);
         (loss, examples)
     }
 

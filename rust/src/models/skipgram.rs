@@ -6,7 +6,6 @@ use super::{window_and_prefetch, Model};
 use crate::hogwild::Hogwild;
 use crate::objective::{OutputLayer, OutputScratch};
 use crate::sampling::Rng;
-use crate::simd::axpy;
 
 pub struct SkipGram<'a> {
     pub syn0: Hogwild<'a>,
@@ -35,6 +34,7 @@ impl Model for SkipGram<'_> {
     }
 
     fn train_sentence(&self, sc: &mut SkipGramScratch, sent: &[u32], lr: f32, rng: &mut Rng, want_loss: bool) -> (f64, u64) {
+        sc.out.new_sentence();
         let d = self.syn0.cols();
         let mut loss = 0.0f64;
         let mut examples = 0;
@@ -56,7 +56,7 @@ impl Model for SkipGram<'_> {
             let mut i = 0;
             for c in lo..hi {
                 if c != pos {
-                    axpy(1.0, &grad[i * d..(i + 1) * d], self.syn0.row_mut(sent[c] as usize));
+                    self.syn0.add_to_row(sent[c] as usize, 1.0, &grad[i * d..(i + 1) * d]);
                     i += 1;
                 }
             }

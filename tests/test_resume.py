@@ -1,0 +1,172 @@
+"""Stopping and resuming training exactly where it stopped (Python API and
+command line): no corpus line trained twice or skipped in the interrupted
+epoch, and with one worker and a seed the same vectors, bit for bit, as a
+run that was never interrupted."""
+
+import gzip
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from bidirmoe import BidirectionalAttention, BidirMoE, Word2Vec
+
+
+class Stop(Exception):
+    pass
+
+
+def stop_after(fraction, total):
+    """A progress callback that stops training once `fraction` of an epoch is done."""
+
+    def cb(info):
+        if info["epoch_words"] >= fraction * total:
+            raise Stop()
+
+    return cb
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory):
+    """Every line has words of its own (l{line}_{k}), so a word's input vector
+    changes exactly when its line (or its part of a line cut by a byte
+    range) is trained."""
+    d = tmp_path_factory.mktemp("resume")
+    lines = [" ".join(f"l{i}_{k}" for k in range(6)) for i in range(60_000)]
+    text = "\n".join(lines) + "\n"
+    plain = d / "probe.txt"
+    plain.write_text(text)
+    gz = d / "probe.txt.gz"
+    with gzip.open(gz, "wt") as f:
+        f.write(text)
+    return {"plain": plain, "gzip": gz, "lines": len(lines)}
+
+
+@pytest.mark.parametrize("kind", ["plain", "gzip"])
+@pytest.mark.parametrize("workers,later", [(1, 1), (2, 2), (2, 1), (1, 2)])
+def test_interrupted_epoch_trains_every_line_once(probe, kind, workers, later):
+    path = probe[kind]
+    m = Word2Vec(vector_size=8, min_count=1, sample=0, window=2, negative=2, workers=workers, seed=5)
+    m.build_vocab(corpus_file=path)
+    # Non-zero output vectors, so every context word's first update is non-zero.
+    m.syn1neg[...] = np.random.default_rng(0).normal(0, 0.1, m.syn1neg.shape)
+    v0 = m.wv.vectors.copy()
+    with pytest.raises(Stop):
+        m.train(corpus_file=path, total_words=m.corpus_total_words, epochs=1,
+                progress_callback=stop_after(0.3, m.corpus_total_words), report_delay=0.01)
+    stop = m.last_stop
+    assert stop["resume"] is not None and stop["epochs_left"] == 1
+    v1 = m.wv.vectors.copy()
+    m.workers = later
+    m.train(corpus_file=path, total_words=m.corpus_total_words, resume_from=stop)
+    v2 = m.wv.vectors
+    before, after = (v1 != v0).any(1), (v2 != v1).any(1)
+    assert 0.1 < before.mean() < 0.9                  # stopped mid-epoch
+    assert not (before & after).any(), f"{(before & after).sum()} words trained again after resuming"
+    # A byte range may start or end inside a line; a word left alone there
+    # has no context to train with. At most one per range cut.
+    assert (~(before | after)).sum() <= 2 * (workers + later), f"{(~(before | after)).sum()} words never trained"
+    assert m.last_stop is None
+    # The schedule went on from where it stopped: the two calls read one epoch.
+    assert stop["epoch_words"] + m.raw_word_count == m.corpus_total_words
+
+
+def _models():
+    common = dict(vector_size=16, min_count=1, workers=1, seed=11, window=3)
+    return {
+        "cbow": lambda: Word2Vec(sample=1e-3, **common),
+        "skipgram-hs": lambda: Word2Vec(sg=1, hs=1, negative=0, **common),
+        "bidirmoe": lambda: BidirMoE(heads=2, **common),
+        "bidirmoe-sentence": lambda: BidirMoE(heads=2, positions="absolute", max_len=12, **common),
+        "attention": lambda: BidirectionalAttention(heads=2, key_size=4, **common),
+    }
+
+
+def _arrays(m):
+    out = {"wv": m.wv.vectors}
+    for name in getattr(m, "_array_names", ()):
+        a = getattr(m, name, None)
+        if a is not None:
+            out[name] = a
+    return out
+
+
+@pytest.mark.parametrize("name", list(_models()))
+def test_resumed_run_is_bit_identical_with_one_worker(probe, tmp_path, name):
+    lines = probe["plain"].read_text().splitlines()[:6000]
+    path = tmp_path / "c.txt"
+    path.write_text("\n".join(" ".join(l.replace("_", " ").split()[:5]) for l in lines) + "\n")  # shared words
+    make = _models()[name]
+
+    def fresh():
+        m = make()
+        m.build_vocab(corpus_file=path)
+        return m
+
+    full = fresh()
+    full.train(corpus_file=path, total_words=full.corpus_total_words, epochs=2)
+    m = fresh()
+    with pytest.raises(Stop):
+        m.train(corpus_file=path, total_words=m.corpus_total_words, epochs=2,
+                progress_callback=stop_after(0.4, m.corpus_total_words), report_delay=0.01)
+    # Through a file, as a checkpoint would go.
+    m.save(tmp_path / "ckpt.model")
+    m = type(m).load(tmp_path / "ckpt.model")
+    m.train(corpus_file=path, total_words=m.corpus_total_words, resume_from=m.last_stop)
+    a, b = _arrays(full), _arrays(m)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert np.array_equal(a[k], b[k]), f"{name}: {k} differs after resuming"
+
+
+def test_resume_refuses_another_file(probe, tmp_path):
+    m = Word2Vec(vector_size=8, min_count=1, workers=1)
+    m.build_vocab(corpus_file=probe["plain"])
+    with pytest.raises(Stop):
+        m.train(corpus_file=probe["plain"], total_words=m.corpus_total_words, epochs=1,
+                progress_callback=stop_after(0.3, m.corpus_total_words), report_delay=0.01)
+    other = tmp_path / "other.txt"
+    other.write_text("l1_1 l1_2\n")
+    with pytest.raises(ValueError, match="not the one the checkpoint was taken on"):
+        m.train(corpus_file=other, total_words=m.corpus_total_words, resume_from=m.last_stop)
+    with pytest.raises(ValueError, match="resume_from"):
+        m.train(corpus_file=probe["plain"], total_words=m.corpus_total_words, resume_from={"x": 1})
+
+
+def _default_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def test_cli_resume_is_bit_identical_with_one_thread(probe, tmp_path):
+    lines = probe["plain"].read_text().splitlines()[:20000]
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(" ".join(l.replace("_", " ").split()[:5]) for l in lines) + "\n")
+    args = ["train", str(corpus), "--model", "bidirmoe", "--dim", "16", "--epochs", "6", "--min-count", "1",
+            "--threads", "1", "--seed", "3", "--heads", "4", "--window", "5"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    ref = tmp_path / "ref.bm"
+    r = subprocess.run([sys.executable, "-m", "bidirmoe", *args, "-o", str(ref), "--quiet"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "out.bm"
+    log = tmp_path / "p.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "bidirmoe", *args, "-o", str(out), "--log-json", str(log)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=_default_sigint)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.exists() and log.stat().st_size > 0):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    ckpt = tmp_path / "out.bm.checkpoint"
+    r = subprocess.run([sys.executable, "-m", "bidirmoe", "train", str(corpus), "-o", str(out), "--resume",
+                        str(ckpt), "--threads", "1", "--quiet"], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    a, b = BidirMoE.load(ref), BidirMoE.load(out)
+    for k, v in _arrays(a).items():
+        assert np.array_equal(v, _arrays(b)[k]), f"{k} differs after resuming through the CLI"
