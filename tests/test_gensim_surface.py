@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import heapq
 import inspect
-import logging
 import os
 
 import numpy as np
@@ -401,7 +400,7 @@ def test_score_matches_gensim(corpus, sg, cbow_mean):
 
 def test_score_limits_and_errors(corpus, caplog):
     m = Word2Vec(corpus[:500], min_count=3, hs=1, negative=0, epochs=1, **SMALL)
-    with caplog.at_level(logging.WARNING, logger="bidirmoe"):
+    with caplog.at_level("WARNING", logger="bidirmoe"):
         assert m.score(corpus[:10], total_sentences=4).shape == (4,)
     assert "total_sentences" in caplog.text
     with pytest.raises(RuntimeError, match="hs=1"):
@@ -433,7 +432,7 @@ def test_predict_output_word_matches_gensim(corpus, groups, sg, cbow_mean):
 
 def test_predict_output_word_unknown_context_and_errors(corpus, caplog):
     m = Word2Vec(corpus[:500], min_count=3, epochs=1, **SMALL)
-    with caplog.at_level(logging.WARNING, logger="bidirmoe"):
+    with caplog.at_level("WARNING", logger="bidirmoe"):
         assert m.predict_output_word(["nope", "neither"]) is None
     assert "vocabulary" in caplog.text
     assert m.to_gensim().predict_output_word(["nope", "neither"]) is None
@@ -617,7 +616,7 @@ def test_load_gensim_hs_model_with_tied_counts_warns_and_trains(tmp_path, caplog
     text = [["a", "b", "c", "d", "e", "f"]] * 20 + [["g", "h"]] * 5
     g = GensimWord2Vec(text, min_count=1, hs=1, negative=0, epochs=2, **SMALL)
     g.save(str(tmp_path / "g"))
-    with caplog.at_level(logging.WARNING, logger="bidirmoe"):
+    with caplog.at_level("WARNING", logger="bidirmoe"):
         m = Word2Vec.load(str(tmp_path / "g"))
     _assert_same_model(m, g)
     # Six words of count 20: gensim's heap and our builder pair them differently.
