@@ -9,6 +9,9 @@ import sys
 from typing import List, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+#: The shared data folder beside the project, and the default benchmark corpus.
+SHARED = os.path.abspath(os.path.join(HERE, "..", "..", "shared", "data"))
+DEFAULT_CORPUS = os.path.join(SHARED, "text8", "text8_prefix.gz")
 
 
 def peak_rss_bytes() -> int:

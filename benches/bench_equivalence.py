@@ -29,8 +29,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from _data import heldout_split  # noqa: E402
-DEFAULT_CORPUS = os.path.abspath(os.path.join(HERE, "..", "..", "shared", "data", "text8", "text8_prefix.gz"))
+from _data import DEFAULT_CORPUS, heldout_split  # noqa: E402
 
 
 def torch_attention_speed(model, train_words, workers, batch=1024, max_targets=300_000, seed=0):

@@ -23,9 +23,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from _data import heldout_split  # noqa: E402
-SHARED = os.path.abspath(os.path.join(HERE, "..", "..", "shared", "data"))
-DEFAULT_CORPUS = os.path.join(SHARED, "text8", "text8_prefix.gz")
+from _data import DEFAULT_CORPUS, heldout_split  # noqa: E402
 
 
 def main() -> None:

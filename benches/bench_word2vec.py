@@ -28,8 +28,9 @@ import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SHARED = os.path.abspath(os.path.join(HERE, "..", "..", "shared", "data"))
-DEFAULT_CORPUS = os.path.join(SHARED, "text8", "text8_prefix.gz")
+sys.path.insert(0, HERE)
+from _data import DEFAULT_CORPUS, SHARED  # noqa: E402
+
 ANALOGIES = os.path.join(SHARED, "eval", "analogy", "questions-words.txt")
 
 CHILD = r"""

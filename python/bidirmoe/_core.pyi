@@ -49,6 +49,10 @@ class Vocab:
     def keep_probability(self) -> npt.NDArray[np.float64]: ...
     def sample_negatives(self, n: int, seed: int) -> npt.NDArray[np.uint32]: ...
     def huffman(self) -> Optional[Tuple[List[List[int]], List[List[int]]]]: ...
+    def huffman_arrays(self) -> Tuple[npt.NDArray[np.int8], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """``(codes, points, lengths)``: the Huffman paths as (V, L) arrays, codes
+        padded with 0 and points with -1 (L = the longest code), and each word's
+        code length. ValueError if the vocabulary was built without hs."""
 
 class JobQueue:
     """Bounded queue of sentence batches from a Python iterable to the Rust workers."""
@@ -86,6 +90,75 @@ class Schedule(TypedDict):
     max_words: int
     lockf: Optional[npt.NDArray[np.float32]]  # vectors_lockf: length 1 or one per word
     resume: Optional[ResumeState]
+
+class BatchSettings(TypedDict, total=False):
+    kind: str  # "window" or "sentence" (required)
+    window: int  # window kind (required): context offsets -window..-1, 1..window
+    shrink_windows: bool  # window kind: word2vec's reduced window (default True)
+    negative: int  # K negatives per target, 0 = none (required)
+    batch_targets: int  # targets per batch (default 4096); sentence kind: at most this many words
+    max_len: int  # sentence kind (required): chunk length, >= 2
+    prefetch: int  # finished batches the channel holds before the workers wait (default 8)
+
+# One batch. Window kind: "targets" (B,), "context" (B, 2*window), "negatives" (B, K) if K > 0;
+# sentence kind: "tokens" (B, max_len), "negatives" (B, max_len, K) if K > 0. Both: "lr", "raw_words".
+Batch = Dict[str, Union[npt.NDArray[np.int64], float, int]]
+
+class BatchStream:
+    """One epoch of training examples as numpy batches, made by the Rust workers.
+
+    The corpus (a file, or a ``JobQueue`` fed from an iterable) is read,
+    subsampled and windowed on ``schedule["workers"]`` threads exactly as
+    ``train_epoch`` does (same learning-rate schedule, resume and progress;
+    ``lockf`` is ignored), on a background thread; iterating yields batches
+    (dicts of int64 arrays, -1 = no word). Window and negative draws follow
+    the Rust CBOW / skip-gram / CBOW-MoE models draw for draw, so one worker
+    and a seed give the same examples as those models, run after run.
+
+    * ``"window"``: ``targets`` (B,); ``context`` (B, 2*window): column j is
+      offset -window..-1 then 1..window (MoE's offset index), -1 outside the
+      drawn window or the sentence; only targets with a context word appear.
+    * ``"sentence"``: ``tokens`` (B, max_len): chunks of at most max_len words
+      (chunks of fewer than 2 dropped), -1 padded; every word is a target.
+    * ``negatives``: K draws per target from unigram^ns_exponent ((B, K), or
+      (B, max_len, K) with -1 at padding), only when K > 0. A draw equal to its
+      target is kept: mask it, as the Rust output layer skips it.
+    * ``lr``: the learning rate of the batch's first target (float32 value);
+      ``raw_words``: corpus words of the sentences that ended in this batch
+      (they sum to the epoch's words). A worker's last batch may hold no
+      targets (B = 0), only words.
+
+    ``__next__`` waits with the GIL released, checks for Ctrl-C and calls
+    ``progress_cb(raw, effective, 0.0)`` every ``report_delay``; an exception
+    there (KeyboardInterrupt included) propagates and cancels the stream. A
+    worker's error is a RuntimeError.
+
+    Exact resume: after ``cancel()`` or an exception from ``__next__``, every
+    worker stops after its current sentence and sends its partial batch. Keep
+    iterating until StopIteration and train every batch received: then
+    ``resume_state()`` is where the next stream (``schedule["resume"]``)
+    continues, and the two streams together hold one epoch's examples.
+
+    Example::
+
+        stream = BatchStream(vocab, "corpus.txt", {"kind": "window", "window": 5, "negative": 5}, schedule)
+        for batch in stream:
+            train(batch["targets"], batch["context"], batch["negatives"], batch["lr"])
+        raw_words, effective_words, examples, _ = stream.finish()
+    """
+
+    def __init__(self, vocab: Vocab, source: Union[str, PathLike, JobQueue], settings: BatchSettings,
+                 schedule: Schedule) -> None: ...
+    def __iter__(self) -> BatchStream: ...
+    def __next__(self) -> Batch: ...
+    def cancel(self) -> None:
+        """Stop reading: workers end after their current sentence (drain the stream for an exact resume)."""
+    def finish(self) -> Tuple[int, int, int, float]:
+        """Wait for the run to end: (raw_words, effective_words, examples, 0.0). Called before
+        StopIteration, it stops the run and discards the batches not taken."""
+    def resume_state(self) -> Optional[ResumeState]:
+        """Where the drained stream stopped (None for a JobQueue source); RuntimeError while it
+        still runs, holds batches, failed, or discarded batches."""
 
 def train_epoch(
     model: str,

@@ -24,7 +24,7 @@ MASK = "[MASK]"
 
 
 class BidirectionalAttention(MaskedModel):
-    """Single-layer bidirectional attention (original parameterisation), trained in Rust.
+    """Single-layer bidirectional attention (original parameterisation), trained in Rust or torch.
 
     Takes the same corpus arguments and word2vec parameters as
     :class:`BidirMoE`; ``.train()`` trains and returns the model.
@@ -49,6 +49,8 @@ class BidirectionalAttention(MaskedModel):
     tie_output : bool
         Use the word embeddings as output vectors (beta = rho), as many
         language models do. Not with ``loss="hs"``.
+    device, backend
+        Where it trains, as in :class:`Word2Vec`.
 
     Examples
     --------
@@ -73,8 +75,10 @@ class BidirectionalAttention(MaskedModel):
                  max_vocab_size=None, sample=1e-3, seed=1, workers=3, min_alpha=0.0001, hs=0, negative=5,
                  ns_exponent=0.75, epochs=5, heads=1, key_size=None, value_size=None, loss=None, positions="window",
                  max_len=None, tie_output=False, max_final_vocab=None, shrink_windows=True, batch_words=10000,
-                 callbacks=(), progress=False, compute_loss=False, trim_rule=None):
+                 callbacks=(), progress=False, compute_loss=False, trim_rule=None,
+                 device="cpu", backend=None):
         self._reset_state()
+        self._set_backend(device, backend)
         self.vector_size, self.alpha, self.window, self.min_count = vector_size, alpha, window, min_count
         self.max_vocab_size, self.sample, self.seed, self.workers = max_vocab_size, sample, seed, workers
         self.min_alpha, self.hs, self.negative, self.ns_exponent = min_alpha, hs, negative, ns_exponent

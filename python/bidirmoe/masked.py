@@ -368,8 +368,8 @@ class MaskedModel(MaskedLM, TrainableModel):
             self._sync_output_wv()
 
     @classmethod
-    def load(cls, fname, mmap=None):
-        model = super().load(fname, mmap=mmap)
+    def load(cls, fname, mmap=None, device=None, backend=None):
+        model = super().load(fname, mmap=mmap, device=device, backend=backend)
         model.sentences, model.corpus_file = None, None
         model._after_load()
         return model

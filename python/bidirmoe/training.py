@@ -38,6 +38,49 @@ RULE_DEFAULT, RULE_DISCARD, RULE_KEEP = 0, 1, 2  # gensim.utils trim-rule values
 _VOCAB_BYTES_PER_WORD, _HUFFMAN_BYTES_PER_WORD = 350, 150
 
 
+BACKENDS = ("rust", "torch")
+
+
+def resolve_backend(device, backend) -> Tuple[str, str]:
+    """Check a model's ``device`` / ``backend`` pair and return it normalised.
+
+    ``backend`` defaults to "rust" on "cpu" and to "torch" on any other
+    device. torch is imported only when the torch backend is asked for: a
+    missing torch is an ``ImportError`` saying what to install, a device torch
+    cannot reach (a CUDA GPU on a machine without one) a ``RuntimeError``
+    naming it.
+
+    Examples
+    --------
+    >>> resolve_backend(None, None)
+    ('cpu', 'rust')
+    """
+    device = "cpu" if device is None else str(device)
+    if backend is None:
+        backend = "rust" if device == "cpu" else "torch"
+    _check(backend in BACKENDS, f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "rust":
+        _check(device == "cpu", f"the Rust backend runs on the CPU; device={device!r} needs backend='torch' (or leave backend unset)")
+        return device, backend
+    try:
+        import torch
+    except ImportError:
+        raise ImportError(f"backend='torch' (device={device!r}) needs PyTorch: pip install \"bidirmoe[torch]\"") from None
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as e:
+        raise ValueError(f"device={device!r} is not a torch device string ('cpu', 'cuda', 'cuda:1', ...): {e}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device={device!r}: torch sees no CUDA GPU on this machine "
+                               f"(torch {torch.__version__}, built for CUDA {torch.version.cuda})")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise RuntimeError(f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    elif dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise RuntimeError(f"device={device!r}: the MPS backend is not available on this machine")
+    return device, backend
+
+
 def _check(cond: bool, msg: str) -> None:
     if not cond:
         raise ValueError(msg)
@@ -829,7 +872,7 @@ class TrainableModel:
                 common["progress_cb"] = reporter
                 try:
                     if corpus_file is not None:
-                        raw, eff, ex, loss = self._train_one_epoch(os.fspath(corpus_file), **common)
+                        raw, eff, ex, loss = self._run_epoch(os.fspath(corpus_file), common)
                     else:
                         raw, eff, ex, loss = self._train_iterable_epoch(corpus_iterable, queue_factor, common)
                 except BaseException as e:
@@ -861,6 +904,20 @@ class TrainableModel:
         logger.info("training on %d raw words (%d effective words) took %.1fs, %.0f effective words/s",
                     raw_total, trained, time.perf_counter() - t_start, trained / max(time.perf_counter() - t_start, 1e-9))
         return trained, raw_total
+
+    def _run_epoch(self, source, common):
+        """One epoch on this model's backend: the Rust core in place on the
+        numpy arrays, or the torch engine (which copies the arrays to the
+        device, trains, and copies them back, also when stopped)."""
+        if getattr(self, "backend", "rust") == "torch":
+            from .torch.engine import train_epoch
+
+            return train_epoch(self, source, common)
+        return self._train_one_epoch(source, **common)
+
+    def _set_backend(self, device, backend) -> None:
+        """Where this model trains: ``backend`` "rust" (the CPU) or "torch" on ``device``."""
+        self.device, self.backend = resolve_backend(device, backend)
 
     def _lockf_for_core(self):
         """``wv.vectors_lockf`` as the core takes it: None when it cannot
@@ -904,7 +961,7 @@ class TrainableModel:
         producer = threading.Thread(target=produce, name="bidirmoe-producer", daemon=True)
         producer.start()
         try:
-            result = self._train_one_epoch(queue, **common)
+            result = self._run_epoch(queue, common)
         except BaseException:
             queue.cancel()
             producer.join()
@@ -925,6 +982,53 @@ class TrainableModel:
         True
         """
         return float(self.running_training_loss)
+
+    def to_torch(self, device=None, **options):
+        """This model as a ``torch.nn.Module`` holding a copy of its arrays (needs torch).
+
+        The module (:mod:`bidirmoe.torch`) has the model's parameters under the
+        same names, shapes and float32 dtype, ``forward(left_ids, right_ids)``
+        giving the log-probabilities of :meth:`predict_masked`, and
+        ``loss(batch)``, the Rust core's objective.
+        :func:`bidirmoe.torch.from_torch` copies a module back into a model.
+        ``device`` places the parameters; ``options`` go to the module
+        (``sparse``, ``word2vec_update``).
+
+        Examples
+        --------
+        >>> from bidirmoe import Word2Vec
+        >>> m = Word2Vec([["a", "b", "c"]] * 20, vector_size=4, min_count=1, epochs=1)
+        >>> try:
+        ...     module = m.to_torch()  # torch is an optional dependency
+        ...     assert tuple(module.vectors.shape) == m.wv.vectors.shape
+        ... except ImportError:
+        ...     pass
+        """
+        from .torch import to_torch  # torch is imported here only: the Rust path never imports it
+
+        return to_torch(self, device=device, **options)
+
+    def load_torch_state(self, module):
+        """Copy a torch module's parameters into this model (see :meth:`to_torch`) and return the model.
+
+        The same as :func:`bidirmoe.torch.from_torch(module, model)
+        <bidirmoe.torch.from_torch>`: the module must come from a model of
+        this class with the same settings and vocabulary; its parameters are
+        copied to the CPU as float32 arrays under the same names.
+
+        Examples
+        --------
+        >>> from bidirmoe import BidirMoE
+        >>> m = BidirMoE([["a", "b", "c"]] * 20, vector_size=4, min_count=1, epochs=1).train()
+        >>> try:
+        ...     module = m.to_torch()  # torch is an optional dependency
+        ...     assert m.load_torch_state(module) is m
+        ... except ImportError:
+        ...     pass
+        """
+        from .torch import from_torch
+
+        return from_torch(module, self)
 
     # ------------------------------------------------------------- persistence
 
@@ -996,8 +1100,12 @@ class TrainableModel:
             atomic_write(fname, lambda f: np.savez(f, **arrays))
 
     @classmethod
-    def load(cls, fname, mmap=None):
-        """Load a model written by :meth:`save`.
+    def load(cls, fname, mmap=None, device=None, backend=None):
+        """Load a model written by :meth:`save`, on either backend.
+
+        The file is the same whichever backend trained the model;
+        ``device`` / ``backend`` choose where the loaded model trains next
+        (default: the Rust core on the CPU).
 
         Examples
         --------
@@ -1019,6 +1127,7 @@ class TrainableModel:
         model._reset_state()
         for k, v in meta["params"].items():
             setattr(model, k, v)
+        model._set_backend(device, backend)
         model.callbacks = ()
         model.trim_rule = None
         model.hashfxn = hash
@@ -1044,6 +1153,8 @@ class TrainableModel:
         return model
 
     def _reset_state(self) -> None:
+        self.device, self.backend = "cpu", "rust"
+        self._torch_adagrad = None  # the torch engine's optimizer state between epochs
         self._vocab = None
         self._raw_counter = None  # the last scan's counts (Rust), until prepare_vocab consumes them
         self._raw_dict = None  # ... or as a dict (raw_vocab)

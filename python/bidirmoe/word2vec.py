@@ -71,6 +71,14 @@ class Word2Vec(MaskedLM, TrainableModel):
         ``on_train_end`` methods taking the model.
     progress : bool
         Show a tqdm progress bar (needs ``tqdm``).
+    device : str
+        Where to train: "cpu" (default) or a torch device ("cuda", "cuda:1").
+        Any device but "cpu" trains with the torch backend
+        (``pip install "bidirmoe[torch]"``).
+    backend : {"rust", "torch"}, optional
+        "rust" (the default on "cpu": the multi-threaded SIMD core) or
+        "torch" (on ``device``). Both hold the same parameters and save the
+        same file; ``load(path, device=...)`` picks where a model lives.
 
     Examples
     --------
@@ -94,8 +102,9 @@ class Word2Vec(MaskedLM, TrainableModel):
                  max_vocab_size=None, sample=1e-3, seed=1, workers=3, min_alpha=0.0001, sg=0, hs=0, negative=5,
                  ns_exponent=0.75, cbow_mean=1, hashfxn=hash, epochs=5, null_word=0, trim_rule=None, sorted_vocab=1,
                  batch_words=10000, compute_loss=False, callbacks=(), comment=None, max_final_vocab=None,
-                 shrink_windows=True, progress=False):
+                 shrink_windows=True, progress=False, device="cpu", backend=None):
         self._reset_state()
+        self._set_backend(device, backend)
         self.vector_size, self.alpha, self.window, self.min_count = vector_size, alpha, window, min_count
         self.max_vocab_size, self.sample, self.seed, self.workers = max_vocab_size, sample, seed, workers
         self.min_alpha, self.sg, self.hs, self.negative = min_alpha, sg, hs, negative
@@ -304,7 +313,7 @@ class Word2Vec(MaskedLM, TrainableModel):
     # ------------------------------------------------------- gensim interchange
 
     @classmethod
-    def load(cls, fname, mmap=None, rethrow: bool = False):
+    def load(cls, fname, mmap=None, rethrow: bool = False, device=None, backend=None):
         """Load a model written by :meth:`save`, or a ``Word2Vec`` model saved by gensim.
 
         gensim files (gensim 4.x, and 3.x where gensim 4 still reads them;
@@ -333,8 +342,10 @@ class Word2Vec(MaskedLM, TrainableModel):
         with open(path, "rb") as f:
             native = f.read(len(_ZIP_MAGIC)) == _ZIP_MAGIC
         if native:
-            return super().load(path, mmap=mmap)
-        return cls.from_gensim(_load_gensim(path, mmap))
+            return super().load(path, mmap=mmap, device=device, backend=backend)
+        model = cls.from_gensim(_load_gensim(path, mmap))
+        model._set_backend(device, backend)
+        return model
 
     @classmethod
     def from_gensim(cls, model) -> "Word2Vec":

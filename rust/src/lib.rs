@@ -5,6 +5,7 @@
 //! `bidirmoe._core` extension module: it only converts types, releases the
 //! GIL around heavy work and maps errors to Python exceptions.
 
+pub mod batches;
 pub mod corpus;
 pub mod hogwild;
 pub mod models;
@@ -16,6 +17,7 @@ pub mod vocab;
 
 #[cfg(feature = "python")]
 mod python {
+    use crate::batches::{self, Batch, BatchSettings, BatchStream, Layout, Next, StreamSource};
     use crate::corpus::{self, token_str, FileSplit, SplitState};
     use crate::hogwild::Hogwild;
     use crate::models::attention::Attention;
@@ -341,6 +343,25 @@ mod python {
         fn huffman(&self) -> Option<(Vec<Vec<u8>>, Vec<Vec<u32>>)> {
             self.inner.huffman.as_ref().map(|h| (h.codes.clone(), h.points.clone()))
         }
+        /// The Huffman paths as padded arrays: codes (int8, V x L, padded
+        /// with 0), points (int64, V x L, padded with -1) and each word's code
+        /// length (int64, V); L is the longest code.
+        #[allow(clippy::type_complexity)]
+        fn huffman_arrays<'py>(
+            &self,
+            py: Python<'py>,
+        ) -> PyResult<(Bound<'py, PyArray2<i8>>, Bound<'py, PyArray2<i64>>, Bound<'py, PyArray1<i64>>)> {
+            let h = self.inner.huffman.as_ref().ok_or_else(|| {
+                PyValueError::new_err("this vocabulary has no Huffman tree: build it with hs=True")
+            })?;
+            let a = batches::huffman_arrays(h);
+            let v = a.lengths.len();
+            Ok((
+                a.codes.into_pyarray(py).reshape([v, a.depth])?,
+                a.points.into_pyarray(py).reshape([v, a.depth])?,
+                a.lengths.into_pyarray(py),
+            ))
+        }
     }
 
     /// Bounded queue of jobs from a Python iterable to the workers.
@@ -569,16 +590,9 @@ mod python {
         resume: Option<PyObject>,
     }
 
-    /// Run one epoch of `model` with the GIL released; the calling thread
-    /// checks for Ctrl-C and reports progress. Returns (raw, effective, examples, loss).
-    fn run_py_epoch<M: crate::models::Model>(
-        py: Python<'_>,
-        model: &M,
-        voc: &Vocab,
-        src: &Src,
-        sch: &Schedule,
-    ) -> PyResult<(u64, u64, u64, f64)> {
-        let cfg = TrainConfig {
+    /// The trainer's configuration for one epoch of `sch`.
+    fn train_config(py: Python<'_>, sch: &Schedule) -> PyResult<TrainConfig> {
+        Ok(TrainConfig {
             workers: sch.workers,
             alpha: sch.alpha,
             min_alpha: sch.min_alpha,
@@ -593,7 +607,19 @@ mod python {
                 Some(r) => resume_of(r.bind(py))?.1,
                 None => Vec::new(),
             },
-        };
+        })
+    }
+
+    /// Run one epoch of `model` with the GIL released; the calling thread
+    /// checks for Ctrl-C and reports progress. Returns (raw, effective, examples, loss).
+    fn run_py_epoch<M: crate::models::Model>(
+        py: Python<'_>,
+        model: &M,
+        voc: &Vocab,
+        src: &Src,
+        sch: &Schedule,
+    ) -> PyResult<(u64, u64, u64, f64)> {
+        let cfg = train_config(py, sch)?;
         let progress = Progress::default();
         let mut interrupted: Option<PyErr> = None;
         let progress_cb = &sch.progress_cb;
@@ -1089,6 +1115,176 @@ mod python {
         Ok(simd::force_level(l))
     }
 
+    /// A batch stream's settings dict (see `BatchStream` in _core.pyi); unknown keys are refused.
+    fn batch_settings(d: &Bound<'_, PyDict>) -> PyResult<BatchSettings> {
+        const KEYS: [&str; 7] = ["kind", "window", "shrink_windows", "negative", "batch_targets", "max_len", "prefetch"];
+        for k in d.keys() {
+            let k: String = k.extract()?;
+            if !KEYS.contains(&k.as_str()) {
+                return Err(PyValueError::new_err(format!("unknown batch setting {k:?} (expected one of {KEYS:?})")));
+            }
+        }
+        let int = |k: &str, default: Option<usize>| -> PyResult<usize> {
+            match d.get_item(k)? {
+                Some(v) => v.extract().map_err(|_| PyValueError::new_err(format!("batch setting {k:?} must be an int >= 0"))),
+                None => default.ok_or_else(|| PyValueError::new_err(format!("batch setting {k:?} is required"))),
+            }
+        };
+        let kind: String = match d.get_item("kind")? {
+            Some(v) => v.extract()?,
+            None => return Err(PyValueError::new_err("batch setting \"kind\" is required ('window' or 'sentence')")),
+        };
+        let layout = match kind.as_str() {
+            "window" => Layout::Window {
+                window: int("window", None)?,
+                shrink: match d.get_item("shrink_windows")? {
+                    Some(v) => v.extract()?,
+                    None => true,
+                },
+            },
+            "sentence" => Layout::Sentence { max_len: int("max_len", None)? },
+            other => return Err(PyValueError::new_err(format!("batch kind must be 'window' or 'sentence', not {other:?}"))),
+        };
+        Ok(BatchSettings {
+            layout,
+            negative: int("negative", None)?,
+            batch_targets: int("batch_targets", Some(4096))?,
+            prefetch: int("prefetch", Some(8))?,
+        })
+    }
+
+    /// A batch as a dict of numpy arrays (reshaped views of the Rust vectors, no copy).
+    fn batch_dict<'py>(py: Python<'py>, b: Batch, s: &BatchSettings) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        let (rows, k) = (b.rows, s.negative);
+        match s.layout {
+            Layout::Window { window, .. } => {
+                d.set_item("targets", b.targets.into_pyarray(py))?;
+                d.set_item("context", b.ids.into_pyarray(py).reshape([rows, 2 * window])?)?;
+                if k > 0 {
+                    d.set_item("negatives", b.negatives.into_pyarray(py).reshape([rows, k])?)?;
+                }
+            }
+            Layout::Sentence { max_len } => {
+                d.set_item("tokens", b.ids.into_pyarray(py).reshape([rows, max_len])?)?;
+                if k > 0 {
+                    d.set_item("negatives", b.negatives.into_pyarray(py).reshape([rows, max_len, k])?)?;
+                }
+            }
+        }
+        d.set_item("lr", b.lr)?;
+        d.set_item("raw_words", b.raw_words)?;
+        Ok(d)
+    }
+
+    /// One epoch of training examples as numpy batches, produced by the Rust
+    /// workers on a background thread (`batches.rs`).
+    #[pyclass(module = "bidirmoe._core", name = "BatchStream", frozen)]
+    pub struct PyBatchStream {
+        inner: BatchStream,
+        settings: BatchSettings,
+        progress_cb: Option<PyObject>,
+        report_every: Duration,
+        last_report: Mutex<Instant>,
+    }
+
+    impl PyBatchStream {
+        /// Ctrl-C and the progress callback, between batches; an error
+        /// (KeyboardInterrupt, or raised by the callback) cancels the stream.
+        /// A cancelled stream is being drained: neither runs again.
+        fn tick(&self, py: Python<'_>) -> PyResult<()> {
+            if self.inner.progress().cancel.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            let r = py.check_signals().and_then(|()| {
+                let Some(cb) = &self.progress_cb else { return Ok(()) };
+                {
+                    let mut last = self.last_report.lock().unwrap_or_else(|p| p.into_inner());
+                    if last.elapsed() < self.report_every {
+                        return Ok(());
+                    }
+                    *last = Instant::now();
+                }
+                let p = self.inner.progress();
+                cb.call1(py, (p.raw_words.load(Ordering::Relaxed), p.effective_words.load(Ordering::Relaxed), p.loss()))
+                    .map(|_| ())
+            });
+            if r.is_err() {
+                self.inner.cancel();
+            }
+            r
+        }
+    }
+
+    #[pymethods]
+    impl PyBatchStream {
+        #[new]
+        fn new(
+            py: Python<'_>,
+            vocab: &PyVocab,
+            source: &Bound<'_, PyAny>,
+            settings: &Bound<'_, PyDict>,
+            schedule: Schedule,
+        ) -> PyResult<Self> {
+            let settings = batch_settings(settings)?;
+            settings.check(&vocab.inner).map_err(PyValueError::new_err)?;
+            let cfg = train_config(py, &schedule)?;
+            let src = match make_source(py, source, &schedule)? {
+                Src::File(split) => StreamSource::File(split),
+                Src::Queue(rx) => StreamSource::Queue(rx),
+            };
+            let inner = BatchStream::start(vocab.inner.clone(), src, settings, cfg).map_err(PyRuntimeError::new_err)?;
+            Ok(PyBatchStream {
+                inner,
+                settings,
+                progress_cb: schedule.progress_cb,
+                report_every: Duration::from_secs_f64(schedule.report_delay.clamp(0.01, 3600.0)),
+                last_report: Mutex::new(Instant::now()),
+            })
+        }
+
+        fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+            slf
+        }
+
+        /// The next batch; waits with the GIL released, checking for Ctrl-C
+        /// and reporting progress about every 20 ms.
+        fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+            let mut wait = Duration::ZERO;
+            loop {
+                self.tick(py)?;
+                let inner = &self.inner;
+                let next = if wait.is_zero() { inner.next(wait) } else { py.allow_threads(|| inner.next(wait)) };
+                match next {
+                    Next::Batch(b) => return batch_dict(py, b, &self.settings).map(Some),
+                    Next::End => return Ok(None),
+                    Next::Failed(e) => return Err(PyRuntimeError::new_err(e)),
+                    Next::Waiting => wait = Duration::from_millis(20),
+                }
+            }
+        }
+
+        /// Stop reading the corpus: every worker ends after its current
+        /// sentence and sends its partial batch.
+        fn cancel(&self) {
+            self.inner.cancel();
+        }
+
+        /// Wait for the run to end; (raw_words, effective_words, examples, loss=0).
+        fn finish(&self, py: Python<'_>) -> PyResult<(u64, u64, u64, f64)> {
+            let (raw, eff, ex) = py.allow_threads(|| self.inner.finish()).map_err(PyRuntimeError::new_err)?;
+            Ok((raw, eff, ex, 0.0))
+        }
+
+        /// Where a drained stream stopped, as train_epoch's resume state (None for a JobQueue source).
+        fn resume_state<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+            match self.inner.resume_state().map_err(PyRuntimeError::new_err)? {
+                Some((split, states)) => resume_dict(py, &split, &states).map(Some),
+                None => Ok(None),
+            }
+        }
+    }
+
     /// Sentences of a corpus file as the trainer sees them (lists of str,
     /// lines cut into 10,000-token chunks, invalid UTF-8 replaced).
     #[pyfunction]
@@ -1143,6 +1339,7 @@ mod python {
         m.add_class::<VocabCounter>()?;
         m.add_class::<PyVocab>()?;
         m.add_class::<JobQueue>()?;
+        m.add_class::<PyBatchStream>()?;
         m.add_function(wrap_pyfunction!(train_epoch, m)?)?;
         m.add_function(wrap_pyfunction!(train_epoch_moe, m)?)?;
         m.add_function(wrap_pyfunction!(moe_step, m)?)?;

@@ -179,6 +179,7 @@ impl<M: Model> Worker<'_, M> {
         }
         self.local.eff += self.ids.len() as u64;
         self.local.raw += raw;
+        self.model.sentence_done(&mut self.scratch, raw);
         self.since_lr += raw;
         if self.since_lr >= FLUSH {
             self.local.flush(self.progress);
@@ -222,6 +223,7 @@ impl<M: Model> Worker<'_, M> {
         }
         if job.ends.is_empty() {
             self.local.raw += job.raw_words;
+            self.model.sentence_done(&mut self.scratch, job.raw_words);
         }
         true
     }

@@ -24,6 +24,11 @@ pub trait Model: Sync {
     /// unless `want_loss`.
     fn train_sentence(&self, sc: &mut Self::Scratch, sent: &[u32], lr: f32, rng: &mut Rng, want_loss: bool) -> (f64, u64);
 
+    /// Called after every sentence a worker reads, trained or not (too short
+    /// once subsampled), with the corpus words it stood for (batches.rs
+    /// counts them per batch).
+    fn sentence_done(&self, _sc: &mut Self::Scratch, _raw_words: u64) {}
+
     /// Called once when a worker finishes (e.g. to apply buffered updates).
     fn end_worker(&self, _sc: &mut Self::Scratch) {}
 }
