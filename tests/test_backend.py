@@ -64,3 +64,20 @@ def test_a_missing_gpu_is_named():
         BidirMoE(vector_size=4, device="cuda:0")
     with pytest.raises(ValueError, match="not a torch device"):
         BidirMoE(vector_size=4, device="gpu-please", backend="torch")
+
+
+def test_cli_device_without_a_gpu_is_one_line(tmp_path):
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has a CUDA GPU")
+    except ImportError:
+        pass  # then the one line says to install torch
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("a b c d e\n" * 50)
+    r = subprocess.run([sys.executable, "-m", "bidirmoe", "train", str(corpus), "-o", str(tmp_path / "v.bin"),
+                        "--min-count", "1", "--device", "cuda"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bidirmoe: error:") and "cuda" in lines[0], r.stderr

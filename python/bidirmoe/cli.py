@@ -214,7 +214,7 @@ def _model_file_class(path: str):
 def _new_model(args):
     common = dict(vector_size=args.dim, window=args.window, epochs=args.epochs, min_count=args.min_count,
                   max_vocab_size=args.max_vocab_size, sample=args.sample, alpha=args.alpha, workers=args.threads,
-                  seed=args.seed)
+                  seed=args.seed, device=args.device)
     if args.model in ("cbow", "skipgram"):
         from . import Word2Vec
 
@@ -261,7 +261,7 @@ def _train(args) -> int:
             if cls is None:
                 raise CliError(f"{args.resume} is not a bidirmoe checkpoint")
             try:
-                model = cls.load(args.resume)
+                model = cls.load(args.resume, device=args.device)
             except (OSError, ValueError) as e:
                 raise CliError(f"cannot resume from {args.resume}: {e}") from None
             state = dict(model.extra_meta.get("cli", {}))
@@ -515,6 +515,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--alpha", type=float, default=0.025)
     t.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="worker threads (default: all cores)")
     t.add_argument("--seed", type=int, default=1)
+    t.add_argument("--device", default="cpu",
+                   help="cpu (the Rust core) or a torch device such as cuda, cuda:1 (needs bidirmoe[torch])")
     t.add_argument("--save-model", metavar="PATH", help="also write the full model (for continued training)")
     t.add_argument("--checkpoint-every", type=float, metavar="MINUTES", help="write a checkpoint this often")
     t.add_argument("--checkpoint", metavar="PATH", help="checkpoint file (default: OUTPUT.checkpoint)")

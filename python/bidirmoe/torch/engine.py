@@ -180,8 +180,9 @@ def train_epoch(model, source, common: dict):
     trained, so the resume state attached to the exception is exact.
     """
     device = torch.device(model.device)
+    threads = torch.get_num_threads()
     if device.type == "cpu":
-        torch.set_num_threads(max(1, int(model.workers)))
+        torch.set_num_threads(max(1, int(model.workers)))  # as many as the Rust core would use; restored below
     module = model.to_torch(device=device, sparse=True)
     schedule = dict(common)
     stream = _core.BatchStream(model._vocab, source, _stream_settings(model), schedule)
@@ -219,4 +220,5 @@ def train_epoch(model, source, common: dict):
     finally:
         model.load_torch_state(module)
         model._torch_adagrad = update.state()
+        torch.set_num_threads(threads)
     return raw, eff, ex, float(total.item()) if want_loss else 0.0
