@@ -285,7 +285,7 @@ pub fn run_epoch<M: Model>(
                     // (salted, so they differ from the epoch's first streams).
                     let rng = match cfg.resume.get(w) {
                         Some(st) if cfg.resume.len() == workers => Rng::from_state(st.rng),
-                        Some(_) => Rng::for_worker(cfg.seed ^ 0x5EED_0F_4E5E_u64, cfg.epoch, w as u64),
+                        Some(_) => Rng::for_worker(cfg.seed ^ 0x5EED_F00D_4E5E_u64, cfg.epoch, w as u64),
                         None => Rng::for_worker(cfg.seed, cfg.epoch, w as u64),
                     };
                     let mut worker = Worker {
