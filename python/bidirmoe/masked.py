@@ -168,6 +168,35 @@ class MaskedLM:
         keys = self.wv.index_to_key
         return [(keys[i], float(np.exp(logp[i]))) for i in order]
 
+    def hidden(self, left: Sequence[str], right: Sequence[str]) -> np.ndarray:
+        """The vector the output layer scores at a masked position: CBOW's
+        context mean (or sum), BidirMoE's mixture ``z``, the attention output
+        ``o``. ``predict_masked`` is the softmax of ``beta · hidden + bias``.
+
+        Parameters
+        ----------
+        left, right : list of str
+            Words before and after the masked position, as in :meth:`predict_masked`.
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape ``(vector_size,)``, float32.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from bidirmoe import Word2Vec
+        >>> m = Word2Vec([["the", "cat", "sat", "on", "the", "mat"]] * 50, vector_size=8, min_count=1, epochs=1)
+        >>> h = m.hidden(["the"], ["sat"])
+        >>> bool(np.allclose(h, (m.wv["the"] + m.wv["sat"]) / 2, atol=1e-6))
+        True
+        """
+        self._check_masked_ready()
+        if not self._known_ids(left) and not self._known_ids(right):
+            raise KeyError("none of the context words is in the vocabulary")
+        return np.asarray(self._context_vectors(self._query_row(left, right), self.window)[0], dtype=np.float32)
+
     def _check_masked_ready(self) -> None:
         if getattr(self, "_vocab", None) is None:
             raise RuntimeError("the model has no vocabulary: build_vocab()/train() it first")
