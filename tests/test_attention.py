@@ -34,6 +34,16 @@ def att_ref_log_prob(P, context, target, self_row, heads, dk, dv, negatives=None
     return logits[target] - m - np.log(np.exp(logits - m).sum())
 
 
+def random_att_params(rng, v, d, p_rows, heads, dk, dv):
+    """Random attention parameters (float64) of the given sizes, beta included."""
+    return {
+        "rho": rng.normal(0, 0.5, (v, d)), "pos": rng.normal(0, 0.5, (p_rows, d)), "mask": rng.normal(0, 0.5, (1, d)),
+        "wq": rng.normal(0, 0.5, (heads * dk, d)), "wk": rng.normal(0, 0.5, (heads * dk, d)),
+        "wv": rng.normal(0, 0.5, (heads * dv, d)), "wo": rng.normal(0, 0.5, (d, heads * dv)),
+        "beta": rng.normal(0, 0.5, (v, d)),
+    }
+
+
 @pytest.mark.parametrize("heads,dk,dv,absolute,tie", [(1, 3, 4, False, False), (2, 2, 3, False, False),
                                                       (2, 3, 2, True, False), (2, 2, 3, False, True)])
 def test_attention_step_equals_lr_times_finite_difference_gradient(heads, dk, dv, absolute, tie,
@@ -42,12 +52,8 @@ def test_attention_step_equals_lr_times_finite_difference_gradient(heads, dk, dv
     v, d, window, max_len = 6, 5, 2, 5
     p_rows = max_len if absolute else 2 * window + 1
     vocab = _core.Vocab.from_words([f"w{i}" for i in range(v)], list(range(20, 20 - v, -1)), 0.0, 0.75, False)
-    P = {
-        "rho": rng.normal(0, 0.5, (v, d)), "pos": rng.normal(0, 0.5, (p_rows, d)), "mask": rng.normal(0, 0.5, (1, d)),
-        "wq": rng.normal(0, 0.5, (heads * dk, d)), "wk": rng.normal(0, 0.5, (heads * dk, d)),
-        "wv": rng.normal(0, 0.5, (heads * dv, d)), "wo": rng.normal(0, 0.5, (d, heads * dv)),
-        "beta": None if tie else rng.normal(0, 0.5, (v, d)), "bias": rng.normal(0, 0.5, (v, 1)),
-    }
+    P = random_att_params(rng, v, d, p_rows, heads, dk, dv)
+    P["bias"] = rng.normal(0, 0.5, (v, 1))
     if tie:
         del P["beta"]  # rho is beta too: its gradient has both paths
     if absolute:
@@ -77,12 +83,7 @@ def test_negative_sampling_step_equals_lr_times_finite_difference_gradient(heads
     v, d, window, max_len, k = 7, 5, 2, 5, 3
     p_rows = max_len if absolute else 2 * window + 1
     vocab = _core.Vocab.from_words([f"w{i}" for i in range(v)], list(range(20, 20 - v, -1)), 0.0, 0.75, False)
-    P = {
-        "rho": rng.normal(0, 0.5, (v, d)), "pos": rng.normal(0, 0.5, (p_rows, d)), "mask": rng.normal(0, 0.5, (1, d)),
-        "wq": rng.normal(0, 0.5, (heads * dk, d)), "wk": rng.normal(0, 0.5, (heads * dk, d)),
-        "wv": rng.normal(0, 0.5, (heads * dv, d)), "wo": rng.normal(0, 0.5, (d, heads * dv)),
-        "beta": rng.normal(0, 0.5, (v, d)),
-    }
+    P = random_att_params(rng, v, d, p_rows, heads, dk, dv)
     context, self_row = [(1, 0), (4, 1), (1, 3), (5, 4)], (2 if absolute else window)
     target = 2
     arrays0 = {k_: a.astype(np.float32) for k_, a in P.items()}

@@ -62,6 +62,10 @@ class JobQueue:
     def close(self) -> None: ...
     def cancel(self) -> None: ...
 
+# A model's named parameter arrays, and where an epoch reads its corpus.
+Arrays = Dict[str, Optional[npt.NDArray[np.float32]]]
+Source = Union[str, PathLike, JobQueue]
+
 class WorkerResume(TypedDict):
     pending: List[List[int]]  # [start, end) byte ranges still to read
     rng: int
@@ -147,7 +151,7 @@ class BatchStream:
         raw_words, effective_words, examples, _ = stream.finish()
     """
 
-    def __init__(self, vocab: Vocab, source: Union[str, PathLike, JobQueue], settings: BatchSettings,
+    def __init__(self, vocab: Vocab, source: Source, settings: BatchSettings,
                  schedule: Schedule) -> None: ...
     def __iter__(self) -> BatchStream: ...
     def __next__(self) -> Batch: ...
@@ -166,7 +170,7 @@ def train_epoch(
     syn0: npt.NDArray[np.float32],
     syn1neg: Optional[npt.NDArray[np.float32]],
     syn1: Optional[npt.NDArray[np.float32]],
-    source: Union[str, PathLike, JobQueue],
+    source: Source,
     *,
     window: int,
     shrink_windows: bool,
@@ -177,14 +181,14 @@ def train_epoch(
 ) -> Tuple[int, int, int, float]: ...
 def train_epoch_moe(
     vocab: Vocab,
-    arrays: Dict[str, Optional[npt.NDArray[np.float32]]],
+    arrays: Arrays,
     settings: Dict[str, object],
-    source: Union[str, PathLike, JobQueue],
+    source: Source,
     schedule: Schedule,
 ) -> Tuple[int, int, int, float]: ...
 def moe_step(
     vocab: Vocab,
-    arrays: Dict[str, Optional[npt.NDArray[np.float32]]],
+    arrays: Arrays,
     settings: Dict[str, object],
     words: Sequence[int],
     offsets: Sequence[int],
@@ -195,14 +199,14 @@ def moe_step(
 ) -> float: ...
 def train_epoch_attention(
     vocab: Vocab,
-    arrays: Dict[str, Optional[npt.NDArray[np.float32]]],
+    arrays: Arrays,
     settings: Dict[str, object],
-    source: Union[str, PathLike, JobQueue],
+    source: Source,
     schedule: Schedule,
 ) -> Tuple[int, int, int, float]: ...
 def attention_step(
     vocab: Vocab,
-    arrays: Dict[str, Optional[npt.NDArray[np.float32]]],
+    arrays: Arrays,
     settings: Dict[str, object],
     context: Sequence[Tuple[int, int]],
     target: int,

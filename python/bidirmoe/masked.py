@@ -158,10 +158,7 @@ class MaskedLM:
         >>> abs(sum(p for w, p in m.predict_masked(["the"], ["sat"], topn=None)) - 1) < 1e-6
         True
         """
-        self._check_masked_ready()
-        if not self._known_ids(left) and not self._known_ids(right):
-            raise KeyError("none of the context words is in the vocabulary")
-        logp = self._log_probs(self._context_vectors(self._query_row(left, right), self.window))[0]
+        logp = self._log_probs(self._hidden_rows(left, right))[0]
         order = np.argsort(-logp, kind="stable")
         if topn is not None:
             order = order[:topn]
@@ -192,10 +189,14 @@ class MaskedLM:
         >>> bool(np.allclose(h, (m.wv["the"] + m.wv["sat"]) / 2, atol=1e-6))
         True
         """
+        return np.asarray(self._hidden_rows(left, right)[0], dtype=np.float32)
+
+    def _hidden_rows(self, left: Sequence[str], right: Sequence[str]) -> np.ndarray:
+        """The output layer's input for one masked position, as a 1 x d array."""
         self._check_masked_ready()
         if not self._known_ids(left) and not self._known_ids(right):
             raise KeyError("none of the context words is in the vocabulary")
-        return np.asarray(self._context_vectors(self._query_row(left, right), self.window)[0], dtype=np.float32)
+        return self._context_vectors(self._query_row(left, right), self.window)
 
     def _check_masked_ready(self) -> None:
         if getattr(self, "_vocab", None) is None:

@@ -496,7 +496,7 @@ mod python {
         Queue(Receiver<Job>),
     }
 
-    fn make_source(py: Python<'_>, source: &Bound<'_, PyAny>, sch: &Schedule) -> PyResult<Src> {
+    fn make_source(source: &Bound<'_, PyAny>, sch: &Schedule) -> PyResult<Src> {
         if let Ok(q) = source.downcast::<JobQueue>() {
             if sch.resume.is_some() {
                 return Err(PyValueError::new_err("only a corpus_file epoch can be resumed at a position"));
@@ -507,7 +507,7 @@ mod python {
         check_file(&path)?;
         let split = match &sch.resume {
             None => FileSplit::new(&path, sch.workers),
-            Some(r) => FileSplit::resume(&path, sch.workers, &resume_of(r.bind(py))?.0),
+            Some(r) => FileSplit::resume(&path, sch.workers, &r.split),
         };
         split.map(Src::File).map_err(|e| match e.kind() {
             // A checkpoint that does not fit this file (another or a changed corpus).
@@ -537,6 +537,19 @@ mod python {
         }
         d.set_item("workers", list)?;
         Ok(d)
+    }
+
+    /// A `resume_dict`, parsed once when the schedule is read.
+    struct Resume {
+        split: SplitState,
+        workers: Vec<WorkerState>,
+    }
+
+    impl<'py> FromPyObject<'py> for Resume {
+        fn extract_bound(d: &Bound<'py, PyAny>) -> PyResult<Self> {
+            let (split, workers) = resume_of(d)?;
+            Ok(Resume { split, workers })
+        }
     }
 
     fn resume_of(d: &Bound<'_, PyAny>) -> PyResult<(SplitState, Vec<WorkerState>)> {
@@ -587,12 +600,12 @@ mod python {
         /// gensim's `vectors_lockf` (1-D float32, length 1 or V), or None.
         lockf: Option<PyObject>,
         /// A stopped epoch's state (`resume_dict`) to continue, or None.
-        resume: Option<PyObject>,
+        resume: Option<Resume>,
     }
 
     /// The trainer's configuration for one epoch of `sch`.
-    fn train_config(py: Python<'_>, sch: &Schedule) -> PyResult<TrainConfig> {
-        Ok(TrainConfig {
+    fn train_config(sch: &Schedule) -> TrainConfig {
+        TrainConfig {
             workers: sch.workers,
             alpha: sch.alpha,
             min_alpha: sch.min_alpha,
@@ -603,11 +616,8 @@ mod python {
             want_loss: sch.compute_loss,
             tick: Duration::from_secs_f64(sch.report_delay.clamp(0.01, 3600.0)),
             max_words: sch.max_words,
-            resume: match &sch.resume {
-                Some(r) => resume_of(r.bind(py))?.1,
-                None => Vec::new(),
-            },
-        })
+            resume: sch.resume.as_ref().map(|r| r.workers.clone()).unwrap_or_default(),
+        }
     }
 
     /// Run one epoch of `model` with the GIL released; the calling thread
@@ -619,7 +629,7 @@ mod python {
         src: &Src,
         sch: &Schedule,
     ) -> PyResult<(u64, u64, u64, f64)> {
-        let cfg = train_config(py, sch)?;
+        let cfg = train_config(sch);
         let progress = Progress::default();
         let mut interrupted: Option<PyErr> = None;
         let progress_cb = &sch.progress_cb;
@@ -749,7 +759,7 @@ mod python {
         let out = output_layer(&voc, hog(&mut neg_rw, "syn1neg", d)?, hog(&mut hs_rw, "syn1", d)?,
                                OutputSpec { negative, hs, softmax: false })?;
         let syn0 = Hogwild::new(slice_of(&mut syn0_rw, "syn0")?, d).with_factor(lock_slice(&lockf));
-        let src = make_source(py, source, &schedule)?;
+        let src = make_source(source, &schedule)?;
         match model {
             "cbow" => run_py_epoch(py, &Cbow { syn0, out, window, shrink: shrink_windows, cbow_mean }, &voc, &src, &schedule),
             "skipgram" => run_py_epoch(py, &SkipGram { syn0, out, window, shrink: shrink_windows }, &voc, &src, &schedule),
@@ -890,7 +900,7 @@ mod python {
     ) -> PyResult<(u64, u64, u64, f64)> {
         let voc = vocab.inner.clone();
         let lockf = lockf_of(py, &schedule, voc.len())?;
-        let src = make_source(py, source, &schedule)?;
+        let src = make_source(source, &schedule)?;
         with_moe(&voc, &arrays, settings, lock_slice(&lockf), |m| run_py_epoch(py, m, &voc, &src, &schedule))
     }
 
@@ -1056,7 +1066,7 @@ mod python {
     ) -> PyResult<(u64, u64, u64, f64)> {
         let voc = vocab.inner.clone();
         let lockf = lockf_of(py, &schedule, voc.len())?;
-        let src = make_source(py, source, &schedule)?;
+        let src = make_source(source, &schedule)?;
         with_attention(&voc, &arrays, settings, lock_slice(&lockf), |m| run_py_epoch(py, m, &voc, &src, &schedule))
     }
 
@@ -1220,7 +1230,6 @@ mod python {
     impl PyBatchStream {
         #[new]
         fn new(
-            py: Python<'_>,
             vocab: &PyVocab,
             source: &Bound<'_, PyAny>,
             settings: &Bound<'_, PyDict>,
@@ -1228,8 +1237,8 @@ mod python {
         ) -> PyResult<Self> {
             let settings = batch_settings(settings)?;
             settings.check(&vocab.inner).map_err(PyValueError::new_err)?;
-            let cfg = train_config(py, &schedule)?;
-            let src = match make_source(py, source, &schedule)? {
+            let cfg = train_config(&schedule);
+            let src = match make_source(source, &schedule)? {
                 Src::File(split) => StreamSource::File(split),
                 Src::Queue(rx) => StreamSource::Queue(rx),
             };
