@@ -785,20 +785,27 @@ class BidirMoEModule(_WordModule):
 
 
 class BidirectionalAttentionModule(_WordModule):
-    """:class:`bidirmoe.BidirectionalAttention` (SPEC Model 2) as a ``torch.nn.Module``.
+    """:class:`bidirmoe.BidirectionalAttention` (SPEC Model 2, its layers and
+    variants) as a ``torch.nn.Module``.
 
     Parameters (``nn.Parameter``, float32): ``vectors`` (V x d, SPEC ``rho``),
     ``pos_encoding`` (2·window+1 x d in window mode — row ``window + r`` for
     offset r, the target at row ``window`` — or max_len x d in sentence mode),
     ``mask_embedding`` (d), ``W_Q``, ``W_K`` (H x key_size x d), ``W_V``
-    (H x value_size x d), ``W_O`` (d x H·value_size), and the output layer
+    (H x value_size x d), ``W_O`` (d x H·value_size), with an output gate
+    ``W_G`` (H x g x d) and ``b_G`` (H x g) (g = 1 headwise, value_size
+    elementwise), with ``qk_bias`` ``b_Q`` (H x key_size) — each with a
+    leading layer axis when ``layers > 1`` — and the output layer
     (``syn1neg``, ``output_bias``, ``syn1`` as the loss needs; with
     ``tie_output`` the output vectors are ``vectors`` and ``syn1neg`` is None).
 
     ``e_m = vectors[w_m] + pos_encoding[m]``; the masked position holds
-    ``e_j = mask_embedding + pos_encoding[j]`` and attends to its context and
-    to itself: ``a_h = softmax(<W_Q^h e_j, W_K^h e_m> / sqrt(key_size))``,
-    ``o = W_O concat_h Σ_m a_h(m) W_V^h e_m``, ``p(k) ∝ exp(beta[k]·o + bias[k])``.
+    ``e_j = mask_embedding + pos_encoding[j]``. Each layer updates every
+    position i: ``a_h(i, m) = softmax_m(<W_Q^h e_i + b_Q^h, W_K^h e_m> / sqrt(key_size))``,
+    ``e'_i = W_O concat_h g_h(i) ⊙ Σ_m a_h(i, m) φ(W_V^h e_m)`` with
+    ``g_h(i) = σ(W_G^h e_i + b_G^h)`` (1 without a gate) and φ the
+    ``expert_activation`` (identity without); the last layer computes the
+    target only. ``p(k) ∝ exp(beta[k]·e^L_j + bias[k])``.
 
     Constructor parameters are the model's (see
     :class:`bidirmoe.BidirectionalAttention`), plus ``vocab_size``,
@@ -821,17 +828,21 @@ class BidirectionalAttentionModule(_WordModule):
 
     model_class = BidirectionalAttention
     _settings = ("vector_size", "heads", "key_size", "value_size", "loss", "positions", "window", "max_len",
-                 "tie_output")
+                 "tie_output", "layers", "output_gate", "expert_activation", "qk_bias")
+    _activations = {None: None, "tanh": torch.tanh, "gelu": F.gelu, "relu": F.relu}
 
     def __init__(self, vocab_size: int, vector_size: int, heads: int = 1, key_size: Optional[int] = None,
                  value_size: Optional[int] = None, loss: str = "negative", positions: str = "window", window: int = 5,
-                 max_len: int = 32, tie_output: bool = False, huffman=None, *, sparse: bool = False, device=None):
+                 max_len: int = 32, tie_output: bool = False, layers: int = 1, output_gate: Optional[str] = None,
+                 expert_activation: Optional[str] = None, qk_bias: bool = False, huffman=None, *,
+                 sparse: bool = False, device=None):
         super().__init__()
         per_head = max(vector_size // heads, 1) if isinstance(heads, (int, np.integer)) and heads > 0 else 1
         key_size = per_head if key_size is None else key_size
         value_size = per_head if value_size is None else value_size
         for name, v in (("vocab_size", vocab_size), ("vector_size", vector_size), ("heads", heads),
-                        ("key_size", key_size), ("value_size", value_size), ("window", window), ("max_len", max_len)):
+                        ("key_size", key_size), ("value_size", value_size), ("window", window), ("max_len", max_len),
+                        ("layers", layers)):
             if not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
         if loss not in ("negative", "softmax", "hs"):
@@ -840,53 +851,131 @@ class BidirectionalAttentionModule(_WordModule):
             raise ValueError(f"positions must be 'window' or 'absolute', got {positions!r}")
         if tie_output and loss == "hs":
             raise ValueError("tie_output needs output vectors: not with loss='hs'")
+        if output_gate not in (None, "headwise", "elementwise"):
+            raise ValueError(f"output_gate must be None, 'headwise' or 'elementwise', got {output_gate!r}")
+        if expert_activation not in self._activations:
+            raise ValueError(f"expert_activation must be one of {tuple(self._activations)}, got {expert_activation!r}")
         self.vocab_size, self.vector_size, self.heads = int(vocab_size), int(vector_size), int(heads)
         self.key_size, self.value_size, self.loss_name = int(key_size), int(value_size), loss
         self.positions, self.window, self.max_len = positions, int(window), int(max_len)
         self.tie_output, self.sparse = bool(tie_output), bool(sparse)
+        self.layers, self.output_gate, self.expert_activation = int(layers), output_gate, expert_activation
+        self.qk_bias = bool(qk_bias)
         self._absolute = positions == "absolute"
         v, d, h, dk, dv = self.vocab_size, self.vector_size, self.heads, self.key_size, self.value_size
         rows = self.max_len if self._absolute else 2 * self.window + 1
+        lead = (self.layers,) if self.layers > 1 else ()
+        g = 1 if output_gate == "headwise" else dv
+        gated = output_gate is not None
         shapes: Dict[str, Shape] = dict(
             vectors=(v, d), **_output_shapes(loss, v, d, tie=self.tie_output), pos_encoding=(rows, d),
-            mask_embedding=(d,), W_Q=(h, dk, d), W_K=(h, dk, d), W_V=(h, dv, d), W_O=(d, h * dv))
+            mask_embedding=(d,), W_Q=lead + (h, dk, d), W_K=lead + (h, dk, d), W_V=lead + (h, dv, d),
+            W_O=lead + (d, h * dv), W_G=lead + (h, g, d) if gated else None, b_G=lead + (h, g) if gated else None,
+            b_Q=lead + (h, dk) if self.qk_bias else None)
         self._register_arrays(shapes, device)
         self._init_output((loss,), huffman, device)
         w = self.window  # window mode: encoding rows of offset indices 0..2w-1 (row w is the target's)
         self.register_buffer("_context_rows", torch.cat([torch.arange(w), torch.arange(w + 1, 2 * w + 1)]).to(device),
                              persistent=False)
 
+    def _layer(self, name: str, layer: int) -> Optional[Tensor]:
+        p = getattr(self, name)
+        return None if p is None or self.layers == 1 else p[layer]
 
-    def _attend(self, e: Tensor, present: Tensor, e_self: Tensor) -> Tensor:
-        """Attention output o (B x J x d) of J masked positions per row, each
-        with input ``e_self`` (B x J x d) and attending to itself and to the
-        present (B x J x L) context inputs ``e`` (B x L x d)."""
+    def _layer_params(self, layer: int) -> Dict[str, Optional[Tensor]]:
+        names = ("W_Q", "W_K", "W_V", "W_O", "W_G", "b_G", "b_Q")
+        if self.layers == 1:
+            return {n: getattr(self, n) for n in names}
+        return {n: self._layer(n, layer) for n in names}
+
+    def _values(self, p: Mapping[str, Optional[Tensor]], e: Tensor) -> Tensor:
+        """φ(W_V^h e) for every head: (B x L x d) -> (B x H x L x d_v)."""
+        v = torch.einsum("hvd,bld->bhlv", p["W_V"], e)
+        act = self._activations[self.expert_activation]
+        return v if act is None else act(v)
+
+    def _gate(self, p: Mapping[str, Optional[Tensor]], e_query: Tensor) -> Optional[Tensor]:
+        """σ(W_G^h e_i + b_G^h) at query inputs (B x Q x d) -> (B x Q x H x g), or None."""
+        if p["W_G"] is None:
+            return None
+        return torch.sigmoid(torch.einsum("hgd,bqd->bqhg", p["W_G"], e_query) + p["b_G"])
+
+    def _queries(self, p: Mapping[str, Optional[Tensor]], e_query: Tensor) -> Tensor:
+        """W_Q^h e_i (+ b_Q^h): (B x Q x d) -> (B x H x Q x d_k)."""
+        q = torch.einsum("hkd,bqd->bhqk", p["W_Q"], e_query)
+        return q if p["b_Q"] is None else q + p["b_Q"][None, :, None, :]
+
+    def _full_layer(self, layer: int, e: Tensor, present: Tensor) -> Tensor:
+        """One layer at every position: e (B x P x d), present (B x P) -> (B x P x d)."""
+        p = self._layer_params(layer)
         scale = 1.0 / math.sqrt(self.key_size)
-        q = torch.einsum("hkd,bjd->bhjk", self.W_Q, e_self)
-        qk = torch.einsum("bhjk,hkd->bhjd", q, self.W_K)  # <q, W_K e> = <W_K^T q, e>
+        q = self._queries(p, e)
+        k = torch.einsum("hkd,bpd->bhpk", p["W_K"], e)
+        a = _mixture_weights(torch.einsum("bhqk,bhpk->bhqp", q, k) * scale, present[:, None, None, :])
+        u = torch.einsum("bhqp,bhpv->bqhv", a, self._values(p, e))
+        g = self._gate(p, e)
+        if g is not None:
+            u = u * g
+        return u.flatten(-2) @ p["W_O"].t()
+
+    def _attend(self, e: Tensor, present: Tensor, e_self: Tensor, layer: Optional[int] = None) -> Tensor:
+        """A layer's output (B x J x d) at J masked positions per row only,
+        each with input ``e_self`` (B x J x d) and attending to itself and to
+        the present (B x J x L) context inputs ``e`` (B x L x d); the last
+        layer by default."""
+        p = self._layer_params(self.layers - 1 if layer is None else layer)
+        scale = 1.0 / math.sqrt(self.key_size)
+        q = self._queries(p, e_self)
+        qk = torch.einsum("bhjk,hkd->bhjd", q, p["W_K"])  # <q, W_K e> = <W_K^T q, e>
         logits = torch.einsum("bhjd,bld->bhjl", qk, e) * scale
         self_logit = torch.einsum("bhjd,bjd->bhj", qk, e_self) * scale
         present = torch.cat([present, present.new_ones(present.shape[:2] + (1,))], dim=-1)
         a = _mixture_weights(torch.cat([logits, self_logit[..., None]], dim=-1), present[:, None])  # B x H x J x L+1
         length = e.shape[1]
-        mixed = torch.einsum("bhjl,bld->bjhd", a[..., :length], e) + a[..., length].permute(0, 2, 1)[..., None] * e_self[:, :, None, :]
-        u = torch.einsum("hvd,bjhd->bjhv", self.W_V, mixed)  # Σ_m a_m W_V e_m = W_V Σ_m a_m e_m
-        return u.flatten(-2) @ self.W_O.t()
+        if self.expert_activation is None:  # Σ_m a_m W_V e_m = W_V Σ_m a_m e_m
+            mixed = torch.einsum("bhjl,bld->bjhd", a[..., :length], e) + a[..., length].permute(0, 2, 1)[..., None] * e_self[:, :, None, :]
+            u = torch.einsum("hvd,bjhd->bjhv", p["W_V"], mixed)
+        else:
+            u = (torch.einsum("bhjl,bhlv->bjhv", a[..., :length], self._values(p, e))
+                 + a[..., length].permute(0, 2, 1)[..., None] * self._values(p, e_self).permute(0, 2, 1, 3))
+        g = self._gate(p, e_self)
+        if g is not None:
+            u = u * g
+        return u.flatten(-2) @ p["W_O"].t()
+
+    def _deep(self, e: Tensor, present: Tensor, target: Tensor) -> Tensor:
+        """All layers over rows of positions: e⁰ (N x P x d) with the [MASK]
+        input at each row's ``target`` (N,), present (N x P) -> e^L at the
+        targets (N x d)."""
+        for layer in range(self.layers - 1):
+            e = self._full_layer(layer, e, present)
+        rows = torch.arange(e.shape[0], device=e.device)
+        e_self = e[rows, target][:, None, :]
+        others = present.clone()
+        others[rows, target] = False
+        return self._attend(e, others[:, None, :], e_self)[:, 0]
 
     def hidden(self, context) -> Tensor:
-        """Window mode: the attention output o (N x d) for context rows
-        (N x 2·window, column j = offset index j, -1 for no word)."""
+        """Window mode: the last layer's output at the target (N x d) for
+        context rows (N x 2·window, column j = offset index j, -1 for no word)."""
         if self._absolute:
             raise ValueError("hidden() is the window-mode context vector: use hidden_sentence() in sentence mode")
         context = self._check_context(context)
         e = self._rows(self.vectors, context) + self.pos_encoding[self._context_rows]  # N x R x d
         e_self = (self.mask_embedding + self.pos_encoding[self.window]).expand(context.shape[0], 1, -1)
-        return self._attend(e, (context >= 0)[:, None, :], e_self)[:, 0]
+        if self.layers == 1:
+            return self._attend(e, (context >= 0)[:, None, :], e_self)[:, 0]
+        w = self.window  # all 2w+1 positions in offset order, the mask at index w
+        e_all = torch.cat([e[:, :w], e_self, e[:, w:]], dim=1)
+        present = torch.cat([context[:, :w] >= 0, context.new_ones(context.shape[0], 1, dtype=torch.bool),
+                             context[:, w:] >= 0], dim=1)
+        return self._deep(e_all, present, torch.full_like(context[:, 0], w))
 
     def hidden_sentence(self, tokens, positions) -> Tensor:
-        """Sentence mode: the attention output o (B x J x d) at target
+        """Sentence mode: the last layer's output (B x J x d) at target
         positions ``positions`` (B x J) of the rows ``tokens`` (B x L,
-        L <= max_len, -1 for no word); the target's own token is not seen.
+        L <= max_len, -1 for no word); the target's own token is not seen
+        (it holds the [MASK] input).
 
         Examples
         --------
@@ -901,11 +990,19 @@ class BidirectionalAttentionModule(_WordModule):
         if not self._absolute:
             raise ValueError("hidden_sentence() is for sentence mode (positions='absolute'): use hidden()")
         tokens, positions = self._ids(tokens, "tokens"), self._ids(positions, "positions")
-        length = tokens.shape[1]
+        b, length = tokens.shape
         e = self._rows(self.vectors, tokens) + self.pos_encoding[:length]  # B x L x d
         e_self = self.mask_embedding + self.pos_encoding[positions]  # B x J x d
-        present = (tokens >= 0)[:, None, :] & (torch.arange(length, device=tokens.device) != positions[..., None])
-        return self._attend(e, present, e_self)
+        where = torch.arange(length, device=tokens.device)
+        if self.layers == 1:  # the J targets of a row share its keys
+            present = (tokens >= 0)[:, None, :] & (where != positions[..., None])
+            return self._attend(e, present, e_self)
+        # Deeper layers see the mask at one position: one copy of the row per target.
+        j = positions.shape[1]
+        is_target = (where == positions[..., None])  # B x J x L
+        rows = torch.where(is_target[..., None], e_self[:, :, None, :], e[:, None]).reshape(b * j, length, -1)
+        present = ((tokens >= 0)[:, None, :] | is_target).reshape(b * j, length)
+        return self._deep(rows, present, positions.reshape(-1)).view(b, j, -1)
 
 
 # ------------------------------------------------------------- conversion
