@@ -212,6 +212,13 @@ def _model_file_class(path: str):
 
 
 def _new_model(args):
+    variant = dict(layers=args.layers, output_gate=args.output_gate, expert_activation=args.expert_activation,
+                   qk_bias=args.qk_bias)
+    if args.model != "attention":
+        changed = [f"--{k.replace('_', '-')}" for k, v in variant.items() if v not in (None, False, 1)]
+        if changed:
+            raise CliError(f"{', '.join(changed)}: only for --model attention")
+        variant = {}
     common = dict(vector_size=args.dim, window=args.window, epochs=args.epochs, min_count=args.min_count,
                   max_vocab_size=args.max_vocab_size, sample=args.sample, alpha=args.alpha, workers=args.threads,
                   seed=args.seed, device=args.device)
@@ -223,7 +230,7 @@ def _new_model(args):
         hs = args.loss == "hs"
         return Word2Vec(sg=int(args.model == "skipgram"), hs=int(hs), negative=0 if hs else args.negative, **common)
     cls = _model_class(args.model)
-    return cls(heads=args.heads, loss=args.loss, negative=args.negative, **common)
+    return cls(heads=args.heads, loss=args.loss, negative=args.negative, **variant, **common)
 
 
 def _save_output(model, path: str, fmt: str) -> None:
@@ -241,7 +248,7 @@ def _train(args) -> int:
         _check_writable_dir(args.save_model, "--save-model")
     ckpt_path = args.checkpoint or (args.save_model or args.output) + ".checkpoint"
     _check_writable_dir(ckpt_path, "checkpoint")
-    for name in ("dim", "window", "epochs", "threads", "heads"):
+    for name in ("dim", "window", "epochs", "threads", "heads", "layers"):
         v = getattr(args, name)
         if v is not None and v < 1:
             raise CliError(f"--{name} must be >= 1, got {v}")
@@ -506,6 +513,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dim", type=int, default=100)
     t.add_argument("--window", type=int, default=5)
     t.add_argument("--heads", type=int, default=1, help="MoE / attention heads")
+    t.add_argument("--layers", type=int, default=1, help="attention layers (--model attention; > 1 trains on torch)")
+    t.add_argument("--output-gate", choices=["headwise", "elementwise"], default=None,
+                   help="sigmoid gate on each attention head's output (--model attention; trains on torch)")
+    t.add_argument("--expert-activation", choices=["tanh", "gelu", "relu"], default=None,
+                   help="'active attention': non-linear value vectors (--model attention; trains on torch)")
+    t.add_argument("--qk-bias", action="store_true",
+                   help="a query bias: polynomial instead of monomial attention scores (--model attention; torch)")
     t.add_argument("--epochs", type=int, default=5)
     t.add_argument("--min-count", type=int, default=5)
     t.add_argument("--max-vocab-size", type=int, default=None, help="cap the counting table (rare words pruned)")
