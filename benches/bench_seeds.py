@@ -292,7 +292,8 @@ def experiment_analogies(args) -> Tuple[Dict, object, List[List[str]]]:
         if hasattr(m, "evaluate_masked") and name != "skip-gram":
             entry["masked_top1"] = m.evaluate_masked(held, max_targets=args.held_targets, seed=0)["top1"]
         results[name] = entry
-        print(f"  {name:20s} trained on {m.backend} in {dt:.0f} s ({entry['words_per_s'] / 1e3:.0f}k words/s)", flush=True)
+        print(f"  {name:20s} trained on {m.backend} in {dt:.0f} s: {dt / args.a_epochs / 60:.1f} min an epoch, "
+              f"{entry['words_per_s'] / 1e3:.0f}k words/s", flush=True)
         if name == "attention 2 layers":
             two_layer = m
     return results, two_layer, held
