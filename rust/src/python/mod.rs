@@ -11,6 +11,7 @@ mod input;
 mod moe;
 mod schedule;
 mod stream;
+mod tabular;
 mod vocab;
 mod word2vec;
 
@@ -88,6 +89,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(moe::moe_step, m)?)?;
     m.add_function(wrap_pyfunction!(attention::train_epoch_attention, m)?)?;
     m.add_function(wrap_pyfunction!(attention::attention_step, m)?)?;
+    m.add_function(wrap_pyfunction!(tabular::tabular_fit, m)?)?;
+    m.add_function(wrap_pyfunction!(tabular::tabular_predict, m)?)?;
     m.add_function(wrap_pyfunction!(simd_level, m)?)?;
     m.add_function(wrap_pyfunction!(force_simd, m)?)?;
     m.add_function(wrap_pyfunction!(input::read_corpus_file, m)?)?;
