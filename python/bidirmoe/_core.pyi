@@ -217,6 +217,14 @@ def tabular_predict(
     column: int,
     gates: bool = False,
 ) -> Tuple[npt.NDArray[np.float32], Optional[npt.NDArray[np.float32]]]: ...
+def tabular_step(
+    arrays: Arrays,
+    settings: Dict[str, object],
+    row: npt.NDArray[np.uint32],
+    starts: Sequence[int],
+    column: int,
+    lr: float,
+) -> float: ...
 def train_epoch_attention(
     vocab: Vocab,
     arrays: Arrays,

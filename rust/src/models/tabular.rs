@@ -54,15 +54,20 @@ impl Tabular<'_, '_> {
     pub fn train_row(&self, sc: &mut MoeScratch, row: &[u32], lr: f32) -> (f64, u64) {
         let (mut loss, mut n) = (0.0f64, 0u64);
         for (j, &t) in row.iter().enumerate() {
-            if t == ABSENT {
-                continue;
+            if t != ABSENT {
+                loss += self.step(sc, row, j, lr) as f64;
+                n += 1;
             }
-            sc.load_masked(row, j);
-            let range = self.range(j);
-            loss += self.moe.step_with(sc, |z, grad, out| self.moe.out.softmax_over(z, t, range, lr, grad, out)) as f64;
-            n += 1;
         }
         (loss, n)
+    }
+
+    /// One example: column j of `row` masked and predicted from the others
+    /// (forward, softmax over column j's categories, backward). Returns the loss.
+    pub fn step(&self, sc: &mut MoeScratch, row: &[u32], j: usize, lr: f32) -> f32 {
+        sc.load_masked(row, j);
+        let range = self.range(j);
+        self.moe.step_with(sc, |z, grad, out| self.moe.out.softmax_over(z, row[j], range, lr, grad, out))
     }
 
     /// p(column j = c | the row's other present columns) for c in column j's

@@ -3,7 +3,8 @@
 //! to Python exceptions; the logic lives in the crate's other modules.
 //! Split by concern: `arrays` (numpy parameter checks and borrows), `input`
 //! (corpus files and Python iterables), `schedule` (the epoch driver shared by
-//! every model), `vocab`, `stream` (batches for torch), and one small file per model.
+//! every model), `vocab`, `stream` (batches for torch), and one small file per model (`word2vec`, `moe`,
+//! `attention`, `tabular`).
 
 mod arrays;
 mod attention;
@@ -91,6 +92,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(attention::attention_step, m)?)?;
     m.add_function(wrap_pyfunction!(tabular::tabular_fit, m)?)?;
     m.add_function(wrap_pyfunction!(tabular::tabular_predict, m)?)?;
+    m.add_function(wrap_pyfunction!(tabular::tabular_step, m)?)?;
     m.add_function(wrap_pyfunction!(simd_level, m)?)?;
     m.add_function(wrap_pyfunction!(force_simd, m)?)?;
     m.add_function(wrap_pyfunction!(input::read_corpus_file, m)?)?;

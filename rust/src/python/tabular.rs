@@ -138,3 +138,31 @@ pub(crate) fn tabular_predict<'py>(
     let weights = if gates { Some(weights.into_pyarray(py).reshape([rows, h, f + 1])?) } else { None };
     Ok((probs, weights))
 }
+
+/// One exact SGD step on one row with column `column` masked (and predicted
+/// from the row's other present columns), in place; returns the loss. For
+/// gradient tests.
+#[pyfunction]
+#[pyo3(signature = (arrays, settings, row, starts, column, lr))]
+pub(crate) fn tabular_step(
+    arrays: MoeArrays<'_>,
+    settings: MoeSettings,
+    row: PyReadonlyArray2<'_, u32>,
+    starts: Vec<u32>,
+    column: usize,
+    lr: f32,
+) -> PyResult<f32> {
+    let table = check_table(&row, &starts, &settings)?;
+    let f = starts.len() - 1;
+    if table.len() != f || column >= f || table[column] == ABSENT {
+        return Err(PyValueError::new_err("tabular_step takes one row (1 x columns) and a present column to mask"));
+    }
+    let voc = table_vocab(starts[f] as usize);
+    with_moe(&voc, &arrays, settings, &[], |m| {
+        let t = Tabular { moe: m, starts: &starts };
+        let mut sc = m.scratch();
+        let loss = t.step(&mut sc, table, column, lr);
+        m.finish(&mut sc);
+        Ok(loss)
+    })
+}
