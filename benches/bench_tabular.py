@@ -37,7 +37,11 @@ import os
 import sys
 import time
 
-import numpy as np
+# Every model on one thread: a fair comparison, and OpenMP's spinning threads
+# (histogram gradient boosting) slow to a crawl on a shared 2-core machine.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -185,7 +189,8 @@ def real_table(title, splits, moe_kwargs, paper=None):
 
 def read_csv_rows(path, sep=","):
     with open(path) as f:
-        return [[c.strip() for c in line.rstrip("\n").split(sep)] for line in f if line.strip() and not line.startswith("|")]
+        lines = [line for line in f if line.strip() and not line.startswith("|")]  # adult.test opens with "|1x3 ..."
+    return [[c.strip() for c in line.rstrip("\n").split(sep)] for line in lines]
 
 
 def auto_mpg():

@@ -154,6 +154,12 @@ def test_reproducible_with_random_state():
     assert not np.array_equal(p1, p3)
 
 
+def test_threads():
+    X, y = two_signals(400)
+    clf = TabularMoE(epochs=30, n_jobs=2, random_state=0).fit(X, y)
+    assert clf.score(X, y) > 0.95
+
+
 def test_sklearn_composition():
     X, y = two_signals(150)
     est = TabularMoE(epochs=15, random_state=0)

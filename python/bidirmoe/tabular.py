@@ -298,10 +298,15 @@ class _TabularMoEBase(BaseEstimator):
         self.arrays_ = self._init_arrays(np.random.default_rng(seed))
         data = self._encode(cols)
         data[:, f] = y_codes.astype(np.uint32) + self._starts_[f]
-        losses = _core.tabular_fit(
-            self._core_arrays(), self._settings(), data, self._starts_.tolist(), epochs=int(self.epochs),
-            alpha=float(self.learning_rate), min_alpha=float(self.min_learning_rate), seed=seed, workers=self._workers(),
-        )
+        try:
+            losses = _core.tabular_fit(
+                self._core_arrays(), self._settings(), data, self._starts_.tolist(), epochs=int(self.epochs),
+                alpha=float(self.learning_rate), min_alpha=float(self.min_learning_rate), seed=seed,
+                workers=self._workers(),
+            )
+        except BaseException:
+            del self.arrays_  # interrupted (Ctrl-C): no half-trained model is left looking fitted
+            raise
         self.loss_curve_ = np.asarray(losses)
         self.n_iter_ = len(losses)
         probs, gates = _core.tabular_predict(
@@ -346,8 +351,10 @@ class _TabularMoEBase(BaseEstimator):
         check_is_fitted(self, "arrays_")
         cols = self._validate(X)
         data = self._encode(cols, impute=True)
-        out = X.copy() if hasattr(X, "iloc") else np.array(X, dtype=object if not _is_numeric_dtype(np.asarray(X).dtype) else np.float64)
-        f = len(cols)
+        if hasattr(X, "iloc"):
+            out = X.copy()
+        else:
+            out = np.array(X, dtype=np.float64 if _is_numeric_dtype(np.asarray(X).dtype) else object)
         for i, enc in enumerate(self._columns_):
             rows = np.flatnonzero(data[:, i] == _ABSENT)
             if rows.size == 0:
@@ -366,7 +373,6 @@ class _TabularMoEBase(BaseEstimator):
                 out.iloc[rows, i] = filled
             else:
                 out[rows, i] = filled
-        assert f == len(self._columns_)
         return out
 
 

@@ -3,8 +3,8 @@
 //! to Python exceptions; the logic lives in the crate's other modules.
 //! Split by concern: `arrays` (numpy parameter checks and borrows), `input`
 //! (corpus files and Python iterables), `schedule` (the epoch driver shared by
-//! every model), `vocab`, `stream` (batches for torch), and one small file per model (`word2vec`, `moe`,
-//! `attention`, `tabular`).
+//! every model), `vocab`, `stream` (batches for torch), and one small file
+//! per model (`word2vec`, `moe`, `attention`, `tabular`).
 
 mod arrays;
 mod attention;

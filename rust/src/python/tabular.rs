@@ -23,7 +23,9 @@ fn check_table<'a>(data: &'a PyReadonlyArray2<'_, u32>, starts: &[u32], st: &Moe
         return Err(PyValueError::new_err("starts must begin at 0 and rise strictly, with at least 2 columns"));
     }
     if !st.absolute || !st.softmax || st.negative > 0 || st.hs || st.max_len != f {
-        return Err(PyValueError::new_err("the tabular model needs sentence mode (absolute, max_len = columns) and loss='softmax' only"));
+        return Err(PyValueError::new_err(
+            "the tabular model needs sentence mode (absolute, max_len = columns) and loss='softmax' only",
+        ));
     }
     if data.shape()[1] != f {
         return Err(PyValueError::new_err(format!("the table has {} columns, expected {f}", data.shape()[1])));
