@@ -20,7 +20,17 @@ from .word2vec import Word2Vec
 
 __version__ = "0.1.0"
 
-__all__ = ["Word2Vec", "BidirMoE", "BidirectionalAttention", "KeyedVectors", "LineSentence", "PathLineSentences", "simd_level", "__version__"]
+__all__ = ["Word2Vec", "BidirMoE", "BidirectionalAttention", "KeyedVectors", "LineSentence", "PathLineSentences",
+           "TabularMoE", "TabularMoERegressor", "simd_level", "__version__"]
+
+
+def __getattr__(name):
+    # TabularMoE needs scikit-learn: imported on first use, so bidirmoe imports without it.
+    if name in ("TabularMoE", "TabularMoERegressor"):
+        from . import tabular
+
+        return getattr(tabular, name)
+    raise AttributeError(f"module 'bidirmoe' has no attribute {name!r}")
 
 
 def simd_level() -> str:

@@ -197,6 +197,34 @@ def moe_step(
     seed: int = 0,
     target_pos: Optional[int] = None,
 ) -> float: ...
+def tabular_fit(
+    arrays: Arrays,
+    settings: Dict[str, object],
+    data: npt.NDArray[np.uint32],
+    starts: Sequence[int],
+    *,
+    epochs: int,
+    alpha: float,
+    min_alpha: float,
+    seed: int,
+    workers: int,
+) -> List[float]: ...
+def tabular_predict(
+    arrays: Arrays,
+    settings: Dict[str, object],
+    data: npt.NDArray[np.uint32],
+    starts: Sequence[int],
+    column: int,
+    gates: bool = False,
+) -> Tuple[npt.NDArray[np.float32], Optional[npt.NDArray[np.float32]]]: ...
+def tabular_step(
+    arrays: Arrays,
+    settings: Dict[str, object],
+    row: npt.NDArray[np.uint32],
+    starts: Sequence[int],
+    column: int,
+    lr: float,
+) -> float: ...
 def train_epoch_attention(
     vocab: Vocab,
     arrays: Arrays,

@@ -16,6 +16,7 @@ use crate::hogwild::Hogwild;
 use crate::sampling::Rng;
 use crate::simd::{axpy, dot, prefetch, SigmoidTable, MAX_EXP};
 use crate::vocab::Vocab;
+use std::ops::Range;
 
 /// Which output objectives are active.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -210,38 +211,55 @@ impl<'a> OutputLayer<'a> {
         loss
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn softmax(&self, h: &[f32], n: usize, target: u32, lr: f32, grad: &mut [f32], s: &mut OutputScratch) -> f32 {
         let d = self.dim();
         let v = self.beta.rows();
         let mut loss = 0.0;
         for i in 0..n {
-            let hi = &h[i * d..(i + 1) * d];
-            let probs = &mut s.probs[..v];
-            let mut mx = f32::NEG_INFINITY;
-            for (k, p) in probs.iter_mut().enumerate() {
-                let b = self.bias.as_ref().map_or(0.0, |b| b.row(k)[0]);
-                *p = dot(hi, self.beta.row(k)) + b;
-                mx = mx.max(*p);
-            }
-            let mut z = 0.0f64;
-            for p in probs.iter_mut() {
-                *p = (*p - mx).exp();
-                z += *p as f64;
-            }
-            let inv = (1.0 / z) as f32;
-            loss -= ((probs[target as usize] as f64) / z).ln() as f32;
-            let gi = &mut grad[i * d..(i + 1) * d];
-            for k in 0..v {
-                let label = if k == target as usize { 1.0 } else { 0.0 };
-                let g = (label - probs[k] * inv) * lr;
-                self.beta.exchange(k, g, hi, gi);
-                if let Some(b) = &self.bias {
-                    b.add_at(k, 0, g);
-                }
-            }
+            let (hi, gi) = (&h[i * d..(i + 1) * d], &mut grad[i * d..(i + 1) * d]);
+            loss += self.softmax_over(hi, target, 0..v, lr, gi, s);
         }
         loss
+    }
+
+    /// Full softmax of one hidden vector over the output rows `range` only
+    /// (all words, or a tabular column's categories): p(k) ∝ exp(beta[k]·h +
+    /// bias[k]), k in range; `target` must lie in it. Updates beta (and bias),
+    /// adds lr·∂log p(target)/∂h to `grad` and returns −log p(target).
+    pub fn softmax_over(&self, h: &[f32], target: u32, range: Range<usize>, lr: f32, grad: &mut [f32], s: &mut OutputScratch) -> f32 {
+        let lo = range.start;
+        let probs = &mut s.probs[..range.len()];
+        self.probabilities(h, range, probs);
+        let t = target as usize - lo;
+        for (i, &p) in probs.iter().enumerate() {
+            let label = if i == t { 1.0 } else { 0.0 };
+            let g = (label - p) * lr;
+            self.beta.exchange(lo + i, g, h, grad);
+            if let Some(b) = &self.bias {
+                b.add_at(lo + i, 0, g);
+            }
+        }
+        -probs[t].max(f32::MIN_POSITIVE).ln()
+    }
+
+    /// p(k | h) ∝ exp(beta[k]·h + bias[k]) for k in `range`, into `probs`.
+    pub fn probabilities(&self, h: &[f32], range: Range<usize>, probs: &mut [f32]) {
+        let lo = range.start;
+        let mut mx = f32::NEG_INFINITY;
+        for (i, p) in probs.iter_mut().enumerate() {
+            let b = self.bias.as_ref().map_or(0.0, |b| b.row(lo + i)[0]);
+            *p = dot(h, self.beta.row(lo + i)) + b;
+            mx = mx.max(*p);
+        }
+        let mut z = 0.0f64;
+        for p in probs.iter_mut() {
+            *p = (*p - mx).exp();
+            z += *p as f64;
+        }
+        let inv = (1.0 / z) as f32;
+        for p in probs.iter_mut() {
+            *p *= inv;
+        }
     }
 }
 

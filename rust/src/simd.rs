@@ -383,10 +383,23 @@ mod arm {
 
 // ---------------------------------------------------------------- dispatch
 
+/// Vectors shorter than this (an AVX register) skip the dispatch and the
+/// kernel call: inline scalar code, as the kernels' own tails compute it.
+/// Sentence-mode gates (key size d_k) and narrow heads are this short.
+const SHORT: usize = 8;
+
 /// `a · b`. Panics if the lengths differ (a programming error, never user input).
 #[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
+    if a.len() < SHORT {
+        // What the vector kernels do below one register, without the call.
+        let mut t = 0.0;
+        for (x, y) in a.iter().zip(b) {
+            t += x * y;
+        }
+        return t;
+    }
     match level() {
         // SAFETY: the level is only set to a feature set the CPU reported
         // (detect / force_level), and both slices have the same length, which
@@ -406,6 +419,12 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 #[inline]
 pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
     assert_eq!(x.len(), y.len());
+    if x.len() < SHORT {
+        for (yi, xi) in y.iter_mut().zip(x) {
+            *yi += alpha * xi;
+        }
+        return;
+    }
     match level() {
         // SAFETY: as in `dot`: detected features, equal lengths.
         #[cfg(target_arch = "x86_64")]
@@ -424,6 +443,14 @@ pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
 #[inline]
 pub fn update_pair(g: f32, h: &[f32], out: &mut [f32], grad: &mut [f32]) {
     assert!(h.len() == out.len() && out.len() == grad.len());
+    if h.len() < SHORT {
+        for ((o, gr), hi) in out.iter_mut().zip(grad.iter_mut()).zip(h) {
+            let old = *o;
+            *gr += g * old;
+            *o = old + g * hi;
+        }
+        return;
+    }
     match level() {
         // SAFETY: detected features; all three slices have the same length.
         #[cfg(target_arch = "x86_64")]

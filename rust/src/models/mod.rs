@@ -12,6 +12,7 @@ pub mod attention;
 pub mod cbow;
 pub mod moe;
 pub mod skipgram;
+pub mod tabular;
 
 /// What the trainer needs from a model.
 pub trait Model: Sync {

@@ -100,7 +100,46 @@ pub struct MoeScratch {
     d_mask_gate: Vec<f32>,
     d_mask_value: Vec<f32>,
     pending: u32,
+    /// Whether the model has a mask expert (for `theta`).
+    with_mask: bool,
     out: OutputScratch,
+}
+
+/// A position that holds no token (tabular: a value to impute): never an expert.
+pub const ABSENT: u32 = u32::MAX;
+
+impl MoeScratch {
+    /// Sentence mode: position `j` of `chunk` is masked and every other
+    /// position holding a token is an expert (at its absolute position).
+    #[inline]
+    pub fn load_masked(&mut self, chunk: &[u32], j: usize) {
+        self.words.clear();
+        self.offsets.clear();
+        for (m, &w) in chunk.iter().enumerate() {
+            if m != j && w != ABSENT {
+                self.words.push(w);
+                self.offsets.push(m as u32);
+            }
+        }
+        self.tpos = j;
+    }
+
+    /// The mixture z of the last forward pass.
+    pub fn z(&self) -> &[f32] {
+        &self.z
+    }
+
+    /// The MoE weights θ_h(m) of the last forward pass for head `h`: one per
+    /// expert in load order (the mask expert last when enabled).
+    pub fn theta(&self, h: usize) -> &[f32] {
+        let n = self.words.len() + self.with_mask as usize;
+        &self.theta[h * n..(h + 1) * n]
+    }
+
+    /// The positions (sentence mode) or offset rows (window mode) of the loaded experts.
+    pub fn expert_rows(&self) -> &[u32] {
+        &self.offsets
+    }
 }
 
 /// Offset r (−window..−1, 1..window) → row index 0..2·window.
@@ -329,10 +368,18 @@ impl Moe<'_> {
 
     /// One example: forward, output layer, backward. Returns the loss.
     pub fn example(&self, sc: &mut MoeScratch, target: u32, lr: f32, rng: &mut Rng, want_loss: bool) -> f32 {
+        self.step_with(sc, |z, grad, out| self.out.step(z, 1, target, lr, grad, out, rng, want_loss))
+    }
+
+    /// One example with the output layer step given by the caller: forward,
+    /// `output(z, grad, scratch)` (adds lr·∂log p/∂z to grad, returns the
+    /// loss), backward. The tabular model scores only the masked column here.
+    #[inline]
+    pub fn step_with(&self, sc: &mut MoeScratch, output: impl FnOnce(&[f32], &mut [f32], &mut OutputScratch) -> f32) -> f32 {
         let d = self.d();
         self.forward(sc);
         sc.grad[..d].fill(0.0);
-        let loss = self.out.step(&sc.z[..d], 1, target, lr, &mut sc.grad[..d], &mut sc.out, rng, want_loss);
+        let loss = output(&sc.z[..d], &mut sc.grad[..d], &mut sc.out);
         self.backward(sc);
         loss
     }
@@ -371,6 +418,7 @@ impl Model for Moe<'_> {
             d_mask_gate: vec![0.0; self.mask_gate.cols().max(h)],
             d_mask_value: vec![0.0; d_in],
             pending: 0,
+            with_mask: self.has_mask(),
             out: OutputScratch::new(self.alpha.rows(), &self.out.spec, 1),
         }
     }
@@ -386,15 +434,7 @@ impl Model for Moe<'_> {
                     continue;
                 }
                 for j in 0..chunk.len() {
-                    sc.words.clear();
-                    sc.offsets.clear();
-                    for (m, &w) in chunk.iter().enumerate() {
-                        if m != j {
-                            sc.words.push(w);
-                            sc.offsets.push(m as u32);
-                        }
-                    }
-                    sc.tpos = j;
+                    sc.load_masked(chunk, j);
                     loss += self.example(sc, chunk[j], lr, rng, want_loss) as f64;
                     examples += 1;
                 }

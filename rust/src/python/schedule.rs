@@ -1,0 +1,218 @@
+//! One training epoch from Python: the schedule dict, resume states, and the
+//! epoch driver (GIL released, Ctrl-C and progress on the calling thread),
+//! written once for every model.
+
+use super::arrays::lock_slice;
+use super::input::{make_source, Src};
+use super::vocab::PyVocab;
+use crate::corpus::SplitState;
+use crate::models::Model;
+use crate::trainer::{run_epoch, Progress, Source, TrainConfig, WorkerState};
+use crate::vocab::Vocab;
+use numpy::{PyArray1, PyArrayMethods, PyUntypedArrayMethods};
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// A model's arguments from Python (its arrays and settings): `with` checks
+/// and borrows the arrays and lends the model to `f`.
+pub(crate) trait Binding {
+    type Model<'a>: Model;
+    fn with<R>(&self, voc: &Vocab, lockf: &[f32], f: impl FnOnce(&Self::Model<'_>) -> PyResult<R>) -> PyResult<R>;
+}
+
+/// Train one epoch of a bound model in place. Returns (raw, effective, examples, loss).
+pub(crate) fn train_epoch_of<B: Binding>(
+    py: Python<'_>,
+    vocab: &PyVocab,
+    binding: &B,
+    source: &Bound<'_, PyAny>,
+    schedule: &Schedule,
+) -> PyResult<(u64, u64, u64, f64)> {
+    let voc = vocab.inner.clone();
+    let lockf = lockf_of(py, schedule, voc.len())?;
+    let src = make_source(source, schedule)?;
+    binding.with(&voc, lock_slice(&lockf), |m| run_py_epoch(py, m, &voc, &src, schedule))
+}
+
+/// gensim's `vectors_lockf`, checked: one factor, or one per word.
+pub(crate) fn lockf_of<'py>(py: Python<'py>, sch: &Schedule, v: usize) -> PyResult<Option<numpy::PyReadonlyArray1<'py, f32>>> {
+    let Some(obj) = &sch.lockf else { return Ok(None) };
+    let arr = obj.bind(py).downcast::<PyArray1<f32>>().map_err(|_| {
+        PyValueError::new_err("vectors_lockf must be a 1-D float32 numpy array")
+    })?;
+    let n = arr.len();
+    if n != 1 && n != v {
+        return Err(PyValueError::new_err(format!("vectors_lockf has {n} entries: expected 1 or one per word ({v})")));
+    }
+    if !arr.is_c_contiguous() || arr.data() as usize % std::mem::align_of::<f32>() != 0 {
+        return Err(PyValueError::new_err("vectors_lockf must be a contiguous, aligned float32 array"));
+    }
+    Ok(Some(arr.try_readonly().map_err(|e| PyValueError::new_err(format!("vectors_lockf is in use: {e}")))?))
+}
+
+
+/// Where a stopped epoch got to, as a plain dict (JSON-safe) for checkpoints:
+/// {"gzip", "file_len", "stream_offset", "workers": [{"pending": [[start, end], ...],
+/// "rng", "lr", "since_lr"}, ...]}.
+pub(crate) fn resume_dict<'py>(py: Python<'py>, split: &SplitState, workers: &[WorkerState]) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("gzip", split.gzip)?;
+    d.set_item("file_len", split.file_len)?;
+    d.set_item("stream_offset", split.stream_offset)?;
+    let list = PyList::empty(py);
+    for (pending, st) in split.workers.iter().zip(workers) {
+        let w = PyDict::new(py);
+        w.set_item("pending", pending.iter().map(|&(s, e)| vec![s, e]).collect::<Vec<_>>())?;
+        w.set_item("rng", st.rng)?;
+        w.set_item("lr", st.lr)?;
+        w.set_item("since_lr", st.since_lr)?;
+        list.append(w)?;
+    }
+    d.set_item("workers", list)?;
+    Ok(d)
+}
+
+/// A `resume_dict`, parsed once when the schedule is read.
+pub(crate) struct Resume {
+    pub(crate) split: SplitState,
+    workers: Vec<WorkerState>,
+}
+
+impl<'py> FromPyObject<'py> for Resume {
+    fn extract_bound(d: &Bound<'py, PyAny>) -> PyResult<Self> {
+        let (split, workers) = resume_of(d)?;
+        Ok(Resume { split, workers })
+    }
+}
+
+pub(crate) fn resume_of(d: &Bound<'_, PyAny>) -> PyResult<(SplitState, Vec<WorkerState>)> {
+    let bad = |e: PyErr| PyValueError::new_err(format!("malformed resume state: {e}"));
+    let get = |k: &str| d.get_item(k).map_err(bad);
+    let mut split = SplitState {
+        gzip: get("gzip")?.extract().map_err(bad)?,
+        file_len: get("file_len")?.extract().map_err(bad)?,
+        stream_offset: get("stream_offset")?.extract().map_err(bad)?,
+        workers: Vec::new(),
+    };
+    let mut states = Vec::new();
+    for w in get("workers")?.try_iter().map_err(bad)? {
+        let w = w?;
+        let raw: Vec<Vec<u64>> = w.get_item("pending").map_err(bad)?.extract().map_err(bad)?;
+        if raw.iter().any(|r| r.len() != 2 || r[0] > r[1]) {
+            return Err(PyValueError::new_err("malformed resume state: a range is not [start, end] with start <= end"));
+        }
+        let pending: Vec<(u64, u64)> = raw.iter().map(|r| (r[0], r[1])).collect();
+        split.workers.push(pending);
+        states.push(WorkerState {
+            rng: w.get_item("rng").map_err(bad)?.extract().map_err(bad)?,
+            lr: w.get_item("lr").map_err(bad)?.extract().map_err(bad)?,
+            since_lr: w.get_item("since_lr").map_err(bad)?.extract().map_err(bad)?,
+        });
+    }
+    if states.is_empty() {
+        return Err(PyValueError::new_err("malformed resume state: no workers"));
+    }
+    Ok((split, states))
+}
+
+/// Schedule and bookkeeping shared by every model's epoch call.
+#[derive(FromPyObject)]
+#[pyo3(from_item_all)]
+pub(crate) struct Schedule {
+    pub(crate) alpha: f32,
+    pub(crate) min_alpha: f32,
+    pub(crate) total_words: u64,
+    pub(crate) words_before: u64,
+    pub(crate) seed: u64,
+    pub(crate) epoch: u64,
+    pub(crate) workers: usize,
+    pub(crate) compute_loss: bool,
+    pub(crate) report_delay: f64,
+    pub(crate) progress_cb: Option<PyObject>,
+    pub(crate) max_words: u64,
+    /// gensim's `vectors_lockf` (1-D float32, length 1 or V), or None.
+    pub(crate) lockf: Option<PyObject>,
+    /// A stopped epoch's state (`resume_dict`) to continue, or None.
+    pub(crate) resume: Option<Resume>,
+}
+
+/// The trainer's configuration for one epoch of `sch`.
+pub(crate) fn train_config(sch: &Schedule) -> TrainConfig {
+    TrainConfig {
+        workers: sch.workers,
+        alpha: sch.alpha,
+        min_alpha: sch.min_alpha,
+        total_words: sch.total_words,
+        words_before: sch.words_before,
+        seed: sch.seed,
+        epoch: sch.epoch,
+        want_loss: sch.compute_loss,
+        tick: Duration::from_secs_f64(sch.report_delay.clamp(0.01, 3600.0)),
+        max_words: sch.max_words,
+        resume: sch.resume.as_ref().map(|r| r.workers.clone()).unwrap_or_default(),
+    }
+}
+
+/// Run one epoch of `model` with the GIL released; the calling thread
+/// checks for Ctrl-C and reports progress. Returns (raw, effective, examples, loss).
+pub(crate) fn run_py_epoch<M: crate::models::Model>(
+    py: Python<'_>,
+    model: &M,
+    voc: &Vocab,
+    src: &Src,
+    sch: &Schedule,
+) -> PyResult<(u64, u64, u64, f64)> {
+    let cfg = train_config(sch);
+    let progress = Progress::default();
+    let mut interrupted: Option<PyErr> = None;
+    let progress_cb = &sch.progress_cb;
+    let result = py.allow_threads(|| {
+        let source = match src {
+            Src::File(f) => Source::File(f),
+            Src::Queue(r) => Source::Queue(r),
+        };
+        let mut last = Instant::now();
+        let on_tick = |p: &Progress| -> bool {
+            Python::with_gil(|py| {
+                if let Err(e) = py.check_signals() {
+                    interrupted.get_or_insert(e);
+                    return false;
+                }
+                if let Some(cb) = progress_cb {
+                    if last.elapsed() >= cfg.tick {
+                        last = Instant::now();
+                        let args =
+                            (p.raw_words.load(Ordering::Relaxed), p.effective_words.load(Ordering::Relaxed), p.loss());
+                        if let Err(e) = cb.call1(py, args) {
+                            interrupted.get_or_insert(e);
+                            return false;
+                        }
+                    }
+                }
+                true
+            })
+        };
+        run_epoch(model, voc, source, &cfg, &progress, on_tick)
+    });
+    if let Some(e) = interrupted {
+        // Tell the caller how far the epoch got (for exact checkpoints).
+        let _ = e.value(py).setattr("bidirmoe_epoch_words", progress.raw_words.load(Ordering::Relaxed));
+        if let (Src::File(split), Ok(())) = (src, &result) {
+            let workers = progress.workers.lock().unwrap_or_else(|p| p.into_inner());
+            let cursors: Vec<_> = workers.iter().map(|(c, _)| c.clone()).collect();
+            let states: Vec<_> = workers.iter().map(|(_, s)| *s).collect();
+            let _ = e.value(py).setattr("bidirmoe_resume", resume_dict(py, &split.state(&cursors), &states)?);
+        }
+        return Err(e);
+    }
+    result.map_err(PyRuntimeError::new_err)?;
+    Ok((
+        progress.raw_words.load(Ordering::Relaxed),
+        progress.effective_words.load(Ordering::Relaxed),
+        progress.examples.load(Ordering::Relaxed),
+        progress.loss(),
+    ))
+}
