@@ -355,7 +355,9 @@ def experiment_mixture(model, held: List[List[str]], positions: int, figures: st
         import matplotlib.pyplot as plt
 
         fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
-        a.boxplot([ent[:, i] for i in order], labels=[paths[i] for i in order])
+        a.boxplot([ent[:, i] for i in order])
+        a.set_xticks(range(1, len(order) + 1))
+        a.set_xticklabels([paths[i] for i in order], fontsize=7)
         a.axhline(uniform, ls="--", c="gray", label="even spread")
         a.set_ylabel("entropy of w_π over positions (nats)")
         a.set_xlabel("head path (layer 1 → layer 2)")
