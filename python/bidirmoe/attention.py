@@ -408,7 +408,7 @@ class BidirectionalAttention(MaskedModel):
     def _query_view(self, left: Sequence[str], right: Sequence[str]):
         """One masked position's inputs, the recorded forward pass, and the
         labels and indices of its present positions."""
-        self._hidden_rows(left, right)  # the same checks as hidden()
+        self._check_query(left, right)
         row = self._query_row(left, right)
         e, present, target = self._inputs(row, self.window)
         _, records = self._forward(e, present, target, record=True)

@@ -193,10 +193,14 @@ class MaskedLM:
 
     def _hidden_rows(self, left: Sequence[str], right: Sequence[str]) -> np.ndarray:
         """The output layer's input for one masked position, as a 1 x d array."""
+        self._check_query(left, right)
+        return self._context_vectors(self._query_row(left, right), self.window)
+
+    def _check_query(self, left: Sequence[str], right: Sequence[str]) -> None:
+        """A query about one masked position needs a vocabulary and a known context word."""
         self._check_masked_ready()
         if not self._known_ids(left) and not self._known_ids(right):
             raise KeyError("none of the context words is in the vocabulary")
-        return self._context_vectors(self._query_row(left, right), self.window)
 
     def _check_masked_ready(self) -> None:
         if getattr(self, "_vocab", None) is None:
