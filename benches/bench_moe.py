@@ -5,17 +5,25 @@ and the last 10 % held out. Prints words/s (vocabulary + training wall time)
 of BidirMoE with 1 and 4 heads, our CBOW and gensim's CBOW; held-out
 masked-word prediction (``evaluate_masked``: top-1, top-10, mean
 log-likelihood under the full softmax) for BidirMoE and our CBOW; Google
-analogy accuracy (restrict_vocab=30000) of ``wv`` and ``output_wv`` for each;
+analogy accuracy (restrict_vocab=30000) of ``wv`` for each;
 and BidirMoE's offset profile.
 
     python benches/bench_moe.py
     python benches/bench_moe.py --epochs 5 --max-targets 20000
+    python benches/bench_moe.py --repeats 3 --batch-targets 1,16 --scaling
+
+BidirMoE runs once per ``--batch-targets`` value (default: 1, the exact
+per-target update, and the library default). ``--repeats R`` runs every
+configuration with seeds 1..R: median speed, and the held-out quality as mean
+± standard deviation over the seeds (the seed-to-seed noise the batched
+update is judged against).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -33,64 +41,88 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--max-targets", type=int, default=10000)
     ap.add_argument("--no-gensim", action="store_true")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="runs of every configuration, run r with seed r (median speed, quality over the seeds)")
+    ap.add_argument("--batch-targets", default=None,
+                    help="comma-separated batch_targets values for BidirMoE (default: 1 and the library default)")
+    ap.add_argument("--scaling", action="store_true", help="also time BidirMoE with 1 worker (thread scaling)")
+    ap.add_argument("--no-eval", action="store_true", help="speed only")
     args = ap.parse_args()
 
     from bidirmoe import BidirMoE, Word2Vec, datasets
     from bidirmoe.moe import format_offset_profile
+    from bidirmoe.word2vec import BATCH_TARGETS
 
+    batches = [int(b) for b in (args.batch_targets or f"1,{BATCH_TARGETS}").split(",")]
     tmp = tempfile.mkdtemp(prefix="bench_moe_")
     train_path, heldout, cut, n_words = heldout_split(args.corpus, tmp)
     common = dict(vector_size=100, window=5, negative=5, sample=1e-3, min_count=5, epochs=args.epochs,
-                  workers=args.workers, seed=1)
-    print(f"train: {cut:,} words, held out: {n_words - cut:,} words; settings: {common}\n")
+                  workers=args.workers)
+    print(f"train: {cut:,} words, held out: {n_words - cut:,} words; settings: {common}; "
+          f"seeds 1..{args.repeats}\n")
 
-    results = []
-
-    def timed(name, fn):
-        t = time.perf_counter()
-        model = fn()
-        dt = time.perf_counter() - t
-        wps = model.corpus_total_words * args.epochs / dt
-        results.append((name, model, wps))
-        print(f"  {name:22s} {wps / 1e6:6.2f} M words/s ({dt:.1f}s)", flush=True)
-        return model
-
-    print("speed (vocabulary + training):")
+    configs = []  # (name, constructor)
     if not args.no_gensim:
         from gensim.models import Word2Vec as GensimWord2Vec
-        timed("gensim CBOW", lambda: GensimWord2Vec(corpus_file=train_path, **common))
-    timed("bidirmoe CBOW", lambda: Word2Vec(corpus_file=train_path, **common))
-    timed("BidirMoE heads=1", lambda: BidirMoE(corpus_file=train_path, heads=1, **common).train())
-    timed("BidirMoE heads=4", lambda: BidirMoE(corpus_file=train_path, heads=4, **common).train())
-    gensim_wps = results[0][2] if not args.no_gensim else None
-    ours_cbow_wps = next(w for n, m, w in results if n == "bidirmoe CBOW")
+        configs.append(("gensim CBOW", lambda kw: GensimWord2Vec(corpus_file=train_path, **kw)))
+    configs.append(("bidirmoe CBOW", lambda kw: Word2Vec(corpus_file=train_path, **kw)))
+    for b in batches:
+        for heads in (1, 4):
+            configs.append((f"BidirMoE heads={heads} b={b}",
+                            lambda kw, h=heads, b=b: BidirMoE(corpus_file=train_path, heads=h, batch_targets=b,
+                                                              **kw).train()))
+    if args.scaling:
+        for heads in (1, 4):
+            configs.append((f"BidirMoE heads={heads} b={batches[-1]} 1 worker",
+                            lambda kw, h=heads: BidirMoE(corpus_file=train_path, heads=h, batch_targets=batches[-1],
+                                                         **dict(kw, workers=1)).train()))
+
+    runs = {name: [] for name, _ in configs}  # name -> [(wps, model)]
+    print("speed (vocabulary + training):")
+    for r in range(1, args.repeats + 1):
+        for name, make in configs:
+            t = time.perf_counter()
+            model = make(dict(common, seed=r))
+            dt = time.perf_counter() - t
+            wps = model.corpus_total_words * args.epochs / dt
+            print(f"  seed {r} {name:36s} {wps / 1e6:6.2f} M words/s ({dt:.1f}s)", flush=True)
+            quality = None
+            if not args.no_eval and not name.startswith("gensim") and "1 worker" not in name:
+                quality = model.evaluate_masked(heldout, max_targets=args.max_targets, seed=0)
+                quality["analogy"] = model.wv.evaluate_word_analogies(datasets.path("google"), restrict_vocab=30000)[0]
+            runs[name].append((wps, quality, model if r == args.repeats else None))
+    med = {name: statistics.median(w for w, _, _ in rs) for name, rs in runs.items()}
+    gensim_wps = med.get("gensim CBOW")
+    ours_cbow_wps = med["bidirmoe CBOW"]
+
+    def spread(values, fmt):
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f"{fmt(statistics.mean(values))} ± {fmt(sd)}"
+
     print()
-    print("| model | words/s | vs gensim CBOW | vs our CBOW | held-out top-1 | top-10 | mean log-lik | "
-          "analogy wv | analogy output_wv |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    base_top1 = None
-    for name, model, wps in results:
-        if name.startswith("gensim"):
-            acc = model.wv.evaluate_word_analogies(datasets.path("google"), restrict_vocab=30000)[0]
-            print(f"| {name} | {wps / 1e6:.2f} M | 1.00x | {wps / ours_cbow_wps:.2f}x | - | - | - | {100 * acc:.1f} % | - |")
-            continue
-        ev = model.evaluate_masked(heldout, max_targets=args.max_targets, seed=0)
-        if base_top1 is None:
-            base_top1 = ev["top1"]
-        acc_in = model.wv.evaluate_word_analogies("google", restrict_vocab=30000)[0]
-        out_kv = getattr(model, "output_wv", None)
-        if out_kv is None:
-            from bidirmoe import KeyedVectors
-            out_kv = KeyedVectors(model.vector_size)
-            out_kv.add_vectors(list(model.wv.index_to_key), model.syn1neg)
-        acc_out = out_kv.evaluate_word_analogies("google", restrict_vocab=30000)[0]
+    print("| model | words/s (median) | vs gensim CBOW | vs our CBOW | held-out top-1, mean ± sd | top-10 | "
+          "mean log-lik | analogy wv |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, rs in runs.items():
+        wps = med[name]
         g = f"{wps / gensim_wps:.2f}x" if gensim_wps else "-"
-        print(f"| {name} | {wps / 1e6:.2f} M | {g} | {wps / ours_cbow_wps:.2f}x | {100 * ev['top1']:.2f} % "
-              f"({ev['top1'] / base_top1:.2f}x) | {100 * ev['top10']:.2f} % | {ev['log_likelihood']:.3f} | "
-              f"{100 * acc_in:.1f} % | {100 * acc_out:.1f} % |")
-    for name, model, _ in results:
-        if name.startswith("BidirMoE"):
-            print(f"\noffset profile of {name} (gate weight per offset, offset gates alone):")
+        qs = [q for _, q, _ in rs if q is not None]
+        if not qs:
+            print(f"| {name} | {wps / 1e6:.2f} M | {g} | {wps / ours_cbow_wps:.2f}x | - | - | - | - |")
+            continue
+        print(f"| {name} | {wps / 1e6:.2f} M | {g} | {wps / ours_cbow_wps:.2f}x | "
+              f"{spread([100 * q['top1'] for q in qs], lambda x: f'{x:.2f}')} % | "
+              f"{spread([100 * q['top10'] for q in qs], lambda x: f'{x:.2f}')} % | "
+              f"{spread([q['log_likelihood'] for q in qs], lambda x: f'{x:.3f}')} | "
+              f"{spread([100 * q['analogy'] for q in qs], lambda x: f'{x:.1f}')} % |")
+    if args.scaling:
+        for heads in (1, 4):
+            two, one = med[f"BidirMoE heads={heads} b={batches[-1]}"], med[f"BidirMoE heads={heads} b={batches[-1]} 1 worker"]
+            print(f"| BidirMoE heads={heads} b={batches[-1]}: 2 workers / 1 worker | {two / one:.2f}x | | | | | | |")
+    for name, rs in runs.items():
+        model = rs[-1][2]
+        if name.startswith("BidirMoE") and "1 worker" not in name and model is not None:
+            print(f"\noffset profile of {name}, seed {args.repeats} (gate weight per offset, offset gates alone):")
             print(format_offset_profile(model.offset_profile()))
     os.unlink(train_path)
     os.rmdir(tmp)

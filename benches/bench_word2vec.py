@@ -12,6 +12,14 @@ Linux carries across exec), once after the import and once after training.
     python benches/bench_word2vec.py                 # text8 prefix as 1000-word lines
     python benches/bench_word2vec.py --repeats 3     # median of 3 interleaved runs
     python benches/bench_word2vec.py --single-line   # also: the same words as one huge line
+    python benches/bench_word2vec.py --batch-targets 1,16 --scaling
+
+bidirmoe is run once per ``--batch-targets`` value (default: 1, the exact
+per-target update, and the model's default), side by side with gensim. Run
+r of ``--repeats`` uses seed r + 1 for every library, so the accuracy columns
+show the seed-to-seed spread (mean ± standard deviation over the seeds) next
+to the median speed. ``--scaling`` also times bidirmoe with 1 worker
+(interleaved with the 2-worker runs) and prints the 2-vs-1-worker speed-up.
 
 Needs gensim (``pip install .[bench]``).
 """
@@ -86,31 +94,49 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--single-line", action="store_true", help="also train CBOW on the corpus as one huge line")
     ap.add_argument("--models", default="cbow,sg")
+    ap.add_argument("--batch-targets", default=None,
+                    help="comma-separated batch_targets values for bidirmoe (default: 1 and the library default)")
+    ap.add_argument("--scaling", action="store_true", help="also time bidirmoe with 1 worker (thread scaling)")
     args = ap.parse_args()
     params = dict(vector_size=100, window=5, negative=5, sample=1e-3, min_count=5, epochs=args.epochs, workers=args.workers)
     tmp = tempfile.mkdtemp(prefix="bench_w2v_")
     lines = os.path.join(tmp, "corpus_1000.txt")
     n = write_lines(args.corpus, lines, 1000)
     print(f"corpus: {args.corpus} -> {n:,} words in 1000-word lines; settings: {params}")
-    results = {}
+    from bidirmoe.word2vec import BATCH_TARGETS, SG_BATCH_TARGETS
+    results, last = {}, {}
     for model in args.models.split(","):
         sg = 1 if model == "sg" else 0
-        rows = {"bidirmoe": [], "gensim": []}
-        for _ in range(args.repeats):
-            for lib in ("gensim", "bidirmoe"):
-                rows[lib].append(run(lib, sg, lines, params))
-        results[model] = {lib: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for lib, rs in rows.items()}
+        default = SG_BATCH_TARGETS if sg else BATCH_TARGETS
+        batches = [int(b) for b in args.batch_targets.split(",")] if args.batch_targets else sorted({1, default})
+        last[model] = batches[-1]
+        configs = [("gensim", "gensim", {})] + [(f"bidirmoe b={b}", "bidirmoe", {"batch_targets": b}) for b in batches]
+        if args.scaling:
+            configs += [(f"bidirmoe b={batches[-1]} 1 worker", "bidirmoe", {"batch_targets": batches[-1], "workers": 1})]
+        rows = {name: [] for name, _, _ in configs}
+        for r in range(args.repeats):
+            for name, lib, extra in configs:
+                rows[name].append(run(lib, sg, lines, {**params, "seed": r + 1, **extra}))
+        results[model] = rows
     print()
-    print("| model | library | words/s | ratio vs gensim | analogy acc (30k) | peak RSS MB | vs gensim | "
-          "of which import MB | limit MB (1.5 x params + 200) |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for model, r in results.items():
-        g = r["gensim"]
-        for lib in ("gensim", "bidirmoe"):
-            x = r[lib]
+    print("| model | library | words/s | ratio vs gensim | analogy acc (30k), mean ± sd over seeds | per seed | "
+          "peak RSS MB | vs gensim | of which import MB | limit MB (1.5 x params + 200) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for model, rows in results.items():
+        med = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in rows.items()}
+        g = med["gensim"]
+        for name, rs in rows.items():
+            x = med[name]
+            accs = [100 * r["acc"] for r in rs]
+            sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
             limit = 1.5 * x["param_bytes"] / 2**20 + 200
-            print(f"| {model} | {lib} | {x['wps'] / 1e6:.2f} M | {x['wps'] / g['wps']:.2f}x | {100 * x['acc']:.1f} % | "
+            print(f"| {model} | {name} | {x['wps'] / 1e6:.2f} M | {x['wps'] / g['wps']:.2f}x | "
+                  f"{statistics.mean(accs):.1f} ± {sd:.1f} % | {' / '.join(f'{a:.1f}' for a in accs)} | "
                   f"{x['rss'] / 2**20:.0f} | {x['rss'] / g['rss']:.2f}x | {x['rss_import'] / 2**20:.0f} | {limit:.0f} |")
+        if args.scaling:
+            b = last[model]
+            two, one = med[f"bidirmoe b={b}"], med[f"bidirmoe b={b} 1 worker"]
+            print(f"| {model} | 2 workers / 1 worker (b={b}) | | {two['wps'] / one['wps']:.2f}x | | | | | | |")
     if args.single_line:
         one = os.path.join(tmp, "corpus_one_line.txt")
         write_lines(args.corpus, one, None)

@@ -83,6 +83,15 @@ def make_model(rng, v, d, heads, full, window, mask, loss):
     return P
 
 
+def to_sentence_mode(P, rng, v, d, heads, full, mask, L, dk):
+    """Turn ``make_model``'s window-mode parameters into sentence mode's, in place."""
+    d_in = heads * d if full else d
+    del P["salience"], P["offset_gate"]
+    P.update(offset_value=rng.normal(0, 0.3, (L, d_in)), query=rng.normal(0, 0.7, (heads * L, dk)),
+             key=rng.normal(0, 0.7, (heads * v, dk)), pos_key=rng.normal(0, 0.7, (heads * L, dk)),
+             mask_gate=rng.normal(0, 0.5, (1, heads * dk)) if mask else None)
+
+
 CASES = [
     # heads, full, mask, loss
     (1, False, False, "softmax"),
@@ -158,11 +167,7 @@ def test_negative_sampling_step_equals_lr_times_finite_difference_gradient(heads
     P = make_model(rng, v, d, heads, full, window, mask, "negative")  # no output bias, as in word2vec
     target = 3
     if absolute:
-        d_in = heads * d if full else d
-        del P["salience"], P["offset_gate"]
-        P.update(offset_value=rng.normal(0, 0.3, (L, d_in)), query=rng.normal(0, 0.7, (heads * L, dk)),
-                 key=rng.normal(0, 0.7, (heads * v, dk)), pos_key=rng.normal(0, 0.7, (heads * L, dk)),
-                 mask_gate=rng.normal(0, 0.5, (1, heads * dk)) if mask else None)
+        to_sentence_mode(P, rng, v, d, heads, full, mask, L, dk)
         words, offsets, tpos = [2, 5, 1, 2], [0, 1, 3, 4], 2
         ref = dict(P, pos_value_len=L)
         extra = dict(target_pos=tpos)

@@ -19,6 +19,7 @@ import numpy as np
 from . import _core
 from .masked import MaskedModel
 from .training import _check, _is_int, grow_rows
+from .word2vec import BATCH_TARGETS, _check_batch_targets
 
 MASK = "[MASK]"
 
@@ -80,6 +81,13 @@ class BidirMoE(MaskedModel):
         Sentence mode: chunk length (positions 0..max_len-1). Default 32.
     key_size : int
         Sentence mode: query/key size d_k. Default 16.
+    batch_targets : int
+        With ``loss="negative"`` (Rust backend): this many consecutive targets
+        (window mode) or masked positions (sentence mode) form one mini-batch:
+        their forward passes use the parameters as they were before the batch,
+        they share one draw of negatives in a single (B x d)·(d x K) product,
+        then each runs its backward pass. ``1`` is the exact per-target update;
+        ``None`` (default): 16 (``bidirmoe.word2vec.BATCH_TARGETS``).
 
     Examples
     --------
@@ -98,6 +106,7 @@ class BidirMoE(MaskedModel):
         "vector_size", "alpha", "window", "min_count", "max_vocab_size", "sample", "seed", "workers", "min_alpha",
         "hs", "negative", "ns_exponent", "epochs", "batch_words", "compute_loss", "max_final_vocab", "shrink_windows",
         "progress", "heads", "head_values", "mask_expert", "loss", "positions", "max_len", "key_size",
+        "batch_targets",
     )
 
     def __init__(self, sentences=None, corpus_file=None, vector_size=100, alpha=0.025, window=5, min_count=5,
@@ -105,8 +114,9 @@ class BidirMoE(MaskedModel):
                  ns_exponent=0.75, epochs=5, heads=1, head_values="slice", mask_expert=True, loss=None,
                  positions="window", max_len=None, key_size=None, max_final_vocab=None, shrink_windows=True, batch_words=10000, callbacks=(),
                  progress=False, compute_loss=False, trim_rule=None,
-                 device="cpu", backend=None):
+                 device="cpu", backend=None, batch_targets=None):
         self._reset_state()
+        self.batch_targets = batch_targets
         self._set_backend(device, backend)
         self.vector_size, self.alpha, self.window, self.min_count = vector_size, alpha, window, min_count
         self.max_vocab_size, self.sample, self.seed, self.workers = max_vocab_size, sample, seed, workers
@@ -124,6 +134,7 @@ class BidirMoE(MaskedModel):
     def _validate(self) -> None:
         self._validate_masked()
         _check(_is_int(self.heads) and self.heads >= 1, f"heads must be a positive int, got {self.heads!r}")
+        _check_batch_targets(self.batch_targets)
         _check(self.head_values in ("slice", "full"), f"head_values must be 'slice' or 'full', got {self.head_values!r}")
         _check(self.head_values == "full" or self.vector_size % self.heads == 0,
                f"vector_size ({self.vector_size}) must be a multiple of heads ({self.heads}) with head_values='slice'")
@@ -222,7 +233,10 @@ class BidirMoE(MaskedModel):
         return {"heads": int(self.heads), "full": self.head_values == "full", "window": int(self.window),
                 "shrink_windows": bool(self.shrink_windows), "negative": int(self.negative), "hs": bool(self.hs),
                 "softmax": self.loss == "softmax", "vector_size": int(self.vector_size),
-                "absolute": self._absolute, "max_len": int(self.max_len), "key_size": int(self.key_size)}
+                "absolute": self._absolute, "max_len": int(self.max_len), "key_size": int(self.key_size),
+                # a model saved before the option existed was trained target by target
+                "batch_targets": int(BATCH_TARGETS if getattr(self, "batch_targets", 1) is None
+                                     else getattr(self, "batch_targets", 1))}
 
     def _train_one_epoch(self, source, **schedule):
         return _core.train_epoch_moe(self._vocab, self._arrays(), self._settings(), source, schedule)

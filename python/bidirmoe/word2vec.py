@@ -13,6 +13,21 @@ from .corpora import MAX_SENTENCE_LEN, check_corpus
 from .masked import MaskedLM, _log_sigmoid
 from .training import TrainableModel, _check, _is_int, carry_tree_weights, grow_rows
 
+#: Default ``batch_targets`` of CBOW and BidirMoE: targets per mini-batch
+#: sharing one draw of negatives (1 = word2vec's exact per-target update).
+BATCH_TARGETS = 16
+#: Default for skip-gram: one window per draw (its context words already
+#: share the window's negatives; batching windows bought ~5 % speed and cost
+#: analogy accuracy on text8, see README).
+SG_BATCH_TARGETS = 1
+#: Largest ``batch_targets`` the Rust core accepts.
+MAX_BATCH_TARGETS = 1024
+
+
+def _check_batch_targets(b) -> None:
+    _check(b is None or (_is_int(b) and 1 <= b <= MAX_BATCH_TARGETS),
+           f"batch_targets must be None or an int in 1..{MAX_BATCH_TARGETS}, got {b!r}")
+
 logger = logging.getLogger("bidirmoe")
 
 _ZIP_MAGIC = b"PK\x03\x04"  # our native format is an .npz (zip) archive; gensim's is a pickle
@@ -79,6 +94,19 @@ class Word2Vec(MaskedLM, TrainableModel):
         "rust" (the default on "cpu": the multi-threaded SIMD core) or
         "torch" (on ``device``). Both hold the same parameters and save the
         same file; ``load(path, device=...)`` picks where a model lives.
+    batch_targets : int, optional
+        Rust backend, negative sampling alone: train this many consecutive
+        targets of a sentence as one mini-batch that shares a single draw of
+        negatives (HogBatch, Ji et al. 2016; skip-gram: the (context, target)
+        pairs of this many windows). Each negative's output row is then
+        loaded once per batch instead of once per target. ``1`` is word2vec's
+        exact per-target update (skip-gram: one draw per window, whose context
+        words share it); with hierarchical softmax every target is trained
+        alone whatever this says. ``None`` (default): 16 for CBOW, 1 for
+        skip-gram (``BATCH_TARGETS``, ``SG_BATCH_TARGETS``; see
+        ``benches/bench_word2vec.py`` and the README for speed and accuracy).
+        A large batch on a tiny vocabulary can overshoot (many rows of one
+        batch push the same few output vectors at once): use 1 there.
 
     Examples
     --------
@@ -95,15 +123,16 @@ class Word2Vec(MaskedLM, TrainableModel):
     _param_names = (
         "vector_size", "alpha", "window", "min_count", "max_vocab_size", "sample", "seed", "workers", "min_alpha",
         "sg", "hs", "negative", "ns_exponent", "cbow_mean", "epochs", "null_word", "sorted_vocab", "batch_words",
-        "compute_loss", "comment", "max_final_vocab", "shrink_windows", "progress",
+        "compute_loss", "comment", "max_final_vocab", "shrink_windows", "progress", "batch_targets",
     )
 
     def __init__(self, sentences=None, corpus_file=None, vector_size=100, alpha=0.025, window=5, min_count=5,
                  max_vocab_size=None, sample=1e-3, seed=1, workers=3, min_alpha=0.0001, sg=0, hs=0, negative=5,
                  ns_exponent=0.75, cbow_mean=1, hashfxn=hash, epochs=5, null_word=0, trim_rule=None, sorted_vocab=1,
                  batch_words=10000, compute_loss=False, callbacks=(), comment=None, max_final_vocab=None,
-                 shrink_windows=True, progress=False, device="cpu", backend=None):
+                 shrink_windows=True, progress=False, device="cpu", backend=None, batch_targets=None):
         self._reset_state()
+        self.batch_targets = batch_targets
         self._set_backend(device, backend)
         self.vector_size, self.alpha, self.window, self.min_count = vector_size, alpha, window, min_count
         self.max_vocab_size, self.sample, self.seed, self.workers = max_vocab_size, sample, seed, workers
@@ -130,6 +159,7 @@ class Word2Vec(MaskedLM, TrainableModel):
         _check(self.cbow_mean in (0, 1, True, False), f"cbow_mean must be 0 or 1, got {self.cbow_mean!r}")
         _check(self.null_word in (0, False), "null_word=1 is not supported: bidirmoe never pads sentences")
         _check(self.sorted_vocab in (1, True), "sorted_vocab=0 is not supported: the vocabulary is always in descending frequency order")
+        _check_batch_targets(self.batch_targets)
 
     def _init_params(self) -> None:
         n = len(self.wv.index_to_key)
@@ -150,7 +180,16 @@ class Word2Vec(MaskedLM, TrainableModel):
             "skipgram" if self.sg else "cbow", self._vocab, self.wv.vectors, self.syn1neg, self.syn1, source,
             window=int(self.window), shrink_windows=bool(self.shrink_windows), cbow_mean=bool(self.cbow_mean),
             negative=int(self.negative), hs=bool(self.hs), schedule=schedule,
+            batch_targets=self._batch_targets(),
         )
+
+    def _batch_targets(self) -> int:
+        """The ``batch_targets`` in effect (None: the model's default)."""
+        # a model saved before the option existed was trained target by target
+        b = getattr(self, "batch_targets", 1)
+        if b is None:
+            b = SG_BATCH_TARGETS if self.sg else BATCH_TARGETS
+        return int(b)
 
     # ------------------------------------------------------- vocabulary growth
 

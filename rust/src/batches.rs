@@ -606,7 +606,7 @@ mod tests {
             let sent = sentence(len, v as u32, seed);
             let (mut syn0, mut beta) = (vec![0.01f32; v * d], vec![0f32; v * d]);
             let out = OutputLayer { beta: Hogwild::new(&mut beta, d), syn1: Hogwild::empty(), bias: None, spec, vocab: &voc, sig: SigmoidTable::new() };
-            let cbow = Cbow { syn0: Hogwild::new(&mut syn0, d), out, window: 4, shrink: true, cbow_mean: true };
+            let cbow = Cbow { syn0: Hogwild::new(&mut syn0, d), out, window: 4, shrink: true, cbow_mean: true, batch: 1 };
             let second = sentence(5, v as u32, seed + 100);
             let mut a = Rng::new(seed);
             let mut sc = cbow.scratch();
@@ -631,6 +631,7 @@ mod tests {
                 full: false,
                 window: 0,
                 shrink: false,
+                batch: 1,
             };
             let mut a = Rng::new(seed);
             let mut sc = moe.scratch();

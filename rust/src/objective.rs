@@ -48,6 +48,9 @@ pub struct OutputScratch {
     pending: Vec<u32>,
     g: Vec<f32>,
     probs: Vec<f32>,
+    /// When set, every draw of negatives is appended here (tests compare the
+    /// update against an independent reference that needs the same draws).
+    pub record: Option<Vec<u32>>,
 }
 
 impl OutputScratch {
@@ -62,10 +65,11 @@ impl OutputScratch {
     pub fn new(vocab_len: usize, spec: &OutputSpec, max_rows: usize) -> Self {
         let m = spec.negative + 1;
         OutputScratch {
-            outs: Vec::with_capacity(m),
-            pending: Vec::with_capacity(m),
+            outs: Vec::with_capacity(m + 1),
+            pending: Vec::with_capacity(m + 1),
             g: vec![0.0; m.max(64) * max_rows.max(1)],
             probs: if spec.softmax { vec![0.0; vocab_len] } else { Vec::new() },
+            record: None,
         }
     }
 }
@@ -118,14 +122,10 @@ impl<'a> OutputLayer<'a> {
         want_loss: bool,
     ) -> f32 {
         let d = self.dim();
-        if s.pending.is_empty() {
-            self.draw_negatives(s, rng);
-        }
-        s.outs.clear();
-        s.outs.push(target);
+        self.take_negatives(s, rng);
         // word2vec and gensim skip a negative that equals the target.
-        s.outs.extend(s.pending.iter().copied().filter(|&w| w != target));
-        self.draw_negatives(s, rng);
+        s.outs.retain(|&w| w != target);
+        s.outs.insert(0, target);
         let mut loss = 0.0;
         if n == 1 {
             // Fast path (CBOW): word2vec's exact update order.
@@ -166,6 +166,108 @@ impl<'a> OutputLayer<'a> {
             }
         }
         loss
+    }
+
+    /// Whether `negative_batch` can serve this layer: negative sampling alone
+    /// (hierarchical and full softmax train one target at a time).
+    pub fn batchable(&self) -> bool {
+        self.spec.negative > 0 && !self.spec.hs && !self.spec.softmax
+    }
+
+    /// Negative sampling for B targets at once (HogBatch, Ji et al. 2016):
+    /// row b of `h` (B x d) predicts `targets[b]`, and all rows share ONE draw
+    /// of K negatives. With g_bt = lr (1 - σ(h_b·β_t_b)) and
+    /// g_bk = -lr σ(h_b·β_n_k) (0 where n_k is b's own target, as word2vec
+    /// skips such a negative), every score is taken with the output vectors
+    /// as they were before the batch, then
+    ///
+    ///   grad_b  += g_bt β_t_b + Σ_k g_bk β_n_k
+    ///   β_t_b   += g_bt h_b,      β_n_k += Σ_b g_bk h_b
+    ///
+    /// so each negative row is loaded once per batch, not once per target:
+    /// the B x K block is a small dense product (B x d)·(d x K). Returns the
+    /// loss (0 unless `want_loss`). Models call it for B > 1 only: B = 1
+    /// keeps `step`, word2vec's exact per-target update (which also sees a
+    /// repeated negative after its first update).
+    #[allow(clippy::too_many_arguments)]
+    pub fn negative_batch(
+        &self,
+        h: &[f32],
+        targets: &[u32],
+        lr: f32,
+        grad: &mut [f32],
+        s: &mut OutputScratch,
+        rng: &mut Rng,
+        want_loss: bool,
+    ) -> f32 {
+        let (d, b, k) = (self.dim(), targets.len(), self.spec.negative);
+        debug_assert!(h.len() >= b * d && grad.len() >= b * d);
+        self.take_negatives(s, rng);
+        let m = k + 1;
+        if s.g.len() < b * m {
+            s.g.resize(b * m, 0.0);
+        }
+        let g = &mut s.g[..b * m];
+        let mut loss = 0.0;
+        // Scores: column 0 is the row's own target, columns 1..=K the shared negatives.
+        for (i, &t) in targets.iter().enumerate() {
+            let f = dot(&h[i * d..(i + 1) * d], self.beta.row(t as usize));
+            g[i * m] = (1.0 - self.sig.sigmoid(f)) * lr;
+            if want_loss {
+                loss -= self.sig.log_sigmoid(f);
+            }
+        }
+        for (j, &o) in s.outs.iter().enumerate() {
+            let out = self.beta.row(o as usize);
+            for (i, &t) in targets.iter().enumerate() {
+                if o == t {
+                    g[i * m + 1 + j] = 0.0;
+                    continue;
+                }
+                let f = dot(&h[i * d..(i + 1) * d], out);
+                g[i * m + 1 + j] = -self.sig.sigmoid(f) * lr;
+                if want_loss {
+                    loss -= self.sig.log_sigmoid(-f);
+                }
+            }
+        }
+        // Gradients for the hidden rows, from the output vectors before the batch.
+        for (i, &t) in targets.iter().enumerate() {
+            let gi = &mut grad[i * d..(i + 1) * d];
+            axpy(g[i * m], self.beta.row(t as usize), gi);
+            for (j, &o) in s.outs.iter().enumerate() {
+                let gij = g[i * m + 1 + j];
+                if gij != 0.0 {
+                    axpy(gij, self.beta.row(o as usize), gi);
+                }
+            }
+        }
+        // Output updates: each negative row takes its B contributions while in L1.
+        for (i, &t) in targets.iter().enumerate() {
+            self.beta.add_to_row(t as usize, g[i * m], &h[i * d..(i + 1) * d]);
+        }
+        for (j, &o) in s.outs.iter().enumerate() {
+            for i in 0..b {
+                let gij = g[i * m + 1 + j];
+                if gij != 0.0 {
+                    self.beta.add_to_row(o as usize, gij, &h[i * d..(i + 1) * d]);
+                }
+            }
+        }
+        loss
+    }
+
+    /// This step's negatives into `s.outs` (drawn one step ahead, so their
+    /// rows are already on their way), and the next step's draw.
+    fn take_negatives(&self, s: &mut OutputScratch, rng: &mut Rng) {
+        if s.pending.is_empty() {
+            self.draw_negatives(s, rng);
+        }
+        if let Some(r) = s.record.as_mut() {
+            r.extend_from_slice(&s.pending);
+        }
+        std::mem::swap(&mut s.outs, &mut s.pending);
+        self.draw_negatives(s, rng);
     }
 
     /// Draw the next target's negatives now and start loading their rows.

@@ -1,5 +1,12 @@
 //! CBOW (Mikolov et al. 2013): predict the word at j from the sum or mean of
 //! its context vectors, h = Σ_m alpha[w_m] (/|C| when `cbow_mean`).
+//!
+//! With `batch > 1` (and negative sampling alone) B consecutive targets of a
+//! sentence form one mini-batch (HogBatch, Ji et al. 2016): their hidden
+//! vectors are all taken from the input vectors as they were before the
+//! batch, the output layer scores them against one shared draw of negatives
+//! (`OutputLayer::negative_batch`), and then each target's gradient goes back
+//! into its context words. `batch = 1` is word2vec's exact per-target update.
 
 use super::{window_and_prefetch, Model};
 use crate::hogwild::Hogwild;
@@ -14,55 +21,125 @@ pub struct Cbow<'a> {
     pub window: usize,
     pub shrink: bool,
     pub cbow_mean: bool,
+    /// Targets per mini-batch (1: the exact per-target update).
+    pub batch: usize,
 }
 
 pub struct CbowScratch {
+    /// Hidden vectors of the batch's targets, B x d.
     h: Vec<f32>,
     grad: Vec<f32>,
+    targets: Vec<u32>,
+    /// Per batch row: (window start, window end, target position, 1/|C|).
+    spans: Vec<(usize, usize, usize, f32)>,
     out: OutputScratch,
+}
+
+impl CbowScratch {
+    /// The output layer's scratch (tests record the negatives through it).
+    pub fn output(&mut self) -> &mut OutputScratch {
+        &mut self.out
+    }
+}
+
+impl Cbow<'_> {
+    fn batched(&self) -> bool {
+        self.batch > 1 && self.out.batchable()
+    }
+
+    /// The hidden vector of the target at `pos` (window lo..hi) into `h`;
+    /// returns 1/|C|, or None for an empty context.
+    fn hidden(&self, sent: &[u32], pos: usize, lo: usize, hi: usize, h: &mut [f32]) -> Option<f32> {
+        h.fill(0.0);
+        let mut count = 0usize;
+        for c in lo..hi {
+            if c != pos {
+                axpy(1.0, self.syn0.row(sent[c] as usize), h);
+                count += 1;
+            }
+        }
+        if count == 0 {
+            return None;
+        }
+        let inv = 1.0 / count as f32;
+        if self.cbow_mean {
+            scale(inv, h);
+        }
+        Some(inv)
+    }
+
+    /// Push a target's gradient into its context words. gensim: with a
+    /// summed context the error is spread over the words; with the mean
+    /// every word gets the full error (word2vec's update).
+    fn backward(&self, sent: &[u32], (lo, hi, pos, inv): (usize, usize, usize, f32), grad: &mut [f32]) {
+        if !self.cbow_mean {
+            scale(inv, grad);
+        }
+        for c in lo..hi {
+            if c != pos {
+                self.syn0.add_to_row(sent[c] as usize, 1.0, grad);
+            }
+        }
+    }
+
+    /// Train the batch gathered in the scratch and empty it.
+    fn flush(&self, sc: &mut CbowScratch, sent: &[u32], lr: f32, rng: &mut Rng, want_loss: bool) -> f64 {
+        let (d, b) = (self.syn0.cols(), sc.targets.len());
+        if b == 0 {
+            return 0.0;
+        }
+        let grad = &mut sc.grad[..b * d];
+        grad.fill(0.0);
+        let loss = self.out.negative_batch(&sc.h[..b * d], &sc.targets, lr, grad, &mut sc.out, rng, want_loss);
+        for (i, &span) in sc.spans.iter().enumerate() {
+            self.backward(sent, span, &mut grad[i * d..(i + 1) * d]);
+        }
+        sc.targets.clear();
+        sc.spans.clear();
+        loss as f64
+    }
 }
 
 impl Model for Cbow<'_> {
     type Scratch = CbowScratch;
 
     fn scratch(&self) -> CbowScratch {
-        let d = self.syn0.cols();
-        CbowScratch { h: vec![0.0; d], grad: vec![0.0; d], out: OutputScratch::new(self.syn0.rows(), &self.out.spec, 1) }
+        let (d, b) = (self.syn0.cols(), self.batch.max(1));
+        CbowScratch {
+            h: vec![0.0; b * d],
+            grad: vec![0.0; b * d],
+            targets: Vec::with_capacity(b),
+            spans: Vec::with_capacity(b),
+            out: OutputScratch::new(self.syn0.rows(), &self.out.spec, b),
+        }
     }
 
     fn train_sentence(&self, sc: &mut CbowScratch, sent: &[u32], lr: f32, rng: &mut Rng, want_loss: bool) -> (f64, u64) {
         sc.out.new_sentence();
+        let d = self.syn0.cols();
         let mut loss = 0.0f64;
         let mut examples = 0;
+        if self.batched() {
+            for pos in 0..sent.len() {
+                let (lo, hi) = window_and_prefetch(sent, pos, self.window, self.shrink, rng, &self.syn0, &self.out);
+                let i = sc.targets.len();
+                let Some(inv) = self.hidden(sent, pos, lo, hi, &mut sc.h[i * d..(i + 1) * d]) else { continue };
+                sc.targets.push(sent[pos]);
+                sc.spans.push((lo, hi, pos, inv));
+                examples += 1;
+                if sc.targets.len() == self.batch {
+                    loss += self.flush(sc, sent, lr, rng, want_loss);
+                }
+            }
+            loss += self.flush(sc, sent, lr, rng, want_loss);
+            return (loss, examples);
+        }
         for pos in 0..sent.len() {
             let (lo, hi) = window_and_prefetch(sent, pos, self.window, self.shrink, rng, &self.syn0, &self.out);
-            sc.h.fill(0.0);
-            let mut count = 0usize;
-            for c in lo..hi {
-                if c != pos {
-                    axpy(1.0, self.syn0.row(sent[c] as usize), &mut sc.h);
-                    count += 1;
-                }
-            }
-            if count == 0 {
-                continue;
-            }
-            let inv = 1.0 / count as f32;
-            if self.cbow_mean {
-                scale(inv, &mut sc.h);
-            }
-            sc.grad.fill(0.0);
-            loss += self.out.step(&sc.h, 1, sent[pos], lr, &mut sc.grad, &mut sc.out, rng, want_loss) as f64;
-            // gensim: with a summed context the error is spread over the words;
-            // with the mean every word gets the full error (word2vec's update).
-            if !self.cbow_mean {
-                scale(inv, &mut sc.grad);
-            }
-            for c in lo..hi {
-                if c != pos {
-                    self.syn0.add_to_row(sent[c] as usize, 1.0, &sc.grad);
-                }
-            }
+            let Some(inv) = self.hidden(sent, pos, lo, hi, &mut sc.h[..d]) else { continue };
+            sc.grad[..d].fill(0.0);
+            loss += self.out.step(&sc.h[..d], 1, sent[pos], lr, &mut sc.grad[..d], &mut sc.out, rng, want_loss) as f64;
+            self.backward(sent, (lo, hi, pos, inv), &mut sc.grad[..d]);
             examples += 1;
         }
         (loss, examples)

@@ -71,13 +71,15 @@ pub struct Moe<'a> {
     pub full: bool,
     pub window: usize,
     pub shrink: bool,
+    /// Targets per mini-batch sharing one draw of negatives (1: the exact
+    /// per-target update; only with negative sampling alone).
+    pub batch: usize,
 }
 
-pub struct MoeScratch {
+/// One target's forward state, kept until its backward pass.
+struct Slot {
     /// Expert vectors x(m), n x D_in.
     x: Vec<f32>,
-    /// Expert gradients, n x D_in.
-    dx: Vec<f32>,
     /// MoE weights θ_h(m), H x n.
     theta: Vec<f32>,
     /// Per-head mixtures z_h, H x s.
@@ -91,6 +93,12 @@ pub struct MoeScratch {
     tpos: usize,
     /// Sentence mode: the target's query per head (H x d_k), copied before updates.
     q: Vec<f32>,
+}
+
+/// A thread's pending gradients of the small shared parameters.
+struct Shared {
+    /// Expert gradients of the target in its backward pass, n x D_in.
+    dx: Vec<f32>,
     /// Pending gradients of the shared small parameters (offset_gate or
     /// query + pos_key, offset/pos values, mask expert).
     d_offset_gate: Vec<f32>,
@@ -100,6 +108,18 @@ pub struct MoeScratch {
     d_mask_gate: Vec<f32>,
     d_mask_value: Vec<f32>,
     pending: u32,
+}
+
+pub struct MoeScratch {
+    /// The single-target path (and `load_masked`, `z`, `theta`).
+    cur: Slot,
+    /// The mini-batch path: one slot per target of the batch.
+    batch: Vec<Slot>,
+    /// Mixtures and their gradients of the batch's targets, B x d.
+    zs: Vec<f32>,
+    gs: Vec<f32>,
+    targets: Vec<u32>,
+    acc: Shared,
     /// Whether the model has a mask expert (for `theta`).
     with_mask: bool,
     out: OutputScratch,
@@ -108,11 +128,9 @@ pub struct MoeScratch {
 /// A position that holds no token (tabular: a value to impute): never an expert.
 pub const ABSENT: u32 = u32::MAX;
 
-impl MoeScratch {
-    /// Sentence mode: position `j` of `chunk` is masked and every other
-    /// position holding a token is an expert (at its absolute position).
+impl Slot {
     #[inline]
-    pub fn load_masked(&mut self, chunk: &[u32], j: usize) {
+    fn load_masked(&mut self, chunk: &[u32], j: usize) {
         self.words.clear();
         self.offsets.clear();
         for (m, &w) in chunk.iter().enumerate() {
@@ -124,21 +142,48 @@ impl MoeScratch {
         self.tpos = j;
     }
 
+    /// Window mode: the experts of the target at `pos` (window lo..hi).
+    #[inline]
+    fn load_window(&mut self, sent: &[u32], pos: usize, lo: usize, hi: usize, window: usize) {
+        self.words.clear();
+        self.offsets.clear();
+        for c in lo..hi {
+            if c != pos {
+                self.words.push(sent[c]);
+                self.offsets.push(offset_index(c as isize - pos as isize, window) as u32);
+            }
+        }
+    }
+}
+
+impl MoeScratch {
+    /// Sentence mode: position `j` of `chunk` is masked and every other
+    /// position holding a token is an expert (at its absolute position).
+    #[inline]
+    pub fn load_masked(&mut self, chunk: &[u32], j: usize) {
+        self.cur.load_masked(chunk, j);
+    }
+
     /// The mixture z of the last forward pass.
     pub fn z(&self) -> &[f32] {
-        &self.z
+        &self.cur.z
     }
 
     /// The MoE weights θ_h(m) of the last forward pass for head `h`: one per
     /// expert in load order (the mask expert last when enabled).
     pub fn theta(&self, h: usize) -> &[f32] {
-        let n = self.words.len() + self.with_mask as usize;
-        &self.theta[h * n..(h + 1) * n]
+        let n = self.cur.words.len() + self.with_mask as usize;
+        &self.cur.theta[h * n..(h + 1) * n]
     }
 
     /// The positions (sentence mode) or offset rows (window mode) of the loaded experts.
     pub fn expert_rows(&self) -> &[u32] {
-        &self.offsets
+        &self.cur.offsets
+    }
+
+    /// The output layer's scratch (tests record the negatives through it).
+    pub fn output(&mut self) -> &mut OutputScratch {
+        &mut self.out
     }
 }
 
@@ -186,7 +231,7 @@ impl Moe<'_> {
     }
 
     /// Apply a thread's accumulated offset/mask gradients to the shared parameters.
-    fn flush_shared(&self, sc: &mut MoeScratch) {
+    fn flush_shared(&self, sc: &mut Shared) {
         if sc.pending == 0 {
             return;
         }
@@ -224,6 +269,10 @@ impl Moe<'_> {
     /// Forward pass for one target given its experts (`sc.words`, `sc.offsets`;
     /// the mask expert last when enabled): fills x, theta, zh and z.
     pub fn forward(&self, sc: &mut MoeScratch) {
+        self.forward_slot(&mut sc.cur);
+    }
+
+    fn forward_slot(&self, sc: &mut Slot) {
         let (d, d_in, s, h) = (self.d(), self.d_in(), self.s(), self.heads);
         let nc = sc.words.len();
         let n = nc + self.has_mask() as usize;
@@ -296,11 +345,11 @@ impl Moe<'_> {
 
     /// Backward pass given g = lr·∂log p/∂z in `sc.grad`: updates alpha and
     /// salience (shared, Hogwild) and accumulates the offset/mask gradients.
-    fn backward(&self, sc: &mut MoeScratch) {
+    fn backward(&self, sc: &mut Slot, acc: &mut Shared) {
         let (d_in, s, h, r) = (self.d_in(), self.s(), self.heads, self.r());
         let nc = sc.words.len();
         let n = nc + self.has_mask() as usize;
-        sc.dx[..n * d_in].fill(0.0);
+        acc.dx[..n * d_in].fill(0.0);
         for hh in 0..h {
             let gh = if self.full { &sc.grad[..s] } else { &sc.grad[hh * s..(hh + 1) * s] };
             let gz = dot(gh, &sc.zh[hh * s..(hh + 1) * s]);
@@ -309,20 +358,20 @@ impl Moe<'_> {
                 let col = m * d_in + hh * s;
                 let a = dot(gh, &sc.x[col..col + s]);
                 let dl = th[m] * (a - gz);
-                axpy(th[m], gh, &mut sc.dx[col..col + s]);
+                axpy(th[m], gh, &mut acc.dx[col..col + s]);
                 if m == nc {
                     match &self.gates {
-                        Gates::Window { .. } => sc.d_mask_gate[hh] += dl,
+                        Gates::Window { .. } => acc.d_mask_gate[hh] += dl,
                         Gates::Absolute { query, pos_key, max_len, .. } => {
                             // l = <q, mask_key + pos_key[tpos]> / sqrt(d_k)
                             let dk = query.cols();
                             let g = dl / (dk as f32).sqrt();
                             let (row, q) = (hh * max_len + sc.tpos, &sc.q[hh * dk..(hh + 1) * dk]);
-                            let dq = &mut sc.d_query[row * dk..(row + 1) * dk];
+                            let dq = &mut acc.d_query[row * dk..(row + 1) * dk];
                             axpy(g, &self.mask_gate.row(0)[hh * dk..(hh + 1) * dk], dq);
                             axpy(g, pos_key.row(row), dq);
-                            axpy(g, q, &mut sc.d_mask_gate[hh * dk..(hh + 1) * dk]);
-                            axpy(g, q, &mut sc.d_pos_key[row * dk..(row + 1) * dk]);
+                            axpy(g, q, &mut acc.d_mask_gate[hh * dk..(hh + 1) * dk]);
+                            axpy(g, q, &mut acc.d_pos_key[row * dk..(row + 1) * dk]);
                         }
                     }
                     continue;
@@ -331,38 +380,38 @@ impl Moe<'_> {
                 match &self.gates {
                     Gates::Window { salience, .. } => {
                         salience.add_at(hh, w, dl * self.alpha.factor(w));
-                        sc.d_offset_gate[hh * r + o] += dl;
+                        acc.d_offset_gate[hh * r + o] += dl;
                     }
                     Gates::Absolute { query, key, pos_key, max_len } => {
                         // l = <q, key[w] + pos_key[o]> / sqrt(d_k)
                         let dk = query.cols();
                         let g = dl / (dk as f32).sqrt();
                         let q = &sc.q[hh * dk..(hh + 1) * dk];
-                        let dq = &mut sc.d_query[(hh * max_len + sc.tpos) * dk..(hh * max_len + sc.tpos + 1) * dk];
+                        let dq = &mut acc.d_query[(hh * max_len + sc.tpos) * dk..(hh * max_len + sc.tpos + 1) * dk];
                         // dq += g * key[w] (before its update), key[w] += g * q
                         key.exchange(hh * self.vocab_len() + w, g, q, dq); // key carries the per-word factor
                         axpy(g, pos_key.row(hh * max_len + o), dq);
-                        axpy(g, q, &mut sc.d_pos_key[(hh * max_len + o) * dk..(hh * max_len + o + 1) * dk]);
+                        axpy(g, q, &mut acc.d_pos_key[(hh * max_len + o) * dk..(hh * max_len + o + 1) * dk]);
                     }
                 }
             }
         }
         for m in 0..nc {
-            let dxm = &sc.dx[m * d_in..(m + 1) * d_in];
+            let dxm = &acc.dx[m * d_in..(m + 1) * d_in];
             self.alpha.add_to_row(sc.words[m] as usize, 1.0, dxm);
             let o = sc.offsets[m] as usize;
-            axpy(1.0, dxm, &mut sc.d_offset_value[o * d_in..(o + 1) * d_in]);
+            axpy(1.0, dxm, &mut acc.d_offset_value[o * d_in..(o + 1) * d_in]);
         }
         if self.has_mask() {
-            axpy(1.0, &sc.dx[nc * d_in..n * d_in], &mut sc.d_mask_value);
+            axpy(1.0, &acc.dx[nc * d_in..n * d_in], &mut acc.d_mask_value);
             if let Gates::Absolute { .. } = &self.gates {
                 let t = sc.tpos;
-                axpy(1.0, &sc.dx[nc * d_in..n * d_in], &mut sc.d_offset_value[t * d_in..(t + 1) * d_in]);
+                axpy(1.0, &acc.dx[nc * d_in..n * d_in], &mut acc.d_offset_value[t * d_in..(t + 1) * d_in]);
             }
         }
-        sc.pending += 1;
-        if sc.pending >= SHARED_FLUSH {
-            self.flush_shared(sc);
+        acc.pending += 1;
+        if acc.pending >= SHARED_FLUSH {
+            self.flush_shared(acc);
         }
     }
 
@@ -377,16 +426,89 @@ impl Moe<'_> {
     #[inline]
     pub fn step_with(&self, sc: &mut MoeScratch, output: impl FnOnce(&[f32], &mut [f32], &mut OutputScratch) -> f32) -> f32 {
         let d = self.d();
-        self.forward(sc);
-        sc.grad[..d].fill(0.0);
-        let loss = output(&sc.z[..d], &mut sc.grad[..d], &mut sc.out);
-        self.backward(sc);
+        let cur = &mut sc.cur;
+        self.forward_slot(cur);
+        cur.grad[..d].fill(0.0);
+        let loss = output(&cur.z[..d], &mut cur.grad[..d], &mut sc.out);
+        self.backward(cur, &mut sc.acc);
         loss
     }
 
     /// Finish: apply pending shared gradients (call at the end of a run).
     pub fn finish(&self, sc: &mut MoeScratch) {
-        self.flush_shared(sc);
+        self.flush_shared(&mut sc.acc);
+    }
+
+    fn batched(&self) -> bool {
+        self.batch > 1 && self.out.batchable()
+    }
+
+    /// Mini-batch path: run the forward pass of the target whose experts
+    /// are loaded in slot `i`, queue it, and train the batch once full.
+    fn queue(&self, sc: &mut MoeScratch, target: u32, lr: f32, rng: &mut Rng, want_loss: bool) -> f64 {
+        let d = self.d();
+        let i = sc.targets.len();
+        self.forward_slot(&mut sc.batch[i]);
+        sc.zs[i * d..(i + 1) * d].copy_from_slice(&sc.batch[i].z[..d]);
+        sc.targets.push(target);
+        if sc.targets.len() == self.batch {
+            self.flush_batch(sc, lr, rng, want_loss)
+        } else {
+            0.0
+        }
+    }
+
+    /// Train the queued targets: one shared draw of negatives for all of
+    /// them (`OutputLayer::negative_batch`), then each target's backward pass.
+    fn flush_batch(&self, sc: &mut MoeScratch, lr: f32, rng: &mut Rng, want_loss: bool) -> f64 {
+        let (d, b) = (self.d(), sc.targets.len());
+        if b == 0 {
+            return 0.0;
+        }
+        let gs = &mut sc.gs[..b * d];
+        gs.fill(0.0);
+        let loss = self.out.negative_batch(&sc.zs[..b * d], &sc.targets, lr, gs, &mut sc.out, rng, want_loss);
+        for (i, slot) in sc.batch[..b].iter_mut().enumerate() {
+            slot.grad[..d].copy_from_slice(&gs[i * d..(i + 1) * d]);
+            self.backward(slot, &mut sc.acc);
+        }
+        sc.targets.clear();
+        loss as f64
+    }
+
+    /// Queue one example (as `sc_set` loads it) on the mini-batch path;
+    /// trains the batch once full (for tests: the batch as one call).
+    #[allow(clippy::too_many_arguments)]
+    pub fn queue_example(&self, sc: &mut MoeScratch, words: &[u32], offsets: &[isize], target: u32,
+                         target_pos: Option<usize>, lr: f32, rng: &mut Rng) -> f64 {
+        let slot = &mut sc.batch[sc.targets.len()];
+        slot.set(words, offsets, self.window, target_pos);
+        self.queue(sc, target, lr, rng, false)
+    }
+
+    /// Train what the mini-batch path has queued.
+    pub fn flush_batch_now(&self, sc: &mut MoeScratch, lr: f32, rng: &mut Rng) -> f64 {
+        self.flush_batch(sc, lr, rng, false)
+    }
+
+    fn slot(&self) -> Slot {
+        let (d, d_in, h) = (self.d(), self.d_in(), self.heads);
+        let n = self.max_experts();
+        let dk = match &self.gates {
+            Gates::Window { .. } => 0,
+            Gates::Absolute { query, .. } => query.cols(),
+        };
+        Slot {
+            x: vec![0.0; n * d_in],
+            theta: vec![0.0; h * n],
+            zh: vec![0.0; h * self.s()],
+            z: vec![0.0; d],
+            grad: vec![0.0; d],
+            words: Vec::with_capacity(n),
+            offsets: Vec::with_capacity(n),
+            tpos: 0,
+            q: vec![0.0; h * dk],
+        }
     }
 }
 
@@ -396,30 +518,29 @@ impl Model for Moe<'_> {
     fn scratch(&self) -> MoeScratch {
         let (d, d_in, h, r) = (self.d(), self.d_in(), self.heads, self.r());
         let n = self.max_experts();
-        let (dq_len, dk) = match &self.gates {
-            Gates::Window { .. } => (0, 0),
-            Gates::Absolute { query, .. } => (query.rows() * query.cols(), query.cols()),
+        let dq_len = match &self.gates {
+            Gates::Window { .. } => 0,
+            Gates::Absolute { query, .. } => query.rows() * query.cols(),
         };
+        let b = if self.batched() { self.batch } else { 0 };
         MoeScratch {
-            x: vec![0.0; n * d_in],
-            dx: vec![0.0; n * d_in],
-            theta: vec![0.0; h * n],
-            zh: vec![0.0; h * self.s()],
-            z: vec![0.0; d],
-            grad: vec![0.0; d],
-            words: Vec::with_capacity(n),
-            offsets: Vec::with_capacity(n),
-            tpos: 0,
-            q: vec![0.0; h * dk],
-            d_offset_gate: if dq_len == 0 { vec![0.0; h * r] } else { Vec::new() },
-            d_query: vec![0.0; dq_len],
-            d_pos_key: vec![0.0; dq_len],
-            d_offset_value: vec![0.0; r * d_in],
-            d_mask_gate: vec![0.0; self.mask_gate.cols().max(h)],
-            d_mask_value: vec![0.0; d_in],
-            pending: 0,
+            cur: self.slot(),
+            batch: (0..b).map(|_| self.slot()).collect(),
+            zs: vec![0.0; b * d],
+            gs: vec![0.0; b * d],
+            targets: Vec::with_capacity(b),
+            acc: Shared {
+                dx: vec![0.0; n * d_in],
+                d_offset_gate: if dq_len == 0 { vec![0.0; h * r] } else { Vec::new() },
+                d_query: vec![0.0; dq_len],
+                d_pos_key: vec![0.0; dq_len],
+                d_offset_value: vec![0.0; r * d_in],
+                d_mask_gate: vec![0.0; self.mask_gate.cols().max(h)],
+                d_mask_value: vec![0.0; d_in],
+                pending: 0,
+            },
             with_mask: self.has_mask(),
-            out: OutputScratch::new(self.alpha.rows(), &self.out.spec, 1),
+            out: OutputScratch::new(self.alpha.rows(), &self.out.spec, b.max(1)),
         }
     }
 
@@ -427,6 +548,7 @@ impl Model for Moe<'_> {
         sc.out.new_sentence();
         let mut loss = 0.0f64;
         let mut examples = 0;
+        let batched = self.batched();
         if let Gates::Absolute { max_len, .. } = &self.gates {
             // Sentence mode: every other word of the chunk is an expert.
             for chunk in sent.chunks(*max_len) {
@@ -434,33 +556,36 @@ impl Model for Moe<'_> {
                     continue;
                 }
                 for j in 0..chunk.len() {
-                    sc.load_masked(chunk, j);
-                    loss += self.example(sc, chunk[j], lr, rng, want_loss) as f64;
+                    if batched {
+                        sc.batch[sc.targets.len()].load_masked(chunk, j);
+                        loss += self.queue(sc, chunk[j], lr, rng, want_loss);
+                    } else {
+                        sc.load_masked(chunk, j);
+                        loss += self.example(sc, chunk[j], lr, rng, want_loss) as f64;
+                    }
                     examples += 1;
                 }
             }
-            self.flush_shared(sc);
-            return (loss, examples);
-        }
-        for pos in 0..sent.len() {
-            let (lo, hi) = window_and_prefetch(sent, pos, self.window, self.shrink, rng, &self.alpha, &self.out);
-            sc.words.clear();
-            sc.offsets.clear();
-            for c in lo..hi {
-                if c != pos {
-                    sc.words.push(sent[c]);
-                    sc.offsets.push(offset_index(c as isize - pos as isize, self.window) as u32);
+        } else {
+            for pos in 0..sent.len() {
+                let (lo, hi) = window_and_prefetch(sent, pos, self.window, self.shrink, rng, &self.alpha, &self.out);
+                let slot = if batched { &mut sc.batch[sc.targets.len()] } else { &mut sc.cur };
+                slot.load_window(sent, pos, lo, hi, self.window);
+                if slot.words.is_empty() {
+                    continue;
                 }
+                loss += if batched {
+                    self.queue(sc, sent[pos], lr, rng, want_loss)
+                } else {
+                    self.example(sc, sent[pos], lr, rng, want_loss) as f64
+                };
+                examples += 1;
             }
-            if sc.words.is_empty() {
-                continue;
-            }
-            loss += self.example(sc, sent[pos], lr, rng, want_loss) as f64;
-            examples += 1;
         }
+        loss += self.flush_batch(sc, lr, rng, want_loss);
         // A sentence ends with its updates applied, so a run stopped between
         // sentences (a checkpoint) leaves nothing pending in the scratch.
-        self.flush_shared(sc);
+        self.flush_shared(&mut sc.acc);
         (loss, examples)
     }
 
@@ -472,14 +597,20 @@ impl Model for Moe<'_> {
 /// Load one example's experts into the scratch. Window mode: `offsets` are
 /// −window..window; sentence mode (`target_pos` given): absolute positions.
 pub fn sc_set(sc: &mut MoeScratch, words: &[u32], offsets: &[isize], window: usize, target_pos: Option<usize>) {
-    sc.words.clear();
-    sc.offsets.clear();
-    sc.words.extend_from_slice(words);
-    match target_pos {
-        None => sc.offsets.extend(offsets.iter().map(|&r| offset_index(r, window) as u32)),
-        Some(t) => {
-            sc.offsets.extend(offsets.iter().map(|&r| r as u32));
-            sc.tpos = t;
+    sc.cur.set(words, offsets, window, target_pos);
+}
+
+impl Slot {
+    fn set(&mut self, words: &[u32], offsets: &[isize], window: usize, target_pos: Option<usize>) {
+        self.words.clear();
+        self.offsets.clear();
+        self.words.extend_from_slice(words);
+        match target_pos {
+            None => self.offsets.extend(offsets.iter().map(|&r| offset_index(r, window) as u32)),
+            Some(t) => {
+                self.offsets.extend(offsets.iter().map(|&r| r as u32));
+                self.tpos = t;
+            }
         }
     }
 }
@@ -523,14 +654,14 @@ mod tests {
             full: false,
             window,
             shrink: false,
+            batch: 1,
         };
         let mut sc = m.scratch();
-        sc.words.extend([1, 3, 4]);
-        sc.offsets.extend([0, 1, 2]);
+        sc_set(&mut sc, &[1, 3, 4], &[-2, -1, 1], window, None);
         m.forward(&mut sc);
         for j in 0..d {
             let mean = (alpha_copy[d + j] + alpha_copy[3 * d + j] + alpha_copy[4 * d + j]) / 3.0;
-            assert!((sc.z[j] - mean).abs() < 1e-6);
+            assert!((sc.z()[j] - mean).abs() < 1e-6);
         }
     }
 }

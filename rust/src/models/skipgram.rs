@@ -1,6 +1,12 @@
 //! Skip-gram (Mikolov et al. 2013): each context word's vector predicts the
 //! word at j. The context words of one position share their negatives and are
 //! scored as one small matrix product (pWord2Vec, Ji et al. 2016).
+//!
+//! With `batch > 1` (negative sampling alone) the (context, target) pairs of
+//! B consecutive positions form one mini-batch sharing a single draw of
+//! negatives (`OutputLayer::negative_batch`): each negative row is loaded once
+//! per B windows instead of once per window. `batch = 1` keeps one draw per
+//! window.
 
 use super::{window_and_prefetch, Model};
 use crate::hogwild::Hogwild;
@@ -12,12 +18,48 @@ pub struct SkipGram<'a> {
     pub out: OutputLayer<'a>,
     pub window: usize,
     pub shrink: bool,
+    /// Target positions per mini-batch (1: one draw of negatives per window).
+    pub batch: usize,
 }
 
 pub struct SkipGramScratch {
+    /// Input rows of the batch's pairs, rows x d.
     h: Vec<f32>,
     grad: Vec<f32>,
+    /// Per pair: the word it predicts, and the context word it updates.
+    targets: Vec<u32>,
+    inputs: Vec<u32>,
     out: OutputScratch,
+}
+
+impl SkipGramScratch {
+    /// The output layer's scratch (tests record the negatives through it).
+    pub fn output(&mut self) -> &mut OutputScratch {
+        &mut self.out
+    }
+}
+
+impl SkipGram<'_> {
+    fn batched(&self) -> bool {
+        self.batch > 1 && self.out.batchable()
+    }
+
+    /// Train the gathered pairs and empty the batch.
+    fn flush(&self, sc: &mut SkipGramScratch, lr: f32, rng: &mut Rng, want_loss: bool) -> f64 {
+        let (d, n) = (self.syn0.cols(), sc.targets.len());
+        if n == 0 {
+            return 0.0;
+        }
+        let grad = &mut sc.grad[..n * d];
+        grad.fill(0.0);
+        let loss = self.out.negative_batch(&sc.h[..n * d], &sc.targets, lr, grad, &mut sc.out, rng, want_loss);
+        for (i, &w) in sc.inputs.iter().enumerate() {
+            self.syn0.add_to_row(w as usize, 1.0, &grad[i * d..(i + 1) * d]);
+        }
+        sc.targets.clear();
+        sc.inputs.clear();
+        loss as f64
+    }
 }
 
 impl Model for SkipGram<'_> {
@@ -25,10 +67,12 @@ impl Model for SkipGram<'_> {
 
     fn scratch(&self) -> SkipGramScratch {
         let d = self.syn0.cols();
-        let rows = 2 * self.window;
+        let rows = 2 * self.window * self.batch.max(1);
         SkipGramScratch {
             h: vec![0.0; rows * d],
             grad: vec![0.0; rows * d],
+            targets: Vec::with_capacity(rows),
+            inputs: Vec::with_capacity(rows),
             out: OutputScratch::new(self.syn0.rows(), &self.out.spec, rows),
         }
     }
@@ -38,6 +82,28 @@ impl Model for SkipGram<'_> {
         let d = self.syn0.cols();
         let mut loss = 0.0f64;
         let mut examples = 0;
+        if self.batched() {
+            let mut positions = 0;
+            for pos in 0..sent.len() {
+                let (lo, hi) = window_and_prefetch(sent, pos, self.window, self.shrink, rng, &self.syn0, &self.out);
+                for c in lo..hi {
+                    if c != pos {
+                        let n = sc.targets.len();
+                        sc.h[n * d..(n + 1) * d].copy_from_slice(self.syn0.row(sent[c] as usize));
+                        sc.targets.push(sent[pos]);
+                        sc.inputs.push(sent[c]);
+                        examples += 1;
+                    }
+                }
+                positions += 1;
+                if positions == self.batch {
+                    loss += self.flush(sc, lr, rng, want_loss);
+                    positions = 0;
+                }
+            }
+            loss += self.flush(sc, lr, rng, want_loss);
+            return (loss, examples);
+        }
         for pos in 0..sent.len() {
             let (lo, hi) = window_and_prefetch(sent, pos, self.window, self.shrink, rng, &self.syn0, &self.out);
             let mut n = 0;

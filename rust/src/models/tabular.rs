@@ -188,6 +188,7 @@ mod tests {
             full: false,
             window: 1,
             shrink: false,
+            batch: 1,
         };
         let starts = [0u32, k as u32, v as u32];
         let t = Tabular { moe: &moe, starts: &starts };

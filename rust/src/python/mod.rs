@@ -86,8 +86,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<input::JobQueue>()?;
     m.add_class::<stream::PyBatchStream>()?;
     m.add_function(wrap_pyfunction!(word2vec::train_epoch, m)?)?;
+    m.add_function(wrap_pyfunction!(word2vec::train_sentence_ns, m)?)?;
     m.add_function(wrap_pyfunction!(moe::train_epoch_moe, m)?)?;
     m.add_function(wrap_pyfunction!(moe::moe_step, m)?)?;
+    m.add_function(wrap_pyfunction!(moe::moe_batch_step, m)?)?;
     m.add_function(wrap_pyfunction!(attention::train_epoch_attention, m)?)?;
     m.add_function(wrap_pyfunction!(attention::attention_step, m)?)?;
     m.add_function(wrap_pyfunction!(tabular::tabular_fit, m)?)?;

@@ -48,6 +48,9 @@ pub(crate) struct MoeSettings {
     pub(crate) absolute: bool,
     pub(crate) max_len: usize,
     pub(crate) key_size: usize,
+    /// Targets per mini-batch (absent: 1, the exact per-target update).
+    #[pyo3(default = 1)]
+    pub(crate) batch_targets: usize,
 }
 
 /// A CBOW-MoE model's arguments.
@@ -80,6 +83,7 @@ pub(crate) fn with_moe<R>(
     if st.window == 0 {
         return Err(PyValueError::new_err("window must be >= 1"));
     }
+    super::word2vec::check_batch(st.batch_targets)?;
     let d_in = if st.full { h * d } else { d };
     if st.absolute && (st.max_len < 2 || st.key_size == 0) {
         return Err(PyValueError::new_err("sentence mode needs max_len >= 2 and key_size >= 1"));
@@ -145,6 +149,7 @@ pub(crate) fn with_moe<R>(
         full: st.full,
         window: st.window,
         shrink: st.shrink_windows,
+        batch: st.batch_targets,
     };
     f(&m)
 }
@@ -180,7 +185,26 @@ pub(crate) fn moe_step(
     target_pos: Option<usize>,
 ) -> PyResult<f32> {
     let voc = vocab.inner.clone();
-    let v = voc.len() as u32;
+    check_example(&settings, voc.len(), &words, &offsets, target, target_pos)?;
+    with_moe(&voc, &arrays, settings, &[], |m| {
+        let mut sc = m.scratch();
+        sc_set(&mut sc, &words, &offsets, settings.window, target_pos);
+        let loss = m.example(&mut sc, target, lr, &mut Rng::new(seed), true);
+        m.finish(&mut sc);
+        Ok(loss)
+    })
+}
+
+/// One example's inputs, checked against the model's settings.
+fn check_example(
+    settings: &MoeSettings,
+    v: usize,
+    words: &[u32],
+    offsets: &[isize],
+    target: u32,
+    target_pos: Option<usize>,
+) -> PyResult<()> {
+    let v = v as u32;
     let n_max = if settings.absolute { settings.max_len.saturating_sub(1) } else { 2 * settings.window };
     if words.len() != offsets.len() || words.is_empty() || words.len() > n_max {
         return Err(PyValueError::new_err("words and offsets must have the same length, at most the context size"));
@@ -198,11 +222,42 @@ pub(crate) fn moe_step(
     if settings.absolute != target_pos.is_some() || target_pos.is_some_and(|t| t >= settings.max_len) {
         return Err(PyValueError::new_err("target_pos (< max_len) is required in sentence mode only"));
     }
+    Ok(())
+}
+
+/// One CBOW-MoE mini-batch (negative sampling alone): the examples
+/// (words, offsets, target, target_pos) run their forward passes, share one
+/// draw of negatives, then run their backward passes; in place. Returns the
+/// negatives drawn, for tests against an independent reference.
+#[pyfunction]
+#[pyo3(signature = (vocab, arrays, settings, examples, lr, seed=0))]
+pub(crate) fn moe_batch_step(
+    vocab: &PyVocab,
+    arrays: MoeArrays<'_>,
+    settings: MoeSettings,
+    examples: Vec<(Vec<u32>, Vec<isize>, u32, Option<usize>)>,
+    lr: f32,
+    seed: u64,
+) -> PyResult<Vec<u32>> {
+    let voc = vocab.inner.clone();
+    if settings.negative == 0 || settings.hs || settings.softmax {
+        return Err(PyValueError::new_err("a mini-batch needs negative sampling alone"));
+    }
+    if examples.len() < 2 || examples.len() > settings.batch_targets {
+        return Err(PyValueError::new_err("a mini-batch holds 2..=batch_targets examples"));
+    }
+    for (w, o, t, tp) in &examples {
+        check_example(&settings, voc.len(), w, o, *t, *tp)?;
+    }
     with_moe(&voc, &arrays, settings, &[], |m| {
         let mut sc = m.scratch();
-        sc_set(&mut sc, &words, &offsets, settings.window, target_pos);
-        let loss = m.example(&mut sc, target, lr, &mut Rng::new(seed), true);
+        sc.output().record = Some(Vec::new());
+        let mut rng = Rng::new(seed);
+        for (w, o, t, tp) in &examples {
+            m.queue_example(&mut sc, w, o, *t, *tp, lr, &mut rng);
+        }
+        m.flush_batch_now(&mut sc, lr, &mut rng);
         m.finish(&mut sc);
-        Ok(loss)
+        Ok(sc.output().record.take().unwrap_or_default())
     })
 }

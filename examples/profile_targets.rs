@@ -1,0 +1,109 @@
+//! Cost per trained target of one model, without Python in the way: reads a
+//! plain-text corpus, builds the vocabulary (min_count 5, sample 1e-3),
+//! trains `epochs` epochs with one worker (d = 100, window 5, negative 5)
+//! and prints the number of trained targets and the wall time.
+//!
+//!     cargo run --release --example profile_targets -- CORPUS MODEL BATCH EPOCHS
+//!
+//! MODEL is cbow, sg, moe1 or moe4 (BidirMoE, window mode, mask expert, 1 or
+//! 4 heads). Run it under `valgrind --tool=cachegrind` with EPOCHS = 1 and
+//! EPOCHS = 0: the difference of the two counts, divided by the targets, is
+//! the per-target cost of training alone (see README, "Cost per target").
+
+use bidirmoe::corpus::{for_each_sentence, token_str, FileSplit};
+use bidirmoe::hogwild::Hogwild;
+use bidirmoe::models::cbow::Cbow;
+use bidirmoe::models::moe::{Gates, Moe};
+use bidirmoe::models::skipgram::SkipGram;
+use bidirmoe::models::Model;
+use bidirmoe::objective::{OutputLayer, OutputSpec};
+use bidirmoe::sampling::Rng;
+use bidirmoe::simd::SigmoidTable;
+use bidirmoe::trainer::{run_epoch, Progress, Source, TrainConfig};
+use bidirmoe::vocab::{Vocab, VocabCounter, VocabSettings};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+const D: usize = 100;
+const WINDOW: usize = 5;
+
+fn train<M: Model>(m: &M, voc: &Vocab, path: &Path, epochs: u64) -> (u64, f64) {
+    let progress = Progress::default();
+    let t = Instant::now();
+    for epoch in 0..epochs {
+        let split = FileSplit::new(path, 1).expect("corpus");
+        let cfg = TrainConfig {
+            workers: 1,
+            alpha: 0.025,
+            min_alpha: 1e-4,
+            total_words: voc.total_words * epochs,
+            words_before: voc.total_words * epoch,
+            seed: 1,
+            epoch,
+            want_loss: false,
+            tick: Duration::from_secs(1),
+            max_words: 0,
+            resume: Vec::new(),
+        };
+        run_epoch(m, voc, Source::File(&split), &cfg, &progress, |_| true).expect("epoch");
+    }
+    (progress.examples.load(Ordering::Relaxed), t.elapsed().as_secs_f64())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() != 5 {
+        eprintln!("usage: profile_targets CORPUS cbow|sg|moe1|moe4 BATCH EPOCHS");
+        std::process::exit(2);
+    }
+    let path = Path::new(&args[1]);
+    let (model, batch): (&str, usize) = (&args[2], args[3].parse().expect("BATCH"));
+    let epochs: u64 = args[4].parse().expect("EPOCHS");
+    let mut counter = VocabCounter::new(None);
+    for_each_sentence(path, |toks| {
+        for t in toks {
+            counter.add_token(&token_str(t));
+        }
+        counter.end_sentence();
+    })
+    .expect("corpus");
+    let settings = VocabSettings { min_count: 5, max_final_vocab: None, sample: 1e-3, ns_exponent: 0.75, hs: false };
+    let voc = Vocab::from_counter(&counter, &settings);
+    let v = voc.len();
+    let mut rng = Rng::new(1);
+    let mut syn0: Vec<f32> = (0..v * D).map(|_| (rng.unit_f32() - 0.5) / D as f32).collect();
+    let mut beta = vec![0f32; v * D];
+    let spec = OutputSpec { negative: 5, hs: false, softmax: false };
+    let out = OutputLayer { beta: Hogwild::new(&mut beta, D), syn1: Hogwild::empty(), bias: None, spec, vocab: &voc, sig: SigmoidTable::new() };
+    let syn0h = Hogwild::new(&mut syn0, D);
+    let (targets, secs) = match model {
+        "cbow" => train(&Cbow { syn0: syn0h, out, window: WINDOW, shrink: true, cbow_mean: true, batch }, &voc, path, epochs),
+        "sg" => train(&SkipGram { syn0: syn0h, out, window: WINDOW, shrink: true, batch }, &voc, path, epochs),
+        "moe1" | "moe4" => {
+            let h = if model == "moe1" { 1 } else { 4 };
+            let r = 2 * WINDOW;
+            let (mut sal, mut og, mut ov) = (vec![0f32; h * v], vec![0f32; h * r], vec![0f32; r * D]);
+            let (mut mg, mut mv) = (vec![0f32; h], vec![0f32; D]);
+            let m = Moe {
+                alpha: syn0h,
+                gates: Gates::Window { salience: Hogwild::new(&mut sal, v), offset_gate: Hogwild::new(&mut og, r) },
+                offset_value: Hogwild::new(&mut ov, D),
+                mask_gate: Hogwild::new(&mut mg, h),
+                mask_value: Hogwild::new(&mut mv, D),
+                out,
+                heads: h,
+                full: false,
+                window: WINDOW,
+                shrink: true,
+                batch,
+            };
+            train(&m, &voc, path, epochs)
+        }
+        other => {
+            eprintln!("unknown model {other}");
+            std::process::exit(2);
+        }
+    };
+    println!("model={model} batch={batch} epochs={epochs} vocab={v} targets={targets} seconds={secs:.3}");
+}
