@@ -20,7 +20,7 @@
 //! update of row `i` is multiplied by `factor[i % factor.len()]`, so 0
 //! freezes a row and 1 trains it normally.
 
-use crate::simd::{axpy, update_pair};
+use crate::simd::{axpy, dot, dot_axpy2, update_pair};
 use std::marker::PhantomData;
 
 /// A row-major `rows x cols` f32 matrix shared by all worker threads.
@@ -158,6 +158,31 @@ impl<'a> Hogwild<'a> {
         let v = v * self.factor(i);
         // SAFETY: in bounds (checked); a single element store, no view kept.
         unsafe { *self.ptr.add(i * self.cols + j) += v };
+    }
+
+    /// The MoE expert's backward sweep on row `i`, in `c.len()` head blocks
+    /// (`simd::dot_axpy2`): `dots[h] = g_h · x_h`, `row[i]_h += factor(i) *
+    /// c[h] * g_h`, `other_h += c[h] * g_h`. `g`, `x`, `other` lie outside
+    /// this matrix.
+    #[inline]
+    pub fn dot_add_blocks(&self, i: usize, c: &[f32], g: &[f32], x: &[f32], other: &mut [f32], dots: &mut [f32]) {
+        assert!(!self.overlaps(g) && !self.overlaps(x) && !self.overlaps(other), "update source lies inside the matrix it updates");
+        let f = self.factor(i);
+        if f == 0.0 && !self.factor.is_empty() {
+            // a frozen row stays bit-identical
+            let s = g.len() / c.len().max(1);
+            for (h, &ch) in c.iter().enumerate() {
+                let r = h * s..(h + 1) * s;
+                dots[h] = dot(&g[r.clone()], &x[r.clone()]);
+                axpy(ch, &g[r.clone()], &mut other[r]);
+            }
+            return;
+        }
+        // SAFETY: `g`, `x` and `other` do not overlap the matrix (checked);
+        // the mutable view of row i is the only view this thread holds of it
+        // until the call returns.
+        let r = unsafe { self.row_mut(i) };
+        dot_axpy2(g, x, f, c, r, other, dots)
     }
 
     /// The word2vec pair update with row `i` as the output vector:

@@ -480,6 +480,205 @@ pub fn scale(alpha: f32, x: &mut [f32]) {
     }
 }
 
+// ------------------------------------------------- fused MoE expert kernels
+//
+// The MoE expert loop touches each expert row twice per target: forward
+// (x = alpha[w] + offset_value[r]; z += θ x) and backward (a = g·x for the
+// gate gradient; alpha[w] += c g; d_offset_value[r] += θ g). Each kernel
+// does its pass in one sweep instead of three; head blocks are short
+// (d / heads), so the AVX-512 versions finish with one masked vector.
+
+#[inline(always)]
+fn mix_body(a: &[f32], b: &[f32], x: &mut [f32], t: f32, z: &mut [f32]) {
+    let n = x.len();
+    let (a, b, z) = (&a[..n], &b[..n], &mut z[..n]);
+    for i in 0..n {
+        let v = a[i] + b[i];
+        x[i] = v;
+        z[i] += t * v;
+    }
+}
+
+#[inline(always)]
+fn dot_axpy2_body(g: &[f32], x: &[f32], c1: f32, y1: &mut [f32], c2: f32, y2: &mut [f32]) -> f32 {
+    let n = g.len();
+    let (x, y1, y2) = (&x[..n], &mut y1[..n], &mut y2[..n]);
+    let mut acc = [0f32; 16];
+    let full = n / 16 * 16;
+    for k in (0..full).step_by(16) {
+        for l in 0..16 {
+            let gi = g[k + l];
+            acc[l] += gi * x[k + l];
+            y1[k + l] += c1 * gi;
+            y2[k + l] += c2 * gi;
+        }
+    }
+    let mut t = 0.0;
+    for i in full..n {
+        t += g[i] * x[i];
+        y1[i] += c1 * g[i];
+        y2[i] += c2 * g[i];
+    }
+    let mut s = [0f32; 8];
+    for l in 0..8 {
+        s[l] = acc[l] + acc[l + 8];
+    }
+    ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7])) + t
+}
+
+#[cfg(target_arch = "x86_64")]
+mod fused_x86 {
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn mix_avx512(a: &[f32], b: &[f32], x: &mut [f32], t: f32, z: &mut [f32]) {
+        let n = x.len();
+        let (pa, pb, px, pz) = (a.as_ptr(), b.as_ptr(), x.as_mut_ptr(), z.as_mut_ptr());
+        let vt = _mm512_set1_ps(t);
+        let mut i = 0;
+        while i + 16 <= n {
+            let v = _mm512_add_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)));
+            _mm512_storeu_ps(px.add(i), v);
+            _mm512_storeu_ps(pz.add(i), _mm512_fmadd_ps(vt, v, _mm512_loadu_ps(pz.add(i))));
+            i += 16;
+        }
+        if i < n {
+            // Masked tail: lanes past the end are neither loaded nor stored.
+            let m: __mmask16 = ((1u32 << (n - i)) - 1) as __mmask16;
+            let v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, pa.add(i)), _mm512_maskz_loadu_ps(m, pb.add(i)));
+            _mm512_mask_storeu_ps(px.add(i), m, v);
+            _mm512_mask_storeu_ps(pz.add(i), m, _mm512_fmadd_ps(vt, v, _mm512_maskz_loadu_ps(m, pz.add(i))));
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn mix_avx2(a: &[f32], b: &[f32], x: &mut [f32], t: f32, z: &mut [f32]) {
+        let n = x.len();
+        let (pa, pb, px, pz) = (a.as_ptr(), b.as_ptr(), x.as_mut_ptr(), z.as_mut_ptr());
+        let vt = _mm256_set1_ps(t);
+        let mut i = 0;
+        while i + 8 <= n {
+            let v = _mm256_add_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)));
+            _mm256_storeu_ps(px.add(i), v);
+            _mm256_storeu_ps(pz.add(i), _mm256_fmadd_ps(vt, v, _mm256_loadu_ps(pz.add(i))));
+            i += 8;
+        }
+        while i < n {
+            let v = *pa.add(i) + *pb.add(i);
+            *px.add(i) = v;
+            *pz.add(i) += t * v;
+            i += 1;
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn dot_axpy2_avx512(g: &[f32], x: &[f32], c1: f32, y1: &mut [f32], c2: f32, y2: &mut [f32]) -> f32 {
+        let n = g.len();
+        let (pg, px, p1, p2) = (g.as_ptr(), x.as_ptr(), y1.as_mut_ptr(), y2.as_mut_ptr());
+        let (v1, v2) = (_mm512_set1_ps(c1), _mm512_set1_ps(c2));
+        let mut acc = _mm512_setzero_ps();
+        let mut i = 0;
+        while i + 16 <= n {
+            let vg = _mm512_loadu_ps(pg.add(i));
+            acc = _mm512_fmadd_ps(vg, _mm512_loadu_ps(px.add(i)), acc);
+            _mm512_storeu_ps(p1.add(i), _mm512_fmadd_ps(v1, vg, _mm512_loadu_ps(p1.add(i))));
+            _mm512_storeu_ps(p2.add(i), _mm512_fmadd_ps(v2, vg, _mm512_loadu_ps(p2.add(i))));
+            i += 16;
+        }
+        if i < n {
+            let m: __mmask16 = ((1u32 << (n - i)) - 1) as __mmask16;
+            let vg = _mm512_maskz_loadu_ps(m, pg.add(i));
+            acc = _mm512_fmadd_ps(vg, _mm512_maskz_loadu_ps(m, px.add(i)), acc);
+            _mm512_mask_storeu_ps(p1.add(i), m, _mm512_fmadd_ps(v1, vg, _mm512_maskz_loadu_ps(m, p1.add(i))));
+            _mm512_mask_storeu_ps(p2.add(i), m, _mm512_fmadd_ps(v2, vg, _mm512_maskz_loadu_ps(m, p2.add(i))));
+        }
+        _mm512_reduce_add_ps(acc)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_axpy2_avx2(g: &[f32], x: &[f32], c1: f32, y1: &mut [f32], c2: f32, y2: &mut [f32]) -> f32 {
+        let n = g.len();
+        let (pg, px, p1, p2) = (g.as_ptr(), x.as_ptr(), y1.as_mut_ptr(), y2.as_mut_ptr());
+        let (v1, v2) = (_mm256_set1_ps(c1), _mm256_set1_ps(c2));
+        let mut acc = _mm256_setzero_ps();
+        let mut i = 0;
+        while i + 8 <= n {
+            let vg = _mm256_loadu_ps(pg.add(i));
+            acc = _mm256_fmadd_ps(vg, _mm256_loadu_ps(px.add(i)), acc);
+            _mm256_storeu_ps(p1.add(i), _mm256_fmadd_ps(v1, vg, _mm256_loadu_ps(p1.add(i))));
+            _mm256_storeu_ps(p2.add(i), _mm256_fmadd_ps(v2, vg, _mm256_loadu_ps(p2.add(i))));
+            i += 8;
+        }
+        let hi = _mm256_extractf128_ps(acc, 1);
+        let s = _mm_add_ps(hi, _mm256_castps256_ps128(acc));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+        let mut t = _mm_cvtss_f32(s);
+        while i < n {
+            let gi = *pg.add(i);
+            t += gi * *px.add(i);
+            *p1.add(i) += c1 * gi;
+            *p2.add(i) += c2 * gi;
+            i += 1;
+        }
+        t
+    }
+}
+
+type MixFn = unsafe fn(&[f32], &[f32], &mut [f32], f32, &mut [f32]);
+type DotAxpy2Fn = unsafe fn(&[f32], &[f32], f32, &mut [f32], f32, &mut [f32]) -> f32;
+
+/// The scalar bodies behind the same (unsafe) pointer type as the vector kernels.
+unsafe fn mix_scalar(a: &[f32], b: &[f32], x: &mut [f32], t: f32, z: &mut [f32]) {
+    mix_body(a, b, x, t, z)
+}
+unsafe fn dot_axpy2_scalar(g: &[f32], x: &[f32], c1: f32, y1: &mut [f32], c2: f32, y2: &mut [f32]) -> f32 {
+    dot_axpy2_body(g, x, c1, y1, c2, y2)
+}
+
+/// The fused kernels for the active level. Calling one is sound only with
+/// slices of equal length (the vector kernels index up to `x.len()` / `g.len()`).
+fn fused_kernels() -> (MixFn, DotAxpy2Fn) {
+    match level() {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => (fused_x86::mix_avx512, fused_x86::dot_axpy2_avx512),
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2Fma => (fused_x86::mix_avx2, fused_x86::dot_axpy2_avx2),
+        _ => (mix_scalar, dot_axpy2_scalar),
+    }
+}
+
+/// One expert's forward sweep over `t.len()` head blocks of equal width:
+/// `x = a + b`, and block h of `z` += `t[h]` * block h of `x`.
+#[inline]
+pub fn mix(a: &[f32], b: &[f32], x: &mut [f32], t: &[f32], z: &mut [f32]) {
+    let n = x.len();
+    assert!(a.len() == n && b.len() == n && z.len() == n && !t.is_empty() && n % t.len() == 0);
+    let (s, k) = (n / t.len(), fused_kernels().0);
+    for (h, &th) in t.iter().enumerate() {
+        let r = h * s..(h + 1) * s;
+        // SAFETY: the kernel is for a feature set the CPU reported (level()),
+        // and the four blocks have the same length s (checked above).
+        unsafe { k(&a[r.clone()], &b[r.clone()], &mut x[r.clone()], th, &mut z[r]) };
+    }
+}
+
+/// One expert's backward sweep over `c.len()` head blocks of equal width:
+/// block h gets `dots[h] = g_h · x_h`, `y1_h += f1 * c[h] * g_h` and
+/// `y2_h += c[h] * g_h`.
+#[inline]
+pub fn dot_axpy2(g: &[f32], x: &[f32], f1: f32, c: &[f32], y1: &mut [f32], y2: &mut [f32], dots: &mut [f32]) {
+    let n = g.len();
+    assert!(x.len() == n && y1.len() == n && y2.len() == n && !c.is_empty() && n % c.len() == 0);
+    assert!(dots.len() == c.len());
+    let (s, k) = (n / c.len(), fused_kernels().1);
+    for (h, &ch) in c.iter().enumerate() {
+        let r = h * s..(h + 1) * s;
+        // SAFETY: as in `mix`: a detected feature set, four blocks of length s.
+        dots[h] = unsafe { k(&g[r.clone()], &x[r.clone()], f1 * ch, &mut y1[r.clone()], ch, &mut y2[r]) };
+    }
+}
+
 /// A strided matrix view for `gemm`: `data[i * rs + j * cs]` is element (i, j).
 #[derive(Clone, Copy, Debug)]
 pub struct Strides {
@@ -632,6 +831,26 @@ mod tests {
                 let mut out = a.clone();
                 let mut grad = b.clone();
                 update_pair(0.25, &b, &mut out, &mut grad);
+                // the fused MoE kernels against the same elementwise formulas
+                let (mut x, mut z) = (vec![9f32; n], b.clone());
+                if n > 0 {
+                    mix(&a, &b, &mut x, &[0.75], &mut z);
+                }
+                let (mut y1, mut y2) = (a.clone(), b.clone());
+                let mut got = [0f32];
+                if n > 0 {
+                    dot_axpy2(&a, &b, -0.25, &[2.0], &mut y1, &mut y2, &mut got);
+                } else {
+                    y2 = b.clone();
+                    y1 = vec![0.0; 0];
+                }
+                assert!((got[0] as f64 - reference_dot(&a, &b)).abs() < 1e-4, "{lv:?} n={n}");
+                for i in 0..n {
+                    assert!((x[i] - (a[i] + b[i])).abs() < 1e-6);
+                    assert!((z[i] - (b[i] + 0.75 * (a[i] + b[i]))).abs() < 1e-6);
+                    assert!((y1[i] - 0.5 * a[i]).abs() < 1e-6); // a + (-0.25 * 2) a
+                    assert!((y2[i] - (b[i] + 2.0 * a[i])).abs() < 1e-6);
+                }
                 for i in 0..n {
                     assert!((grad[i] - (b[i] + 0.25 * a[i])).abs() < 1e-6);
                     assert!((out[i] - (a[i] + 0.25 * b[i])).abs() < 1e-6);

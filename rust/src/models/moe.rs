@@ -40,7 +40,7 @@ use super::{window_and_prefetch, Model};
 use crate::hogwild::Hogwild;
 use crate::objective::{OutputLayer, OutputScratch};
 use crate::sampling::Rng;
-use crate::simd::{axpy, dot};
+use crate::simd::{axpy, dot, mix};
 
 /// Targets between applications of a thread's offset/mask gradients.
 const SHARED_FLUSH: u32 = 64;
@@ -93,12 +93,18 @@ struct Slot {
     tpos: usize,
     /// Sentence mode: the target's query per head (H x d_k), copied before updates.
     q: Vec<f32>,
+    /// One expert's MoE weights, one per head.
+    tm: Vec<f32>,
 }
 
 /// A thread's pending gradients of the small shared parameters.
 struct Shared {
-    /// Expert gradients of the target in its backward pass, n x D_in.
+    /// The mask expert's value gradient in a backward pass, D_in.
     dx: Vec<f32>,
+    /// g per head block of a value row (D_in), g_h · z_h and g_h · x(m)_h per head.
+    gexp: Vec<f32>,
+    gz: Vec<f32>,
+    dots: Vec<f32>,
     /// Pending gradients of the shared small parameters (offset_gate or
     /// query + pos_key, offset/pos values, mask expert).
     d_offset_gate: Vec<f32>,
@@ -276,18 +282,8 @@ impl Moe<'_> {
         let (d, d_in, s, h) = (self.d(), self.d_in(), self.s(), self.heads);
         let nc = sc.words.len();
         let n = nc + self.has_mask() as usize;
-        for m in 0..nc {
-            let xm = &mut sc.x[m * d_in..(m + 1) * d_in];
-            xm.copy_from_slice(self.alpha.row(sc.words[m] as usize));
-            axpy(1.0, self.offset_value.row(sc.offsets[m] as usize), xm);
-        }
-        if self.has_mask() {
-            sc.x[nc * d_in..n * d_in].copy_from_slice(self.mask_value.row(0));
-            if let Gates::Absolute { .. } = &self.gates {
-                axpy(1.0, self.offset_value.row(sc.tpos), &mut sc.x[nc * d_in..n * d_in]);
-            }
-        }
-        sc.z[..d].fill(0.0);
+        // Gates first: they need no value row, so each expert's value row is
+        // then read once, in one sweep that also mixes it into every head.
         for hh in 0..h {
             let th = &mut sc.theta[hh * n..(hh + 1) * n];
             match &self.gates {
@@ -329,54 +325,71 @@ impl Moe<'_> {
                 tot += *t;
             }
             let inv = 1.0 / tot;
-            let zh = &mut sc.zh[hh * s..(hh + 1) * s];
-            zh.fill(0.0);
-            for (m, t) in th.iter_mut().enumerate() {
+            for t in th.iter_mut() {
                 *t *= inv;
-                axpy(*t, &sc.x[m * d_in + hh * s..m * d_in + (hh + 1) * s], zh);
             }
-            if self.full {
-                axpy(1.0, zh, &mut sc.z[..d]);
-            } else {
-                sc.z[hh * s..(hh + 1) * s].copy_from_slice(zh);
+        }
+        // x(m) = alpha[w_m] + offset_value[r_m], and z_h += θ_h(m) x(m)[head h]:
+        // one sweep per expert over all heads (zh is H blocks of s = D_in / H).
+        sc.zh.fill(0.0);
+        for m in 0..nc {
+            let (a, b) = (self.alpha.row(sc.words[m] as usize), self.offset_value.row(sc.offsets[m] as usize));
+            for hh in 0..h {
+                sc.tm[hh] = sc.theta[hh * n + m];
             }
+            mix(a, b, &mut sc.x[m * d_in..(m + 1) * d_in], &sc.tm, &mut sc.zh);
+        }
+        if self.has_mask() {
+            let xm = &mut sc.x[nc * d_in..n * d_in];
+            xm.copy_from_slice(self.mask_value.row(0));
+            if let Gates::Absolute { .. } = &self.gates {
+                axpy(1.0, self.offset_value.row(sc.tpos), xm);
+            }
+            for hh in 0..h {
+                axpy(sc.theta[hh * n + nc], &xm[hh * s..(hh + 1) * s], &mut sc.zh[hh * s..(hh + 1) * s]);
+            }
+        }
+        if self.full {
+            sc.z[..d].fill(0.0);
+            for hh in 0..h {
+                axpy(1.0, &sc.zh[hh * s..(hh + 1) * s], &mut sc.z[..d]);
+            }
+        } else {
+            sc.z[..d].copy_from_slice(&sc.zh[..d]);
         }
     }
 
     /// Backward pass given g = lr·∂log p/∂z in `sc.grad`: updates alpha and
     /// salience (shared, Hogwild) and accumulates the offset/mask gradients.
+    /// Each expert's head block is one sweep (`Hogwild::dot_add_pair`): the
+    /// gate's a = g_h · x(m)_h, alpha[w_m] += θ g_h, d offset_value += θ g_h.
     fn backward(&self, sc: &mut Slot, acc: &mut Shared) {
-        let (d_in, s, h, r) = (self.d_in(), self.s(), self.heads, self.r());
+        let (d, d_in, s, h, r) = (self.d(), self.d_in(), self.s(), self.heads, self.r());
         let nc = sc.words.len();
         let n = nc + self.has_mask() as usize;
-        acc.dx[..n * d_in].fill(0.0);
+        // g per head block of a value row: slice heads own their part of g;
+        // full heads all see the whole g.
+        if self.full {
+            for hh in 0..h {
+                acc.gexp[hh * d..(hh + 1) * d].copy_from_slice(&sc.grad[..d]);
+            }
+        } else {
+            acc.gexp[..d].copy_from_slice(&sc.grad[..d]);
+        }
         for hh in 0..h {
-            let gh = if self.full { &sc.grad[..s] } else { &sc.grad[hh * s..(hh + 1) * s] };
-            let gz = dot(gh, &sc.zh[hh * s..(hh + 1) * s]);
-            let th = &sc.theta[hh * n..(hh + 1) * n];
-            for m in 0..n {
-                let col = m * d_in + hh * s;
-                let a = dot(gh, &sc.x[col..col + s]);
-                let dl = th[m] * (a - gz);
-                axpy(th[m], gh, &mut acc.dx[col..col + s]);
-                if m == nc {
-                    match &self.gates {
-                        Gates::Window { .. } => acc.d_mask_gate[hh] += dl,
-                        Gates::Absolute { query, pos_key, max_len, .. } => {
-                            // l = <q, mask_key + pos_key[tpos]> / sqrt(d_k)
-                            let dk = query.cols();
-                            let g = dl / (dk as f32).sqrt();
-                            let (row, q) = (hh * max_len + sc.tpos, &sc.q[hh * dk..(hh + 1) * dk]);
-                            let dq = &mut acc.d_query[row * dk..(row + 1) * dk];
-                            axpy(g, &self.mask_gate.row(0)[hh * dk..(hh + 1) * dk], dq);
-                            axpy(g, pos_key.row(row), dq);
-                            axpy(g, q, &mut acc.d_mask_gate[hh * dk..(hh + 1) * dk]);
-                            axpy(g, q, &mut acc.d_pos_key[row * dk..(row + 1) * dk]);
-                        }
-                    }
-                    continue;
-                }
-                let (w, o) = (sc.words[m] as usize, sc.offsets[m] as usize);
+            acc.gz[hh] = dot(&acc.gexp[hh * s..(hh + 1) * s], &sc.zh[hh * s..(hh + 1) * s]);
+        }
+        // Each expert: one sweep over all heads gives a_h = g_h · x(m)_h and
+        // does alpha[w_m] += θ_h g_h, d offset_value[r_m] += θ_h g_h.
+        for m in 0..nc {
+            let (w, o) = (sc.words[m] as usize, sc.offsets[m] as usize);
+            for hh in 0..h {
+                sc.tm[hh] = sc.theta[hh * n + m];
+            }
+            let dov = &mut acc.d_offset_value[o * d_in..(o + 1) * d_in];
+            self.alpha.dot_add_blocks(w, &sc.tm, &acc.gexp[..d_in], &sc.x[m * d_in..(m + 1) * d_in], dov, &mut acc.dots);
+            for hh in 0..h {
+                let dl = sc.tm[hh] * (acc.dots[hh] - acc.gz[hh]);
                 match &self.gates {
                     Gates::Window { salience, .. } => {
                         salience.add_at(hh, w, dl * self.alpha.factor(w));
@@ -396,17 +409,36 @@ impl Moe<'_> {
                 }
             }
         }
-        for m in 0..nc {
-            let dxm = &acc.dx[m * d_in..(m + 1) * d_in];
-            self.alpha.add_to_row(sc.words[m] as usize, 1.0, dxm);
-            let o = sc.offsets[m] as usize;
-            axpy(1.0, dxm, &mut acc.d_offset_value[o * d_in..(o + 1) * d_in]);
+        // The mask expert (last): its value gradient goes to the pending sums.
+        acc.dx[..d_in].fill(0.0);
+        for hh in 0..h {
+            if !self.has_mask() {
+                break;
+            }
+            let (col, th) = (nc * d_in + hh * s, sc.theta[hh * n + nc]);
+            let gh = &acc.gexp[hh * s..(hh + 1) * s];
+            let dl = th * (dot(gh, &sc.x[col..col + s]) - acc.gz[hh]);
+            axpy(th, gh, &mut acc.dx[hh * s..(hh + 1) * s]);
+            match &self.gates {
+                Gates::Window { .. } => acc.d_mask_gate[hh] += dl,
+                Gates::Absolute { query, pos_key, max_len, .. } => {
+                    // l = <q, mask_key + pos_key[tpos]> / sqrt(d_k)
+                    let dk = query.cols();
+                    let g = dl / (dk as f32).sqrt();
+                    let (row, q) = (hh * max_len + sc.tpos, &sc.q[hh * dk..(hh + 1) * dk]);
+                    let dq = &mut acc.d_query[row * dk..(row + 1) * dk];
+                    axpy(g, &self.mask_gate.row(0)[hh * dk..(hh + 1) * dk], dq);
+                    axpy(g, pos_key.row(row), dq);
+                    axpy(g, q, &mut acc.d_mask_gate[hh * dk..(hh + 1) * dk]);
+                    axpy(g, q, &mut acc.d_pos_key[row * dk..(row + 1) * dk]);
+                }
+            }
         }
         if self.has_mask() {
-            axpy(1.0, &acc.dx[nc * d_in..n * d_in], &mut acc.d_mask_value);
+            axpy(1.0, &acc.dx[..d_in], &mut acc.d_mask_value);
             if let Gates::Absolute { .. } = &self.gates {
                 let t = sc.tpos;
-                axpy(1.0, &acc.dx[nc * d_in..n * d_in], &mut acc.d_offset_value[t * d_in..(t + 1) * d_in]);
+                axpy(1.0, &acc.dx[..d_in], &mut acc.d_offset_value[t * d_in..(t + 1) * d_in]);
             }
         }
         acc.pending += 1;
@@ -508,6 +540,7 @@ impl Moe<'_> {
             offsets: Vec::with_capacity(n),
             tpos: 0,
             q: vec![0.0; h * dk],
+            tm: vec![0.0; h],
         }
     }
 }
@@ -517,7 +550,6 @@ impl Model for Moe<'_> {
 
     fn scratch(&self) -> MoeScratch {
         let (d, d_in, h, r) = (self.d(), self.d_in(), self.heads, self.r());
-        let n = self.max_experts();
         let dq_len = match &self.gates {
             Gates::Window { .. } => 0,
             Gates::Absolute { query, .. } => query.rows() * query.cols(),
@@ -530,7 +562,10 @@ impl Model for Moe<'_> {
             gs: vec![0.0; b * d],
             targets: Vec::with_capacity(b),
             acc: Shared {
-                dx: vec![0.0; n * d_in],
+                dx: vec![0.0; d_in],
+                gexp: vec![0.0; d_in],
+                gz: vec![0.0; h],
+                dots: vec![0.0; h],
                 d_offset_gate: if dq_len == 0 { vec![0.0; h * r] } else { Vec::new() },
                 d_query: vec![0.0; dq_len],
                 d_pos_key: vec![0.0; dq_len],
