@@ -259,3 +259,33 @@ def test_moe_batch_targets_one_is_deterministic_and_batching_changes_the_update(
     np.testing.assert_array_equal(a.wv.vectors, b.wv.vectors)
     c = BidirMoE(corpus, batch_targets=8, **kw).train()
     assert np.isfinite(c.wv.vectors).all() and not np.array_equal(c.wv.vectors, a.wv.vectors)
+
+
+# ------------------------------------------------------------------ CLI
+
+def _cli(*args):
+    import os
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "bidirmoe", *map(str, args)], capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+
+
+@pytest.mark.parametrize("model", ["cbow", "skipgram", "bidirmoe"])
+def test_cli_batch_targets(tmp_path, model):
+    text = tmp_path / "c.txt"
+    text.write_text("\n".join(" ".join(f"w{(i * 5 + j) % 17}" for j in range(12)) for i in range(80)) + "\n")
+    fast = ["--dim", "8", "--epochs", "1", "--min-count", "1", "--threads", "1", "--quiet", "--model", model]
+    r = _cli("train", text, "-o", tmp_path / "m.model", "--batch-targets", "4", *fast)
+    assert r.returncode == 0, r.stderr
+    cls = BidirMoE if model == "bidirmoe" else Word2Vec
+    assert cls.load(str(tmp_path / "m.model")).batch_targets == 4
+    r = _cli("train", text, "-o", tmp_path / "bad.model", "--batch-targets", "0", *fast)
+    assert r.returncode != 0 and "Traceback" not in r.stderr and "batch_targets" in r.stderr
+
+
+def test_cli_batch_targets_refused_for_attention(tmp_path):
+    text = tmp_path / "c.txt"
+    text.write_text("a b c d e f\n" * 20)
+    r = _cli("train", text, "-o", tmp_path / "m.model", "--model", "attention", "--batch-targets", "4", "--quiet")
+    assert r.returncode != 0 and "Traceback" not in r.stderr and "--batch-targets" in r.stderr

@@ -228,8 +228,14 @@ def _new_model(args):
         if args.loss not in (None, "negative", "hs"):
             raise CliError(f"--loss {args.loss} is not available for {args.model} (negative or hs)")
         hs = args.loss == "hs"
-        return Word2Vec(sg=int(args.model == "skipgram"), hs=int(hs), negative=0 if hs else args.negative, **common)
+        return Word2Vec(sg=int(args.model == "skipgram"), hs=int(hs), negative=0 if hs else args.negative,
+                        batch_targets=args.batch_targets, **common)
     cls = _model_class(args.model)
+    if args.model == "attention":
+        if args.batch_targets is not None:
+            raise CliError("--batch-targets: not for --model attention")
+    else:
+        variant = dict(batch_targets=args.batch_targets)
     return cls(heads=args.heads, loss=args.loss, negative=args.negative, **variant, **common)
 
 
@@ -526,6 +532,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--sample", type=float, default=1e-3)
     t.add_argument("--negative", type=int, default=5)
     t.add_argument("--loss", choices=["negative", "softmax", "hs"], default=None)
+    t.add_argument("--batch-targets", type=int, default=None, metavar="B",
+                   help="targets per mini-batch sharing one draw of negatives (1: the exact per-target update; "
+                        "default: 16 for cbow and bidirmoe, 1 for skipgram)")
     t.add_argument("--alpha", type=float, default=0.025)
     t.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="worker threads (default: all cores)")
     t.add_argument("--seed", type=int, default=1)

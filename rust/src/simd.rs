@@ -625,6 +625,111 @@ mod fused_x86 {
     }
 }
 
+// ------------------------------------------------- exp for gate softmaxes
+//
+// e^x = 2^n e^r with n = round(x / ln 2) and r = x - n ln 2 (|r| <= ln2 / 2,
+// ln 2 split in a high and a low part so r keeps its precision); e^r by its
+// Taylor polynomial to degree 6 (truncation below 2e-7 relative), evaluated
+// by Horner; 2^n built in the exponent bits. Inputs are clamped to
+// [-87, 88] (no overflow, no denormals).
+
+const EXP_LO: f32 = -87.0;
+const EXP_HI: f32 = 88.0;
+const LOG2E: f32 = std::f32::consts::LOG2_E;
+const LN2_HI: f32 = 0.693_145_75;
+const LN2_LO: f32 = 1.428_606_8e-6;
+const EXP_POLY: [f32; 7] = [1.0, 1.0, 0.5, 1.0 / 6.0, 1.0 / 24.0, 1.0 / 120.0, 1.0 / 720.0];
+
+fn exp_one(x: f32) -> f32 {
+    let x = x.clamp(EXP_LO, EXP_HI);
+    let n = (x * LOG2E).round();
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let mut p = EXP_POLY[6];
+    for k in (0..6).rev() {
+        p = p * r + EXP_POLY[k];
+    }
+    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod exp_x86 {
+    use super::{EXP_HI, EXP_LO, EXP_POLY, LN2_HI, LN2_LO, LOG2E};
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn exp16(x: __m512) -> __m512 {
+        let x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(EXP_LO)), _mm512_set1_ps(EXP_HI));
+        let n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x));
+        let mut p = _mm512_set1_ps(EXP_POLY[6]);
+        for k in (0..6).rev() {
+            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP_POLY[k]));
+        }
+        let e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+        _mm512_mul_ps(p, _mm512_castsi512_ps(e))
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn exp_avx512(x: &mut [f32]) {
+        let (n, p) = (x.len(), x.as_mut_ptr());
+        let mut i = 0;
+        while i + 16 <= n {
+            _mm512_storeu_ps(p.add(i), exp16(_mm512_loadu_ps(p.add(i))));
+            i += 16;
+        }
+        if i < n {
+            let m: __mmask16 = ((1u32 << (n - i)) - 1) as __mmask16;
+            _mm512_mask_storeu_ps(p.add(i), m, exp16(_mm512_maskz_loadu_ps(m, p.add(i))));
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn exp8(x: __m256) -> __m256 {
+        let x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(EXP_LO)), _mm256_set1_ps(EXP_HI));
+        let n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), x));
+        let mut p = _mm256_set1_ps(EXP_POLY[6]);
+        for k in (0..6).rev() {
+            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_POLY[k]));
+        }
+        let e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+        _mm256_mul_ps(p, _mm256_castsi256_ps(e))
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn exp_avx2(x: &mut [f32]) {
+        let (n, p) = (x.len(), x.as_mut_ptr());
+        let mut i = 0;
+        while i + 8 <= n {
+            _mm256_storeu_ps(p.add(i), exp8(_mm256_loadu_ps(p.add(i))));
+            i += 8;
+        }
+        while i < n {
+            *p.add(i) = super::exp_one(*p.add(i));
+            i += 1;
+        }
+    }
+}
+
+/// `x[i] = e^x[i]` for every element (relative error about 2e-7; inputs
+/// clamped to [-87, 88]). For softmaxes: subtract the maximum first.
+#[inline]
+pub fn exp_inplace(x: &mut [f32]) {
+    match level() {
+        // SAFETY: detected features (as in `dot`); the kernels touch only
+        // x[0..len] (a masked tail for AVX-512).
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => unsafe { exp_x86::exp_avx512(x) },
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2Fma => unsafe { exp_x86::exp_avx2(x) },
+        _ => {
+            for v in x.iter_mut() {
+                *v = exp_one(*v);
+            }
+        }
+    }
+}
+
 type MixFn = unsafe fn(&[f32], &[f32], &mut [f32], f32, &mut [f32]);
 type DotAxpy2Fn = unsafe fn(&[f32], &[f32], f32, &mut [f32], f32, &mut [f32]) -> f32;
 
@@ -809,6 +914,29 @@ mod tests {
 
     fn reference_dot(a: &[f32], b: &[f32]) -> f64 {
         a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum()
+    }
+
+    #[test]
+    fn exp_is_accurate_at_every_level() {
+        let levels = [Level::Scalar, Level::Avx2Fma, Level::Avx512, Level::Neon];
+        let xs: Vec<f32> = (0..2001).map(|i| -60.0 + i as f32 * 0.0371).chain([0.0, -0.0, 1e-8, -86.5, 87.5]).collect();
+        for &lv in &levels {
+            if !force_level(Some(lv)) {
+                continue;
+            }
+            for len in [1usize, 7, 8, 9, 16, 17, xs.len()] {
+                let mut y = xs[..len].to_vec();
+                exp_inplace(&mut y);
+                for (x, y) in xs[..len].iter().zip(&y) {
+                    let want = (*x as f64).exp();
+                    assert!(((*y as f64) - want).abs() <= 4e-7 * want, "{lv:?} exp({x}) = {y}, want {want}");
+                }
+            }
+        }
+        force_level(None);
+        let mut big = [-1000.0f32, 1000.0];
+        exp_inplace(&mut big);
+        assert!(big[0] >= 0.0 && big[0] < 1e-37 && big[1].is_finite());
     }
 
     #[test]

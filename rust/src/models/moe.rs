@@ -40,7 +40,7 @@ use super::{window_and_prefetch, Model};
 use crate::hogwild::Hogwild;
 use crate::objective::{OutputLayer, OutputScratch};
 use crate::sampling::Rng;
-use crate::simd::{axpy, dot, mix};
+use crate::simd::{axpy, dot, exp_inplace, mix, prefetch};
 
 /// Targets between applications of a thread's offset/mask gradients.
 const SHARED_FLUSH: u32 = 64;
@@ -319,12 +319,14 @@ impl Moe<'_> {
                 };
                 mx = mx.max(th[nc]);
             }
-            let mut tot = 0.0f32;
             for t in th.iter_mut() {
-                *t = (*t - mx).exp();
-                tot += *t;
+                *t -= mx;
             }
-            let inv = 1.0 / tot;
+        }
+        // Every head's softmax: one vector exp over all H x n logits.
+        exp_inplace(&mut sc.theta[..h * n]);
+        for th in sc.theta[..h * n].chunks_exact_mut(n) {
+            let inv = 1.0 / th.iter().sum::<f32>();
             for t in th.iter_mut() {
                 *t *= inv;
             }
@@ -604,6 +606,12 @@ impl Model for Moe<'_> {
         } else {
             for pos in 0..sent.len() {
                 let (lo, hi) = window_and_prefetch(sent, pos, self.window, self.shrink, rng, &self.alpha, &self.out);
+                if let (Some(&w), Gates::Window { salience, .. }) = (sent.get(pos + self.window + 1), &self.gates) {
+                    // the entering word's gate scores: one cache line per head (salience is H x V)
+                    for hh in 0..self.heads {
+                        prefetch(&salience.row(hh)[w as usize..w as usize + 1]);
+                    }
+                }
                 let slot = if batched { &mut sc.batch[sc.targets.len()] } else { &mut sc.cur };
                 slot.load_window(sent, pos, lo, hi, self.window);
                 if slot.words.is_empty() {
