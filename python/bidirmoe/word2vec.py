@@ -20,6 +20,9 @@ BATCH_TARGETS = 16
 #: share the window's negatives; batching windows bought ~5 % speed and cost
 #: analogy accuracy on text8, see README).
 SG_BATCH_TARGETS = 1
+#: Default for BidirMoE: the exact per-target update (batching was no faster
+#: and lost held-out log-likelihood beyond seed noise, see README).
+MOE_BATCH_TARGETS = 1
 #: Largest ``batch_targets`` the Rust core accepts.
 MAX_BATCH_TARGETS = 1024
 
