@@ -15,8 +15,8 @@ use crate::sampling::Rng;
 use crate::vocab::Vocab;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 /// A batch of sentences already mapped to vocabulary ids (OOV words dropped,
@@ -107,6 +107,119 @@ pub struct Progress {
     pub error: Mutex<Option<String>>,
     /// Each worker's corpus cursor and state when it finished (for checkpoints).
     pub workers: Mutex<Vec<(Cursor, WorkerState)>>,
+    /// Data-parallel training over several processes (off by default).
+    pub gate: SyncGate,
+}
+
+/// Where several processes train one model on shards of the corpus, each
+/// process's workers stop together every `every` of its corpus words, so the
+/// caller can average the parameters with the other processes while no
+/// worker writes them. `scale` (the number of processes) and `offset` turn
+/// this process's word count into the global one the learning rate follows:
+/// global ≈ offset + scale × local, made exact at every sync
+/// (`set_global_words`).
+#[derive(Debug)]
+pub struct SyncGate {
+    every: u64,
+    scale: u64,
+    offset: AtomicI64,
+    /// Local words at which the next sync is due.
+    next: AtomicU64,
+    /// Set once a worker reaches `next`: every other worker parks after its sentence.
+    due: AtomicBool,
+    state: Mutex<GateState>,
+    /// Workers wait here to be released; the calling thread waits here for them to park.
+    cv: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    parked: usize,
+    active: usize,
+    generation: u64,
+}
+
+impl Default for SyncGate {
+    fn default() -> Self {
+        SyncGate::new(0, 1)
+    }
+}
+
+impl SyncGate {
+    /// A gate parking the workers every `every` local words (0: never), in a
+    /// run of `scale` processes of about equal shards.
+    pub fn new(every: u64, scale: u64) -> Self {
+        SyncGate {
+            every,
+            scale: scale.max(1),
+            offset: AtomicI64::new(0),
+            next: AtomicU64::new(if every > 0 { every } else { u64::MAX }),
+            due: AtomicBool::new(false),
+            state: Mutex::new(GateState::default()),
+            cv: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The global word count for `local` words done here.
+    fn global(&self, local: u64) -> u64 {
+        (self.offset.load(Ordering::Relaxed) + (self.scale * local) as i64).max(0) as u64
+    }
+
+    /// At a sync: all processes together have done `global` words of the
+    /// epoch while this one did `local`.
+    pub fn set_global_words(&self, global: u64, local: u64) {
+        self.offset.store(global as i64 - (self.scale * local) as i64, Ordering::Relaxed);
+    }
+
+    fn wants_park(&self, local: u64) -> bool {
+        self.every > 0 && (self.due.load(Ordering::Relaxed) || local >= self.next.load(Ordering::Relaxed))
+    }
+
+    /// A worker stops here until the calling thread has synced (or cancelled).
+    fn park(&self) {
+        self.due.store(true, Ordering::Relaxed);
+        let mut st = self.lock();
+        let generation = st.generation;
+        st.parked += 1;
+        if st.parked == st.active {
+            self.cv.notify_all();
+        }
+        while st.generation == generation {
+            st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// A worker is done with its share of the epoch.
+    fn leave(&self) {
+        let mut st = self.lock();
+        st.active -= 1;
+        self.cv.notify_all();
+    }
+
+    /// Wait up to `wait` for every working worker to park; true when they have
+    /// (and at least one is parked).
+    fn all_parked(&self, wait: Duration) -> bool {
+        let st = self.lock();
+        let (st, _) = self
+            .cv
+            .wait_timeout_while(st, wait, |s| !(s.parked > 0 && s.parked == s.active))
+            .unwrap_or_else(|p| p.into_inner());
+        st.parked > 0 && st.parked == st.active
+    }
+
+    /// Let the parked workers go on; the next sync is due `every` words after `local`.
+    fn release(&self, local: u64) {
+        let mut st = self.lock();
+        self.next.store(local.saturating_add(self.every), Ordering::Relaxed);
+        self.due.store(false, Ordering::Relaxed);
+        st.parked = 0;
+        st.generation += 1;
+        self.cv.notify_all();
+    }
 }
 
 impl Progress {
@@ -161,7 +274,7 @@ struct Worker<'a, M: Model> {
 
 impl<M: Model> Worker<'_, M> {
     fn update_lr(&mut self) {
-        let done = self.cfg.words_before + self.progress.raw_words.load(Ordering::Relaxed) + self.local.raw;
+        let done = self.cfg.words_before + self.progress.gate.global(self.progress.raw_words.load(Ordering::Relaxed) + self.local.raw);
         let frac = if self.cfg.total_words > 0 { (done as f64 / self.cfg.total_words as f64).min(1.0) } else { 0.0 };
         self.lr = (self.cfg.alpha as f64 - (self.cfg.alpha - self.cfg.min_alpha) as f64 * frac) as f32;
         self.lr = self.lr.max(self.cfg.min_alpha);
@@ -203,7 +316,21 @@ impl<M: Model> Worker<'_, M> {
             }
         }
         self.train_ids(raw);
+        self.maybe_park();
         !self.progress.cancel.load(Ordering::Relaxed) && !self.over_limit()
+    }
+
+    /// At a sync point: hand over this worker's counts and wait for the sync.
+    fn maybe_park(&mut self) {
+        let gate = &self.progress.gate;
+        if gate.wants_park(self.progress.raw_words.load(Ordering::Relaxed) + self.local.raw)
+            && !self.progress.cancel.load(Ordering::Relaxed)
+        {
+            self.local.flush(self.progress);
+            gate.park();
+            self.update_lr();
+            self.since_lr = 0;
+        }
     }
 
     fn job(&mut self, job: &Job) -> bool {
@@ -217,6 +344,7 @@ impl<M: Model> Worker<'_, M> {
             let raw = if k + 1 == job.ends.len() { raw_left } else { per_sentence };
             raw_left -= raw;
             self.train_ids(raw);
+            self.maybe_park();
             if self.progress.cancel.load(Ordering::Relaxed) || self.over_limit() {
                 return false;
             }
@@ -269,10 +397,27 @@ pub fn run_epoch<M: Model>(
     src: Source,
     cfg: &TrainConfig,
     progress: &Progress,
+    on_tick: impl FnMut(&Progress) -> bool,
+) -> Result<(), String> {
+    run_epoch_synced(model, vocab, src, cfg, progress, on_tick, |_| true)
+}
+
+/// `run_epoch` for data-parallel training: whenever `progress.gate` has
+/// parked every working worker, `on_sync` runs on the calling thread (the
+/// workers write no parameter meanwhile); returning false cancels the epoch
+/// (the workers leave without training another sentence).
+pub fn run_epoch_synced<M: Model>(
+    model: &M,
+    vocab: &Vocab,
+    src: Source,
+    cfg: &TrainConfig,
+    progress: &Progress,
     mut on_tick: impl FnMut(&Progress) -> bool,
+    mut on_sync: impl FnMut(&Progress) -> bool,
 ) -> Result<(), String> {
     let workers = cfg.workers.max(1);
     let running = AtomicUsize::new(workers);
+    progress.gate.lock().active = workers;
     *progress.workers.lock().unwrap_or_else(|p| p.into_inner()) =
         vec![(Cursor::default(), WorkerState { rng: 0, lr: cfg.alpha, since_lr: 0 }); workers];
     std::thread::scope(|scope| {
@@ -319,12 +464,29 @@ pub fn run_epoch<M: Model>(
                     }
                 }
                 running.fetch_sub(1, Ordering::Release);
+                progress.gate.leave();
             });
         }
+        let gate = &progress.gate;
+        let nap = cfg.tick.min(Duration::from_millis(20)).max(Duration::from_millis(1));
+        let mut last_tick = std::time::Instant::now();
         while running.load(Ordering::Acquire) > 0 {
-            std::thread::sleep(cfg.tick.min(Duration::from_millis(20)).max(Duration::from_millis(1)));
-            if !on_tick(progress) {
-                progress.cancel.store(true, Ordering::Relaxed);
+            if gate.every == 0 {
+                std::thread::sleep(nap);
+            } else if gate.all_parked(nap) {
+                if !progress.cancel.load(Ordering::Relaxed) && !on_sync(progress) {
+                    progress.cancel.store(true, Ordering::Relaxed);
+                }
+                gate.release(progress.raw_words.load(Ordering::Relaxed));
+            }
+            if progress.cancel.load(Ordering::Relaxed) {
+                gate.release(progress.raw_words.load(Ordering::Relaxed)); // parked workers see the cancel and leave
+            }
+            if gate.every == 0 || last_tick.elapsed() >= nap {
+                last_tick = std::time::Instant::now();
+                if !on_tick(progress) {
+                    progress.cancel.store(true, Ordering::Relaxed);
+                }
             }
         }
     });
