@@ -834,6 +834,8 @@ class TrainableModel:
             raise ValueError("train() needs total_examples or total_words (e.g. total_examples=model.corpus_count), as gensim does")
         check_corpus(corpus_iterable, corpus_file, passes=epochs)
         session = self._dist_session() if self._is_distributed() else None
+        if session is not None:
+            from .torch.distributed import per_word_arrays
         if session is not None and corpus_file is None:
             raise ValueError("distributed=True trains on corpus_file (each rank its shard of it), not an iterable")
         alpha = float(self.alpha if start_alpha is None else start_alpha)
@@ -893,6 +895,8 @@ class TrainableModel:
                     else:
                         raw, eff, ex, loss = self._train_iterable_epoch(corpus_iterable, queue_factor, common)
                     if session is not None:
+                        # Fresh views: the torch engine hands back new arrays at the end of an epoch.
+                        dist_arrays = session.tensors_of(list(per_word_arrays(self).values()))
                         raw, stopped = session.finish_epoch(raw, dist_arrays, len(self.wv.index_to_key))
                         if stopped:  # another rank stopped (checkpoint) while this one had finished its shard
                             from .torch.distributed import SyncStop

@@ -178,8 +178,13 @@ class Session:
             part = t
             if rows is not None and t.dim() >= 1 and t.shape[0] == vocab and rows < vocab:
                 part = t[:rows]  # a contiguous leading block: still a view all_reduce can fill in place
-            self._collective("parameter all_reduce", dist.all_reduce, part)
-            part.mul_(scale)
+            if part.device != self.device:  # e.g. numpy arrays on the CPU with NCCL: through the device
+                moved = part.to(self.device)
+                self._collective("parameter all_reduce", dist.all_reduce, moved)
+                part.copy_(moved.mul_(scale))
+            else:
+                self._collective("parameter all_reduce", dist.all_reduce, part)
+                part.mul_(scale)
             self.bytes_synced += part.numel() * part.element_size()
 
     def sync_round(self, local_words: int, tensors: Sequence[torch.Tensor], vocab: int, running: bool = True
