@@ -220,14 +220,13 @@ class Session:
         is done (the last round averages everything, so all ranks end the epoch
         with the same parameters). Returns (the epoch's words over all ranks,
         whether a rank asked to stop meanwhile)."""
-        stopped = False
         while True:
             total, all_done, stop = self.sync_round(int(local_words), tensors, vocab, running=False)
-            stopped = stopped or stop
+            if stop:  # the running ranks stop at this same round (SyncStop)
+                self.stop_requested = False
+                return total, True
             if all_done:
-                if stopped:
-                    self.stop_requested = False
-                return total, stopped
+                return total, False
 
     # ---------------------------------------------------------------- the end
 
