@@ -961,11 +961,11 @@ class TrainableModel:
         from .torch.distributed import DEFAULT_SYNC_WORDS, per_word_arrays, rank_seed
 
         every = int(getattr(self, "sync_words", None) or DEFAULT_SYNC_WORDS)
-        session.epoch_words = 0
         common["shard"] = (session.rank, session.world)
         common["seed"] = rank_seed(common["seed"], session.rank)
         common["sync_words"] = every
         tensors = session.tensors_of(list(per_word_arrays(self).values()))
+        session.begin_epoch(tensors)
         if getattr(self, "backend", "rust") == "torch":
             common["dist_session"] = session
         else:

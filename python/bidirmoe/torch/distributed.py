@@ -89,9 +89,17 @@ class Session:
         #: Bytes this rank sent into parameter all-reduces so far, and sync rounds done.
         self.bytes_synced = 0
         self.rounds = 0
-        #: Optional (rows, every): average only the first ``rows`` rows of the per-word
-        #: tables at each round, and every table whole at every ``every``-th round.
+        #: Optional (rows, every): combine only the first ``rows`` rows of the per-word
+        #: tables at each round (the most frequent words: the vocabulary is sorted),
+        #: and every table whole at every ``every``-th round.
         self.hot_rows: Optional[Tuple[int, int]] = None
+        #: How a round combines the ranks' parameters: "sum" (of every rank's
+        #: change since the last round, added to the parameters of the last
+        #: round: every update counts, as with threads sharing one model) or
+        #: "mean" (plain model averaging, which in effect divides the learning
+        #: rate by the number of ranks).
+        self.combine = "sum"
+        self._bases: List[torch.Tensor] = []
 
     def __repr__(self) -> str:
         return f"Session(rank={self.rank}, world={self.world}, backend={dist.get_backend() if not self.closed else None})"
@@ -172,24 +180,47 @@ class Session:
         NCCL reduces device tensors, see :meth:`sync_round`'s ``tensors``)."""
         return [torch.from_numpy(a) for a in arrays]
 
-    def _average(self, tensors: Sequence[torch.Tensor], rows: Optional[int], vocab: int) -> None:
-        scale = 1.0 / self.world
-        for t in tensors:
+    def begin_epoch(self, tensors: Sequence[torch.Tensor]) -> None:
+        """Remember the parameters every rank starts the epoch with (identical
+        on all ranks): a "sum" round adds up the changes since then."""
+        self.epoch_words = 0
+        self._bases = [t.detach().clone() for t in tensors] if self.combine == "sum" else []
+
+    def _reduce(self, part: torch.Tensor) -> None:
+        if part.device != self.device:  # e.g. numpy arrays on the CPU with NCCL: through the device
+            moved = part.to(self.device)
+            self._collective("parameter all_reduce", dist.all_reduce, moved)
+            part.copy_(moved)
+        else:
+            self._collective("parameter all_reduce", dist.all_reduce, part)
+        self.bytes_synced += part.numel() * part.element_size()
+
+    def _combine(self, tensors: Sequence[torch.Tensor], rows: Optional[int], vocab: int) -> None:
+        summed = self.combine == "sum"
+        if summed and len(self._bases) != len(tensors):
+            raise DistributedError("internal error: begin_epoch() was not called with these parameters")
+        for i, t in enumerate(tensors):
             part = t
             if rows is not None and t.dim() >= 1 and t.shape[0] == vocab and rows < vocab:
                 part = t[:rows]  # a contiguous leading block: still a view all_reduce can fill in place
-            if part.device != self.device:  # e.g. numpy arrays on the CPU with NCCL: through the device
-                moved = part.to(self.device)
-                self._collective("parameter all_reduce", dist.all_reduce, moved)
-                part.copy_(moved.mul_(scale))
-            else:
-                self._collective("parameter all_reduce", dist.all_reduce, part)
-                part.mul_(scale)
-            self.bytes_synced += part.numel() * part.element_size()
+            if not summed:
+                self._reduce(part)
+                part.mul_(1.0 / self.world)
+                continue
+            base = self._bases[i]
+            if base.device != t.device:
+                base = self._bases[i] = base.to(t.device)
+            base = base[:part.shape[0]] if part is not t else base
+            # Every rank's change since the last round, summed, on top of that
+            # round's parameters (the same on every rank: so is the result).
+            part.sub_(base)
+            self._reduce(part)
+            part.add_(base)
+            base.copy_(part)
 
     def sync_round(self, local_words: int, tensors: Sequence[torch.Tensor], vocab: int, running: bool = True
                    ) -> Tuple[int, bool, bool]:
-        """One round: share word counts and stop requests, then average ``tensors``.
+        """One round: share word counts and stop requests, then combine ``tensors``.
 
         Returns (the epoch's corpus words over all ranks, whether every rank
         has finished its shard, whether a rank asked to stop)."""
@@ -199,7 +230,7 @@ class Session:
             hot, every = self.hot_rows
             if (self.rounds + 1) % max(every, 1) != 0 and running:
                 rows = hot
-        self._average(tensors, rows, vocab)
+        self._combine(tensors, rows, vocab)
         self.rounds += 1
         self.epoch_words = int(ctrl[0])
         return int(ctrl[0]), ctrl[1] == 0, ctrl[2] > 0
@@ -250,12 +281,18 @@ class Session:
 
 
 _SESSION: Optional[Session] = None
+_LAST: Optional[Session] = None
 _CLOSED: List[bool] = []
 
 
 def current() -> Optional[Session]:
     """The open session, if any."""
     return _SESSION
+
+
+def last_session() -> Optional[Session]:
+    """The most recent session, open or closed (its sync counters stay readable)."""
+    return _LAST
 
 
 def start(device=None, pin: bool = False) -> Session:
@@ -268,7 +305,7 @@ def start(device=None, pin: bool = False) -> Session:
     :meth:`Session.close` is called with ``pin`` released (the command line
     does this; models close a session they started when ``train`` ends).
     """
-    global _SESSION
+    global _SESSION, _LAST
     dev = torch.device("cpu" if device is None else device)
     if _SESSION is not None:
         if pin:
@@ -277,7 +314,7 @@ def start(device=None, pin: bool = False) -> Session:
     if dist.is_initialized():
         rank, world = dist.get_rank(), dist.get_world_size()
         local = int(os.environ.get("LOCAL_RANK", "0"))
-        _SESSION = Session(rank, world, local, _comm_device(dev, local), owned=False, pinned=pin)
+        _SESSION = _LAST = Session(rank, world, local, _comm_device(dev, local), owned=False, pinned=pin)
         return _SESSION
     if any(_CLOSED):
         raise DistributedError("the process group bidirmoe started was closed when train() finished; to train more "
@@ -307,7 +344,7 @@ def start(device=None, pin: bool = False) -> Session:
     except (RuntimeError, ValueError, OSError, TimeoutError) as e:
         raise DistributedError(f"rank {rank}/{world} cannot reach the rendezvous at {where} within {seconds:g}s "
                                f"({TIMEOUT_ENV}): {_one_line(e)}") from None
-    _SESSION = Session(rank, world, local, _comm_device(dev, local), owned=True, pinned=pin)
+    _SESSION = _LAST = Session(rank, world, local, _comm_device(dev, local), owned=True, pinned=pin)
     return _SESSION
 
 

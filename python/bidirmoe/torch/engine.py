@@ -167,7 +167,7 @@ class _Updater:
             p.grad = None
 
 
-def _dist_step(session, module, stream, schedule: dict, vocab: int):
+def _dist_step(model, session, module, stream, schedule: dict):
     """In a distributed run (:mod:`bidirmoe.torch.distributed`): a function
     to call after each batch with its corpus words, which averages the
     module's parameters (on the device: NCCL on CUDA, gloo on the CPU) with
@@ -175,14 +175,17 @@ def _dist_step(session, module, stream, schedule: dict, vocab: int):
     if session is None:
         return None
     every = int(schedule["sync_words"])
-    params = [p.data for p in module.parameters()]
+    from .distributed import per_word_arrays
+
+    named = dict(module.named_parameters())
+    params = [named[name].data for name in per_word_arrays(model)]  # in the order begin_epoch saw them
     state = {"local": 0, "next": every}
 
     def step(raw_words: int) -> None:
         state["local"] += int(raw_words)
         if state["local"] >= state["next"]:
             state["next"] = state["local"] + every
-            sync = session.epoch_sync(params, vocab)
+            sync = session.epoch_sync(params, len(model.wv.index_to_key))
             stream.set_global_words(sync(state["local"]))
 
     step.state = state
@@ -222,7 +225,7 @@ def train_epoch(model, source, common: dict):
             total.add_(loss.detach().double())
 
     session = schedule.pop("dist_session", None)
-    step = _dist_step(session, module, stream, schedule, len(model.wv.index_to_key))
+    step = _dist_step(model, session, module, stream, schedule)
 
     try:
         try:
