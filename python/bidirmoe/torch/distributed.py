@@ -27,6 +27,7 @@ no rank waits for a collective nobody else will make.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -338,14 +339,53 @@ def start(device=None, pin: bool = False) -> Session:
         torch.cuda.set_device(dev.index if dev.index is not None else local % torch.cuda.device_count())
         backend = "nccl"
     where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
-    try:
-        dist.init_process_group(backend, rank=rank, world_size=world,
-                                timeout=datetime.timedelta(seconds=seconds))
-    except (RuntimeError, ValueError, OSError, TimeoutError) as e:
-        raise DistributedError(f"rank {rank}/{world} cannot reach the rendezvous at {where} within {seconds:g}s "
-                               f"({TIMEOUT_ENV}): {_one_line(e)}") from None
+    with _native_stderr() as replay:
+        try:
+            dist.init_process_group(backend, rank=rank, world_size=world,
+                                    timeout=datetime.timedelta(seconds=seconds))
+        except (RuntimeError, ValueError, OSError, TimeoutError) as e:
+            # torch's C++ side has logged each retry on stderr: the line below says it all.
+            raise DistributedError(f"rank {rank}/{world} cannot reach the rendezvous at {where} within "
+                                   f"{seconds:g}s ({TIMEOUT_ENV}): {_one_line(e)}") from None
+        replay()
     _SESSION = _LAST = Session(rank, world, local, _comm_device(dev, local), owned=True, pinned=pin)
     return _SESSION
+
+
+@contextlib.contextmanager
+def _native_stderr():
+    """Hold what native code writes on file descriptor 2 meanwhile; the block
+    calls the yielded function to pass it on (an error leaves it out)."""
+    import sys
+    import tempfile
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (embedded interpreter): nothing to hold
+        yield lambda: None
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        restored = []
+
+        def restore():
+            if not restored:
+                os.dup2(saved, 2)
+                os.close(saved)
+                restored.append(True)
+
+        def replay():
+            restore()
+            held.seek(0)
+            data = held.read()
+            if data:
+                os.write(2, data)
+
+        try:
+            yield replay
+        finally:
+            restore()
 
 
 def _comm_device(dev: torch.device, local: int) -> torch.device:
