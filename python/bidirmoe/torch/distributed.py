@@ -94,12 +94,17 @@ class Session:
         #: tables at each round (the most frequent words: the vocabulary is sorted),
         #: and every table whole at every ``every``-th round.
         self.hot_rows: Optional[Tuple[int, int]] = None
-        #: How a round combines the ranks' parameters: "sum" (of every rank's
-        #: change since the last round, added to the parameters of the last
-        #: round: every update counts, as with threads sharing one model) or
-        #: "mean" (plain model averaging, which in effect divides the learning
-        #: rate by the number of ranks).
-        self.combine = "sum"
+        #: How a round combines the ranks' parameters. "mixed" (the default):
+        #: the per-word tables (one row per vocabulary word) take the sum of
+        #: every rank's change since the last round — a row moves as it would
+        #: with threads sharing one model, each rank having trained other
+        #: occurrences of the word — while the arrays every example updates
+        #: (BidirMoE's gates, offsets, mask expert) take the mean of the
+        #: ranks' values: each rank's change estimates the same step, and
+        #: adding them would multiply that step by the number of ranks.
+        #: "sum" or "mean" treat every array one way ("mean" is plain model
+        #: averaging, which divides the per-word learning rate by the ranks).
+        self.combine = "mixed"
         self._bases: List[torch.Tensor] = []
 
     def __repr__(self) -> str:
@@ -183,9 +188,11 @@ class Session:
 
     def begin_epoch(self, tensors: Sequence[torch.Tensor]) -> None:
         """Remember the parameters every rank starts the epoch with (identical
-        on all ranks): a "sum" round adds up the changes since then."""
+        on all ranks): a summing round adds up the changes since then."""
+        if self.combine not in ("mixed", "sum", "mean"):
+            raise ValueError(f"combine must be 'mixed', 'sum' or 'mean', got {self.combine!r}")
         self.epoch_words = 0
-        self._bases = [t.detach().clone() for t in tensors] if self.combine == "sum" else []
+        self._bases = [t.detach().clone() for t in tensors] if self.combine != "mean" else []
 
     def _reduce(self, part: torch.Tensor) -> None:
         if part.device != self.device:  # e.g. numpy arrays on the CPU with NCCL: through the device
@@ -197,14 +204,14 @@ class Session:
         self.bytes_synced += part.numel() * part.element_size()
 
     def _combine(self, tensors: Sequence[torch.Tensor], rows: Optional[int], vocab: int) -> None:
-        summed = self.combine == "sum"
-        if summed and len(self._bases) != len(tensors):
+        if self.combine != "mean" and len(self._bases) != len(tensors):
             raise DistributedError("internal error: begin_epoch() was not called with these parameters")
         for i, t in enumerate(tensors):
+            per_word = vocab in t.shape  # a row (or column: BidirMoE's salience) per word
             part = t
             if rows is not None and t.dim() >= 1 and t.shape[0] == vocab and rows < vocab:
                 part = t[:rows]  # a contiguous leading block: still a view all_reduce can fill in place
-            if not summed:
+            if self.combine == "mean" or (self.combine == "mixed" and not per_word):
                 self._reduce(part)
                 part.mul_(1.0 / self.world)
                 continue
