@@ -30,6 +30,8 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import sys
+import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -105,6 +107,9 @@ class Session:
         #: "sum" or "mean" treat every array one way ("mean" is plain model
         #: averaging, which divides the per-word learning rate by the ranks).
         self.combine = "mixed"
+        # How long a collective may wait for the backend to release its tensors
+        # (see _all_reduce); NCCL's watchdog releases them on its own schedule.
+        self._settle_seconds = 2.0 if dist.get_backend() == "gloo" else 0.0
         self._bases: List[torch.Tensor] = []
 
     def __repr__(self) -> str:
@@ -126,10 +131,29 @@ class Session:
     def _tensor(self, values, dtype=torch.float64) -> torch.Tensor:
         return torch.tensor(values, dtype=dtype, device=self.device)
 
+    def _all_reduce(self, what: str, t: torch.Tensor) -> None:
+        """Sum ``t`` over all ranks in place, and return only once the
+        backend's worker thread has let go of it.
+
+        gloo's worker drops its reference to a finished operation (and so to
+        its tensors) a moment after ``wait`` returns here, and dropping a
+        reference to a tensor that has a Python object takes the GIL. Should
+        that happen while the interpreter shuts down, Python ends the worker
+        thread inside C++ code and the process aborts ("terminate called
+        without an active exception"). So each collective waits (GIL
+        released) until the tensor's reference count is back where it was:
+        no backend thread ever holds one of our tensors after a collective."""
+        base = sys.getrefcount(t)
+        self._collective(what, dist.all_reduce, t)
+        if self._settle_seconds > 0:
+            deadline = time.monotonic() + self._settle_seconds
+            while sys.getrefcount(t) > base and time.monotonic() < deadline:
+                time.sleep(0.0002)
+
     def all_sum(self, values: Sequence[float]) -> List[float]:
         """The element-wise sum of ``values`` over all ranks."""
         t = self._tensor(list(values))
-        self._collective("all_reduce", dist.all_reduce, t)
+        self._all_reduce("all_reduce", t)
         return [float(x) for x in t.cpu().tolist()]
 
     def barrier(self) -> None:
@@ -197,10 +221,10 @@ class Session:
     def _reduce(self, part: torch.Tensor) -> None:
         if part.device != self.device:  # e.g. numpy arrays on the CPU with NCCL: through the device
             moved = part.to(self.device)
-            self._collective("parameter all_reduce", dist.all_reduce, moved)
+            self._all_reduce("parameter all_reduce", moved)
             part.copy_(moved)
         else:
-            self._collective("parameter all_reduce", dist.all_reduce, part)
+            self._all_reduce("parameter all_reduce", part)
         self.bytes_synced += part.numel() * part.element_size()
 
     def _combine(self, tensors: Sequence[torch.Tensor], rows: Optional[int], vocab: int) -> None:
@@ -363,7 +387,6 @@ def start(device=None, pin: bool = False) -> Session:
 def _native_stderr():
     """Hold what native code writes on file descriptor 2 meanwhile; the block
     calls the yielded function to pass it on (an error leaves it out)."""
-    import sys
     import tempfile
 
     try:
