@@ -57,7 +57,8 @@ class SyncStop(Exception):
 
 def _one_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
-    return text[0][:300] if text else type(e).__name__
+    line = text[0].split(". This is typically")[0] if text else type(e).__name__  # gloo's advice: not ours
+    return line[:300]
 
 
 def _timeout() -> float:
