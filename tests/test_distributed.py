@@ -40,13 +40,10 @@ def corpus(tmp_path_factory):
     words = [f"w{i}" for i in range(400)]
     weights = [1.0 / (i + 1) for i in range(len(words))]
     lines = [" ".join(rng.choices(words, weights, k=rng.randint(1, 40))) for _ in range(4000)]
-    text = "\n".join(lines) + "\n"
-    plain = d / "corpus.txt"
-    plain.write_text(text)
-    gz = d / "corpus.txt.gz"
-    with gzip.open(gz, "wt") as f:
-        f.write(text)
-    return plain, gz
+    data = ("\n".join(lines) + "\n").encode()
+    (d / "corpus.txt").write_bytes(data)
+    (d / "corpus.txt.gz").write_bytes(gzip.compress(data))
+    return d / "corpus.txt", d / "corpus.txt.gz"
 
 
 def _env(**extra):
