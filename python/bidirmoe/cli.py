@@ -434,6 +434,11 @@ def _stop_checkpoint(model, state, ckpt_path: str, session) -> None:
     if session is None or session.rank == 0:
         model.extra_meta = {"cli": dict(state)}
         model.save(ckpt_path)
+    if session is not None:
+        # Every rank goes on from the parameters the checkpoint holds.
+        from .torch.distributed import per_word_arrays
+
+        session.broadcast_params(list(per_word_arrays(model).values()))
 
 
 # ----------------------------------------------------------------- the vectors

@@ -146,9 +146,14 @@ class Session:
         no backend thread ever holds one of our tensors after a collective."""
         base = sys.getrefcount(t)
         self._collective(what, dist.all_reduce, t)
+        self._settle(t, base)
+
+    def _settle(self, t: torch.Tensor, base: int) -> None:
+        """Wait (GIL released) until ``t``'s reference count is back to ``base``,
+        its count in the caller's frame before the collective."""
         if self._settle_seconds > 0:
             deadline = time.monotonic() + self._settle_seconds
-            while sys.getrefcount(t) > base and time.monotonic() < deadline:
+            while sys.getrefcount(t) > base + 1 and time.monotonic() < deadline:  # + this frame's own
                 time.sleep(0.0002)
 
     def all_sum(self, values: Sequence[float]) -> List[float]:
@@ -173,6 +178,17 @@ class Session:
         box = [obj if self.rank == 0 else None]
         self._collective("broadcast", dist.broadcast_object_list, box, src=0)
         return box[0]
+
+    def broadcast_params(self, arrays: Sequence[np.ndarray]) -> None:
+        """Overwrite every rank's ``arrays`` with rank 0's (e.g. after a stop at
+        which the torch backend trained batches it had already prepared)."""
+        for t in self.tensors_of(arrays):
+            moved = t if t.device == self.device else t.to(self.device)
+            base = sys.getrefcount(moved)
+            self._collective("broadcast", dist.broadcast, moved, src=0)
+            self._settle(moved, base)
+            if moved is not t:
+                t.copy_(moved)
 
     # -------------------------------------------------------------- vocabulary
 
