@@ -31,9 +31,9 @@ pWord2Vec's frequent-rows-more-often idea, Ji et al. 2016).
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -150,7 +150,7 @@ def main() -> None:
     args = ap.parse_args()
 
     tmp = tempfile.mkdtemp(prefix="bench_dist_")
-    print(f"load average at start: {load()} (2 cores)\n")
+    print(f"load average at start: {load()} ({os.cpu_count()} cores)\n", flush=True)
     for corpus in args.corpora:
         train, held, n = prepare(corpus, tmp)
         for model in args.models:
@@ -191,6 +191,7 @@ def main() -> None:
                       f"{100 * r['top1']:.2f} % | {syncs} | {mb} | {between} | "
                       f"{r['startup']:.1f} s | {ld} |")
             print(flush=True)
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
