@@ -621,6 +621,41 @@ mod tests {
         std::fs::remove_dir_all(&dir).ok();
     }
 
+    /// Processes' shards (plain: byte ranges; gzip: blocks dealt in turn),
+    /// each split between threads, read every token of the file exactly once
+    /// together, and every process gets a share.
+    #[test]
+    fn process_shards_cover_the_file_exactly_once() {
+        // About 3.4 MB: several 1 MiB gzip blocks to deal out.
+        let text: String = (0..600_000).map(|i| format!("s{} ", (i * 7919) % 5000)).collect();
+        let (dir, plain, gz) = plain_and_gzip("shard", &text);
+        let mut expect: Vec<String> = text.split_whitespace().map(String::from).collect();
+        expect.sort();
+        for path in [&plain, &gz] {
+            for (world, workers) in [(2u64, 1usize), (3, 2)] {
+                let mut all = Vec::new();
+                for rank in 0..world {
+                    let split = FileSplit::shard(path, workers, rank, world).unwrap();
+                    let mut mine = Vec::new();
+                    for w in 0..workers {
+                        split
+                            .for_worker(w, &mut Cursor::default(), |it| {
+                                mine.extend(it.map(|t| token_str(t).into_owned()));
+                                true
+                            })
+                            .unwrap();
+                    }
+                    assert!(!mine.is_empty(), "{path:?}: rank {rank} of {world} read nothing");
+                    all.extend(mine);
+                }
+                all.sort();
+                assert_eq!(all, expect, "{path:?} world={world} workers={workers}");
+            }
+        }
+        assert!(FileSplit::shard(&plain, 1, 2, 2).is_err());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
     /// Stop every worker after a few sentences, resume with another worker
     /// count, and check that each token is read exactly once overall.
     #[test]

@@ -123,7 +123,10 @@ pub struct SyncGate {
     every: u64,
     scale: u64,
     offset: AtomicI64,
-    /// Local words at which the next sync is due.
+    /// This process's corpus words of the epoch so far, counted per sentence
+    /// by every worker (exact enough to sync every `every` words whatever
+    /// the number of threads), and the count at which the next sync is due.
+    seen: AtomicU64,
     next: AtomicU64,
     /// Set once a worker reaches `next`: every other worker parks after its sentence.
     due: AtomicBool,
@@ -153,6 +156,7 @@ impl SyncGate {
             every,
             scale: scale.max(1),
             offset: AtomicI64::new(0),
+            seen: AtomicU64::new(0),
             next: AtomicU64::new(if every > 0 { every } else { u64::MAX }),
             due: AtomicBool::new(false),
             state: Mutex::new(GateState::default()),
@@ -175,8 +179,13 @@ impl SyncGate {
         self.offset.store(global as i64 - (self.scale * local) as i64, Ordering::Relaxed);
     }
 
-    fn wants_park(&self, local: u64) -> bool {
-        self.every > 0 && (self.due.load(Ordering::Relaxed) || local >= self.next.load(Ordering::Relaxed))
+    /// A worker has read `raw` more corpus words: is a sync due?
+    fn wants_park(&self, raw: u64) -> bool {
+        if self.every == 0 {
+            return false;
+        }
+        let seen = self.seen.fetch_add(raw, Ordering::Relaxed) + raw;
+        self.due.load(Ordering::Relaxed) || seen >= self.next.load(Ordering::Relaxed)
     }
 
     /// A worker stops here until the calling thread has synced (or cancelled).
@@ -211,10 +220,10 @@ impl SyncGate {
         st.parked > 0 && st.parked == st.active
     }
 
-    /// Let the parked workers go on; the next sync is due `every` words after `local`.
-    fn release(&self, local: u64) {
+    /// Let the parked workers go on; the next sync is due `every` words from now.
+    fn release(&self) {
         let mut st = self.lock();
-        self.next.store(local.saturating_add(self.every), Ordering::Relaxed);
+        self.next.store(self.seen.load(Ordering::Relaxed).saturating_add(self.every), Ordering::Relaxed);
         self.due.store(false, Ordering::Relaxed);
         st.parked = 0;
         st.generation += 1;
@@ -316,16 +325,15 @@ impl<M: Model> Worker<'_, M> {
             }
         }
         self.train_ids(raw);
-        self.maybe_park();
+        self.maybe_park(raw);
         !self.progress.cancel.load(Ordering::Relaxed) && !self.over_limit()
     }
 
-    /// At a sync point: hand over this worker's counts and wait for the sync.
-    fn maybe_park(&mut self) {
+    /// After a sentence of `raw` corpus words: at a sync point, hand over
+    /// this worker's counts and wait for the sync.
+    fn maybe_park(&mut self, raw: u64) {
         let gate = &self.progress.gate;
-        if gate.wants_park(self.progress.raw_words.load(Ordering::Relaxed) + self.local.raw)
-            && !self.progress.cancel.load(Ordering::Relaxed)
-        {
+        if gate.wants_park(raw) && !self.progress.cancel.load(Ordering::Relaxed) {
             self.local.flush(self.progress);
             gate.park();
             self.update_lr();
@@ -344,7 +352,7 @@ impl<M: Model> Worker<'_, M> {
             let raw = if k + 1 == job.ends.len() { raw_left } else { per_sentence };
             raw_left -= raw;
             self.train_ids(raw);
-            self.maybe_park();
+            self.maybe_park(raw);
             if self.progress.cancel.load(Ordering::Relaxed) || self.over_limit() {
                 return false;
             }
@@ -477,10 +485,10 @@ pub fn run_epoch_synced<M: Model>(
                 if !progress.cancel.load(Ordering::Relaxed) && !on_sync(progress) {
                     progress.cancel.store(true, Ordering::Relaxed);
                 }
-                gate.release(progress.raw_words.load(Ordering::Relaxed));
+                gate.release();
             }
             if progress.cancel.load(Ordering::Relaxed) {
-                gate.release(progress.raw_words.load(Ordering::Relaxed)); // parked workers see the cancel and leave
+                gate.release(); // parked workers see the cancel and leave
             }
             if gate.every == 0 || last_tick.elapsed() >= nap {
                 last_tick = std::time::Instant::now();
@@ -494,5 +502,68 @@ pub fn run_epoch_synced<M: Model>(
     match progress.error.lock().unwrap_or_else(|p| p.into_inner()).take() {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vocab::VocabSettings;
+    use crossbeam_channel::bounded;
+
+    /// Counts the sentences it trains and fails if one arrives while a sync runs.
+    struct Probe<'a> {
+        syncing: &'a AtomicBool,
+        trained: AtomicU64,
+    }
+
+    impl crate::models::Model for Probe<'_> {
+        type Scratch = ();
+        fn scratch(&self) {}
+        fn train_sentence(&self, _: &mut (), sent: &[u32], _: f32, _: &mut Rng, _: bool) -> (f64, u64) {
+            assert!(!self.syncing.load(Ordering::SeqCst), "a worker trained during a sync");
+            self.trained.fetch_add(sent.len() as u64, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_micros(20));
+            (0.0, 0)
+        }
+    }
+
+    #[test]
+    fn the_sync_gate_parks_every_worker_and_scales_the_word_count() {
+        let s = VocabSettings { min_count: 1, max_final_vocab: None, sample: 0.0, ns_exponent: 0.75, hs: false };
+        let voc = Vocab::from_sorted(vec![("a".into(), 3), ("b".into(), 2)], &s);
+        let (tx, rx) = bounded(4000);
+        for _ in 0..3000 {
+            let mut job = Job::default();
+            for t in ["a", "b", "a", "b"] {
+                job.push_token(&voc, t);
+            }
+            job.end_sentence();
+            tx.send(job).unwrap();
+        }
+        drop(tx);
+        let cfg = TrainConfig {
+            workers: 3, alpha: 0.025, min_alpha: 0.0001, total_words: 24_000, words_before: 0, seed: 1, epoch: 0,
+            want_loss: false, tick: Duration::from_millis(5), max_words: 0, resume: Vec::new(),
+        };
+        let syncing = AtomicBool::new(false);
+        let model = Probe { syncing: &syncing, trained: AtomicU64::new(0) };
+        let progress = Progress { gate: SyncGate::new(1000, 2), ..Progress::default() };
+        let mut syncs = Vec::new();
+        run_epoch_synced(&model, &voc, Source::Queue(&rx), &cfg, &progress, |_| true, |p| {
+            syncing.store(true, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(2));
+            let local = p.raw_words.load(Ordering::Relaxed);
+            syncs.push(local);
+            p.gate.set_global_words(2 * local + 10, local);
+            syncing.store(false, Ordering::SeqCst);
+            true
+        })
+        .unwrap();
+        assert_eq!(model.trained.load(Ordering::Relaxed), 12_000);
+        // About one sync per 1000 words; at each, every worker had handed in its words.
+        assert!(syncs.len() >= 8 && syncs.len() <= 12, "{} syncs", syncs.len());
+        assert!(syncs.windows(2).all(|w| w[1] >= w[0] + 1000));
+        assert_eq!(progress.gate.global(100), 210);
     }
 }
