@@ -594,6 +594,20 @@ mod tests {
         (dir, plain, gz)
     }
 
+    /// Every token the split's workers read, worker by worker.
+    fn tokens_of(split: &FileSplit, workers: usize) -> Vec<String> {
+        let mut got = Vec::new();
+        for w in 0..workers {
+            split
+                .for_worker(w, &mut Cursor::default(), |it| {
+                    got.extend(it.map(|t| token_str(t).into_owned()));
+                    true
+                })
+                .unwrap();
+        }
+        got
+    }
+
     #[test]
     fn gzip_and_plain_files_give_the_same_tokens_for_any_worker_count() {
         let text: String = (0..300_000).map(|i| format!("w{} ", (i * 7919) % 1000)).collect();
@@ -601,16 +615,7 @@ mod tests {
         let expect: Vec<String> = text.split_whitespace().map(String::from).collect();
         for path in [&plain, &gz] {
             for workers in [1, 2, 3] {
-                let split = FileSplit::new(path, workers).unwrap();
-                let mut got = Vec::new();
-                for w in 0..workers {
-                    split
-                        .for_worker(w, &mut Cursor::default(), |it| {
-                            got.extend(it.map(|t| token_str(t).into_owned()));
-                            true
-                        })
-                        .unwrap();
-                }
+                let got = tokens_of(&FileSplit::new(path, workers).unwrap(), workers);
                 let mut a = got.clone();
                 let mut b = expect.clone();
                 a.sort();
@@ -635,16 +640,7 @@ mod tests {
             for (world, workers) in [(2u64, 1usize), (3, 2)] {
                 let mut all = Vec::new();
                 for rank in 0..world {
-                    let split = FileSplit::shard(path, workers, rank, world).unwrap();
-                    let mut mine = Vec::new();
-                    for w in 0..workers {
-                        split
-                            .for_worker(w, &mut Cursor::default(), |it| {
-                                mine.extend(it.map(|t| token_str(t).into_owned()));
-                                true
-                            })
-                            .unwrap();
-                    }
+                    let mine = tokens_of(&FileSplit::shard(path, workers, rank, world).unwrap(), workers);
                     assert!(!mine.is_empty(), "{path:?}: rank {rank} of {world} read nothing");
                     all.extend(mine);
                 }
