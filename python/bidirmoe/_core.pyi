@@ -13,7 +13,8 @@ class VocabCounter:
 
     def __init__(self, max_vocab_size: Optional[int] = None) -> None: ...
     def add_sentences(self, sentences: Iterable[Sequence[str]]) -> None: ...
-    def add_file(self, path: Union[str, PathLike]) -> None: ...
+    def add_file(self, path: Union[str, PathLike], shard: Optional[Tuple[int, int]] = None) -> None:
+        """Count a file, or with ``shard=(rank, world)`` that process's share of it (as training splits it)."""
     @property
     def total_words(self) -> int: ...
     @property
@@ -22,6 +23,10 @@ class VocabCounter:
     def prunes(self) -> int: ...
     def __len__(self) -> int: ...
     def raw_counts(self) -> Dict[str, int]: ...
+    def export_counts(self) -> Tuple[bytes, npt.NDArray[np.uint64]]:
+        """The raw counts as words joined by "\\n" (UTF-8) and their counts, to send to another process."""
+    def merge_counts(self, words: bytes, counts: Sequence[int], total_words: int, sentences: int) -> None:
+        """Add another counter's ``export_counts`` and totals."""
     def finish(self, min_count: int, max_final_vocab: Optional[int], sample: float, ns_exponent: float, hs: bool) -> Vocab: ...
 
 class Vocab:
@@ -78,6 +83,7 @@ class ResumeState(TypedDict):
     gzip: bool
     file_len: int
     stream_offset: int
+    blocks: int  # gzip blocks cut so far (how blocks are dealt to ranks)
     workers: List[WorkerResume]
 
 class Schedule(TypedDict):
@@ -94,6 +100,13 @@ class Schedule(TypedDict):
     max_words: int
     lockf: Optional[npt.NDArray[np.float32]]  # vectors_lockf: length 1 or one per word
     resume: Optional[ResumeState]
+
+class DistributedSchedule(Schedule, total=False):
+    """Extra keys of a run in several processes (see bidirmoe.torch.distributed)."""
+
+    shard: Tuple[int, int]  # (rank, world): this process's share of the corpus file
+    sync: Callable[[int], int]  # sync(local_words) -> global words; called with the workers parked
+    sync_words: int  # local corpus words between two sync calls
 
 class BatchSettings(TypedDict, total=False):
     kind: str  # "window" or "sentence" (required)
@@ -157,6 +170,10 @@ class BatchStream:
     def __next__(self) -> Batch: ...
     def cancel(self) -> None:
         """Stop reading: workers end after their current sentence (drain the stream for an exact resume)."""
+    def set_global_words(self, global_words: int) -> None:
+        """Several processes: all together have read ``global_words`` of this epoch (the learning rate follows)."""
+    @property
+    def raw_words(self) -> int: ...
     def finish(self) -> Tuple[int, int, int, float]:
         """Wait for the run to end: (raw_words, effective_words, examples, 0.0). Called before
         StopIteration, it stops the run and discards the batches not taken."""

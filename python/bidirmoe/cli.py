@@ -222,6 +222,10 @@ def _new_model(args):
     common = dict(vector_size=args.dim, window=args.window, epochs=args.epochs, min_count=args.min_count,
                   max_vocab_size=args.max_vocab_size, sample=args.sample, alpha=args.alpha, workers=args.threads,
                   seed=args.seed, device=args.device)
+    if args.distributed:
+        if args.model not in ("bidirmoe", "cbow", "skipgram"):
+            raise CliError(f"--distributed trains --model bidirmoe, cbow or skipgram (not {args.model})")
+        common.update(distributed=True, sync_words=args.sync_words)
     if args.model in ("cbow", "skipgram"):
         from . import Word2Vec
 
@@ -246,8 +250,35 @@ def _save_output(model, path: str, fmt: str) -> None:
         model.wv.save_word2vec_format(path, binary=fmt == "word2vec-bin")
 
 
+def _dist_session(args):
+    """The torch.distributed session of a --distributed run (None without it)."""
+    if args.sync_words is not None and args.sync_words < 1:
+        raise CliError(f"--sync-words must be >= 1, got {args.sync_words}")
+    if not args.distributed:
+        if args.sync_words is not None:
+            raise CliError("--sync-words needs --distributed")
+        return None
+    try:
+        from .torch.distributed import start
+    except ImportError:
+        raise CliError('--distributed needs PyTorch: pip install "bidirmoe[torch]"') from None
+    return start(device=args.device, pin=True)
+
+
 def _train(args) -> int:
+    session = _dist_session(args)
+    try:
+        return _train_in(args, session)
+    finally:
+        if session is not None:
+            session.close(force=True)  # every collective has completed or failed: no gloo work is pending
+
+
+def _train_in(args, session) -> int:
     files = _expand_inputs(args.inputs)
+    if session is not None and "-" in files:
+        raise CliError("--distributed reads files (each rank its shard), not standard input")
+    lead = session is None or session.rank == 0  # the process that writes files and reports progress
     fmt = _output_format(args.output, args.format)
     _check_writable_dir(args.output, "output")
     if args.save_model:
@@ -258,7 +289,7 @@ def _train(args) -> int:
         v = getattr(args, name)
         if v is not None and v < 1:
             raise CliError(f"--{name} must be >= 1, got {v}")
-    progress = _Progress(args.quiet, args.log_json)
+    progress = _Progress(args.quiet or not lead, args.log_json if lead else None)
     spool_dir = os.path.dirname(os.path.abspath(args.output))
     corpus, spooled = _corpus_file(files, spool_dir, progress.message)
 
@@ -281,6 +312,8 @@ def _train(args) -> int:
             if not state:
                 raise CliError(f"{args.resume} is not a training checkpoint (no schedule state)")
             model.workers = args.threads
+            if session is not None:
+                model.distributed, model.sync_words = True, args.sync_words
             progress.message(f"resuming {args.resume}: epoch {state['epoch'] + 1}/{state['epochs']}, "
                              f"{state['words_done']:,} of {state['schedule_words']:,} words done")
         else:
@@ -288,7 +321,8 @@ def _train(args) -> int:
             t0 = time.perf_counter()
             model.build_vocab(corpus_file=corpus)
             progress.message(f"vocabulary: {len(model.wv):,} words from {model.corpus_total_words:,} tokens "
-                             f"in {time.perf_counter() - t0:.1f}s")
+                             f"in {time.perf_counter() - t0:.1f}s"
+                             + (f" ({session.world} ranks, each counting its shard)" if session else ""))
             state = {"epoch": 0, "epochs": args.epochs, "epoch_words": 0, "words_done": 0,
                      "schedule_words": model.corpus_total_words * args.epochs}
         every = args.checkpoint_every * 60 if args.checkpoint_every else None
@@ -298,8 +332,10 @@ def _train(args) -> int:
 
             def hook(info, deadline=deadline):
                 progress(info)
-                if deadline is not None and time.perf_counter() >= deadline:
-                    raise _Checkpoint()
+                if deadline is not None and time.perf_counter() >= deadline and lead:
+                    if session is None:
+                        raise _Checkpoint()
+                    session.stop_requested = True  # every rank stops at the next sync round
 
             def count_epoch(_m=None):
                 state["epoch"] += 1
@@ -329,31 +365,28 @@ def _train(args) -> int:
                 model.train(corpus_file=corpus, total_words=model.corpus_total_words,
                             epochs=state["epochs"] - state["epoch"], resume_from=resume_from,
                             progress_callback=hook, callbacks=[EpochEnd()], report_delay=0.5, compute_loss=True)
-            except (_Checkpoint, KeyboardInterrupt) as stop:
-                last = model.last_stop or {}
-                got = last.get("words_done", state["words_done"]) - state["words_done"]
-                state["epoch_words"] = last.get("epoch_words", state["epoch_words"] + got)
-                state["words_done"] += got
-                state["resume"] = last.get("resume")
-                pending = state["resume"] and any(w["pending"] for w in state["resume"]["workers"])
-                if not pending and state["resume"] is not None:
-                    # Every worker had finished its share: the epoch is complete.
-                    state["epoch"] += 1
-                    state["epoch_words"] = 0
-                    state["words_done"] = state["epoch"] * model.corpus_total_words
-                    state["resume"] = None
-                model.extra_meta = {"cli": dict(state)}
-                model.save(ckpt_path)
-                if isinstance(stop, _Checkpoint):
-                    progress.message(f"checkpoint written: {ckpt_path}")
-                    continue
+            except KeyboardInterrupt:
+                if session is None:
+                    _stop_checkpoint(model, state, ckpt_path, session)
+                    progress.end_line()
+                    print(f"bidirmoe: interrupted; checkpoint written to {ckpt_path} "
+                          f"(resume with --resume {ckpt_path})", file=sys.stderr)
+                    return 130
+                # The ranks did not stop at one sync round: no consistent state to save.
                 progress.end_line()
-                print(f"bidirmoe: interrupted; checkpoint written to {ckpt_path} "
-                      f"(resume with --resume {ckpt_path})", file=sys.stderr)
+                have = os.path.isfile(ckpt_path)
+                print("bidirmoe: interrupted" + (f"; the last checkpoint resumes: --resume {ckpt_path}" if have else
+                                                 "; no checkpoint was written yet"), file=sys.stderr)
                 return 130
+            except _sync_stops(session):
+                _stop_checkpoint(model, state, ckpt_path, session)
+                progress.message(f"checkpoint written: {ckpt_path}")
+                continue
         progress.end_line()
         dt = time.perf_counter() - t_start
         progress.message(f"trained {args.model} in {dt:.1f}s")
+        if not lead:
+            return 0  # rank 0 writes the files: every rank holds the same averaged parameters
         model.extra_meta = {}
         _save_output(model, args.output, fmt)
         if args.save_model:
@@ -370,6 +403,48 @@ def _train(args) -> int:
                 os.unlink(spooled)
             except OSError:
                 pass
+
+
+def _sync_stops(session):
+    """The exceptions that end a train() call at a checkpoint: the progress
+    hook's own, or (distributed) the stop every rank takes at one sync round."""
+    if session is None:
+        return _Checkpoint
+    from .torch.distributed import SyncStop
+
+    return (_Checkpoint, SyncStop)
+
+
+def _stop_checkpoint(model, state, ckpt_path: str, session) -> None:
+    """Fold where training stopped (``model.last_stop``) into the schedule
+    ``state`` and write the checkpoint (rank 0 only in a distributed run,
+    with every rank's position gathered to it)."""
+    last = model.last_stop or {}
+    got = last.get("words_done", state["words_done"]) - state["words_done"]
+    state["epoch_words"] = last.get("epoch_words", state["epoch_words"] + got)
+    state["words_done"] += got
+    resume = last.get("resume")
+    if session is None:
+        pending = bool(resume) and any(w["pending"] for w in resume["workers"])
+    else:
+        ranks = session.broadcast_from_root(session.gather_to_root(resume))
+        pending = any(r and not r.get("shard_done") and any(w["pending"] for w in r["workers"]) for r in ranks)
+        resume = {"ranks": ranks}
+    state["resume"] = resume
+    if not pending and resume is not None:
+        # Every worker had finished its share: the epoch is complete.
+        state["epoch"] += 1
+        state["epoch_words"] = 0
+        state["words_done"] = state["epoch"] * model.corpus_total_words
+        state["resume"] = None
+    if session is None or session.rank == 0:
+        model.extra_meta = {"cli": dict(state)}
+        model.save(ckpt_path)
+    if session is not None:
+        # Every rank goes on from the parameters the checkpoint holds.
+        from .torch.distributed import per_word_arrays
+
+        session.broadcast_params(list(per_word_arrays(model).values()))
 
 
 # ----------------------------------------------------------------- the vectors
@@ -544,6 +619,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--checkpoint-every", type=float, metavar="MINUTES", help="write a checkpoint this often")
     t.add_argument("--checkpoint", metavar="PATH", help="checkpoint file (default: OUTPUT.checkpoint)")
     t.add_argument("--resume", metavar="CHECKPOINT", help="continue an interrupted run exactly where it stopped")
+    t.add_argument("--distributed", action="store_true",
+                   help="one rank of a torchrun job: train on this rank's shard of the input, averaging the "
+                        "parameters with the other ranks (torch.distributed; rank 0 writes the files)")
+    t.add_argument("--sync-words", type=int, metavar="N", default=None,
+                   help="with --distributed: corpus words each rank trains between two parameter averages "
+                        "(default 50000)")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     t.add_argument("--log-json", metavar="FILE", help="append machine-readable progress (JSON lines)")
     t.set_defaults(func=_train)

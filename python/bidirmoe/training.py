@@ -365,7 +365,15 @@ class TrainableModel:
         trim_rule = trim_rule if trim_rule is not None else self.trim_rule
         counter = _core.VocabCounter(self.max_vocab_size, trim_rule)
         t0 = time.perf_counter()
-        if corpus_file is not None:
+        session = self._dist_session() if self._is_distributed() else None
+        if session is not None:
+            if corpus_file is None:
+                raise ValueError("distributed=True reads corpus_file (each rank its shard of it), not an iterable")
+            # Each rank counts its shard; the counts are summed so every rank
+            # builds the vocabulary of the whole file.
+            counter.add_file(os.fspath(corpus_file), (session.rank, session.world))
+            counter = session.combine_counts(counter)
+        elif corpus_file is not None:
             counter.add_file(os.fspath(corpus_file))
         else:
             batch: List[Any] = []
@@ -816,6 +824,8 @@ class TrainableModel:
             word_count = int(resume_from["words_done"])
             schedule_words = int(resume_from["schedule_words"])
             resume_state = resume_from.get("resume")
+            if resume_state is not None and "ranks" in resume_state:
+                resume_state = self._rank_resume(resume_state)
             resumed_words = int(resume_from.get("epoch_words", 0)) if resume_state is not None else 0
         if epochs is None:
             raise ValueError("train() needs an explicit epochs count (e.g. epochs=model.epochs), as gensim does")
@@ -823,6 +833,11 @@ class TrainableModel:
         if corpus_file is None and total_examples is None and total_words is None:
             raise ValueError("train() needs total_examples or total_words (e.g. total_examples=model.corpus_count), as gensim does")
         check_corpus(corpus_iterable, corpus_file, passes=epochs)
+        session = self._dist_session() if self._is_distributed() else None
+        if session is not None:
+            from .torch.distributed import per_word_arrays
+        if session is not None and corpus_file is None:
+            raise ValueError("distributed=True trains on corpus_file (each rank its shard of it), not an iterable")
         alpha = float(self.alpha if start_alpha is None else start_alpha)
         min_alpha = float(self.min_alpha if end_alpha is None else end_alpha)
         _check(alpha > 0 and min_alpha >= 0, f"learning rates must be positive, got start_alpha={alpha}, end_alpha={min_alpha}")
@@ -867,16 +882,33 @@ class TrainableModel:
                               workers=int(self.workers), compute_loss=compute_loss,
                               report_delay=min(float(report_delay), 0.5), max_words=0,
                               lockf=self._lockf_for_core(), resume=resume)
+                if session is not None:
+                    dist_arrays = self._dist_schedule(session, common)
                 reporter = _Reporter(max(words_per_epoch - before, 1), epoch, epochs, report_delay, bar,
                                      progress_callback, common)
                 common["progress_cb"] = reporter
                 try:
-                    if corpus_file is not None:
+                    if session is not None and isinstance(resume, dict) and resume.get("shard_done"):
+                        raw, eff, ex, loss = 0, 0, 0, 0.0  # this rank had finished its shard before the stop
+                    elif corpus_file is not None:
                         raw, eff, ex, loss = self._run_epoch(os.fspath(corpus_file), common)
                     else:
                         raw, eff, ex, loss = self._train_iterable_epoch(corpus_iterable, queue_factor, common)
+                    if session is not None:
+                        # Fresh views: the torch engine hands back new arrays at the end of an epoch.
+                        dist_arrays = session.tensors_of(list(per_word_arrays(self).values()))
+                        raw, stopped = session.finish_epoch(raw, dist_arrays, len(self.wv.index_to_key))
+                        if stopped:  # another rank stopped (checkpoint) while this one had finished its shard
+                            from .torch.distributed import SyncStop
+
+                            stop = SyncStop()
+                            stop.bidirmoe_resume = {"shard_done": True}
+                            session.epoch_words = raw
+                            raise stop
                 except BaseException as e:
                     got = int(getattr(e, "bidirmoe_epoch_words", 0))
+                    if session is not None:
+                        got = int(session.epoch_words)  # all ranks' words at the round every rank stopped at
                     self.last_stop = {"epochs_done": int(self._epochs_done), "epoch_words": before + got,
                                       "words_done": words_done + got, "schedule_words": schedule_total,
                                       "epochs_left": epochs - epoch, "resume": getattr(e, "bidirmoe_resume", None)}
@@ -895,6 +927,8 @@ class TrainableModel:
         finally:
             if bar is not None:
                 bar.close()
+            if session is not None:
+                session.close()  # a session this call's model started: no collective is pending now
         self.train_count += 1
         self.last_stop = None  # finished: nothing to resume
         self.total_train_time += time.perf_counter() - t_start
@@ -904,6 +938,51 @@ class TrainableModel:
         logger.info("training on %d raw words (%d effective words) took %.1fs, %.0f effective words/s",
                     raw_total, trained, time.perf_counter() - t_start, trained / max(time.perf_counter() - t_start, 1e-9))
         return trained, raw_total
+
+    # ------------------------------------------------------ distributed runs
+
+    def _is_distributed(self) -> bool:
+        return bool(getattr(self, "distributed", False))
+
+    def _dist_session(self):
+        """This process's torch.distributed session (imports torch: only with distributed=True)."""
+        from .torch.distributed import start
+
+        return start(device=getattr(self, "device", "cpu"))
+
+    def _check_sync_words(self) -> None:
+        sync = getattr(self, "sync_words", None)
+        _check(sync is None or (_is_int(sync) and sync > 0), f"sync_words must be a positive int or None, got {sync!r}")
+
+    def _dist_schedule(self, session, common) -> list:
+        """Add this rank's shard, seed and sync callback to an epoch's schedule;
+        returns the tensors a sync averages (zero-copy views of the numpy
+        arrays; the torch engine averages its device tensors itself)."""
+        from .torch.distributed import DEFAULT_SYNC_WORDS, per_word_arrays, rank_seed
+
+        every = int(getattr(self, "sync_words", None) or DEFAULT_SYNC_WORDS)
+        common["shard"] = (session.rank, session.world)
+        common["seed"] = rank_seed(common["seed"], session.rank)
+        common["sync_words"] = every
+        tensors = session.tensors_of(list(per_word_arrays(self).values()))
+        session.begin_epoch(tensors)
+        if getattr(self, "backend", "rust") == "torch":
+            common["dist_session"] = session
+        else:
+            common["sync"] = session.epoch_sync(tensors, len(self.wv.index_to_key))
+        return tensors
+
+    def _rank_resume(self, state):
+        """This rank's part of a distributed checkpoint's resume state."""
+        if not self._is_distributed():
+            raise ValueError("this checkpoint was written by a distributed run (torchrun): resume it with "
+                             "distributed=True (--distributed) and the same number of ranks")
+        session = self._dist_session()
+        ranks = state["ranks"]
+        if len(ranks) != session.world:
+            raise ValueError(f"the checkpoint stopped mid-epoch in a run of {len(ranks)} ranks; resume it with "
+                             f"{len(ranks)} ranks (this run has {session.world})")
+        return ranks[session.rank]
 
     def _run_epoch(self, source, common):
         """One epoch on this model's backend: the Rust core in place on the

@@ -113,6 +113,17 @@ class Word2Vec(MaskedLM, TrainableModel):
         ``benches/bench_word2vec.py`` and the README for speed and accuracy.
         A large batch on a tiny vocabulary can overshoot (many rows of one
         batch push the same few output vectors at once): use 1 there.
+    distributed : bool
+        Train in several processes launched by ``torchrun`` (needs torch and
+        ``corpus_file``): each rank counts and trains on its own shard of the
+        file, the counts are summed (every rank gets the vocabulary of the
+        whole file) and every ``sync_words`` words the ranks combine their
+        parameters through ``torch.distributed`` (each word row gets the sum
+        of the ranks' changes since the last sync, arrays every example
+        updates get their mean). See :mod:`bidirmoe.torch.distributed`.
+    sync_words : int, optional
+        With ``distributed``: corpus words each rank trains between two
+        syncs (default 50,000).
 
     Examples
     --------
@@ -136,10 +147,13 @@ class Word2Vec(MaskedLM, TrainableModel):
                  max_vocab_size=None, sample=1e-3, seed=1, workers=3, min_alpha=0.0001, sg=0, hs=0, negative=5,
                  ns_exponent=0.75, cbow_mean=1, hashfxn=hash, epochs=5, null_word=0, trim_rule=None, sorted_vocab=1,
                  batch_words=10000, compute_loss=False, callbacks=(), comment=None, max_final_vocab=None,
-                 shrink_windows=True, progress=False, device="cpu", backend=None, batch_targets=None):
+                 shrink_windows=True, progress=False, device="cpu", backend=None, distributed=False,
+                 sync_words=None, batch_targets=None):
         self._reset_state()
         self.batch_targets = batch_targets
         self._set_backend(device, backend)
+        self.distributed, self.sync_words = bool(distributed), sync_words
+        self._check_sync_words()
         self.vector_size, self.alpha, self.window, self.min_count = vector_size, alpha, window, min_count
         self.max_vocab_size, self.sample, self.seed, self.workers = max_vocab_size, sample, seed, workers
         self.min_alpha, self.sg, self.hs, self.negative = min_alpha, sg, hs, negative

@@ -337,10 +337,22 @@ pub struct BatchStream {
 impl BatchStream {
     /// Start the epoch `cfg` over `source` on a background thread.
     pub fn start(vocab: Arc<Vocab>, source: StreamSource, settings: BatchSettings, cfg: TrainConfig) -> Result<Self, String> {
+        Self::start_with(vocab, source, settings, cfg, Progress::default())
+    }
+
+    /// `start` with the epoch's counters given (e.g. with a `SyncGate` scaling
+    /// the learning rate's word count in a run of several processes).
+    pub fn start_with(
+        vocab: Arc<Vocab>,
+        source: StreamSource,
+        settings: BatchSettings,
+        cfg: TrainConfig,
+        progress: Progress,
+    ) -> Result<Self, String> {
         settings.check(&vocab)?;
         let (tx, rx) = bounded(settings.prefetch);
         let shared = Arc::new(Shared {
-            progress: Progress::default(),
+            progress,
             abandoned: AtomicBool::new(false),
             discarded: AtomicU64::new(0),
             outcome: Mutex::new(None),

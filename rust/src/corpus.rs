@@ -229,6 +229,8 @@ pub struct SplitState {
     /// resume on a file that changed.
     pub file_len: u64,
     pub stream_offset: u64,
+    /// Gzip: blocks the decoder has handed out (how blocks are dealt to processes).
+    pub blocks: u64,
     pub workers: Vec<Vec<(u64, u64)>>,
 }
 
@@ -237,6 +239,10 @@ pub struct SplitState {
 pub struct SharedStream {
     reader: Option<Box<dyn BufRead + Send>>,
     offset: u64,
+    /// Blocks cut so far; block k belongs to process `k % deal.1 == deal.0`
+    /// (one process: (0, 1), every block).
+    blocks: u64,
+    deal: (u64, u64),
 }
 
 /// How workers share one corpus file during an epoch.
@@ -277,20 +283,38 @@ fn redistribute(pending: &[(u64, u64)], parts: usize) -> Vec<Vec<(u64, u64)>> {
 
 impl FileSplit {
     pub fn new(path: &Path, workers: usize) -> io::Result<FileSplit> {
+        Self::shard(path, workers, 0, 1)
+    }
+
+    /// Process `rank` of `world`'s share of the file, split between its
+    /// `workers`: a plain file's `rank`-th byte range of `world` equal ones,
+    /// or every `world`-th block of a gzip stream (starting with block
+    /// `rank`; a gzip stream cannot be entered in the middle, so each
+    /// process decodes it all but reads only its blocks).
+    pub fn shard(path: &Path, workers: usize, rank: u64, world: u64) -> io::Result<FileSplit> {
+        let world = world.max(1);
+        if rank >= world {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("rank {rank} is not below world size {world}")));
+        }
         let file_len = std::fs::metadata(path)?.len();
         if is_gzip(path)? {
-            let stream = SharedStream { reader: Some(open_stream(path)?), offset: 0 };
+            let stream = SharedStream { reader: Some(open_stream(path)?), offset: 0, blocks: 0, deal: (rank, world) };
             return Ok(FileSplit::Shared { file_len, stream: Mutex::new(stream), fragments: vec![Vec::new(); workers.max(1)] });
         }
-        let w = workers.max(1) as u64;
-        let parts = (0..w).map(|i| vec![(file_len * i / w, file_len * (i + 1) / w)]).collect();
-        Ok(FileSplit::Ranges { path: path.to_path_buf(), file_len, parts })
+        let share = (file_len * rank / world, file_len * (rank + 1) / world);
+        Ok(FileSplit::Ranges { path: path.to_path_buf(), file_len, parts: redistribute(&[share], workers) })
     }
 
     /// Continue a stopped epoch: every worker reads what `state` says was
     /// left (its own ranges if the worker count is unchanged, otherwise the
     /// remaining bytes cut evenly), then, for gzip, the rest of the stream.
     pub fn resume(path: &Path, workers: usize, state: &SplitState) -> io::Result<FileSplit> {
+        Self::resume_shard(path, workers, state, (0, 1))
+    }
+
+    /// `resume` for process `deal.0` of `deal.1` (see `shard`): `state` is
+    /// what this process had left.
+    pub fn resume_shard(path: &Path, workers: usize, state: &SplitState, deal: (u64, u64)) -> io::Result<FileSplit> {
         let workers = workers.max(1);
         let file_len = std::fs::metadata(path)?.len();
         let gzip = is_gzip(path)?;
@@ -359,7 +383,7 @@ impl FileSplit {
                 fragments[i].push(std::mem::take(&mut got[k]));
             }
         }
-        let stream = SharedStream { reader: Some(reader), offset: state.stream_offset };
+        let stream = SharedStream { reader: Some(reader), offset: state.stream_offset, blocks: state.blocks, deal };
         Ok(FileSplit::Shared { file_len, stream: Mutex::new(stream), fragments })
     }
 
@@ -367,10 +391,12 @@ impl FileSplit {
     pub fn state(&self, cursors: &[Cursor]) -> SplitState {
         let workers = cursors.iter().map(|c| c.pending.iter().copied().filter(|(s, e)| s < e).collect()).collect();
         match self {
-            FileSplit::Ranges { file_len, .. } => SplitState { gzip: false, file_len: *file_len, stream_offset: 0, workers },
+            FileSplit::Ranges { file_len, .. } => {
+                SplitState { gzip: false, file_len: *file_len, stream_offset: 0, blocks: 0, workers }
+            }
             FileSplit::Shared { file_len, stream, .. } => {
-                let offset = stream.lock().unwrap_or_else(|p| p.into_inner()).offset;
-                SplitState { gzip: true, file_len: *file_len, stream_offset: offset, workers }
+                let st = stream.lock().unwrap_or_else(|p| p.into_inner());
+                SplitState { gzip: true, file_len: *file_len, stream_offset: st.offset, blocks: st.blocks, workers }
             }
         }
     }
@@ -423,6 +449,7 @@ impl FileSplit {
                 loop {
                     block.clear();
                     let start;
+                    let mine;
                     {
                         let mut guard = stream.lock().unwrap_or_else(|p| p.into_inner());
                         let shared = &mut *guard;
@@ -464,6 +491,11 @@ impl FileSplit {
                         }
                         start = shared.offset;
                         shared.offset += block.len() as u64;
+                        mine = shared.blocks % shared.deal.1 == shared.deal.0;
+                        shared.blocks += 1;
+                    }
+                    if !mine {
+                        continue; // another process's block
                     }
                     cursor.pending = vec![(start, start + block.len() as u64)];
                     if !Self::read_block(&block, start, cursor, &mut f)? {
@@ -562,6 +594,20 @@ mod tests {
         (dir, plain, gz)
     }
 
+    /// Every token the split's workers read, worker by worker.
+    fn tokens_of(split: &FileSplit, workers: usize) -> Vec<String> {
+        let mut got = Vec::new();
+        for w in 0..workers {
+            split
+                .for_worker(w, &mut Cursor::default(), |it| {
+                    got.extend(it.map(|t| token_str(t).into_owned()));
+                    true
+                })
+                .unwrap();
+        }
+        got
+    }
+
     #[test]
     fn gzip_and_plain_files_give_the_same_tokens_for_any_worker_count() {
         let text: String = (0..300_000).map(|i| format!("w{} ", (i * 7919) % 1000)).collect();
@@ -569,16 +615,7 @@ mod tests {
         let expect: Vec<String> = text.split_whitespace().map(String::from).collect();
         for path in [&plain, &gz] {
             for workers in [1, 2, 3] {
-                let split = FileSplit::new(path, workers).unwrap();
-                let mut got = Vec::new();
-                for w in 0..workers {
-                    split
-                        .for_worker(w, &mut Cursor::default(), |it| {
-                            got.extend(it.map(|t| token_str(t).into_owned()));
-                            true
-                        })
-                        .unwrap();
-                }
+                let got = tokens_of(&FileSplit::new(path, workers).unwrap(), workers);
                 let mut a = got.clone();
                 let mut b = expect.clone();
                 a.sort();
@@ -586,6 +623,32 @@ mod tests {
                 assert_eq!(a, b, "{path:?} workers={workers}");
             }
         }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// Processes' shards (plain: byte ranges; gzip: blocks dealt in turn),
+    /// each split between threads, read every token of the file exactly once
+    /// together, and every process gets a share.
+    #[test]
+    fn process_shards_cover_the_file_exactly_once() {
+        // About 3.4 MB: several 1 MiB gzip blocks to deal out.
+        let text: String = (0..600_000).map(|i| format!("s{} ", (i * 7919) % 5000)).collect();
+        let (dir, plain, gz) = plain_and_gzip("shard", &text);
+        let mut expect: Vec<String> = text.split_whitespace().map(String::from).collect();
+        expect.sort();
+        for path in [&plain, &gz] {
+            for (world, workers) in [(2u64, 1usize), (3, 2)] {
+                let mut all = Vec::new();
+                for rank in 0..world {
+                    let mine = tokens_of(&FileSplit::shard(path, workers, rank, world).unwrap(), workers);
+                    assert!(!mine.is_empty(), "{path:?}: rank {rank} of {world} read nothing");
+                    all.extend(mine);
+                }
+                all.sort();
+                assert_eq!(all, expect, "{path:?} world={world} workers={workers}");
+            }
+        }
+        assert!(FileSplit::shard(&plain, 1, 2, 2).is_err());
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -15,8 +15,8 @@ use crate::sampling::Rng;
 use crate::vocab::Vocab;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 /// A batch of sentences already mapped to vocabulary ids (OOV words dropped,
@@ -107,6 +107,128 @@ pub struct Progress {
     pub error: Mutex<Option<String>>,
     /// Each worker's corpus cursor and state when it finished (for checkpoints).
     pub workers: Mutex<Vec<(Cursor, WorkerState)>>,
+    /// Data-parallel training over several processes (off by default).
+    pub gate: SyncGate,
+}
+
+/// Where several processes train one model on shards of the corpus, each
+/// process's workers stop together every `every` of its corpus words, so the
+/// caller can average the parameters with the other processes while no
+/// worker writes them. `scale` (the number of processes) and `offset` turn
+/// this process's word count into the global one the learning rate follows:
+/// global ≈ offset + scale × local, made exact at every sync
+/// (`set_global_words`).
+#[derive(Debug)]
+pub struct SyncGate {
+    every: u64,
+    scale: u64,
+    offset: AtomicI64,
+    /// This process's corpus words of the epoch so far, counted per sentence
+    /// by every worker (exact enough to sync every `every` words whatever
+    /// the number of threads), and the count at which the next sync is due.
+    seen: AtomicU64,
+    next: AtomicU64,
+    /// Set once a worker reaches `next`: every other worker parks after its sentence.
+    due: AtomicBool,
+    state: Mutex<GateState>,
+    /// Workers wait here to be released; the calling thread waits here for them to park.
+    cv: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    parked: usize,
+    active: usize,
+    generation: u64,
+}
+
+impl Default for SyncGate {
+    fn default() -> Self {
+        SyncGate::new(0, 1)
+    }
+}
+
+impl SyncGate {
+    /// A gate parking the workers every `every` local words (0: never), in a
+    /// run of `scale` processes of about equal shards.
+    pub fn new(every: u64, scale: u64) -> Self {
+        SyncGate {
+            every,
+            scale: scale.max(1),
+            offset: AtomicI64::new(0),
+            seen: AtomicU64::new(0),
+            next: AtomicU64::new(if every > 0 { every } else { u64::MAX }),
+            due: AtomicBool::new(false),
+            state: Mutex::new(GateState::default()),
+            cv: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The global word count for `local` words done here.
+    fn global(&self, local: u64) -> u64 {
+        (self.offset.load(Ordering::Relaxed) + (self.scale * local) as i64).max(0) as u64
+    }
+
+    /// At a sync: all processes together have done `global` words of the
+    /// epoch while this one did `local`.
+    pub fn set_global_words(&self, global: u64, local: u64) {
+        self.offset.store(global as i64 - (self.scale * local) as i64, Ordering::Relaxed);
+    }
+
+    /// A worker has read `raw` more corpus words: is a sync due?
+    fn wants_park(&self, raw: u64) -> bool {
+        if self.every == 0 {
+            return false;
+        }
+        let seen = self.seen.fetch_add(raw, Ordering::Relaxed) + raw;
+        self.due.load(Ordering::Relaxed) || seen >= self.next.load(Ordering::Relaxed)
+    }
+
+    /// A worker stops here until the calling thread has synced (or cancelled).
+    fn park(&self) {
+        self.due.store(true, Ordering::Relaxed);
+        let mut st = self.lock();
+        let generation = st.generation;
+        st.parked += 1;
+        if st.parked == st.active {
+            self.cv.notify_all();
+        }
+        while st.generation == generation {
+            st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// A worker is done with its share of the epoch.
+    fn leave(&self) {
+        let mut st = self.lock();
+        st.active -= 1;
+        self.cv.notify_all();
+    }
+
+    /// Wait up to `wait` for every working worker to park; true when they have
+    /// (and at least one is parked).
+    fn all_parked(&self, wait: Duration) -> bool {
+        let st = self.lock();
+        let (st, _) = self
+            .cv
+            .wait_timeout_while(st, wait, |s| !(s.parked > 0 && s.parked == s.active))
+            .unwrap_or_else(|p| p.into_inner());
+        st.parked > 0 && st.parked == st.active
+    }
+
+    /// Let the parked workers go on; the next sync is due `every` words from now.
+    fn release(&self) {
+        let mut st = self.lock();
+        self.next.store(self.seen.load(Ordering::Relaxed).saturating_add(self.every), Ordering::Relaxed);
+        self.due.store(false, Ordering::Relaxed);
+        st.parked = 0;
+        st.generation += 1;
+        self.cv.notify_all();
+    }
 }
 
 impl Progress {
@@ -161,7 +283,7 @@ struct Worker<'a, M: Model> {
 
 impl<M: Model> Worker<'_, M> {
     fn update_lr(&mut self) {
-        let done = self.cfg.words_before + self.progress.raw_words.load(Ordering::Relaxed) + self.local.raw;
+        let done = self.cfg.words_before + self.progress.gate.global(self.progress.raw_words.load(Ordering::Relaxed) + self.local.raw);
         let frac = if self.cfg.total_words > 0 { (done as f64 / self.cfg.total_words as f64).min(1.0) } else { 0.0 };
         self.lr = (self.cfg.alpha as f64 - (self.cfg.alpha - self.cfg.min_alpha) as f64 * frac) as f32;
         self.lr = self.lr.max(self.cfg.min_alpha);
@@ -203,7 +325,20 @@ impl<M: Model> Worker<'_, M> {
             }
         }
         self.train_ids(raw);
+        self.maybe_park(raw);
         !self.progress.cancel.load(Ordering::Relaxed) && !self.over_limit()
+    }
+
+    /// After a sentence of `raw` corpus words: at a sync point, hand over
+    /// this worker's counts and wait for the sync.
+    fn maybe_park(&mut self, raw: u64) {
+        let gate = &self.progress.gate;
+        if gate.wants_park(raw) && !self.progress.cancel.load(Ordering::Relaxed) {
+            self.local.flush(self.progress);
+            gate.park();
+            self.update_lr();
+            self.since_lr = 0;
+        }
     }
 
     fn job(&mut self, job: &Job) -> bool {
@@ -217,6 +352,7 @@ impl<M: Model> Worker<'_, M> {
             let raw = if k + 1 == job.ends.len() { raw_left } else { per_sentence };
             raw_left -= raw;
             self.train_ids(raw);
+            self.maybe_park(raw);
             if self.progress.cancel.load(Ordering::Relaxed) || self.over_limit() {
                 return false;
             }
@@ -269,10 +405,27 @@ pub fn run_epoch<M: Model>(
     src: Source,
     cfg: &TrainConfig,
     progress: &Progress,
+    on_tick: impl FnMut(&Progress) -> bool,
+) -> Result<(), String> {
+    run_epoch_synced(model, vocab, src, cfg, progress, on_tick, |_| true)
+}
+
+/// `run_epoch` for data-parallel training: whenever `progress.gate` has
+/// parked every working worker, `on_sync` runs on the calling thread (the
+/// workers write no parameter meanwhile); returning false cancels the epoch
+/// (the workers leave without training another sentence).
+pub fn run_epoch_synced<M: Model>(
+    model: &M,
+    vocab: &Vocab,
+    src: Source,
+    cfg: &TrainConfig,
+    progress: &Progress,
     mut on_tick: impl FnMut(&Progress) -> bool,
+    mut on_sync: impl FnMut(&Progress) -> bool,
 ) -> Result<(), String> {
     let workers = cfg.workers.max(1);
     let running = AtomicUsize::new(workers);
+    progress.gate.lock().active = workers;
     *progress.workers.lock().unwrap_or_else(|p| p.into_inner()) =
         vec![(Cursor::default(), WorkerState { rng: 0, lr: cfg.alpha, since_lr: 0 }); workers];
     std::thread::scope(|scope| {
@@ -319,12 +472,29 @@ pub fn run_epoch<M: Model>(
                     }
                 }
                 running.fetch_sub(1, Ordering::Release);
+                progress.gate.leave();
             });
         }
+        let gate = &progress.gate;
+        let nap = cfg.tick.min(Duration::from_millis(20)).max(Duration::from_millis(1));
+        let mut last_tick = std::time::Instant::now();
         while running.load(Ordering::Acquire) > 0 {
-            std::thread::sleep(cfg.tick.min(Duration::from_millis(20)).max(Duration::from_millis(1)));
-            if !on_tick(progress) {
-                progress.cancel.store(true, Ordering::Relaxed);
+            if gate.every == 0 {
+                std::thread::sleep(nap);
+            } else if gate.all_parked(nap) {
+                if !progress.cancel.load(Ordering::Relaxed) && !on_sync(progress) {
+                    progress.cancel.store(true, Ordering::Relaxed);
+                }
+                gate.release();
+            }
+            if progress.cancel.load(Ordering::Relaxed) {
+                gate.release(); // parked workers see the cancel and leave
+            }
+            if gate.every == 0 || last_tick.elapsed() >= nap {
+                last_tick = std::time::Instant::now();
+                if !on_tick(progress) {
+                    progress.cancel.store(true, Ordering::Relaxed);
+                }
             }
         }
     });
@@ -332,5 +502,68 @@ pub fn run_epoch<M: Model>(
     match progress.error.lock().unwrap_or_else(|p| p.into_inner()).take() {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vocab::VocabSettings;
+    use crossbeam_channel::bounded;
+
+    /// Counts the sentences it trains and fails if one arrives while a sync runs.
+    struct Probe<'a> {
+        syncing: &'a AtomicBool,
+        trained: AtomicU64,
+    }
+
+    impl crate::models::Model for Probe<'_> {
+        type Scratch = ();
+        fn scratch(&self) {}
+        fn train_sentence(&self, _: &mut (), sent: &[u32], _: f32, _: &mut Rng, _: bool) -> (f64, u64) {
+            assert!(!self.syncing.load(Ordering::SeqCst), "a worker trained during a sync");
+            self.trained.fetch_add(sent.len() as u64, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_micros(20));
+            (0.0, 0)
+        }
+    }
+
+    #[test]
+    fn the_sync_gate_parks_every_worker_and_scales_the_word_count() {
+        let s = VocabSettings { min_count: 1, max_final_vocab: None, sample: 0.0, ns_exponent: 0.75, hs: false };
+        let voc = Vocab::from_sorted(vec![("a".into(), 3), ("b".into(), 2)], &s);
+        let (tx, rx) = bounded(4000);
+        for _ in 0..3000 {
+            let mut job = Job::default();
+            for t in ["a", "b", "a", "b"] {
+                job.push_token(&voc, t);
+            }
+            job.end_sentence();
+            tx.send(job).unwrap();
+        }
+        drop(tx);
+        let cfg = TrainConfig {
+            workers: 3, alpha: 0.025, min_alpha: 0.0001, total_words: 24_000, words_before: 0, seed: 1, epoch: 0,
+            want_loss: false, tick: Duration::from_millis(5), max_words: 0, resume: Vec::new(),
+        };
+        let syncing = AtomicBool::new(false);
+        let model = Probe { syncing: &syncing, trained: AtomicU64::new(0) };
+        let progress = Progress { gate: SyncGate::new(1000, 2), ..Progress::default() };
+        let mut syncs = Vec::new();
+        run_epoch_synced(&model, &voc, Source::Queue(&rx), &cfg, &progress, |_| true, |p| {
+            syncing.store(true, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(2));
+            let local = p.raw_words.load(Ordering::Relaxed);
+            syncs.push(local);
+            p.gate.set_global_words(2 * local + 10, local);
+            syncing.store(false, Ordering::SeqCst);
+            true
+        })
+        .unwrap();
+        assert_eq!(model.trained.load(Ordering::Relaxed), 12_000);
+        // About one sync per 1000 words; at each, every worker had handed in its words.
+        assert!(syncs.len() >= 8 && syncs.len() <= 12, "{} syncs", syncs.len());
+        assert!(syncs.windows(2).all(|w| w[1] >= w[0] + 1000));
+        assert_eq!(progress.gate.global(100), 210);
     }
 }

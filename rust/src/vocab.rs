@@ -68,6 +68,17 @@ impl VocabCounter {
     pub fn raw_counts(&self) -> &FxHashMap<String, u64> {
         &self.counts
     }
+
+    /// Add another counter's results (e.g. another process's shard of the
+    /// corpus): counts of the same word add up, as do the totals. No prune
+    /// runs here.
+    pub fn merge(&mut self, words_counts: impl IntoIterator<Item = (String, u64)>, total_words: u64, sentences: u64) {
+        for (w, c) in words_counts {
+            *self.counts.entry(w).or_insert(0) += c;
+        }
+        self.total_words += total_words;
+        self.sentences += sentences;
+    }
 }
 
 /// Settings for turning raw counts into a vocabulary.

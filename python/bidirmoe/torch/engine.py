@@ -167,6 +167,31 @@ class _Updater:
             p.grad = None
 
 
+def _dist_step(model, session, module, stream, schedule: dict):
+    """In a distributed run (:mod:`bidirmoe.torch.distributed`): a function
+    to call after each batch with its corpus words, which averages the
+    module's parameters (on the device: NCCL on CUDA, gloo on the CPU) with
+    the other ranks every ``sync_words`` words. None otherwise."""
+    if session is None:
+        return None
+    every = int(schedule["sync_words"])
+    from .distributed import per_word_arrays
+
+    named = dict(module.named_parameters())
+    params = [named[name].data for name in per_word_arrays(model)]  # in the order begin_epoch saw them
+    state = {"local": 0, "next": every}
+
+    def step(raw_words: int) -> None:
+        state["local"] += int(raw_words)
+        if state["local"] >= state["next"]:
+            state["next"] = state["local"] + every
+            sync = session.epoch_sync(params, len(model.wv.index_to_key))
+            stream.set_global_words(sync(state["local"]))
+
+    step.state = state
+    return step
+
+
 def train_epoch(model, source, common: dict):
     """Train one epoch of ``model`` on its torch device; returns
     ``(raw_words, effective_words, examples, loss)`` as the Rust core does.
@@ -199,10 +224,15 @@ def train_epoch(model, source, common: dict):
         if want_loss:
             total.add_(loss.detach().double())
 
+    session = schedule.pop("dist_session", None)
+    step = _dist_step(model, session, module, stream, schedule)
+
     try:
         try:
             for batch in _device_batches(stream, device):
                 train(batch)
+                if step is not None:
+                    step(batch["raw_words"])
         except BaseException as stop:
             # Train what the workers had already handed out, so the resume
             # state (each worker's position after its last sentence) is exact.

@@ -178,9 +178,13 @@ pub(crate) fn make_source(source: &Bound<'_, PyAny>, sch: &Schedule) -> PyResult
     }
     let path: PathBuf = source.extract()?;
     check_file(&path)?;
+    let (rank, world) = sch.shard.unwrap_or((0, 1));
+    if world == 0 || rank >= world {
+        return Err(PyValueError::new_err(format!("shard must be (rank, world) with rank < world, got ({rank}, {world})")));
+    }
     let split = match &sch.resume {
-        None => FileSplit::new(&path, sch.workers),
-        Some(r) => FileSplit::resume(&path, sch.workers, &r.split),
+        None => FileSplit::shard(&path, sch.workers, rank, world),
+        Some(r) => FileSplit::resume_shard(&path, sch.workers, &r.split, (rank, world)),
     };
     split.map(Src::File).map_err(|e| match e.kind() {
         // A checkpoint that does not fit this file (another or a changed corpus).

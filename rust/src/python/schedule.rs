@@ -7,7 +7,7 @@ use super::input::{make_source, Src};
 use super::vocab::PyVocab;
 use crate::corpus::SplitState;
 use crate::models::Model;
-use crate::trainer::{run_epoch, Progress, Source, TrainConfig, WorkerState};
+use crate::trainer::{run_epoch_synced, Progress, Source, SyncGate, TrainConfig, WorkerState};
 use crate::vocab::Vocab;
 use numpy::{PyArray1, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
@@ -55,13 +55,14 @@ pub(crate) fn lockf_of<'py>(py: Python<'py>, sch: &Schedule, v: usize) -> PyResu
 
 
 /// Where a stopped epoch got to, as a plain dict (JSON-safe) for checkpoints:
-/// {"gzip", "file_len", "stream_offset", "workers": [{"pending": [[start, end], ...],
+/// {"gzip", "file_len", "stream_offset", "blocks", "workers": [{"pending": [[start, end], ...],
 /// "rng", "lr", "since_lr"}, ...]}.
 pub(crate) fn resume_dict<'py>(py: Python<'py>, split: &SplitState, workers: &[WorkerState]) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("gzip", split.gzip)?;
     d.set_item("file_len", split.file_len)?;
     d.set_item("stream_offset", split.stream_offset)?;
+    d.set_item("blocks", split.blocks)?;
     let list = PyList::empty(py);
     for (pending, st) in split.workers.iter().zip(workers) {
         let w = PyDict::new(py);
@@ -95,6 +96,11 @@ pub(crate) fn resume_of(d: &Bound<'_, PyAny>) -> PyResult<(SplitState, Vec<Worke
         gzip: get("gzip")?.extract().map_err(bad)?,
         file_len: get("file_len")?.extract().map_err(bad)?,
         stream_offset: get("stream_offset")?.extract().map_err(bad)?,
+        // Absent in checkpoints from before sharded training: one process, so unused.
+        blocks: match d.get_item("blocks") {
+            Ok(v) => v.extract().map_err(bad)?,
+            Err(_) => 0,
+        },
         workers: Vec::new(),
     };
     let mut states = Vec::new();
@@ -137,6 +143,25 @@ pub(crate) struct Schedule {
     pub(crate) lockf: Option<PyObject>,
     /// A stopped epoch's state (`resume_dict`) to continue, or None.
     pub(crate) resume: Option<Resume>,
+    /// Data-parallel training: this process's shard of the corpus, (rank, world).
+    #[pyo3(default)]
+    pub(crate) shard: Option<(u64, u64)>,
+    /// Data-parallel training: `sync(local_words) -> global_words` is called
+    /// every `sync_words` of this process's corpus words with the workers
+    /// parked (it averages the parameters with the other processes).
+    #[pyo3(default)]
+    pub(crate) sync: Option<PyObject>,
+    #[pyo3(default)]
+    pub(crate) sync_words: u64,
+}
+
+impl Schedule {
+    /// The epoch's shared counters, with the sync gate when training in several processes.
+    pub(crate) fn progress(&self) -> Progress {
+        let world = self.shard.map_or(1, |(_, w)| w);
+        let every = if self.sync.is_some() { self.sync_words } else { 0 };
+        Progress { gate: SyncGate::new(every, world), ..Progress::default() }
+    }
 }
 
 /// The trainer's configuration for one epoch of `sch`.
@@ -166,9 +191,11 @@ pub(crate) fn run_py_epoch<M: crate::models::Model>(
     sch: &Schedule,
 ) -> PyResult<(u64, u64, u64, f64)> {
     let cfg = train_config(sch);
-    let progress = Progress::default();
+    let progress = sch.progress();
     let mut interrupted: Option<PyErr> = None;
+    let mut sync_failed: Option<PyErr> = None;
     let progress_cb = &sch.progress_cb;
+    let sync_cb = &sch.sync;
     let result = py.allow_threads(|| {
         let source = match src {
             Src::File(f) => Source::File(f),
@@ -195,8 +222,24 @@ pub(crate) fn run_py_epoch<M: crate::models::Model>(
                 true
             })
         };
-        run_epoch(model, voc, source, &cfg, &progress, on_tick)
+        let on_sync = |p: &Progress| -> bool {
+            let Some(cb) = sync_cb else { return true };
+            let local = p.raw_words.load(Ordering::Relaxed);
+            Python::with_gil(|py| match cb.call1(py, (local,)).and_then(|g| g.extract::<u64>(py)) {
+                Ok(global) => {
+                    p.gate.set_global_words(global, local);
+                    true
+                }
+                Err(e) => {
+                    sync_failed.get_or_insert(e);
+                    false
+                }
+            })
+        };
+        run_epoch_synced(model, voc, source, &cfg, &progress, on_tick, on_sync)
     });
+    // A failed or stopping sync ends the epoch on every process at the same point.
+    let interrupted = sync_failed.or(interrupted);
     if let Some(e) = interrupted {
         // Tell the caller how far the epoch got (for exact checkpoints).
         let _ = e.value(py).setattr("bidirmoe_epoch_words", progress.raw_words.load(Ordering::Relaxed));

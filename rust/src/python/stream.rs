@@ -129,7 +129,8 @@ impl PyBatchStream {
             Src::File(split) => StreamSource::File(split),
             Src::Queue(rx) => StreamSource::Queue(rx),
         };
-        let inner = BatchStream::start(vocab.inner.clone(), src, settings, cfg).map_err(PyRuntimeError::new_err)?;
+        let inner = BatchStream::start_with(vocab.inner.clone(), src, settings, cfg, schedule.progress())
+            .map_err(PyRuntimeError::new_err)?;
         Ok(PyBatchStream {
             inner,
             settings,
@@ -158,6 +159,20 @@ impl PyBatchStream {
                 Next::Waiting => wait = Duration::from_millis(20),
             }
         }
+    }
+
+    /// In a run of several processes: all of them together have read
+    /// `global` corpus words of this epoch (the learning rate follows that
+    /// count; between syncs it extrapolates from this stream's own words).
+    fn set_global_words(&self, global: u64) {
+        let p = self.inner.progress();
+        p.gate.set_global_words(global, p.raw_words.load(Ordering::Relaxed));
+    }
+
+    /// Corpus words this stream's workers have read so far.
+    #[getter]
+    fn raw_words(&self) -> u64 {
+        self.inner.progress().raw_words.load(Ordering::Relaxed)
     }
 
     /// Stop reading the corpus: every worker ends after its current

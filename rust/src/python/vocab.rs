@@ -68,31 +68,44 @@ impl VocabCounter {
 
     /// Count a plain or gzip file (lines cut into 10,000-token chunks),
     /// GIL released; Ctrl-C is checked about every million tokens.
-    fn add_file(&mut self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
+    ///
+    /// With `shard=(rank, world)` only that process's share of the file is
+    /// counted, cut exactly as training cuts it (`FileSplit::shard`): the
+    /// shards' counts add up to the whole file's.
+    #[pyo3(signature = (path, shard=None))]
+    fn add_file(&mut self, py: Python<'_>, path: PathBuf, shard: Option<(u64, u64)>) -> PyResult<()> {
         check_file(&path)?;
         let inner = &mut self.inner;
         let rule = &self.trim_rule;
         let mut interrupted: Option<PyErr> = None;
         let mut next_check = 1u64 << 20;
+        let mut on_sentence = |it: &mut dyn Iterator<Item = &[u8]>| -> bool {
+            let mut any = false;
+            for t in it {
+                inner.add_token(&token_str(t));
+                any = true;
+            }
+            if any {
+                Self::end_sentence(inner, rule, &mut interrupted);
+            }
+            if inner.total_words >= next_check {
+                next_check = inner.total_words + (1 << 20);
+                if let Err(e) = Python::with_gil(|py| py.check_signals()) {
+                    interrupted = Some(e);
+                }
+            }
+            interrupted.is_none()
+        };
         let result = py.allow_threads(|| {
-            let mut r = corpus::SentenceReader::whole(corpus::open_stream(&path)?);
-            while interrupted.is_none()
-                && r.next_sentence(|it| {
-                    let mut any = false;
-                    for t in it {
-                        inner.add_token(&token_str(t));
-                        any = true;
-                    }
-                    if any {
-                        Self::end_sentence(inner, rule, &mut interrupted);
-                    }
-                })?
-            {
-                if inner.total_words >= next_check {
-                    next_check = inner.total_words + (1 << 20);
-                    if let Err(e) = Python::with_gil(|py| py.check_signals()) {
-                        interrupted = Some(e);
-                    }
+            match shard {
+                None => {
+                    let mut r = corpus::SentenceReader::whole(corpus::open_stream(&path)?);
+                    let mut go = true;
+                    while go && r.next_sentence(|it| go = on_sentence(it))? {}
+                }
+                Some((rank, world)) => {
+                    let split = corpus::FileSplit::shard(&path, 1, rank, world)?;
+                    split.for_worker(0, &mut corpus::Cursor::default(), on_sentence)?;
                 }
             }
             Ok::<(), std::io::Error>(())
@@ -122,6 +135,32 @@ impl VocabCounter {
     /// The raw counts as a dict (for inspection and tests).
     fn raw_counts(&self) -> std::collections::HashMap<String, u64> {
         self.inner.raw_counts().iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+
+    /// The raw counts as (words joined by "\n" as UTF-8 bytes, counts as
+    /// uint64): a compact form to send to another process (tokens never hold
+    /// whitespace, so "\n" cannot occur in a word).
+    fn export_counts<'py>(&self, py: Python<'py>) -> (Bound<'py, pyo3::types::PyBytes>, Bound<'py, PyArray1<u64>>) {
+        let (mut text, mut counts) = (Vec::new(), Vec::with_capacity(self.inner.len()));
+        for (w, &c) in self.inner.raw_counts() {
+            if !counts.is_empty() {
+                text.push(b'\n');
+            }
+            text.extend_from_slice(w.as_bytes());
+            counts.push(c);
+        }
+        (pyo3::types::PyBytes::new(py, &text), counts.into_pyarray(py))
+    }
+
+    /// Add counts from `export_counts` of another counter, and its token and sentence totals.
+    fn merge_counts(&mut self, words: &[u8], counts: Vec<u64>, total_words: u64, sentences: u64) -> PyResult<()> {
+        let text = std::str::from_utf8(words).map_err(|e| PyValueError::new_err(format!("words are not UTF-8: {e}")))?;
+        let list: Vec<&str> = if counts.is_empty() { Vec::new() } else { text.split('\n').collect() };
+        if list.len() != counts.len() {
+            return Err(PyValueError::new_err(format!("{} words but {} counts", list.len(), counts.len())));
+        }
+        self.inner.merge(list.into_iter().map(str::to_owned).zip(counts), total_words, sentences);
+        Ok(())
     }
 
     /// Apply min_count / max_final_vocab and build the sampling tables.

@@ -1,0 +1,458 @@
+"""Training one model in several processes (``torchrun``) through torch.distributed.
+
+Each process (rank) trains the model on its own shard of the corpus file
+with all its threads (the Rust core) or its device (the torch backend), and
+every ``sync_words`` of its corpus words the ranks average their parameters
+with ``all_reduce`` — on the numpy arrays themselves (``torch.from_numpy``
+views, no copy) while the Rust workers wait at the sync point. Model
+averaging of this kind is how Intel's pWord2Vec (Ji et al. 2016) scales
+word2vec past one machine.
+
+The launcher owns the processes and the rendezvous (``torchrun`` sets
+``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and
+``MASTER_PORT``); this module only calls ``init_process_group`` (gloo on
+CPUs, NCCL when the model trains on CUDA) and collectives, each bounded by a
+timeout (``BIDIRMOE_DIST_TIMEOUT`` seconds, default 120), so a rank that
+dies or cannot be reached ends the job with :class:`DistributedError`
+instead of a hang.
+
+One sync round, the same on every rank so the collectives always match:
+an ``all_reduce`` of a small control vector (this rank's corpus words this
+epoch, whether it is still reading its shard, whether it asks to stop),
+then one ``all_reduce`` per parameter array, divided by the number of
+ranks. A rank that has finished its shard keeps taking part in rounds
+(averaging in its unchanged parameters) until every rank has finished, so
+no rank waits for a collective nobody else will make.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import sys
+import time
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+#: Corpus words each rank trains between two parameter averages (``sync_words``'s default).
+#: Chosen with ``benches/bench_distributed.py``: see the README's distributed-training section.
+DEFAULT_SYNC_WORDS = 50_000
+#: Seconds any collective (and the rendezvous) may take before the job is declared broken.
+DEFAULT_TIMEOUT = 120.0
+TIMEOUT_ENV = "BIDIRMOE_DIST_TIMEOUT"
+_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+class DistributedError(RuntimeError):
+    """A distributed run cannot go on (not launched by torchrun, a rank died or cannot be reached)."""
+
+
+class SyncStop(Exception):
+    """Raised on every rank at the same sync round when one rank asked to stop (e.g. for a checkpoint)."""
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    line = text[0].split(". This is typically")[0] if text else type(e).__name__  # gloo's advice: not ours
+    return line[:300]
+
+
+def _timeout() -> float:
+    raw = os.environ.get(TIMEOUT_ENV)
+    if raw is None:
+        return DEFAULT_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        raise DistributedError(f"{TIMEOUT_ENV} must be a number of seconds, got {raw!r}") from None
+    if not value > 0:
+        raise DistributedError(f"{TIMEOUT_ENV} must be > 0, got {raw!r}")
+    return value
+
+
+class Session:
+    """This process's place in a distributed run: its rank, the number of
+    ranks, and the collectives bidirmoe needs.
+
+    Get it with :func:`start`; :meth:`close` ends the process group if
+    bidirmoe started it."""
+
+    def __init__(self, rank: int, world: int, local_rank: int, device: torch.device, owned: bool, pinned: bool):
+        self.rank, self.world, self.local_rank = rank, world, local_rank
+        self.device = device
+        self.owned, self.pinned = owned, pinned
+        self.closed = False
+        #: Set to True (by any rank) to make every rank stop at the next sync round with :class:`SyncStop`.
+        self.stop_requested = False
+        #: Corpus words of the current epoch done by all ranks together, as of the last round.
+        self.epoch_words = 0
+        #: Bytes this rank sent into parameter all-reduces so far, and sync rounds done.
+        self.bytes_synced = 0
+        self.rounds = 0
+        #: Optional (rows, every): combine only the first ``rows`` rows of the per-word
+        #: tables at each round (the most frequent words: the vocabulary is sorted),
+        #: and every table whole at every ``every``-th round.
+        self.hot_rows: Optional[Tuple[int, int]] = None
+        #: How a round combines the ranks' parameters. "mixed" (the default):
+        #: the per-word tables (one row per vocabulary word) take the sum of
+        #: every rank's change since the last round — a row moves as it would
+        #: with threads sharing one model, each rank having trained other
+        #: occurrences of the word — while the arrays every example updates
+        #: (BidirMoE's gates, offsets, mask expert) take the mean of the
+        #: ranks' values: each rank's change estimates the same step, and
+        #: adding them would multiply that step by the number of ranks.
+        #: "sum" or "mean" treat every array one way ("mean" is plain model
+        #: averaging, which divides the per-word learning rate by the ranks).
+        self.combine = "mixed"
+        # How long a collective may wait for the backend to release its tensors
+        # (see _all_reduce); NCCL's watchdog releases them on its own schedule.
+        self._settle_seconds = 2.0 if dist.get_backend() == "gloo" else 0.0
+        self._bases: List[torch.Tensor] = []
+
+    def __repr__(self) -> str:
+        return f"Session(rank={self.rank}, world={self.world}, backend={dist.get_backend() if not self.closed else None})"
+
+    # ----------------------------------------------------------- collectives
+
+    def _collective(self, what: str, fn, *args, **kwargs):
+        if self.closed:
+            raise DistributedError("the distributed session is closed")
+        try:
+            return fn(*args, **kwargs)
+        except DistributedError:
+            raise
+        except (RuntimeError, ValueError, OSError) as e:  # DistBackendError, DistNetworkError, timeouts
+            raise DistributedError(f"rank {self.rank}/{self.world}: {what} failed (another rank stopped, died "
+                                   f"or cannot be reached): {_one_line(e)}") from None
+
+    def _tensor(self, values, dtype=torch.float64) -> torch.Tensor:
+        return torch.tensor(values, dtype=dtype, device=self.device)
+
+    def _all_reduce(self, what: str, t: torch.Tensor) -> None:
+        """Sum ``t`` over all ranks in place, and return only once the
+        backend's worker thread has let go of it.
+
+        gloo's worker drops its reference to a finished operation (and so to
+        its tensors) a moment after ``wait`` returns here, and dropping a
+        reference to a tensor that has a Python object takes the GIL. Should
+        that happen while the interpreter shuts down, Python ends the worker
+        thread inside C++ code and the process aborts ("terminate called
+        without an active exception"). So each collective waits (GIL
+        released) until the tensor's reference count is back where it was:
+        no backend thread ever holds one of our tensors after a collective."""
+        base = sys.getrefcount(t)
+        self._collective(what, dist.all_reduce, t)
+        self._settle(t, base)
+
+    def _settle(self, t: torch.Tensor, base: int) -> None:
+        """Wait (GIL released) until ``t``'s reference count is back to ``base``,
+        its count in the caller's frame before the collective."""
+        if self._settle_seconds > 0:
+            deadline = time.monotonic() + self._settle_seconds
+            while sys.getrefcount(t) > base + 1 and time.monotonic() < deadline:  # + this frame's own
+                time.sleep(0.0002)
+
+    def all_sum(self, values: Sequence[float]) -> List[float]:
+        """The element-wise sum of ``values`` over all ranks."""
+        t = self._tensor(list(values))
+        self._all_reduce("all_reduce", t)
+        return [float(x) for x in t.cpu().tolist()]
+
+    def barrier(self) -> None:
+        # A tiny all_reduce instead of dist.barrier: it is bounded by the
+        # group's timeout on every backend.
+        self.all_sum([0.0])
+
+    def gather_to_root(self, obj):
+        """Every rank's ``obj`` as a list on rank 0 (None elsewhere)."""
+        out = [None] * self.world if self.rank == 0 else None
+        self._collective("gather", dist.gather_object, obj, out, dst=0)
+        return out
+
+    def broadcast_from_root(self, obj):
+        """Rank 0's ``obj`` on every rank."""
+        box = [obj if self.rank == 0 else None]
+        self._collective("broadcast", dist.broadcast_object_list, box, src=0)
+        return box[0]
+
+    def broadcast_params(self, arrays: Sequence[np.ndarray]) -> None:
+        """Overwrite every rank's ``arrays`` with rank 0's (e.g. after a stop at
+        which the torch backend trained batches it had already prepared)."""
+        for t in self.tensors_of(arrays):
+            moved = t if t.device == self.device else t.to(self.device)
+            base = sys.getrefcount(moved)
+            self._collective("broadcast", dist.broadcast, moved, src=0)
+            self._settle(moved, base)
+            if moved is not t:
+                t.copy_(moved)
+
+    # -------------------------------------------------------------- vocabulary
+
+    def combine_counts(self, counter):
+        """Add every rank's raw word counts into ``counter`` (a ``_core.VocabCounter``
+        of this rank's shard) so that all ranks hold the whole corpus's counts.
+
+        Gathered on rank 0, summed there, and the sum broadcast; every rank then
+        builds its vocabulary from the same counts with the same rules, so the
+        words, their order, the sampling tables and the Huffman tree are those
+        of one process counting the whole corpus."""
+        words, counts = counter.export_counts()
+        mine = (bytes(words), np.asarray(counts, dtype=np.uint64), int(counter.total_words), int(counter.sentences))
+        parts = self.gather_to_root(mine)
+        if self.rank == 0:
+            from .. import _core
+
+            merged = _core.VocabCounter()
+            for w, c, total, sentences in parts:
+                merged.merge_counts(w, c, total, sentences)
+            mw, mc = merged.export_counts()
+            summed = (bytes(mw), np.asarray(mc, dtype=np.uint64), int(merged.total_words), int(merged.sentences))
+        else:
+            summed = None
+        w, c, total, sentences = self.broadcast_from_root(summed)
+        from .. import _core
+
+        out = _core.VocabCounter()
+        out.merge_counts(w, c, total, sentences)
+        return out
+
+    # ------------------------------------------------------------- averaging
+
+    def tensors_of(self, arrays: Sequence[np.ndarray]) -> List[torch.Tensor]:
+        """Zero-copy tensors over the numpy parameter arrays (on the CPU: gloo;
+        NCCL reduces device tensors, see :meth:`sync_round`'s ``tensors``)."""
+        return [torch.from_numpy(a) for a in arrays]
+
+    def begin_epoch(self, tensors: Sequence[torch.Tensor]) -> None:
+        """Remember the parameters every rank starts the epoch with (identical
+        on all ranks): a summing round adds up the changes since then."""
+        if self.combine not in ("mixed", "sum", "mean"):
+            raise ValueError(f"combine must be 'mixed', 'sum' or 'mean', got {self.combine!r}")
+        self.epoch_words = 0
+        self._bases = [t.detach().clone() for t in tensors] if self.combine != "mean" else []
+
+    def _reduce(self, part: torch.Tensor) -> None:
+        if part.device != self.device:  # e.g. numpy arrays on the CPU with NCCL: through the device
+            moved = part.to(self.device)
+            self._all_reduce("parameter all_reduce", moved)
+            part.copy_(moved)
+        else:
+            self._all_reduce("parameter all_reduce", part)
+        self.bytes_synced += part.numel() * part.element_size()
+
+    def _combine(self, tensors: Sequence[torch.Tensor], rows: Optional[int], vocab: int) -> None:
+        if self.combine != "mean" and len(self._bases) != len(tensors):
+            raise DistributedError("internal error: begin_epoch() was not called with these parameters")
+        for i, t in enumerate(tensors):
+            per_word = vocab in t.shape  # a row (or column: BidirMoE's salience) per word
+            part = t
+            if rows is not None and t.dim() >= 1 and t.shape[0] == vocab and rows < vocab:
+                part = t[:rows]  # a contiguous leading block: still a view all_reduce can fill in place
+            if self.combine == "mean" or (self.combine == "mixed" and not per_word):
+                self._reduce(part)
+                part.mul_(1.0 / self.world)
+                continue
+            base = self._bases[i]
+            if base.device != t.device:
+                base = self._bases[i] = base.to(t.device)
+            base = base[:part.shape[0]] if part is not t else base
+            # Every rank's change since the last round, summed, on top of that
+            # round's parameters (the same on every rank: so is the result).
+            part.sub_(base)
+            self._reduce(part)
+            part.add_(base)
+            base.copy_(part)
+
+    def sync_round(self, local_words: int, tensors: Sequence[torch.Tensor], vocab: int, running: bool = True
+                   ) -> Tuple[int, bool, bool]:
+        """One round: share word counts and stop requests, then combine ``tensors``.
+
+        Returns (the epoch's corpus words over all ranks, whether every rank
+        has finished its shard, whether a rank asked to stop)."""
+        ctrl = self.all_sum([float(local_words), 1.0 if running else 0.0, 1.0 if self.stop_requested else 0.0])
+        rows = None
+        if self.hot_rows is not None:
+            hot, every = self.hot_rows
+            if (self.rounds + 1) % max(every, 1) != 0 and running:
+                rows = hot
+        self._combine(tensors, rows, vocab)
+        self.rounds += 1
+        self.epoch_words = int(ctrl[0])
+        return int(ctrl[0]), ctrl[1] == 0, ctrl[2] > 0
+
+    def epoch_sync(self, tensors: Sequence[torch.Tensor], vocab: int):
+        """The ``sync(local_words) -> global_words`` callback of one epoch:
+        raises :class:`SyncStop` on every rank when one asked to stop."""
+        def sync(local_words: int) -> int:
+            total, _, stop = self.sync_round(int(local_words), tensors, vocab, running=True)
+            if stop:
+                self.stop_requested = False
+                raise SyncStop()
+            return total
+        return sync
+
+    def finish_epoch(self, local_words: int, tensors: Sequence[torch.Tensor], vocab: int) -> Tuple[int, bool]:
+        """After this rank's shard is done: take part in rounds until every rank
+        is done (the last round averages everything, so all ranks end the epoch
+        with the same parameters). Returns (the epoch's words over all ranks,
+        whether a rank asked to stop meanwhile)."""
+        while True:
+            total, all_done, stop = self.sync_round(int(local_words), tensors, vocab, running=False)
+            if stop:  # the running ranks stop at this same round (SyncStop)
+                self.stop_requested = False
+                return total, True
+            if all_done:
+                return total, False
+
+    # ---------------------------------------------------------------- the end
+
+    def close(self, force: bool = False) -> None:
+        """End the process group if bidirmoe started it; a pinned session only with ``force``.
+
+        Call it after every collective has completed (never from ``atexit``:
+        gloo's threads must not outlive the interpreter's shutdown)."""
+        global _SESSION
+        if self.closed or (self.pinned and not force):
+            return
+        if self.owned and dist.is_initialized():
+            try:
+                dist.destroy_process_group()
+            except (RuntimeError, ValueError):  # pragma: no cover - a broken group is gone anyway
+                pass
+        self.closed = True
+        if _SESSION is self:
+            _SESSION = None
+        _CLOSED.append(self.owned)
+
+
+_SESSION: Optional[Session] = None
+_LAST: Optional[Session] = None
+_CLOSED: List[bool] = []
+
+
+def current() -> Optional[Session]:
+    """The open session, if any."""
+    return _SESSION
+
+
+def last_session() -> Optional[Session]:
+    """The most recent session, open or closed (its sync counters stay readable)."""
+    return _LAST
+
+
+def start(device=None, pin: bool = False) -> Session:
+    """This process's :class:`Session`, joining the process group on the first call.
+
+    Reads the torchrun environment; uses the process group the program
+    already set up if there is one (bidirmoe then never ends it). Otherwise
+    it starts one — NCCL when ``device`` is a CUDA device, else gloo — with
+    a bounded timeout. ``pin=True`` keeps the session open until
+    :meth:`Session.close` is called with ``pin`` released (the command line
+    does this; models close a session they started when ``train`` ends).
+    """
+    global _SESSION, _LAST
+    dev = torch.device("cpu" if device is None else device)
+    if _SESSION is not None:
+        if pin:
+            _SESSION.pinned = True
+        return _SESSION
+    if dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        _SESSION = _LAST = Session(rank, world, local, _comm_device(dev, local), owned=False, pinned=pin)
+        return _SESSION
+    if any(_CLOSED):
+        raise DistributedError("the process group bidirmoe started was closed when train() finished; to train more "
+                               "than once in one process, call torch.distributed.init_process_group() yourself first")
+    missing = [k for k in _ENV if not os.environ.get(k)]
+    if missing:
+        raise DistributedError(f"distributed training needs the torchrun environment ({', '.join(missing)} not set): "
+                               "launch with e.g. torchrun --standalone --nproc_per_node 2 ...")
+    try:
+        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+    except ValueError:
+        raise DistributedError("RANK, WORLD_SIZE and LOCAL_RANK must be integers") from None
+    if not 0 <= rank < world:
+        raise DistributedError(f"RANK={rank} is not in [0, WORLD_SIZE={world})")
+    seconds = _timeout()
+    backend = "gloo"
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DistributedError(f"device={str(dev)!r}: torch sees no CUDA GPU on this machine")
+        torch.cuda.set_device(dev.index if dev.index is not None else local % torch.cuda.device_count())
+        backend = "nccl"
+    where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
+    with _native_stderr() as replay:
+        try:
+            dist.init_process_group(backend, rank=rank, world_size=world,
+                                    timeout=datetime.timedelta(seconds=seconds))
+        except (RuntimeError, ValueError, OSError, TimeoutError) as e:
+            # torch's C++ side has logged each retry on stderr: the line below says it all.
+            raise DistributedError(f"rank {rank}/{world} cannot reach the rendezvous at {where} within "
+                                   f"{seconds:g}s ({TIMEOUT_ENV}): {_one_line(e)}") from None
+        replay()
+    _SESSION = _LAST = Session(rank, world, local, _comm_device(dev, local), owned=True, pinned=pin)
+    return _SESSION
+
+
+@contextlib.contextmanager
+def _native_stderr():
+    """Hold what native code writes on file descriptor 2 meanwhile; the block
+    calls the yielded function to pass it on (an error leaves it out)."""
+    import tempfile
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (embedded interpreter): nothing to hold
+        yield lambda: None
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        restored = []
+
+        def restore():
+            if not restored:
+                os.dup2(saved, 2)
+                os.close(saved)
+                restored.append(True)
+
+        def replay():
+            restore()
+            held.seek(0)
+            data = held.read()
+            if data:
+                os.write(2, data)
+
+        try:
+            yield replay
+        finally:
+            restore()
+
+
+def _comm_device(dev: torch.device, local: int) -> torch.device:
+    if dev.type == "cuda":
+        return torch.device("cuda", dev.index if dev.index is not None else local % max(torch.cuda.device_count(), 1))
+    return torch.device("cpu")
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The training seed of ``rank``: the model's parameters start alike on every
+    rank (the model seed), but each rank draws its own subsampling, windows and
+    negatives."""
+    return (int(seed) ^ (0x9E3779B97F4A7C15 * (rank + 1))) & 0xFFFFFFFFFFFFFFFF
+
+
+def per_word_arrays(model) -> Dict[str, np.ndarray]:
+    """The model's float32 parameter arrays by name (``vectors`` first), as averaged at a sync."""
+    out = {"vectors": model.wv.vectors}
+    for name in model._array_names:
+        arr = getattr(model, name, None)
+        if isinstance(arr, np.ndarray) and arr.dtype == np.float32 and arr.size:
+            out[name] = arr
+    return out

@@ -1,0 +1,282 @@
+"""Training in several processes (torchrun + torch.distributed, gloo on loopback).
+
+Each test launches ``python -m torch.distributed.run --standalone
+--nproc_per_node 2`` on a small corpus: both ranks must end with the
+vocabulary one process builds from the whole file (plain and gzip), with
+bit-identical parameters after the final sync; a killed rank must end the
+job with a non-zero status and no output file; a rank that cannot reach the
+rendezvous must fail with one line; a stopped run must resume from its
+checkpoint.
+"""
+
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
+    pytest.skip("torch.distributed with gloo is not available", allow_module_level=True)
+
+from bidirmoe import Word2Vec  # noqa: E402
+
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__import__("bidirmoe").__file__)))
+LAUNCH_TIMEOUT = 240  # seconds: far above a normal run (a few seconds), only a hang reaches it
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """A small corpus with a Zipf-like vocabulary, as a plain and a gzip file."""
+    import gzip
+
+    d = tmp_path_factory.mktemp("dist")
+    rng = random.Random(7)
+    words = [f"w{i}" for i in range(400)]
+    weights = [1.0 / (i + 1) for i in range(len(words))]
+    lines = [" ".join(rng.choices(words, weights, k=rng.randint(1, 40))) for _ in range(4000)]
+    data = ("\n".join(lines) + "\n").encode()
+    (d / "corpus.txt").write_bytes(data)
+    (d / "corpus.txt.gz").write_bytes(gzip.compress(data))
+    return d / "corpus.txt", d / "corpus.txt.gz"
+
+
+def _env(**extra):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = PACKAGE_ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env["OMP_NUM_THREADS"] = "1"
+    env.setdefault("BIDIRMOE_DIST_TIMEOUT", "60")
+    env.update(extra)
+    return env
+
+
+def torchrun(args, cwd, nproc=2, **env):
+    """Run ``torchrun --standalone --nproc_per_node nproc ARGS``; (status, stdout, stderr, seconds)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "--max_restarts=0", *args]
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, cwd=cwd, env=_env(**env), capture_output=True, text=True, timeout=LAUNCH_TIMEOUT)
+    return p.returncode, p.stdout, p.stderr, time.perf_counter() - t0
+
+
+# One launch runs every job (each rank writes what it ended with to
+# OUT/JOB/rank{r}.npz and .json: the vocabulary — words, counts, keep
+# probabilities, Huffman codes — and the parameters). The script starts the
+# process group itself, as a user's torchrun script may: bidirmoe then uses
+# it and leaves it open, so several models train in one process.
+RANK_SCRIPT = r"""
+import json, os, sys
+import numpy as np
+import torch.distributed as dist
+from bidirmoe import BidirMoE, Word2Vec
+
+out = sys.argv[1]
+jobs = json.loads(sys.argv[2])
+dist.init_process_group("gloo")
+try:
+    for name, (path, kind, backend) in jobs.items():
+        common = dict(corpus_file=path, vector_size=12, min_count=3, epochs=2, workers=2, seed=5,
+                      distributed=True, sync_words=3000, backend=backend)
+        if kind == "cbow-hs":
+            model = Word2Vec(hs=1, negative=0, **common)
+        else:
+            model = BidirMoE(heads=2, **common).train()
+        rank = dist.get_rank()
+        d = os.path.join(out, name)
+        os.makedirs(d, exist_ok=True)
+        codes, points = model._vocab.huffman() or ([], [])
+        arrays = {n: a for n, a in [("vectors", model.wv.vectors)] +
+                  [(n, getattr(model, n, None)) for n in model._array_names] if isinstance(a, np.ndarray)}
+        np.savez(os.path.join(d, f"rank{rank}.npz"), counts=np.asarray(model.wv.expandos["count"]),
+                 keep=np.asarray(model._vocab.keep_probability), **{"p_" + k: v for k, v in arrays.items()})
+        with open(os.path.join(d, f"rank{rank}.json"), "w") as f:
+            json.dump({"words": model.wv.index_to_key, "codes": [list(c) for c in codes],
+                       "points": [list(p) for p in points], "total_words": model.corpus_total_words,
+                       "raw": model.raw_word_count}, f)
+finally:
+    dist.destroy_process_group()
+"""
+
+
+@pytest.fixture(scope="module")
+def ranks(corpus, tmp_path_factory):
+    """{job: [(meta, arrays) of rank 0, of rank 1]} from one torchrun launch."""
+    d = tmp_path_factory.mktemp("ranks")
+    script = d / "rank.py"
+    script.write_text(RANK_SCRIPT)
+    plain, gz = str(corpus[0]), str(corpus[1])
+    jobs = {"plain": [plain, "cbow-hs", "rust"], "gzip": [gz, "cbow-hs", "rust"],
+            "moe": [plain, "bidirmoe", "rust"], "moe-torch": [gz, "bidirmoe", "torch"]}
+    rc, out, err, _ = torchrun([str(script), str(d), json.dumps(jobs)], cwd=d)
+    assert rc == 0, err[-3000:]
+    res = {}
+    for job in jobs:
+        res[job] = []
+        for r in (0, 1):
+            with open(d / job / f"rank{r}.json") as f:
+                meta = json.load(f)
+            res[job].append((meta, dict(np.load(d / job / f"rank{r}.npz"))))
+    return res
+
+
+@pytest.mark.parametrize("which", ["plain", "gzip"])
+def test_ranks_share_the_single_process_vocabulary_and_parameters(corpus, ranks, which):
+    path = corpus[0] if which == "plain" else corpus[1]
+    (m0, a0), (m1, a1) = ranks[which]
+    # The single-process vocabulary over the whole file, with the same settings.
+    single = Word2Vec(vector_size=12, min_count=3, hs=1, negative=0, seed=5)
+    single.build_vocab(corpus_file=str(path))
+    codes, points = single._vocab.huffman()
+    for meta, arrays in ((m0, a0), (m1, a1)):
+        assert meta["words"] == single.wv.index_to_key
+        np.testing.assert_array_equal(arrays["counts"], single.wv.expandos["count"])
+        np.testing.assert_array_equal(arrays["keep"], single._vocab.keep_probability)
+        assert meta["codes"] == [list(c) for c in codes] and meta["points"] == [list(p) for p in points]
+        assert meta["total_words"] == single.corpus_total_words
+        # The global word count: both shards together, every epoch.
+        assert meta["raw"] == 2 * single.corpus_total_words
+    # After the final sync both ranks hold the same parameters, bit for bit,
+    # and training moved them.
+    for name in ("p_vectors", "p_syn1"):
+        np.testing.assert_array_equal(a0[name], a1[name])
+    single.prepare_weights()
+    assert not np.array_equal(a0["p_vectors"], single.wv.vectors)
+    assert np.abs(a0["p_syn1"]).sum() > 0
+
+
+@pytest.mark.parametrize("job", ["moe", "moe-torch"])
+def test_bidirmoe_parameters_identical_across_ranks(ranks, job):
+    (_, a0), (_, a1) = ranks[job]
+    assert set(a0) == set(a1)
+    for name in a0:
+        np.testing.assert_array_equal(a0[name], a1[name], err_msg=name)
+    assert np.abs(a0["p_syn1neg"]).sum() > 0 and np.abs(a0["p_salience"]).sum() > 0
+
+
+# The command line, with a hook: rank KILL_RANK kills itself at sync round
+# KILL_ROUND; with STOP_ROUND, rank 0 asks for a checkpoint at that round and
+# the job ends (exit 3) right after the checkpoint is written.
+CLI_SCRIPT = r"""
+import os, signal, sys
+import bidirmoe.torch.distributed as D
+from bidirmoe import cli
+
+rank = int(os.environ["RANK"])
+kill_rank, kill_round = int(os.environ.get("KILL_RANK", -1)), int(os.environ.get("KILL_ROUND", 0))
+stop_round = int(os.environ.get("STOP_ROUND", 0))
+plain_round = D.Session.sync_round
+
+def sync_round(self, *args, **kwargs):
+    if rank == kill_rank and self.rounds == kill_round:
+        os.kill(os.getpid(), signal.SIGKILL)
+    if rank == 0 and stop_round and self.rounds == stop_round:
+        self.stop_requested = True
+    return plain_round(self, *args, **kwargs)
+
+D.Session.sync_round = sync_round
+if stop_round:
+    plain_stop = cli._stop_checkpoint
+
+    def stop_checkpoint(*args):
+        plain_stop(*args)
+        D.current().barrier()  # rank 0 has written the checkpoint
+        sys.stdout.flush()
+        os._exit(3)  # a crash right after the checkpoint
+
+    cli._stop_checkpoint = stop_checkpoint
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+TRAIN_ARGS = ["--model", "cbow", "--dim", "12", "--min-count", "3", "--epochs", "3", "--threads", "1", "-q",
+              "--distributed", "--sync-words", "2000"]
+
+
+def _cli(tmp_path, corpus_path, extra=(), **env):
+    script = tmp_path / "cli_rank.py"
+    script.write_text(CLI_SCRIPT)
+    out = tmp_path / "vectors.txt"
+    rc, so, se, dt = torchrun([str(script), "train", str(corpus_path), "-o", str(out), *TRAIN_ARGS, *extra],
+                              cwd=tmp_path, **env)
+    return rc, se, dt, out
+
+
+def test_cli_distributed_writes_vectors_on_rank0(corpus, tmp_path):
+    rc, err, _, out = _cli(tmp_path, corpus[0])
+    assert rc == 0, err[-3000:]
+    lines = out.read_text().splitlines()
+    single = Word2Vec(vector_size=12, min_count=3)
+    single.build_vocab(corpus_file=str(corpus[0]))
+    assert lines[0].split() == [str(len(single.wv)), "12"]
+    assert [ln.split()[0] for ln in lines[1:]] == single.wv.index_to_key
+
+
+def test_killed_rank_ends_the_job_without_output(corpus, tmp_path):
+    rc, err, dt, out = _cli(tmp_path, corpus[0], KILL_RANK="1", KILL_ROUND="3", BIDIRMOE_DIST_TIMEOUT="20")
+    assert rc != 0
+    assert not out.exists()
+    assert not [p for p in os.listdir(tmp_path) if p.startswith("vectors.txt")]  # no temp file left either
+    assert dt < 120
+    # Rank 0 says what happened on one line: the collective that failed, or
+    # the launcher's SIGTERM (torchrun stops the other ranks when one dies).
+    assert "bidirmoe: error: rank 0/2: " in err or "bidirmoe: interrupted" in err, err[-3000:]
+
+
+def test_stop_then_resume(corpus, tmp_path):
+    ckpt = tmp_path / "run.ckpt"
+    rc, err, _, out = _cli(tmp_path, corpus[1], ["--checkpoint", str(ckpt)], STOP_ROUND="4")
+    assert rc != 0 and ckpt.exists() and not out.exists(), err[-3000:]
+    meta = Word2Vec.load(str(ckpt)).extra_meta["cli"]
+    assert meta["resume"] is not None and len(meta["resume"]["ranks"]) == 2
+    assert 0 < meta["words_done"] < meta["schedule_words"]
+    # A mid-epoch checkpoint of two ranks needs two ranks: one line, and the checkpoint stays.
+    single = subprocess.run([sys.executable, "-m", "bidirmoe", "train", str(corpus[1]), "-o", str(tmp_path / "x.txt"),
+                             *TRAIN_ARGS[:-3], "--resume", str(ckpt)], env=_env(), capture_output=True, text=True,
+                            timeout=60)
+    assert single.returncode == 1 and single.stderr.count("\n") == 1 and "ranks" in single.stderr, single.stderr
+    assert ckpt.exists()
+    rc, err, _, out = _cli(tmp_path, corpus[1], ["--checkpoint", str(ckpt), "--resume", str(ckpt)])
+    assert rc == 0, err[-3000:]
+    assert out.exists() and not ckpt.exists()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_rendezvous_is_one_line(corpus, tmp_path):
+    env = _env(RANK="1", WORLD_SIZE="2", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()),
+               BIDIRMOE_DIST_TIMEOUT="3")
+    p = subprocess.run([sys.executable, "-m", "bidirmoe", "train", str(corpus[0]), "-o", str(tmp_path / "v.txt"),
+                        "--distributed", "-q"], env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1
+    assert p.stderr.count("\n") == 1, p.stderr
+    assert "cannot reach the rendezvous at 127.0.0.1" in p.stderr
+    assert not (tmp_path / "v.txt").exists()
+
+
+def test_not_under_torchrun(corpus, tmp_path, monkeypatch):
+    from bidirmoe.torch.distributed import DistributedError
+
+    for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(k, raising=False)
+    with pytest.raises(DistributedError, match="torchrun"):
+        Word2Vec(corpus_file=str(corpus[0]), vector_size=8, min_count=1, distributed=True)
+    p = subprocess.run([sys.executable, "-m", "bidirmoe", "train", str(corpus[0]), "-o", str(tmp_path / "v.txt"),
+                        "--distributed"], env={k: v for k, v in _env().items() if k not in ("RANK", "WORLD_SIZE")},
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and p.stderr.count("\n") == 1 and "torchrun" in p.stderr
+
+
+def test_settings_are_checked():
+    with pytest.raises(ValueError, match="sync_words"):
+        Word2Vec(vector_size=8, distributed=True, sync_words=0)
+    from bidirmoe.cli import main
+
+    assert main(["train", __file__, "-o", "x.txt", "--sync-words", "10"]) == 1  # needs --distributed
