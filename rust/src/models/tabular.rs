@@ -152,6 +152,26 @@ fn ungroup(buf: &[f32], heads: usize, dst: &Hogwild<'_>) {
     }
 }
 
+/// Head count, value width per head (d/H) and key size: the loop lengths of
+/// the row step, passed as constants for the common sizes.
+#[derive(Clone, Copy)]
+struct Dims {
+    h: usize,
+    s: usize,
+    dk: usize,
+}
+
+impl Dims {
+    #[inline(always)]
+    fn d(self) -> usize {
+        self.h * self.s
+    }
+    #[inline(always)]
+    fn hdk(self) -> usize {
+        self.h * self.dk
+    }
+}
+
 /// Hogwild views of a `Regrouped`: what the row-at-once step reads and updates.
 struct Gates2<'p> {
     key: Hogwild<'p>,
@@ -294,24 +314,24 @@ impl Tabular<'_, '_> {
     /// the CPU has, and for the common head sizes (value part d/H, key
     /// size d_k) as constants, so the per-head loops unroll into vector code.
     fn train_row(&self, rs: &mut RowScratch, g: &Gates2<'_>, row: &[u32], lr: f32, only: Option<usize>) -> (f64, u64) {
-        let (s, dk) = (self.moe.out.dim() / self.moe.heads, g.key.cols() / self.moe.heads);
+        let h = self.moe.heads;
+        let dm = Dims { h, s: self.moe.out.dim() / h, dk: g.key.cols() / h };
+        // one inlined copy per arm, its sizes constants
         with_wide(
             #[inline(always)]
-            || match (s, dk) {
-                (4, 4) => self.train_row_sized(rs, g, row, lr, only, 4, 4),
-                (2, 2) => self.train_row_sized(rs, g, row, lr, only, 2, 2),
-                (8, 8) => self.train_row_sized(rs, g, row, lr, only, 8, 8),
-                (16, 16) => self.train_row_sized(rs, g, row, lr, only, 16, 16),
-                _ => self.train_row_sized(rs, g, row, lr, only, s, dk),
+            || match (dm.h, dm.s, dm.dk) {
+                (5, 4, 4) => self.train_row_sized(rs, g, row, lr, only, Dims { h: 5, s: 4, dk: 4 }), // the defaults
+                (_, 4, 4) => self.train_row_sized(rs, g, row, lr, only, Dims { h, s: 4, dk: 4 }),
+                (_, 2, 2) => self.train_row_sized(rs, g, row, lr, only, Dims { h, s: 2, dk: 2 }),
+                (_, 8, 8) => self.train_row_sized(rs, g, row, lr, only, Dims { h, s: 8, dk: 8 }),
+                _ => self.train_row_sized(rs, g, row, lr, only, dm),
             },
         )
     }
 
     #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    fn train_row_sized(&self, rs: &mut RowScratch, g: &Gates2<'_>, row: &[u32], lr: f32, only: Option<usize>, s: usize, dk: usize) -> (f64, u64) {
-        let d = self.moe.out.dim();
-        let hdk = g.key.cols();
+    fn train_row_sized(&self, rs: &mut RowScratch, g: &Gates2<'_>, row: &[u32], lr: f32, only: Option<usize>, dm: Dims) -> (f64, u64) {
+        let (d, hdk) = (dm.d(), dm.hdk());
         let mask = self.has_mask();
         rs.cols.clear();
         rs.toks.clear();
@@ -347,19 +367,19 @@ impl Tabular<'_, '_> {
             if only.is_some_and(|j| j != rs.cols[a]) {
                 continue;
             }
-            loss += self.masked_column(rs, a, lr, s, dk) as f64;
+            loss += self.masked_column(rs, a, lr, dm) as f64;
             count += 1;
         }
-        self.apply(rs, g);
+        self.apply(rs, g, dm);
         (loss, count)
     }
 
     /// Column `rs.cols[a]` masked: forward, its output softmax (its beta and
     /// bias rows updated), and its gradient added to the row's accumulators.
     #[inline(always)]
-    fn masked_column(&self, rs: &mut RowScratch, a: usize, lr: f32, s: usize, dk: usize) -> f32 {
-        let (h, d) = (self.moe.heads, self.moe.out.dim());
-        let (hdk, n) = (h * dk, rs.cols.len());
+    fn masked_column(&self, rs: &mut RowScratch, a: usize, lr: f32, dm: Dims) -> f32 {
+        let Dims { h, s, dk } = dm;
+        let (d, hdk, n) = (dm.d(), dm.hdk(), rs.cols.len());
         let scale = 1.0 / (dk as f32).sqrt();
         let mask = self.has_mask();
         let qa = a * hdk..(a + 1) * hdk;
@@ -410,7 +430,7 @@ impl Tabular<'_, '_> {
         // The masked column's softmax over its own categories: updates its
         // beta/bias rows, gz = lr·w_j·∂log p/∂z.
         let j = rs.cols[a];
-        let loss = self.output(rs, j, rs.toks[a], lr * self.weight(j));
+        let loss = self.output(rs, j, rs.toks[a], lr * self.weight(j), d);
         // Back through the mixture into the row's accumulators:
         //   ∂x_b,h += θ_h(b) g_h;  ∂l_h(b) = θ_h(b) (g_h · (x_b,h − z_h));
         //   ∂q_a,h += ∂l_h(b)/√d_k · k_b,h;  ∂k_b,h += ∂l_h(b)/√d_k · q_a,h.
@@ -439,13 +459,13 @@ impl Tabular<'_, '_> {
     /// token: updates their beta (and bias) rows by lr·∂log p/∂, sets
     /// `rs.gz` = lr·∂log p/∂z (before those updates) and returns −log p.
     #[inline(always)]
-    fn output(&self, rs: &mut RowScratch, j: usize, target: usize, lr: f32) -> f32 {
+    fn output(&self, rs: &mut RowScratch, j: usize, target: usize, lr: f32, d: usize) -> f32 {
         let (out, range) = (&self.moe.out, self.range(j));
         let lo = range.start;
         let probs = &mut rs.probs[..range.len()];
         let mut mx = f32::NEG_INFINITY;
         for (i, p) in probs.iter_mut().enumerate() {
-            *p = dot_wide(&rs.z, out.beta.row(lo + i)) + out.bias.as_ref().map_or(0.0, |b| b.row(lo + i)[0]);
+            *p = dot_wide(&rs.z[..d], &out.beta.row(lo + i)[..d]) + out.bias.as_ref().map_or(0.0, |b| b.row(lo + i)[0]);
             mx = mx.max(*p);
         }
         probs.iter_mut().for_each(|p| *p -= mx);
@@ -456,7 +476,7 @@ impl Tabular<'_, '_> {
         let t = target - lo;
         for (i, &p) in probs.iter().enumerate() {
             let g = (if i == t { 1.0 } else { 0.0 } - p) * lr;
-            out.beta.exchange(lo + i, g, &rs.z, &mut rs.gz);
+            out.beta.exchange(lo + i, g, &rs.z[..d], &mut rs.gz[..d]);
             if let Some(b) = &out.bias {
                 b.add_at(lo + i, 0, g);
             }
@@ -466,9 +486,8 @@ impl Tabular<'_, '_> {
 
     /// Apply the row's accumulated gradients to the shared parameters.
     #[inline(always)]
-    fn apply(&self, rs: &mut RowScratch, g: &Gates2<'_>) {
-        let d = self.moe.out.dim();
-        let hdk = g.key.cols();
+    fn apply(&self, rs: &mut RowScratch, g: &Gates2<'_>, dm: Dims) {
+        let (d, hdk) = (dm.d(), dm.hdk());
         let mask = self.has_mask();
         rs.dmk.fill(0.0);
         rs.dmv.fill(0.0);
