@@ -7,11 +7,13 @@ TRAINING rows of the paper's simulation (all 12 settings, seeds 100 and 101
 with the best mean in-distribution validation accuracy becomes the default.
 No test (out-of-distribution) row is used here.
 
-    python benches/tune_tabular.py
+    python benches/tune_tabular.py                       # the grid below
+    python benches/tune_tabular.py --epochs 20 50 --learning-rate 0.01 0.02 --target-weight 1
 """
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import os
 import sys
@@ -35,6 +37,15 @@ SEEDS = [100, 101]
 def main() -> None:
     from bidirmoe import TabularMoE
 
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name, values in GRID.items():
+        ap.add_argument("--" + name.replace("_", "-"), type=type(values[0]), nargs="+", default=values)
+    ap.add_argument("--vector-size", type=int, default=20)
+    ap.add_argument("--heads", type=int, default=5)
+    args = ap.parse_args()
+    grid = {name: getattr(args, name) for name in GRID}
+    fixed = {"vector_size": args.vector_size, "heads": args.heads}
+
     data = []
     for core, corr, xn in SETTINGS:
         for seed in SEEDS:
@@ -42,11 +53,12 @@ def main() -> None:
             idx = np.random.default_rng(seed).permutation(len(y))
             cut = int(0.8 * len(y))
             data.append((x[idx[:cut]], y[idx[:cut]], x[idx[cut:]], y[idx[cut:]]))
-    print("| " + " | ".join(GRID) + " | ID validation accuracy | fit s |")
-    print("|" + "---|" * (len(GRID) + 2))
+    print(f"fixed: {fixed}\n")
+    print("| " + " | ".join(grid) + " | ID validation accuracy | fit s |")
+    print("|" + "---|" * (len(grid) + 2))
     best = None
-    for values in itertools.product(*GRID.values()):
-        kw = dict(zip(GRID, values))
+    for values in itertools.product(*grid.values()):
+        kw = dict(zip(grid, values), **fixed)
         accs, secs = [], 0.0
         for i, (xa, ya, xv, yv) in enumerate(data):
             m = TabularMoE(random_state=i, **kw)

@@ -7,7 +7,9 @@ the masked-token objective: every column, the target included, is masked in
 turn and predicted from the others with a softmax over that column's own
 categories. ``predict`` masks the target column. The model is the Rust
 CBOW-MoE engine in sentence mode over columns (``rust/src/models/tabular.rs``),
-trained by SGD on the CPU.
+trained by SGD on the CPU, one step per row: each column's keys and values
+are gathered once per row and shared by every masked column, and the
+gradient of the row's summed masked-column loss is applied at once.
 
 Inputs are categorical: object, string, bool and pandas ``category`` columns
 are taken as they are; numeric columns are cut into ``n_bins`` quantile bins
@@ -173,7 +175,7 @@ class _TabularMoEBase(BaseEstimator):
         heads=5,
         key_size=None,
         epochs=20,
-        learning_rate=0.2,
+        learning_rate=0.05,
         min_learning_rate=0.0005,
         n_bins=10,
         min_frequency=1,
@@ -406,7 +408,8 @@ class TabularMoE(ClassifierMixin, _TabularMoEBase):
         Passes over the training rows (every row masks each column once per pass).
     learning_rate, min_learning_rate : float
         SGD step size, falling linearly from ``learning_rate`` to ``min_learning_rate``
-        over the fit.
+        over the fit. One step per row, on the gradient of the summed loss of
+        the row's masked columns.
     n_bins : int
         Quantile bins of a numeric column (fitted on the training data).
     min_frequency : int
