@@ -30,7 +30,7 @@
 use super::moe::{Gates, Moe, MoeScratch, ABSENT};
 use crate::hogwild::Hogwild;
 use crate::sampling::Rng;
-use crate::simd::with_wide;
+use crate::simd::{dot, with_wide};
 use std::ops::Range;
 
 pub struct Tabular<'m, 'a> {
@@ -53,20 +53,26 @@ pub struct FitSettings {
 }
 
 /// `x[i] = exp(x[i])` for x ≤ 0 (softmax logits less their maximum), in a
-/// loop the compiler vectorises: x = n·ln2 + r with |r| ≤ ln2/2, exp(r) by
-/// its Taylor series to degree 7 (relative error < 1e-8 there), 2^n from the
-/// exponent bits. Below −87 (where exp underflows f32's normal range) it gives 0.
+/// branch-free loop the compiler vectorises: x = n·ln2 + r with |r| ≤ ln2/2,
+/// exp(r) by its Taylor series to degree 7 (relative error < 1e-8 there),
+/// 2^n built in the exponent bits. Inputs below −87 (−∞ included) are taken
+/// as −87: exp gives 1.6e-38 there, not 0 (callers zero what must be 0).
 #[inline(always)]
 fn exp_nonpositive(x: &mut [f32]) {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2: f32 = std::f32::consts::LN_2;
+    // Adding 1.5·2^23 rounds to an integer n held in the low mantissa bits.
+    const SHIFT: f32 = 12_582_912.0;
     for v in x.iter_mut() {
         let a = v.max(-87.0);
-        // round to nearest by the 1.5·2^23 trick (f32::round is a libm call without SSE4.1)
-        let n = (a * (1.0 / LN2) + 12_582_912.0) - 12_582_912.0;
+        let t = a * LOG2E + SHIFT;
+        let n = t - SHIFT;
         let r = a - n * LN2;
         let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
-        let two_n = f32::from_bits(((n as i32 + 127) as u32) << 23);
-        *v = if *v < -87.0 { 0.0 } else { p * two_n };
+        // t's bits are 0x4B40_0000 + n; adding the bias 127 and shifting the
+        // low bits into the exponent field gives 2^n (−126 ≤ n ≤ 0 here).
+        let two_n = f32::from_bits(t.to_bits().wrapping_add(127) << 23);
+        *v = p * two_n;
     }
 }
 
@@ -87,21 +93,6 @@ fn seg_axpy(w: &[f32], x: &[f32], seg: usize, y: &mut [f32]) {
             *yi += wk * xi;
         }
     }
-}
-
-/// `a · b` with eight partial sums (one vector register wide), inline.
-#[inline(always)]
-fn dot_wide(a: &[f32], b: &[f32]) -> f32 {
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let mut t: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
-    let mut acc = [0f32; 8];
-    for (x, y) in ca.zip(cb) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    t += acc.iter().sum::<f32>();
-    t
 }
 
 /// `y += x` (elementwise, vectorised by the compiler).
@@ -408,6 +399,10 @@ impl Tabular<'_, '_> {
             }
         }
         exp_nonpositive(theta);
+        theta[a * h..(a + 1) * h].fill(0.0); // the masked column is no expert
+        if !mask {
+            theta[n * h..].fill(0.0);
+        }
         rs.hw.fill(0.0);
         for th in theta.chunks_exact(h) {
             add(th, &mut rs.hw);
@@ -465,7 +460,7 @@ impl Tabular<'_, '_> {
         let probs = &mut rs.probs[..range.len()];
         let mut mx = f32::NEG_INFINITY;
         for (i, p) in probs.iter_mut().enumerate() {
-            *p = dot_wide(&rs.z[..d], &out.beta.row(lo + i)[..d]) + out.bias.as_ref().map_or(0.0, |b| b.row(lo + i)[0]);
+            *p = dot(&rs.z[..d], &out.beta.row(lo + i)[..d]) + out.bias.as_ref().map_or(0.0, |b| b.row(lo + i)[0]);
             mx = mx.max(*p);
         }
         probs.iter_mut().for_each(|p| *p -= mx);
