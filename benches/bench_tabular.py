@@ -109,15 +109,17 @@ def baselines(seed: int):
 # TabularMoE with its epochs and learning rate chosen by 5-fold cross-validation
 # on the training rows only (in-distribution), the "moe (cv)" column.
 CV_GRID = {"epochs": [20, 50, 200], "learning_rate": [0.01, 0.02, 0.05, 0.2]}
+# The same for the simulation (--cv-sim): a smaller grid and 3 folds, to keep the run short.
+CV_GRID_SIM = {"epochs": [20, 200], "learning_rate": [0.01, 0.05, 0.2]}
 
 
-def fit_all(x_tr, y_tr, x_te, y_te, seed: int, moe_kwargs: dict, ordinal: bool = True, cv: bool = False):
+def fit_all(x_tr, y_tr, x_te, y_te, seed: int, moe_kwargs: dict, ordinal: bool = True, cv=None):
     """Fit every method; returns {method: (accuracy, mse in class-index units, fit seconds)}.
 
     x_* are integer category codes (RF and GB take them as ordinal numbers when
     `ordinal`; LR and the MLP one-hot them; TabularMoE takes them as categories).
-    With `cv`, also "moe_cv": TabularMoE tuned over CV_GRID by cross-validation
-    on the training rows.
+    With `cv` = (grid, folds), also "moe_cv": TabularMoE tuned over the grid by
+    cross-validation on the training rows.
     """
     from bidirmoe import TabularMoE
 
@@ -127,8 +129,9 @@ def fit_all(x_tr, y_tr, x_te, y_te, seed: int, moe_kwargs: dict, ordinal: bool =
     if cv:
         from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
-        folds = StratifiedKFold(5, shuffle=True, random_state=seed)
-        models["moe_cv"] = GridSearchCV(TabularMoE(random_state=seed, **moe_kwargs), CV_GRID, cv=folds)
+        grid, k = cv
+        folds = StratifiedKFold(k, shuffle=True, random_state=seed)
+        models["moe_cv"] = GridSearchCV(TabularMoE(random_state=seed, **moe_kwargs), grid, cv=folds)
     classes = np.unique(y_tr)
     for name, m in models.items():
         xa, xb = x_tr, x_te
@@ -161,16 +164,19 @@ def paper_summary():
     return rows
 
 
-def simulation(seeds, moe_kwargs):
+def simulation(seeds, moe_kwargs, cv=False):
     paper = paper_summary()
     print(f"\n## Simulation: OOD accuracy / MSE, mean over {len(seeds)} seeds (ours) and 20 (paper)\n")
     head = " | ".join(f"{m}" for m in METHODS)
-    print(f"| core | corr | x_noise | {head} | paper: {head} | ours best? | paper's attention best? |")
-    print("|" + "---|" * (3 + 2 * len(METHODS) + 2))
+    extra = " moe_cv | moe_cv best? |" if cv else ""
+    print(f"| core | corr | x_noise | {head} | paper: {head} | ours best? | paper's attention best? |{extra}")
+    print("|" + "---|" * (3 + 2 * len(METHODS) + 2 + 2 * cv))
     wins, paper_wins, acc_ours, acc_paper = 0, 0, [], []
     mse_tables, per_seed = [], []
+    cv_wins, cv_acc, cv_params = 0, [], []
     for core, corr, xn in SETTINGS:
-        res = [fit_all(*simulate(core, corr, xn, 1000 * s + 7), seed=s, moe_kwargs=moe_kwargs) for s in seeds]
+        res = [fit_all(*simulate(core, corr, xn, 1000 * s + 7), seed=s, moe_kwargs=moe_kwargs,
+                       cv=(CV_GRID_SIM, 3) if cv else None) for s in seeds]
         per_seed.append([r["moe"][0] for r in res])
         acc = {m: float(np.mean([r[m][0] for r in res])) for m in METHODS}
         mse = {m: float(np.mean([r[m][1] for r in res])) for m in METHODS}
@@ -183,14 +189,25 @@ def simulation(seeds, moe_kwargs):
         acc_paper.append(p["moe"][0])
         cells = " | ".join(f"{acc[m]:.3f}" for m in METHODS)
         pcells = " | ".join(f"{p[m][0]:.3f}" for m in METHODS)
-        print(f"| {core} | {corr} | {xn} | {cells} | {pcells} | {'yes' if acc['moe'] > best_base else 'no'} | "
-              f"{'yes' if p['moe'][0] > pbest_base else 'no'} |")
+        line = (f"| {core} | {corr} | {xn} | {cells} | {pcells} | {'yes' if acc['moe'] > best_base else 'no'} | "
+                f"{'yes' if p['moe'][0] > pbest_base else 'no'} |")
+        if cv:
+            a_cv = float(np.mean([r["moe_cv"][0] for r in res]))
+            cv_wins += a_cv > best_base
+            cv_acc.append(a_cv)
+            cv_params.append([tuple(r["moe_cv_params"].values()) for r in res])
+            line += f" {a_cv:.3f} | {'yes' if a_cv > best_base else 'no'} |"
+        print(line)
         mse_tables.append((core, corr, xn, mse, p))
     seed_means = np.mean(per_seed, axis=0)  # one mean over the 12 settings per seed
     print(f"\nTabularMoE mean OOD accuracy over the 12 settings: {np.mean(acc_ours):.4f} "
           f"(per seed: {', '.join(f'{m:.4f}' for m in seed_means)}; sd {np.std(seed_means, ddof=1) if len(seeds) > 1 else 0:.4f}) "
           f"(paper's attention: {np.mean(acc_paper):.4f}); beats every baseline in {wins}/12 settings "
           f"(paper's attention: {paper_wins}/12)")
+    if cv:
+        print(f"\nTabularMoE tuned by 3-fold CV on the training rows over {CV_GRID_SIM}: mean OOD accuracy "
+              f"{np.mean(cv_acc):.4f}, beats every baseline in {cv_wins}/12 settings; chosen (epochs, "
+              f"learning_rate) per setting and seed: {cv_params}")
     print("\n| core | corr | x_noise | MSE " + " | ".join(METHODS) + " | paper MSE " + " | ".join(METHODS) + " |")
     print("|" + "---|" * (3 + 2 * len(METHODS)))
     for core, corr, xn, mse, p in mse_tables:
@@ -198,7 +215,7 @@ def simulation(seeds, moe_kwargs):
               + " | ".join(f"{p[m][1]:.2f}" for m in METHODS) + " |")
 
 
-def real_table(title, splits, moe_kwargs, seeds, paper=None, cv=False):
+def real_table(title, splits, moe_kwargs, seeds, paper=None, cv=None):
     methods = METHODS + (["moe_cv"] if cv else [])
     print(f"\n## {title}\n")
     print(f"mean ± sd over seeds {seeds} (model seeds; the split is fixed)\n")
@@ -210,7 +227,7 @@ def real_table(title, splits, moe_kwargs, seeds, paper=None, cv=False):
         cells = [f"{np.mean(acc[m]):.3f} ± {np.std(acc[m], ddof=1) if len(seeds) > 1 else 0:.3f}" for m in methods]
         print(f"| {name} | {len(ya)} | {len(yb)} | " + " | ".join(cells) + " |")
         if cv:
-            print(f"\n(moe_cv: {CV_GRID} by 5-fold CV on the training rows; chosen per seed: "
+            print(f"\n(moe_cv: {cv[0]} by {cv[1]}-fold CV on the training rows; chosen per seed: "
                   f"{[r['moe_cv_params'] for r in res]})\n")
     if paper:
         print(f"\n(paper: {paper})")
@@ -335,6 +352,8 @@ def main() -> None:
     ap.add_argument("--skip-real", action="store_true")
     ap.add_argument("--skip-sim", action="store_true")
     ap.add_argument("--speed-only", action="store_true", help="only the fit-time table")
+    ap.add_argument("--skip-speed", action="store_true", help="no fit-time table (accuracy only: needs no quiet machine)")
+    ap.add_argument("--cv-sim", action="store_true", help="also TabularMoE tuned by CV on the training rows (slow)")
     ap.add_argument("--real", nargs="+", default=["auto-mpg", "adult", "car-nursery"],
                     choices=["auto-mpg", "adult", "car-nursery"], help="which real-data tables to run")
     ap.add_argument("--epochs", type=int, help="TabularMoE epochs (default: its own default)")
@@ -347,17 +366,18 @@ def main() -> None:
         moe_kwargs["learning_rate"] = args.learning_rate
     print("# TabularMoE benchmark (bidirmoe)")
     print(f"(TabularMoE settings beyond its defaults: {moe_kwargs or 'none'})")
-    speed(moe_kwargs)
+    if not args.skip_speed:
+        speed(moe_kwargs)
     if args.speed_only:
         return
     if not args.skip_sim:
-        simulation(list(range(args.seeds)), moe_kwargs)
+        simulation(list(range(args.seeds)), moe_kwargs, cv=args.cv_sim)
     if not args.skip_real:
         real_seeds = list(range(args.seeds))
         if "auto-mpg" in args.real:
             real_table("auto-mpg: OOD accuracy (mpg in 3 categories)", auto_mpg(), moe_kwargs, real_seeds,
                        paper="attention 0.793, random forest 0.721, MLP 0.700, logistic regression 0.657, "
-                             "gradient boosting 0.657", cv=True)
+                             "gradient boosting 0.657", cv=(CV_GRID, 5))
         if "adult" in args.real:
             real_table("adult: OOD accuracy (income > 50K), trained on one sex", adult(), moe_kwargs, real_seeds)
         if "car-nursery" in args.real:
