@@ -25,7 +25,10 @@
 //! — one SGD step on the row's exact gradient. (Only column j's own output
 //! rows `beta[(j, ·)]` are updated as soon as j is done: nothing else in the
 //! row reads them, so that is the same step.) Values marked `ABSENT` (to
-//! impute) are neither experts nor targets.
+//! impute) are neither experts nor targets. A fit trains the gate arrays
+//! (`key`, `pos_key`, `query`) in copies regrouped so that one token's or one
+//! column's vectors of every head lie side by side, and writes them back at
+//! the end.
 
 use super::moe::{Gates, Moe, MoeScratch, ABSENT};
 use crate::hogwild::Hogwild;
@@ -54,7 +57,7 @@ pub struct FitSettings {
 
 /// `x[i] = exp(x[i])` for x ≤ 0 (softmax logits less their maximum), in a
 /// branch-free loop the compiler vectorises: x = n·ln2 + r with |r| ≤ ln2/2,
-/// exp(r) by its Taylor series to degree 7 (relative error < 1e-8 there),
+/// exp(r) by its Taylor series to degree 7 (truncation error < 1e-8 there),
 /// 2^n built in the exponent bits. Inputs below −87 (−∞ included) are taken
 /// as −87: exp gives 1.6e-38 there, not 0 (callers zero what must be 0).
 #[inline(always)]
