@@ -15,7 +15,9 @@
    early stopping), all fitted here with scikit-learn defaults otherwise, and the paper's own means
    over its 20 seeds (``../shared/data/paper-tabular/summary.csv``).
 2. auto-mpg: every column cut into 3 quantile categories, trained on cars of
-   origin 1 (US), tested on origins 2 and 3.
+   origin 1 (US), tested on origins 2 and 3; besides TabularMoE with its
+   defaults, "moe_cv": its epochs and learning rate chosen by 5-fold
+   cross-validation on the training rows (CV_GRID).
 3. adult: trained on one sex, tested on the other (income > 50K); numeric
    columns in 3 quantile categories.
 4. car evaluation (trained on cars with 2 or 3 doors, tested on 4 or more)
@@ -24,9 +26,12 @@
 
 Also: TabularMoE's fit time on the paper's simulation size (2000 x 5, 10
 categories, 200 epochs, one thread) beside the baselines' fit times.
+TabularMoE's defaults come from benches/tune_tabular.py (in-distribution
+validation on other simulation seeds' training rows).
 
     python benches/bench_tabular.py                # everything (several minutes)
     python benches/bench_tabular.py --seeds 2 --skip-real
+    python benches/bench_tabular.py --speed-only
 """
 
 from __future__ import annotations
@@ -101,21 +106,36 @@ def baselines(seed: int):
     }
 
 
-def fit_all(x_tr, y_tr, x_te, y_te, seed: int, moe_kwargs: dict, ordinal: bool = True):
+# TabularMoE with its epochs and learning rate chosen by 5-fold cross-validation
+# on the training rows only (in-distribution), the "moe (cv)" column.
+CV_GRID = {"epochs": [20, 50, 200], "learning_rate": [0.01, 0.02, 0.05, 0.2]}
+# The same for the simulation (--cv-sim): a smaller grid and 3 folds, to keep the run short.
+CV_GRID_SIM = {"epochs": [20, 200], "learning_rate": [0.01, 0.05, 0.2]}
+
+
+def fit_all(x_tr, y_tr, x_te, y_te, seed: int, moe_kwargs: dict, ordinal: bool = True, cv=None):
     """Fit every method; returns {method: (accuracy, mse in class-index units, fit seconds)}.
 
     x_* are integer category codes (RF and GB take them as ordinal numbers when
     `ordinal`; LR and the MLP one-hot them; TabularMoE takes them as categories).
+    With `cv` = (grid, folds), also "moe_cv": TabularMoE tuned over the grid by
+    cross-validation on the training rows.
     """
     from bidirmoe import TabularMoE
 
     out = {}
     models = baselines(seed)
     models["moe"] = TabularMoE(random_state=seed, **moe_kwargs)
+    if cv:
+        from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+        grid, k = cv
+        folds = StratifiedKFold(k, shuffle=True, random_state=seed)
+        models["moe_cv"] = GridSearchCV(TabularMoE(random_state=seed, **moe_kwargs), grid, cv=folds)
     classes = np.unique(y_tr)
     for name, m in models.items():
         xa, xb = x_tr, x_te
-        if name == "moe":
+        if name in ("moe", "moe_cv"):
             xa, xb = x_tr.astype(str).astype(object), x_te.astype(str).astype(object)
         elif not ordinal and name in ("rf", "gb"):
             from sklearn.preprocessing import OrdinalEncoder
@@ -129,6 +149,8 @@ def fit_all(x_tr, y_tr, x_te, y_te, seed: int, moe_kwargs: dict, ordinal: bool =
         idx = {c: i for i, c in enumerate(classes)}
         mse = float(np.mean([(idx.get(a, 0) - idx.get(b, 0)) ** 2 for a, b in zip(pred, y_te)]))
         out[name] = (float(np.mean(pred == y_te)), mse, secs)
+        if name == "moe_cv":
+            out["moe_cv_params"] = m.best_params_
     return out
 
 
@@ -142,16 +164,20 @@ def paper_summary():
     return rows
 
 
-def simulation(seeds, moe_kwargs):
+def simulation(seeds, moe_kwargs, cv=False):
     paper = paper_summary()
     print(f"\n## Simulation: OOD accuracy / MSE, mean over {len(seeds)} seeds (ours) and 20 (paper)\n")
     head = " | ".join(f"{m}" for m in METHODS)
-    print(f"| core | corr | x_noise | {head} | paper: {head} | ours best? | paper's attention best? |")
-    print("|" + "---|" * (3 + 2 * len(METHODS) + 2))
+    extra = " moe_cv | moe_cv best? |" if cv else ""
+    print(f"| core | corr | x_noise | {head} | paper: {head} | ours best? | paper's attention best? |{extra}")
+    print("|" + "---|" * (3 + 2 * len(METHODS) + 2 + 2 * cv))
     wins, paper_wins, acc_ours, acc_paper = 0, 0, [], []
-    mse_tables = []
+    mse_tables, per_seed = [], []
+    cv_wins, cv_acc, cv_params = 0, [], []
     for core, corr, xn in SETTINGS:
-        res = [fit_all(*simulate(core, corr, xn, 1000 * s + 7), seed=s, moe_kwargs=moe_kwargs) for s in seeds]
+        res = [fit_all(*simulate(core, corr, xn, 1000 * s + 7), seed=s, moe_kwargs=moe_kwargs,
+                       cv=(CV_GRID_SIM, 3) if cv else None) for s in seeds]
+        per_seed.append([r["moe"][0] for r in res])
         acc = {m: float(np.mean([r[m][0] for r in res])) for m in METHODS}
         mse = {m: float(np.mean([r[m][1] for r in res])) for m in METHODS}
         p = paper[(core, corr, xn)]
@@ -163,12 +189,25 @@ def simulation(seeds, moe_kwargs):
         acc_paper.append(p["moe"][0])
         cells = " | ".join(f"{acc[m]:.3f}" for m in METHODS)
         pcells = " | ".join(f"{p[m][0]:.3f}" for m in METHODS)
-        print(f"| {core} | {corr} | {xn} | {cells} | {pcells} | {'yes' if acc['moe'] > best_base else 'no'} | "
-              f"{'yes' if p['moe'][0] > pbest_base else 'no'} |")
+        line = (f"| {core} | {corr} | {xn} | {cells} | {pcells} | {'yes' if acc['moe'] > best_base else 'no'} | "
+                f"{'yes' if p['moe'][0] > pbest_base else 'no'} |")
+        if cv:
+            a_cv = float(np.mean([r["moe_cv"][0] for r in res]))
+            cv_wins += a_cv > best_base
+            cv_acc.append(a_cv)
+            cv_params.append([tuple(r["moe_cv_params"].values()) for r in res])
+            line += f" {a_cv:.3f} | {'yes' if a_cv > best_base else 'no'} |"
+        print(line)
         mse_tables.append((core, corr, xn, mse, p))
+    seed_means = np.mean(per_seed, axis=0)  # one mean over the 12 settings per seed
     print(f"\nTabularMoE mean OOD accuracy over the 12 settings: {np.mean(acc_ours):.4f} "
+          f"(per seed: {', '.join(f'{m:.4f}' for m in seed_means)}; sd {np.std(seed_means, ddof=1) if len(seeds) > 1 else 0:.4f}) "
           f"(paper's attention: {np.mean(acc_paper):.4f}); beats every baseline in {wins}/12 settings "
           f"(paper's attention: {paper_wins}/12)")
+    if cv:
+        print(f"\nTabularMoE tuned by 3-fold CV on the training rows over {CV_GRID_SIM}: mean OOD accuracy "
+              f"{np.mean(cv_acc):.4f}, beats every baseline in {cv_wins}/12 settings; chosen (epochs, "
+              f"learning_rate) per setting and seed: {cv_params}")
     print("\n| core | corr | x_noise | MSE " + " | ".join(METHODS) + " | paper MSE " + " | ".join(METHODS) + " |")
     print("|" + "---|" * (3 + 2 * len(METHODS)))
     for core, corr, xn, mse, p in mse_tables:
@@ -176,13 +215,20 @@ def simulation(seeds, moe_kwargs):
               + " | ".join(f"{p[m][1]:.2f}" for m in METHODS) + " |")
 
 
-def real_table(title, splits, moe_kwargs, paper=None):
+def real_table(title, splits, moe_kwargs, seeds, paper=None, cv=None):
+    methods = METHODS + (["moe_cv"] if cv else [])
     print(f"\n## {title}\n")
-    print("| shift | train rows | test rows | " + " | ".join(METHODS) + " |")
-    print("|" + "---|" * (3 + len(METHODS)))
+    print(f"mean ± sd over seeds {seeds} (model seeds; the split is fixed)\n")
+    print("| shift | train rows | test rows | " + " | ".join(methods) + " |")
+    print("|" + "---|" * (3 + len(methods)))
     for name, (xa, ya, xb, yb) in splits.items():
-        res = fit_all(xa, ya, xb, yb, seed=0, moe_kwargs=moe_kwargs, ordinal=False)
-        print(f"| {name} | {len(ya)} | {len(yb)} | " + " | ".join(f"{res[m][0]:.3f}" for m in METHODS) + " |")
+        res = [fit_all(xa, ya, xb, yb, seed=s, moe_kwargs=moe_kwargs, ordinal=False, cv=cv) for s in seeds]
+        acc = {m: [r[m][0] for r in res] for m in methods}
+        cells = [f"{np.mean(acc[m]):.3f} ± {np.std(acc[m], ddof=1) if len(seeds) > 1 else 0:.3f}" for m in methods]
+        print(f"| {name} | {len(ya)} | {len(yb)} | " + " | ".join(cells) + " |")
+        if cv:
+            print(f"\n(moe_cv: {cv[0]} by {cv[1]}-fold CV on the training rows; chosen per seed: "
+                  f"{[r['moe_cv_params'] for r in res]})\n")
     if paper:
         print(f"\n(paper: {paper})")
 
@@ -258,24 +304,46 @@ def car_nursery():
                                                               ["convenient"])}
 
 
-def speed(moe_kwargs):
+def speed(moe_kwargs, repeats=3):
+    """Fit times on the paper's simulation size, TabularMoE beside the baselines (best of `repeats`)."""
     from bidirmoe import TabularMoE
 
     x_tr, y_tr, _, _ = simulate(1, 0.9, 0.5, 0)
     xs = x_tr.astype(str).astype(object)
-    print("\n## Fit time, 2000 rows x 5 columns (10 categories each) + target, one thread\n")
-    print("| model | fit seconds |")
-    print("|---|---|")
-    for label, kw in [("TabularMoE (epochs=200, vector_size=20, heads=5)", dict(epochs=200, vector_size=20, heads=5)),
-                      (f"TabularMoE (defaults: {moe_kwargs or 'as shipped'})", moe_kwargs)]:
-        m = TabularMoE(random_state=0, **kw)
-        t = time.perf_counter()
-        m.fit(xs, y_tr)
-        print(f"| {label} | {time.perf_counter() - t:.2f} |")
+
+    def best_time(make, xa):
+        times = []
+        for _ in range(repeats):
+            m = make()
+            t = time.perf_counter()
+            m.fit(xa, y_tr)
+            times.append(time.perf_counter() - t)
+        return min(times)
+
+    print(f"\n## Fit time, {len(y_tr)} rows x 5 columns (10 categories each) + target, one thread, best of {repeats}\n")
+    rows = [("TabularMoE (epochs=200, vector_size=20, heads=5)",
+             best_time(lambda: TabularMoE(random_state=0, **dict(moe_kwargs, epochs=200, vector_size=20, heads=5)), xs))]
+    if moe_kwargs.get("epochs", 200) != 200 or "vector_size" in moe_kwargs:
+        rows.append((f"TabularMoE ({moe_kwargs})", best_time(lambda: TabularMoE(random_state=0, **moe_kwargs), xs)))
+    else:
+        rows.append(("TabularMoE (defaults)", best_time(lambda: TabularMoE(random_state=0), xs)))
+    names = {"lr": "logistic regression (one-hot)", "rf": "random forest (100 trees)",
+             "gb": "histogram gradient boosting", "mlp": "MLP (64, one-hot, early stopping)"}
     for name, m in baselines(0).items():
-        t = time.perf_counter()
-        m.fit(x_tr, y_tr)
-        print(f"| {name} | {time.perf_counter() - t:.2f} |")
+        rows.append((names[name], best_time(lambda m=m: clone_of(m), x_tr)))
+    ref = rows[0][1]
+    print("| model | fit seconds | TabularMoE (200 epochs) / this |")
+    print("|---|---|---|")
+    for label, t in rows:
+        print(f"| {label} | {t:.3f} | {ref / t:.2f} |")
+    print(f"\nTabularMoE, 200 epochs: {1e6 * ref / (200 * len(y_tr)):.2f} µs per row "
+          f"({1e6 * ref / (200 * len(y_tr) * 6):.2f} µs per masked cell)")
+
+
+def clone_of(m):
+    from sklearn.base import clone
+
+    return clone(m)
 
 
 def main() -> None:
@@ -283,18 +351,37 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3, help="simulation seeds per setting")
     ap.add_argument("--skip-real", action="store_true")
     ap.add_argument("--skip-sim", action="store_true")
+    ap.add_argument("--speed-only", action="store_true", help="only the fit-time table")
+    ap.add_argument("--skip-speed", action="store_true", help="no fit-time table (accuracy only: needs no quiet machine)")
+    ap.add_argument("--cv-sim", action="store_true", help="also TabularMoE tuned by CV on the training rows (slow)")
+    ap.add_argument("--real", nargs="+", default=["auto-mpg", "adult", "car-nursery"],
+                    choices=["auto-mpg", "adult", "car-nursery"], help="which real-data tables to run")
+    ap.add_argument("--epochs", type=int, help="TabularMoE epochs (default: its own default)")
+    ap.add_argument("--learning-rate", type=float, help="TabularMoE learning_rate (default: its own default)")
     args = ap.parse_args()
     moe_kwargs: dict = {}
+    if args.epochs is not None:
+        moe_kwargs["epochs"] = args.epochs
+    if args.learning_rate is not None:
+        moe_kwargs["learning_rate"] = args.learning_rate
     print("# TabularMoE benchmark (bidirmoe)")
-    speed(moe_kwargs)
+    print(f"(TabularMoE settings beyond its defaults: {moe_kwargs or 'none'})")
+    if not args.skip_speed:
+        speed(moe_kwargs)
+    if args.speed_only:
+        return
     if not args.skip_sim:
-        simulation(list(range(args.seeds)), moe_kwargs)
+        simulation(list(range(args.seeds)), moe_kwargs, cv=args.cv_sim)
     if not args.skip_real:
-        real_table("auto-mpg: OOD accuracy (mpg in 3 categories)", auto_mpg(), moe_kwargs,
-                   paper="attention 0.793, random forest 0.721, MLP 0.700, logistic regression 0.657, "
-                         "gradient boosting 0.657")
-        real_table("adult: OOD accuracy (income > 50K), trained on one sex", adult(), moe_kwargs)
-        real_table("car evaluation and nursery: OOD accuracy", car_nursery(), moe_kwargs)
+        real_seeds = list(range(args.seeds))
+        if "auto-mpg" in args.real:
+            real_table("auto-mpg: OOD accuracy (mpg in 3 categories)", auto_mpg(), moe_kwargs, real_seeds,
+                       paper="attention 0.793, random forest 0.721, MLP 0.700, logistic regression 0.657, "
+                             "gradient boosting 0.657", cv=(CV_GRID, 5))
+        if "adult" in args.real:
+            real_table("adult: OOD accuracy (income > 50K), trained on one sex", adult(), moe_kwargs, real_seeds)
+        if "car-nursery" in args.real:
+            real_table("car evaluation and nursery: OOD accuracy", car_nursery(), moe_kwargs, real_seeds)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ the masked-token objective: every column, the target included, is masked in
 turn and predicted from the others with a softmax over that column's own
 categories. ``predict`` masks the target column. The model is the Rust
 CBOW-MoE engine in sentence mode over columns (``rust/src/models/tabular.rs``),
-trained by SGD on the CPU.
+trained by SGD on the CPU, one step per row: each column's keys and values
+are gathered once per row and shared by every masked column, and the
+gradient of the row's summed masked-column loss is applied at once.
 
 Inputs are categorical: object, string, bool and pandas ``category`` columns
 are taken as they are; numeric columns are cut into ``n_bins`` quantile bins
@@ -173,11 +175,12 @@ class _TabularMoEBase(BaseEstimator):
         heads=5,
         key_size=None,
         epochs=20,
-        learning_rate=0.2,
+        learning_rate=0.05,
         min_learning_rate=0.0005,
         n_bins=10,
         min_frequency=1,
         mask_expert=True,
+        target_weight=1.0,
         random_state=None,
         n_jobs=None,
     ):
@@ -190,6 +193,7 @@ class _TabularMoEBase(BaseEstimator):
         self.n_bins = n_bins
         self.min_frequency = min_frequency
         self.mask_expert = mask_expert
+        self.target_weight = target_weight
         self.random_state = random_state
         self.n_jobs = n_jobs
 
@@ -218,7 +222,7 @@ class _TabularMoEBase(BaseEstimator):
             pos_int("key_size", self.key_size)
         if self.vector_size % self.heads:
             raise ValueError(f"vector_size {self.vector_size} must be a multiple of heads {self.heads}")
-        for name in ("learning_rate", "min_learning_rate"):
+        for name in ("learning_rate", "min_learning_rate", "target_weight"):
             v = getattr(self, name)
             if not isinstance(v, numbers.Real) or not np.isfinite(v) or v < 0:
                 raise ValueError(f"{name} must be a finite float >= 0, got {v!r}")
@@ -302,7 +306,7 @@ class _TabularMoEBase(BaseEstimator):
             losses = _core.tabular_fit(
                 self._core_arrays(), self._settings(), data, self._starts_.tolist(), epochs=int(self.epochs),
                 alpha=float(self.learning_rate), min_alpha=float(self.min_learning_rate), seed=seed,
-                workers=self._workers(),
+                workers=self._workers(), weights=[1.0] * f + [float(self.target_weight)],
             )
         except BaseException:
             del self.arrays_  # interrupted (Ctrl-C): no half-trained model is left looking fitted
@@ -404,7 +408,8 @@ class TabularMoE(ClassifierMixin, _TabularMoEBase):
         Passes over the training rows (every row masks each column once per pass).
     learning_rate, min_learning_rate : float
         SGD step size, falling linearly from ``learning_rate`` to ``min_learning_rate``
-        over the fit.
+        over the fit. One step per row, on the gradient of the summed loss of
+        the row's masked columns.
     n_bins : int
         Quantile bins of a numeric column (fitted on the training data).
     min_frequency : int
@@ -412,6 +417,9 @@ class TabularMoE(ClassifierMixin, _TabularMoEBase):
         token (which then learns from them); 1: none do.
     mask_expert : bool
         Add the masked column's own expert (a learned "no useful context" expert).
+    target_weight : float
+        Weight of the target column's loss against each other column's (1:
+        the plain masked-column objective, every column alike).
     random_state : int, RandomState or None
         Seeds the initialisation and the row order. With ``n_jobs=None`` (one
         thread) a fixed seed gives identical fits.

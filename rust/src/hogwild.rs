@@ -151,6 +151,17 @@ impl<'a> Hogwild<'a> {
         axpy(a, x, r);
     }
 
+    /// `row[i] = x` (whatever the update factor), with `x` outside this matrix.
+    #[inline]
+    pub fn set_row(&self, i: usize, x: &[f32]) {
+        assert!(!self.overlaps(x), "update source lies inside the matrix it updates");
+        assert_eq!(x.len(), self.cols);
+        // SAFETY: `x` does not overlap the matrix (checked), and the mutable
+        // view of row i is the only view this thread holds until it returns.
+        let r = unsafe { self.row_mut(i) };
+        r.copy_from_slice(x);
+    }
+
     /// `row[i][j] += v * factor(i)`.
     #[inline]
     pub fn add_at(&self, i: usize, j: usize, v: f32) {

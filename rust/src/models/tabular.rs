@@ -11,20 +11,37 @@
 //!   z_h      = Σ_f softmax_f(l_h(f)) · (alpha[t_f] + pos_value[f])[head h]
 //!   p(c | ·) ∝ exp(beta[(j, c)] · z + bias[(j, c)])     over column j's categories only
 //!
-//! With a fixed query the gate collapses to SPEC's `salience[h, t_f] +
-//! feature_gate[h, f]`. Everything but the output range is `Moe`'s sentence
-//! mode; training masks every column of a row in turn (the MLM objective).
-//! Values marked `ABSENT` (to impute) are neither experts nor targets.
+//! plus the mask expert (the masked column itself: key `mask_key[h] +
+//! pos_key[h, j]`, value `mask_value + pos_value[j]`). With a fixed query the
+//! gate collapses to SPEC's `salience[h, t_f] + feature_gate[h, f]`.
+//! Prediction is `Moe`'s sentence mode with a per-column output range.
+//!
+//! Training is row at once: the loss of a row is Σ_j w_j · (−log p(t_j | the
+//! row's other present columns)) over its present columns j (the MLM
+//! objective; w_j weighs the target column against the others). Every
+//! column's keys and values (key + pos_key, alpha + pos_value) are gathered
+//! once per row and shared by every masked column; each masked column adds
+//! its gradient to per-row accumulators, applied once at the end of the row
+//! — one SGD step on the row's exact gradient. (Only column j's own output
+//! rows `beta[(j, ·)]` are updated as soon as j is done: nothing else in the
+//! row reads them, so that is the same step.) Values marked `ABSENT` (to
+//! impute) are neither experts nor targets. A fit trains the gate arrays
+//! (`key`, `pos_key`, `query`) in copies regrouped so that one token's or one
+//! column's vectors of every head lie side by side, and writes them back at
+//! the end.
 
-use super::moe::{Moe, MoeScratch, ABSENT};
-use super::Model;
+use super::moe::{Gates, Moe, MoeScratch, ABSENT};
+use crate::hogwild::Hogwild;
 use crate::sampling::Rng;
+use crate::simd::{dot, with_wide};
 use std::ops::Range;
 
 pub struct Tabular<'m, 'a> {
     pub moe: &'m Moe<'a>,
     /// Column f owns the token ids `starts[f]..starts[f + 1]` (length F + 1).
     pub starts: &'m [u32],
+    /// Loss weight of each column (length F), or empty: every column 1.
+    pub weights: &'m [f32],
 }
 
 /// How one fit runs.
@@ -38,6 +55,161 @@ pub struct FitSettings {
     pub workers: usize,
 }
 
+/// `x[i] = exp(x[i])` for x ≤ 0 (softmax logits less their maximum), in a
+/// branch-free loop the compiler vectorises: x = n·ln2 + r with |r| ≤ ln2/2,
+/// exp(r) by its Taylor series to degree 7 (truncation error < 1e-8 there),
+/// 2^n built in the exponent bits. Inputs below −87 (−∞ included) are taken
+/// as −87: exp gives 1.6e-38 there, not 0 (callers zero what must be 0).
+#[inline(always)]
+fn exp_nonpositive(x: &mut [f32]) {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2: f32 = std::f32::consts::LN_2;
+    // Adding 1.5·2^23 rounds to an integer n held in the low mantissa bits.
+    const SHIFT: f32 = 12_582_912.0;
+    for v in x.iter_mut() {
+        let a = v.max(-87.0);
+        let t = a * LOG2E + SHIFT;
+        let n = t - SHIFT;
+        let r = a - n * LN2;
+        let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+        // t's bits are 0x4B40_0000 + n; adding the bias 127 and shifting the
+        // low bits into the exponent field gives 2^n (−126 ≤ n ≤ 0 here).
+        let two_n = f32::from_bits(t.to_bits().wrapping_add(127) << 23);
+        *v = p * two_n;
+    }
+}
+
+/// `out[k] = Σ_{i in segment k} a[i]·b[i]`: per-head dot products of two
+/// vectors laid out head by head in segments of `seg` floats.
+#[inline(always)]
+fn seg_dot(a: &[f32], b: &[f32], seg: usize, out: &mut [f32]) {
+    for (o, (ca, cb)) in out.iter_mut().zip(a.chunks_exact(seg).zip(b.chunks_exact(seg))) {
+        *o = ca.iter().zip(cb).map(|(x, y)| x * y).sum();
+    }
+}
+
+/// `y[i] += w[k]·x[i]` for i in segment k (a per-head weight on each head's part).
+#[inline(always)]
+fn seg_axpy(w: &[f32], x: &[f32], seg: usize, y: &mut [f32]) {
+    for (&wk, (cx, cy)) in w.iter().zip(x.chunks_exact(seg).zip(y.chunks_exact_mut(seg))) {
+        for (yi, xi) in cy.iter_mut().zip(cx) {
+            *yi += wk * xi;
+        }
+    }
+}
+
+/// `y += x` (elementwise, vectorised by the compiler).
+#[inline(always)]
+fn add(x: &[f32], y: &mut [f32]) {
+    for (yi, xi) in y.iter_mut().zip(x) {
+        *yi += xi;
+    }
+}
+
+/// `out = a + b`.
+#[inline(always)]
+fn sum_into(a: &[f32], b: &[f32], out: &mut [f32]) {
+    for (o, (x, y)) in out.iter_mut().zip(a.iter().zip(b)) {
+        *o = x + y;
+    }
+}
+
+/// The gate arrays regrouped for the row-at-once step: row r of `key`,
+/// `pos_key`, `query` (each H·R x d_k in the model, head-major) becomes
+/// one row of H·d_k floats holding every head's vector side by side, so a
+/// token's or a column's keys are one contiguous vector.
+pub struct Regrouped {
+    key: Vec<f32>,
+    pos_key: Vec<f32>,
+    query: Vec<f32>,
+}
+
+/// `src` (H·R x d_k, head-major) as R x H·d_k.
+fn regroup(src: &Hogwild<'_>, heads: usize) -> Vec<f32> {
+    let (dk, r) = (src.cols(), src.rows() / heads);
+    let mut out = vec![0f32; src.rows() * dk];
+    for h in 0..heads {
+        for i in 0..r {
+            out[(i * heads + h) * dk..(i * heads + h + 1) * dk].copy_from_slice(src.row(h * r + i));
+        }
+    }
+    out
+}
+
+/// Write `buf` (R x H·d_k) back into `dst` (H·R x d_k).
+fn ungroup(buf: &[f32], heads: usize, dst: &Hogwild<'_>) {
+    let (dk, r) = (dst.cols(), dst.rows() / heads);
+    for h in 0..heads {
+        for i in 0..r {
+            dst.set_row(h * r + i, &buf[(i * heads + h) * dk..(i * heads + h + 1) * dk]);
+        }
+    }
+}
+
+/// Head count, value width per head (d/H) and key size: the loop lengths of
+/// the row step, passed as constants for the common sizes.
+#[derive(Clone, Copy)]
+struct Dims {
+    h: usize,
+    s: usize,
+    dk: usize,
+}
+
+impl Dims {
+    #[inline(always)]
+    fn d(self) -> usize {
+        self.h * self.s
+    }
+    #[inline(always)]
+    fn hdk(self) -> usize {
+        self.h * self.dk
+    }
+}
+
+/// Hogwild views of a `Regrouped`: what the row-at-once step reads and updates.
+struct Gates2<'p> {
+    key: Hogwild<'p>,
+    pos_key: Hogwild<'p>,
+    query: Hogwild<'p>,
+}
+
+/// Per-thread buffers of the row-at-once step (no allocation per row).
+pub struct RowScratch {
+    /// The row's present columns and their tokens.
+    cols: Vec<usize>,
+    toks: Vec<usize>,
+    /// Per present column (H·d_k each): its key key[t] + pos_key[f], the
+    /// mask expert's key there mask_key + pos_key[f], and its query.
+    k: Vec<f32>,
+    km: Vec<f32>,
+    q: Vec<f32>,
+    /// Per present column (d each): alpha[t] + pos_value[f] and the mask
+    /// expert's value there, mask_value + pos_value[f].
+    v: Vec<f32>,
+    vm: Vec<f32>,
+    /// Gradient accumulators of the same shapes.
+    dk: Vec<f32>,
+    dkm: Vec<f32>,
+    dq: Vec<f32>,
+    dv: Vec<f32>,
+    dvm: Vec<f32>,
+    /// Gate logits, then MoE weights, of the masked column being trained:
+    /// (F + 1) x H, expert-major, the mask expert last.
+    theta: Vec<f32>,
+    /// Per-head scratch (H): maxima, sums, gate gradients.
+    hv: Vec<f32>,
+    hw: Vec<f32>,
+    /// The mixture z, lr·∂log p/∂z, and z's gradient part per expert (d).
+    z: Vec<f32>,
+    gz: Vec<f32>,
+    diff: Vec<f32>,
+    /// The masked column's class probabilities.
+    probs: Vec<f32>,
+    /// The row's mask-expert gradients (key: H·d_k, value: d).
+    dmk: Vec<f32>,
+    dmv: Vec<f32>,
+}
+
 impl Tabular<'_, '_> {
     pub fn columns(&self) -> usize {
         self.starts.len() - 1
@@ -49,25 +221,293 @@ impl Tabular<'_, '_> {
         self.starts[j] as usize..self.starts[j + 1] as usize
     }
 
-    /// One SGD pass over a row: every present column is masked in turn and
-    /// predicted from the others. Returns the summed loss and the examples.
-    pub fn train_row(&self, sc: &mut MoeScratch, row: &[u32], lr: f32) -> (f64, u64) {
-        let (mut loss, mut n) = (0.0f64, 0u64);
-        for (j, &t) in row.iter().enumerate() {
-            if t != ABSENT {
-                loss += self.step(sc, row, j, lr) as f64;
-                n += 1;
-            }
-        }
-        (loss, n)
+    fn weight(&self, j: usize) -> f32 {
+        self.weights.get(j).copied().unwrap_or(1.0)
     }
 
-    /// One example: column j of `row` masked and predicted from the others
-    /// (forward, softmax over column j's categories, backward). Returns the loss.
-    pub fn step(&self, sc: &mut MoeScratch, row: &[u32], j: usize, lr: f32) -> f32 {
-        sc.load_masked(row, j);
-        let range = self.range(j);
-        self.moe.step_with(sc, |z, grad, out| self.moe.out.softmax_over(z, row[j], range, lr, grad, out))
+    fn parts(&self) -> (&Hogwild<'_>, &Hogwild<'_>, &Hogwild<'_>) {
+        match &self.moe.gates {
+            Gates::Absolute { query, key, pos_key, .. } => (query, key, pos_key),
+            Gates::Window { .. } => panic!("the tabular model runs in sentence mode"),
+        }
+    }
+
+    fn has_mask(&self) -> bool {
+        self.moe.mask_value.rows() > 0
+    }
+
+    /// The gate arrays regrouped (copies) for training.
+    pub fn regrouped(&self) -> Regrouped {
+        let (query, key, pos_key) = self.parts();
+        let h = self.moe.heads;
+        Regrouped { key: regroup(key, h), pos_key: regroup(pos_key, h), query: regroup(query, h) }
+    }
+
+    /// Copy trained regrouped gate arrays back into the model.
+    pub fn write_back(&self, g: &Regrouped) {
+        let (query, key, pos_key) = self.parts();
+        let h = self.moe.heads;
+        ungroup(&g.key, h, key);
+        ungroup(&g.pos_key, h, pos_key);
+        ungroup(&g.query, h, query);
+    }
+
+    fn views<'p>(&self, g: &'p mut Regrouped) -> Gates2<'p> {
+        let hdk = self.moe.heads * self.parts().0.cols();
+        Gates2 {
+            key: Hogwild::new(&mut g.key, hdk),
+            pos_key: Hogwild::new(&mut g.pos_key, hdk),
+            query: Hogwild::new(&mut g.query, hdk),
+        }
+    }
+
+    pub fn row_scratch(&self) -> RowScratch {
+        let (f, h, d) = (self.columns(), self.moe.heads, self.moe.out.dim());
+        let hdk = h * self.parts().0.cols();
+        let widest = (0..f).map(|j| self.range(j).len()).max().unwrap_or(0);
+        let z = |n: usize| vec![0f32; n];
+        RowScratch {
+            cols: Vec::with_capacity(f),
+            toks: Vec::with_capacity(f),
+            k: z(f * hdk),
+            km: z(f * hdk),
+            q: z(f * hdk),
+            v: z(f * d),
+            vm: z(f * d),
+            dk: z(f * hdk),
+            dkm: z(f * hdk),
+            dq: z(f * hdk),
+            dv: z(f * d),
+            dvm: z(f * d),
+            theta: z((f + 1) * h),
+            hv: z(h),
+            hw: z(h),
+            z: z(d),
+            gz: z(d),
+            diff: z(d),
+            probs: z(widest),
+            dmk: z(hdk),
+            dmv: z(d),
+        }
+    }
+
+    /// One exact SGD step on one row, in place: every present column (or
+    /// only column `only`) masked and predicted from the row's other present
+    /// columns, the gradient of the summed weighted loss applied once.
+    /// Returns the summed (unweighted) loss.
+    pub fn step_row(&self, row: &[u32], lr: f32, only: Option<usize>) -> f64 {
+        let mut g = self.regrouped();
+        let mut rs = self.row_scratch();
+        let loss = self.train_row(&mut rs, &self.views(&mut g), row, lr, only).0;
+        self.write_back(&g);
+        loss
+    }
+
+    /// The row-at-once step (see the module doc); returns the summed loss
+    /// and the number of masked columns. Compiled for the widest vectors
+    /// the CPU has, and for the common head sizes (value part d/H, key
+    /// size d_k) as constants, so the per-head loops unroll into vector code.
+    fn train_row(&self, rs: &mut RowScratch, g: &Gates2<'_>, row: &[u32], lr: f32, only: Option<usize>) -> (f64, u64) {
+        let h = self.moe.heads;
+        let dm = Dims { h, s: self.moe.out.dim() / h, dk: g.key.cols() / h };
+        // one inlined copy per arm, its sizes constants
+        with_wide(
+            #[inline(always)]
+            || match (dm.h, dm.s, dm.dk) {
+                (5, 4, 4) => self.train_row_sized(rs, g, row, lr, only, Dims { h: 5, s: 4, dk: 4 }), // the defaults
+                (_, 4, 4) => self.train_row_sized(rs, g, row, lr, only, Dims { h, s: 4, dk: 4 }),
+                (_, 2, 2) => self.train_row_sized(rs, g, row, lr, only, Dims { h, s: 2, dk: 2 }),
+                (_, 8, 8) => self.train_row_sized(rs, g, row, lr, only, Dims { h, s: 8, dk: 8 }),
+                _ => self.train_row_sized(rs, g, row, lr, only, dm),
+            },
+        )
+    }
+
+    #[inline(always)]
+    fn train_row_sized(&self, rs: &mut RowScratch, g: &Gates2<'_>, row: &[u32], lr: f32, only: Option<usize>, dm: Dims) -> (f64, u64) {
+        let (d, hdk) = (dm.d(), dm.hdk());
+        let mask = self.has_mask();
+        rs.cols.clear();
+        rs.toks.clear();
+        for (c, &t) in row.iter().enumerate() {
+            if t != ABSENT {
+                rs.cols.push(c);
+                rs.toks.push(t as usize);
+            }
+        }
+        let n = rs.cols.len();
+        if n < 2 {
+            return (0.0, 0); // a lone column has no context: nothing to learn from
+        }
+        // Every present column's keys, query and values, gathered once.
+        for p in 0..n {
+            let (c, t) = (rs.cols[p], rs.toks[p]);
+            let (pv, pk) = (self.moe.offset_value.row(c), g.pos_key.row(c));
+            sum_into(self.moe.alpha.row(t), pv, &mut rs.v[p * d..(p + 1) * d]);
+            sum_into(g.key.row(t), pk, &mut rs.k[p * hdk..(p + 1) * hdk]);
+            rs.q[p * hdk..(p + 1) * hdk].copy_from_slice(g.query.row(c));
+            if mask {
+                sum_into(self.moe.mask_value.row(0), pv, &mut rs.vm[p * d..(p + 1) * d]);
+                sum_into(self.moe.mask_gate.row(0), pk, &mut rs.km[p * hdk..(p + 1) * hdk]);
+            }
+        }
+        for buf in [&mut rs.dk, &mut rs.dkm, &mut rs.dq] {
+            buf[..n * hdk].fill(0.0);
+        }
+        rs.dv[..n * d].fill(0.0);
+        rs.dvm[..n * d].fill(0.0);
+        let (mut loss, mut count) = (0.0f64, 0u64);
+        for a in 0..n {
+            if only.is_some_and(|j| j != rs.cols[a]) {
+                continue;
+            }
+            loss += self.masked_column(rs, a, lr, dm) as f64;
+            count += 1;
+        }
+        self.apply(rs, g, dm);
+        (loss, count)
+    }
+
+    /// Column `rs.cols[a]` masked: forward, its output softmax (its beta and
+    /// bias rows updated), and its gradient added to the row's accumulators.
+    #[inline(always)]
+    fn masked_column(&self, rs: &mut RowScratch, a: usize, lr: f32, dm: Dims) -> f32 {
+        let Dims { h, s, dk } = dm;
+        let (d, hdk, n) = (dm.d(), dm.hdk(), rs.cols.len());
+        let scale = 1.0 / (dk as f32).sqrt();
+        let mask = self.has_mask();
+        let qa = a * hdk..(a + 1) * hdk;
+        // Gate logits of every expert (row b of theta; b = n: the mask expert), all heads at once.
+        for b in 0..=n {
+            let th = &mut rs.theta[b * h..(b + 1) * h];
+            if b == a || (b == n && !mask) {
+                th.fill(f32::NEG_INFINITY);
+                continue;
+            }
+            let keys = if b < n { &rs.k[b * hdk..(b + 1) * hdk] } else { &rs.km[a * hdk..(a + 1) * hdk] };
+            seg_dot(&rs.q[qa.clone()], keys, dk, th);
+            th.iter_mut().for_each(|t| *t *= scale);
+        }
+        // Softmax over the experts, per head.
+        let theta = &mut rs.theta[..(n + 1) * h];
+        rs.hv.fill(f32::NEG_INFINITY);
+        for th in theta.chunks_exact(h) {
+            for (m, &t) in rs.hv.iter_mut().zip(th) {
+                *m = m.max(t);
+            }
+        }
+        for th in theta.chunks_exact_mut(h) {
+            for (t, &m) in th.iter_mut().zip(&rs.hv) {
+                *t -= m;
+            }
+        }
+        exp_nonpositive(theta);
+        theta[a * h..(a + 1) * h].fill(0.0); // the masked column is no expert
+        if !mask {
+            theta[n * h..].fill(0.0);
+        }
+        rs.hw.fill(0.0);
+        for th in theta.chunks_exact(h) {
+            add(th, &mut rs.hw);
+        }
+        rs.hw.iter_mut().for_each(|t| *t = 1.0 / *t);
+        for th in theta.chunks_exact_mut(h) {
+            for (t, &inv) in th.iter_mut().zip(&rs.hw) {
+                *t *= inv;
+            }
+        }
+        // The mixture z: head h mixes its part of the experts' values.
+        rs.z.fill(0.0);
+        for b in 0..=n {
+            if b == a || (b == n && !mask) {
+                continue;
+            }
+            let vals = if b < n { &rs.v[b * d..(b + 1) * d] } else { &rs.vm[a * d..(a + 1) * d] };
+            seg_axpy(&rs.theta[b * h..(b + 1) * h], vals, s, &mut rs.z);
+        }
+        // The masked column's softmax over its own categories: updates its
+        // beta/bias rows, gz = lr·w_j·∂log p/∂z.
+        let j = rs.cols[a];
+        let loss = self.output(rs, j, rs.toks[a], lr * self.weight(j), d);
+        // Back through the mixture into the row's accumulators:
+        //   ∂x_b,h += θ_h(b) g_h;  ∂l_h(b) = θ_h(b) (g_h · (x_b,h − z_h));
+        //   ∂q_a,h += ∂l_h(b)/√d_k · k_b,h;  ∂k_b,h += ∂l_h(b)/√d_k · q_a,h.
+        for b in 0..=n {
+            if b == a || (b == n && !mask) {
+                continue;
+            }
+            let (vals, dvals, keys, dkeys, r) =
+                if b < n { (&rs.v, &mut rs.dv, &rs.k, &mut rs.dk, b) } else { (&rs.vm, &mut rs.dvm, &rs.km, &mut rs.dkm, a) };
+            let th = &rs.theta[b * h..(b + 1) * h];
+            for (o, (x, zz)) in rs.diff.iter_mut().zip(vals[r * d..(r + 1) * d].iter().zip(&rs.z)) {
+                *o = x - zz;
+            }
+            seg_dot(&rs.gz, &rs.diff, s, &mut rs.hv);
+            for (dl, &t) in rs.hv.iter_mut().zip(th) {
+                *dl *= t * scale;
+            }
+            seg_axpy(th, &rs.gz, s, &mut dvals[r * d..(r + 1) * d]);
+            seg_axpy(&rs.hv, &keys[r * hdk..(r + 1) * hdk], dk, &mut rs.dq[qa.clone()]);
+            seg_axpy(&rs.hv, &rs.q[qa.clone()], dk, &mut dkeys[r * hdk..(r + 1) * hdk]);
+        }
+        loss
+    }
+
+    /// Softmax of `rs.z` over column j's categories with `target` the true
+    /// token: updates their beta (and bias) rows by lr·∂log p/∂, sets
+    /// `rs.gz` = lr·∂log p/∂z (before those updates) and returns −log p.
+    #[inline(always)]
+    fn output(&self, rs: &mut RowScratch, j: usize, target: usize, lr: f32, d: usize) -> f32 {
+        let (out, range) = (&self.moe.out, self.range(j));
+        let lo = range.start;
+        let probs = &mut rs.probs[..range.len()];
+        let mut mx = f32::NEG_INFINITY;
+        for (i, p) in probs.iter_mut().enumerate() {
+            *p = dot(&rs.z[..d], &out.beta.row(lo + i)[..d]) + out.bias.as_ref().map_or(0.0, |b| b.row(lo + i)[0]);
+            mx = mx.max(*p);
+        }
+        probs.iter_mut().for_each(|p| *p -= mx);
+        exp_nonpositive(probs);
+        let inv = 1.0 / probs.iter().sum::<f32>();
+        probs.iter_mut().for_each(|p| *p *= inv);
+        rs.gz.fill(0.0);
+        let t = target - lo;
+        for (i, &p) in probs.iter().enumerate() {
+            let g = (if i == t { 1.0 } else { 0.0 } - p) * lr;
+            out.beta.exchange(lo + i, g, &rs.z[..d], &mut rs.gz[..d]);
+            if let Some(b) = &out.bias {
+                b.add_at(lo + i, 0, g);
+            }
+        }
+        -probs[t].max(f32::MIN_POSITIVE).ln()
+    }
+
+    /// Apply the row's accumulated gradients to the shared parameters.
+    #[inline(always)]
+    fn apply(&self, rs: &mut RowScratch, g: &Gates2<'_>, dm: Dims) {
+        let (d, hdk) = (dm.d(), dm.hdk());
+        let mask = self.has_mask();
+        rs.dmk.fill(0.0);
+        rs.dmv.fill(0.0);
+        for (p, (&c, &t)) in rs.cols.iter().zip(&rs.toks).enumerate() {
+            let (dv, dkey) = (&rs.dv[p * d..(p + 1) * d], &rs.dk[p * hdk..(p + 1) * hdk]);
+            self.moe.alpha.add_to_row(t, 1.0, dv);
+            self.moe.offset_value.add_to_row(c, 1.0, dv);
+            g.key.add_to_row(t, 1.0, dkey);
+            g.pos_key.add_to_row(c, 1.0, dkey);
+            g.query.add_to_row(c, 1.0, &rs.dq[p * hdk..(p + 1) * hdk]);
+            if mask {
+                let (dvm, dkm) = (&rs.dvm[p * d..(p + 1) * d], &rs.dkm[p * hdk..(p + 1) * hdk]);
+                self.moe.offset_value.add_to_row(c, 1.0, dvm);
+                g.pos_key.add_to_row(c, 1.0, dkm);
+                add(dvm, &mut rs.dmv);
+                add(dkm, &mut rs.dmk);
+            }
+        }
+        if mask {
+            self.moe.mask_gate.add_to_row(0, 1.0, &rs.dmk);
+            self.moe.mask_value.add_to_row(0, 1.0, &rs.dmv);
+        }
     }
 
     /// p(column j = c | the row's other present columns) for c in column j's
@@ -86,10 +526,10 @@ impl Tabular<'_, '_> {
     }
 
     /// Train on `data` (rows x F token ids, row-major) for `s.epochs` epochs,
-    /// rows shuffled every epoch, Hogwild over `s.workers` threads (one
-    /// thread: reproducible for a seed). `stop(epoch)` is asked after every
-    /// epoch and ends the fit early when it returns false. Returns the mean
-    /// loss per example of each epoch run.
+    /// rows shuffled every epoch, one SGD step per row, Hogwild over
+    /// `s.workers` threads (one thread: reproducible for a seed).
+    /// `stop(epoch)` is asked after every epoch and ends the fit early when
+    /// it returns false. Returns the mean loss per masked cell of each epoch run.
     pub fn fit(&self, data: &[u32], s: &FitSettings, mut stop: impl FnMut(usize) -> bool) -> Vec<f64> {
         let f = self.columns();
         let rows = if f == 0 { 0 } else { data.len() / f };
@@ -98,22 +538,24 @@ impl Tabular<'_, '_> {
         let workers = s.workers.clamp(1, rows.max(1));
         let total = (s.epochs * rows).max(1) as f32;
         let lr_at = |done: usize| (s.alpha - (s.alpha - s.min_alpha) * done as f32 / total).max(s.min_alpha);
-        let mut scratches: Vec<MoeScratch> = (0..workers).map(|_| self.moe.scratch()).collect();
+        let mut scratches: Vec<RowScratch> = (0..workers).map(|_| self.row_scratch()).collect();
+        let mut regrouped = self.regrouped();
+        let g = self.views(&mut regrouped);
+        let g = &g;
         let mut losses = Vec::with_capacity(s.epochs);
         for epoch in 0..s.epochs {
             for i in (1..rows).rev() {
                 order.swap(i, rng.below(i as u32 + 1) as usize);
             }
             let base = epoch * rows;
-            let run = |sc: &mut MoeScratch, part: &[u32], first: usize| -> (f64, u64) {
+            let run = |rs: &mut RowScratch, part: &[u32], first: usize| -> (f64, u64) {
                 let (mut loss, mut n) = (0.0, 0);
                 for (i, &r) in part.iter().enumerate() {
                     let r = r as usize;
-                    let (l, k) = self.train_row(sc, &data[r * f..(r + 1) * f], lr_at(base + first + i));
+                    let (l, k) = self.train_row(rs, g, &data[r * f..(r + 1) * f], lr_at(base + first + i), None);
                     loss += l;
                     n += k;
                 }
-                self.moe.finish(sc);
                 (loss, n)
             };
             let (loss, n) = if workers == 1 {
@@ -124,7 +566,7 @@ impl Tabular<'_, '_> {
                     let handles: Vec<_> = scratches
                         .iter_mut()
                         .zip(order.chunks(per).enumerate())
-                        .map(|(sc, (w, part))| scope.spawn(move || run(sc, part, w * per)))
+                        .map(|(rs, (w, part))| scope.spawn(move || run(rs, part, w * per)))
                         .collect();
                     handles.into_iter().fold((0.0, 0), |(l, n), h| {
                         let (a, b) = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
@@ -137,6 +579,7 @@ impl Tabular<'_, '_> {
                 break;
             }
         }
+        self.write_back(&regrouped);
         losses
     }
 }
@@ -144,8 +587,8 @@ impl Tabular<'_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hogwild::Hogwild;
     use crate::models::moe::Gates;
+    use crate::models::Model;
     use crate::objective::{OutputLayer, OutputSpec};
     use crate::simd::SigmoidTable;
     use crate::vocab::{Vocab, VocabSettings};
@@ -191,7 +634,7 @@ mod tests {
             batch: 1,
         };
         let starts = [0u32, k as u32, v as u32];
-        let t = Tabular { moe: &moe, starts: &starts };
+        let t = Tabular { moe: &moe, starts: &starts, weights: &[] };
         let data: Vec<u32> = (0..200).flat_map(|i| [(i % k) as u32, (k + i % k) as u32]).collect();
         let s = FitSettings { epochs: 30, alpha: 0.1, min_alpha: 0.001, seed: 1, workers: 1 };
         let losses = t.fit(&data, &s, |_| true);

@@ -22,9 +22,9 @@ fn check_table<'a>(data: &'a PyReadonlyArray2<'_, u32>, starts: &[u32], st: &Moe
     if f < 2 || starts[0] != 0 || starts.windows(2).any(|w| w[1] <= w[0]) {
         return Err(PyValueError::new_err("starts must begin at 0 and rise strictly, with at least 2 columns"));
     }
-    if !st.absolute || !st.softmax || st.negative > 0 || st.hs || st.max_len != f {
+    if !st.absolute || st.full || !st.softmax || st.negative > 0 || st.hs || st.max_len != f {
         return Err(PyValueError::new_err(
-            "the tabular model needs sentence mode (absolute, max_len = columns) and loss='softmax' only",
+            "the tabular model needs sentence mode (absolute, max_len = columns), head_values='slice' and loss='softmax' only",
         ));
     }
     if data.shape()[1] != f {
@@ -45,11 +45,20 @@ fn check_table<'a>(data: &'a PyReadonlyArray2<'_, u32>, starts: &[u32], st: &Moe
     Ok(slice)
 }
 
+/// Check per-column loss weights: empty (all 1) or one finite weight >= 0 per column.
+fn check_weights(weights: &[f32], f: usize) -> PyResult<()> {
+    if !weights.is_empty() && (weights.len() != f || weights.iter().any(|w| !w.is_finite() || *w < 0.0)) {
+        return Err(PyValueError::new_err(format!("weights must hold {f} finite numbers >= 0, one per column")));
+    }
+    Ok(())
+}
+
 /// Fit the tabular model in place: `epochs` passes over the rows of `data`
 /// (rows x columns token ids, `ABSENT` = u32::MAX for a missing value),
-/// every column masked in turn. Returns the mean loss of each epoch.
+/// one SGD step per row on the summed loss of its masked columns (column j
+/// weighted by `weights[j]`, default 1). Returns the mean loss of each epoch.
 #[pyfunction]
-#[pyo3(signature = (arrays, settings, data, starts, *, epochs, alpha, min_alpha, seed, workers))]
+#[pyo3(signature = (arrays, settings, data, starts, *, epochs, alpha, min_alpha, seed, workers, weights=vec![]))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn tabular_fit(
     py: Python<'_>,
@@ -62,12 +71,14 @@ pub(crate) fn tabular_fit(
     min_alpha: f32,
     seed: u64,
     workers: usize,
+    weights: Vec<f32>,
 ) -> PyResult<Vec<f64>> {
     let table = check_table(&data, &starts, &settings)?;
+    check_weights(&weights, starts.len() - 1)?;
     let voc = table_vocab(starts[starts.len() - 1] as usize);
     let s = FitSettings { epochs, alpha, min_alpha, seed, workers };
     with_moe(&voc, &arrays, settings, &[], |m| {
-        let t = Tabular { moe: m, starts: &starts };
+        let t = Tabular { moe: m, starts: &starts, weights: &weights };
         let mut interrupted = None;
         let losses = py.allow_threads(|| {
             t.fit(table, &s, |_| match Python::with_gil(|py| py.check_signals()) {
@@ -107,7 +118,7 @@ pub(crate) fn tabular_predict<'py>(
     let rows = table.len() / f;
     let (k, h) = ((starts[column + 1] - starts[column]) as usize, settings.heads);
     let (probs, weights) = with_moe(&voc, &arrays, settings, &[], |m| {
-        let t = Tabular { moe: m, starts: &starts };
+        let t = Tabular { moe: m, starts: &starts, weights: &[] };
         Ok(py.allow_threads(|| {
             let mut sc = m.scratch();
             let mut probs = vec![0f32; rows * k];
@@ -141,30 +152,32 @@ pub(crate) fn tabular_predict<'py>(
     Ok((probs, weights))
 }
 
-/// One exact SGD step on one row with column `column` masked (and predicted
-/// from the row's other present columns), in place; returns the loss. For
-/// gradient tests.
+/// One exact SGD step on one row (1 x columns), in place: column `column`
+/// masked and predicted from the row's other present columns, or, with
+/// `column=None`, every present column masked in turn and the gradient of
+/// their summed (weighted) loss applied once, as a fit does. Returns the
+/// summed loss. For gradient tests.
 #[pyfunction]
-#[pyo3(signature = (arrays, settings, row, starts, column, lr))]
+#[pyo3(signature = (arrays, settings, row, starts, column, lr, weights=vec![]))]
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn tabular_step(
     arrays: MoeArrays<'_>,
     settings: MoeSettings,
     row: PyReadonlyArray2<'_, u32>,
     starts: Vec<u32>,
-    column: usize,
+    column: Option<usize>,
     lr: f32,
-) -> PyResult<f32> {
+    weights: Vec<f32>,
+) -> PyResult<f64> {
     let table = check_table(&row, &starts, &settings)?;
     let f = starts.len() - 1;
-    if table.len() != f || column >= f || table[column] == ABSENT {
+    check_weights(&weights, f)?;
+    if table.len() != f || column.is_some_and(|c| c >= f || table[c] == ABSENT) {
         return Err(PyValueError::new_err("tabular_step takes one row (1 x columns) and a present column to mask"));
     }
     let voc = table_vocab(starts[f] as usize);
     with_moe(&voc, &arrays, settings, &[], |m| {
-        let t = Tabular { moe: m, starts: &starts };
-        let mut sc = m.scratch();
-        let loss = t.step(&mut sc, table, column, lr);
-        m.finish(&mut sc);
-        Ok(loss)
+        let t = Tabular { moe: m, starts: &starts, weights: &weights };
+        Ok(t.step_row(table, lr, column))
     })
 }
