@@ -103,12 +103,11 @@ def main() -> None:
     lines = os.path.join(tmp, "corpus_1000.txt")
     n = write_lines(args.corpus, lines, 1000)
     print(f"corpus: {args.corpus} -> {n:,} words in 1000-word lines; settings: {params}")
-    from bidirmoe.word2vec import BATCH_TARGETS, SG_BATCH_TARGETS
+    from bidirmoe.word2vec import BATCH_TARGETS
     results, last = {}, {}
     for model in args.models.split(","):
         sg = 1 if model == "sg" else 0
-        default = SG_BATCH_TARGETS if sg else BATCH_TARGETS
-        batches = [int(b) for b in args.batch_targets.split(",")] if args.batch_targets else sorted({1, default})
+        batches = [int(b) for b in args.batch_targets.split(",")] if args.batch_targets else sorted({1, BATCH_TARGETS})
         last[model] = batches[-1]
         configs = [("gensim", "gensim", {})] + [(f"bidirmoe b={b}", "bidirmoe", {"batch_targets": b}) for b in batches]
         if args.scaling:

@@ -19,7 +19,7 @@ import numpy as np
 from . import _core
 from .masked import MaskedModel
 from .training import _check, _is_int, grow_rows
-from .word2vec import MOE_BATCH_TARGETS, _check_batch_targets
+from .word2vec import _batch_targets_of, _check_batch_targets
 
 MASK = "[MASK]"
 
@@ -87,7 +87,7 @@ class BidirMoE(MaskedModel):
         their forward passes use the parameters as they were before the batch,
         they share one draw of negatives in a single (B x d)·(d x K) product,
         then each runs its backward pass. ``1`` is the exact per-target update;
-        ``None`` (default): 1 (``bidirmoe.word2vec.MOE_BATCH_TARGETS``) — on
+        ``None`` (default): 1 (``bidirmoe.word2vec.BATCH_TARGETS``) — on
         text8 a batch of 16 was no faster and lost held-out log-likelihood.
 
     Examples
@@ -238,9 +238,7 @@ class BidirMoE(MaskedModel):
                 "shrink_windows": bool(self.shrink_windows), "negative": int(self.negative), "hs": bool(self.hs),
                 "softmax": self.loss == "softmax", "vector_size": int(self.vector_size),
                 "absolute": self._absolute, "max_len": int(self.max_len), "key_size": int(self.key_size),
-                # a model saved before the option existed was trained target by target
-                "batch_targets": int(MOE_BATCH_TARGETS if getattr(self, "batch_targets", 1) is None
-                                     else getattr(self, "batch_targets", 1))}
+                "batch_targets": _batch_targets_of(self)}
 
     def _train_one_epoch(self, source, **schedule):
         return _core.train_epoch_moe(self._vocab, self._arrays(), self._settings(), source, schedule)

@@ -13,18 +13,13 @@ from .corpora import MAX_SENTENCE_LEN, check_corpus
 from .masked import MaskedLM, _log_sigmoid
 from .training import TrainableModel, _check, _is_int, carry_tree_weights, grow_rows
 
-#: Default ``batch_targets`` of CBOW: targets per mini-batch sharing one draw
-#: of negatives. 1 is word2vec's exact per-target update: 16 trains about 40 %
-#: faster but cost 0.7 analogy points on text8 (about 1.5 seed-to-seed standard
-#: deviations, see README), so the batched update is opt-in.
+#: Default ``batch_targets`` of every model (CBOW, skip-gram, BidirMoE): 1,
+#: word2vec's exact per-target update. Batching is opt-in because it cost
+#: accuracy on text8 (see README): CBOW at 16 trains about 40 % faster but
+#: lost 0.7 analogy points (about 1.5 seed-to-seed standard deviations);
+#: skip-gram batching windows bought ~5 % speed for a clear analogy loss;
+#: BidirMoE at 16 was no faster and lost held-out log-likelihood.
 BATCH_TARGETS = 1
-#: Default for skip-gram: one window per draw (its context words already
-#: share the window's negatives; batching windows bought ~5 % speed and cost
-#: analogy accuracy on text8, see README).
-SG_BATCH_TARGETS = 1
-#: Default for BidirMoE: the exact per-target update (batching was no faster
-#: and lost held-out log-likelihood beyond seed noise, see README).
-MOE_BATCH_TARGETS = 1
 #: Largest ``batch_targets`` the Rust core accepts.
 MAX_BATCH_TARGETS = 1024
 
@@ -32,6 +27,13 @@ MAX_BATCH_TARGETS = 1024
 def _check_batch_targets(b) -> None:
     _check(b is None or (_is_int(b) and 1 <= b <= MAX_BATCH_TARGETS),
            f"batch_targets must be None or an int in 1..{MAX_BATCH_TARGETS}, got {b!r}")
+
+
+def _batch_targets_of(model) -> int:
+    """The ``batch_targets`` a model trains with (None: the default)."""
+    # a model saved before the option existed was trained target by target
+    b = getattr(model, "batch_targets", 1)
+    return int(BATCH_TARGETS if b is None else b)
 
 logger = logging.getLogger("bidirmoe")
 
@@ -108,7 +110,7 @@ class Word2Vec(MaskedLM, TrainableModel):
         exact per-target update (skip-gram: one draw per window, whose context
         words share it); with hierarchical softmax every target is trained
         alone whatever this says. ``None`` (default): 1, the exact update
-        (``BATCH_TARGETS``, ``SG_BATCH_TARGETS``). For CBOW, 16 trains about
+        (``BATCH_TARGETS``). For CBOW, 16 trains about
         40 % faster at a small measured cost in analogy accuracy; see
         ``benches/bench_word2vec.py`` and the README for speed and accuracy.
         A large batch on a tiny vocabulary can overshoot (many rows of one
@@ -200,16 +202,8 @@ class Word2Vec(MaskedLM, TrainableModel):
             "skipgram" if self.sg else "cbow", self._vocab, self.wv.vectors, self.syn1neg, self.syn1, source,
             window=int(self.window), shrink_windows=bool(self.shrink_windows), cbow_mean=bool(self.cbow_mean),
             negative=int(self.negative), hs=bool(self.hs), schedule=schedule,
-            batch_targets=self._batch_targets(),
+            batch_targets=_batch_targets_of(self),
         )
-
-    def _batch_targets(self) -> int:
-        """The ``batch_targets`` in effect (None: the model's default)."""
-        # a model saved before the option existed was trained target by target
-        b = getattr(self, "batch_targets", 1)
-        if b is None:
-            b = SG_BATCH_TARGETS if self.sg else BATCH_TARGETS
-        return int(b)
 
     # ------------------------------------------------------- vocabulary growth
 
