@@ -12,6 +12,7 @@ pub mod models;
 pub mod objective;
 pub mod sampling;
 pub mod simd;
+pub mod sync;
 pub mod trainer;
 pub mod vocab;
 

@@ -45,12 +45,15 @@ pub(crate) fn check_arrays(arrays: &[(&str, Option<&Bound<'_, PyArray2<f32>>>)])
 
 /// Borrow a checked array for writing; a clear error if it is read-only
 /// or already borrowed (e.g. by a training call running in another thread).
-pub(crate) fn rw<'py>(a: &Bound<'py, PyArray2<f32>>, name: &str) -> PyResult<numpy::PyReadwriteArray2<'py, f32>> {
+pub(crate) fn rw<'py, D: numpy::ndarray::Dimension>(
+    a: &Bound<'py, numpy::PyArray<f32, D>>,
+    name: &str,
+) -> PyResult<numpy::PyReadwriteArray<'py, f32, D>> {
     a.try_readwrite().map_err(|e| {
         let why = if e.to_string().contains("writeable") {
             "is read-only"
         } else {
-            "is in use by another call (is the model training in another thread?)"
+            "is in use by another call (is the model training in another thread?) or shares memory with another array of this call"
         };
         PyValueError::new_err(format!("{name} {why}"))
     })

@@ -12,6 +12,7 @@ mod input;
 mod moe;
 mod schedule;
 mod stream;
+mod sync;
 mod tabular;
 mod vocab;
 mod word2vec;
@@ -95,6 +96,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(tabular::tabular_fit, m)?)?;
     m.add_function(wrap_pyfunction!(tabular::tabular_predict, m)?)?;
     m.add_function(wrap_pyfunction!(tabular::tabular_step, m)?)?;
+    m.add_function(wrap_pyfunction!(sync::sync_exchange, m)?)?;
+    m.add_function(wrap_pyfunction!(sync::sync_adopt, m)?)?;
     m.add_function(wrap_pyfunction!(simd_level, m)?)?;
     m.add_function(wrap_pyfunction!(force_simd, m)?)?;
     m.add_function(wrap_pyfunction!(input::read_corpus_file, m)?)?;
