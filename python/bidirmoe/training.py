@@ -365,10 +365,8 @@ class TrainableModel:
         trim_rule = trim_rule if trim_rule is not None else self.trim_rule
         counter = _core.VocabCounter(self.max_vocab_size, trim_rule)
         t0 = time.perf_counter()
-        session = self._dist_session() if self._is_distributed() else None
+        session = self._dist_session_for(corpus_file)
         if session is not None:
-            if corpus_file is None:
-                raise ValueError("distributed=True reads corpus_file (each rank its shard of it), not an iterable")
             # Each rank counts its shard; the counts are summed so every rank
             # builds the vocabulary of the whole file.
             counter.add_file(os.fspath(corpus_file), (session.rank, session.world))
@@ -833,11 +831,9 @@ class TrainableModel:
         if corpus_file is None and total_examples is None and total_words is None:
             raise ValueError("train() needs total_examples or total_words (e.g. total_examples=model.corpus_count), as gensim does")
         check_corpus(corpus_iterable, corpus_file, passes=epochs)
-        session = self._dist_session() if self._is_distributed() else None
+        session = self._dist_session_for(corpus_file)
         if session is not None:
             from .torch.distributed import per_word_arrays
-        if session is not None and corpus_file is None:
-            raise ValueError("distributed=True trains on corpus_file (each rank its shard of it), not an iterable")
         alpha = float(self.alpha if start_alpha is None else start_alpha)
         min_alpha = float(self.min_alpha if end_alpha is None else end_alpha)
         _check(alpha > 0 and min_alpha >= 0, f"learning rates must be positive, got start_alpha={alpha}, end_alpha={min_alpha}")
@@ -950,6 +946,15 @@ class TrainableModel:
 
         return start(device=getattr(self, "device", "cpu"))
 
+    def _dist_session_for(self, corpus_file):
+        """The torch.distributed session of a distributed model (None otherwise),
+        which reads ``corpus_file``: each rank its shard of it."""
+        if not self._is_distributed():
+            return None
+        if corpus_file is None:
+            raise ValueError("distributed=True reads corpus_file (each rank its shard of it), not an iterable")
+        return self._dist_session()
+
     def _check_sync_words(self) -> None:
         sync = getattr(self, "sync_words", None)
         _check(sync is None or (_is_int(sync) and sync > 0), f"sync_words must be a positive int or None, got {sync!r}")
@@ -965,7 +970,7 @@ class TrainableModel:
         common["seed"] = rank_seed(common["seed"], session.rank)
         common["sync_words"] = every
         tensors = session.tensors_of(list(per_word_arrays(self).values()))
-        session.begin_epoch(tensors)
+        session.begin_epoch(tensors, len(self.wv.index_to_key))
         if getattr(self, "backend", "rust") == "torch":
             common["dist_session"] = session
         else:

@@ -111,7 +111,13 @@ class Session:
         # How long a collective may wait for the backend to release its tensors
         # (see _all_reduce); NCCL's watchdog releases them on its own schedule.
         self._settle_seconds = 2.0 if dist.get_backend() == "gloo" else 0.0
-        self._bases: List[torch.Tensor] = []
+        self._buffers: Optional[_Buffers] = None
+        # The round in flight: (parameter all-reduce, control all-reduce, pieces sent), or None.
+        self._pending: Optional[tuple] = None
+        self._ctrl: Optional[torch.Tensor] = None  # the control vector: one persistent buffer
+        self._last_total: Optional[int] = None  # all ranks' words at the last round whose sums arrived
+        self._last_local = 0  # this rank's words at that round
+        self._sent_local = 0  # this rank's words at the round in flight
 
     def __repr__(self) -> str:
         return f"Session(rank={self.rank}, world={self.world}, backend={dist.get_backend() if not self.closed else None})"
@@ -227,13 +233,91 @@ class Session:
         NCCL reduces device tensors, see :meth:`sync_round`'s ``tensors``)."""
         return [torch.from_numpy(a) for a in arrays]
 
-    def begin_epoch(self, tensors: Sequence[torch.Tensor]) -> None:
+    def begin_epoch(self, tensors: Sequence[torch.Tensor], vocab: Optional[int] = None) -> None:
         """Remember the parameters every rank starts the epoch with (identical
-        on all ranks): a summing round adds up the changes since then."""
+        on all ranks) as the consensus the rounds add the ranks' changes to.
+
+        ``vocab`` (the number of words) tells which arrays have a row per
+        word; without it the layout is made at the first round."""
         if self.combine not in ("mixed", "sum", "mean"):
             raise ValueError(f"combine must be 'mixed', 'sum' or 'mean', got {self.combine!r}")
+        if self._pending is not None:
+            raise DistributedError("internal error: a sync round is still in flight at the start of an epoch")
         self.epoch_words = 0
-        self._bases = [t.detach().clone() for t in tensors] if self.combine != "mean" else []
+        self._last_local = 0
+        self._last_total = None
+        self._buffers = _Buffers([t.detach() for t in tensors])
+        if vocab is not None:
+            self._buffers.layout(vocab, self.world, self.combine, self.hot_rows)
+
+    def _buffers_for(self, tensors: Sequence[torch.Tensor], vocab: int) -> "_Buffers":
+        b = self._buffers
+        if b is None or len(b.consensus) != len(tensors):
+            raise DistributedError("internal error: begin_epoch() was not called with these parameters")
+        if b.pieces is None:
+            b.layout(vocab, self.world, self.combine, self.hot_rows)
+        return b
+
+    def _start(self, what: str, t: torch.Tensor):
+        """Start an all-reduce of ``t`` (a persistent buffer) without waiting."""
+        return self._collective(what, dist.all_reduce, t, async_op=True)
+
+    def _wait(self) -> Optional[List[float]]:
+        """Wait for the round in flight (if any); its control sums, or None."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return None
+        data, ctrl, sent = pending
+        self._collective("parameter all_reduce", data.wait)
+        self._collective("all_reduce", ctrl.wait)
+        self._buffers.arrived(sent)
+        return [float(x) for x in self._ctrl.tolist()]
+
+    def _ctrl_values(self, local_words: int, running: bool) -> None:
+        if self._ctrl is None:
+            self._ctrl = torch.zeros(3, dtype=torch.float64, device=self.device)
+        self._ctrl.copy_(self._tensor([float(local_words), 1.0 if running else 0.0,
+                                       1.0 if self.stop_requested else 0.0]))
+
+    def _round_async(self, local_words: int, tensors: Sequence[torch.Tensor], vocab: int, running: bool) -> None:
+        """Fold the last round's sums in, send this round's changes, and
+        return at once: the sums arrive while the workers train on."""
+        b = self._buffers_for(tensors, vocab)
+        hot_only = False
+        if self.hot_rows is not None:
+            hot_only = (self.rounds + 1) % max(self.hot_rows[1], 1) != 0  # the same decision on every rank
+        sent = b.exchange(tensors, hot_only)
+        self._ctrl_values(local_words, running)
+        wire = b.wire_to_send(hot_only)
+        if wire.device != self.device:  # numpy arrays with NCCL: through the device, blocking
+            moved = wire.to(self.device)
+            self._all_reduce("parameter all_reduce", moved)
+            wire.copy_(moved)
+            data = _Done()
+        else:
+            data = self._start("parameter all_reduce", wire)
+        ctrl = self._start("all_reduce", self._ctrl)
+        self._pending = (data, ctrl, sent)
+        self.bytes_synced += wire.numel() * wire.element_size()
+        self.rounds += 1
+
+    def _round_blocking(self, local_words: int, tensors: Sequence[torch.Tensor], vocab: int, running: bool
+                        ) -> List[float]:
+        """Send every change still held back and wait for the sums: afterwards
+        every rank holds the same parameters, bit for bit. Returns the control sums."""
+        self._wait()
+        b = self._buffers_for(tensors, vocab)
+        b.exchange(tensors, False)
+        self._ctrl_values(local_words, running)
+        wire = b.wire_to_send(False)
+        self._reduce(wire)
+        self._all_reduce("all_reduce", self._ctrl)
+        b.adopt(tensors)
+        self.rounds += 1
+        ctrl = [float(x) for x in self._ctrl.tolist()]
+        self.epoch_words = int(ctrl[0])
+        self._last_total, self._last_local = int(ctrl[0]), int(local_words)
+        return ctrl
 
     def _reduce(self, part: torch.Tensor) -> None:
         if part.device != self.device:  # e.g. numpy arrays on the CPU with NCCL: through the device
@@ -244,45 +328,34 @@ class Session:
             self._all_reduce("parameter all_reduce", part)
         self.bytes_synced += part.numel() * part.element_size()
 
-    def _combine(self, tensors: Sequence[torch.Tensor], rows: Optional[int], vocab: int) -> None:
-        if self.combine != "mean" and len(self._bases) != len(tensors):
-            raise DistributedError("internal error: begin_epoch() was not called with these parameters")
-        for i, t in enumerate(tensors):
-            per_word = vocab in t.shape  # a row (or column: BidirMoE's salience) per word
-            part = t
-            if rows is not None and t.dim() >= 1 and t.shape[0] == vocab and rows < vocab:
-                part = t[:rows]  # a contiguous leading block: still a view all_reduce can fill in place
-            if self.combine == "mean" or (self.combine == "mixed" and not per_word):
-                self._reduce(part)
-                part.mul_(1.0 / self.world)
-                continue
-            base = self._bases[i]
-            if base.device != t.device:
-                base = self._bases[i] = base.to(t.device)
-            base = base[:part.shape[0]] if part is not t else base
-            # Every rank's change since the last round, summed, on top of that
-            # round's parameters (the same on every rank: so is the result).
-            part.sub_(base)
-            self._reduce(part)
-            part.add_(base)
-            base.copy_(part)
-
     def sync_round(self, local_words: int, tensors: Sequence[torch.Tensor], vocab: int, running: bool = True
                    ) -> Tuple[int, bool, bool]:
-        """One round: share word counts and stop requests, then combine ``tensors``.
+        """One round while this rank trains: take in the sums of the round
+        before (started then, summed meanwhile), send this round's changes
+        without waiting for them, and share word counts and stop requests
+        the same way. The other ranks' changes thus arrive one round late
+        (delayed averaging); a stop request seen in the round before's counts
+        makes this a blocking round instead, so every rank stops here with
+        the same parameters.
 
-        Returns (the epoch's corpus words over all ranks, whether every rank
-        has finished its shard, whether a rank asked to stop)."""
-        ctrl = self.all_sum([float(local_words), 1.0 if running else 0.0, 1.0 if self.stop_requested else 0.0])
-        rows = None
-        if self.hot_rows is not None:
-            hot, every = self.hot_rows
-            if (self.rounds + 1) % max(every, 1) != 0 and running:
-                rows = hot
-        self._combine(tensors, rows, vocab)
-        self.rounds += 1
-        self.epoch_words = int(ctrl[0])
-        return int(ctrl[0]), ctrl[1] == 0, ctrl[2] > 0
+        Returns (the epoch's corpus words over all ranks — exact after a
+        blocking round, else the last round's sum plus this rank's words since
+        then times the number of ranks —, whether every rank has finished its
+        shard, whether a rank asked to stop)."""
+        before = self._wait()
+        if before is not None and before[2] > 0:
+            ctrl = self._round_blocking(local_words, tensors, vocab, running)
+            return int(ctrl[0]), ctrl[1] == 0, True
+        if before is not None:
+            self._last_total, self._last_local = int(before[0]), self._sent_local
+        self._round_async(local_words, tensors, vocab, running)
+        self._sent_local = int(local_words)
+        if self._last_total is None:
+            total = self.world * int(local_words)
+        else:
+            total = self._last_total + self.world * (int(local_words) - self._last_local)
+        self.epoch_words = total
+        return total, bool(before is not None and before[1] == 0), False
 
     def epoch_sync(self, tensors: Sequence[torch.Tensor], vocab: int):
         """The ``sync(local_words) -> global_words`` callback of one epoch:
@@ -297,18 +370,47 @@ class Session:
 
     def finish_epoch(self, local_words: int, tensors: Sequence[torch.Tensor], vocab: int) -> Tuple[int, bool]:
         """After this rank's shard is done: take part in rounds until every rank
-        is done (the last round averages everything, so all ranks end the epoch
-        with the same parameters). Returns (the epoch's words over all ranks,
-        whether a rank asked to stop meanwhile)."""
+        is done, then one blocking round, so all ranks end the epoch with the
+        same parameters. Returns (the epoch's words over all ranks, whether a
+        rank asked to stop meanwhile)."""
         while True:
-            total, all_done, stop = self.sync_round(int(local_words), tensors, vocab, running=False)
-            if stop:  # the running ranks stop at this same round (SyncStop)
-                self.stop_requested = False
-                return total, True
-            if all_done:
-                return total, False
+            if self._pending is None:
+                self._round_async(int(local_words), tensors, vocab, running=False)
+                self._sent_local = int(local_words)
+            before = self._wait()
+            if before[2] > 0 or before[1] == 0:
+                ctrl = self._round_blocking(int(local_words), tensors, vocab, running=False)
+                stop = before[2] > 0 or ctrl[2] > 0
+                if stop:
+                    self.stop_requested = False
+                return int(ctrl[0]), stop
 
     # ---------------------------------------------------------------- the end
+
+    def _drain(self) -> None:
+        """Wait for a round still in flight (training stopped between two
+        rounds, e.g. on an error) and for gloo to let go of the buffers."""
+        if self._pending is not None:
+            try:
+                self._wait()
+            except DistributedError:  # a rank died: the round never completes
+                self._pending = None
+        self._quiet()
+
+    def _quiet(self) -> None:
+        """Wait (GIL released) until the backend holds no reference to the
+        persistent buffers the asynchronous rounds sum (see _all_reduce for
+        why): each is referenced from its one attribute only, so
+        ``sys.getrefcount`` is 2 (with its own argument) once gloo is done."""
+        if self._settle_seconds <= 0:
+            return
+        deadline = time.monotonic() + self._settle_seconds
+        b = self._buffers
+        while time.monotonic() < deadline and (
+                (self._ctrl is not None and sys.getrefcount(self._ctrl) > 2)
+                or (b is not None and b.wire is not None
+                    and (sys.getrefcount(b.wire) > 2 or sys.getrefcount(b.wire_hot) > 2))):
+            time.sleep(0.0002)
 
     def close(self, force: bool = False) -> None:
         """End the process group if bidirmoe started it; a pinned session only with ``force``.
@@ -316,7 +418,10 @@ class Session:
         Call it after every collective has completed (never from ``atexit``:
         gloo's threads must not outlive the interpreter's shutdown)."""
         global _SESSION
-        if self.closed or (self.pinned and not force):
+        if self.closed:
+            return
+        self._drain()
+        if self.pinned and not force:
             return
         if self.owned and dist.is_initialized():
             try:
@@ -327,6 +432,145 @@ class Session:
         if _SESSION is self:
             _SESSION = None
         _CLOSED.append(self.owned)
+
+
+class _Done:
+    """A collective that already completed (stands in for an async handle)."""
+
+    def wait(self) -> bool:
+        return True
+
+
+class _Buffers:
+    """The sync buffers of one epoch's parameter arrays (see ``rust/src/sync.rs``):
+    per array the consensus (the parameters all ranks agree on) and this
+    rank's change in flight, and one flat wire buffer every round's
+    all-reduce sums in place, so a round is one collective.
+
+    Each array is one piece, or two with ``hot_rows`` (its first rows, the
+    most frequent words, and the rest); the wire holds the always-sent
+    pieces first, so a round that sends only those sends a prefix of it."""
+
+    def __init__(self, tensors: Sequence[torch.Tensor]):
+        self.consensus = [t.clone() for t in tensors]
+        self.own = [torch.zeros_like(t) for t in tensors]
+        self.pieces: Optional[list] = None  # [array, first row, end row, scale, always sent, wire offset]
+        self.wire: Optional[torch.Tensor] = None
+        self.wire_hot: Optional[torch.Tensor] = None  # its always-sent prefix (a persistent view)
+        self.hot_size = 0
+        self.in_flight: List[bool] = []
+        self._numpy: Optional[list] = None
+
+    def layout(self, vocab: int, world: int, combine: str, hot_rows) -> None:
+        pieces = []
+        for i, t in enumerate(self.consensus):
+            per_word = vocab in t.shape  # a row (or column: BidirMoE's salience) per word
+            scale = 1.0 / world if combine == "mean" or (combine == "mixed" and not per_word) else 1.0
+            rows = t.shape[0] if t.dim() else 1
+            if hot_rows is not None and t.dim() >= 1 and rows == vocab and hot_rows[0] < vocab:
+                hot = max(int(hot_rows[0]), 0)
+                pieces += [[i, 0, hot, scale, True], [i, hot, rows, scale, False]]
+            else:
+                pieces.append([i, 0, rows, scale, True])
+        pieces.sort(key=lambda p: not p[4])  # stable: always-sent pieces first
+        offset = 0
+        for p in pieces:
+            p.append(offset)
+            offset += self._rows(self.consensus[p[0]], p[1], p[2]).numel()
+            if p[4]:
+                self.hot_size = offset
+        first = self.consensus[0]
+        self.pieces = pieces
+        self._set_wire(torch.zeros(offset, dtype=first.dtype, device=first.device))
+        self.in_flight = [False] * len(pieces)
+        self._numpy = None
+
+    def _set_wire(self, wire: torch.Tensor) -> None:
+        # The collectives only ever see these two tensor objects (see Session._quiet).
+        self.wire, self.wire_hot = wire, wire[:self.hot_size]
+        self._numpy = None
+
+    @staticmethod
+    def _rows(t: torch.Tensor, a: int, b: int) -> torch.Tensor:
+        return (t[a:b] if t.dim() else t).reshape(-1)
+
+    def _views(self, i: int, piece, tensors):
+        """(param, consensus, own, wire) of one piece, as flat views."""
+        arr, a, b, _, _, off = piece
+        p = self._rows(tensors[arr], a, b)
+        c = self._rows(self.consensus[arr], a, b)
+        o = self._rows(self.own[arr], a, b)
+        return p, c, o, self.wire[off:off + p.numel()]
+
+    def _move_to(self, device: torch.device) -> None:
+        if self.wire.device != device:  # the torch engine trains on its device, the epoch ends on numpy arrays
+            self.consensus = [t.to(device) for t in self.consensus]
+            self.own = [t.to(device) for t in self.own]
+            self._set_wire(self.wire.to(device))
+
+    def _cpu_views(self):
+        """numpy views of the buffers' pieces, for the fused Rust kernels."""
+        if self._numpy is None:
+            self._numpy = [tuple(v.numpy() for v in self._views(i, p, self.consensus)[1:])
+                           for i, p in enumerate(self.pieces)]
+        return self._numpy
+
+    def _apply(self, tensors, fn_rust, fn_torch) -> None:
+        self._move_to(tensors[0].device)
+        fast = all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in tensors)
+        cpu = self._cpu_views() if fast else None
+        for i, piece in enumerate(self.pieces):
+            p, c, o, w = self._views(i, piece, tensors)
+            if fast:
+                fn_rust(i, piece, p.numpy(), *cpu[i])
+            else:
+                fn_torch(i, piece, p, c, o, w)
+
+    def exchange(self, tensors, hot_only: bool) -> List[bool]:
+        """One round's arithmetic on every piece; returns which pieces are now in flight."""
+        from .. import _core
+
+        sent = [piece[4] or not hot_only for piece in self.pieces]
+
+        def rust(i, piece, p, c, o, w):
+            _core.sync_exchange(p, c, o, w, piece[3], self.in_flight[i], sent[i])
+
+        def fallback(i, piece, p, c, o, w):  # device tensors: the same arithmetic in torch
+            new = p - c - o
+            if self.in_flight[i]:
+                c.add_(w, alpha=piece[3])
+            p.copy_(c).add_(new)
+            if sent[i]:
+                o.copy_(new)
+                w.copy_(new)
+            else:
+                o.zero_()
+
+        self._apply(tensors, rust, fallback)
+        self.in_flight = [False] * len(self.pieces)
+        return sent
+
+    def arrived(self, sent: List[bool]) -> None:
+        """The sums of the pieces ``sent`` are on the wire."""
+        self.in_flight = list(sent)
+
+    def adopt(self, tensors) -> None:
+        """After a blocking round: every parameter becomes the new consensus."""
+        from .. import _core
+
+        def rust(i, piece, p, c, o, w):
+            _core.sync_adopt(p, c, o, w, piece[3])
+
+        def fallback(i, piece, p, c, o, w):
+            c.add_(w, alpha=piece[3])
+            p.copy_(c)
+            o.zero_()
+
+        self._apply(tensors, rust, fallback)
+        self.in_flight = [False] * len(self.pieces)
+
+    def wire_to_send(self, hot_only: bool) -> torch.Tensor:
+        return self.wire_hot if hot_only else self.wire
 
 
 _SESSION: Optional[Session] = None
