@@ -19,13 +19,17 @@ sends into parameter all-reduces per sync against the corpus words all ranks
 train between two syncs. ``--seeds`` repeats 1 x 1 with other seeds: the
 spread is the seed-to-seed noise the distributed quality is judged against.
 
-A ``--sync`` setting is ``N`` (average everything every N words per rank) or
-``N:hot=K/M`` (every N words average the K most frequent rows of the
-per-word tables and the model's shared arrays, everything every M-th sync:
+A ``--sync`` setting is ``N`` (combine everything every N words per rank,
+the all-reduce overlapped with training: the default rounds), optionally
+followed by ``:`` and comma-separated options: ``blocking`` (every round
+waits for its sums with the workers parked: ``Session.overlap = False``),
+``bf16`` (the changes travel as bfloat16: ``Session.wire_dtype``),
+``hot=K/M`` (every N words combine the K most frequent rows of the per-word
+tables and the model's shared arrays, everything every M-th sync:
 pWord2Vec's frequent-rows-more-often idea, Ji et al. 2016).
 
     flock /tmp/bench.lock python benches/bench_distributed.py
-    python benches/bench_distributed.py --corpora text8 --models cbow --sync 10000 50000 50000:hot=5000/4
+    python benches/bench_distributed.py --corpora text8 --models cbow --sync 50000 50000:blocking 50000:hot=5000/4
 """
 
 from __future__ import annotations
@@ -52,21 +56,29 @@ spec = json.loads(sys.argv[1])
 from bidirmoe import BidirMoE, Word2Vec
 params = dict(spec["params"])
 sync = spec.get("sync")
-hot = None
 if sync is not None:
     params["distributed"] = True
     every, _, rest = str(sync).partition(":")
     params["sync_words"] = int(every)
-    if rest.startswith("hot="):
-        rows, every_full = rest[4:].split("/")
-        hot = (int(rows), int(every_full))
-        import bidirmoe.torch.distributed as D
-        plain_start = D.start
-        def start(*a, **k):
-            s = plain_start(*a, **k)
-            s.hot_rows = hot
-            return s
-        D.start = start
+    settings = {}
+    for opt in filter(None, rest.split(",")):
+        if opt.startswith("hot="):
+            rows, every_full = opt[4:].split("/")
+            settings["hot_rows"] = (int(rows), int(every_full))
+        elif opt == "blocking":
+            settings["overlap"] = False
+        elif opt == "bf16":
+            settings["wire_dtype"] = "bfloat16"
+        else:
+            raise SystemExit(f"unknown sync option {opt!r}")
+    import bidirmoe.torch.distributed as D
+    plain_start = D.start
+    def start(*a, **k):
+        s = plain_start(*a, **k)
+        for name, value in settings.items():
+            setattr(s, name, value)
+        return s
+    D.start = start
 startup = 0.0
 if sync is not None:  # torch's import and the rendezvous: a fixed cost, reported apart
     t = time.perf_counter()
@@ -84,7 +96,8 @@ out = {"seconds": dt, "words": m.corpus_total_words * params["epochs"], "vocab":
 if sync is not None:
     import bidirmoe.torch.distributed as D
     s = D.last_session()
-    out.update(rounds=s.rounds, bytes=s.bytes_synced, world=s.world)
+    out.update(rounds=s.rounds, bytes=s.bytes_synced, world=s.world,
+               parked_ms=1000 * s.parked_seconds / max(s.parked_rounds, 1))
 if rank == 0:
     with open(spec["heldout"], encoding="utf-8") as f:
         words = f.read().split()
@@ -164,8 +177,10 @@ def main() -> None:
                 r = run(dict(base, params=dict(params, seed=seed)), 1, 1)
                 singles.append(r)
                 rows.append((f"1 x 1 (seed {seed})", r, load()))
+            two = None
             if not args.no_two_threads:
-                rows.append(("1 x 2 threads", run(base, 1, 2), load()))
+                two = run(base, 1, 2)
+                rows.append(("1 x 2 threads", two, load()))
             for sync in args.sync:
                 r = run(dict(base, sync=sync), 2, 1)
                 rows.append((f"2 ranks x 1, sync {sync}", r, load()))
@@ -175,9 +190,9 @@ def main() -> None:
             print(f"### {corpus} ({n:,} training words), {model}, {args.epochs} epochs\n")
             print(f"1 x 1 over {len(singles)} seeds: analogy {100 * min(acc):.2f}-{100 * max(acc):.2f} %, "
                   f"held-out top-1 {100 * min(top):.2f}-{100 * max(top):.2f} %\n")
-            print("| run | words/s | vs 1x1 | efficiency | analogy | held-out top-1 | syncs | MB/sync/rank | "
-                  "words between syncs | start-up | load |")
-            print("|---|---|---|---|---|---|---|---|---|---|---|")
+            print("| run | words/s | vs 1x1 | vs 1x2 | efficiency | analogy | held-out top-1 | syncs | MB/sync/rank | "
+                  "words between syncs | parked/sync | start-up | load |")
+            print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
             for name, r, ld in rows:
                 speed = r["wps"] / ref
                 eff = f"{100 * speed / r.get('world', 1):.0f} %" if "world" in r else "-"
@@ -185,10 +200,12 @@ def main() -> None:
                     mb = f"{r['bytes'] / r['rounds'] / 1e6:.2f}"
                     between = f"{r['words'] / r['rounds']:,.0f}"
                     syncs = str(r["rounds"])
+                    parked = f"{r['parked_ms']:.1f} ms"
                 else:
-                    mb = between = syncs = "-"
-                print(f"| {name} | {r['wps'] / 1e3:.0f} k | {speed:.2f}x | {eff} | {100 * r['analogy']:.2f} % | "
-                      f"{100 * r['top1']:.2f} % | {syncs} | {mb} | {between} | "
+                    mb = between = syncs = parked = "-"
+                vs2 = f"{r['wps'] / two['wps']:.2f}x" if two else "-"
+                print(f"| {name} | {r['wps'] / 1e3:.0f} k | {speed:.2f}x | {vs2} | {eff} | {100 * r['analogy']:.2f} % | "
+                      f"{100 * r['top1']:.2f} % | {syncs} | {mb} | {between} | {parked} | "
                       f"{r['startup']:.1f} s | {ld} |")
             print(flush=True)
     shutil.rmtree(tmp, ignore_errors=True)

@@ -24,36 +24,73 @@
 //! The wire is written only between the collective's wait and its next
 //! start, so the backend never reads a buffer being written.
 
+/// An element of the wire: f32, or bfloat16 (half the bytes to sum and
+/// send; the rounding error stays in `param` and goes out with the next
+/// round's change, since `own` holds exactly what was sent).
+pub trait WireValue: Copy + Send {
+    fn load(self) -> f32;
+    fn store(x: f32) -> Self;
+}
+
+impl WireValue for f32 {
+    #[inline(always)]
+    fn load(self) -> f32 {
+        self
+    }
+    #[inline(always)]
+    fn store(x: f32) -> f32 {
+        x
+    }
+}
+
+/// A bfloat16 value, as its bits (the upper 16 bits of an f32; torch's
+/// `bfloat16` viewed as `int16`).
+impl WireValue for u16 {
+    #[inline(always)]
+    fn load(self) -> f32 {
+        f32::from_bits((self as u32) << 16)
+    }
+    /// Round to nearest, ties to even (NaN stays NaN: its quiet bit is set).
+    #[inline(always)]
+    fn store(x: f32) -> u16 {
+        let b = x.to_bits();
+        if x.is_nan() {
+            return ((b >> 16) | 0x40) as u16;
+        }
+        ((b + 0x7FFF + ((b >> 16) & 1)) >> 16) as u16
+    }
+}
+
 /// One round over one piece of a parameter array (all four slices of equal
 /// length). `recv`: the wire holds the sum of the previous round's changes
 /// (fold it into the consensus). `send`: put this round's change on the
 /// wire (and remember it as in flight); otherwise the change stays pending
 /// in `param` for a later round and nothing is in flight.
-pub fn exchange(
+pub fn exchange<W: WireValue>(
     param: &mut [f32],
     consensus: &mut [f32],
     own: &mut [f32],
-    wire: &mut [f32],
+    wire: &mut [W],
     scale: f32,
     recv: bool,
     send: bool,
 ) {
     check_lengths(param.len(), consensus.len(), own.len(), wire.len());
     match (recv, send) {
-        (true, true) => exchange_with::<true, true>(param, consensus, own, wire, scale),
-        (true, false) => exchange_with::<true, false>(param, consensus, own, wire, scale),
-        (false, true) => exchange_with::<false, true>(param, consensus, own, wire, scale),
-        (false, false) => exchange_with::<false, false>(param, consensus, own, wire, scale),
+        (true, true) => exchange_with::<W, true, true>(param, consensus, own, wire, scale),
+        (true, false) => exchange_with::<W, true, false>(param, consensus, own, wire, scale),
+        (false, true) => exchange_with::<W, false, true>(param, consensus, own, wire, scale),
+        (false, false) => exchange_with::<W, false, false>(param, consensus, own, wire, scale),
     }
 }
 
 /// Monomorphised per flag pair so the loop has no branch and vectorises.
 #[inline(always)]
-fn exchange_with<const RECV: bool, const SEND: bool>(
+fn exchange_with<W: WireValue, const RECV: bool, const SEND: bool>(
     param: &mut [f32],
     consensus: &mut [f32],
     own: &mut [f32],
-    wire: &mut [f32],
+    wire: &mut [W],
     scale: f32,
 ) {
     let it = param
@@ -64,12 +101,13 @@ fn exchange_with<const RECV: bool, const SEND: bool>(
     for (((p, c), o), w) in it {
         let new = *p - *c - *o;
         if RECV {
-            *c += scale * *w;
+            *c += scale * w.load();
         }
         *p = *c + new;
         if SEND {
-            *o = new;
-            *w = new;
+            let q = W::store(new);
+            *o = q.load();
+            *w = q;
         } else {
             *o = 0.0;
         }
@@ -79,7 +117,7 @@ fn exchange_with<const RECV: bool, const SEND: bool>(
 /// The end of a blocking round (every change was sent and the wire holds
 /// their sum): `consensus += scale × wire`, and `param` becomes the
 /// consensus exactly, so every process holds the same parameters.
-pub fn adopt(param: &mut [f32], consensus: &mut [f32], own: &mut [f32], wire: &[f32], scale: f32) {
+pub fn adopt<W: WireValue>(param: &mut [f32], consensus: &mut [f32], own: &mut [f32], wire: &[W], scale: f32) {
     check_lengths(param.len(), consensus.len(), own.len(), wire.len());
     let it = param
         .iter_mut()
@@ -87,7 +125,7 @@ pub fn adopt(param: &mut [f32], consensus: &mut [f32], own: &mut [f32], wire: &[
         .zip(own.iter_mut())
         .zip(wire.iter());
     for (((p, c), o), w) in it {
-        *c += scale * *w;
+        *c += scale * w.load();
         *p = *c;
         *o = 0.0;
     }
@@ -150,6 +188,24 @@ mod tests {
             );
             assert_eq!(o[0][i], 0.0);
         }
+    }
+
+    #[test]
+    fn bf16_rounds_to_nearest_even_and_keeps_the_error_pending() {
+        for (x, want) in [(1.0f32, 1.0f32), (1.0 + 1.0 / 512.0, 1.0), (1.0 + 3.0 / 512.0, 1.0 + 4.0 / 512.0), (-2.5e-3, -2.502_441_4e-3)] {
+            assert_eq!(<u16 as WireValue>::store(x).load(), want, "{x}");
+        }
+        assert!(<u16 as WireValue>::store(f32::NAN).load().is_nan());
+        assert_eq!(<u16 as WireValue>::store(f32::INFINITY).load(), f32::INFINITY);
+        // The part of the change the wire could not carry stays in param - consensus - own.
+        let start = 1.0f32 + 1.0 / 1000.0;
+        let (mut p, mut c, mut o, mut w) = (vec![start], vec![1.0f32], vec![0.0f32], vec![0u16]);
+        exchange(&mut p, &mut c, &mut o, &mut w, 1.0, false, true);
+        let (new, sent) = (start - 1.0, w[0].load());
+        assert_eq!(o[0], sent);
+        assert!(sent != new && (sent - new).abs() < new * 0.004);
+        // p = 1 + new exactly up to p's own rounding (one ulp of 1.0).
+        assert!(((p[0] - c[0] - o[0]) - (new - sent)).abs() <= f32::EPSILON);
     }
 
     #[test]

@@ -2,9 +2,9 @@
 
 Each process (rank) trains the model on its own shard of the corpus file
 with all its threads (the Rust core) or its device (the torch backend), and
-every ``sync_words`` of its corpus words the ranks average their parameters
-with ``all_reduce`` — on the numpy arrays themselves (``torch.from_numpy``
-views, no copy) while the Rust workers wait at the sync point. Model
+every ``sync_words`` of its corpus words the ranks combine their parameters
+with ``all_reduce`` (zero-copy ``torch.from_numpy`` views of the numpy
+arrays and buffers; the Rust workers park only for the round's arithmetic). Model
 averaging of this kind is how Intel's pWord2Vec (Ji et al. 2016) scales
 word2vec past one machine.
 
@@ -17,12 +17,17 @@ dies or cannot be reached ends the job with :class:`DistributedError`
 instead of a hang.
 
 One sync round, the same on every rank so the collectives always match:
-an ``all_reduce`` of a small control vector (this rank's corpus words this
-epoch, whether it is still reading its shard, whether it asks to stop),
-then one ``all_reduce`` per parameter array, divided by the number of
-ranks. A rank that has finished its shard keeps taking part in rounds
-(averaging in its unchanged parameters) until every rank has finished, so
-no rank waits for a collective nobody else will make.
+the fused Rust kernels (``rust/src/sync.rs``) fold the sums of the round
+before into the consensus parameters and put this rank's change since then
+on a flat wire buffer, then one ``all_reduce`` of that buffer and one of a
+small control vector (this rank's corpus words this epoch, whether it is
+still reading its shard, whether it asks to stop) start without waiting:
+the workers train on while they run, and the next round takes in their
+sums (the other ranks' changes arrive one round late). The last round of
+each epoch, and a stop, wait for their sums, so every rank ends the epoch
+with the same parameters. A rank that has finished its shard keeps taking
+part in rounds (with no change of its own) until every rank has finished,
+so no rank waits for a collective nobody else will make.
 """
 
 from __future__ import annotations
@@ -108,6 +113,22 @@ class Session:
         #: "sum" or "mean" treat every array one way ("mean" is plain model
         #: averaging, which divides the per-word learning rate by the ranks).
         self.combine = "mixed"
+        #: True (the default): a round sends this rank's changes without
+        #: waiting and takes in the sums of the round before, so the ranks
+        #: train on while the all-reduce runs and see each other's changes one
+        #: round late; the last round of an epoch (and a stop) still waits, so
+        #: every rank ends the epoch with the same parameters. False: every
+        #: round waits for its sums (the workers stay parked meanwhile) and
+        #: all ranks hold the same parameters after each round.
+        self.overlap = True
+        #: What the changes travel as: "float32", or "bfloat16" (half the
+        #: bytes; what rounding takes off a change stays in this rank's
+        #: parameters and goes out with its next change, except at the
+        #: blocking last round of an epoch, which drops it).
+        self.wire_dtype = "float32"
+        #: Seconds this rank's workers spent parked in rounds (the callback's time), and those rounds.
+        self.parked_seconds = 0.0
+        self.parked_rounds = 0
         # How long a collective may wait for the backend to release its tensors
         # (see _all_reduce); NCCL's watchdog releases them on its own schedule.
         self._settle_seconds = 2.0 if dist.get_backend() == "gloo" else 0.0
@@ -246,7 +267,9 @@ class Session:
         self.epoch_words = 0
         self._last_local = 0
         self._last_total = None
-        self._buffers = _Buffers([t.detach() for t in tensors])
+        if self.wire_dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"wire_dtype must be 'float32' or 'bfloat16', got {self.wire_dtype!r}")
+        self._buffers = _Buffers([t.detach() for t in tensors], getattr(torch, self.wire_dtype))
         if vocab is not None:
             self._buffers.layout(vocab, self.world, self.combine, self.hot_rows)
 
@@ -343,9 +366,9 @@ class Session:
         then times the number of ranks —, whether every rank has finished its
         shard, whether a rank asked to stop)."""
         before = self._wait()
-        if before is not None and before[2] > 0:
+        if not self.overlap or (before is not None and before[2] > 0):
             ctrl = self._round_blocking(local_words, tensors, vocab, running)
-            return int(ctrl[0]), ctrl[1] == 0, True
+            return int(ctrl[0]), ctrl[1] == 0, ctrl[2] > 0
         if before is not None:
             self._last_total, self._last_local = int(before[0]), self._sent_local
         self._round_async(local_words, tensors, vocab, running)
@@ -361,7 +384,12 @@ class Session:
         """The ``sync(local_words) -> global_words`` callback of one epoch:
         raises :class:`SyncStop` on every rank when one asked to stop."""
         def sync(local_words: int) -> int:
-            total, _, stop = self.sync_round(int(local_words), tensors, vocab, running=True)
+            t0 = time.perf_counter()
+            try:
+                total, _, stop = self.sync_round(int(local_words), tensors, vocab, running=True)
+            finally:
+                self.parked_seconds += time.perf_counter() - t0
+                self.parked_rounds += 1
             if stop:
                 self.stop_requested = False
                 raise SyncStop()
@@ -374,6 +402,13 @@ class Session:
         same parameters. Returns (the epoch's words over all ranks, whether a
         rank asked to stop meanwhile)."""
         while True:
+            if not self.overlap:
+                ctrl = self._round_blocking(int(local_words), tensors, vocab, running=False)
+                if ctrl[2] > 0:
+                    self.stop_requested = False
+                if ctrl[2] > 0 or ctrl[1] == 0:
+                    return int(ctrl[0]), ctrl[2] > 0
+                continue
             if self._pending is None:
                 self._round_async(int(local_words), tensors, vocab, running=False)
                 self._sent_local = int(local_words)
@@ -451,7 +486,12 @@ class _Buffers:
     most frequent words, and the rest); the wire holds the always-sent
     pieces first, so a round that sends only those sends a prefix of it."""
 
-    def __init__(self, tensors: Sequence[torch.Tensor]):
+    #: The fused Rust kernels on CPU float32 arrays (False: the torch ops
+    #: every other device takes, e.g. to compare the two).
+    use_kernels = True
+
+    def __init__(self, tensors: Sequence[torch.Tensor], wire_dtype: torch.dtype = torch.float32):
+        self.wire_dtype = wire_dtype
         self.consensus = [t.clone() for t in tensors]
         self.own = [torch.zeros_like(t) for t in tensors]
         self.pieces: Optional[list] = None  # [array, first row, end row, scale, always sent, wire offset]
@@ -481,7 +521,7 @@ class _Buffers:
                 self.hot_size = offset
         first = self.consensus[0]
         self.pieces = pieces
-        self._set_wire(torch.zeros(offset, dtype=first.dtype, device=first.device))
+        self._set_wire(torch.zeros(offset, dtype=self.wire_dtype, device=first.device))
         self.in_flight = [False] * len(pieces)
         self._numpy = None
 
@@ -509,17 +549,24 @@ class _Buffers:
             self._set_wire(self.wire.to(device))
 
     def _cpu_views(self):
-        """numpy views of the buffers' pieces, for the fused Rust kernels."""
+        """numpy views of the buffers' pieces, for the fused Rust kernels
+        (a bfloat16 wire as its bits: numpy has no bfloat16)."""
         if self._numpy is None:
-            self._numpy = [tuple(v.numpy() for v in self._views(i, p, self.consensus)[1:])
-                           for i, p in enumerate(self.pieces)]
+            self._numpy = []
+            for i, p in enumerate(self.pieces):
+                _, c, o, w = self._views(i, p, self.consensus)
+                w = w.view(torch.int16).numpy().view(np.uint16) if w.dtype == torch.bfloat16 else w.numpy()
+                self._numpy.append((c.numpy(), o.numpy(), w))
         return self._numpy
 
-    def _apply(self, tensors, fn_rust, fn_torch) -> None:
+    def _apply(self, tensors, fn_rust, fn_torch, skip=None) -> None:
         self._move_to(tensors[0].device)
-        fast = all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in tensors)
+        fast = self.use_kernels and all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous()
+                                        for t in tensors)
         cpu = self._cpu_views() if fast else None
         for i, piece in enumerate(self.pieces):
+            if skip is not None and skip[i]:
+                continue
             p, c, o, w = self._views(i, piece, tensors)
             if fast:
                 fn_rust(i, piece, p.numpy(), *cpu[i])
@@ -538,15 +585,17 @@ class _Buffers:
         def fallback(i, piece, p, c, o, w):  # device tensors: the same arithmetic in torch
             new = p - c - o
             if self.in_flight[i]:
-                c.add_(w, alpha=piece[3])
+                c.add_(w.float(), alpha=piece[3])
             p.copy_(c).add_(new)
             if sent[i]:
-                o.copy_(new)
-                w.copy_(new)
+                w.copy_(new)  # rounded to the wire's type
+                o.copy_(w)
             else:
                 o.zero_()
 
-        self._apply(tensors, rust, fallback)
+        # A piece neither in flight nor sent has nothing to do (its own part is 0).
+        idle = [not (f or s) for f, s in zip(self.in_flight, sent)]
+        self._apply(tensors, rust, fallback, idle)
         self.in_flight = [False] * len(self.pieces)
         return sent
 
@@ -562,7 +611,7 @@ class _Buffers:
             _core.sync_adopt(p, c, o, w, piece[3])
 
         def fallback(i, piece, p, c, o, w):
-            c.add_(w, alpha=piece[3])
+            c.add_(w.float(), alpha=piece[3])
             p.copy_(c)
             o.zero_()
 
