@@ -20,7 +20,10 @@ train between two syncs. ``--seeds`` repeats 1 x 1 with other seeds: the
 spread is the seed-to-seed noise the distributed quality is judged against.
 
 A ``--sync`` setting is ``N`` (combine everything every N words per rank,
-the all-reduce overlapped with training: the default rounds), optionally
+the all-reduce overlapped with training: the default rounds) or ``epoch``
+(no round inside an epoch, only the blocking one at its end: what two
+processes reach on this machine with almost no communication, the ceiling
+of any sync design here), optionally
 followed by ``:`` and comma-separated options: ``blocking`` (every round
 waits for its sums with the workers parked: ``Session.overlap = False``),
 ``bf16`` (the changes travel as bfloat16: ``Session.wire_dtype``),
@@ -29,7 +32,7 @@ tables and the model's shared arrays, everything every M-th sync:
 pWord2Vec's frequent-rows-more-often idea, Ji et al. 2016).
 
     flock /tmp/bench.lock python benches/bench_distributed.py
-    python benches/bench_distributed.py --corpora text8 --models cbow --sync 50000 50000:blocking 50000:hot=5000/4
+    python benches/bench_distributed.py --corpora text8 --models cbow --sync epoch 50000 50000:blocking 50000:bf16 50000:hot=5000/4
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ sync = spec.get("sync")
 if sync is not None:
     params["distributed"] = True
     every, _, rest = str(sync).partition(":")
-    params["sync_words"] = int(every)
+    params["sync_words"] = 10 ** 15 if every == "epoch" else int(every)
     settings = {}
     for opt in filter(None, rest.split(",")):
         if opt.startswith("hot="):

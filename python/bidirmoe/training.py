@@ -975,6 +975,8 @@ class TrainableModel:
             common["dist_session"] = session
         else:
             common["sync"] = session.epoch_sync(tensors, len(self.wv.index_to_key))
+            if session.overlap:
+                common["sync_poll"] = session.poll
         return tensors
 
     def _rank_resume(self, state):

@@ -220,10 +220,26 @@ impl SyncGate {
         st.parked > 0 && st.parked == st.active
     }
 
-    /// Let the parked workers go on; the next sync is due `every` words from now.
+    /// Park every worker after its current sentence, word count or not (the
+    /// caller has work for a parked model: e.g. a sum that arrived early).
+    pub fn request(&self) {
+        self.due.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the word count has reached the next sync (else the workers
+    /// parked only on `request`).
+    pub fn due_by_words(&self) -> bool {
+        self.seen.load(Ordering::Relaxed) >= self.next.load(Ordering::Relaxed)
+    }
+
+    /// Let the parked workers go on; after a sync due by the word count the
+    /// next is due `every` words from now, after a requested park the word
+    /// schedule stays.
     fn release(&self) {
         let mut st = self.lock();
-        self.next.store(self.seen.load(Ordering::Relaxed).saturating_add(self.every), Ordering::Relaxed);
+        if self.due_by_words() {
+            self.next.store(self.seen.load(Ordering::Relaxed).saturating_add(self.every), Ordering::Relaxed);
+        }
         self.due.store(false, Ordering::Relaxed);
         st.parked = 0;
         st.generation += 1;
@@ -407,13 +423,17 @@ pub fn run_epoch<M: Model>(
     progress: &Progress,
     on_tick: impl FnMut(&Progress) -> bool,
 ) -> Result<(), String> {
-    run_epoch_synced(model, vocab, src, cfg, progress, on_tick, |_| true)
+    run_epoch_synced(model, vocab, src, cfg, progress, on_tick, |_| true, || false)
 }
 
 /// `run_epoch` for data-parallel training: whenever `progress.gate` has
 /// parked every working worker, `on_sync` runs on the calling thread (the
-/// workers write no parameter meanwhile); returning false cancels the epoch
-/// (the workers leave without training another sentence).
+/// workers write no parameter meanwhile; `gate.due_by_words()` tells a sync
+/// due by the word count from a requested one); returning false cancels the
+/// epoch (the workers leave without training another sentence). While the
+/// workers train, `on_poll` runs about every millisecond: true requests a
+/// park (`SyncGate::request`).
+#[allow(clippy::too_many_arguments)]
 pub fn run_epoch_synced<M: Model>(
     model: &M,
     vocab: &Vocab,
@@ -422,6 +442,7 @@ pub fn run_epoch_synced<M: Model>(
     progress: &Progress,
     mut on_tick: impl FnMut(&Progress) -> bool,
     mut on_sync: impl FnMut(&Progress) -> bool,
+    mut on_poll: impl FnMut() -> bool,
 ) -> Result<(), String> {
     let workers = cfg.workers.max(1);
     let running = AtomicUsize::new(workers);
@@ -477,11 +498,16 @@ pub fn run_epoch_synced<M: Model>(
         }
         let gate = &progress.gate;
         let nap = cfg.tick.min(Duration::from_millis(20)).max(Duration::from_millis(1));
+        let poll = Duration::from_millis(2).min(nap);
         let mut last_tick = std::time::Instant::now();
         while running.load(Ordering::Acquire) > 0 {
             if gate.every == 0 {
                 std::thread::sleep(nap);
-            } else if gate.all_parked(nap) {
+            } else if !gate.all_parked(poll) {
+                if !gate.due.load(Ordering::Relaxed) && on_poll() {
+                    gate.request();
+                }
+            } else {
                 if !progress.cancel.load(Ordering::Relaxed) && !on_sync(progress) {
                     progress.cancel.store(true, Ordering::Relaxed);
                 }
@@ -528,8 +554,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_sync_gate_parks_every_worker_and_scales_the_word_count() {
+    /// Train 12,000 words on 3 workers with a sync every 1000 words; `poll`
+    /// is the calling thread's poll. Returns ((local words, due by words) at
+    /// each sync, the gate's global count for 100 local words).
+    fn synced_run(mut poll: impl FnMut() -> bool) -> (Vec<(u64, bool)>, u64) {
         let s = VocabSettings { min_count: 1, max_final_vocab: None, sample: 0.0, ns_exponent: 0.75, hs: false };
         let voc = Vocab::from_sorted(vec![("a".into(), 3), ("b".into(), 2)], &s);
         let (tx, rx) = bounded(4000);
@@ -550,20 +578,40 @@ mod tests {
         let model = Probe { syncing: &syncing, trained: AtomicU64::new(0) };
         let progress = Progress { gate: SyncGate::new(1000, 2), ..Progress::default() };
         let mut syncs = Vec::new();
-        run_epoch_synced(&model, &voc, Source::Queue(&rx), &cfg, &progress, |_| true, |p| {
+        let on_sync = |p: &Progress| {
             syncing.store(true, Ordering::SeqCst);
             std::thread::sleep(Duration::from_millis(2));
             let local = p.raw_words.load(Ordering::Relaxed);
-            syncs.push(local);
+            syncs.push((local, p.gate.due_by_words()));
             p.gate.set_global_words(2 * local + 10, local);
             syncing.store(false, Ordering::SeqCst);
             true
-        })
-        .unwrap();
+        };
+        run_epoch_synced(&model, &voc, Source::Queue(&rx), &cfg, &progress, |_| true, on_sync, &mut poll).unwrap();
         assert_eq!(model.trained.load(Ordering::Relaxed), 12_000);
+        (syncs, progress.gate.global(100))
+    }
+
+    #[test]
+    fn the_sync_gate_parks_every_worker_and_scales_the_word_count() {
+        let (syncs, global) = synced_run(|| false);
         // About one sync per 1000 words; at each, every worker had handed in its words.
         assert!(syncs.len() >= 8 && syncs.len() <= 12, "{} syncs", syncs.len());
-        assert!(syncs.windows(2).all(|w| w[1] >= w[0] + 1000));
-        assert_eq!(progress.gate.global(100), 210);
+        assert!(syncs.iter().all(|&(_, by_words)| by_words));
+        assert!(syncs.windows(2).all(|w| w[1].0 >= w[0].0 + 1000));
+        assert_eq!(global, 210);
+    }
+
+    #[test]
+    fn a_requested_park_leaves_the_word_schedule_alone() {
+        let mut asks = 0;
+        let (syncs, _) = synced_run(|| {
+            asks += 1;
+            asks % 4 == 0 && asks <= 40 // now and then, as a sum arriving would
+        });
+        let by_words: Vec<u64> = syncs.iter().filter(|s| s.1).map(|s| s.0).collect();
+        assert!(syncs.iter().any(|s| !s.1), "no requested park among {syncs:?}");
+        assert!(by_words.len() >= 8 && by_words.len() <= 12, "{syncs:?}");
+        assert!(by_words.windows(2).all(|w| w[1] >= w[0] + 1000), "{syncs:?}");
     }
 }

@@ -126,7 +126,8 @@ class Session:
         #: parameters and goes out with its next change, except at the
         #: blocking last round of an epoch, which drops it).
         self.wire_dtype = "float32"
-        #: Seconds this rank's workers spent parked in rounds (the callback's time), and those rounds.
+        #: Seconds this rank's workers spent parked (the sync callback's time,
+        #: early applies included), and the rounds due by the word count.
         self.parked_seconds = 0.0
         self.parked_rounds = 0
         # How long a collective may wait for the backend to release its tensors
@@ -136,9 +137,13 @@ class Session:
         # The round in flight: (parameter all-reduce, control all-reduce, pieces sent), or None.
         self._pending: Optional[tuple] = None
         self._ctrl: Optional[torch.Tensor] = None  # the control vector: one persistent buffer
+        self._ctrl_quiet: Optional[int] = None  # its reference count at rest (see _quiet)
         self._last_total: Optional[int] = None  # all ranks' words at the last round whose sums arrived
         self._last_local = 0  # this rank's words at that round
         self._sent_local = 0  # this rank's words at the round in flight
+        self._arrived: Optional[List[float]] = None  # control sums of a completed round not yet used
+        #: Rounds whose sums were taken in as soon as they arrived (between two rounds).
+        self.early_applies = 0
 
     def __repr__(self) -> str:
         return f"Session(rank={self.rank}, world={self.world}, backend={dist.get_backend() if not self.closed else None})"
@@ -265,6 +270,7 @@ class Session:
         if self._pending is not None:
             raise DistributedError("internal error: a sync round is still in flight at the start of an epoch")
         self.epoch_words = 0
+        self._arrived = None
         self._last_local = 0
         self._last_total = None
         if self.wire_dtype not in ("float32", "bfloat16"):
@@ -285,16 +291,39 @@ class Session:
         """Start an all-reduce of ``t`` (a persistent buffer) without waiting."""
         return self._collective(what, dist.all_reduce, t, async_op=True)
 
-    def _wait(self) -> Optional[List[float]]:
-        """Wait for the round in flight (if any); its control sums, or None."""
+    def _arrive(self) -> None:
+        """Wait for the round in flight; its sums are then on the wire."""
         pending, self._pending = self._pending, None
-        if pending is None:
-            return None
-        data, ctrl, sent = pending
-        self._collective("parameter all_reduce", data.wait)
-        self._collective("all_reduce", ctrl.wait)
-        self._buffers.arrived(sent)
-        return [float(x) for x in self._ctrl.tolist()]
+        if pending is not None:
+            data, ctrl, sent = pending
+            self._collective("parameter all_reduce", data.wait)
+            self._collective("all_reduce", ctrl.wait)
+            self._buffers.arrived(sent)
+            self._arrived = [float(x) for x in self._ctrl.tolist()]
+
+    def _wait(self) -> Optional[List[float]]:
+        """The control sums of the last round started (waiting for it if need
+        be), or None when they were already taken (or no round was started)."""
+        self._arrive()
+        got, self._arrived = self._arrived, None
+        return got
+
+    def poll(self) -> bool:
+        """True when the round in flight has completed: its sums can be taken
+        in now (:meth:`apply_arrived`) rather than at the next round."""
+        p = self._pending
+        return p is not None and p[0].is_completed() and p[1].is_completed()
+
+    def apply_arrived(self, tensors: Sequence[torch.Tensor]) -> None:
+        """Fold the sums of the completed round into the parameters now (the
+        caller has the workers parked), which shortens the other ranks'
+        changes' delay from a round to the all-reduce's time; this rank's
+        changes since then stay pending for the next round."""
+        if self._pending is None:
+            return
+        self._arrive()
+        self._buffers.exchange(tensors, False, send=False)
+        self.early_applies += 1
 
     def _ctrl_values(self, local_words: int, running: bool) -> None:
         if self._ctrl is None:
@@ -311,6 +340,7 @@ class Session:
             hot_only = (self.rounds + 1) % max(self.hot_rows[1], 1) != 0  # the same decision on every rank
         sent = b.exchange(tensors, hot_only)
         self._ctrl_values(local_words, running)
+        self._note_quiet()
         wire = b.wire_to_send(hot_only)
         if wire.device != self.device:  # numpy arrays with NCCL: through the device, blocking
             moved = wire.to(self.device)
@@ -332,6 +362,7 @@ class Session:
         b = self._buffers_for(tensors, vocab)
         b.exchange(tensors, False)
         self._ctrl_values(local_words, running)
+        self._note_quiet()
         wire = b.wire_to_send(False)
         self._reduce(wire)
         self._all_reduce("all_reduce", self._ctrl)
@@ -373,23 +404,29 @@ class Session:
             self._last_total, self._last_local = int(before[0]), self._sent_local
         self._round_async(local_words, tensors, vocab, running)
         self._sent_local = int(local_words)
-        if self._last_total is None:
-            total = self.world * int(local_words)
-        else:
-            total = self._last_total + self.world * (int(local_words) - self._last_local)
-        self.epoch_words = total
+        total = self.epoch_words = self._estimate(int(local_words))
         return total, bool(before is not None and before[1] == 0), False
+
+    def _estimate(self, local_words: int) -> int:
+        """All ranks' words this epoch: the last known sum plus this rank's
+        words since, times the number of ranks."""
+        if self._last_total is None:
+            return self.world * local_words
+        return self._last_total + self.world * (local_words - self._last_local)
 
     def epoch_sync(self, tensors: Sequence[torch.Tensor], vocab: int):
         """The ``sync(local_words) -> global_words`` callback of one epoch:
         raises :class:`SyncStop` on every rank when one asked to stop."""
-        def sync(local_words: int) -> int:
+        def sync(local_words: int, round_due: bool = True) -> int:
             t0 = time.perf_counter()
             try:
+                if not round_due:  # parked because the sums arrived (poll)
+                    self.apply_arrived(tensors)
+                    return self._estimate(int(local_words))
                 total, _, stop = self.sync_round(int(local_words), tensors, vocab, running=True)
             finally:
                 self.parked_seconds += time.perf_counter() - t0
-                self.parked_rounds += 1
+                self.parked_rounds += bool(round_due)
             if stop:
                 self.stop_requested = False
                 raise SyncStop()
@@ -409,7 +446,7 @@ class Session:
                 if ctrl[2] > 0 or ctrl[1] == 0:
                     return int(ctrl[0]), ctrl[2] > 0
                 continue
-            if self._pending is None:
+            if self._pending is None and self._arrived is None:
                 self._round_async(int(local_words), tensors, vocab, running=False)
                 self._sent_local = int(local_words)
             before = self._wait()
@@ -440,12 +477,26 @@ class Session:
         if self._settle_seconds <= 0:
             return
         deadline = time.monotonic() + self._settle_seconds
-        b = self._buffers
-        while time.monotonic() < deadline and (
-                (self._ctrl is not None and sys.getrefcount(self._ctrl) > 2)
-                or (b is not None and b.wire is not None
-                    and (sys.getrefcount(b.wire) > 2 or sys.getrefcount(b.wire_hot) > 2))):
+        while time.monotonic() < deadline and self._busy_refs():
             time.sleep(0.0002)
+
+    def _busy_refs(self) -> bool:
+        """Whether a persistent buffer has more references than before its
+        first collective (a view or numpy view of a tensor adds one of its
+        own; the backend holding it adds one more)."""
+        b = self._buffers
+        if self._ctrl is not None and self._ctrl_quiet is not None and sys.getrefcount(self._ctrl) > self._ctrl_quiet:
+            return True
+        return (b is not None and b.quiet is not None
+                and (sys.getrefcount(b.wire) > b.quiet[0] or sys.getrefcount(b.wire_hot) > b.quiet[1]))
+
+    def _note_quiet(self) -> None:
+        """Before the first collective on the persistent buffers: their reference counts at rest."""
+        b = self._buffers
+        if b is not None and b.quiet is None:
+            b.quiet = (sys.getrefcount(b.wire), sys.getrefcount(b.wire_hot))
+        if self._ctrl_quiet is None:
+            self._ctrl_quiet = sys.getrefcount(self._ctrl)
 
     def close(self, force: bool = False) -> None:
         """End the process group if bidirmoe started it; a pinned session only with ``force``.
@@ -473,6 +524,9 @@ class _Done:
     """A collective that already completed (stands in for an async handle)."""
 
     def wait(self) -> bool:
+        return True
+
+    def is_completed(self) -> bool:
         return True
 
 
@@ -529,6 +583,7 @@ class _Buffers:
         # The collectives only ever see these two tensor objects (see Session._quiet).
         self.wire, self.wire_hot = wire, wire[:self.hot_size]
         self._numpy = None
+        self.quiet: Optional[Tuple[int, int]] = None  # their reference counts at rest (Session._quiet)
 
     @staticmethod
     def _rows(t: torch.Tensor, a: int, b: int) -> torch.Tensor:
@@ -573,11 +628,12 @@ class _Buffers:
             else:
                 fn_torch(i, piece, p, c, o, w)
 
-    def exchange(self, tensors, hot_only: bool) -> List[bool]:
-        """One round's arithmetic on every piece; returns which pieces are now in flight."""
+    def exchange(self, tensors, hot_only: bool, send: bool = True) -> List[bool]:
+        """One round's arithmetic on every piece (``send=False``: only take in
+        the sums on the wire); returns which pieces are now in flight."""
         from .. import _core
 
-        sent = [piece[4] or not hot_only for piece in self.pieces]
+        sent = [send and (piece[4] or not hot_only) for piece in self.pieces]
 
         def rust(i, piece, p, c, o, w):
             _core.sync_exchange(p, c, o, w, piece[3], self.in_flight[i], sent[i])

@@ -183,6 +183,8 @@ def _dist_step(model, session, module, stream, schedule: dict):
 
     def step(raw_words: int) -> None:
         state["local"] += int(raw_words)
+        if session.poll():  # the last round's sums arrived: take them in now
+            session.apply_arrived(params)
         if state["local"] >= state["next"]:
             state["next"] = state["local"] + every
             sync = session.epoch_sync(params, len(model.wv.index_to_key))

@@ -153,6 +153,11 @@ pub(crate) struct Schedule {
     pub(crate) sync: Option<PyObject>,
     #[pyo3(default)]
     pub(crate) sync_words: u64,
+    /// Data-parallel training: `sync_poll() -> bool`, called about every
+    /// millisecond while the workers train; True parks them and calls
+    /// `sync(local_words, False)` (e.g. to take in sums that arrived).
+    #[pyo3(default)]
+    pub(crate) sync_poll: Option<PyObject>,
 }
 
 impl Schedule {
@@ -194,6 +199,7 @@ pub(crate) fn run_py_epoch<M: crate::models::Model>(
     let progress = sch.progress();
     let mut interrupted: Option<PyErr> = None;
     let mut sync_failed: Option<PyErr> = None;
+    let mut poll_failed: Option<PyErr> = None;
     let progress_cb = &sch.progress_cb;
     let sync_cb = &sch.sync;
     let result = py.allow_threads(|| {
@@ -225,7 +231,8 @@ pub(crate) fn run_py_epoch<M: crate::models::Model>(
         let on_sync = |p: &Progress| -> bool {
             let Some(cb) = sync_cb else { return true };
             let local = p.raw_words.load(Ordering::Relaxed);
-            Python::with_gil(|py| match cb.call1(py, (local,)).and_then(|g| g.extract::<u64>(py)) {
+            let by_words = p.gate.due_by_words();
+            Python::with_gil(|py| match cb.call1(py, (local, by_words)).and_then(|g| g.extract::<u64>(py)) {
                 Ok(global) => {
                     p.gate.set_global_words(global, local);
                     true
@@ -236,10 +243,22 @@ pub(crate) fn run_py_epoch<M: crate::models::Model>(
                 }
             })
         };
-        run_epoch_synced(model, voc, source, &cfg, &progress, on_tick, on_sync)
+        let poll_cb = &sch.sync_poll;
+        let on_poll = || -> bool {
+            let Some(cb) = poll_cb else { return false };
+            Python::with_gil(|py| match cb.call0(py).and_then(|r| r.extract::<bool>(py)) {
+                Ok(yes) => yes,
+                Err(e) => {
+                    poll_failed.get_or_insert(e);
+                    progress.cancel.store(true, Ordering::Relaxed);
+                    false
+                }
+            })
+        };
+        run_epoch_synced(model, voc, source, &cfg, &progress, on_tick, on_sync, on_poll)
     });
     // A failed or stopping sync ends the epoch on every process at the same point.
-    let interrupted = sync_failed.or(interrupted);
+    let interrupted = sync_failed.or(poll_failed).or(interrupted);
     if let Some(e) = interrupted {
         // Tell the caller how far the epoch got (for exact checkpoints).
         let _ = e.value(py).setattr("bidirmoe_epoch_words", progress.raw_words.load(Ordering::Relaxed));
