@@ -20,19 +20,21 @@ train between two syncs. ``--seeds`` repeats 1 x 1 with other seeds: the
 spread is the seed-to-seed noise the distributed quality is judged against.
 
 A ``--sync`` setting is ``N`` (combine everything every N words per rank,
-the all-reduce overlapped with training: the default rounds) or ``epoch``
+the default rounds) or ``epoch``
 (no round inside an epoch, only the blocking one at its end: what two
 processes reach on this machine with almost no communication, the ceiling
 of any sync design here), optionally
-followed by ``:`` and comma-separated options: ``blocking`` (every round
-waits for its sums with the workers parked: ``Session.overlap = False``),
+followed by ``:`` and comma-separated options: ``overlap`` (the
+all-reduce runs while the workers train, its sums taken in as soon as they
+arrive: ``Session.overlap = True``), ``blocking`` (every round waits for
+its sums with the workers parked: ``Session.overlap = False``),
 ``bf16`` (the changes travel as bfloat16: ``Session.wire_dtype``),
 ``hot=K/M`` (every N words combine the K most frequent rows of the per-word
 tables and the model's shared arrays, everything every M-th sync:
 pWord2Vec's frequent-rows-more-often idea, Ji et al. 2016).
 
     flock /tmp/bench.lock python benches/bench_distributed.py
-    python benches/bench_distributed.py --corpora text8 --models cbow --sync epoch 50000 50000:blocking 50000:bf16 50000:hot=5000/4
+    python benches/bench_distributed.py --corpora text8 --models cbow --sync epoch 50000 50000:overlap 50000:bf16 50000:hot=5000/4
 """
 
 from __future__ import annotations
@@ -68,8 +70,8 @@ if sync is not None:
         if opt.startswith("hot="):
             rows, every_full = opt[4:].split("/")
             settings["hot_rows"] = (int(rows), int(every_full))
-        elif opt == "blocking":
-            settings["overlap"] = False
+        elif opt in ("blocking", "overlap"):
+            settings["overlap"] = opt == "overlap"
         elif opt == "bf16":
             settings["wire_dtype"] = "bfloat16"
         else:

@@ -74,12 +74,16 @@ import json, os, sys
 import numpy as np
 import torch.distributed as dist
 from bidirmoe import BidirMoE, Word2Vec
+import bidirmoe.torch.distributed as D
 
 out = sys.argv[1]
 jobs = json.loads(sys.argv[2])
 dist.init_process_group("gloo")
 try:
     for name, (path, kind, backend) in jobs.items():
+        s = D.start()  # the session the model will use: rounds overlapped with training or not
+        s.overlap = name.endswith("overlap")
+        s.wire_dtype = "bfloat16" if "bf16" in name else "float32"
         common = dict(corpus_file=path, vector_size=12, min_count=3, epochs=2, workers=2, seed=5,
                       distributed=True, sync_words=3000, backend=backend)
         if kind == "cbow-hs":
@@ -111,7 +115,9 @@ def ranks(corpus, tmp_path_factory):
     script.write_text(RANK_SCRIPT)
     plain, gz = str(corpus[0]), str(corpus[1])
     jobs = {"plain": [plain, "cbow-hs", "rust"], "gzip": [gz, "cbow-hs", "rust"],
-            "moe": [plain, "bidirmoe", "rust"], "moe-torch": [gz, "bidirmoe", "torch"]}
+            "moe": [plain, "bidirmoe", "rust"], "moe-torch": [gz, "bidirmoe", "torch"],
+            "plain-overlap": [plain, "cbow-hs", "rust"], "moe-bf16-overlap": [plain, "bidirmoe", "rust"],
+            "moe-torch-overlap": [gz, "bidirmoe", "torch"]}
     rc, out, err, _ = torchrun([str(script), str(d), json.dumps(jobs)], cwd=d)
     assert rc == 0, err[-3000:]
     res = {}
@@ -124,9 +130,9 @@ def ranks(corpus, tmp_path_factory):
     return res
 
 
-@pytest.mark.parametrize("which", ["plain", "gzip"])
+@pytest.mark.parametrize("which", ["plain", "gzip", "plain-overlap"])
 def test_ranks_share_the_single_process_vocabulary_and_parameters(corpus, ranks, which):
-    path = corpus[0] if which == "plain" else corpus[1]
+    path = corpus[1] if which == "gzip" else corpus[0]
     (m0, a0), (m1, a1) = ranks[which]
     # The single-process vocabulary over the whole file, with the same settings.
     single = Word2Vec(vector_size=12, min_count=3, hs=1, negative=0, seed=5)
@@ -149,7 +155,7 @@ def test_ranks_share_the_single_process_vocabulary_and_parameters(corpus, ranks,
     assert np.abs(a0["p_syn1"]).sum() > 0
 
 
-@pytest.mark.parametrize("job", ["moe", "moe-torch"])
+@pytest.mark.parametrize("job", ["moe", "moe-torch", "moe-bf16-overlap", "moe-torch-overlap"])
 def test_bidirmoe_parameters_identical_across_ranks(ranks, job):
     (_, a0), (_, a1) = ranks[job]
     assert set(a0) == set(a1)

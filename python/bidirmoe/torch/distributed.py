@@ -113,14 +113,17 @@ class Session:
         #: "sum" or "mean" treat every array one way ("mean" is plain model
         #: averaging, which divides the per-word learning rate by the ranks).
         self.combine = "mixed"
-        #: True (the default): a round sends this rank's changes without
-        #: waiting and takes in the sums of the round before, so the ranks
-        #: train on while the all-reduce runs and see each other's changes one
-        #: round late; the last round of an epoch (and a stop) still waits, so
-        #: every rank ends the epoch with the same parameters. False: every
-        #: round waits for its sums (the workers stay parked meanwhile) and
-        #: all ranks hold the same parameters after each round.
-        self.overlap = True
+        #: False (the default): every round waits for its sums (the workers
+        #: stay parked meanwhile) and all ranks hold the same parameters after
+        #: each round. True: a round sends this rank's changes without
+        #: waiting; the workers train on while the all-reduce runs and its
+        #: sums are taken in as soon as they arrive (``poll``), at the latest
+        #: at the next round, so the ranks see each other's changes later;
+        #: the last round of an epoch (and a stop) still waits, so every rank
+        #: ends the epoch with the same parameters. It pays where the ranks
+        #: have idle cores or a slow network to hide; on the 2-core machine
+        #: of the benchmark it did not, and it cost analogy accuracy (README).
+        self.overlap = False
         #: What the changes travel as: "float32", or "bfloat16" (half the
         #: bytes; what rounding takes off a change stays in this rank's
         #: parameters and goes out with its next change, except at the
