@@ -387,13 +387,14 @@ class Session:
 
     def sync_round(self, local_words: int, tensors: Sequence[torch.Tensor], vocab: int, running: bool = True
                    ) -> Tuple[int, bool, bool]:
-        """One round while this rank trains: take in the sums of the round
-        before (started then, summed meanwhile), send this round's changes
-        without waiting for them, and share word counts and stop requests
-        the same way. The other ranks' changes thus arrive one round late
-        (delayed averaging); a stop request seen in the round before's counts
-        makes this a blocking round instead, so every rank stops here with
-        the same parameters.
+        """One round while this rank trains. Without :attr:`overlap`: send
+        this rank's changes and word count, wait for the sums and take them
+        in (every rank then holds the same parameters). With it: take in the
+        sums of the round before if they were not taken in yet, send this
+        round's changes and counts without waiting for them (the other ranks'
+        changes thus arrive late: delayed averaging); a stop request seen in
+        the round before's counts makes this a blocking round instead, so
+        every rank stops here with the same parameters.
 
         Returns (the epoch's corpus words over all ranks — exact after a
         blocking round, else the last round's sum plus this rank's words since
