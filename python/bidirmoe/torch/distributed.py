@@ -17,17 +17,18 @@ dies or cannot be reached ends the job with :class:`DistributedError`
 instead of a hang.
 
 One sync round, the same on every rank so the collectives always match:
-the fused Rust kernels (``rust/src/sync.rs``) fold the sums of the round
-before into the consensus parameters and put this rank's change since then
-on a flat wire buffer, then one ``all_reduce`` of that buffer and one of a
-small control vector (this rank's corpus words this epoch, whether it is
-still reading its shard, whether it asks to stop) start without waiting:
-the workers train on while they run, and the next round takes in their
-sums (the other ranks' changes arrive one round late). The last round of
-each epoch, and a stop, wait for their sums, so every rank ends the epoch
-with the same parameters. A rank that has finished its shard keeps taking
-part in rounds (with no change of its own) until every rank has finished,
-so no rank waits for a collective nobody else will make.
+the fused Rust kernels (``rust/src/sync.rs``) put this rank's change since
+the last round on a flat wire buffer, one ``all_reduce`` sums it and one
+sums a small control vector (this rank's corpus words this epoch, whether
+it is still reading its shard, whether it asks to stop), and a second
+kernel pass folds the sum into the consensus every rank shares. With
+``Session.overlap`` the all-reduces start without waiting: the workers
+train on while they run and the sums are taken in when they arrive (the
+other ranks' changes arrive later); the last round of each epoch, and a
+stop, still wait, so every rank ends the epoch with the same parameters. A
+rank that has finished its shard keeps taking part in rounds (with no
+change of its own) until every rank has finished, so no rank waits for a
+collective nobody else will make.
 """
 
 from __future__ import annotations
