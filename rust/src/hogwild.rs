@@ -151,6 +151,26 @@ impl<'a> Hogwild<'a> {
         axpy(a, x, r);
     }
 
+    /// [`add_to_row`](Self::add_to_row) as a plain loop inlined into the
+    /// caller (no kernel call, no dispatch): for short rows in hot loops
+    /// that the caller compiles for wide vectors. `x.len()` must equal the
+    /// row length.
+    #[inline(always)]
+    pub fn add_to_row_inline(&self, i: usize, a: f32, x: &[f32]) {
+        assert!(!self.overlaps(x), "update source lies inside the matrix it updates");
+        assert_eq!(x.len(), self.cols);
+        let a = a * self.factor(i);
+        if a == 0.0 && !self.factor.is_empty() {
+            return; // a frozen row stays bit-identical
+        }
+        // SAFETY: as in `add_to_row`: `x` lies outside the matrix (checked)
+        // and the view of row i dies at the end of this block.
+        let r = unsafe { self.row_mut(i) };
+        for (ri, xi) in r.iter_mut().zip(x) {
+            *ri += a * xi;
+        }
+    }
+
     /// `row[i] = x` (whatever the update factor), with `x` outside this matrix.
     #[inline]
     pub fn set_row(&self, i: usize, x: &[f32]) {

@@ -208,6 +208,8 @@ pub struct RowScratch {
     /// The row's mask-expert gradients (key: H·d_k, value: d).
     dmk: Vec<f32>,
     dmv: Vec<f32>,
+    /// The lane-block path's buffers (see `Lanes`).
+    ln: LaneScratch,
 }
 
 impl Tabular<'_, '_> {
@@ -288,6 +290,7 @@ impl Tabular<'_, '_> {
             probs: z(widest),
             dmk: z(hdk),
             dmv: z(d),
+            ln: LaneScratch::new(f, d.div_ceil(LANES)),
         }
     }
 
@@ -310,6 +313,16 @@ impl Tabular<'_, '_> {
     fn train_row(&self, rs: &mut RowScratch, g: &Gates2<'_>, row: &[u32], lr: f32, only: Option<usize>) -> (f64, u64) {
         let h = self.moe.heads;
         let dm = Dims { h, s: self.moe.out.dim() / h, dk: g.key.cols() / h };
+        if dm.s == dm.dk && matches!(dm.s, 1 | 2 | 4 | 8) {
+            self.train_row_lanes(rs, g, row, lr, only, dm)
+        } else {
+            self.train_row_heads(rs, g, row, lr, only, dm)
+        }
+    }
+
+    /// The row step head by head: any head width and key size.
+    fn train_row_heads(&self, rs: &mut RowScratch, g: &Gates2<'_>, row: &[u32], lr: f32, only: Option<usize>, dm: Dims) -> (f64, u64) {
+        let h = dm.h;
         // one inlined copy per arm, its sizes constants
         with_wide(
             #[inline(always)]
@@ -581,6 +594,376 @@ impl Tabular<'_, '_> {
         }
         self.write_back(&regrouped);
         losses
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The lane-block row step. When a head's value part and its key have the
+// same width S (the default: d_k = d/H) and S is 1, 2, 4 or 8, head h owns
+// lanes h·S..(h+1)·S of both a value and a key vector, so the whole step
+// runs on d-wide vectors cut into blocks of 8 lanes (one AVX2 register), a
+// block holding whole heads. A per-head scalar (gate logit, MoE weight, its
+// gradient) is kept *expanded*: repeated over its head's S lanes. The
+// per-head dot product <q_h, k_h> is then q ⊙ k summed within each S-lane
+// segment by log2(S) butterfly steps (in-register shuffles), and the softmax
+// over the experts, the mixture and the backward pass are lane-wise
+// arithmetic over whole blocks. Lanes past d are zero throughout and never
+// written back. The math is the head-by-head step's, term for term (checked
+// against it in the tests).
+//
+// The masked column's own slot holds the mask expert: to predict column a,
+// expert b ≠ a is column b and expert a is the mask expert at column a
+// (key mask_key + pos_key[a], value mask_value + pos_value[a]); without a
+// mask expert slot a gets weight 0.
+
+/// Lanes per block.
+const LANES: usize = 8;
+type Block = [f32; LANES];
+const ZERO: Block = [0.0; LANES];
+
+/// Buffers of the lane-block step, each vector ⌈d/8⌉ blocks.
+pub struct LaneScratch {
+    /// Per present column: key + pos_key, mask key there, query / √d_k.
+    k: Vec<Block>,
+    km: Vec<Block>,
+    q: Vec<Block>,
+    /// Per present column: alpha + pos_value, the mask value there.
+    v: Vec<Block>,
+    vm: Vec<Block>,
+    /// Gradient accumulators of the same shapes (dq before its 1/√d_k).
+    dk: Vec<Block>,
+    dkm: Vec<Block>,
+    dq: Vec<Block>,
+    dv: Vec<Block>,
+    dvm: Vec<Block>,
+    /// MoE weights of the masked column being trained, expanded, per expert.
+    th: Vec<Block>,
+    /// The mixture z, lr·w·∂log p/∂z, and a per-lane maximum / sum.
+    z: Vec<Block>,
+    gz: Vec<Block>,
+    acc: Vec<Block>,
+}
+
+impl LaneScratch {
+    fn new(f: usize, nb: usize) -> Self {
+        let z = |n: usize| vec![ZERO; n];
+        LaneScratch {
+            k: z(f * nb),
+            km: z(f * nb),
+            q: z(f * nb),
+            v: z(f * nb),
+            vm: z(f * nb),
+            dk: z(f * nb),
+            dkm: z(f * nb),
+            dq: z(f * nb),
+            dv: z(f * nb),
+            dvm: z(f * nb),
+            th: z(f * nb),
+            z: z(nb),
+            gz: z(nb),
+            acc: z(nb),
+        }
+    }
+}
+
+/// `x` summed within each segment of S lanes, the sum repeated over the
+/// segment (log2 S butterfly steps: lane i adds lane i xor w).
+#[inline(always)]
+fn seg_sum<const S: usize>(x: Block) -> Block {
+    let mut t = x;
+    let mut w = 1;
+    while w < S {
+        let u = t;
+        t = std::array::from_fn(|i| u[i] + u[i ^ w]);
+        w <<= 1;
+    }
+    t
+}
+
+/// Lanes `c·8..` of `y` (`d` long) as a block, zero past `d`.
+#[inline(always)]
+fn block_of(y: &[f32], c: usize, d: usize) -> Block {
+    let lo = c * LANES;
+    if lo + LANES <= d {
+        let mut b = ZERO;
+        b.copy_from_slice(&y[lo..lo + LANES]);
+        b
+    } else {
+        std::array::from_fn(|i| if lo + i < d { y[lo + i] } else { 0.0 })
+    }
+}
+
+#[inline(always)]
+fn mul(a: &Block, b: &Block) -> Block {
+    let (a, b) = (*a, *b);
+    std::array::from_fn(|i| a[i] * b[i])
+}
+
+/// `y += a ⊙ b`.
+#[inline(always)]
+fn fma_into(a: &Block, b: &Block, y: &mut Block) {
+    // whole blocks in, whole block out: the compiler then emits one vector op
+    let (a, b, c) = (*a, *b, *y);
+    *y = std::array::from_fn(|i| c[i] + a[i] * b[i]);
+}
+
+/// `y += x`.
+#[inline(always)]
+fn add_block(x: &Block, y: &mut Block) {
+    let (a, c) = (*x, *y);
+    *y = std::array::from_fn(|i| c[i] + a[i]);
+}
+
+/// Copy `a + b` (each `d` long) into the first `d` lanes of `out` (the rest stay 0).
+#[inline(always)]
+fn load_sum(a: &[f32], b: &[f32], d: usize, out: &mut [Block]) {
+    let (a, b) = (&a[..d], &b[..d]);
+    for (c, o) in out[..d.div_ceil(LANES)].iter_mut().enumerate() {
+        let (x, y) = (block_of(a, c, d), block_of(b, c, d));
+        *o = std::array::from_fn(|i| x[i] + y[i]);
+    }
+}
+
+/// `Σ_i x[i]·y[i]` over the first `d` lanes (`y` is `d` long), in lane-wise partial sums.
+#[inline(always)]
+fn dot_lanes(x: &[Block], y: &[f32], d: usize) -> f32 {
+    let y = &y[..d];
+    let mut acc = ZERO;
+    for (c, xb) in x[..d.div_ceil(LANES)].iter().enumerate() {
+        fma_into(xb, &block_of(y, c, d), &mut acc);
+    }
+    let t: [f32; 4] = std::array::from_fn(|i| acc[i] + acc[i + 4]);
+    (t[0] + t[2]) + (t[1] + t[3])
+}
+
+/// `x[..d] += a·y` (`y` is `d` long).
+#[inline(always)]
+fn axpy_lanes(a: f32, y: &[f32], x: &mut [Block], d: usize) {
+    let y = &y[..d];
+    for (c, xb) in x[..d.div_ceil(LANES)].iter_mut().enumerate() {
+        fma_into(&[a; LANES], &block_of(y, c, d), xb);
+    }
+}
+
+impl Tabular<'_, '_> {
+    /// The row step on lane blocks (module doc above); head width S = d_k.
+    fn train_row_lanes(&self, rs: &mut RowScratch, g: &Gates2<'_>, row: &[u32], lr: f32, only: Option<usize>, dm: Dims) -> (f64, u64) {
+        let d = dm.d();
+        with_wide(
+            #[inline(always)]
+            || match (dm.s, d) {
+                (4, 20) => self.lanes_sized::<4>(rs, g, row, lr, only, 20), // the defaults
+                (1, _) => self.lanes_sized::<1>(rs, g, row, lr, only, d),
+                (2, _) => self.lanes_sized::<2>(rs, g, row, lr, only, d),
+                (4, _) => self.lanes_sized::<4>(rs, g, row, lr, only, d),
+                _ => self.lanes_sized::<8>(rs, g, row, lr, only, d),
+            },
+        )
+    }
+
+    #[inline(always)]
+    fn lanes_sized<const S: usize>(&self, rs: &mut RowScratch, g: &Gates2<'_>, row: &[u32], lr: f32, only: Option<usize>, d: usize) -> (f64, u64) {
+        let mask = self.has_mask();
+        rs.cols.clear();
+        rs.toks.clear();
+        for (c, &t) in row.iter().enumerate() {
+            if t != ABSENT {
+                rs.cols.push(c);
+                rs.toks.push(t as usize);
+            }
+        }
+        let n = rs.cols.len();
+        if n < 2 {
+            return (0.0, 0); // a lone column has no context: nothing to learn from
+        }
+        let ln = &mut rs.ln;
+        let nb = d.div_ceil(LANES);
+        let scale = 1.0 / (S as f32).sqrt();
+        for p in 0..n {
+            let (c, t) = (rs.cols[p], rs.toks[p]);
+            let blocks = p * nb..(p + 1) * nb;
+            let (pv, pk) = (self.moe.offset_value.row(c), g.pos_key.row(c));
+            load_sum(self.moe.alpha.row(t), pv, d, &mut ln.v[blocks.clone()]);
+            load_sum(g.key.row(t), pk, d, &mut ln.k[blocks.clone()]);
+            for (o, x) in ln.q[blocks.clone()].as_flattened_mut()[..d].iter_mut().zip(&g.query.row(c)[..d]) {
+                *o = x * scale;
+            }
+            if mask {
+                load_sum(self.moe.mask_value.row(0), pv, d, &mut ln.vm[blocks.clone()]);
+                load_sum(self.moe.mask_gate.row(0), pk, d, &mut ln.km[blocks]);
+            }
+        }
+        for buf in [&mut ln.dk, &mut ln.dkm, &mut ln.dq, &mut ln.dv, &mut ln.dvm] {
+            buf[..n * nb].fill(ZERO);
+        }
+        let (mut loss, mut count) = (0.0f64, 0u64);
+        for a in 0..n {
+            if only.is_some_and(|j| j != rs.cols[a]) {
+                continue;
+            }
+            let j = rs.cols[a];
+            self.lanes_forward::<S>(ln, a, n, mask, nb);
+            loss += self.lanes_output(ln, &mut rs.probs, j, rs.toks[a], lr * self.weight(j), d) as f64;
+            Self::lanes_backward::<S>(ln, a, n, mask, nb);
+            count += 1;
+        }
+        self.lanes_apply(rs, g, d, scale);
+        (loss, count)
+    }
+
+    /// Masked column a: the expanded MoE weights of every expert into
+    /// `ln.th` and the mixture into `ln.z`.
+    #[inline(always)]
+    fn lanes_forward<const S: usize>(&self, ln: &mut LaneScratch, a: usize, n: usize, mask: bool, nb: usize) {
+        let qa = &ln.q[a * nb..(a + 1) * nb];
+        for b in 0..n {
+            let keys = if b == a { &ln.km[a * nb..(a + 1) * nb] } else { &ln.k[b * nb..(b + 1) * nb] };
+            for (c, t) in ln.th[b * nb..(b + 1) * nb].iter_mut().enumerate() {
+                *t = seg_sum::<S>(mul(&qa[c], &keys[c]));
+            }
+        }
+        if !mask {
+            ln.th[a * nb..(a + 1) * nb].fill([f32::NEG_INFINITY; LANES]);
+        }
+        // softmax over the experts, lane by lane
+        let th = &mut ln.th[..n * nb];
+        ln.acc.fill([f32::NEG_INFINITY; LANES]);
+        for tb in th.chunks_exact(nb) {
+            for (m, t) in ln.acc.iter_mut().zip(tb) {
+                let (x, y) = (*m, *t);
+                *m = std::array::from_fn(|i| if y[i] > x[i] { y[i] } else { x[i] });
+            }
+        }
+        for tb in th.chunks_exact_mut(nb) {
+            for (t, m) in tb.iter_mut().zip(&ln.acc) {
+                let (x, y) = (*t, *m);
+                *t = std::array::from_fn(|i| x[i] - y[i]);
+            }
+        }
+        exp_nonpositive(th.as_flattened_mut());
+        if !mask {
+            th[a * nb..(a + 1) * nb].fill(ZERO);
+        }
+        ln.acc.fill(ZERO);
+        for tb in th.chunks_exact(nb) {
+            for (m, t) in ln.acc.iter_mut().zip(tb) {
+                add_block(t, m);
+            }
+        }
+        for m in ln.acc.iter_mut() {
+            let x = *m;
+            *m = std::array::from_fn(|i| 1.0 / x[i]);
+        }
+        ln.z.fill(ZERO);
+        for (b, tb) in th.chunks_exact_mut(nb).enumerate() {
+            let vals = if b == a { &ln.vm[a * nb..(a + 1) * nb] } else { &ln.v[b * nb..(b + 1) * nb] };
+            for (c, t) in tb.iter_mut().enumerate() {
+                *t = mul(t, &ln.acc[c]);
+                fma_into(t, &vals[c], &mut ln.z[c]);
+            }
+        }
+    }
+
+    /// Softmax of `ln.z` over column j's categories, `target` the true
+    /// token: `ln.gz` = lr·∂log p/∂z (before the update), then column j's
+    /// beta (and bias) rows take their step. Returns −log p(target).
+    #[inline(always)]
+    fn lanes_output(&self, ln: &mut LaneScratch, probs: &mut [f32], j: usize, target: usize, lr: f32, d: usize) -> f32 {
+        let (out, range) = (&self.moe.out, self.range(j));
+        let lo = range.start;
+        let probs = &mut probs[..range.len()];
+        let mut mx = f32::NEG_INFINITY;
+        for (i, p) in probs.iter_mut().enumerate() {
+            *p = dot_lanes(&ln.z, out.beta.row(lo + i), d) + out.bias.as_ref().map_or(0.0, |b| b.row(lo + i)[0]);
+            mx = mx.max(*p);
+        }
+        probs.iter_mut().for_each(|p| *p -= mx);
+        exp_nonpositive(probs);
+        let inv = 1.0 / probs.iter().sum::<f32>();
+        probs.iter_mut().for_each(|p| *p *= inv);
+        let t = target - lo;
+        let loss = -probs[t].max(f32::MIN_POSITIVE).ln();
+        for (i, p) in probs.iter_mut().enumerate() {
+            *p = (if i == t { 1.0 } else { 0.0 } - *p) * lr; // now the step of row lo + i's score
+        }
+        ln.gz.fill(ZERO);
+        for (i, &gi) in probs.iter().enumerate() {
+            axpy_lanes(gi, out.beta.row(lo + i), &mut ln.gz, d);
+        }
+        let z = &ln.z.as_flattened()[..d];
+        for (i, &gi) in probs.iter().enumerate() {
+            out.beta.add_to_row_inline(lo + i, gi, z);
+            if let Some(b) = &out.bias {
+                b.add_at(lo + i, 0, gi);
+            }
+        }
+        loss
+    }
+
+    /// Back through masked column a's mixture into the row's accumulators:
+    /// for expert b with weight θ_b and value x_b,
+    ///   ∂x_b += θ_b ⊙ g;  dl_b = θ_b ⊙ segsum(g ⊙ (x_b − z));
+    ///   ∂q_a += dl_b ⊙ k_b;  ∂k_b += dl_b ⊙ q_a/√d_k.
+    #[inline(always)]
+    fn lanes_backward<const S: usize>(ln: &mut LaneScratch, a: usize, n: usize, mask: bool, nb: usize) {
+        for b in 0..n {
+            if b == a && !mask {
+                continue;
+            }
+            let (vals, dvals, keys, dkeys) = if b == a {
+                (&ln.vm[a * nb..(a + 1) * nb], &mut ln.dvm[a * nb..(a + 1) * nb], &ln.km[a * nb..(a + 1) * nb], &mut ln.dkm[a * nb..(a + 1) * nb])
+            } else {
+                (&ln.v[b * nb..(b + 1) * nb], &mut ln.dv[b * nb..(b + 1) * nb], &ln.k[b * nb..(b + 1) * nb], &mut ln.dk[b * nb..(b + 1) * nb])
+            };
+            let (th, qa, dqa) = (&ln.th[b * nb..(b + 1) * nb], &ln.q[a * nb..(a + 1) * nb], &mut ln.dq[a * nb..(a + 1) * nb]);
+            for c in 0..nb {
+                let (t, gz) = (&th[c], &ln.gz[c]);
+                let (x, z) = (vals[c], ln.z[c]);
+                let diff: Block = std::array::from_fn(|i| x[i] - z[i]);
+                let dl = mul(t, &seg_sum::<S>(mul(gz, &diff)));
+                fma_into(t, gz, &mut dvals[c]);
+                fma_into(&dl, &keys[c], &mut dqa[c]);
+                fma_into(&dl, &qa[c], &mut dkeys[c]);
+            }
+        }
+    }
+
+    /// Apply the row's accumulated gradients to the shared parameters.
+    #[inline(always)]
+    fn lanes_apply(&self, rs: &mut RowScratch, g: &Gates2<'_>, d: usize, scale: f32) {
+        let mask = self.has_mask();
+        let ln = &mut rs.ln;
+        let nb = d.div_ceil(LANES);
+        let dmk = &mut ln.acc; // the mask expert's key and value gradients, summed over the row
+        let dmv = &mut ln.z;
+        dmk.fill(ZERO);
+        dmv.fill(ZERO);
+        for (p, (&c, &t)) in rs.cols.iter().zip(&rs.toks).enumerate() {
+            let blocks = p * nb..(p + 1) * nb;
+            let dv = &ln.dv[blocks.clone()].as_flattened()[..d];
+            let dkey = &ln.dk[blocks.clone()].as_flattened()[..d];
+            self.moe.alpha.add_to_row_inline(t, 1.0, dv);
+            self.moe.offset_value.add_to_row_inline(c, 1.0, dv);
+            g.key.add_to_row_inline(t, 1.0, dkey);
+            g.pos_key.add_to_row_inline(c, 1.0, dkey);
+            g.query.add_to_row_inline(c, scale, &ln.dq[blocks.clone()].as_flattened()[..d]);
+            if mask {
+                let dvm = &ln.dvm[blocks.clone()].as_flattened()[..d];
+                let dkm = &ln.dkm[blocks.clone()].as_flattened()[..d];
+                self.moe.offset_value.add_to_row_inline(c, 1.0, dvm);
+                g.pos_key.add_to_row_inline(c, 1.0, dkm);
+                for (x, y) in dmk.iter_mut().zip(&ln.dkm[blocks.clone()]) {
+                    add_block(y, x);
+                }
+                for (x, y) in dmv.iter_mut().zip(&ln.dvm[blocks]) {
+                    add_block(y, x);
+                }
+            }
+        }
+        if mask {
+            self.moe.mask_gate.add_to_row_inline(0, 1.0, &dmk.as_flattened()[..d]);
+            self.moe.mask_value.add_to_row_inline(0, 1.0, &dmv.as_flattened()[..d]);
+        }
     }
 }
 
