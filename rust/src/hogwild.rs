@@ -151,14 +151,13 @@ impl<'a> Hogwild<'a> {
         axpy(a, x, r);
     }
 
-    /// [`add_to_row`](Self::add_to_row) as a plain loop inlined into the
-    /// caller (no kernel call, no dispatch): for short rows in hot loops
-    /// that the caller compiles for wide vectors. `x.len()` must equal the
-    /// row length.
+    /// [`add_to_row`](Self::add_to_row) for a row of `x.len()` blocks of
+    /// `L` floats, inlined into the caller as whole-block arithmetic (for
+    /// hot loops compiled for wide vectors). `x` lies outside this matrix.
     #[inline(always)]
-    pub fn add_to_row_inline(&self, i: usize, a: f32, x: &[f32]) {
-        assert!(!self.overlaps(x), "update source lies inside the matrix it updates");
-        assert_eq!(x.len(), self.cols);
+    pub fn add_blocks<const L: usize>(&self, i: usize, a: f32, x: &[[f32; L]]) {
+        assert!(!self.overlaps(x.as_flattened()), "update source lies inside the matrix it updates");
+        assert_eq!(x.len() * L, self.cols);
         let a = a * self.factor(i);
         if a == 0.0 && !self.factor.is_empty() {
             return; // a frozen row stays bit-identical
@@ -166,8 +165,10 @@ impl<'a> Hogwild<'a> {
         // SAFETY: as in `add_to_row`: `x` lies outside the matrix (checked)
         // and the view of row i dies at the end of this block.
         let r = unsafe { self.row_mut(i) };
-        for (ri, xi) in r.iter_mut().zip(x) {
-            *ri += a * xi;
+        for (rb, xb) in r.chunks_exact_mut(L).zip(x) {
+            let (old, xb) = (<[f32; L]>::try_from(&*rb).unwrap_or([0.0; L]), *xb);
+            let new: [f32; L] = std::array::from_fn(|k| old[k] + a * xb[k]);
+            rb.copy_from_slice(&new);
         }
     }
 

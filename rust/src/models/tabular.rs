@@ -117,32 +117,62 @@ fn sum_into(a: &[f32], b: &[f32], out: &mut [f32]) {
 /// The gate arrays regrouped for the row-at-once step: row r of `key`,
 /// `pos_key`, `query` (each H·R x d_k in the model, head-major) becomes
 /// one row of H·d_k floats holding every head's vector side by side, so a
-/// token's or a column's keys are one contiguous vector.
+/// token's or a column's keys are one contiguous vector. For the
+/// lane-block step (`lanes`) every row is padded with zeros to `width` =
+/// 8·⌈d/8⌉ floats, and the other trained arrays are held padded too.
 pub struct Regrouped {
     key: Vec<f32>,
     pos_key: Vec<f32>,
     query: Vec<f32>,
+    width: usize,
+    lanes: Option<PaddedRest>,
 }
 
-/// `src` (H·R x d_k, head-major) as R x H·d_k.
-fn regroup(src: &Hogwild<'_>, heads: usize) -> Vec<f32> {
+/// The lane-block step's padded copies of `alpha`, `beta`, `pos_value`
+/// (the model's `offset_value`), `mask_value` and `mask_key` (`mask_gate`).
+struct PaddedRest {
+    alpha: Vec<f32>,
+    beta: Vec<f32>,
+    pos_value: Vec<f32>,
+    mask_value: Vec<f32>,
+    mask_key: Vec<f32>,
+}
+
+/// `src` (H·R x d_k, head-major) as R x `width` (H·d_k used, zeros after).
+fn regroup(src: &Hogwild<'_>, heads: usize, width: usize) -> Vec<f32> {
     let (dk, r) = (src.cols(), src.rows() / heads);
-    let mut out = vec![0f32; src.rows() * dk];
+    let mut out = vec![0f32; r * width];
     for h in 0..heads {
         for i in 0..r {
-            out[(i * heads + h) * dk..(i * heads + h + 1) * dk].copy_from_slice(src.row(h * r + i));
+            out[i * width + h * dk..i * width + (h + 1) * dk].copy_from_slice(src.row(h * r + i));
         }
     }
     out
 }
 
-/// Write `buf` (R x H·d_k) back into `dst` (H·R x d_k).
-fn ungroup(buf: &[f32], heads: usize, dst: &Hogwild<'_>) {
+/// Write `buf` (R x `width`) back into `dst` (H·R x d_k).
+fn ungroup(buf: &[f32], heads: usize, width: usize, dst: &Hogwild<'_>) {
     let (dk, r) = (dst.cols(), dst.rows() / heads);
     for h in 0..heads {
         for i in 0..r {
-            dst.set_row(h * r + i, &buf[(i * heads + h) * dk..(i * heads + h + 1) * dk]);
+            dst.set_row(h * r + i, &buf[i * width + h * dk..i * width + (h + 1) * dk]);
         }
+    }
+}
+
+/// `src` (R x c) with rows padded by zeros to `width`.
+fn pad(src: &Hogwild<'_>, width: usize) -> Vec<f32> {
+    let mut out = vec![0f32; src.rows() * width];
+    for i in 0..src.rows() {
+        out[i * width..i * width + src.cols()].copy_from_slice(src.row(i));
+    }
+    out
+}
+
+/// Write `buf` (R x `width`) back into `dst` (R x c, c <= width).
+fn unpad(buf: &[f32], width: usize, dst: &Hogwild<'_>) {
+    for i in 0..dst.rows() {
+        dst.set_row(i, &buf[i * width..i * width + dst.cols()]);
     }
 }
 
@@ -171,6 +201,16 @@ struct Gates2<'p> {
     key: Hogwild<'p>,
     pos_key: Hogwild<'p>,
     query: Hogwild<'p>,
+    lanes: Option<Rest2<'p>>,
+}
+
+/// Hogwild views of a `PaddedRest`.
+struct Rest2<'p> {
+    alpha: Hogwild<'p>,
+    beta: Hogwild<'p>,
+    pos_value: Hogwild<'p>,
+    mask_value: Hogwild<'p>,
+    mask_key: Hogwild<'p>,
 }
 
 /// Per-thread buffers of the row-at-once step (no allocation per row).
@@ -238,28 +278,63 @@ impl Tabular<'_, '_> {
         self.moe.mask_value.rows() > 0
     }
 
-    /// The gate arrays regrouped (copies) for training.
+    /// Head count, head width and key size.
+    fn dims(&self) -> Dims {
+        let h = self.moe.heads;
+        Dims { h, s: self.moe.out.dim() / h, dk: self.parts().0.cols() }
+    }
+
+    /// Does the lane-block step apply (d_k = d/H, a power of two <= 8)?
+    fn lanes_apply_to(&self) -> bool {
+        let dm = self.dims();
+        dm.s == dm.dk && matches!(dm.s, 1 | 2 | 4 | 8)
+    }
+
+    /// The trained arrays as the row step wants them (copies), see `Regrouped`.
     pub fn regrouped(&self) -> Regrouped {
         let (query, key, pos_key) = self.parts();
         let h = self.moe.heads;
-        Regrouped { key: regroup(key, h), pos_key: regroup(pos_key, h), query: regroup(query, h) }
+        let lanes = self.lanes_apply_to();
+        let width = if lanes { self.moe.out.dim().div_ceil(LANES) * LANES } else { h * query.cols() };
+        let lanes = lanes.then(|| PaddedRest {
+            alpha: pad(&self.moe.alpha, width),
+            beta: pad(&self.moe.out.beta, width),
+            pos_value: pad(&self.moe.offset_value, width),
+            mask_value: pad(&self.moe.mask_value, width),
+            mask_key: pad(&self.moe.mask_gate, width),
+        });
+        Regrouped { key: regroup(key, h, width), pos_key: regroup(pos_key, h, width), query: regroup(query, h, width), width, lanes }
     }
 
-    /// Copy trained regrouped gate arrays back into the model.
+    /// Copy the trained arrays back into the model.
     pub fn write_back(&self, g: &Regrouped) {
         let (query, key, pos_key) = self.parts();
-        let h = self.moe.heads;
-        ungroup(&g.key, h, key);
-        ungroup(&g.pos_key, h, pos_key);
-        ungroup(&g.query, h, query);
+        let (h, w) = (self.moe.heads, g.width);
+        ungroup(&g.key, h, w, key);
+        ungroup(&g.pos_key, h, w, pos_key);
+        ungroup(&g.query, h, w, query);
+        if let Some(p) = &g.lanes {
+            unpad(&p.alpha, w, &self.moe.alpha);
+            unpad(&p.beta, w, &self.moe.out.beta);
+            unpad(&p.pos_value, w, &self.moe.offset_value);
+            unpad(&p.mask_value, w, &self.moe.mask_value);
+            unpad(&p.mask_key, w, &self.moe.mask_gate);
+        }
     }
 
     fn views<'p>(&self, g: &'p mut Regrouped) -> Gates2<'p> {
-        let hdk = self.moe.heads * self.parts().0.cols();
+        let w = g.width;
         Gates2 {
-            key: Hogwild::new(&mut g.key, hdk),
-            pos_key: Hogwild::new(&mut g.pos_key, hdk),
-            query: Hogwild::new(&mut g.query, hdk),
+            key: Hogwild::new(&mut g.key, w),
+            pos_key: Hogwild::new(&mut g.pos_key, w),
+            query: Hogwild::new(&mut g.query, w),
+            lanes: g.lanes.as_mut().map(|p| Rest2 {
+                alpha: Hogwild::new(&mut p.alpha, w),
+                beta: Hogwild::new(&mut p.beta, w),
+                pos_value: Hogwild::new(&mut p.pos_value, w),
+                mask_value: Hogwild::new(&mut p.mask_value, w),
+                mask_key: Hogwild::new(&mut p.mask_key, w),
+            }),
         }
     }
 
@@ -311,12 +386,10 @@ impl Tabular<'_, '_> {
     /// the CPU has, and for the common head sizes (value part d/H, key
     /// size d_k) as constants, so the per-head loops unroll into vector code.
     fn train_row(&self, rs: &mut RowScratch, g: &Gates2<'_>, row: &[u32], lr: f32, only: Option<usize>) -> (f64, u64) {
-        let h = self.moe.heads;
-        let dm = Dims { h, s: self.moe.out.dim() / h, dk: g.key.cols() / h };
-        if dm.s == dm.dk && matches!(dm.s, 1 | 2 | 4 | 8) {
-            self.train_row_lanes(rs, g, row, lr, only, dm)
-        } else {
-            self.train_row_heads(rs, g, row, lr, only, dm)
+        let dm = self.dims();
+        match &g.lanes {
+            Some(p) => self.train_row_lanes(rs, g, p, row, lr, only, dm),
+            None => self.train_row_heads(rs, g, row, lr, only, dm),
         }
     }
 
@@ -680,89 +753,71 @@ fn seg_sum<const S: usize>(x: Block) -> Block {
     t
 }
 
-/// Lanes `c·8..` of `y` (`d` long) as a block, zero past `d`.
+/// Block c of a padded row.
 #[inline(always)]
-fn block_of(y: &[f32], c: usize, d: usize) -> Block {
-    let lo = c * LANES;
-    if lo + LANES <= d {
-        let mut b = ZERO;
-        b.copy_from_slice(&y[lo..lo + LANES]);
-        b
-    } else {
-        std::array::from_fn(|i| if lo + i < d { y[lo + i] } else { 0.0 })
-    }
+fn blk(row: &[f32], c: usize) -> Block {
+    let mut b = ZERO;
+    b.copy_from_slice(&row[c * LANES..(c + 1) * LANES]);
+    b
+}
+
+// Lane-wise arithmetic on whole blocks (whole blocks in, whole block out:
+// the compiler then emits one vector instruction each).
+#[inline(always)]
+fn mul(a: Block, b: Block) -> Block {
+    std::array::from_fn(|i| a[i] * b[i])
 }
 
 #[inline(always)]
-fn mul(a: &Block, b: &Block) -> Block {
-    let (a, b) = (*a, *b);
-    std::array::from_fn(|i| a[i] * b[i])
+fn plus(a: Block, b: Block) -> Block {
+    std::array::from_fn(|i| a[i] + b[i])
+}
+
+#[inline(always)]
+fn minus(a: Block, b: Block) -> Block {
+    std::array::from_fn(|i| a[i] - b[i])
 }
 
 /// `y += a ⊙ b`.
 #[inline(always)]
-fn fma_into(a: &Block, b: &Block, y: &mut Block) {
-    // whole blocks in, whole block out: the compiler then emits one vector op
-    let (a, b, c) = (*a, *b, *y);
+fn fma_into(a: Block, b: Block, y: &mut Block) {
+    let c = *y;
     *y = std::array::from_fn(|i| c[i] + a[i] * b[i]);
 }
 
 /// `y += x`.
 #[inline(always)]
-fn add_block(x: &Block, y: &mut Block) {
-    let (a, c) = (*x, *y);
-    *y = std::array::from_fn(|i| c[i] + a[i]);
+fn add_into(x: Block, y: &mut Block) {
+    *y = plus(*y, x);
 }
 
-/// Copy `a + b` (each `d` long) into the first `d` lanes of `out` (the rest stay 0).
+/// Sum of a block's lanes.
 #[inline(always)]
-fn load_sum(a: &[f32], b: &[f32], d: usize, out: &mut [Block]) {
-    let (a, b) = (&a[..d], &b[..d]);
-    for (c, o) in out[..d.div_ceil(LANES)].iter_mut().enumerate() {
-        let (x, y) = (block_of(a, c, d), block_of(b, c, d));
-        *o = std::array::from_fn(|i| x[i] + y[i]);
-    }
-}
-
-/// `Σ_i x[i]·y[i]` over the first `d` lanes (`y` is `d` long), in lane-wise partial sums.
-#[inline(always)]
-fn dot_lanes(x: &[Block], y: &[f32], d: usize) -> f32 {
-    let y = &y[..d];
-    let mut acc = ZERO;
-    for (c, xb) in x[..d.div_ceil(LANES)].iter().enumerate() {
-        fma_into(xb, &block_of(y, c, d), &mut acc);
-    }
-    let t: [f32; 4] = std::array::from_fn(|i| acc[i] + acc[i + 4]);
+fn hsum(x: Block) -> f32 {
+    let t: [f32; 4] = std::array::from_fn(|i| x[i] + x[i + 4]);
     (t[0] + t[2]) + (t[1] + t[3])
 }
 
-/// `x[..d] += a·y` (`y` is `d` long).
-#[inline(always)]
-fn axpy_lanes(a: f32, y: &[f32], x: &mut [Block], d: usize) {
-    let y = &y[..d];
-    for (c, xb) in x[..d.div_ceil(LANES)].iter_mut().enumerate() {
-        fma_into(&[a; LANES], &block_of(y, c, d), xb);
-    }
-}
-
 impl Tabular<'_, '_> {
-    /// The row step on lane blocks (module doc above); head width S = d_k.
-    fn train_row_lanes(&self, rs: &mut RowScratch, g: &Gates2<'_>, row: &[u32], lr: f32, only: Option<usize>, dm: Dims) -> (f64, u64) {
-        let d = dm.d();
+    /// The row step on lane blocks (see above); head width S = d_k.
+    #[allow(clippy::too_many_arguments)]
+    fn train_row_lanes(&self, rs: &mut RowScratch, g: &Gates2<'_>, p: &Rest2<'_>, row: &[u32], lr: f32, only: Option<usize>, dm: Dims) -> (f64, u64) {
+        let nb = dm.d().div_ceil(LANES);
         with_wide(
             #[inline(always)]
-            || match (dm.s, d) {
-                (4, 20) => self.lanes_sized::<4>(rs, g, row, lr, only, 20), // the defaults
-                (1, _) => self.lanes_sized::<1>(rs, g, row, lr, only, d),
-                (2, _) => self.lanes_sized::<2>(rs, g, row, lr, only, d),
-                (4, _) => self.lanes_sized::<4>(rs, g, row, lr, only, d),
-                _ => self.lanes_sized::<8>(rs, g, row, lr, only, d),
+            || match (dm.s, nb) {
+                (4, 3) => self.lanes_sized::<4>(rs, g, p, row, lr, only, 3), // the defaults (d = 20)
+                (1, _) => self.lanes_sized::<1>(rs, g, p, row, lr, only, nb),
+                (2, _) => self.lanes_sized::<2>(rs, g, p, row, lr, only, nb),
+                (4, _) => self.lanes_sized::<4>(rs, g, p, row, lr, only, nb),
+                _ => self.lanes_sized::<8>(rs, g, p, row, lr, only, nb),
             },
         )
     }
 
     #[inline(always)]
-    fn lanes_sized<const S: usize>(&self, rs: &mut RowScratch, g: &Gates2<'_>, row: &[u32], lr: f32, only: Option<usize>, d: usize) -> (f64, u64) {
+    #[allow(clippy::too_many_arguments)]
+    fn lanes_sized<const S: usize>(&self, rs: &mut RowScratch, g: &Gates2<'_>, p: &Rest2<'_>, row: &[u32], lr: f32, only: Option<usize>, nb: usize) -> (f64, u64) {
         let mask = self.has_mask();
         rs.cols.clear();
         rs.toks.clear();
@@ -777,20 +832,18 @@ impl Tabular<'_, '_> {
             return (0.0, 0); // a lone column has no context: nothing to learn from
         }
         let ln = &mut rs.ln;
-        let nb = d.div_ceil(LANES);
         let scale = 1.0 / (S as f32).sqrt();
-        for p in 0..n {
-            let (c, t) = (rs.cols[p], rs.toks[p]);
-            let blocks = p * nb..(p + 1) * nb;
-            let (pv, pk) = (self.moe.offset_value.row(c), g.pos_key.row(c));
-            load_sum(self.moe.alpha.row(t), pv, d, &mut ln.v[blocks.clone()]);
-            load_sum(g.key.row(t), pk, d, &mut ln.k[blocks.clone()]);
-            for (o, x) in ln.q[blocks.clone()].as_flattened_mut()[..d].iter_mut().zip(&g.query.row(c)[..d]) {
-                *o = x * scale;
-            }
-            if mask {
-                load_sum(self.moe.mask_value.row(0), pv, d, &mut ln.vm[blocks.clone()]);
-                load_sum(self.moe.mask_gate.row(0), pk, d, &mut ln.km[blocks]);
+        for (e, (&c, &t)) in rs.cols.iter().zip(&rs.toks).enumerate() {
+            let (pv, pk, al, ke, qu) = (p.pos_value.row(c), g.pos_key.row(c), p.alpha.row(t), g.key.row(t), g.query.row(c));
+            for b in 0..nb {
+                let i = e * nb + b;
+                ln.v[i] = plus(blk(al, b), blk(pv, b));
+                ln.k[i] = plus(blk(ke, b), blk(pk, b));
+                ln.q[i] = mul(blk(qu, b), [scale; LANES]);
+                if mask {
+                    ln.vm[i] = plus(blk(p.mask_value.row(0), b), blk(pv, b));
+                    ln.km[i] = plus(blk(p.mask_key.row(0), b), blk(pk, b));
+                }
             }
         }
         for buf in [&mut ln.dk, &mut ln.dkm, &mut ln.dq, &mut ln.dv, &mut ln.dvm] {
@@ -802,24 +855,24 @@ impl Tabular<'_, '_> {
                 continue;
             }
             let j = rs.cols[a];
-            self.lanes_forward::<S>(ln, a, n, mask, nb);
-            loss += self.lanes_output(ln, &mut rs.probs, j, rs.toks[a], lr * self.weight(j), d) as f64;
+            Self::lanes_forward::<S>(ln, a, n, mask, nb);
+            loss += self.lanes_output(ln, p, &mut rs.probs, j, rs.toks[a], lr * self.weight(j), nb) as f64;
             Self::lanes_backward::<S>(ln, a, n, mask, nb);
             count += 1;
         }
-        self.lanes_apply(rs, g, d, scale);
+        self.lanes_apply(rs, g, p, scale, nb);
         (loss, count)
     }
 
     /// Masked column a: the expanded MoE weights of every expert into
     /// `ln.th` and the mixture into `ln.z`.
     #[inline(always)]
-    fn lanes_forward<const S: usize>(&self, ln: &mut LaneScratch, a: usize, n: usize, mask: bool, nb: usize) {
+    fn lanes_forward<const S: usize>(ln: &mut LaneScratch, a: usize, n: usize, mask: bool, nb: usize) {
         let qa = &ln.q[a * nb..(a + 1) * nb];
         for b in 0..n {
             let keys = if b == a { &ln.km[a * nb..(a + 1) * nb] } else { &ln.k[b * nb..(b + 1) * nb] };
-            for (c, t) in ln.th[b * nb..(b + 1) * nb].iter_mut().enumerate() {
-                *t = seg_sum::<S>(mul(&qa[c], &keys[c]));
+            for c in 0..nb {
+                ln.th[b * nb + c] = seg_sum::<S>(mul(qa[c], keys[c]));
             }
         }
         if !mask {
@@ -827,39 +880,40 @@ impl Tabular<'_, '_> {
         }
         // softmax over the experts, lane by lane
         let th = &mut ln.th[..n * nb];
-        ln.acc.fill([f32::NEG_INFINITY; LANES]);
-        for tb in th.chunks_exact(nb) {
-            for (m, t) in ln.acc.iter_mut().zip(tb) {
-                let (x, y) = (*m, *t);
-                *m = std::array::from_fn(|i| if y[i] > x[i] { y[i] } else { x[i] });
+        let mx = &mut ln.acc[..nb];
+        mx.copy_from_slice(&th[..nb]);
+        for tb in th.chunks_exact(nb).skip(1) {
+            for (m, &t) in mx.iter_mut().zip(tb) {
+                let x = *m;
+                *m = std::array::from_fn(|i| if t[i] > x[i] { t[i] } else { x[i] });
             }
         }
         for tb in th.chunks_exact_mut(nb) {
-            for (t, m) in tb.iter_mut().zip(&ln.acc) {
-                let (x, y) = (*t, *m);
-                *t = std::array::from_fn(|i| x[i] - y[i]);
+            for (t, &m) in tb.iter_mut().zip(mx.iter()) {
+                *t = minus(*t, m);
             }
         }
         exp_nonpositive(th.as_flattened_mut());
         if !mask {
             th[a * nb..(a + 1) * nb].fill(ZERO);
         }
-        ln.acc.fill(ZERO);
-        for tb in th.chunks_exact(nb) {
-            for (m, t) in ln.acc.iter_mut().zip(tb) {
-                add_block(t, m);
+        let sum = &mut ln.acc[..nb];
+        sum.copy_from_slice(&th[..nb]);
+        for tb in th.chunks_exact(nb).skip(1) {
+            for (m, &t) in sum.iter_mut().zip(tb) {
+                add_into(t, m);
             }
         }
-        for m in ln.acc.iter_mut() {
+        for m in sum.iter_mut() {
             let x = *m;
             *m = std::array::from_fn(|i| 1.0 / x[i]);
         }
-        ln.z.fill(ZERO);
+        ln.z[..nb].fill(ZERO);
         for (b, tb) in th.chunks_exact_mut(nb).enumerate() {
             let vals = if b == a { &ln.vm[a * nb..(a + 1) * nb] } else { &ln.v[b * nb..(b + 1) * nb] };
             for (c, t) in tb.iter_mut().enumerate() {
-                *t = mul(t, &ln.acc[c]);
-                fma_into(t, &vals[c], &mut ln.z[c]);
+                *t = mul(*t, ln.acc[c]);
+                fma_into(*t, vals[c], &mut ln.z[c]);
             }
         }
     }
@@ -868,32 +922,41 @@ impl Tabular<'_, '_> {
     /// token: `ln.gz` = lr·∂log p/∂z (before the update), then column j's
     /// beta (and bias) rows take their step. Returns −log p(target).
     #[inline(always)]
-    fn lanes_output(&self, ln: &mut LaneScratch, probs: &mut [f32], j: usize, target: usize, lr: f32, d: usize) -> f32 {
-        let (out, range) = (&self.moe.out, self.range(j));
+    #[allow(clippy::too_many_arguments)]
+    fn lanes_output(&self, ln: &mut LaneScratch, p: &Rest2<'_>, probs: &mut [f32], j: usize, target: usize, lr: f32, nb: usize) -> f32 {
+        let (bias, range) = (&self.moe.out.bias, self.range(j));
         let lo = range.start;
         let probs = &mut probs[..range.len()];
+        let z = &ln.z[..nb];
         let mut mx = f32::NEG_INFINITY;
-        for (i, p) in probs.iter_mut().enumerate() {
-            *p = dot_lanes(&ln.z, out.beta.row(lo + i), d) + out.bias.as_ref().map_or(0.0, |b| b.row(lo + i)[0]);
-            mx = mx.max(*p);
+        for (i, pr) in probs.iter_mut().enumerate() {
+            let row = p.beta.row(lo + i);
+            let mut acc = ZERO;
+            for (c, &zc) in z.iter().enumerate() {
+                fma_into(zc, blk(row, c), &mut acc);
+            }
+            *pr = hsum(acc) + bias.as_ref().map_or(0.0, |b| b.row(lo + i)[0]);
+            mx = mx.max(*pr);
         }
-        probs.iter_mut().for_each(|p| *p -= mx);
+        probs.iter_mut().for_each(|q| *q -= mx);
         exp_nonpositive(probs);
         let inv = 1.0 / probs.iter().sum::<f32>();
-        probs.iter_mut().for_each(|p| *p *= inv);
         let t = target - lo;
-        let loss = -probs[t].max(f32::MIN_POSITIVE).ln();
-        for (i, p) in probs.iter_mut().enumerate() {
-            *p = (if i == t { 1.0 } else { 0.0 } - *p) * lr; // now the step of row lo + i's score
+        let loss = -(probs[t] * inv).max(f32::MIN_POSITIVE).ln();
+        for (i, q) in probs.iter_mut().enumerate() {
+            *q = (if i == t { 1.0 } else { 0.0 } - *q * inv) * lr; // now the step of row lo + i's score
         }
-        ln.gz.fill(ZERO);
+        let gz = &mut ln.gz[..nb];
+        gz.fill(ZERO);
         for (i, &gi) in probs.iter().enumerate() {
-            axpy_lanes(gi, out.beta.row(lo + i), &mut ln.gz, d);
+            let row = p.beta.row(lo + i);
+            for (c, y) in gz.iter_mut().enumerate() {
+                fma_into([gi; LANES], blk(row, c), y);
+            }
         }
-        let z = &ln.z.as_flattened()[..d];
         for (i, &gi) in probs.iter().enumerate() {
-            out.beta.add_to_row_inline(lo + i, gi, z);
-            if let Some(b) = &out.bias {
+            p.beta.add_blocks(lo + i, gi, z);
+            if let Some(b) = bias {
                 b.add_at(lo + i, 0, gi);
             }
         }
@@ -917,52 +980,47 @@ impl Tabular<'_, '_> {
             };
             let (th, qa, dqa) = (&ln.th[b * nb..(b + 1) * nb], &ln.q[a * nb..(a + 1) * nb], &mut ln.dq[a * nb..(a + 1) * nb]);
             for c in 0..nb {
-                let (t, gz) = (&th[c], &ln.gz[c]);
-                let (x, z) = (vals[c], ln.z[c]);
-                let diff: Block = std::array::from_fn(|i| x[i] - z[i]);
-                let dl = mul(t, &seg_sum::<S>(mul(gz, &diff)));
+                let (t, gz) = (th[c], ln.gz[c]);
+                let dl = mul(t, seg_sum::<S>(mul(gz, minus(vals[c], ln.z[c]))));
                 fma_into(t, gz, &mut dvals[c]);
-                fma_into(&dl, &keys[c], &mut dqa[c]);
-                fma_into(&dl, &qa[c], &mut dkeys[c]);
+                fma_into(dl, keys[c], &mut dqa[c]);
+                fma_into(dl, qa[c], &mut dkeys[c]);
             }
         }
     }
 
     /// Apply the row's accumulated gradients to the shared parameters.
     #[inline(always)]
-    fn lanes_apply(&self, rs: &mut RowScratch, g: &Gates2<'_>, d: usize, scale: f32) {
+    fn lanes_apply(&self, rs: &mut RowScratch, g: &Gates2<'_>, p: &Rest2<'_>, scale: f32, nb: usize) {
         let mask = self.has_mask();
         let ln = &mut rs.ln;
-        let nb = d.div_ceil(LANES);
-        let dmk = &mut ln.acc; // the mask expert's key and value gradients, summed over the row
-        let dmv = &mut ln.z;
+        // the mask expert's key and value gradients, summed over the row
+        let (dmk, dmv) = (&mut ln.acc[..nb], &mut ln.z[..nb]);
         dmk.fill(ZERO);
         dmv.fill(ZERO);
-        for (p, (&c, &t)) in rs.cols.iter().zip(&rs.toks).enumerate() {
-            let blocks = p * nb..(p + 1) * nb;
-            let dv = &ln.dv[blocks.clone()].as_flattened()[..d];
-            let dkey = &ln.dk[blocks.clone()].as_flattened()[..d];
-            self.moe.alpha.add_to_row_inline(t, 1.0, dv);
-            self.moe.offset_value.add_to_row_inline(c, 1.0, dv);
-            g.key.add_to_row_inline(t, 1.0, dkey);
-            g.pos_key.add_to_row_inline(c, 1.0, dkey);
-            g.query.add_to_row_inline(c, scale, &ln.dq[blocks.clone()].as_flattened()[..d]);
+        for (e, (&c, &t)) in rs.cols.iter().zip(&rs.toks).enumerate() {
+            let blocks = e * nb..(e + 1) * nb;
+            let (dv, dkey) = (&ln.dv[blocks.clone()], &ln.dk[blocks.clone()]);
+            p.alpha.add_blocks(t, 1.0, dv);
+            p.pos_value.add_blocks(c, 1.0, dv);
+            g.key.add_blocks(t, 1.0, dkey);
+            g.pos_key.add_blocks(c, 1.0, dkey);
+            g.query.add_blocks(c, scale, &ln.dq[blocks.clone()]);
             if mask {
-                let dvm = &ln.dvm[blocks.clone()].as_flattened()[..d];
-                let dkm = &ln.dkm[blocks.clone()].as_flattened()[..d];
-                self.moe.offset_value.add_to_row_inline(c, 1.0, dvm);
-                g.pos_key.add_to_row_inline(c, 1.0, dkm);
-                for (x, y) in dmk.iter_mut().zip(&ln.dkm[blocks.clone()]) {
-                    add_block(y, x);
+                let (dvm, dkm) = (&ln.dvm[blocks.clone()], &ln.dkm[blocks]);
+                p.pos_value.add_blocks(c, 1.0, dvm);
+                g.pos_key.add_blocks(c, 1.0, dkm);
+                for (x, &y) in dmk.iter_mut().zip(dkm) {
+                    add_into(y, x);
                 }
-                for (x, y) in dmv.iter_mut().zip(&ln.dvm[blocks]) {
-                    add_block(y, x);
+                for (x, &y) in dmv.iter_mut().zip(dvm) {
+                    add_into(y, x);
                 }
             }
         }
         if mask {
-            self.moe.mask_gate.add_to_row_inline(0, 1.0, &dmk.as_flattened()[..d]);
-            self.moe.mask_value.add_to_row_inline(0, 1.0, &dmv.as_flattened()[..d]);
+            p.mask_key.add_blocks(0, 1.0, dmk);
+            p.mask_value.add_blocks(0, 1.0, dmv);
         }
     }
 }
