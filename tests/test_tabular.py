@@ -113,13 +113,20 @@ def test_sgd_step_is_the_finite_difference_gradient(j):
     assert np.abs(grads["values"][row[0, j]]).max() == 0  # the masked token's value is not an input
 
 
+# (vector_size, heads, key_size): d_k = d/heads takes the lane-block step
+# (8-lane blocks, one or three per vector), d_k != d/heads the head-by-head one.
+ROW_STEP_DIMS = [(6, 3, 2), (20, 5, 4), (6, 3, 3)]
+
+
+@pytest.mark.parametrize("dims", ROW_STEP_DIMS)
 @pytest.mark.parametrize("mask", [True, False])
-def test_row_step_is_the_gradient_of_the_summed_row_loss(mask):
+def test_row_step_is_the_gradient_of_the_summed_row_loss(mask, dims):
     """Training's row-at-once step: every present column masked in turn, the
     gradient of the weighted sum of their losses applied once (an absent value
     is neither an expert nor a target)."""
     rng = np.random.default_rng(5)
-    a, st, starts = random_model(rng, sizes=(3, 2, 4, 3), mask=mask)
+    d, h, dk = dims
+    a, st, starts = random_model(rng, sizes=(3, 2, 4, 3), d=d, h=h, dk=dk, mask=mask)
     row = np.array([[1, 4, ABSENT, 10]], dtype=np.uint32)
     weights = [1.0, 0.5, 1.0, 3.0]
     present = [0, 1, 3]

@@ -172,6 +172,37 @@ impl<'a> Hogwild<'a> {
         }
     }
 
+    /// `row[i0 + r] += g[r] · x` for every r (a rank-one update of
+    /// `g.len()` consecutive rows of `x.len()` blocks of `L` floats), as
+    /// [`add_blocks`](Self::add_blocks) row by row.
+    #[inline(always)]
+    pub fn add_outer_blocks<const L: usize>(&self, i0: usize, g: &[f32], x: &[[f32; L]]) {
+        assert!(!self.overlaps(x.as_flattened()), "update source lies inside the matrix it updates");
+        assert_eq!(x.len() * L, self.cols);
+        assert!(i0 + g.len() <= self.rows);
+        // SAFETY: rows i0..i0 + g.len() lie inside the buffer (checked), `x`
+        // lies outside the matrix (checked), and this view is the only one
+        // of those rows this thread holds until the loop ends.
+        let rows = unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i0 * self.cols), g.len() * self.cols) };
+        for (i, (row, &gr)) in rows.chunks_exact_mut(x.len() * L).zip(g).enumerate() {
+            let a = gr * self.factor(i0 + i);
+            if a == 0.0 && !self.factor.is_empty() {
+                continue; // a frozen row stays bit-identical
+            }
+            for (rb, xb) in row.chunks_exact_mut(L).zip(x) {
+                let (old, xb) = (<[f32; L]>::try_from(&*rb).unwrap_or([0.0; L]), *xb);
+                let new: [f32; L] = std::array::from_fn(|k| old[k] + a * xb[k]);
+                rb.copy_from_slice(&new);
+            }
+        }
+    }
+
+    /// Rows `range` for reading, one slice (row-major); Hogwild as [`row`](Self::row).
+    #[inline]
+    pub fn rows_of(&self, range: std::ops::Range<usize>) -> &[f32] {
+        &self.as_slice()[range.start * self.cols..range.end * self.cols]
+    }
+
     /// `row[i] = x` (whatever the update factor), with `x` outside this matrix.
     #[inline]
     pub fn set_row(&self, i: usize, x: &[f32]) {

@@ -284,17 +284,21 @@ impl Tabular<'_, '_> {
         Dims { h, s: self.moe.out.dim() / h, dk: self.parts().0.cols() }
     }
 
-    /// Does the lane-block step apply (d_k = d/H, a power of two <= 8)?
+    /// Does the lane-block step apply (d_k = d/H = 2, 4 or 8, d <= 32)?
     fn lanes_apply_to(&self) -> bool {
         let dm = self.dims();
-        dm.s == dm.dk && matches!(dm.s, 1 | 2 | 4 | 8)
+        dm.s == dm.dk && matches!(dm.s, 2 | 4 | 8) && dm.d() <= 4 * LANES
     }
 
     /// The trained arrays as the row step wants them (copies), see `Regrouped`.
     pub fn regrouped(&self) -> Regrouped {
+        self.regrouped_for(self.lanes_apply_to())
+    }
+
+    /// `regrouped`, for the lane-block step or the head-by-head one.
+    fn regrouped_for(&self, lanes: bool) -> Regrouped {
         let (query, key, pos_key) = self.parts();
         let h = self.moe.heads;
-        let lanes = self.lanes_apply_to();
         let width = if lanes { self.moe.out.dim().div_ceil(LANES) * LANES } else { h * query.cols() };
         let lanes = lanes.then(|| PaddedRest {
             alpha: pad(&self.moe.alpha, width),
@@ -711,13 +715,19 @@ pub struct LaneScratch {
     dvm: Vec<Block>,
     /// MoE weights of the masked column being trained, expanded, per expert.
     th: Vec<Block>,
-    /// The mixture z, lr·w·∂log p/∂z, and a per-lane maximum / sum.
-    z: Vec<Block>,
-    gz: Vec<Block>,
-    acc: Vec<Block>,
 }
 
 impl LaneScratch {
+    /// Exchange the mask expert's key, value and their gradients at one
+    /// column (`slot`, its blocks) with the column's own.
+    #[inline(always)]
+    fn swap_mask(&mut self, slot: Range<usize>) {
+        self.k[slot.clone()].swap_with_slice(&mut self.km[slot.clone()]);
+        self.v[slot.clone()].swap_with_slice(&mut self.vm[slot.clone()]);
+        self.dk[slot.clone()].swap_with_slice(&mut self.dkm[slot.clone()]);
+        self.dv[slot.clone()].swap_with_slice(&mut self.dvm[slot]);
+    }
+
     fn new(f: usize, nb: usize) -> Self {
         let z = |n: usize| vec![ZERO; n];
         LaneScratch {
@@ -732,9 +742,6 @@ impl LaneScratch {
             dv: z(f * nb),
             dvm: z(f * nb),
             th: z(f * nb),
-            z: z(nb),
-            gz: z(nb),
-            acc: z(nb),
         }
     }
 }
@@ -791,6 +798,12 @@ fn add_into(x: Block, y: &mut Block) {
     *y = plus(*y, x);
 }
 
+/// `NB` blocks copied out of a slice of exactly that many.
+#[inline(always)]
+fn grab<const NB: usize>(x: &[Block]) -> [Block; NB] {
+    std::array::from_fn(|c| x[c])
+}
+
 /// Sum of a block's lanes.
 #[inline(always)]
 fn hsum(x: Block) -> f32 {
@@ -799,25 +812,28 @@ fn hsum(x: Block) -> f32 {
 }
 
 impl Tabular<'_, '_> {
-    /// The row step on lane blocks (see above); head width S = d_k.
+    /// The row step on lane blocks (see above); head width S = d_k, NB
+    /// blocks per vector, both constants.
     #[allow(clippy::too_many_arguments)]
     fn train_row_lanes(&self, rs: &mut RowScratch, g: &Gates2<'_>, p: &Rest2<'_>, row: &[u32], lr: f32, only: Option<usize>, dm: Dims) -> (f64, u64) {
         let nb = dm.d().div_ceil(LANES);
+        macro_rules! arms {
+            ($(($s:literal, $nb:literal)),*) => {
+                match (dm.s, nb) {
+                    $(($s, $nb) => self.lanes_sized::<$s, $nb>(rs, g, p, row, lr, only),)*
+                    _ => unreachable!("lanes_fit admits only these sizes"),
+                }
+            };
+        }
         with_wide(
             #[inline(always)]
-            || match (dm.s, nb) {
-                (4, 3) => self.lanes_sized::<4>(rs, g, p, row, lr, only, 3), // the defaults (d = 20)
-                (1, _) => self.lanes_sized::<1>(rs, g, p, row, lr, only, nb),
-                (2, _) => self.lanes_sized::<2>(rs, g, p, row, lr, only, nb),
-                (4, _) => self.lanes_sized::<4>(rs, g, p, row, lr, only, nb),
-                _ => self.lanes_sized::<8>(rs, g, p, row, lr, only, nb),
-            },
+            || arms!((4, 3), (2, 1), (2, 2), (2, 3), (2, 4), (4, 1), (4, 2), (4, 4), (8, 1), (8, 2), (8, 3), (8, 4)),
         )
     }
 
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    fn lanes_sized<const S: usize>(&self, rs: &mut RowScratch, g: &Gates2<'_>, p: &Rest2<'_>, row: &[u32], lr: f32, only: Option<usize>, nb: usize) -> (f64, u64) {
+    fn lanes_sized<const S: usize, const NB: usize>(&self, rs: &mut RowScratch, g: &Gates2<'_>, p: &Rest2<'_>, row: &[u32], lr: f32, only: Option<usize>) -> (f64, u64) {
         let mask = self.has_mask();
         rs.cols.clear();
         rs.toks.clear();
@@ -833,21 +849,22 @@ impl Tabular<'_, '_> {
         }
         let ln = &mut rs.ln;
         let scale = 1.0 / (S as f32).sqrt();
+        let (mv, mk) = if mask { (p.mask_value.row(0), p.mask_key.row(0)) } else { (&[][..], &[][..]) };
         for (e, (&c, &t)) in rs.cols.iter().zip(&rs.toks).enumerate() {
             let (pv, pk, al, ke, qu) = (p.pos_value.row(c), g.pos_key.row(c), p.alpha.row(t), g.key.row(t), g.query.row(c));
-            for b in 0..nb {
-                let i = e * nb + b;
+            for b in 0..NB {
+                let i = e * NB + b;
                 ln.v[i] = plus(blk(al, b), blk(pv, b));
                 ln.k[i] = plus(blk(ke, b), blk(pk, b));
                 ln.q[i] = mul(blk(qu, b), [scale; LANES]);
                 if mask {
-                    ln.vm[i] = plus(blk(p.mask_value.row(0), b), blk(pv, b));
-                    ln.km[i] = plus(blk(p.mask_key.row(0), b), blk(pk, b));
+                    ln.vm[i] = plus(blk(mv, b), blk(pv, b));
+                    ln.km[i] = plus(blk(mk, b), blk(pk, b));
                 }
             }
         }
         for buf in [&mut ln.dk, &mut ln.dkm, &mut ln.dq, &mut ln.dv, &mut ln.dvm] {
-            buf[..n * nb].fill(ZERO);
+            buf[..n * NB].fill(ZERO);
         }
         let (mut loss, mut count) = (0.0f64, 0u64);
         for a in 0..n {
@@ -855,151 +872,151 @@ impl Tabular<'_, '_> {
                 continue;
             }
             let j = rs.cols[a];
-            Self::lanes_forward::<S>(ln, a, n, mask, nb);
-            loss += self.lanes_output(ln, p, &mut rs.probs, j, rs.toks[a], lr * self.weight(j), nb) as f64;
-            Self::lanes_backward::<S>(ln, a, n, mask, nb);
+            // slot a holds the mask expert while column a is masked
+            let slot = a * NB..(a + 1) * NB;
+            if mask {
+                ln.swap_mask(slot.clone());
+            }
+            let qa: [Block; NB] = grab(&ln.q[slot.clone()]);
+            let z = Self::lanes_forward::<S, NB>(ln, &qa, a, n, mask);
+            let gz = self.lanes_output::<NB>(p, &mut rs.probs, &z, j, rs.toks[a], lr * self.weight(j), &mut loss);
+            let dqa = Self::lanes_backward::<S, NB>(ln, &qa, &z, &gz, n);
+            for (d, x) in ln.dq[slot.clone()].iter_mut().zip(&dqa) {
+                add_into(*x, d);
+            }
+            if mask {
+                ln.swap_mask(slot);
+            }
             count += 1;
         }
-        self.lanes_apply(rs, g, p, scale, nb);
+        self.lanes_apply::<NB>(rs, g, p, scale);
         (loss, count)
     }
 
-    /// Masked column a: the expanded MoE weights of every expert into
-    /// `ln.th` and the mixture into `ln.z`.
+    /// Masked column a, its slot holding the mask expert (see
+    /// `lanes_sized`): the expanded MoE weights of every expert into `ln.th`;
+    /// returns the mixture z.
     #[inline(always)]
-    fn lanes_forward<const S: usize>(ln: &mut LaneScratch, a: usize, n: usize, mask: bool, nb: usize) {
-        let qa = &ln.q[a * nb..(a + 1) * nb];
-        for b in 0..n {
-            let keys = if b == a { &ln.km[a * nb..(a + 1) * nb] } else { &ln.k[b * nb..(b + 1) * nb] };
-            for c in 0..nb {
-                ln.th[b * nb + c] = seg_sum::<S>(mul(qa[c], keys[c]));
+    fn lanes_forward<const S: usize, const NB: usize>(ln: &mut LaneScratch, qa: &[Block; NB], a: usize, n: usize, mask: bool) -> [Block; NB] {
+        let (k, v, th) = (&ln.k[..n * NB], &ln.v[..n * NB], &mut ln.th[..n * NB]);
+        let mut mx = [[f32::NEG_INFINITY; LANES]; NB];
+        for (e, (tb, kb)) in th.chunks_exact_mut(NB).zip(k.chunks_exact(NB)).enumerate() {
+            let kb: [Block; NB] = grab(kb);
+            let skip = !mask && e == a;
+            for c in 0..NB {
+                let t = if skip { [f32::NEG_INFINITY; LANES] } else { seg_sum::<S>(mul(qa[c], kb[c])) };
+                tb[c] = t;
+                let x = mx[c];
+                mx[c] = std::array::from_fn(|i| if t[i] > x[i] { t[i] } else { x[i] });
             }
-        }
-        if !mask {
-            ln.th[a * nb..(a + 1) * nb].fill([f32::NEG_INFINITY; LANES]);
         }
         // softmax over the experts, lane by lane
-        let th = &mut ln.th[..n * nb];
-        let mx = &mut ln.acc[..nb];
-        mx.copy_from_slice(&th[..nb]);
-        for tb in th.chunks_exact(nb).skip(1) {
-            for (m, &t) in mx.iter_mut().zip(tb) {
-                let x = *m;
-                *m = std::array::from_fn(|i| if t[i] > x[i] { t[i] } else { x[i] });
-            }
-        }
-        for tb in th.chunks_exact_mut(nb) {
+        for tb in th.chunks_exact_mut(NB) {
             for (t, &m) in tb.iter_mut().zip(mx.iter()) {
                 *t = minus(*t, m);
             }
         }
         exp_nonpositive(th.as_flattened_mut());
         if !mask {
-            th[a * nb..(a + 1) * nb].fill(ZERO);
+            th[a * NB..(a + 1) * NB].fill(ZERO);
         }
-        let sum = &mut ln.acc[..nb];
-        sum.copy_from_slice(&th[..nb]);
-        for tb in th.chunks_exact(nb).skip(1) {
-            for (m, &t) in sum.iter_mut().zip(tb) {
-                add_into(t, m);
+        let mut sum = [ZERO; NB];
+        let mut z = [ZERO; NB];
+        for (tb, vb) in th.chunks_exact(NB).zip(v.chunks_exact(NB)) {
+            for c in 0..NB {
+                add_into(tb[c], &mut sum[c]);
+                fma_into(tb[c], vb[c], &mut z[c]);
             }
         }
-        for m in sum.iter_mut() {
-            let x = *m;
-            *m = std::array::from_fn(|i| 1.0 / x[i]);
-        }
-        ln.z[..nb].fill(ZERO);
-        for (b, tb) in th.chunks_exact_mut(nb).enumerate() {
-            let vals = if b == a { &ln.vm[a * nb..(a + 1) * nb] } else { &ln.v[b * nb..(b + 1) * nb] };
-            for (c, t) in tb.iter_mut().enumerate() {
-                *t = mul(*t, ln.acc[c]);
-                fma_into(*t, vals[c], &mut ln.z[c]);
+        let inv: [Block; NB] = std::array::from_fn(|c| std::array::from_fn(|i| 1.0 / sum[c][i]));
+        for tb in th.chunks_exact_mut(NB) {
+            for c in 0..NB {
+                tb[c] = mul(tb[c], inv[c]);
             }
         }
+        std::array::from_fn(|c| mul(z[c], inv[c]))
     }
 
-    /// Softmax of `ln.z` over column j's categories, `target` the true
-    /// token: `ln.gz` = lr·∂log p/∂z (before the update), then column j's
-    /// beta (and bias) rows take their step. Returns −log p(target).
+    /// Softmax of z over column j's categories, `target` the true token:
+    /// adds −log p(target) to `loss`, column j's beta (and bias) rows take
+    /// their step, and returns lr·∂log p/∂z (before the update).
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    fn lanes_output(&self, ln: &mut LaneScratch, p: &Rest2<'_>, probs: &mut [f32], j: usize, target: usize, lr: f32, nb: usize) -> f32 {
+    fn lanes_output<const NB: usize>(&self, p: &Rest2<'_>, probs: &mut [f32], z: &[Block; NB], j: usize, target: usize, lr: f32, loss: &mut f64) -> [Block; NB] {
         let (bias, range) = (&self.moe.out.bias, self.range(j));
         let lo = range.start;
         let probs = &mut probs[..range.len()];
-        let z = &ln.z[..nb];
+        let beta = p.beta.rows_of(range.clone());
         let mut mx = f32::NEG_INFINITY;
-        for (i, pr) in probs.iter_mut().enumerate() {
-            let row = p.beta.row(lo + i);
+        for (pr, row) in probs.iter_mut().zip(beta.chunks_exact(NB * LANES)) {
             let mut acc = ZERO;
-            for (c, &zc) in z.iter().enumerate() {
-                fma_into(zc, blk(row, c), &mut acc);
+            for c in 0..NB {
+                fma_into(z[c], blk(row, c), &mut acc);
             }
-            *pr = hsum(acc) + bias.as_ref().map_or(0.0, |b| b.row(lo + i)[0]);
-            mx = mx.max(*pr);
+            *pr = hsum(acc);
+        }
+        if let Some(b) = bias {
+            for (pr, &bi) in probs.iter_mut().zip(b.rows_of(range.clone())) {
+                *pr += bi;
+            }
+        }
+        for &pr in probs.iter() {
+            mx = mx.max(pr);
         }
         probs.iter_mut().for_each(|q| *q -= mx);
         exp_nonpositive(probs);
         let inv = 1.0 / probs.iter().sum::<f32>();
         let t = target - lo;
-        let loss = -(probs[t] * inv).max(f32::MIN_POSITIVE).ln();
+        *loss -= (probs[t] * inv).max(f32::MIN_POSITIVE).ln() as f64;
         for (i, q) in probs.iter_mut().enumerate() {
             *q = (if i == t { 1.0 } else { 0.0 } - *q * inv) * lr; // now the step of row lo + i's score
         }
-        let gz = &mut ln.gz[..nb];
-        gz.fill(ZERO);
-        for (i, &gi) in probs.iter().enumerate() {
-            let row = p.beta.row(lo + i);
-            for (c, y) in gz.iter_mut().enumerate() {
-                fma_into([gi; LANES], blk(row, c), y);
+        let mut gz = [ZERO; NB];
+        for (&gi, row) in probs.iter().zip(beta.chunks_exact(NB * LANES)) {
+            for c in 0..NB {
+                fma_into([gi; LANES], blk(row, c), &mut gz[c]);
             }
         }
-        for (i, &gi) in probs.iter().enumerate() {
-            p.beta.add_blocks(lo + i, gi, z);
-            if let Some(b) = bias {
-                b.add_at(lo + i, 0, gi);
-            }
+        p.beta.add_outer_blocks(lo, probs, z);
+        if let Some(b) = bias {
+            b.add_outer_blocks::<1>(lo, probs, &[[1.0]]);
         }
-        loss
+        gz
     }
 
-    /// Back through masked column a's mixture into the row's accumulators:
-    /// for expert b with weight θ_b and value x_b,
+    /// Back through masked column a's mixture (its slot holding the mask
+    /// expert) into the row's accumulators: for expert b with weight θ_b
+    /// and value x_b,
     ///   ∂x_b += θ_b ⊙ g;  dl_b = θ_b ⊙ segsum(g ⊙ (x_b − z));
     ///   ∂q_a += dl_b ⊙ k_b;  ∂k_b += dl_b ⊙ q_a/√d_k.
+    /// Returns ∂q_a (before its 1/√d_k).
     #[inline(always)]
-    fn lanes_backward<const S: usize>(ln: &mut LaneScratch, a: usize, n: usize, mask: bool, nb: usize) {
-        for b in 0..n {
-            if b == a && !mask {
-                continue;
-            }
-            let (vals, dvals, keys, dkeys) = if b == a {
-                (&ln.vm[a * nb..(a + 1) * nb], &mut ln.dvm[a * nb..(a + 1) * nb], &ln.km[a * nb..(a + 1) * nb], &mut ln.dkm[a * nb..(a + 1) * nb])
-            } else {
-                (&ln.v[b * nb..(b + 1) * nb], &mut ln.dv[b * nb..(b + 1) * nb], &ln.k[b * nb..(b + 1) * nb], &mut ln.dk[b * nb..(b + 1) * nb])
-            };
-            let (th, qa, dqa) = (&ln.th[b * nb..(b + 1) * nb], &ln.q[a * nb..(a + 1) * nb], &mut ln.dq[a * nb..(a + 1) * nb]);
-            for c in 0..nb {
-                let (t, gz) = (th[c], ln.gz[c]);
-                let dl = mul(t, seg_sum::<S>(mul(gz, minus(vals[c], ln.z[c]))));
-                fma_into(t, gz, &mut dvals[c]);
-                fma_into(dl, keys[c], &mut dqa[c]);
-                fma_into(dl, qa[c], &mut dkeys[c]);
+    fn lanes_backward<const S: usize, const NB: usize>(ln: &mut LaneScratch, qa: &[Block; NB], z: &[Block; NB], gz: &[Block; NB], n: usize) -> [Block; NB] {
+        let (k, v, th) = (&ln.k[..n * NB], &ln.v[..n * NB], &ln.th[..n * NB]);
+        let (dk, dv) = (&mut ln.dk[..n * NB], &mut ln.dv[..n * NB]);
+        let mut dqa = [ZERO; NB];
+        let experts = k.chunks_exact(NB).zip(v.chunks_exact(NB)).zip(th.chunks_exact(NB));
+        for (((kb, vb), tb), (dkb, dvb)) in experts.zip(dk.chunks_exact_mut(NB).zip(dv.chunks_exact_mut(NB))) {
+            for c in 0..NB {
+                let (t, g) = (tb[c], gz[c]);
+                let dl = mul(t, seg_sum::<S>(mul(g, minus(vb[c], z[c]))));
+                fma_into(t, g, &mut dvb[c]);
+                fma_into(dl, kb[c], &mut dqa[c]);
+                fma_into(dl, qa[c], &mut dkb[c]);
             }
         }
+        dqa
     }
 
     /// Apply the row's accumulated gradients to the shared parameters.
     #[inline(always)]
-    fn lanes_apply(&self, rs: &mut RowScratch, g: &Gates2<'_>, p: &Rest2<'_>, scale: f32, nb: usize) {
+    fn lanes_apply<const NB: usize>(&self, rs: &mut RowScratch, g: &Gates2<'_>, p: &Rest2<'_>, scale: f32) {
         let mask = self.has_mask();
-        let ln = &mut rs.ln;
+        let ln = &rs.ln;
         // the mask expert's key and value gradients, summed over the row
-        let (dmk, dmv) = (&mut ln.acc[..nb], &mut ln.z[..nb]);
-        dmk.fill(ZERO);
-        dmv.fill(ZERO);
+        let (mut dmk, mut dmv) = ([ZERO; NB], [ZERO; NB]);
         for (e, (&c, &t)) in rs.cols.iter().zip(&rs.toks).enumerate() {
-            let blocks = e * nb..(e + 1) * nb;
+            let blocks = e * NB..(e + 1) * NB;
             let (dv, dkey) = (&ln.dv[blocks.clone()], &ln.dk[blocks.clone()]);
             p.alpha.add_blocks(t, 1.0, dv);
             p.pos_value.add_blocks(c, 1.0, dv);
@@ -1010,17 +1027,15 @@ impl Tabular<'_, '_> {
                 let (dvm, dkm) = (&ln.dvm[blocks.clone()], &ln.dkm[blocks]);
                 p.pos_value.add_blocks(c, 1.0, dvm);
                 g.pos_key.add_blocks(c, 1.0, dkm);
-                for (x, &y) in dmk.iter_mut().zip(dkm) {
-                    add_into(y, x);
-                }
-                for (x, &y) in dmv.iter_mut().zip(dvm) {
-                    add_into(y, x);
+                for c in 0..NB {
+                    add_into(dkm[c], &mut dmk[c]);
+                    add_into(dvm[c], &mut dmv[c]);
                 }
             }
         }
         if mask {
-            p.mask_key.add_blocks(0, 1.0, dmk);
-            p.mask_value.add_blocks(0, 1.0, dmv);
+            p.mask_key.add_blocks(0, 1.0, &dmk);
+            p.mask_value.add_blocks(0, 1.0, &dmv);
         }
     }
 }
@@ -1033,6 +1048,69 @@ mod tests {
     use crate::objective::{OutputLayer, OutputSpec};
     use crate::simd::SigmoidTable;
     use crate::vocab::{Vocab, VocabSettings};
+
+    /// The lane-block step and the head-by-head step are the same SGD step.
+    #[test]
+    fn lane_step_equals_head_step() {
+        let (d, h, dk) = (20usize, 5usize, 4usize);
+        let sizes = [3usize, 5, 2, 4];
+        let f = sizes.len();
+        let v: usize = sizes.iter().sum();
+        let voc = Vocab::from_sorted(
+            (0..v).map(|i| (i.to_string(), 1)).collect(),
+            &VocabSettings { min_count: 1, max_final_vocab: None, sample: 0.0, ns_exponent: 0.75, hs: false },
+        );
+        let mut rng = Rng::new(11);
+        let mut init = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.unit_f32() - 0.5).collect() };
+        let sets: Vec<Vec<f32>> = [v * d, v * d, f * d, h * f * dk, h * v * dk, h * f * dk, v, h * dk, d].iter().map(|&n| init(n)).collect();
+        let starts = [0u32, 3, 8, 10, 14];
+        let rows: [[u32; 4]; 3] = [[1, 4, 9, 12], [0, ABSENT, 8, 13], [2, 7, ABSENT, ABSENT]];
+        let mut results = Vec::new();
+        for lanes in [false, true] {
+            let mut a = sets.clone();
+            let [alpha, beta, pv, q, key, pk, bias, mk, mv] = &mut a[..] else { unreachable!() };
+            let moe = Moe {
+                alpha: Hogwild::new(alpha, d),
+                gates: Gates::Absolute { query: Hogwild::new(q, dk), key: Hogwild::new(key, dk), pos_key: Hogwild::new(pk, dk), max_len: f },
+                offset_value: Hogwild::new(pv, d),
+                mask_gate: Hogwild::new(mk, h * dk),
+                mask_value: Hogwild::new(mv, d),
+                out: OutputLayer {
+                    beta: Hogwild::new(beta, d),
+                    syn1: Hogwild::empty(),
+                    bias: Some(Hogwild::new(bias, 1)),
+                    spec: OutputSpec { negative: 0, hs: false, softmax: true },
+                    vocab: &voc,
+                    sig: SigmoidTable::new(),
+                },
+                heads: h,
+                full: false,
+                window: 1,
+                shrink: false,
+                batch: 1,
+            };
+            let t = Tabular { moe: &moe, starts: &starts, weights: &[1.0, 2.0, 0.5, 1.0] };
+            let mut g = t.regrouped_for(lanes);
+            let mut rs = t.row_scratch();
+            let mut losses = Vec::new();
+            for row in &rows {
+                losses.push(t.train_row(&mut rs, &t.views(&mut g), row, 0.3, None).0);
+            }
+            t.write_back(&g);
+            drop(moe);
+            results.push((losses, a));
+        }
+        let ((l0, a0), (l1, a1)) = (&results[0], &results[1]);
+        for (x, y) in l0.iter().zip(l1) {
+            assert!((x - y).abs() < 1e-5 * x.abs().max(1.0), "{l0:?} {l1:?}");
+        }
+        for (k, (x, y)) in a0.iter().zip(a1).enumerate() {
+            for (p, q) in x.iter().zip(y) {
+                assert!((p - q).abs() < 1e-5, "array {k}: {p} vs {q}");
+            }
+        }
+        assert_ne!(a0, &sets, "the steps changed the parameters");
+    }
 
     /// Two perfectly dependent columns (category i of column 0 always with
     /// category i of column 1): training must learn to predict each from the other.
