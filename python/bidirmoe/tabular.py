@@ -169,6 +169,10 @@ def _first_seen(keys):
 class _TabularMoEBase(BaseEstimator):
     """The shared model: encoding, the Rust fit and the masked-column prediction."""
 
+    # Benchmarks only (not a parameter): train with the head-by-head row step
+    # even where the faster lane-block step applies (the same SGD step).
+    _heads_step = False
+
     def __init__(
         self,
         vector_size=20,
@@ -307,6 +311,7 @@ class _TabularMoEBase(BaseEstimator):
                 self._core_arrays(), self._settings(), data, self._starts_.tolist(), epochs=int(self.epochs),
                 alpha=float(self.learning_rate), min_alpha=float(self.min_learning_rate), seed=seed,
                 workers=self._workers(), weights=[1.0] * f + [float(self.target_weight)],
+                heads_step=bool(self._heads_step),
             )
         except BaseException:
             del self.arrays_  # interrupted (Ctrl-C): no half-trained model is left looking fitted

@@ -53,6 +53,9 @@ pub struct FitSettings {
     pub min_alpha: f32,
     pub seed: u64,
     pub workers: usize,
+    /// Train with the head-by-head row step even where the lane-block step
+    /// applies (the same SGD step; for benchmarks comparing the two).
+    pub heads_step: bool,
 }
 
 /// `x[i] = exp(x[i])` for x ≤ 0 (softmax logits less their maximum), in a
@@ -629,7 +632,7 @@ impl Tabular<'_, '_> {
         let total = (s.epochs * rows).max(1) as f32;
         let lr_at = |done: usize| (s.alpha - (s.alpha - s.min_alpha) * done as f32 / total).max(s.min_alpha);
         let mut scratches: Vec<RowScratch> = (0..workers).map(|_| self.row_scratch()).collect();
-        let mut regrouped = self.regrouped();
+        let mut regrouped = self.regrouped_for(self.lanes_apply_to() && !s.heads_step);
         let g = self.views(&mut regrouped);
         let g = &g;
         let mut losses = Vec::with_capacity(s.epochs);
@@ -1155,7 +1158,7 @@ mod tests {
         let starts = [0u32, k as u32, v as u32];
         let t = Tabular { moe: &moe, starts: &starts, weights: &[] };
         let data: Vec<u32> = (0..200).flat_map(|i| [(i % k) as u32, (k + i % k) as u32]).collect();
-        let s = FitSettings { epochs: 30, alpha: 0.1, min_alpha: 0.001, seed: 1, workers: 1 };
+        let s = FitSettings { epochs: 30, alpha: 0.1, min_alpha: 0.001, seed: 1, workers: 1, heads_step: false };
         let losses = t.fit(&data, &s, |_| true);
         assert!(losses[losses.len() - 1] < 0.1 * losses[0], "{losses:?}");
         let mut sc = moe.scratch();
