@@ -40,6 +40,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for name, values in GRID.items():
         ap.add_argument("--" + name.replace("_", "-"), type=type(values[0]), nargs="+", default=values)
+    ap.add_argument("--seeds", type=int, nargs="+", default=SEEDS, help="simulation seeds (not the benchmark's 0, 1, 2)")
     ap.add_argument("--vector-size", type=int, default=20)
     ap.add_argument("--heads", type=int, default=5)
     args = ap.parse_args()
@@ -48,7 +49,7 @@ def main() -> None:
 
     data = []
     for core, corr, xn in SETTINGS:
-        for seed in SEEDS:
+        for seed in args.seeds:
             x, y, _, _ = simulate(core, corr, xn, seed)  # the test rows are discarded
             idx = np.random.default_rng(seed).permutation(len(y))
             cut = int(0.8 * len(y))

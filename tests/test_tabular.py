@@ -192,6 +192,20 @@ def test_reproducible_with_random_state():
     assert not np.array_equal(p1, p3)
 
 
+def test_early_stopping_keeps_the_best_held_out_epoch():
+    X, y = two_signals(300)
+    clf = TabularMoE(epochs=200, learning_rate=0.2, early_stopping=True, n_iter_no_change=5, random_state=0).fit(X, y)
+    # it stopped before the epoch budget, kept an earlier epoch, and that epoch is a good model
+    assert clf.n_iter_ < 200 and 1 <= clf.best_iteration_ <= clf.n_iter_ == len(clf.validation_scores_)
+    assert clf.validation_scores_.max() > 0.9 and clf.score(X, y) > 0.9
+    again = TabularMoE(epochs=200, learning_rate=0.2, early_stopping=True, n_iter_no_change=5, random_state=0)
+    np.testing.assert_array_equal(again.fit(X, y).predict_proba(X), clf.predict_proba(X))
+    with pytest.raises(ValueError, match="validation_fraction"):
+        TabularMoE(early_stopping=True, validation_fraction=1.5).fit(X, y)
+    with pytest.raises(ValueError, match="validation row"):
+        TabularMoE(early_stopping=True, validation_fraction=0.001).fit(X.iloc[:20], y[:20])
+
+
 def test_threads():
     X, y = two_signals(400)
     clf = TabularMoE(epochs=30, n_jobs=2, random_state=0).fit(X, y)

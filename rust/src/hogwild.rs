@@ -197,6 +197,30 @@ impl<'a> Hogwild<'a> {
         }
     }
 
+    /// The word2vec pair update ([`exchange`](Self::exchange)) on `g.len()`
+    /// consecutive rows of `x.len()` blocks of `L` floats at once: for every
+    /// r, `grad += g[r] · row[i0 + r]` (the row before its update), then
+    /// `row[i0 + r] += g[r] · factor · x`. `x` and `grad` lie outside this matrix.
+    #[inline(always)]
+    pub fn exchange_outer_blocks<const L: usize>(&self, i0: usize, g: &[f32], x: &[[f32; L]], grad: &mut [[f32; L]]) {
+        assert!(!self.overlaps(x.as_flattened()) && !self.overlaps(grad.as_flattened()), "update source lies inside the matrix it updates");
+        assert!(x.len() * L == self.cols && grad.len() == x.len());
+        assert!(i0 + g.len() <= self.rows);
+        // SAFETY: rows i0..i0 + g.len() lie inside the buffer (checked), `x`
+        // and `grad` lie outside the matrix (checked), and this view is the
+        // only one of those rows this thread holds until the loop ends.
+        let rows = unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i0 * self.cols), g.len() * self.cols) };
+        for (i, (row, &gr)) in rows.chunks_exact_mut(self.cols).zip(g).enumerate() {
+            let a = gr * self.factor(i0 + i);
+            for ((rb, xb), gb) in row.chunks_exact_mut(L).zip(x).zip(grad.iter_mut()) {
+                let (old, xb, gv) = (<[f32; L]>::try_from(&*rb).unwrap_or([0.0; L]), *xb, *gb);
+                *gb = std::array::from_fn(|k| gv[k] + gr * old[k]);
+                let new: [f32; L] = std::array::from_fn(|k| old[k] + a * xb[k]);
+                rb.copy_from_slice(&new);
+            }
+        }
+    }
+
     /// Rows `range` for reading, one slice (row-major); Hogwild as [`row`](Self::row).
     #[inline]
     pub fn rows_of(&self, range: std::ops::Range<usize>) -> &[f32] {

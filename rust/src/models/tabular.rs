@@ -975,12 +975,7 @@ impl Tabular<'_, '_> {
             *q = (if i == t { 1.0 } else { 0.0 } - *q * inv) * lr; // now the step of row lo + i's score
         }
         let mut gz = [ZERO; NB];
-        for (&gi, row) in probs.iter().zip(beta.chunks_exact(NB * LANES)) {
-            for c in 0..NB {
-                fma_into([gi; LANES], blk(row, c), &mut gz[c]);
-            }
-        }
-        p.beta.add_outer_blocks(lo, probs, z);
+        p.beta.exchange_outer_blocks(lo, probs, z, &mut gz);
         if let Some(b) = bias {
             b.add_outer_blocks::<1>(lo, probs, &[[1.0]]);
         }
