@@ -255,6 +255,22 @@ pub struct RowScratch {
     ln: LaneScratch,
 }
 
+impl RowScratch {
+    /// Note the row's present columns and their tokens; returns their count.
+    #[inline(always)]
+    fn load_row(&mut self, row: &[u32]) -> usize {
+        self.cols.clear();
+        self.toks.clear();
+        for (c, &t) in row.iter().enumerate() {
+            if t != ABSENT {
+                self.cols.push(c);
+                self.toks.push(t as usize);
+            }
+        }
+        self.cols.len()
+    }
+}
+
 impl Tabular<'_, '_> {
     pub fn columns(&self) -> usize {
         self.starts.len() - 1
@@ -420,15 +436,7 @@ impl Tabular<'_, '_> {
     fn train_row_sized(&self, rs: &mut RowScratch, g: &Gates2<'_>, row: &[u32], lr: f32, only: Option<usize>, dm: Dims) -> (f64, u64) {
         let (d, hdk) = (dm.d(), dm.hdk());
         let mask = self.has_mask();
-        rs.cols.clear();
-        rs.toks.clear();
-        for (c, &t) in row.iter().enumerate() {
-            if t != ABSENT {
-                rs.cols.push(c);
-                rs.toks.push(t as usize);
-            }
-        }
-        let n = rs.cols.len();
+        let n = rs.load_row(row);
         if n < 2 {
             return (0.0, 0); // a lone column has no context: nothing to learn from
         }
@@ -838,15 +846,7 @@ impl Tabular<'_, '_> {
     #[allow(clippy::too_many_arguments)]
     fn lanes_sized<const S: usize, const NB: usize>(&self, rs: &mut RowScratch, g: &Gates2<'_>, p: &Rest2<'_>, row: &[u32], lr: f32, only: Option<usize>) -> (f64, u64) {
         let mask = self.has_mask();
-        rs.cols.clear();
-        rs.toks.clear();
-        for (c, &t) in row.iter().enumerate() {
-            if t != ABSENT {
-                rs.cols.push(c);
-                rs.toks.push(t as usize);
-            }
-        }
-        let n = rs.cols.len();
+        let n = rs.load_row(row);
         if n < 2 {
             return (0.0, 0); // a lone column has no context: nothing to learn from
         }
@@ -1047,6 +1047,33 @@ mod tests {
     use crate::simd::SigmoidTable;
     use crate::vocab::{Vocab, VocabSettings};
 
+    /// A table model over `a` = [alpha, beta, pos_value, query, key, pos_key,
+    /// bias, mask_key, mask_value] (the last two empty: no mask expert).
+    fn table_moe<'a>(a: &'a mut [Vec<f32>], voc: &'a Vocab, d: usize, h: usize, dk: usize, f: usize) -> Moe<'a> {
+        let [alpha, beta, pv, q, key, pk, bias, mk, mv] = a else { panic!("9 arrays") };
+        let opt = |x: &'a mut Vec<f32>, cols: usize| if x.is_empty() { Hogwild::empty() } else { Hogwild::new(x, cols) };
+        Moe {
+            alpha: Hogwild::new(alpha, d),
+            gates: Gates::Absolute { query: Hogwild::new(q, dk), key: Hogwild::new(key, dk), pos_key: Hogwild::new(pk, dk), max_len: f },
+            offset_value: Hogwild::new(pv, d),
+            mask_gate: opt(mk, h * dk),
+            mask_value: opt(mv, d),
+            out: OutputLayer {
+                beta: Hogwild::new(beta, d),
+                syn1: Hogwild::empty(),
+                bias: Some(Hogwild::new(bias, 1)),
+                spec: OutputSpec { negative: 0, hs: false, softmax: true },
+                vocab: voc,
+                sig: SigmoidTable::new(),
+            },
+            heads: h,
+            full: false,
+            window: 1,
+            shrink: false,
+            batch: 1,
+        }
+    }
+
     /// The lane-block step and the head-by-head step are the same SGD step.
     #[test]
     fn lane_step_equals_head_step() {
@@ -1066,27 +1093,7 @@ mod tests {
         let mut results = Vec::new();
         for lanes in [false, true] {
             let mut a = sets.clone();
-            let [alpha, beta, pv, q, key, pk, bias, mk, mv] = &mut a[..] else { unreachable!() };
-            let moe = Moe {
-                alpha: Hogwild::new(alpha, d),
-                gates: Gates::Absolute { query: Hogwild::new(q, dk), key: Hogwild::new(key, dk), pos_key: Hogwild::new(pk, dk), max_len: f },
-                offset_value: Hogwild::new(pv, d),
-                mask_gate: Hogwild::new(mk, h * dk),
-                mask_value: Hogwild::new(mv, d),
-                out: OutputLayer {
-                    beta: Hogwild::new(beta, d),
-                    syn1: Hogwild::empty(),
-                    bias: Some(Hogwild::new(bias, 1)),
-                    spec: OutputSpec { negative: 0, hs: false, softmax: true },
-                    vocab: &voc,
-                    sig: SigmoidTable::new(),
-                },
-                heads: h,
-                full: false,
-                window: 1,
-                shrink: false,
-                batch: 1,
-            };
+            let moe = table_moe(&mut a, &voc, d, h, dk, f);
             let t = Tabular { moe: &moe, starts: &starts, weights: &[1.0, 2.0, 0.5, 1.0] };
             let mut g = t.regrouped_for(lanes);
             let mut rs = t.row_scratch();
@@ -1122,34 +1129,9 @@ mod tests {
         );
         let mut rng = Rng::new(3);
         let mut small = |n: usize| -> Vec<f32> { (0..n).map(|_| (rng.unit_f32() - 0.5) * 0.2).collect() };
-        let (mut alpha, mut beta, mut pv) = (small(v * d), small(v * d), small(f * d));
-        let (mut q, mut key, mut pk) = (small(h * f * dk), small(h * v * dk), small(h * f * dk));
-        let mut bias = vec![0f32; v];
-        let moe = Moe {
-            alpha: Hogwild::new(&mut alpha, d),
-            gates: Gates::Absolute {
-                query: Hogwild::new(&mut q, dk),
-                key: Hogwild::new(&mut key, dk),
-                pos_key: Hogwild::new(&mut pk, dk),
-                max_len: f,
-            },
-            offset_value: Hogwild::new(&mut pv, d),
-            mask_gate: Hogwild::empty(),
-            mask_value: Hogwild::empty(),
-            out: OutputLayer {
-                beta: Hogwild::new(&mut beta, d),
-                syn1: Hogwild::empty(),
-                bias: Some(Hogwild::new(&mut bias, 1)),
-                spec: OutputSpec { negative: 0, hs: false, softmax: true },
-                vocab: &voc,
-                sig: SigmoidTable::new(),
-            },
-            heads: h,
-            full: false,
-            window: 1,
-            shrink: false,
-            batch: 1,
-        };
+        let mut a: Vec<Vec<f32>> = [v * d, v * d, f * d, h * f * dk, h * v * dk, h * f * dk].iter().map(|&n| small(n)).collect();
+        a.extend([vec![0f32; v], vec![], vec![]]);
+        let moe = table_moe(&mut a, &voc, d, h, dk, f);
         let starts = [0u32, k as u32, v as u32];
         let t = Tabular { moe: &moe, starts: &starts, weights: &[] };
         let data: Vec<u32> = (0..200).flat_map(|i| [(i % k) as u32, (k + i % k) as u32]).collect();
