@@ -219,7 +219,7 @@ def test_sklearn_composition():
     assert est.set_params(heads=2, vector_size=8).heads == 2
     pipe = make_pipeline(FunctionTransformer(lambda d: d.drop(columns="noise")), TabularMoE(epochs=30, random_state=0))
     assert pipe.fit(X, y).score(X, y) > 0.9
-    scores = cross_val_score(TabularMoE(epochs=30, random_state=0), X, y, cv=3)
+    scores = cross_val_score(TabularMoE(epochs=30, learning_rate=0.05, random_state=0), X, y, cv=3)
     assert scores.shape == (3,) and scores.mean() > 0.8
     gs = GridSearchCV(TabularMoE(epochs=10, random_state=0), {"vector_size": [10, 20]}, cv=2).fit(X, y)
     assert gs.best_params_["vector_size"] in (10, 20)
