@@ -41,11 +41,14 @@ def main() -> None:
     for name, values in GRID.items():
         ap.add_argument("--" + name.replace("_", "-"), type=type(values[0]), nargs="+", default=values)
     ap.add_argument("--seeds", type=int, nargs="+", default=SEEDS, help="simulation seeds (not the benchmark's 0, 1, 2)")
+    ap.add_argument("--early-stopping", action="store_true", help="fit with early_stopping=True (epochs = the budget)")
     ap.add_argument("--vector-size", type=int, default=20)
     ap.add_argument("--heads", type=int, default=5)
     args = ap.parse_args()
     grid = {name: getattr(args, name) for name in GRID}
     fixed = {"vector_size": args.vector_size, "heads": args.heads}
+    if args.early_stopping:
+        fixed["early_stopping"] = True
 
     data = []
     for core, corr, xn in SETTINGS:

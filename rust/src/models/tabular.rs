@@ -953,8 +953,8 @@ impl Tabular<'_, '_> {
         let mut mx = f32::NEG_INFINITY;
         for (pr, row) in probs.iter_mut().zip(beta.chunks_exact(NB * LANES)) {
             let mut acc = ZERO;
-            for c in 0..NB {
-                fma_into(z[c], blk(row, c), &mut acc);
+            for (c, &zc) in z.iter().enumerate() {
+                fma_into(zc, blk(row, c), &mut acc);
             }
             *pr = hsum(acc);
         }
