@@ -323,6 +323,46 @@ mod tests {
     }
 
     #[test]
+    fn block_updates_match_the_row_updates() {
+        let start: Vec<f32> = (0..24).map(|i| i as f32 * 0.5 - 3.0).collect();
+        let lock = [1.0f32, 0.0, 0.5];
+        let x = [[1.0f32, -2.0, 0.5, 4.0], [3.0, 0.25, -1.0, 2.0]];
+        let g = [0.5f32, -1.0, 2.0];
+        // reference: exchange row by row, then add_to_row
+        let (mut a, mut b) = (start.clone(), start.clone());
+        let mut grad_ref = [0f32; 8];
+        {
+            let m = Hogwild::new(&mut a, 8).with_factor(&lock);
+            for (r, &gr) in g.iter().enumerate() {
+                m.exchange(r, gr, x.as_flattened(), &mut grad_ref);
+            }
+            m.add_to_row(0, 0.25, x.as_flattened());
+        }
+        let mut grad = [[0f32; 4]; 2];
+        {
+            let m = Hogwild::new(&mut b, 8).with_factor(&lock);
+            m.exchange_outer_blocks(0, &g, &x, &mut grad);
+            m.add_blocks(0, 0.25, &x);
+        }
+        assert_eq!(a, b);
+        assert_eq!(&grad_ref, grad.as_flattened());
+        let mut c = start.clone();
+        {
+            let m = Hogwild::new(&mut c, 8).with_factor(&lock);
+            m.add_outer_blocks(0, &g, &x);
+        }
+        let mut d = start.clone();
+        {
+            let m = Hogwild::new(&mut d, 8).with_factor(&lock);
+            for (r, &gr) in g.iter().enumerate() {
+                m.add_to_row(r, gr, x.as_flattened());
+            }
+        }
+        assert_eq!(c, d);
+        assert_eq!(&c[8..16], &start[8..16]); // factor 0: frozen
+    }
+
+    #[test]
     fn factors_scale_and_freeze_rows() {
         let mut buf = vec![0f32; 6];
         let lock = [1.0f32, 0.0, 0.5];
