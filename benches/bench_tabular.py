@@ -321,8 +321,14 @@ def speed(moe_kwargs, repeats=3):
         return min(times)
 
     print(f"\n## Fit time, {len(y_tr)} rows x 5 columns (10 categories each) + target, one thread, best of {repeats}\n")
-    rows = [("TabularMoE (epochs=200, vector_size=20, heads=5)",
-             best_time(lambda: TabularMoE(random_state=0, **dict(moe_kwargs, epochs=200, vector_size=20, heads=5)), xs))]
+    def paper_size(heads_step=False):
+        m = TabularMoE(random_state=0, **dict(moe_kwargs, epochs=200, vector_size=20, heads=5))
+        m._heads_step = heads_step
+        return m
+
+    rows = [("TabularMoE (epochs=200, vector_size=20, heads=5)", best_time(paper_size, xs)),
+            ("TabularMoE, same, head-by-head row step (the step before the lane-block one)",
+             best_time(lambda: paper_size(heads_step=True), xs))]
     if moe_kwargs.get("epochs", 200) != 200 or "vector_size" in moe_kwargs:
         rows.append((f"TabularMoE ({moe_kwargs})", best_time(lambda: TabularMoE(random_state=0, **moe_kwargs), xs)))
     else:

@@ -113,13 +113,20 @@ def test_sgd_step_is_the_finite_difference_gradient(j):
     assert np.abs(grads["values"][row[0, j]]).max() == 0  # the masked token's value is not an input
 
 
+# (vector_size, heads, key_size): d_k = d/heads takes the lane-block step
+# (8-lane blocks, one or three per vector), d_k != d/heads the head-by-head one.
+ROW_STEP_DIMS = [(6, 3, 2), (20, 5, 4), (6, 3, 3)]
+
+
+@pytest.mark.parametrize("dims", ROW_STEP_DIMS)
 @pytest.mark.parametrize("mask", [True, False])
-def test_row_step_is_the_gradient_of_the_summed_row_loss(mask):
+def test_row_step_is_the_gradient_of_the_summed_row_loss(mask, dims):
     """Training's row-at-once step: every present column masked in turn, the
     gradient of the weighted sum of their losses applied once (an absent value
     is neither an expert nor a target)."""
     rng = np.random.default_rng(5)
-    a, st, starts = random_model(rng, sizes=(3, 2, 4, 3), mask=mask)
+    d, h, dk = dims
+    a, st, starts = random_model(rng, sizes=(3, 2, 4, 3), d=d, h=h, dk=dk, mask=mask)
     row = np.array([[1, 4, ABSENT, 10]], dtype=np.uint32)
     weights = [1.0, 0.5, 1.0, 3.0]
     present = [0, 1, 3]
@@ -185,6 +192,20 @@ def test_reproducible_with_random_state():
     assert not np.array_equal(p1, p3)
 
 
+def test_early_stopping_keeps_the_best_held_out_epoch():
+    X, y = two_signals(300)
+    clf = TabularMoE(epochs=200, learning_rate=0.2, early_stopping=True, n_iter_no_change=5, random_state=0).fit(X, y)
+    # it stopped before the epoch budget, kept an earlier epoch, and that epoch is a good model
+    assert clf.n_iter_ < 200 and 1 <= clf.best_iteration_ <= clf.n_iter_ == len(clf.validation_scores_)
+    assert clf.validation_scores_.max() > 0.9 and clf.score(X, y) > 0.9
+    again = TabularMoE(epochs=200, learning_rate=0.2, early_stopping=True, n_iter_no_change=5, random_state=0)
+    np.testing.assert_array_equal(again.fit(X, y).predict_proba(X), clf.predict_proba(X))
+    with pytest.raises(ValueError, match="validation_fraction"):
+        TabularMoE(early_stopping=True, validation_fraction=1.5).fit(X, y)
+    with pytest.raises(ValueError, match="validation row"):
+        TabularMoE(early_stopping=True, validation_fraction=0.001).fit(X.iloc[:20], y[:20])
+
+
 def test_threads():
     X, y = two_signals(400)
     clf = TabularMoE(epochs=30, n_jobs=2, random_state=0).fit(X, y)
@@ -198,7 +219,7 @@ def test_sklearn_composition():
     assert est.set_params(heads=2, vector_size=8).heads == 2
     pipe = make_pipeline(FunctionTransformer(lambda d: d.drop(columns="noise")), TabularMoE(epochs=30, random_state=0))
     assert pipe.fit(X, y).score(X, y) > 0.9
-    scores = cross_val_score(TabularMoE(epochs=30, random_state=0), X, y, cv=3)
+    scores = cross_val_score(TabularMoE(epochs=30, learning_rate=0.05, random_state=0), X, y, cv=3)
     assert scores.shape == (3,) and scores.mean() > 0.8
     gs = GridSearchCV(TabularMoE(epochs=10, random_state=0), {"vector_size": [10, 20]}, cv=2).fit(X, y)
     assert gs.best_params_["vector_size"] in (10, 20)

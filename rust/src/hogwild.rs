@@ -151,6 +151,82 @@ impl<'a> Hogwild<'a> {
         axpy(a, x, r);
     }
 
+    /// [`add_to_row`](Self::add_to_row) for a row of `x.len()` blocks of
+    /// `L` floats, inlined into the caller as whole-block arithmetic (for
+    /// hot loops compiled for wide vectors). `x` lies outside this matrix.
+    #[inline(always)]
+    pub fn add_blocks<const L: usize>(&self, i: usize, a: f32, x: &[[f32; L]]) {
+        assert!(!self.overlaps(x.as_flattened()), "update source lies inside the matrix it updates");
+        assert_eq!(x.len() * L, self.cols);
+        let a = a * self.factor(i);
+        if a == 0.0 && !self.factor.is_empty() {
+            return; // a frozen row stays bit-identical
+        }
+        // SAFETY: as in `add_to_row`: `x` lies outside the matrix (checked)
+        // and the view of row i dies at the end of this block.
+        let r = unsafe { self.row_mut(i) };
+        for (rb, xb) in r.chunks_exact_mut(L).zip(x) {
+            let (old, xb) = (<[f32; L]>::try_from(&*rb).unwrap_or([0.0; L]), *xb);
+            let new: [f32; L] = std::array::from_fn(|k| old[k] + a * xb[k]);
+            rb.copy_from_slice(&new);
+        }
+    }
+
+    /// `row[i0 + r] += g[r] · x` for every r (a rank-one update of
+    /// `g.len()` consecutive rows of `x.len()` blocks of `L` floats), as
+    /// [`add_blocks`](Self::add_blocks) row by row.
+    #[inline(always)]
+    pub fn add_outer_blocks<const L: usize>(&self, i0: usize, g: &[f32], x: &[[f32; L]]) {
+        assert!(!self.overlaps(x.as_flattened()), "update source lies inside the matrix it updates");
+        assert_eq!(x.len() * L, self.cols);
+        assert!(i0 + g.len() <= self.rows);
+        // SAFETY: rows i0..i0 + g.len() lie inside the buffer (checked), `x`
+        // lies outside the matrix (checked), and this view is the only one
+        // of those rows this thread holds until the loop ends.
+        let rows = unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i0 * self.cols), g.len() * self.cols) };
+        for (i, (row, &gr)) in rows.chunks_exact_mut(x.len() * L).zip(g).enumerate() {
+            let a = gr * self.factor(i0 + i);
+            if a == 0.0 && !self.factor.is_empty() {
+                continue; // a frozen row stays bit-identical
+            }
+            for (rb, xb) in row.chunks_exact_mut(L).zip(x) {
+                let (old, xb) = (<[f32; L]>::try_from(&*rb).unwrap_or([0.0; L]), *xb);
+                let new: [f32; L] = std::array::from_fn(|k| old[k] + a * xb[k]);
+                rb.copy_from_slice(&new);
+            }
+        }
+    }
+
+    /// The word2vec pair update ([`exchange`](Self::exchange)) on `g.len()`
+    /// consecutive rows of `x.len()` blocks of `L` floats at once: for every
+    /// r, `grad += g[r] · row[i0 + r]` (the row before its update), then
+    /// `row[i0 + r] += g[r] · factor · x`. `x` and `grad` lie outside this matrix.
+    #[inline(always)]
+    pub fn exchange_outer_blocks<const L: usize>(&self, i0: usize, g: &[f32], x: &[[f32; L]], grad: &mut [[f32; L]]) {
+        assert!(!self.overlaps(x.as_flattened()) && !self.overlaps(grad.as_flattened()), "update source lies inside the matrix it updates");
+        assert!(x.len() * L == self.cols && grad.len() == x.len());
+        assert!(i0 + g.len() <= self.rows);
+        // SAFETY: rows i0..i0 + g.len() lie inside the buffer (checked), `x`
+        // and `grad` lie outside the matrix (checked), and this view is the
+        // only one of those rows this thread holds until the loop ends.
+        let rows = unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i0 * self.cols), g.len() * self.cols) };
+        for (i, (row, &gr)) in rows.chunks_exact_mut(self.cols).zip(g).enumerate() {
+            let a = gr * self.factor(i0 + i);
+            for ((rb, xb), gb) in row.chunks_exact_mut(L).zip(x).zip(grad.iter_mut()) {
+                let (old, xb, gv) = (<[f32; L]>::try_from(&*rb).unwrap_or([0.0; L]), *xb, *gb);
+                *gb = std::array::from_fn(|k| gv[k] + gr * old[k]);
+                let new: [f32; L] = std::array::from_fn(|k| old[k] + a * xb[k]);
+                rb.copy_from_slice(&new);
+            }
+        }
+    }
+
+    /// Rows `range` for reading, one slice (row-major); Hogwild as [`row`](Self::row).
+    #[inline]
+    pub fn rows_of(&self, range: std::ops::Range<usize>) -> &[f32] {
+        &self.as_slice()[range.start * self.cols..range.end * self.cols]
+    }
+
     /// `row[i] = x` (whatever the update factor), with `x` outside this matrix.
     #[inline]
     pub fn set_row(&self, i: usize, x: &[f32]) {
@@ -244,6 +320,46 @@ mod tests {
         m.exchange(1, 0.5, &[10.0, 20.0], &mut grad);
         assert_eq!(grad, [1.5, 2.0]);
         assert_eq!(m.row(1), &[8.0, 14.0]);
+    }
+
+    #[test]
+    fn block_updates_match_the_row_updates() {
+        let start: Vec<f32> = (0..24).map(|i| i as f32 * 0.5 - 3.0).collect();
+        let lock = [1.0f32, 0.0, 0.5];
+        let x = [[1.0f32, -2.0, 0.5, 4.0], [3.0, 0.25, -1.0, 2.0]];
+        let g = [0.5f32, -1.0, 2.0];
+        // reference: exchange row by row, then add_to_row
+        let (mut a, mut b) = (start.clone(), start.clone());
+        let mut grad_ref = [0f32; 8];
+        {
+            let m = Hogwild::new(&mut a, 8).with_factor(&lock);
+            for (r, &gr) in g.iter().enumerate() {
+                m.exchange(r, gr, x.as_flattened(), &mut grad_ref);
+            }
+            m.add_to_row(0, 0.25, x.as_flattened());
+        }
+        let mut grad = [[0f32; 4]; 2];
+        {
+            let m = Hogwild::new(&mut b, 8).with_factor(&lock);
+            m.exchange_outer_blocks(0, &g, &x, &mut grad);
+            m.add_blocks(0, 0.25, &x);
+        }
+        assert_eq!(a, b);
+        assert_eq!(&grad_ref, grad.as_flattened());
+        let mut c = start.clone();
+        {
+            let m = Hogwild::new(&mut c, 8).with_factor(&lock);
+            m.add_outer_blocks(0, &g, &x);
+        }
+        let mut d = start.clone();
+        {
+            let m = Hogwild::new(&mut d, 8).with_factor(&lock);
+            for (r, &gr) in g.iter().enumerate() {
+                m.add_to_row(r, gr, x.as_flattened());
+            }
+        }
+        assert_eq!(c, d);
+        assert_eq!(&c[8..16], &start[8..16]); // factor 0: frozen
     }
 
     #[test]

@@ -53,6 +53,9 @@ pub struct FitSettings {
     pub min_alpha: f32,
     pub seed: u64,
     pub workers: usize,
+    /// Train with the head-by-head row step even where the lane-block step
+    /// applies (the same SGD step; for benchmarks comparing the two).
+    pub heads_step: bool,
 }
 
 /// `x[i] = exp(x[i])` for x ≤ 0 (softmax logits less their maximum), in a
@@ -117,32 +120,62 @@ fn sum_into(a: &[f32], b: &[f32], out: &mut [f32]) {
 /// The gate arrays regrouped for the row-at-once step: row r of `key`,
 /// `pos_key`, `query` (each H·R x d_k in the model, head-major) becomes
 /// one row of H·d_k floats holding every head's vector side by side, so a
-/// token's or a column's keys are one contiguous vector.
+/// token's or a column's keys are one contiguous vector. For the
+/// lane-block step (`lanes`) every row is padded with zeros to `width` =
+/// 8·⌈d/8⌉ floats, and the other trained arrays are held padded too.
 pub struct Regrouped {
     key: Vec<f32>,
     pos_key: Vec<f32>,
     query: Vec<f32>,
+    width: usize,
+    lanes: Option<PaddedRest>,
 }
 
-/// `src` (H·R x d_k, head-major) as R x H·d_k.
-fn regroup(src: &Hogwild<'_>, heads: usize) -> Vec<f32> {
+/// The lane-block step's padded copies of `alpha`, `beta`, `pos_value`
+/// (the model's `offset_value`), `mask_value` and `mask_key` (`mask_gate`).
+struct PaddedRest {
+    alpha: Vec<f32>,
+    beta: Vec<f32>,
+    pos_value: Vec<f32>,
+    mask_value: Vec<f32>,
+    mask_key: Vec<f32>,
+}
+
+/// `src` (H·R x d_k, head-major) as R x `width` (H·d_k used, zeros after).
+fn regroup(src: &Hogwild<'_>, heads: usize, width: usize) -> Vec<f32> {
     let (dk, r) = (src.cols(), src.rows() / heads);
-    let mut out = vec![0f32; src.rows() * dk];
+    let mut out = vec![0f32; r * width];
     for h in 0..heads {
         for i in 0..r {
-            out[(i * heads + h) * dk..(i * heads + h + 1) * dk].copy_from_slice(src.row(h * r + i));
+            out[i * width + h * dk..i * width + (h + 1) * dk].copy_from_slice(src.row(h * r + i));
         }
     }
     out
 }
 
-/// Write `buf` (R x H·d_k) back into `dst` (H·R x d_k).
-fn ungroup(buf: &[f32], heads: usize, dst: &Hogwild<'_>) {
+/// Write `buf` (R x `width`) back into `dst` (H·R x d_k).
+fn ungroup(buf: &[f32], heads: usize, width: usize, dst: &Hogwild<'_>) {
     let (dk, r) = (dst.cols(), dst.rows() / heads);
     for h in 0..heads {
         for i in 0..r {
-            dst.set_row(h * r + i, &buf[(i * heads + h) * dk..(i * heads + h + 1) * dk]);
+            dst.set_row(h * r + i, &buf[i * width + h * dk..i * width + (h + 1) * dk]);
         }
+    }
+}
+
+/// `src` (R x c) with rows padded by zeros to `width`.
+fn pad(src: &Hogwild<'_>, width: usize) -> Vec<f32> {
+    let mut out = vec![0f32; src.rows() * width];
+    for i in 0..src.rows() {
+        out[i * width..i * width + src.cols()].copy_from_slice(src.row(i));
+    }
+    out
+}
+
+/// Write `buf` (R x `width`) back into `dst` (R x c, c <= width).
+fn unpad(buf: &[f32], width: usize, dst: &Hogwild<'_>) {
+    for i in 0..dst.rows() {
+        dst.set_row(i, &buf[i * width..i * width + dst.cols()]);
     }
 }
 
@@ -171,6 +204,16 @@ struct Gates2<'p> {
     key: Hogwild<'p>,
     pos_key: Hogwild<'p>,
     query: Hogwild<'p>,
+    lanes: Option<Rest2<'p>>,
+}
+
+/// Hogwild views of a `PaddedRest`.
+struct Rest2<'p> {
+    alpha: Hogwild<'p>,
+    beta: Hogwild<'p>,
+    pos_value: Hogwild<'p>,
+    mask_value: Hogwild<'p>,
+    mask_key: Hogwild<'p>,
 }
 
 /// Per-thread buffers of the row-at-once step (no allocation per row).
@@ -208,6 +251,24 @@ pub struct RowScratch {
     /// The row's mask-expert gradients (key: H·d_k, value: d).
     dmk: Vec<f32>,
     dmv: Vec<f32>,
+    /// The lane-block path's buffers (see `Lanes`).
+    ln: LaneScratch,
+}
+
+impl RowScratch {
+    /// Note the row's present columns and their tokens; returns their count.
+    #[inline(always)]
+    fn load_row(&mut self, row: &[u32]) -> usize {
+        self.cols.clear();
+        self.toks.clear();
+        for (c, &t) in row.iter().enumerate() {
+            if t != ABSENT {
+                self.cols.push(c);
+                self.toks.push(t as usize);
+            }
+        }
+        self.cols.len()
+    }
 }
 
 impl Tabular<'_, '_> {
@@ -236,28 +297,67 @@ impl Tabular<'_, '_> {
         self.moe.mask_value.rows() > 0
     }
 
-    /// The gate arrays regrouped (copies) for training.
-    pub fn regrouped(&self) -> Regrouped {
-        let (query, key, pos_key) = self.parts();
+    /// Head count, head width and key size.
+    fn dims(&self) -> Dims {
         let h = self.moe.heads;
-        Regrouped { key: regroup(key, h), pos_key: regroup(pos_key, h), query: regroup(query, h) }
+        Dims { h, s: self.moe.out.dim() / h, dk: self.parts().0.cols() }
     }
 
-    /// Copy trained regrouped gate arrays back into the model.
-    pub fn write_back(&self, g: &Regrouped) {
+    /// Does the lane-block step apply (d_k = d/H = 2, 4 or 8, d <= 32)?
+    fn lanes_apply_to(&self) -> bool {
+        let dm = self.dims();
+        dm.s == dm.dk && matches!(dm.s, 2 | 4 | 8) && dm.d() <= 4 * LANES
+    }
+
+    /// The trained arrays as the row step wants them (copies), see `Regrouped`.
+    pub fn regrouped(&self) -> Regrouped {
+        self.regrouped_for(self.lanes_apply_to())
+    }
+
+    /// `regrouped`, for the lane-block step or the head-by-head one.
+    fn regrouped_for(&self, lanes: bool) -> Regrouped {
         let (query, key, pos_key) = self.parts();
         let h = self.moe.heads;
-        ungroup(&g.key, h, key);
-        ungroup(&g.pos_key, h, pos_key);
-        ungroup(&g.query, h, query);
+        let width = if lanes { self.moe.out.dim().div_ceil(LANES) * LANES } else { h * query.cols() };
+        let lanes = lanes.then(|| PaddedRest {
+            alpha: pad(&self.moe.alpha, width),
+            beta: pad(&self.moe.out.beta, width),
+            pos_value: pad(&self.moe.offset_value, width),
+            mask_value: pad(&self.moe.mask_value, width),
+            mask_key: pad(&self.moe.mask_gate, width),
+        });
+        Regrouped { key: regroup(key, h, width), pos_key: regroup(pos_key, h, width), query: regroup(query, h, width), width, lanes }
+    }
+
+    /// Copy the trained arrays back into the model.
+    pub fn write_back(&self, g: &Regrouped) {
+        let (query, key, pos_key) = self.parts();
+        let (h, w) = (self.moe.heads, g.width);
+        ungroup(&g.key, h, w, key);
+        ungroup(&g.pos_key, h, w, pos_key);
+        ungroup(&g.query, h, w, query);
+        if let Some(p) = &g.lanes {
+            unpad(&p.alpha, w, &self.moe.alpha);
+            unpad(&p.beta, w, &self.moe.out.beta);
+            unpad(&p.pos_value, w, &self.moe.offset_value);
+            unpad(&p.mask_value, w, &self.moe.mask_value);
+            unpad(&p.mask_key, w, &self.moe.mask_gate);
+        }
     }
 
     fn views<'p>(&self, g: &'p mut Regrouped) -> Gates2<'p> {
-        let hdk = self.moe.heads * self.parts().0.cols();
+        let w = g.width;
         Gates2 {
-            key: Hogwild::new(&mut g.key, hdk),
-            pos_key: Hogwild::new(&mut g.pos_key, hdk),
-            query: Hogwild::new(&mut g.query, hdk),
+            key: Hogwild::new(&mut g.key, w),
+            pos_key: Hogwild::new(&mut g.pos_key, w),
+            query: Hogwild::new(&mut g.query, w),
+            lanes: g.lanes.as_mut().map(|p| Rest2 {
+                alpha: Hogwild::new(&mut p.alpha, w),
+                beta: Hogwild::new(&mut p.beta, w),
+                pos_value: Hogwild::new(&mut p.pos_value, w),
+                mask_value: Hogwild::new(&mut p.mask_value, w),
+                mask_key: Hogwild::new(&mut p.mask_key, w),
+            }),
         }
     }
 
@@ -288,6 +388,7 @@ impl Tabular<'_, '_> {
             probs: z(widest),
             dmk: z(hdk),
             dmv: z(d),
+            ln: LaneScratch::new(f, d.div_ceil(LANES)),
         }
     }
 
@@ -308,8 +409,16 @@ impl Tabular<'_, '_> {
     /// the CPU has, and for the common head sizes (value part d/H, key
     /// size d_k) as constants, so the per-head loops unroll into vector code.
     fn train_row(&self, rs: &mut RowScratch, g: &Gates2<'_>, row: &[u32], lr: f32, only: Option<usize>) -> (f64, u64) {
-        let h = self.moe.heads;
-        let dm = Dims { h, s: self.moe.out.dim() / h, dk: g.key.cols() / h };
+        let dm = self.dims();
+        match &g.lanes {
+            Some(p) => self.train_row_lanes(rs, g, p, row, lr, only, dm),
+            None => self.train_row_heads(rs, g, row, lr, only, dm),
+        }
+    }
+
+    /// The row step head by head: any head width and key size.
+    fn train_row_heads(&self, rs: &mut RowScratch, g: &Gates2<'_>, row: &[u32], lr: f32, only: Option<usize>, dm: Dims) -> (f64, u64) {
+        let h = dm.h;
         // one inlined copy per arm, its sizes constants
         with_wide(
             #[inline(always)]
@@ -327,15 +436,7 @@ impl Tabular<'_, '_> {
     fn train_row_sized(&self, rs: &mut RowScratch, g: &Gates2<'_>, row: &[u32], lr: f32, only: Option<usize>, dm: Dims) -> (f64, u64) {
         let (d, hdk) = (dm.d(), dm.hdk());
         let mask = self.has_mask();
-        rs.cols.clear();
-        rs.toks.clear();
-        for (c, &t) in row.iter().enumerate() {
-            if t != ABSENT {
-                rs.cols.push(c);
-                rs.toks.push(t as usize);
-            }
-        }
-        let n = rs.cols.len();
+        let n = rs.load_row(row);
         if n < 2 {
             return (0.0, 0); // a lone column has no context: nothing to learn from
         }
@@ -539,7 +640,7 @@ impl Tabular<'_, '_> {
         let total = (s.epochs * rows).max(1) as f32;
         let lr_at = |done: usize| (s.alpha - (s.alpha - s.min_alpha) * done as f32 / total).max(s.min_alpha);
         let mut scratches: Vec<RowScratch> = (0..workers).map(|_| self.row_scratch()).collect();
-        let mut regrouped = self.regrouped();
+        let mut regrouped = self.regrouped_for(self.lanes_apply_to() && !s.heads_step);
         let g = self.views(&mut regrouped);
         let g = &g;
         let mut losses = Vec::with_capacity(s.epochs);
@@ -584,6 +685,359 @@ impl Tabular<'_, '_> {
     }
 }
 
+// ---------------------------------------------------------------------------
+// The lane-block row step. When a head's value part and its key have the
+// same width S (the default: d_k = d/H) and S is 1, 2, 4 or 8, head h owns
+// lanes h·S..(h+1)·S of both a value and a key vector, so the whole step
+// runs on d-wide vectors cut into blocks of 8 lanes (one AVX2 register), a
+// block holding whole heads. A per-head scalar (gate logit, MoE weight, its
+// gradient) is kept *expanded*: repeated over its head's S lanes. The
+// per-head dot product <q_h, k_h> is then q ⊙ k summed within each S-lane
+// segment by log2(S) butterfly steps (in-register shuffles), and the softmax
+// over the experts, the mixture and the backward pass are lane-wise
+// arithmetic over whole blocks. Lanes past d are zero throughout and never
+// written back. The math is the head-by-head step's, term for term (checked
+// against it in the tests).
+//
+// The masked column's own slot holds the mask expert: to predict column a,
+// expert b ≠ a is column b and expert a is the mask expert at column a
+// (key mask_key + pos_key[a], value mask_value + pos_value[a]); without a
+// mask expert slot a gets weight 0.
+
+/// Lanes per block.
+const LANES: usize = 8;
+type Block = [f32; LANES];
+const ZERO: Block = [0.0; LANES];
+
+/// Buffers of the lane-block step, each vector ⌈d/8⌉ blocks.
+pub struct LaneScratch {
+    /// Per present column: key + pos_key, mask key there, query / √d_k.
+    k: Vec<Block>,
+    km: Vec<Block>,
+    q: Vec<Block>,
+    /// Per present column: alpha + pos_value, the mask value there.
+    v: Vec<Block>,
+    vm: Vec<Block>,
+    /// Gradient accumulators of the same shapes (dq before its 1/√d_k).
+    dk: Vec<Block>,
+    dkm: Vec<Block>,
+    dq: Vec<Block>,
+    dv: Vec<Block>,
+    dvm: Vec<Block>,
+    /// MoE weights of the masked column being trained, expanded, per expert.
+    th: Vec<Block>,
+}
+
+impl LaneScratch {
+    /// Exchange the mask expert's key, value and their gradients at one
+    /// column (`slot`, its blocks) with the column's own.
+    #[inline(always)]
+    fn swap_mask(&mut self, slot: Range<usize>) {
+        self.k[slot.clone()].swap_with_slice(&mut self.km[slot.clone()]);
+        self.v[slot.clone()].swap_with_slice(&mut self.vm[slot.clone()]);
+        self.dk[slot.clone()].swap_with_slice(&mut self.dkm[slot.clone()]);
+        self.dv[slot.clone()].swap_with_slice(&mut self.dvm[slot]);
+    }
+
+    fn new(f: usize, nb: usize) -> Self {
+        let z = |n: usize| vec![ZERO; n];
+        LaneScratch {
+            k: z(f * nb),
+            km: z(f * nb),
+            q: z(f * nb),
+            v: z(f * nb),
+            vm: z(f * nb),
+            dk: z(f * nb),
+            dkm: z(f * nb),
+            dq: z(f * nb),
+            dv: z(f * nb),
+            dvm: z(f * nb),
+            th: z(f * nb),
+        }
+    }
+}
+
+/// `x` summed within each segment of S lanes, the sum repeated over the
+/// segment (log2 S butterfly steps: lane i adds lane i xor w).
+#[inline(always)]
+fn seg_sum<const S: usize>(x: Block) -> Block {
+    let mut t = x;
+    let mut w = 1;
+    while w < S {
+        let u = t;
+        t = std::array::from_fn(|i| u[i] + u[i ^ w]);
+        w <<= 1;
+    }
+    t
+}
+
+/// Block c of a padded row.
+#[inline(always)]
+fn blk(row: &[f32], c: usize) -> Block {
+    let mut b = ZERO;
+    b.copy_from_slice(&row[c * LANES..(c + 1) * LANES]);
+    b
+}
+
+// Lane-wise arithmetic on whole blocks (whole blocks in, whole block out:
+// the compiler then emits one vector instruction each).
+#[inline(always)]
+fn mul(a: Block, b: Block) -> Block {
+    std::array::from_fn(|i| a[i] * b[i])
+}
+
+#[inline(always)]
+fn plus(a: Block, b: Block) -> Block {
+    std::array::from_fn(|i| a[i] + b[i])
+}
+
+#[inline(always)]
+fn minus(a: Block, b: Block) -> Block {
+    std::array::from_fn(|i| a[i] - b[i])
+}
+
+/// `y += a ⊙ b`.
+#[inline(always)]
+fn fma_into(a: Block, b: Block, y: &mut Block) {
+    let c = *y;
+    *y = std::array::from_fn(|i| c[i] + a[i] * b[i]);
+}
+
+/// `y += x`.
+#[inline(always)]
+fn add_into(x: Block, y: &mut Block) {
+    *y = plus(*y, x);
+}
+
+/// `NB` blocks copied out of a slice of exactly that many.
+#[inline(always)]
+fn grab<const NB: usize>(x: &[Block]) -> [Block; NB] {
+    std::array::from_fn(|c| x[c])
+}
+
+/// Sum of a block's lanes.
+#[inline(always)]
+fn hsum(x: Block) -> f32 {
+    let t: [f32; 4] = std::array::from_fn(|i| x[i] + x[i + 4]);
+    (t[0] + t[2]) + (t[1] + t[3])
+}
+
+impl Tabular<'_, '_> {
+    /// The row step on lane blocks (see above); head width S = d_k, NB
+    /// blocks per vector, both constants.
+    #[allow(clippy::too_many_arguments)]
+    fn train_row_lanes(&self, rs: &mut RowScratch, g: &Gates2<'_>, p: &Rest2<'_>, row: &[u32], lr: f32, only: Option<usize>, dm: Dims) -> (f64, u64) {
+        let nb = dm.d().div_ceil(LANES);
+        macro_rules! arms {
+            ($(($s:literal, $nb:literal)),*) => {
+                match (dm.s, nb) {
+                    $(($s, $nb) => self.lanes_sized::<$s, $nb>(rs, g, p, row, lr, only),)*
+                    _ => unreachable!("lanes_fit admits only these sizes"),
+                }
+            };
+        }
+        with_wide(
+            #[inline(always)]
+            || arms!((4, 3), (2, 1), (2, 2), (2, 3), (2, 4), (4, 1), (4, 2), (4, 4), (8, 1), (8, 2), (8, 3), (8, 4)),
+        )
+    }
+
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn lanes_sized<const S: usize, const NB: usize>(&self, rs: &mut RowScratch, g: &Gates2<'_>, p: &Rest2<'_>, row: &[u32], lr: f32, only: Option<usize>) -> (f64, u64) {
+        let mask = self.has_mask();
+        let n = rs.load_row(row);
+        if n < 2 {
+            return (0.0, 0); // a lone column has no context: nothing to learn from
+        }
+        let ln = &mut rs.ln;
+        let scale = 1.0 / (S as f32).sqrt();
+        let (mv, mk) = if mask { (p.mask_value.row(0), p.mask_key.row(0)) } else { (&[][..], &[][..]) };
+        for (e, (&c, &t)) in rs.cols.iter().zip(&rs.toks).enumerate() {
+            let (pv, pk, al, ke, qu) = (p.pos_value.row(c), g.pos_key.row(c), p.alpha.row(t), g.key.row(t), g.query.row(c));
+            for b in 0..NB {
+                let i = e * NB + b;
+                ln.v[i] = plus(blk(al, b), blk(pv, b));
+                ln.k[i] = plus(blk(ke, b), blk(pk, b));
+                ln.q[i] = mul(blk(qu, b), [scale; LANES]);
+                if mask {
+                    ln.vm[i] = plus(blk(mv, b), blk(pv, b));
+                    ln.km[i] = plus(blk(mk, b), blk(pk, b));
+                }
+            }
+        }
+        for buf in [&mut ln.dk, &mut ln.dkm, &mut ln.dq, &mut ln.dv, &mut ln.dvm] {
+            buf[..n * NB].fill(ZERO);
+        }
+        let (mut loss, mut count) = (0.0f64, 0u64);
+        for a in 0..n {
+            if only.is_some_and(|j| j != rs.cols[a]) {
+                continue;
+            }
+            let j = rs.cols[a];
+            // slot a holds the mask expert while column a is masked
+            let slot = a * NB..(a + 1) * NB;
+            if mask {
+                ln.swap_mask(slot.clone());
+            }
+            let qa: [Block; NB] = grab(&ln.q[slot.clone()]);
+            let z = Self::lanes_forward::<S, NB>(ln, &qa, a, n, mask);
+            let gz = self.lanes_output::<NB>(p, &mut rs.probs, &z, j, rs.toks[a], lr * self.weight(j), &mut loss);
+            let dqa = Self::lanes_backward::<S, NB>(ln, &qa, &z, &gz, n);
+            for (d, x) in ln.dq[slot.clone()].iter_mut().zip(&dqa) {
+                add_into(*x, d);
+            }
+            if mask {
+                ln.swap_mask(slot);
+            }
+            count += 1;
+        }
+        self.lanes_apply::<NB>(rs, g, p, scale);
+        (loss, count)
+    }
+
+    /// Masked column a, its slot holding the mask expert (see
+    /// `lanes_sized`): the expanded MoE weights of every expert into `ln.th`;
+    /// returns the mixture z.
+    #[inline(always)]
+    fn lanes_forward<const S: usize, const NB: usize>(ln: &mut LaneScratch, qa: &[Block; NB], a: usize, n: usize, mask: bool) -> [Block; NB] {
+        let (k, v, th) = (&ln.k[..n * NB], &ln.v[..n * NB], &mut ln.th[..n * NB]);
+        let mut mx = [[f32::NEG_INFINITY; LANES]; NB];
+        for (e, (tb, kb)) in th.chunks_exact_mut(NB).zip(k.chunks_exact(NB)).enumerate() {
+            let kb: [Block; NB] = grab(kb);
+            let skip = !mask && e == a;
+            for c in 0..NB {
+                let t = if skip { [f32::NEG_INFINITY; LANES] } else { seg_sum::<S>(mul(qa[c], kb[c])) };
+                tb[c] = t;
+                let x = mx[c];
+                mx[c] = std::array::from_fn(|i| if t[i] > x[i] { t[i] } else { x[i] });
+            }
+        }
+        // softmax over the experts, lane by lane
+        for tb in th.chunks_exact_mut(NB) {
+            for (t, &m) in tb.iter_mut().zip(mx.iter()) {
+                *t = minus(*t, m);
+            }
+        }
+        exp_nonpositive(th.as_flattened_mut());
+        if !mask {
+            th[a * NB..(a + 1) * NB].fill(ZERO);
+        }
+        let mut sum = [ZERO; NB];
+        let mut z = [ZERO; NB];
+        for (tb, vb) in th.chunks_exact(NB).zip(v.chunks_exact(NB)) {
+            for c in 0..NB {
+                add_into(tb[c], &mut sum[c]);
+                fma_into(tb[c], vb[c], &mut z[c]);
+            }
+        }
+        let inv: [Block; NB] = std::array::from_fn(|c| std::array::from_fn(|i| 1.0 / sum[c][i]));
+        for tb in th.chunks_exact_mut(NB) {
+            for c in 0..NB {
+                tb[c] = mul(tb[c], inv[c]);
+            }
+        }
+        std::array::from_fn(|c| mul(z[c], inv[c]))
+    }
+
+    /// Softmax of z over column j's categories, `target` the true token:
+    /// adds −log p(target) to `loss`, column j's beta (and bias) rows take
+    /// their step, and returns lr·∂log p/∂z (before the update).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn lanes_output<const NB: usize>(&self, p: &Rest2<'_>, probs: &mut [f32], z: &[Block; NB], j: usize, target: usize, lr: f32, loss: &mut f64) -> [Block; NB] {
+        let (bias, range) = (&self.moe.out.bias, self.range(j));
+        let lo = range.start;
+        let probs = &mut probs[..range.len()];
+        let beta = p.beta.rows_of(range.clone());
+        let mut mx = f32::NEG_INFINITY;
+        for (pr, row) in probs.iter_mut().zip(beta.chunks_exact(NB * LANES)) {
+            let mut acc = ZERO;
+            for (c, &zc) in z.iter().enumerate() {
+                fma_into(zc, blk(row, c), &mut acc);
+            }
+            *pr = hsum(acc);
+        }
+        if let Some(b) = bias {
+            for (pr, &bi) in probs.iter_mut().zip(b.rows_of(range.clone())) {
+                *pr += bi;
+            }
+        }
+        for &pr in probs.iter() {
+            mx = mx.max(pr);
+        }
+        probs.iter_mut().for_each(|q| *q -= mx);
+        exp_nonpositive(probs);
+        let inv = 1.0 / probs.iter().sum::<f32>();
+        let t = target - lo;
+        *loss -= (probs[t] * inv).max(f32::MIN_POSITIVE).ln() as f64;
+        for (i, q) in probs.iter_mut().enumerate() {
+            *q = (if i == t { 1.0 } else { 0.0 } - *q * inv) * lr; // now the step of row lo + i's score
+        }
+        let mut gz = [ZERO; NB];
+        p.beta.exchange_outer_blocks(lo, probs, z, &mut gz);
+        if let Some(b) = bias {
+            b.add_outer_blocks::<1>(lo, probs, &[[1.0]]);
+        }
+        gz
+    }
+
+    /// Back through masked column a's mixture (its slot holding the mask
+    /// expert) into the row's accumulators: for expert b with weight θ_b
+    /// and value x_b,
+    ///   ∂x_b += θ_b ⊙ g;  dl_b = θ_b ⊙ segsum(g ⊙ (x_b − z));
+    ///   ∂q_a += dl_b ⊙ k_b;  ∂k_b += dl_b ⊙ q_a/√d_k.
+    /// Returns ∂q_a (before its 1/√d_k).
+    #[inline(always)]
+    fn lanes_backward<const S: usize, const NB: usize>(ln: &mut LaneScratch, qa: &[Block; NB], z: &[Block; NB], gz: &[Block; NB], n: usize) -> [Block; NB] {
+        let (k, v, th) = (&ln.k[..n * NB], &ln.v[..n * NB], &ln.th[..n * NB]);
+        let (dk, dv) = (&mut ln.dk[..n * NB], &mut ln.dv[..n * NB]);
+        let mut dqa = [ZERO; NB];
+        let experts = k.chunks_exact(NB).zip(v.chunks_exact(NB)).zip(th.chunks_exact(NB));
+        for (((kb, vb), tb), (dkb, dvb)) in experts.zip(dk.chunks_exact_mut(NB).zip(dv.chunks_exact_mut(NB))) {
+            for c in 0..NB {
+                let (t, g) = (tb[c], gz[c]);
+                let dl = mul(t, seg_sum::<S>(mul(g, minus(vb[c], z[c]))));
+                fma_into(t, g, &mut dvb[c]);
+                fma_into(dl, kb[c], &mut dqa[c]);
+                fma_into(dl, qa[c], &mut dkb[c]);
+            }
+        }
+        dqa
+    }
+
+    /// Apply the row's accumulated gradients to the shared parameters.
+    #[inline(always)]
+    fn lanes_apply<const NB: usize>(&self, rs: &mut RowScratch, g: &Gates2<'_>, p: &Rest2<'_>, scale: f32) {
+        let mask = self.has_mask();
+        let ln = &rs.ln;
+        // the mask expert's key and value gradients, summed over the row
+        let (mut dmk, mut dmv) = ([ZERO; NB], [ZERO; NB]);
+        for (e, (&c, &t)) in rs.cols.iter().zip(&rs.toks).enumerate() {
+            let blocks = e * NB..(e + 1) * NB;
+            let (dv, dkey) = (&ln.dv[blocks.clone()], &ln.dk[blocks.clone()]);
+            p.alpha.add_blocks(t, 1.0, dv);
+            p.pos_value.add_blocks(c, 1.0, dv);
+            g.key.add_blocks(t, 1.0, dkey);
+            g.pos_key.add_blocks(c, 1.0, dkey);
+            g.query.add_blocks(c, scale, &ln.dq[blocks.clone()]);
+            if mask {
+                let (dvm, dkm) = (&ln.dvm[blocks.clone()], &ln.dkm[blocks]);
+                p.pos_value.add_blocks(c, 1.0, dvm);
+                g.pos_key.add_blocks(c, 1.0, dkm);
+                for c in 0..NB {
+                    add_into(dkm[c], &mut dmk[c]);
+                    add_into(dvm[c], &mut dmv[c]);
+                }
+            }
+        }
+        if mask {
+            p.mask_key.add_blocks(0, 1.0, &dmk);
+            p.mask_value.add_blocks(0, 1.0, &dmv);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -592,6 +1046,76 @@ mod tests {
     use crate::objective::{OutputLayer, OutputSpec};
     use crate::simd::SigmoidTable;
     use crate::vocab::{Vocab, VocabSettings};
+
+    /// A table model over `a` = [alpha, beta, pos_value, query, key, pos_key,
+    /// bias, mask_key, mask_value] (the last two empty: no mask expert).
+    fn table_moe<'a>(a: &'a mut [Vec<f32>], voc: &'a Vocab, d: usize, h: usize, dk: usize, f: usize) -> Moe<'a> {
+        let [alpha, beta, pv, q, key, pk, bias, mk, mv] = a else { panic!("9 arrays") };
+        let opt = |x: &'a mut Vec<f32>, cols: usize| if x.is_empty() { Hogwild::empty() } else { Hogwild::new(x, cols) };
+        Moe {
+            alpha: Hogwild::new(alpha, d),
+            gates: Gates::Absolute { query: Hogwild::new(q, dk), key: Hogwild::new(key, dk), pos_key: Hogwild::new(pk, dk), max_len: f },
+            offset_value: Hogwild::new(pv, d),
+            mask_gate: opt(mk, h * dk),
+            mask_value: opt(mv, d),
+            out: OutputLayer {
+                beta: Hogwild::new(beta, d),
+                syn1: Hogwild::empty(),
+                bias: Some(Hogwild::new(bias, 1)),
+                spec: OutputSpec { negative: 0, hs: false, softmax: true },
+                vocab: voc,
+                sig: SigmoidTable::new(),
+            },
+            heads: h,
+            full: false,
+            window: 1,
+            shrink: false,
+            batch: 1,
+        }
+    }
+
+    /// The lane-block step and the head-by-head step are the same SGD step.
+    #[test]
+    fn lane_step_equals_head_step() {
+        let (d, h, dk) = (20usize, 5usize, 4usize);
+        let sizes = [3usize, 5, 2, 4];
+        let f = sizes.len();
+        let v: usize = sizes.iter().sum();
+        let voc = Vocab::from_sorted(
+            (0..v).map(|i| (i.to_string(), 1)).collect(),
+            &VocabSettings { min_count: 1, max_final_vocab: None, sample: 0.0, ns_exponent: 0.75, hs: false },
+        );
+        let mut rng = Rng::new(11);
+        let mut init = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.unit_f32() - 0.5).collect() };
+        let sets: Vec<Vec<f32>> = [v * d, v * d, f * d, h * f * dk, h * v * dk, h * f * dk, v, h * dk, d].iter().map(|&n| init(n)).collect();
+        let starts = [0u32, 3, 8, 10, 14];
+        let rows: [[u32; 4]; 3] = [[1, 4, 9, 12], [0, ABSENT, 8, 13], [2, 7, ABSENT, ABSENT]];
+        let mut results = Vec::new();
+        for lanes in [false, true] {
+            let mut a = sets.clone();
+            let moe = table_moe(&mut a, &voc, d, h, dk, f);
+            let t = Tabular { moe: &moe, starts: &starts, weights: &[1.0, 2.0, 0.5, 1.0] };
+            let mut g = t.regrouped_for(lanes);
+            let mut rs = t.row_scratch();
+            let mut losses = Vec::new();
+            for row in &rows {
+                losses.push(t.train_row(&mut rs, &t.views(&mut g), row, 0.3, None).0);
+            }
+            t.write_back(&g);
+            drop(moe);
+            results.push((losses, a));
+        }
+        let ((l0, a0), (l1, a1)) = (&results[0], &results[1]);
+        for (x, y) in l0.iter().zip(l1) {
+            assert!((x - y).abs() < 1e-5 * x.abs().max(1.0), "{l0:?} {l1:?}");
+        }
+        for (k, (x, y)) in a0.iter().zip(a1).enumerate() {
+            for (p, q) in x.iter().zip(y) {
+                assert!((p - q).abs() < 1e-5, "array {k}: {p} vs {q}");
+            }
+        }
+        assert_ne!(a0, &sets, "the steps changed the parameters");
+    }
 
     /// Two perfectly dependent columns (category i of column 0 always with
     /// category i of column 1): training must learn to predict each from the other.
@@ -605,38 +1129,13 @@ mod tests {
         );
         let mut rng = Rng::new(3);
         let mut small = |n: usize| -> Vec<f32> { (0..n).map(|_| (rng.unit_f32() - 0.5) * 0.2).collect() };
-        let (mut alpha, mut beta, mut pv) = (small(v * d), small(v * d), small(f * d));
-        let (mut q, mut key, mut pk) = (small(h * f * dk), small(h * v * dk), small(h * f * dk));
-        let mut bias = vec![0f32; v];
-        let moe = Moe {
-            alpha: Hogwild::new(&mut alpha, d),
-            gates: Gates::Absolute {
-                query: Hogwild::new(&mut q, dk),
-                key: Hogwild::new(&mut key, dk),
-                pos_key: Hogwild::new(&mut pk, dk),
-                max_len: f,
-            },
-            offset_value: Hogwild::new(&mut pv, d),
-            mask_gate: Hogwild::empty(),
-            mask_value: Hogwild::empty(),
-            out: OutputLayer {
-                beta: Hogwild::new(&mut beta, d),
-                syn1: Hogwild::empty(),
-                bias: Some(Hogwild::new(&mut bias, 1)),
-                spec: OutputSpec { negative: 0, hs: false, softmax: true },
-                vocab: &voc,
-                sig: SigmoidTable::new(),
-            },
-            heads: h,
-            full: false,
-            window: 1,
-            shrink: false,
-            batch: 1,
-        };
+        let mut a: Vec<Vec<f32>> = [v * d, v * d, f * d, h * f * dk, h * v * dk, h * f * dk].iter().map(|&n| small(n)).collect();
+        a.extend([vec![0f32; v], vec![], vec![]]);
+        let moe = table_moe(&mut a, &voc, d, h, dk, f);
         let starts = [0u32, k as u32, v as u32];
         let t = Tabular { moe: &moe, starts: &starts, weights: &[] };
         let data: Vec<u32> = (0..200).flat_map(|i| [(i % k) as u32, (k + i % k) as u32]).collect();
-        let s = FitSettings { epochs: 30, alpha: 0.1, min_alpha: 0.001, seed: 1, workers: 1 };
+        let s = FitSettings { epochs: 30, alpha: 0.1, min_alpha: 0.001, seed: 1, workers: 1, heads_step: false };
         let losses = t.fit(&data, &s, |_| true);
         assert!(losses[losses.len() - 1] < 0.1 * losses[0], "{losses:?}");
         let mut sc = moe.scratch();

@@ -57,8 +57,10 @@ fn check_weights(weights: &[f32], f: usize) -> PyResult<()> {
 /// (rows x columns token ids, `ABSENT` = u32::MAX for a missing value),
 /// one SGD step per row on the summed loss of its masked columns (column j
 /// weighted by `weights[j]`, default 1). Returns the mean loss of each epoch.
+/// `heads_step` trains with the head-by-head row step even where the
+/// lane-block one applies (the same step; for benchmarks).
 #[pyfunction]
-#[pyo3(signature = (arrays, settings, data, starts, *, epochs, alpha, min_alpha, seed, workers, weights=vec![]))]
+#[pyo3(signature = (arrays, settings, data, starts, *, epochs, alpha, min_alpha, seed, workers, weights=vec![], heads_step=false))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn tabular_fit(
     py: Python<'_>,
@@ -72,11 +74,12 @@ pub(crate) fn tabular_fit(
     seed: u64,
     workers: usize,
     weights: Vec<f32>,
+    heads_step: bool,
 ) -> PyResult<Vec<f64>> {
     let table = check_table(&data, &starts, &settings)?;
     check_weights(&weights, starts.len() - 1)?;
     let voc = table_vocab(starts[starts.len() - 1] as usize);
-    let s = FitSettings { epochs, alpha, min_alpha, seed, workers };
+    let s = FitSettings { epochs, alpha, min_alpha, seed, workers, heads_step };
     with_moe(&voc, &arrays, settings, &[], |m| {
         let t = Tabular { moe: m, starts: &starts, weights: &weights };
         let mut interrupted = None;
