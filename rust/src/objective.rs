@@ -131,12 +131,7 @@ impl<'a> OutputLayer<'a> {
             // CBOW: word2vec's exact update order (each row updated right after its score).
             for (j, o) in rows.enumerate() {
                 let label = if j == 0 { 1.0 } else { 0.0 };
-                self.beta.score_exchange(o as usize, h, grad, |f| {
-                    if want_loss {
-                        loss -= sig.log_sigmoid(if j == 0 { f } else { -f });
-                    }
-                    (label - sig.sigmoid(f)) * lr
-                });
+                self.beta.score_exchange(o as usize, h, grad, |f| sig.coefficient(label, f, lr, want_loss, &mut loss));
             }
             return loss;
         }
@@ -151,12 +146,7 @@ impl<'a> OutputLayer<'a> {
         for (j, o) in rows.enumerate() {
             let label = if j == 0 { 1.0 } else { 0.0 };
             let gs = &mut s.g[j * n..(j + 1) * n];
-            score_rows(self.beta.row(o as usize), h, grad, gs, |_, f| {
-                if want_loss {
-                    loss -= sig.log_sigmoid(if j == 0 { f } else { -f });
-                }
-                (label - sig.sigmoid(f)) * lr
-            });
+            score_rows(self.beta.row(o as usize), h, grad, gs, |_, f| sig.coefficient(label, f, lr, want_loss, &mut loss));
         }
         let rows = std::iter::once(target).chain(s.outs.iter().copied().filter(|&w| w != target));
         for (j, o) in rows.enumerate() {
@@ -214,10 +204,7 @@ impl<'a> OutputLayer<'a> {
         for (i, &t) in targets.iter().enumerate() {
             let r = i * d..(i + 1) * d;
             score_rows(self.beta.row(t as usize), &h[r.clone()], &mut grad[r], &mut tg[i..i + 1], |_, f| {
-                if want_loss {
-                    loss -= sig.log_sigmoid(f);
-                }
-                (1.0 - sig.sigmoid(f)) * lr
+                sig.coefficient(1.0, f, lr, want_loss, &mut loss)
             });
         }
         // ...then each shared negative against all B rows (a row skips a
@@ -225,12 +212,10 @@ impl<'a> OutputLayer<'a> {
         for (j, &o) in outs.iter().enumerate() {
             score_rows(self.beta.row(o as usize), h, grad, &mut ng[j * b..(j + 1) * b], |i, f| {
                 if o == targets[i] {
-                    return 0.0;
+                    0.0
+                } else {
+                    sig.coefficient(0.0, f, lr, want_loss, &mut loss)
                 }
-                if want_loss {
-                    loss -= sig.log_sigmoid(-f);
-                }
-                -sig.sigmoid(f) * lr
             });
         }
         // Output updates: each negative row takes its B contributions in one call.

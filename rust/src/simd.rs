@@ -1060,12 +1060,30 @@ impl SigmoidTable {
     #[inline]
     pub fn log_sigmoid(&self, f: f32) -> f32 {
         if f <= -MAX_EXP || f >= MAX_EXP {
-            // log σ(f) = -log(1 + e^{-f})
-            -((-f as f64).exp().ln_1p() as f32)
+            log_sigmoid_exact(f)
         } else {
             self.log_table[Self::idx(f)]
         }
     }
+
+    /// The negative-sampling coefficient of one score f = h·β:
+    /// lr·(label − σ(f)), and −log σ(±f) added to `loss` when `want_loss`
+    /// (+f for the target, label 1; −f for a negative, label 0). Small and
+    /// always inlined: the output kernels call it once per score.
+    #[inline(always)]
+    pub fn coefficient(&self, label: f32, f: f32, lr: f32, want_loss: bool, loss: &mut f32) -> f32 {
+        if want_loss {
+            *loss -= self.log_sigmoid(if label > 0.0 { f } else { -f });
+        }
+        (label - self.sigmoid(f)) * lr
+    }
+}
+
+/// log σ(f) = −log(1 + e^{−f}) in f64, for saturated scores (rare: kept out of line).
+#[cold]
+#[inline(never)]
+fn log_sigmoid_exact(f: f32) -> f32 {
+    -((-f as f64).exp().ln_1p() as f32)
 }
 
 impl Default for SigmoidTable {
