@@ -1123,6 +1123,57 @@ mod tests {
         assert!(big[0] >= 0.0 && big[0] < 1e-37 && big[1].is_finite());
     }
 
+    /// The fused output-layer kernels against float64 loops written from
+    /// their definitions, at every level and at lengths around the vector widths.
+    #[test]
+    fn output_kernels_agree_with_reference_at_every_level() {
+        let levels = [Level::Scalar, Level::Avx2Fma, Level::Avx512, Level::Neon];
+        let close = |got: f32, want: f64, what: &str| assert!((got as f64 - want).abs() < 1e-5 * (1.0 + want.abs()), "{what}: {got} vs {want}");
+        for &lv in &levels {
+            if !force_level(Some(lv)) {
+                continue;
+            }
+            for d in [1usize, 7, 8, 9, 17, 33, 100] {
+                let n = 3;
+                let v = |k: usize, s: usize| ((k * s % 13) as f32 - 6.0) * 0.07;
+                let h: Vec<f32> = (0..n * d).map(|k| v(k, 5)).collect();
+                let w: Vec<f32> = (0..d).map(|k| v(k, 7)).collect();
+                let grad0: Vec<f32> = (0..n * d).map(|k| v(k, 3)).collect();
+                let dot64 = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum::<f64>();
+                // score_pair: g = gfn(h·out); grad += g out_old; out += g c h
+                for c in [1.0f32, 0.5, 0.0] {
+                    let (mut out, mut grad) = (w.clone(), grad0[..d].to_vec());
+                    let f = dot64(&h[..d], &w);
+                    let g = score_pair(&h[..d], &mut out, &mut grad, c, |f| 0.3 - 0.1 * f);
+                    let g64 = 0.3 - 0.1 * f;
+                    close(g, g64, "score_pair g");
+                    for k in 0..d {
+                        close(grad[k], grad0[k] as f64 + g64 * w[k] as f64, "score_pair grad");
+                        close(out[k], w[k] as f64 + g64 * c as f64 * h[k] as f64, "score_pair out");
+                    }
+                }
+                // score_rows: g_i = gfn(i, h_i·w) (row 1 skipped), grad_i += g_i w; w untouched
+                let (mut grad, mut gs) = (grad0.clone(), vec![9f32; n]);
+                score_rows(&w, &h, &mut grad, &mut gs, |i, f| if i == 1 { 0.0 } else { 0.2 * f - 0.05 * i as f32 });
+                for i in 0..n {
+                    let g64 = if i == 1 { 0.0 } else { 0.2 * dot64(&h[i * d..(i + 1) * d], &w) - 0.05 * i as f64 };
+                    close(gs[i], g64, "score_rows g");
+                    for k in 0..d {
+                        close(grad[i * d + k], grad0[i * d + k] as f64 + g64 * w[k] as f64, "score_rows grad");
+                    }
+                }
+                // add_rows: out += c Σ_i g_i h_i
+                let mut out = w.clone();
+                add_rows(&mut out, &h, &[0.5, 0.0, -1.5], 0.25);
+                for k in 0..d {
+                    let want = w[k] as f64 + 0.25 * (0.5 * h[k] as f64 - 1.5 * h[2 * d + k] as f64);
+                    close(out[k], want, "add_rows");
+                }
+            }
+        }
+        force_level(None);
+    }
+
     #[test]
     fn kernels_agree_with_reference_at_every_level_and_length() {
         let levels = [Level::Scalar, Level::Avx2Fma, Level::Avx512, Level::Neon];
