@@ -13,6 +13,11 @@ Linux carries across exec), once after the import and once after training.
     python benches/bench_word2vec.py --repeats 3     # median of 3 interleaved runs
     python benches/bench_word2vec.py --single-line   # also: the same words as one huge line
     python benches/bench_word2vec.py --batch-targets 1,16 --scaling
+    python benches/bench_word2vec.py --models cbow --batch-targets 1,16,16:10,16:15
+
+A ``--batch-targets`` entry ``B:K`` runs bidirmoe with ``batch_targets=B`` and
+``negative=K`` (more shared negatives per mini-batch; gensim keeps the
+``negative=5`` of the settings).
 
 bidirmoe is run once per ``--batch-targets`` value (default: 1, the exact
 per-target update, and the model's default), side by side with gensim. Run
@@ -86,6 +91,12 @@ def write_lines(src: str, dst: str, words_per_line: int | None) -> int:
     return len(words)
 
 
+def parse_entry(entry: str) -> dict:
+    """A ``--batch-targets`` entry, ``B`` or ``B:K``, as bidirmoe keyword arguments."""
+    b, _, k = entry.partition(":")
+    return {"batch_targets": int(b), **({"negative": int(k)} if k else {})}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", default=DEFAULT_CORPUS, help="text (or .gz) corpus; rewritten as 1000-word lines")
@@ -107,11 +118,12 @@ def main() -> None:
     results, last = {}, {}
     for model in args.models.split(","):
         sg = 1 if model == "sg" else 0
-        batches = [int(b) for b in args.batch_targets.split(",")] if args.batch_targets else sorted({1, BATCH_TARGETS})
-        last[model] = batches[-1]
-        configs = [("gensim", "gensim", {})] + [(f"bidirmoe b={b}", "bidirmoe", {"batch_targets": b}) for b in batches]
+        entries = args.batch_targets.split(",") if args.batch_targets else [str(b) for b in sorted({1, BATCH_TARGETS})]
+        batches = [parse_entry(e) for e in entries]
+        last[model] = entries[-1]
+        configs = [("gensim", "gensim", {})] + [(f"bidirmoe b={e}", "bidirmoe", b) for e, b in zip(entries, batches)]
         if args.scaling:
-            configs += [(f"bidirmoe b={batches[-1]} 1 worker", "bidirmoe", {"batch_targets": batches[-1], "workers": 1})]
+            configs += [(f"bidirmoe b={entries[-1]} 1 worker", "bidirmoe", {**batches[-1], "workers": 1})]
         rows = {name: [] for name, _, _ in configs}
         for r in range(args.repeats):
             for name, lib, extra in configs:

@@ -3,7 +3,9 @@
 //! trains `epochs` epochs with one worker (d = 100, window 5, negative 5)
 //! and prints the number of trained targets and the wall time.
 //!
-//!     cargo run --release --example profile_targets -- CORPUS MODEL BATCH EPOCHS
+//!     cargo run --release --example profile_targets -- CORPUS MODEL BATCH EPOCHS [LEVEL]
+//!
+//! LEVEL (optional: avx512, avx2, scalar) forces the vector kernels' level.
 //!
 //! MODEL is cbow, sg, moe1 or moe4 (BidirMoE, window mode, mask expert, 1 or
 //! 4 heads). Run it under `valgrind --tool=cachegrind` with EPOCHS = 1 and
@@ -18,7 +20,7 @@ use bidirmoe::models::skipgram::SkipGram;
 use bidirmoe::models::Model;
 use bidirmoe::objective::{OutputLayer, OutputSpec};
 use bidirmoe::sampling::Rng;
-use bidirmoe::simd::SigmoidTable;
+use bidirmoe::simd::{force_level, level_name, Level, SigmoidTable};
 use bidirmoe::trainer::{run_epoch, Progress, Source, TrainConfig};
 use bidirmoe::vocab::{Vocab, VocabCounter, VocabSettings};
 use std::path::Path;
@@ -53,9 +55,24 @@ fn train<M: Model>(m: &M, voc: &Vocab, path: &Path, epochs: u64) -> (u64, f64) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.len() != 5 {
-        eprintln!("usage: profile_targets CORPUS cbow|sg|moe1|moe4 BATCH EPOCHS");
+    if args.len() != 5 && args.len() != 6 {
+        eprintln!("usage: profile_targets CORPUS cbow|sg|moe1|moe4 BATCH EPOCHS [avx512|avx2|scalar]");
         std::process::exit(2);
+    }
+    if let Some(l) = args.get(5) {
+        let level = match l.as_str() {
+            "avx512" => Level::Avx512,
+            "avx2" => Level::Avx2Fma,
+            "scalar" => Level::Scalar,
+            other => {
+                eprintln!("unknown level {other}");
+                std::process::exit(2);
+            }
+        };
+        if !force_level(Some(level)) {
+            eprintln!("this CPU lacks {l}");
+            std::process::exit(2);
+        }
     }
     let path = Path::new(&args[1]);
     let (model, batch): (&str, usize) = (&args[2], args[3].parse().expect("BATCH"));
@@ -105,5 +122,5 @@ fn main() {
             std::process::exit(2);
         }
     };
-    println!("model={model} batch={batch} epochs={epochs} vocab={v} targets={targets} seconds={secs:.3}");
+    println!("model={model} batch={batch} epochs={epochs} vocab={v} targets={targets} seconds={secs:.3} level={}", level_name());
 }

@@ -20,7 +20,7 @@
 //! update of row `i` is multiplied by `factor[i % factor.len()]`, so 0
 //! freezes a row and 1 trains it normally.
 
-use crate::simd::{axpy, dot, dot_axpy2, update_pair};
+use crate::simd::{add_rows, axpy, dot, dot_axpy2, score_pair, update_pair};
 use std::marker::PhantomData;
 
 /// A row-major `rows x cols` f32 matrix shared by all worker threads.
@@ -270,6 +270,37 @@ impl<'a> Hogwild<'a> {
         // until the call returns.
         let r = unsafe { self.row_mut(i) };
         dot_axpy2(g, x, f, c, r, other, dots)
+    }
+
+    /// Score row `i` against `h` and update both (`simd::score_pair`):
+    /// g = gfn(h · row[i]); unless g = 0, `grad += g * row[i]` (the row
+    /// before the update), then `row[i] += g * factor(i) * h`. Returns g.
+    /// `h` and `grad` lie outside this matrix.
+    #[inline]
+    pub fn score_exchange(&self, i: usize, h: &[f32], grad: &mut [f32], gfn: impl FnOnce(f32) -> f32) -> f32 {
+        assert!(!self.overlaps(h) && !self.overlaps(grad), "update source lies inside the matrix it updates");
+        let f = self.factor(i);
+        // SAFETY: `h` and `grad` do not overlap the matrix (checked); the
+        // mutable view of row i is the only view this thread holds of it
+        // until the call returns.
+        let r = unsafe { self.row_mut(i) };
+        score_pair(h, r, grad, f, gfn)
+    }
+
+    /// `row[i] += factor(i) * Σ_k gs[k] * h_k` over the rows h_k of `h`
+    /// (k in order, zero coefficients skipped; `simd::add_rows`), with `h`
+    /// outside this matrix.
+    #[inline]
+    pub fn add_rows(&self, i: usize, h: &[f32], gs: &[f32]) {
+        assert!(!self.overlaps(h), "update source lies inside the matrix it updates");
+        let f = self.factor(i);
+        if f == 0.0 && !self.factor.is_empty() {
+            return; // a frozen row stays bit-identical
+        }
+        // SAFETY: `h` does not overlap the matrix (checked), and no other view
+        // of row i is created by this thread while `r` lives.
+        let r = unsafe { self.row_mut(i) };
+        add_rows(r, h, gs, f);
     }
 
     /// The word2vec pair update with row `i` as the output vector:

@@ -14,7 +14,7 @@
 
 use crate::hogwild::Hogwild;
 use crate::sampling::Rng;
-use crate::simd::{axpy, dot, prefetch, SigmoidTable, MAX_EXP};
+use crate::simd::{dot, prefetch, score_rows, SigmoidTable, MAX_EXP};
 use crate::vocab::Vocab;
 use std::ops::Range;
 
@@ -121,49 +121,36 @@ impl<'a> OutputLayer<'a> {
         rng: &mut Rng,
         want_loss: bool,
     ) -> f32 {
-        let d = self.dim();
         self.take_negatives(s, rng);
-        // word2vec and gensim skip a negative that equals the target.
-        s.outs.retain(|&w| w != target);
-        s.outs.insert(0, target);
+        let sig = &self.sig;
         let mut loss = 0.0;
+        // The target, then the negatives; word2vec and gensim skip a
+        // negative that equals the target.
+        let rows = std::iter::once(target).chain(s.outs.iter().copied().filter(|&w| w != target));
         if n == 1 {
-            // Fast path (CBOW): word2vec's exact update order.
-            for (j, &o) in s.outs.iter().enumerate() {
+            // CBOW: word2vec's exact update order (each row updated right after its score).
+            for (j, o) in rows.enumerate() {
                 let label = if j == 0 { 1.0 } else { 0.0 };
-                let f = dot(h, self.beta.row(o as usize));
-                let g = (label - self.sig.sigmoid(f)) * lr;
-                if want_loss {
-                    loss -= self.sig.log_sigmoid(if j == 0 { f } else { -f });
-                }
-                self.beta.exchange(o as usize, g, h, grad);
+                self.beta.score_exchange(o as usize, h, grad, |f| sig.coefficient(label, f, lr, want_loss, &mut loss));
             }
             return loss;
         }
-        // Batched: scores with the old output vectors, then both updates.
-        let m = s.outs.len();
-        let g = &mut s.g[..n * m];
-        for (j, &o) in s.outs.iter().enumerate() {
-            let out = self.beta.row(o as usize);
+        // Batched: scores and the hidden rows' gradients with the old output
+        // vectors (one call per output row), then the output updates.
+        let d = self.dim();
+        let (h, grad) = (&h[..n * d], &mut grad[..n * d]);
+        let m = s.outs.len() + 1;
+        if s.g.len() < n * m {
+            s.g.resize(n * m, 0.0);
+        }
+        for (j, o) in rows.enumerate() {
             let label = if j == 0 { 1.0 } else { 0.0 };
-            for i in 0..n {
-                let f = dot(&h[i * d..(i + 1) * d], out);
-                g[i * m + j] = (label - self.sig.sigmoid(f)) * lr;
-                if want_loss {
-                    loss -= self.sig.log_sigmoid(if j == 0 { f } else { -f });
-                }
-            }
+            let gs = &mut s.g[j * n..(j + 1) * n];
+            score_rows(self.beta.row(o as usize), h, grad, gs, |_, f| sig.coefficient(label, f, lr, want_loss, &mut loss));
         }
-        for i in 0..n {
-            let gi = &mut grad[i * d..(i + 1) * d];
-            for (j, &o) in s.outs.iter().enumerate() {
-                axpy(g[i * m + j], self.beta.row(o as usize), gi);
-            }
-        }
-        for (j, &o) in s.outs.iter().enumerate() {
-            for i in 0..n {
-                self.beta.add_to_row(o as usize, g[i * m + j], &h[i * d..(i + 1) * d]);
-            }
+        let rows = std::iter::once(target).chain(s.outs.iter().copied().filter(|&w| w != target));
+        for (j, o) in rows.enumerate() {
+            self.beta.add_rows(o as usize, h, &s.g[j * n..(j + 1) * n]);
         }
         loss
     }
@@ -202,57 +189,41 @@ impl<'a> OutputLayer<'a> {
     ) -> f32 {
         let (d, b, k) = (self.dim(), targets.len(), self.spec.negative);
         debug_assert!(h.len() >= b * d && grad.len() >= b * d);
+        let (h, grad) = (&h[..b * d], &mut grad[..b * d]);
         self.take_negatives(s, rng);
         let m = k + 1;
         if s.g.len() < b * m {
             s.g.resize(b * m, 0.0);
         }
-        let g = &mut s.g[..b * m];
+        // tg[i]: row i's coefficient for its own target; ng[j·B + i]: for negative j.
+        let (tg, ng) = s.g[..b * m].split_at_mut(b);
+        let (sig, outs) = (&self.sig, &s.outs);
         let mut loss = 0.0;
-        // Scores: column 0 is the row's own target, columns 1..=K the shared negatives.
+        // Scores and the hidden rows' gradients, from the output vectors as
+        // they were before the batch: first each row's own target...
         for (i, &t) in targets.iter().enumerate() {
-            let f = dot(&h[i * d..(i + 1) * d], self.beta.row(t as usize));
-            g[i * m] = (1.0 - self.sig.sigmoid(f)) * lr;
-            if want_loss {
-                loss -= self.sig.log_sigmoid(f);
-            }
+            let r = i * d..(i + 1) * d;
+            score_rows(self.beta.row(t as usize), &h[r.clone()], &mut grad[r], &mut tg[i..i + 1], |_, f| {
+                sig.coefficient(1.0, f, lr, want_loss, &mut loss)
+            });
         }
-        for (j, &o) in s.outs.iter().enumerate() {
-            let out = self.beta.row(o as usize);
-            for (i, &t) in targets.iter().enumerate() {
-                if o == t {
-                    g[i * m + 1 + j] = 0.0;
-                    continue;
+        // ...then each shared negative against all B rows (a row skips a
+        // negative that is its own target).
+        for (j, &o) in outs.iter().enumerate() {
+            score_rows(self.beta.row(o as usize), h, grad, &mut ng[j * b..(j + 1) * b], |i, f| {
+                if o == targets[i] {
+                    0.0
+                } else {
+                    sig.coefficient(0.0, f, lr, want_loss, &mut loss)
                 }
-                let f = dot(&h[i * d..(i + 1) * d], out);
-                g[i * m + 1 + j] = -self.sig.sigmoid(f) * lr;
-                if want_loss {
-                    loss -= self.sig.log_sigmoid(-f);
-                }
-            }
+            });
         }
-        // Gradients for the hidden rows, from the output vectors before the batch.
+        // Output updates: each negative row takes its B contributions in one call.
         for (i, &t) in targets.iter().enumerate() {
-            let gi = &mut grad[i * d..(i + 1) * d];
-            axpy(g[i * m], self.beta.row(t as usize), gi);
-            for (j, &o) in s.outs.iter().enumerate() {
-                let gij = g[i * m + 1 + j];
-                if gij != 0.0 {
-                    axpy(gij, self.beta.row(o as usize), gi);
-                }
-            }
+            self.beta.add_rows(t as usize, &h[i * d..(i + 1) * d], &tg[i..i + 1]);
         }
-        // Output updates: each negative row takes its B contributions while in L1.
-        for (i, &t) in targets.iter().enumerate() {
-            self.beta.add_to_row(t as usize, g[i * m], &h[i * d..(i + 1) * d]);
-        }
-        for (j, &o) in s.outs.iter().enumerate() {
-            for i in 0..b {
-                let gij = g[i * m + 1 + j];
-                if gij != 0.0 {
-                    self.beta.add_to_row(o as usize, gij, &h[i * d..(i + 1) * d]);
-                }
-            }
+        for (j, &o) in outs.iter().enumerate() {
+            self.beta.add_rows(o as usize, h, &ng[j * b..(j + 1) * b]);
         }
         loss
     }

@@ -142,6 +142,7 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2,fma")]
+    #[inline]
     pub unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
         let n = a.len();
         let pa = a.as_ptr();
@@ -173,6 +174,7 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2,fma")]
+    #[inline]
     pub unsafe fn axpy_avx2(alpha: f32, x: &[f32], y: &mut [f32]) {
         let n = x.len();
         let px = x.as_ptr();
@@ -191,6 +193,7 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2,fma")]
+    #[inline]
     pub unsafe fn update_pair_avx2(g: f32, h: &[f32], out: &mut [f32], grad: &mut [f32]) {
         let n = h.len();
         let (ph, po, pg) = (h.as_ptr(), out.as_mut_ptr(), grad.as_mut_ptr());
@@ -211,6 +214,7 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2,fma")]
+    #[inline]
     pub unsafe fn scale_avx2(alpha: f32, x: &mut [f32]) {
         let n = x.len();
         let px = x.as_mut_ptr();
@@ -227,6 +231,7 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx512f")]
+    #[inline]
     pub unsafe fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
         let n = a.len();
         let pa = a.as_ptr();
@@ -254,6 +259,7 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx512f")]
+    #[inline]
     pub unsafe fn axpy_avx512(alpha: f32, x: &[f32], y: &mut [f32]) {
         let n = x.len();
         let px = x.as_ptr();
@@ -273,6 +279,7 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx512f")]
+    #[inline]
     pub unsafe fn update_pair_avx512(g: f32, h: &[f32], out: &mut [f32], grad: &mut [f32]) {
         let n = h.len();
         let (ph, po, pg) = (h.as_ptr(), out.as_mut_ptr(), grad.as_mut_ptr());
@@ -293,6 +300,7 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx512f")]
+    #[inline]
     pub unsafe fn scale_avx512(alpha: f32, x: &mut [f32]) {
         let n = x.len();
         let px = x.as_mut_ptr();
@@ -410,7 +418,6 @@ pub fn with_wide<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-
 /// Vectors shorter than this (an AVX register) skip the dispatch and the
 /// kernel call: inline scalar code, as the kernels' own tails compute it.
 /// Sentence-mode gates (key size d_k) and narrow heads are this short.
@@ -508,6 +515,131 @@ pub fn scale(alpha: f32, x: &mut [f32]) {
     }
 }
 
+// ------------------------------------------------ fused output-layer kernels
+//
+// The output layer scores an output row against one or several hidden rows
+// and pushes the gradient both ways. With `dot` / `axpy` / `update_pair` that
+// is two or three kernel calls, each behind its own dispatch, per (output
+// row, hidden row) pair; these do one output row's whole work in one call,
+// with the score-to-gradient map `gfn` (sigmoid table, label, loss) inlined
+// into the vector code. Every element sees the same floating-point
+// operations in the same order as the separate calls did.
+
+macro_rules! output_kernels {
+    ($(#[$attr:meta])*, $score_pair:ident, $score_rows:ident, $add_rows:ident, $dot:path, $axpy:path, $update_pair:path) => {
+        /// `score_pair` at this level (see there).
+        $(#[$attr])*
+        pub unsafe fn $score_pair(h: &[f32], out: &mut [f32], grad: &mut [f32], c: f32, gfn: impl FnOnce(f32) -> f32) -> f32 {
+            let g = gfn($dot(h, out));
+            if g != 0.0 {
+                if c == 1.0 {
+                    $update_pair(g, h, out, grad);
+                } else {
+                    $axpy(g, out, grad);
+                    if c != 0.0 {
+                        $axpy(g * c, h, out);
+                    }
+                }
+            }
+            g
+        }
+
+        /// `score_rows` at this level (see there).
+        $(#[$attr])*
+        pub unsafe fn $score_rows(w: &[f32], h: &[f32], grad: &mut [f32], gs: &mut [f32], mut gfn: impl FnMut(usize, f32) -> f32) {
+            let d = w.len();
+            for (i, (hi, gi)) in h.chunks_exact(d).zip(grad.chunks_exact_mut(d)).zip(gs.iter_mut()).map(|((a, b), c)| (a, (b, c))).enumerate() {
+                let g = gfn(i, $dot(hi, w));
+                *gi.1 = g;
+                if g != 0.0 {
+                    $axpy(g, w, gi.0);
+                }
+            }
+        }
+
+        /// `add_rows` at this level (see there).
+        $(#[$attr])*
+        pub unsafe fn $add_rows(out: &mut [f32], h: &[f32], gs: &[f32], c: f32) {
+            for (hi, &g) in h.chunks_exact(out.len()).zip(gs) {
+                if g != 0.0 {
+                    $axpy(g * c, hi, out);
+                }
+            }
+        }
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+mod output_x86 {
+    use super::x86::*;
+    output_kernels!(#[target_feature(enable = "avx512f")] #[inline], score_pair_avx512, score_rows_avx512, add_rows_avx512,
+                    dot_avx512, axpy_avx512, update_pair_avx512);
+    output_kernels!(#[target_feature(enable = "avx2,fma")] #[inline], score_pair_avx2, score_rows_avx2, add_rows_avx2,
+                    dot_avx2, axpy_avx2, update_pair_avx2);
+}
+
+/// Through the dispatching functions: the scalar level, and vectors shorter
+/// than `SHORT` (which those compute inline).
+mod output_scalar {
+    use super::{axpy, dot, update_pair};
+    output_kernels!(#[inline], score_pair_scalar, score_rows_scalar, add_rows_scalar, dot, axpy, update_pair);
+}
+
+/// word2vec's update of one output row `out` by one hidden vector `h`:
+/// f = h·out, g = gfn(f); then, unless g = 0, grad += g·out (out before
+/// its update) and out += g·c·h (c: the row's update factor; 0 freezes it).
+/// Returns g. Same arithmetic as `dot`, then `update_pair` (c = 1) or two
+/// `axpy` — in one call.
+#[inline]
+pub fn score_pair(h: &[f32], out: &mut [f32], grad: &mut [f32], c: f32, gfn: impl FnOnce(f32) -> f32) -> f32 {
+    assert!(h.len() == out.len() && out.len() == grad.len());
+    // SAFETY (all arms): the level is only set to a feature set the CPU
+    // reported (detect / force_level); the three slices have one length,
+    // which the kernels rely on for every pointer offset.
+    match if h.len() < SHORT { Level::Scalar } else { level() } {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => unsafe { output_x86::score_pair_avx512(h, out, grad, c, gfn) },
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2Fma => unsafe { output_x86::score_pair_avx2(h, out, grad, c, gfn) },
+        _ => unsafe { output_scalar::score_pair_scalar(h, out, grad, c, gfn) },
+    }
+}
+
+/// One output row `w` (read only) against the `n = gs.len()` hidden rows of
+/// `h` (n x d, d = w.len()): g_i = gfn(i, h_i·w) goes to gs[i], and
+/// grad_i += g_i·w where g_i ≠ 0 (`grad` n x d). `dot` then `axpy` per row,
+/// in one call.
+#[inline]
+pub fn score_rows(w: &[f32], h: &[f32], grad: &mut [f32], gs: &mut [f32], gfn: impl FnMut(usize, f32) -> f32) {
+    let (d, n) = (w.len(), gs.len());
+    assert!(d > 0 && h.len() >= n * d && grad.len() >= n * d);
+    // SAFETY (all arms): detected features, as in `score_pair`; the kernels
+    // only index through bounds-checked slices sized above.
+    match if d < SHORT { Level::Scalar } else { level() } {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => unsafe { output_x86::score_rows_avx512(w, h, grad, gs, gfn) },
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2Fma => unsafe { output_x86::score_rows_avx2(w, h, grad, gs, gfn) },
+        _ => unsafe { output_scalar::score_rows_scalar(w, h, grad, gs, gfn) },
+    }
+}
+
+/// out += c·gs[i]·h_i for each row i of `h` (in order of i, zeros skipped):
+/// what `axpy` per row does, in one call.
+#[inline]
+pub fn add_rows(out: &mut [f32], h: &[f32], gs: &[f32], c: f32) {
+    let d = out.len();
+    assert!(d > 0 && h.len() >= gs.len() * d);
+    // SAFETY (all arms): detected features, as in `score_pair`; bounds-checked slices.
+    match if d < SHORT { Level::Scalar } else { level() } {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => unsafe { output_x86::add_rows_avx512(out, h, gs, c) },
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2Fma => unsafe { output_x86::add_rows_avx2(out, h, gs, c) },
+        _ => unsafe { output_scalar::add_rows_scalar(out, h, gs, c) },
+    }
+}
+
 // ------------------------------------------------- fused MoE expert kernels
 //
 // The MoE expert loop touches each expert row twice per target: forward
@@ -559,6 +691,7 @@ mod fused_x86 {
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx512f")]
+    #[inline]
     pub unsafe fn mix_avx512(a: &[f32], b: &[f32], x: &mut [f32], t: f32, z: &mut [f32]) {
         let n = x.len();
         let (pa, pb, px, pz) = (a.as_ptr(), b.as_ptr(), x.as_mut_ptr(), z.as_mut_ptr());
@@ -580,6 +713,7 @@ mod fused_x86 {
     }
 
     #[target_feature(enable = "avx2,fma")]
+    #[inline]
     pub unsafe fn mix_avx2(a: &[f32], b: &[f32], x: &mut [f32], t: f32, z: &mut [f32]) {
         let n = x.len();
         let (pa, pb, px, pz) = (a.as_ptr(), b.as_ptr(), x.as_mut_ptr(), z.as_mut_ptr());
@@ -600,6 +734,7 @@ mod fused_x86 {
     }
 
     #[target_feature(enable = "avx512f")]
+    #[inline]
     pub unsafe fn dot_axpy2_avx512(g: &[f32], x: &[f32], c1: f32, y1: &mut [f32], c2: f32, y2: &mut [f32]) -> f32 {
         let n = g.len();
         let (pg, px, p1, p2) = (g.as_ptr(), x.as_ptr(), y1.as_mut_ptr(), y2.as_mut_ptr());
@@ -624,6 +759,7 @@ mod fused_x86 {
     }
 
     #[target_feature(enable = "avx2,fma")]
+    #[inline]
     pub unsafe fn dot_axpy2_avx2(g: &[f32], x: &[f32], c1: f32, y1: &mut [f32], c2: f32, y2: &mut [f32]) -> f32 {
         let n = g.len();
         let (pg, px, p1, p2) = (g.as_ptr(), x.as_ptr(), y1.as_mut_ptr(), y2.as_mut_ptr());
@@ -698,6 +834,7 @@ mod exp_x86 {
     }
 
     #[target_feature(enable = "avx512f")]
+    #[inline]
     pub unsafe fn exp_avx512(x: &mut [f32]) {
         let (n, p) = (x.len(), x.as_mut_ptr());
         let mut i = 0;
@@ -725,6 +862,7 @@ mod exp_x86 {
     }
 
     #[target_feature(enable = "avx2,fma")]
+    #[inline]
     pub unsafe fn exp_avx2(x: &mut [f32]) {
         let (n, p) = (x.len(), x.as_mut_ptr());
         let mut i = 0;
@@ -922,12 +1060,30 @@ impl SigmoidTable {
     #[inline]
     pub fn log_sigmoid(&self, f: f32) -> f32 {
         if f <= -MAX_EXP || f >= MAX_EXP {
-            // log σ(f) = -log(1 + e^{-f})
-            -((-f as f64).exp().ln_1p() as f32)
+            log_sigmoid_exact(f)
         } else {
             self.log_table[Self::idx(f)]
         }
     }
+
+    /// The negative-sampling coefficient of one score f = h·β:
+    /// lr·(label − σ(f)), and −log σ(±f) added to `loss` when `want_loss`
+    /// (+f for the target, label 1; −f for a negative, label 0). Small and
+    /// always inlined: the output kernels call it once per score.
+    #[inline(always)]
+    pub fn coefficient(&self, label: f32, f: f32, lr: f32, want_loss: bool, loss: &mut f32) -> f32 {
+        if want_loss {
+            *loss -= self.log_sigmoid(if label > 0.0 { f } else { -f });
+        }
+        (label - self.sigmoid(f)) * lr
+    }
+}
+
+/// log σ(f) = −log(1 + e^{−f}) in f64, for saturated scores (rare: kept out of line).
+#[cold]
+#[inline(never)]
+fn log_sigmoid_exact(f: f32) -> f32 {
+    -((-f as f64).exp().ln_1p() as f32)
 }
 
 impl Default for SigmoidTable {
@@ -965,6 +1121,57 @@ mod tests {
         let mut big = [-1000.0f32, 1000.0];
         exp_inplace(&mut big);
         assert!(big[0] >= 0.0 && big[0] < 1e-37 && big[1].is_finite());
+    }
+
+    /// The fused output-layer kernels against float64 loops written from
+    /// their definitions, at every level and at lengths around the vector widths.
+    #[test]
+    fn output_kernels_agree_with_reference_at_every_level() {
+        let levels = [Level::Scalar, Level::Avx2Fma, Level::Avx512, Level::Neon];
+        let close = |got: f32, want: f64, what: &str| assert!((got as f64 - want).abs() < 1e-5 * (1.0 + want.abs()), "{what}: {got} vs {want}");
+        for &lv in &levels {
+            if !force_level(Some(lv)) {
+                continue;
+            }
+            for d in [1usize, 7, 8, 9, 17, 33, 100] {
+                let n = 3;
+                let v = |k: usize, s: usize| ((k * s % 13) as f32 - 6.0) * 0.07;
+                let h: Vec<f32> = (0..n * d).map(|k| v(k, 5)).collect();
+                let w: Vec<f32> = (0..d).map(|k| v(k, 7)).collect();
+                let grad0: Vec<f32> = (0..n * d).map(|k| v(k, 3)).collect();
+                let dot64 = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum::<f64>();
+                // score_pair: g = gfn(h·out); grad += g out_old; out += g c h
+                for c in [1.0f32, 0.5, 0.0] {
+                    let (mut out, mut grad) = (w.clone(), grad0[..d].to_vec());
+                    let f = dot64(&h[..d], &w);
+                    let g = score_pair(&h[..d], &mut out, &mut grad, c, |f| 0.3 - 0.1 * f);
+                    let g64 = 0.3 - 0.1 * f;
+                    close(g, g64, "score_pair g");
+                    for k in 0..d {
+                        close(grad[k], grad0[k] as f64 + g64 * w[k] as f64, "score_pair grad");
+                        close(out[k], w[k] as f64 + g64 * c as f64 * h[k] as f64, "score_pair out");
+                    }
+                }
+                // score_rows: g_i = gfn(i, h_i·w) (row 1 skipped), grad_i += g_i w; w untouched
+                let (mut grad, mut gs) = (grad0.clone(), vec![9f32; n]);
+                score_rows(&w, &h, &mut grad, &mut gs, |i, f| if i == 1 { 0.0 } else { 0.2 * f - 0.05 * i as f32 });
+                for i in 0..n {
+                    let g64 = if i == 1 { 0.0 } else { 0.2 * dot64(&h[i * d..(i + 1) * d], &w) - 0.05 * i as f64 };
+                    close(gs[i], g64, "score_rows g");
+                    for k in 0..d {
+                        close(grad[i * d + k], grad0[i * d + k] as f64 + g64 * w[k] as f64, "score_rows grad");
+                    }
+                }
+                // add_rows: out += c Σ_i g_i h_i
+                let mut out = w.clone();
+                add_rows(&mut out, &h, &[0.5, 0.0, -1.5], 0.25);
+                for k in 0..d {
+                    let want = w[k] as f64 + 0.25 * (0.5 * h[k] as f64 - 1.5 * h[2 * d + k] as f64);
+                    close(out[k], want, "add_rows");
+                }
+            }
+        }
+        force_level(None);
     }
 
     #[test]
