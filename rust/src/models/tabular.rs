@@ -733,10 +733,14 @@ impl LaneScratch {
     /// column (`slot`, its blocks) with the column's own.
     #[inline(always)]
     fn swap_mask(&mut self, slot: Range<usize>) {
-        self.k[slot.clone()].swap_with_slice(&mut self.km[slot.clone()]);
-        self.v[slot.clone()].swap_with_slice(&mut self.vm[slot.clone()]);
-        self.dk[slot.clone()].swap_with_slice(&mut self.dkm[slot.clone()]);
-        self.dv[slot.clone()].swap_with_slice(&mut self.dvm[slot]);
+        // element by element: `swap_with_slice` is not inlined into the
+        // AVX2 loop, and the call costs more than these few blocks
+        for i in slot {
+            std::mem::swap(&mut self.k[i], &mut self.km[i]);
+            std::mem::swap(&mut self.v[i], &mut self.vm[i]);
+            std::mem::swap(&mut self.dk[i], &mut self.dkm[i]);
+            std::mem::swap(&mut self.dv[i], &mut self.dvm[i]);
+        }
     }
 
     fn new(f: usize, nb: usize) -> Self {
@@ -765,7 +769,7 @@ fn seg_sum<const S: usize>(x: Block) -> Block {
     let mut w = 1;
     while w < S {
         let u = t;
-        t = std::array::from_fn(|i| u[i] + u[i ^ w]);
+        t = lanewise(|i| u[i] + u[i ^ w]);
         w <<= 1;
     }
     t
@@ -783,24 +787,24 @@ fn blk(row: &[f32], c: usize) -> Block {
 // the compiler then emits one vector instruction each).
 #[inline(always)]
 fn mul(a: Block, b: Block) -> Block {
-    std::array::from_fn(|i| a[i] * b[i])
+    lanewise(|i| a[i] * b[i])
 }
 
 #[inline(always)]
 fn plus(a: Block, b: Block) -> Block {
-    std::array::from_fn(|i| a[i] + b[i])
+    lanewise(|i| a[i] + b[i])
 }
 
 #[inline(always)]
 fn minus(a: Block, b: Block) -> Block {
-    std::array::from_fn(|i| a[i] - b[i])
+    lanewise(|i| a[i] - b[i])
 }
 
 /// `y += a ⊙ b`.
 #[inline(always)]
 fn fma_into(a: Block, b: Block, y: &mut Block) {
     let c = *y;
-    *y = std::array::from_fn(|i| c[i] + a[i] * b[i]);
+    *y = lanewise(|i| c[i] + a[i] * b[i]);
 }
 
 /// `y += x`.
@@ -812,13 +816,36 @@ fn add_into(x: Block, y: &mut Block) {
 /// `NB` blocks copied out of a slice of exactly that many.
 #[inline(always)]
 fn grab<const NB: usize>(x: &[Block]) -> [Block; NB] {
-    std::array::from_fn(|c| x[c])
+    let mut o = [ZERO; NB];
+    o.copy_from_slice(&x[..NB]);
+    o
+}
+
+/// The block of `f(i)` for each lane i. (A plain loop: `std::array::from_fn`
+/// is sometimes left out of line, a call in the middle of the AVX2 loop.)
+#[inline(always)]
+fn lanewise(f: impl Fn(usize) -> f32) -> Block {
+    let mut o = ZERO;
+    for (i, x) in o.iter_mut().enumerate() {
+        *x = f(i);
+    }
+    o
+}
+
+/// `[f(0), .., f(NB - 1)]`, by the same plain loop.
+#[inline(always)]
+fn blockwise<const NB: usize>(f: impl Fn(usize) -> Block) -> [Block; NB] {
+    let mut o = [ZERO; NB];
+    for (c, x) in o.iter_mut().enumerate() {
+        *x = f(c);
+    }
+    o
 }
 
 /// Sum of a block's lanes.
 #[inline(always)]
 fn hsum(x: Block) -> f32 {
-    let t: [f32; 4] = std::array::from_fn(|i| x[i] + x[i + 4]);
+    let t = [x[0] + x[4], x[1] + x[5], x[2] + x[6], x[3] + x[7]];
     (t[0] + t[2]) + (t[1] + t[3])
 }
 
@@ -903,18 +930,17 @@ impl Tabular<'_, '_> {
     fn lanes_forward<const S: usize, const NB: usize>(ln: &mut LaneScratch, qa: &[Block; NB], a: usize, n: usize, mask: bool) -> [Block; NB] {
         let (k, v, th) = (&ln.k[..n * NB], &ln.v[..n * NB], &mut ln.th[..n * NB]);
         let mut mx = [[f32::NEG_INFINITY; LANES]; NB];
-        for (e, (tb, kb)) in th.chunks_exact_mut(NB).zip(k.chunks_exact(NB)).enumerate() {
-            let kb: [Block; NB] = grab(kb);
+        for (e, (tb, kb)) in th.as_chunks_mut::<NB>().0.iter_mut().zip(k.as_chunks::<NB>().0).enumerate() {
             let skip = !mask && e == a;
             for c in 0..NB {
                 let t = if skip { [f32::NEG_INFINITY; LANES] } else { seg_sum::<S>(mul(qa[c], kb[c])) };
                 tb[c] = t;
                 let x = mx[c];
-                mx[c] = std::array::from_fn(|i| if t[i] > x[i] { t[i] } else { x[i] });
+                mx[c] = lanewise(|i| if t[i] > x[i] { t[i] } else { x[i] });
             }
         }
         // softmax over the experts, lane by lane
-        for tb in th.chunks_exact_mut(NB) {
+        for tb in th.as_chunks_mut::<NB>().0 {
             for (t, &m) in tb.iter_mut().zip(mx.iter()) {
                 *t = minus(*t, m);
             }
@@ -925,19 +951,19 @@ impl Tabular<'_, '_> {
         }
         let mut sum = [ZERO; NB];
         let mut z = [ZERO; NB];
-        for (tb, vb) in th.chunks_exact(NB).zip(v.chunks_exact(NB)) {
+        for (tb, vb) in th.as_chunks::<NB>().0.iter().zip(v.as_chunks::<NB>().0) {
             for c in 0..NB {
                 add_into(tb[c], &mut sum[c]);
                 fma_into(tb[c], vb[c], &mut z[c]);
             }
         }
-        let inv: [Block; NB] = std::array::from_fn(|c| std::array::from_fn(|i| 1.0 / sum[c][i]));
-        for tb in th.chunks_exact_mut(NB) {
+        let inv: [Block; NB] = blockwise(|c| lanewise(|i| 1.0 / sum[c][i]));
+        for tb in th.as_chunks_mut::<NB>().0 {
             for c in 0..NB {
                 tb[c] = mul(tb[c], inv[c]);
             }
         }
-        std::array::from_fn(|c| mul(z[c], inv[c]))
+        blockwise(|c| mul(z[c], inv[c]))
     }
 
     /// Softmax of z over column j's categories, `target` the true token:
@@ -993,8 +1019,8 @@ impl Tabular<'_, '_> {
         let (k, v, th) = (&ln.k[..n * NB], &ln.v[..n * NB], &ln.th[..n * NB]);
         let (dk, dv) = (&mut ln.dk[..n * NB], &mut ln.dv[..n * NB]);
         let mut dqa = [ZERO; NB];
-        let experts = k.chunks_exact(NB).zip(v.chunks_exact(NB)).zip(th.chunks_exact(NB));
-        for (((kb, vb), tb), (dkb, dvb)) in experts.zip(dk.chunks_exact_mut(NB).zip(dv.chunks_exact_mut(NB))) {
+        let experts = k.as_chunks::<NB>().0.iter().zip(v.as_chunks::<NB>().0).zip(th.as_chunks::<NB>().0);
+        for (((kb, vb), tb), (dkb, dvb)) in experts.zip(dk.as_chunks_mut::<NB>().0.iter_mut().zip(dv.as_chunks_mut::<NB>().0)) {
             for c in 0..NB {
                 let (t, g) = (tb[c], gz[c]);
                 let dl = mul(t, seg_sum::<S>(mul(g, minus(vb[c], z[c]))));
