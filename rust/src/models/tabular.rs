@@ -896,7 +896,7 @@ impl Tabular<'_, '_> {
         for buf in [&mut ln.dk, &mut ln.dkm, &mut ln.dq, &mut ln.dv, &mut ln.dvm] {
             buf[..n * NB].fill(ZERO);
         }
-        let (mut loss, mut count) = (0.0f64, 0u64);
+        let (mut loss, mut count, mut like) = (0.0f64, 0u64, 1.0f64);
         for a in 0..n {
             if only.is_some_and(|j| j != rs.cols[a]) {
                 continue;
@@ -909,7 +909,14 @@ impl Tabular<'_, '_> {
             }
             let qa: [Block; NB] = grab(&ln.q[slot.clone()]);
             let z = Self::lanes_forward::<S, NB>(ln, &qa, a, n, mask);
-            let gz = self.lanes_output::<NB>(p, &mut rs.probs, &z, j, rs.toks[a], lr * self.weight(j), &mut loss);
+            let (gz, pt) = self.lanes_output::<NB>(p, &mut rs.probs, &z, j, rs.toks[a], lr * self.weight(j));
+            // −log of a product of probabilities, one logarithm per row
+            // (flushed before the product could leave f64's range)
+            like *= pt.max(f32::MIN_POSITIVE) as f64;
+            if like < 1e-200 {
+                loss -= like.ln();
+                like = 1.0;
+            }
             let dqa = Self::lanes_backward::<S, NB>(ln, &qa, &z, &gz, n);
             for (d, x) in ln.dq[slot.clone()].iter_mut().zip(&dqa) {
                 add_into(*x, d);
@@ -920,7 +927,7 @@ impl Tabular<'_, '_> {
             count += 1;
         }
         self.lanes_apply::<NB>(rs, g, p, scale);
-        (loss, count)
+        (loss - like.ln(), count)
     }
 
     /// Masked column a, its slot holding the mask expert (see
@@ -967,20 +974,19 @@ impl Tabular<'_, '_> {
     }
 
     /// Softmax of z over column j's categories, `target` the true token:
-    /// adds −log p(target) to `loss`, column j's beta (and bias) rows take
-    /// their step, and returns lr·∂log p/∂z (before the update).
+    /// column j's beta (and bias) rows take their step; returns
+    /// lr·∂log p/∂z (before the update) and p(target).
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    fn lanes_output<const NB: usize>(&self, p: &Rest2<'_>, probs: &mut [f32], z: &[Block; NB], j: usize, target: usize, lr: f32, loss: &mut f64) -> [Block; NB] {
+    fn lanes_output<const NB: usize>(&self, p: &Rest2<'_>, probs: &mut [f32], z: &[Block; NB], j: usize, target: usize, lr: f32) -> ([Block; NB], f32) {
         let (bias, range) = (&self.moe.out.bias, self.range(j));
         let lo = range.start;
         let probs = &mut probs[..range.len()];
-        let beta = p.beta.rows_of(range.clone());
-        let mut mx = f32::NEG_INFINITY;
-        for (pr, row) in probs.iter_mut().zip(beta.chunks_exact(NB * LANES)) {
+        let rows = p.beta.rows_of(range.clone()).as_chunks::<LANES>().0.as_chunks::<NB>().0;
+        for (pr, row) in probs.iter_mut().zip(rows) {
             let mut acc = ZERO;
-            for (c, &zc) in z.iter().enumerate() {
-                fma_into(zc, blk(row, c), &mut acc);
+            for (&zc, &rc) in z.iter().zip(row) {
+                fma_into(zc, rc, &mut acc);
             }
             *pr = hsum(acc);
         }
@@ -989,23 +995,34 @@ impl Tabular<'_, '_> {
                 *pr += bi;
             }
         }
-        for &pr in probs.iter() {
-            mx = mx.max(pr);
+        // the maximum, 8 lanes side by side (no serial chain over the categories)
+        let mut m8 = [f32::NEG_INFINITY; LANES];
+        for ch in probs.chunks(LANES) {
+            for (m, &x) in m8.iter_mut().zip(ch) {
+                *m = if x > *m { x } else { *m };
+            }
         }
+        let mx = m8.iter().fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
         probs.iter_mut().for_each(|q| *q -= mx);
         exp_nonpositive(probs);
         let inv = 1.0 / probs.iter().sum::<f32>();
         let t = target - lo;
-        *loss -= (probs[t] * inv).max(f32::MIN_POSITIVE).ln() as f64;
+        let p_target = probs[t] * inv;
         for (i, q) in probs.iter_mut().enumerate() {
             *q = (if i == t { 1.0 } else { 0.0 } - *q * inv) * lr; // now the step of row lo + i's score
         }
+        // gz from the rows before their update, kept in registers, then the update
         let mut gz = [ZERO; NB];
-        p.beta.exchange_outer_blocks(lo, probs, z, &mut gz);
+        for (&gr, row) in probs.iter().zip(rows) {
+            for (gc, &rc) in gz.iter_mut().zip(row) {
+                fma_into([gr; LANES], rc, gc);
+            }
+        }
+        p.beta.add_outer_blocks(lo, probs, z);
         if let Some(b) = bias {
             b.add_outer_blocks::<1>(lo, probs, &[[1.0]]);
         }
-        gz
+        (gz, p_target)
     }
 
     /// Back through masked column a's mixture (its slot holding the mask
