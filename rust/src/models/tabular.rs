@@ -724,8 +724,11 @@ pub struct LaneScratch {
     dq: Vec<Block>,
     dv: Vec<Block>,
     dvm: Vec<Block>,
-    /// MoE weights of the masked column being trained, expanded, per expert.
+    /// MoE weights of the masked column being trained, expanded, per expert
+    /// (room for a group of S − 1 padding experts after the last).
     th: Vec<Block>,
+    /// Their exponentials packed S experts to a block (see `lanes_forward`).
+    pk: Vec<Block>,
 }
 
 impl LaneScratch {
@@ -756,7 +759,8 @@ impl LaneScratch {
             dq: z(f * nb),
             dv: z(f * nb),
             dvm: z(f * nb),
-            th: z(f * nb),
+            th: z((f + LANES) * nb),
+            pk: z(f * nb),
         }
     }
 }
@@ -946,31 +950,46 @@ impl Tabular<'_, '_> {
                 mx[c] = lanewise(|i| if t[i] > x[i] { t[i] } else { x[i] });
             }
         }
-        // softmax over the experts, lane by lane
-        for tb in th.as_chunks_mut::<NB>().0 {
-            for (t, &m) in tb.iter_mut().zip(mx.iter()) {
-                *t = minus(*t, m);
+        // Softmax over the experts. A logit is repeated over its head's S
+        // lanes, so S experts' logits share one block for the exponentials:
+        // in group g, lane i holds expert g·S + i mod S's logit of lane i's
+        // head (a blend), and expert e gets its weights back by repeating
+        // lane (i − i mod S) + e mod S over each segment (a shuffle).
+        let groups = n.div_ceil(S);
+        ln.th[n * NB..groups * S * NB].fill([f32::NEG_INFINITY; LANES]); // padding experts
+        let th = &mut ln.th[..groups * S * NB];
+        let mut sum = [ZERO; NB];
+        let packed = ln.pk[..groups * NB].as_chunks_mut::<NB>().0;
+        for (grp, pk) in th.as_chunks::<NB>().0.chunks_exact(S).zip(packed.iter_mut()) {
+            for c in 0..NB {
+                pk[c] = minus(lanewise(|i| grp[i % S][c][i]), mx[c]);
             }
         }
-        exp_nonpositive(th.as_flattened_mut());
-        if !mask {
-            th[a * NB..(a + 1) * NB].fill(ZERO);
-        }
-        let mut sum = [ZERO; NB];
-        let mut z = [ZERO; NB];
-        for (tb, vb) in th.as_chunks::<NB>().0.iter().zip(v.as_chunks::<NB>().0) {
+        exp_nonpositive(packed.as_flattened_mut().as_flattened_mut());
+        for (g, pk) in packed.iter_mut().enumerate() {
+            // 1 for the lanes of real experts, 0 for padding and the skipped slot
+            let keep = lanewise(|i| {
+                let e = g * S + i % S;
+                if e < n && (mask || e != a) { 1.0 } else { 0.0 }
+            });
             for c in 0..NB {
-                add_into(tb[c], &mut sum[c]);
-                fma_into(tb[c], vb[c], &mut z[c]);
+                pk[c] = mul(pk[c], keep);
+                add_into(seg_sum::<S>(pk[c]), &mut sum[c]);
             }
         }
         let inv: [Block; NB] = blockwise(|c| lanewise(|i| 1.0 / sum[c][i]));
-        for tb in th.as_chunks_mut::<NB>().0 {
+        let mut z = [ZERO; NB];
+        let th = &mut ln.th[..n * NB];
+        for (e, (tb, vb)) in th.as_chunks_mut::<NB>().0.iter_mut().zip(v.as_chunks::<NB>().0).enumerate() {
+            let pk = &ln.pk[e / S * NB..(e / S + 1) * NB];
+            let r = e % S;
             for c in 0..NB {
-                tb[c] = mul(tb[c], inv[c]);
+                let w = pk[c];
+                tb[c] = mul(lanewise(|i| w[i - i % S + r]), inv[c]);
+                fma_into(tb[c], vb[c], &mut z[c]);
             }
         }
-        blockwise(|c| mul(z[c], inv[c]))
+        z
     }
 
     /// Softmax of z over column j's categories, `target` the true token:
@@ -1117,10 +1136,20 @@ mod tests {
         }
     }
 
-    /// The lane-block step and the head-by-head step are the same SGD step.
+    /// The lane-block step and the head-by-head step are the same SGD step,
+    /// for head widths 2, 4 and 8 (the exponentials packed 2, 4 and 8
+    /// experts to a block, padding experts included), with and without the
+    /// mask expert.
     #[test]
     fn lane_step_equals_head_step() {
-        let (d, h, dk) = (20usize, 5usize, 4usize);
+        for (d, h, dk) in [(20usize, 5usize, 4usize), (10, 5, 2), (16, 2, 8), (8, 2, 4)] {
+            for mask in [true, false] {
+                lane_step_equals_head_step_at(d, h, dk, mask);
+            }
+        }
+    }
+
+    fn lane_step_equals_head_step_at(d: usize, h: usize, dk: usize, mask: bool) {
         let sizes = [3usize, 5, 2, 4];
         let f = sizes.len();
         let v: usize = sizes.iter().sum();
@@ -1130,7 +1159,8 @@ mod tests {
         );
         let mut rng = Rng::new(11);
         let mut init = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.unit_f32() - 0.5).collect() };
-        let sets: Vec<Vec<f32>> = [v * d, v * d, f * d, h * f * dk, h * v * dk, h * f * dk, v, h * dk, d].iter().map(|&n| init(n)).collect();
+        let (mk, mv) = if mask { (h * dk, d) } else { (0, 0) };
+        let sets: Vec<Vec<f32>> = [v * d, v * d, f * d, h * f * dk, h * v * dk, h * f * dk, v, mk, mv].iter().map(|&n| init(n)).collect();
         let starts = [0u32, 3, 8, 10, 14];
         let rows: [[u32; 4]; 3] = [[1, 4, 9, 12], [0, ABSENT, 8, 13], [2, 7, ABSENT, ABSENT]];
         let mut results = Vec::new();
@@ -1138,6 +1168,7 @@ mod tests {
             let mut a = sets.clone();
             let moe = table_moe(&mut a, &voc, d, h, dk, f);
             let t = Tabular { moe: &moe, starts: &starts, weights: &[1.0, 2.0, 0.5, 1.0] };
+            assert!(t.lanes_apply_to() && t.has_mask() == mask);
             let mut g = t.regrouped_for(lanes);
             let mut rs = t.row_scratch();
             let mut losses = Vec::new();
@@ -1150,11 +1181,11 @@ mod tests {
         }
         let ((l0, a0), (l1, a1)) = (&results[0], &results[1]);
         for (x, y) in l0.iter().zip(l1) {
-            assert!((x - y).abs() < 1e-5 * x.abs().max(1.0), "{l0:?} {l1:?}");
+            assert!((x - y).abs() < 1e-5 * x.abs().max(1.0), "{d} {h} {dk} {mask}: {l0:?} {l1:?}");
         }
         for (k, (x, y)) in a0.iter().zip(a1).enumerate() {
             for (p, q) in x.iter().zip(y) {
-                assert!((p - q).abs() < 1e-5, "array {k}: {p} vs {q}");
+                assert!((p - q).abs() < 1e-5, "{d} {h} {dk} {mask}, array {k}: {p} vs {q}");
             }
         }
         assert_ne!(a0, &sets, "the steps changed the parameters");
