@@ -699,10 +699,10 @@ impl Tabular<'_, '_> {
 // written back. The math is the head-by-head step's, term for term (checked
 // against it in the tests).
 //
-// The masked column's own slot holds the mask expert: to predict column a,
-// expert b ≠ a is column b and expert a is the mask expert at column a
-// (key mask_key + pos_key[a], value mask_value + pos_value[a]); without a
-// mask expert slot a gets weight 0.
+// To predict column a, expert b ≠ a is column b and expert a is the mask
+// expert at column a (key mask_key + pos_key[a], value mask_value +
+// pos_value[a], read from the mask buffers in place of column a's own);
+// without a mask expert slot a gets weight 0.
 
 /// Lanes per block.
 const LANES: usize = 8;
@@ -732,20 +732,6 @@ pub struct LaneScratch {
 }
 
 impl LaneScratch {
-    /// Exchange the mask expert's key, value and their gradients at one
-    /// column (`slot`, its blocks) with the column's own.
-    #[inline(always)]
-    fn swap_mask(&mut self, slot: Range<usize>) {
-        // element by element: `swap_with_slice` is not inlined into the
-        // AVX2 loop, and the call costs more than these few blocks
-        for i in slot {
-            std::mem::swap(&mut self.k[i], &mut self.km[i]);
-            std::mem::swap(&mut self.v[i], &mut self.vm[i]);
-            std::mem::swap(&mut self.dk[i], &mut self.dkm[i]);
-            std::mem::swap(&mut self.dv[i], &mut self.dvm[i]);
-        }
-    }
-
     fn new(f: usize, nb: usize) -> Self {
         let z = |n: usize| vec![ZERO; n];
         LaneScratch {
@@ -906,11 +892,7 @@ impl Tabular<'_, '_> {
                 continue;
             }
             let j = rs.cols[a];
-            // slot a holds the mask expert while column a is masked
             let slot = a * NB..(a + 1) * NB;
-            if mask {
-                ln.swap_mask(slot.clone());
-            }
             let qa: [Block; NB] = grab(&ln.q[slot.clone()]);
             let z = Self::lanes_forward::<S, NB>(ln, &qa, a, n, mask);
             let (gz, pt) = self.lanes_output::<NB>(p, &mut rs.probs, &z, j, rs.toks[a], lr * self.weight(j));
@@ -921,12 +903,9 @@ impl Tabular<'_, '_> {
                 loss -= like.ln();
                 like = 1.0;
             }
-            let dqa = Self::lanes_backward::<S, NB>(ln, &qa, &z, &gz, n);
+            let dqa = Self::lanes_backward::<S, NB>(ln, &qa, &z, &gz, a, n, mask);
             for (d, x) in ln.dq[slot.clone()].iter_mut().zip(&dqa) {
                 add_into(*x, d);
-            }
-            if mask {
-                ln.swap_mask(slot);
             }
             count += 1;
         }
@@ -934,14 +913,17 @@ impl Tabular<'_, '_> {
         (loss - like.ln(), count)
     }
 
-    /// Masked column a, its slot holding the mask expert (see
-    /// `lanes_sized`): the expanded MoE weights of every expert into `ln.th`;
+    /// Masked column a, slot a the mask expert's (see the section's
+    /// comment): the expanded MoE weights of every expert into `ln.th`;
     /// returns the mixture z.
     #[inline(always)]
     fn lanes_forward<const S: usize, const NB: usize>(ln: &mut LaneScratch, qa: &[Block; NB], a: usize, n: usize, mask: bool) -> [Block; NB] {
         let (k, v, th) = (&ln.k[..n * NB], &ln.v[..n * NB], &mut ln.th[..n * NB]);
+        let (km, vm) = (&ln.km[..n * NB].as_chunks::<NB>().0[a], &ln.vm[..n * NB].as_chunks::<NB>().0[a]);
+        let m = if mask { a } else { n }; // the expert read from the mask buffers, if any
         let mut mx = [[f32::NEG_INFINITY; LANES]; NB];
         for (e, (tb, kb)) in th.as_chunks_mut::<NB>().0.iter_mut().zip(k.as_chunks::<NB>().0).enumerate() {
+            let kb = if e == m { km } else { kb };
             let skip = !mask && e == a;
             for c in 0..NB {
                 let t = if skip { [f32::NEG_INFINITY; LANES] } else { seg_sum::<S>(mul(qa[c], kb[c])) };
@@ -981,6 +963,7 @@ impl Tabular<'_, '_> {
         let mut z = [ZERO; NB];
         let th = &mut ln.th[..n * NB];
         for (e, (tb, vb)) in th.as_chunks_mut::<NB>().0.iter_mut().zip(v.as_chunks::<NB>().0).enumerate() {
+            let vb = if e == m { vm } else { vb };
             let pk = &ln.pk[e / S * NB..(e / S + 1) * NB];
             let r = e % S;
             for c in 0..NB {
@@ -1044,19 +1027,24 @@ impl Tabular<'_, '_> {
         (gz, p_target)
     }
 
-    /// Back through masked column a's mixture (its slot holding the mask
-    /// expert) into the row's accumulators: for expert b with weight θ_b
+    /// Back through masked column a's mixture (slot a the mask expert's,
+    /// its gradients into the mask accumulators) into the row's accumulators: for expert b with weight θ_b
     /// and value x_b,
     ///   ∂x_b += θ_b ⊙ g;  dl_b = θ_b ⊙ segsum(g ⊙ (x_b − z));
     ///   ∂q_a += dl_b ⊙ k_b;  ∂k_b += dl_b ⊙ q_a/√d_k.
     /// Returns ∂q_a (before its 1/√d_k).
     #[inline(always)]
-    fn lanes_backward<const S: usize, const NB: usize>(ln: &mut LaneScratch, qa: &[Block; NB], z: &[Block; NB], gz: &[Block; NB], n: usize) -> [Block; NB] {
+    #[allow(clippy::too_many_arguments)]
+    fn lanes_backward<const S: usize, const NB: usize>(ln: &mut LaneScratch, qa: &[Block; NB], z: &[Block; NB], gz: &[Block; NB], a: usize, n: usize, mask: bool) -> [Block; NB] {
         let (k, v, th) = (&ln.k[..n * NB], &ln.v[..n * NB], &ln.th[..n * NB]);
         let (dk, dv) = (&mut ln.dk[..n * NB], &mut ln.dv[..n * NB]);
+        let (km, vm) = (&ln.km[..n * NB].as_chunks::<NB>().0[a], &ln.vm[..n * NB].as_chunks::<NB>().0[a]);
+        let (dkm, dvm) = (&mut ln.dkm[..n * NB].as_chunks_mut::<NB>().0[a], &mut ln.dvm[..n * NB].as_chunks_mut::<NB>().0[a]);
+        let m = if mask { a } else { n }; // as in `lanes_forward`
         let mut dqa = [ZERO; NB];
         let experts = k.as_chunks::<NB>().0.iter().zip(v.as_chunks::<NB>().0).zip(th.as_chunks::<NB>().0);
-        for (((kb, vb), tb), (dkb, dvb)) in experts.zip(dk.as_chunks_mut::<NB>().0.iter_mut().zip(dv.as_chunks_mut::<NB>().0)) {
+        for (e, (((kb, vb), tb), (dkb, dvb))) in experts.zip(dk.as_chunks_mut::<NB>().0.iter_mut().zip(dv.as_chunks_mut::<NB>().0)).enumerate() {
+            let (kb, vb, dkb, dvb) = if e == m { (km, vm, &mut *dkm, &mut *dvm) } else { (kb, vb, dkb, dvb) };
             for c in 0..NB {
                 let (t, g) = (tb[c], gz[c]);
                 let dl = mul(t, seg_sum::<S>(mul(g, minus(vb[c], z[c]))));
