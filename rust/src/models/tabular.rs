@@ -246,7 +246,7 @@ pub struct RowScratch {
     z: Vec<f32>,
     gz: Vec<f32>,
     diff: Vec<f32>,
-    /// The masked column's class probabilities.
+    /// The masked column's class probabilities (room for whole blocks).
     probs: Vec<f32>,
     /// The row's mask-expert gradients (key: H·d_k, value: d).
     dmk: Vec<f32>,
@@ -385,7 +385,7 @@ impl Tabular<'_, '_> {
             z: z(d),
             gz: z(d),
             diff: z(d),
-            probs: z(widest),
+            probs: z(widest.div_ceil(LANES) * LANES),
             dmk: z(hdk),
             dmv: z(d),
             ln: LaneScratch::new(f, d.div_ceil(LANES)),
@@ -992,10 +992,10 @@ impl Tabular<'_, '_> {
     /// lr·∂log p/∂z (before the update) and p(target).
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    fn lanes_output<const NB: usize>(&self, p: &Rest2<'_>, probs: &mut [f32], z: &[Block; NB], j: usize, target: usize, lr: f32) -> ([Block; NB], f32) {
+    fn lanes_output<const NB: usize>(&self, p: &Rest2<'_>, probs_all: &mut [f32], z: &[Block; NB], j: usize, target: usize, lr: f32) -> ([Block; NB], f32) {
         let (bias, range) = (&self.moe.out.bias, self.range(j));
         let lo = range.start;
-        let probs = &mut probs[..range.len()];
+        let probs = &mut probs_all[..range.len()];
         let rows = p.beta.rows_of(range.clone()).as_chunks::<LANES>().0.as_chunks::<NB>().0;
         // eight categories' scores at once: their lane sums by a transposing reduction
         for (pr8, rows8) in probs.chunks_mut(LANES).zip(rows.chunks(LANES)) {
@@ -1013,16 +1013,21 @@ impl Tabular<'_, '_> {
                 *pr += bi;
             }
         }
-        // the maximum, 8 lanes side by side (no serial chain over the categories)
+        // Whole blocks from here to the exponentials (the categories past
+        // the column's, −∞, take no part): the maximum 8 lanes side by
+        // side, no serial chain over the categories, no scalar tail.
+        let blocks = probs_all[..range.len().div_ceil(LANES) * LANES].as_chunks_mut::<LANES>().0;
+        blocks.as_flattened_mut()[range.len()..].fill(f32::NEG_INFINITY);
         let mut m8 = [f32::NEG_INFINITY; LANES];
-        for ch in probs.chunks(LANES) {
-            for (m, &x) in m8.iter_mut().zip(ch) {
-                *m = if x > *m { x } else { *m };
-            }
+        for ch in blocks.iter() {
+            m8 = lanewise(|i| if ch[i] > m8[i] { ch[i] } else { m8[i] });
         }
         let mx = m8.iter().fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
-        probs.iter_mut().for_each(|q| *q -= mx);
-        exp_nonpositive(probs);
+        for ch in blocks.iter_mut() {
+            *ch = minus(*ch, [mx; LANES]);
+        }
+        exp_nonpositive(blocks.as_flattened_mut());
+        let probs = &mut probs_all[..range.len()];
         let inv = 1.0 / probs.iter().sum::<f32>();
         let t = target - lo;
         let p_target = probs[t] * inv;
