@@ -347,15 +347,13 @@ class Session:
         self._note_quiet()
         wire = b.wire_to_send(hot_only)
         if wire.device != self.device:  # numpy arrays with NCCL: through the device, blocking
-            moved = wire.to(self.device)
-            self._all_reduce("parameter all_reduce", moved)
-            wire.copy_(moved)
+            self._reduce(wire)
             data = _Done()
         else:
             data = self._start("parameter all_reduce", wire)
+            self.bytes_synced += wire.numel() * wire.element_size()
         ctrl = self._start("all_reduce", self._ctrl)
         self._pending = (data, ctrl, sent)
-        self.bytes_synced += wire.numel() * wire.element_size()
         self.rounds += 1
 
     def _round_blocking(self, local_words: int, tensors: Sequence[torch.Tensor], vocab: int, running: bool
