@@ -235,6 +235,23 @@ def test_check_estimator():
         assert not failed, [(r["check_name"], repr(r["exception"])[:200]) for r in failed]
 
 
+def test_auto_epochs_scale_with_the_rows():
+    # epochs="auto" (the default): about 100,000 row steps, between 50 and 200 passes
+    from bidirmoe.tabular import AUTO_EPOCHS, AUTO_ROW_STEPS
+
+    assert TabularMoE().epochs == "auto" and AUTO_EPOCHS == (50, 200) and AUTO_ROW_STEPS == 100_000
+    for rows, passes in ((60, 200), (499, 200), (800, 125), (2000, 50), (5000, 50)):
+        X, y = two_signals(rows)
+        assert TabularMoE()._epochs_for(rows) == passes
+        if rows <= 800:
+            assert TabularMoE(random_state=0).fit(X, y).n_iter_ == passes
+    # with early stopping the budget follows the rows actually trained on (the rest are held out)
+    X, y = two_signals(800)
+    clf = TabularMoE(early_stopping=True, n_iter_no_change=1000, random_state=0).fit(X, y)
+    assert clf.n_iter_ == -(-100_000 // 720) == 139
+    assert TabularMoE(epochs=7, random_state=0).fit(X, y).n_iter_ == 7
+
+
 def test_clear_errors():
     X, y = two_signals(60)
     with pytest.raises(ValueError, match="2 classes"):
@@ -247,8 +264,9 @@ def test_clear_errors():
         TabularMoE(epochs=2).fit(X, y[:-1])
     with pytest.raises(ValueError, match="multiple of heads"):
         TabularMoE(vector_size=10, heads=3).fit(X, y)
-    with pytest.raises(ValueError, match="epochs"):
-        TabularMoE(epochs=0).fit(X, y)
+    for bad in (0, "many", 2.5, True):
+        with pytest.raises(ValueError, match="epochs must be 'auto' or an int"):
+            TabularMoE(epochs=bad).fit(X, y)
     clf = TabularMoE(epochs=2, random_state=0).fit(X, y)
     with pytest.raises(ValueError, match="features"):
         clf.predict(X.to_numpy()[:, :2])

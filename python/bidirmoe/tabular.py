@@ -45,6 +45,11 @@ from . import _core
 __all__ = ["TabularMoE", "TabularMoERegressor"]
 
 _ABSENT = np.uint32(0xFFFFFFFF)
+# epochs="auto": about this many row steps, in this many passes at least / at most. Chosen by
+# in-distribution validation (benches/tune_tabular.py --real): the simulation's 2,000 rows keep
+# 50 passes, small tables (auto-mpg's 249 training cars, car's 864) get more.
+AUTO_ROW_STEPS = 100_000
+AUTO_EPOCHS = (50, 200)
 
 
 def _is_numeric_dtype(dtype) -> bool:
@@ -178,7 +183,7 @@ class _TabularMoEBase(BaseEstimator):
         vector_size=20,
         heads=5,
         key_size=None,
-        epochs=50,
+        epochs="auto",
         learning_rate=0.02,
         min_learning_rate=0.0005,
         n_bins=10,
@@ -225,7 +230,9 @@ class _TabularMoEBase(BaseEstimator):
 
         pos_int("vector_size", self.vector_size)
         pos_int("heads", self.heads)
-        pos_int("epochs", self.epochs)
+        if not (isinstance(self.epochs, str) and self.epochs == "auto"):
+            if not isinstance(self.epochs, numbers.Integral) or isinstance(self.epochs, bool) or self.epochs < 1:
+                raise ValueError(f"epochs must be 'auto' or an int >= 1, got {self.epochs!r}")
         pos_int("n_bins", self.n_bins, 2)
         pos_int("min_frequency", self.min_frequency)
         if self.key_size is not None:
@@ -244,6 +251,15 @@ class _TabularMoEBase(BaseEstimator):
             raise ValueError(f"validation_fraction must be a float in (0, 1), got {v!r}")
         if self.n_jobs is not None and (not isinstance(self.n_jobs, numbers.Integral) or self.n_jobs == 0):
             raise ValueError(f"n_jobs must be None, a positive int or -1 (all cores), got {self.n_jobs!r}")
+
+    def _epochs_for(self, rows: int) -> int:
+        """The number of passes for `rows` training rows: `epochs`, or with
+        epochs="auto" enough passes for about AUTO_ROW_STEPS row steps, kept
+        between AUTO_EPOCHS[0] and AUTO_EPOCHS[1]."""
+        if not isinstance(self.epochs, str):
+            return int(self.epochs)
+        lo, hi = AUTO_EPOCHS
+        return int(min(hi, max(lo, -(-AUTO_ROW_STEPS // max(rows, 1)))))
 
     def _workers(self) -> int:
         if self.n_jobs is None:
@@ -322,7 +338,7 @@ class _TabularMoEBase(BaseEstimator):
             if self.early_stopping:
                 losses = self._fit_early_stopping(data, y_codes, seed)
             else:
-                losses = self._core_fit(data, int(self.epochs), float(self.learning_rate),
+                losses = self._core_fit(data, self._epochs_for(len(data)), float(self.learning_rate),
                                         float(self.min_learning_rate), seed)
         except BaseException:
             del self.arrays_  # interrupted (Ctrl-C): no half-trained model is left looking fitted
@@ -359,7 +375,7 @@ class _TabularMoEBase(BaseEstimator):
         order = np.random.default_rng(seed).permutation(n)
         train, val = np.ascontiguousarray(data[order[n_val:]]), self._masked_target(data[order[:n_val]])
         y_val = y_codes[order[:n_val]]
-        epochs = int(self.epochs)
+        epochs = self._epochs_for(len(train))
         lrs = np.linspace(float(self.learning_rate), float(self.min_learning_rate), epochs + 1)
         f = data.shape[1] - 1
         losses, scores, best = [], [], (np.inf, None, 0)
@@ -461,8 +477,12 @@ class TabularMoE(ClassifierMixin, _TabularMoEBase):
         Number of MoE heads; head h owns d/heads coordinates of z (stacked MoEs).
     key_size : int or None
         Query/key size d_k of the gates; None: ``vector_size // heads``.
-    epochs : int
-        Passes over the training rows (every row masks each column once per pass).
+    epochs : int or "auto"
+        Passes over the training rows (every row masks each column once per
+        pass). "auto" (default): enough passes for about 100,000 row steps,
+        at least 50 and at most 200 (50 from 2,000 rows up, 200 below 500
+        rows): small tables need more passes than large ones. The attribute
+        ``n_iter_`` holds the passes run.
     learning_rate, min_learning_rate : float
         SGD step size, falling linearly from ``learning_rate`` to ``min_learning_rate``
         over the fit. One step per row, on the gradient of the summed loss of
