@@ -74,6 +74,7 @@ import json, os, sys
 import numpy as np
 import torch.distributed as dist
 from bidirmoe import BidirMoE, Word2Vec
+from bidirmoe.corpora import read_corpus_file, write_rank_shard
 import bidirmoe.torch.distributed as D
 
 out = sys.argv[1]
@@ -84,6 +85,10 @@ try:
         s = D.start()  # the session the model will use: rounds overlapped with training or not
         s.overlap = name.endswith("overlap")
         s.wire_dtype = "bfloat16" if "bf16" in name else "float32"
+        shard_tokens = None
+        if isinstance(path, list):  # several files: this rank's segment of them, in a file of its own
+            path = write_rank_shard(path, dist.get_rank(), dist.get_world_size(), out)
+            shard_tokens = [t for s in read_corpus_file(path) for t in s]
         common = dict(corpus_file=path, vector_size=12, min_count=3, epochs=2, workers=2, seed=5,
                       distributed=True, sync_words=3000, backend=backend)
         if kind == "cbow-hs":
@@ -101,14 +106,28 @@ try:
         with open(os.path.join(d, f"rank{rank}.json"), "w") as f:
             json.dump({"words": model.wv.index_to_key, "codes": [list(c) for c in codes],
                        "points": [list(p) for p in points], "total_words": model.corpus_total_words,
-                       "raw": model.raw_word_count}, f)
+                       "raw": model.raw_word_count, "shard_tokens": shard_tokens}, f)
 finally:
     dist.destroy_process_group()
 """
 
 
 @pytest.fixture(scope="module")
-def ranks(corpus, tmp_path_factory):
+def files(corpus):
+    """The corpus's lines in three files: plain, gzip, and plain without a final line end."""
+    import gzip
+
+    lines = corpus[0].read_bytes().splitlines(keepends=True)
+    d = corpus[0].parent
+    a, b, c = d / "part-a.txt", d / "part-b.txt.gz", d / "part-c.txt"
+    a.write_bytes(b"".join(lines[:1500]))
+    b.write_bytes(gzip.compress(b"".join(lines[1500:2600])))
+    c.write_bytes(b"".join(lines[2600:]).rstrip(b"\n"))
+    return [a, b, c]
+
+
+@pytest.fixture(scope="module")
+def ranks(corpus, files, tmp_path_factory):
     """{job: [(meta, arrays) of rank 0, of rank 1]} from one torchrun launch."""
     d = tmp_path_factory.mktemp("ranks")
     script = d / "rank.py"
@@ -117,7 +136,7 @@ def ranks(corpus, tmp_path_factory):
     jobs = {"plain": [plain, "cbow-hs", "rust"], "gzip": [gz, "cbow-hs", "rust"],
             "moe": [plain, "bidirmoe", "rust"], "moe-torch": [gz, "bidirmoe", "torch"],
             "plain-overlap": [plain, "cbow-hs", "rust"], "moe-bf16-overlap": [plain, "bidirmoe", "rust"],
-            "moe-torch-overlap": [gz, "bidirmoe", "torch"]}
+            "moe-torch-overlap": [gz, "bidirmoe", "torch"], "files": [[str(f) for f in files], "cbow-hs", "rust"]}
     rc, out, err, _ = torchrun([str(script), str(d), json.dumps(jobs)], cwd=d)
     assert rc == 0, err[-3000:]
     res = {}
@@ -130,9 +149,9 @@ def ranks(corpus, tmp_path_factory):
     return res
 
 
-@pytest.mark.parametrize("which", ["plain", "gzip", "plain-overlap"])
+@pytest.mark.parametrize("which", ["plain", "gzip", "plain-overlap", "files"])
 def test_ranks_share_the_single_process_vocabulary_and_parameters(corpus, ranks, which):
-    path = corpus[1] if which == "gzip" else corpus[0]
+    path = corpus[1] if which == "gzip" else corpus[0]  # "files" holds corpus[0]'s lines
     (m0, a0), (m1, a1) = ranks[which]
     # The single-process vocabulary over the whole file, with the same settings.
     single = Word2Vec(vector_size=12, min_count=3, hs=1, negative=0, seed=5)
@@ -153,6 +172,17 @@ def test_ranks_share_the_single_process_vocabulary_and_parameters(corpus, ranks,
     single.prepare_weights()
     assert not np.array_equal(a0["p_vectors"], single.wv.vectors)
     assert np.abs(a0["p_syn1"]).sum() > 0
+
+
+def test_several_files_are_split_between_the_ranks(corpus, ranks):
+    """Each rank read its own segment of the three files: together the
+    segments hold every token of the corpus once, in corpus order."""
+    from bidirmoe.corpora import read_corpus_file
+
+    (m0, _), (m1, _) = ranks["files"]
+    assert m0["shard_tokens"] and m1["shard_tokens"]
+    every = [t for s in read_corpus_file(str(corpus[0])) for t in s]
+    assert m0["shard_tokens"] + m1["shard_tokens"] == every
 
 
 @pytest.mark.parametrize("job", ["moe", "moe-torch", "moe-bf16-overlap", "moe-torch-overlap"])
@@ -206,14 +236,17 @@ def _cli(tmp_path, corpus_path, extra=(), **env):
     script = tmp_path / "cli_rank.py"
     script.write_text(CLI_SCRIPT)
     out = tmp_path / "vectors.txt"
-    rc, so, se, dt = torchrun([str(script), "train", str(corpus_path), "-o", str(out), *TRAIN_ARGS, *extra],
+    inputs = [str(p) for p in corpus_path] if isinstance(corpus_path, list) else [str(corpus_path)]
+    rc, so, se, dt = torchrun([str(script), "train", *inputs, "-o", str(out), *TRAIN_ARGS, *extra],
                               cwd=tmp_path, **env)
     return rc, se, dt, out
 
 
-def test_cli_distributed_writes_vectors_on_rank0(corpus, tmp_path):
-    rc, err, _, out = _cli(tmp_path, corpus[0])
+@pytest.mark.parametrize("inputs", ["one file", "several files"])
+def test_cli_distributed_writes_vectors_on_rank0(corpus, files, tmp_path, inputs):
+    rc, err, _, out = _cli(tmp_path, files if inputs == "several files" else corpus[0])
     assert rc == 0, err[-3000:]
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".bidirmoe")]  # the ranks' segments are gone
     lines = out.read_text().splitlines()
     single = Word2Vec(vector_size=12, min_count=3)
     single.build_vocab(corpus_file=str(corpus[0]))

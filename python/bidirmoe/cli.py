@@ -24,7 +24,7 @@ import tempfile
 import time
 from typing import Any, Dict, List, Optional
 
-from .corpora import compression, open_compressed
+from .corpora import compression, open_compressed, write_rank_shard
 
 MODELS = ("bidirmoe", "attention", "cbow", "skipgram")
 FORMATS = ("word2vec-bin", "word2vec-txt", "native")
@@ -74,13 +74,19 @@ def _open_any(path: str):
     return sys.stdin.buffer if path == "-" else open_compressed(path)
 
 
-def _corpus_file(files: List[str], spool_dir: str, log) -> tuple:
+def _corpus_file(files: List[str], spool_dir: str, log, session=None) -> tuple:
     """A path the Rust reader can stream: the input itself when it is one
     plain or gzip file, else one temporary file holding all inputs
     decompressed (standard input can be read only once; several files and
-    bz2/xz are joined on disk so training reads them at full speed)."""
+    bz2/xz are joined on disk so training reads them at full speed). In a
+    distributed run each rank's temporary file holds only its own segment
+    of the inputs (``corpora.write_rank_shard``)."""
     if len(files) == 1 and files[0] != "-" and compression(files[0]) not in ("bzip2", "xz"):
         return files[0], None
+    if session is not None:
+        log(f"{len(files)} input(s): each of the {session.world} ranks writes its own segment to {spool_dir}")
+        shard = write_rank_shard(files, session.rank, session.world, spool_dir)
+        return shard, shard.path
     fd, tmp = tempfile.mkstemp(prefix=".bidirmoe-corpus-", suffix=".txt", dir=spool_dir)
     log(f"joining {len(files)} input(s) into {tmp} (streamed, not held in memory)")
     try:
@@ -291,7 +297,7 @@ def _train_in(args, session) -> int:
             raise CliError(f"--{name} must be >= 1, got {v}")
     progress = _Progress(args.quiet or not lead, args.log_json if lead else None)
     spool_dir = os.path.dirname(os.path.abspath(args.output))
-    corpus, spooled = _corpus_file(files, spool_dir, progress.message)
+    corpus, spooled = _corpus_file(files, spool_dir, progress.message, session)
 
     def on_term(signum, frame):  # SIGTERM stops like Ctrl-C
         raise _Terminated()
