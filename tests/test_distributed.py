@@ -79,6 +79,7 @@ import bidirmoe.torch.distributed as D
 
 out = sys.argv[1]
 jobs = json.loads(sys.argv[2])
+MAX_VOCAB = int(sys.argv[3])
 dist.init_process_group("gloo")
 try:
     for name, (path, kind, backend) in jobs.items():
@@ -90,7 +91,8 @@ try:
             path = write_rank_shard(path, dist.get_rank(), dist.get_world_size(), out)
             shard_tokens = [t for s in read_corpus_file(path) for t in s]
         common = dict(corpus_file=path, vector_size=12, min_count=3, epochs=2, workers=2, seed=5,
-                      distributed=True, sync_words=3000, backend=backend)
+                      distributed=True, sync_words=3000, backend=backend,
+                      max_vocab_size=MAX_VOCAB if name.endswith("maxvocab") else None)
         if kind == "cbow-hs":
             model = Word2Vec(hs=1, negative=0, **common)
         else:
@@ -110,6 +112,10 @@ try:
 finally:
     dist.destroy_process_group()
 """
+
+
+#: max_vocab_size for the "-maxvocab" jobs: far below the corpus's 400 words, so the count prunes.
+MAX_VOCAB = 150
 
 
 @pytest.fixture(scope="module")
@@ -136,8 +142,9 @@ def ranks(corpus, files, tmp_path_factory):
     jobs = {"plain": [plain, "cbow-hs", "rust"], "gzip": [gz, "cbow-hs", "rust"],
             "moe": [plain, "bidirmoe", "rust"], "moe-torch": [gz, "bidirmoe", "torch"],
             "plain-overlap": [plain, "cbow-hs", "rust"], "moe-bf16-overlap": [plain, "bidirmoe", "rust"],
-            "moe-torch-overlap": [gz, "bidirmoe", "torch"], "files": [[str(f) for f in files], "cbow-hs", "rust"]}
-    rc, out, err, _ = torchrun([str(script), str(d), json.dumps(jobs)], cwd=d)
+            "moe-torch-overlap": [gz, "bidirmoe", "torch"], "files": [[str(f) for f in files], "cbow-hs", "rust"],
+            "plain-maxvocab": [plain, "cbow-hs", "rust"], "files-maxvocab": [[str(f) for f in files], "cbow-hs", "rust"]}
+    rc, out, err, _ = torchrun([str(script), str(d), json.dumps(jobs), str(MAX_VOCAB)], cwd=d)
     assert rc == 0, err[-3000:]
     res = {}
     for job in jobs:
@@ -149,12 +156,13 @@ def ranks(corpus, files, tmp_path_factory):
     return res
 
 
-@pytest.mark.parametrize("which", ["plain", "gzip", "plain-overlap", "files"])
+@pytest.mark.parametrize("which", ["plain", "gzip", "plain-overlap", "files", "plain-maxvocab", "files-maxvocab"])
 def test_ranks_share_the_single_process_vocabulary_and_parameters(corpus, ranks, which):
     path = corpus[1] if which == "gzip" else corpus[0]  # "files" holds corpus[0]'s lines
     (m0, a0), (m1, a1) = ranks[which]
     # The single-process vocabulary over the whole file, with the same settings.
-    single = Word2Vec(vector_size=12, min_count=3, hs=1, negative=0, seed=5)
+    max_vocab = MAX_VOCAB if which.endswith("maxvocab") else None
+    single = Word2Vec(vector_size=12, min_count=3, hs=1, negative=0, seed=5, max_vocab_size=max_vocab)
     single.build_vocab(corpus_file=str(path))
     codes, points = single._vocab.huffman()
     for meta, arrays in ((m0, a0), (m1, a1)):
@@ -172,6 +180,23 @@ def test_ranks_share_the_single_process_vocabulary_and_parameters(corpus, ranks,
     single.prepare_weights()
     assert not np.array_equal(a0["p_vectors"], single.wv.vectors)
     assert np.abs(a0["p_syn1"]).sum() > 0
+
+
+def test_max_vocab_size_pruning_depends_on_the_whole_corpus(corpus):
+    """Why the "-maxvocab" jobs test something: pruning each half of the
+    file on its own and adding the counts gives another vocabulary than
+    pruning the whole file as it streams past (what every rank must get)."""
+    from bidirmoe import _core
+
+    whole = _core.VocabCounter(MAX_VOCAB)
+    whole.add_file(str(corpus[0]))
+    assert whole.prunes > 0
+    halves = _core.VocabCounter()
+    for rank in (0, 1):
+        part = _core.VocabCounter(MAX_VOCAB)
+        part.add_file(str(corpus[0]), (rank, 2))
+        halves.merge_counts(*part.export_counts(), part.total_words, part.sentences)
+    assert halves.raw_counts() != whole.raw_counts()
 
 
 def test_several_files_are_split_between_the_ranks(corpus, ranks):

@@ -609,7 +609,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a query bias: polynomial instead of monomial attention scores (--model attention; torch)")
     t.add_argument("--epochs", type=int, default=5)
     t.add_argument("--min-count", type=int, default=5)
-    t.add_argument("--max-vocab-size", type=int, default=None, help="cap the counting table (rare words pruned)")
+    t.add_argument("--max-vocab-size", type=int, default=None,
+                   help="cap the counting table (rare words pruned; with --distributed rank 0 counts the whole input)")
     t.add_argument("--sample", type=float, default=1e-3)
     t.add_argument("--negative", type=int, default=5)
     t.add_argument("--loss", choices=["negative", "softmax", "hs"], default=None)

@@ -419,3 +419,22 @@ def write_rank_shard(files: Sequence[str], rank: int, world: int, directory: str
         os.unlink(tmp)
         raise
     return RankShard(tmp, files, rank, world)
+
+
+def count_in_order(counter, sources: Sequence[str], directory: str) -> None:
+    """Count ``sources`` one after another into ``counter`` (a
+    ``_core.VocabCounter``), as one process counts them joined: plain and
+    gzip files in place, bz2 and xz through a decompressed temporary copy in
+    ``directory`` (deleted at once)."""
+    for src in sources:
+        src = os.fspath(src)
+        if compression(src) not in ("bzip2", "xz"):
+            counter.add_file(src)
+            continue
+        fd, tmp = tempfile.mkstemp(prefix=".bidirmoe-count-", suffix=".txt", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                _copy_piece(out, src, 0, None)
+            counter.add_file(tmp)
+        finally:
+            os.unlink(tmp)

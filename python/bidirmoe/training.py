@@ -23,7 +23,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import _core
-from .corpora import RankShard, check_corpus
+from .corpora import RankShard, check_corpus, count_in_order
 
 logger = logging.getLogger("bidirmoe")
 
@@ -368,8 +368,16 @@ class TrainableModel:
         session = self._dist_session_for(corpus_file)
         if session is not None:
             # Each rank counts its shard; the counts are summed so every rank
-            # builds the vocabulary of the whole corpus.
-            counter.add_file(os.fspath(corpus_file), self._rank_shard(corpus_file, session))
+            # builds the vocabulary of the whole corpus. max_vocab_size prunes
+            # while the words arrive, so what it keeps depends on their order
+            # over the whole corpus: then rank 0 alone counts everything in
+            # order, as one process does, and the others add nothing.
+            if self.max_vocab_size is None:
+                counter.add_file(os.fspath(corpus_file), self._rank_shard(corpus_file, session))
+            elif session.rank == 0 and isinstance(corpus_file, RankShard):
+                count_in_order(counter, corpus_file.sources, os.path.dirname(os.path.abspath(corpus_file.path)))
+            elif session.rank == 0:
+                counter.add_file(os.fspath(corpus_file))
             counter = session.combine_counts(counter)
         elif corpus_file is not None:
             counter.add_file(os.fspath(corpus_file))

@@ -122,7 +122,12 @@ class Word2Vec(MaskedLM, TrainableModel):
         whole file) and every ``sync_words`` words the ranks combine their
         parameters through ``torch.distributed`` (each word row gets the sum
         of the ranks' changes since the last sync, arrays every example
-        updates get their mean). See :mod:`bidirmoe.torch.distributed`.
+        updates get their mean). With ``max_vocab_size`` rank 0 alone
+        counts the whole file (pruning depends on the order of the words),
+        so the vocabulary stays the single-process one. ``corpus_file`` may
+        also be a :class:`bidirmoe.corpora.RankShard`: this rank's segment
+        of several files (``corpora.write_rank_shard``), read whole. See
+        :mod:`bidirmoe.torch.distributed`.
     sync_words : int, optional
         With ``distributed``: corpus words each rank trains between two
         syncs (default 50,000).
