@@ -2,11 +2,12 @@
 
 Each test launches ``python -m torch.distributed.run --standalone
 --nproc_per_node 2`` on a small corpus: both ranks must end with the
-vocabulary one process builds from the whole file (plain and gzip), with
-bit-identical parameters after the final sync; a killed rank must end the
-job with a non-zero status and no output file; a rank that cannot reach the
-rendezvous must fail with one line; a stopped run must resume from its
-checkpoint.
+vocabulary one process builds from the whole corpus (one plain or gzip
+file, or several files split between the ranks; with and without
+``max_vocab_size``), with bit-identical parameters after the final sync; a
+killed rank must end the job with a non-zero status and no output file; a
+rank that cannot reach the rendezvous must fail with one line; a stopped or
+Ctrl-C'd run must resume from its checkpoint.
 """
 
 import json
@@ -221,7 +222,9 @@ def test_bidirmoe_parameters_identical_across_ranks(ranks, job):
 
 # The command line, with a hook: rank KILL_RANK kills itself at sync round
 # KILL_ROUND; with STOP_ROUND, rank 0 asks for a checkpoint at that round and
-# the job ends (exit 3) right after the checkpoint is written.
+# the job ends (exit 3) right after the checkpoint is written; rank INT_RANK
+# sends SIGINT at round INT_ROUND to itself, or with INT_LAUNCHER to torchrun
+# (a Ctrl-C in torchrun's terminal: torchrun passes it on to every rank).
 CLI_SCRIPT = r"""
 import os, signal, sys
 import bidirmoe.torch.distributed as D
@@ -230,11 +233,14 @@ from bidirmoe import cli
 rank = int(os.environ["RANK"])
 kill_rank, kill_round = int(os.environ.get("KILL_RANK", -1)), int(os.environ.get("KILL_ROUND", 0))
 stop_round = int(os.environ.get("STOP_ROUND", 0))
+int_rank, int_round = int(os.environ.get("INT_RANK", -1)), int(os.environ.get("INT_ROUND", 0))
 plain_round = D.Session.sync_round
 
 def sync_round(self, *args, **kwargs):
     if rank == kill_rank and self.rounds == kill_round:
         os.kill(os.getpid(), signal.SIGKILL)
+    if rank == int_rank and self.rounds == int_round:  # Ctrl-C: to this rank only, or to the launcher
+        os.kill(os.getppid() if os.environ.get("INT_LAUNCHER") else os.getpid(), signal.SIGINT)
     if rank == 0 and stop_round and self.rounds == stop_round:
         self.stop_requested = True
     return plain_round(self, *args, **kwargs)
@@ -306,6 +312,27 @@ def test_stop_then_resume(corpus, tmp_path):
     rc, err, _, out = _cli(tmp_path, corpus[1], ["--checkpoint", str(ckpt), "--resume", str(ckpt)])
     assert rc == 0, err[-3000:]
     assert out.exists() and not ckpt.exists()
+
+
+@pytest.mark.parametrize("where", ["one rank", "launcher"])
+def test_ctrl_c_stops_every_rank_at_a_checkpoint_that_resumes(corpus, files, tmp_path, where):
+    ckpt = tmp_path / "run.ckpt"
+    hook = dict(INT_RANK="1", INT_ROUND="4") if where == "one rank" else dict(INT_RANK="0", INT_ROUND="4",
+                                                                                INT_LAUNCHER="1")
+    rc, err, _, out = _cli(tmp_path, files, ["--checkpoint", str(ckpt)], **hook)
+    assert rc != 0 and ckpt.exists() and not out.exists(), err[-3000:]
+    assert f"bidirmoe: interrupted; checkpoint written to {ckpt} (resume with --resume {ckpt})" in err, err[-3000:]
+    assert f"bidirmoe: interrupted; rank 0 wrote the checkpoint {ckpt}" in err, err[-3000:]
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".bidirmoe") or ".tmp" in p]
+    meta = Word2Vec.load(str(ckpt)).extra_meta["cli"]
+    assert 0 < meta["words_done"] < meta["schedule_words"]
+    # The checkpoint resumes (each rank rebuilds its segment of the files) and the run completes.
+    rc, err, _, out = _cli(tmp_path, files, ["--checkpoint", str(ckpt), "--resume", str(ckpt)])
+    assert rc == 0, err[-3000:]
+    assert out.exists() and not ckpt.exists()
+    single = Word2Vec(vector_size=12, min_count=3)
+    single.build_vocab(corpus_file=str(corpus[0]))
+    assert [ln.split()[0] for ln in out.read_text().splitlines()[1:]] == single.wv.index_to_key
 
 
 def _free_port():

@@ -38,6 +38,11 @@ class _Checkpoint(Exception):
     """Raised from the progress hook to stop training at a consistent point."""
 
 
+#: Distributed runs: seconds after a Ctrl-C during which another one is taken
+#: as the same (torchrun forwards it); a later one stops without a checkpoint.
+INTERRUPT_GRACE = 5.0
+
+
 class _Terminated(KeyboardInterrupt):
     """SIGTERM, handled like Ctrl-C."""
 
@@ -302,7 +307,22 @@ def _train_in(args, session) -> int:
     def on_term(signum, frame):  # SIGTERM stops like Ctrl-C
         raise _Terminated()
 
+    interrupted: List[float] = []  # distributed: when this rank got Ctrl-C
+
+    def on_int(signum, frame):
+        # Distributed: every rank stops at the next sync round, where rank 0
+        # can write a consistent checkpoint. torchrun passes a Ctrl-C on to
+        # the ranks, so a second one soon after is the same Ctrl-C; one
+        # INTERRUPT_GRACE seconds later stops at once (no new checkpoint).
+        now = time.monotonic()
+        if interrupted and now - interrupted[0] > INTERRUPT_GRACE:
+            raise KeyboardInterrupt
+        if not interrupted:
+            interrupted.append(now)
+            session.stop_requested = True
+
     old_term = signal.signal(signal.SIGTERM, on_term)
+    old_int = signal.signal(signal.SIGINT, on_int) if session is not None else None
     try:
         if args.resume:
             if not os.path.isfile(args.resume):
@@ -386,6 +406,12 @@ def _train_in(args, session) -> int:
                 return 130
             except _sync_stops(session):
                 _stop_checkpoint(model, state, ckpt_path, session)
+                if session is not None and session.all_sum([float(bool(interrupted))])[0] > 0:
+                    progress.end_line()  # a rank got Ctrl-C: every rank ends here, after the checkpoint
+                    print(f"bidirmoe: interrupted; " + (f"checkpoint written to {ckpt_path} (resume with --resume "
+                                                        f"{ckpt_path})" if lead else
+                                                        f"rank 0 wrote the checkpoint {ckpt_path}"), file=sys.stderr)
+                    return 130
                 progress.message(f"checkpoint written: {ckpt_path}")
                 continue
         progress.end_line()
@@ -403,6 +429,8 @@ def _train_in(args, session) -> int:
         return 0
     finally:
         signal.signal(signal.SIGTERM, old_term)
+        if old_int is not None:
+            signal.signal(signal.SIGINT, old_int)
         progress.close()
         if spooled:
             try:
