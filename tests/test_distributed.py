@@ -25,7 +25,7 @@ torch = pytest.importorskip("torch")
 if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
     pytest.skip("torch.distributed with gloo is not available", allow_module_level=True)
 
-from bidirmoe import Word2Vec  # noqa: E402
+from bidirmoe import BidirMoE, Word2Vec  # noqa: E402
 
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__import__("bidirmoe").__file__)))
 LAUNCH_TIMEOUT = 240  # seconds: far above a normal run (a few seconds), only a hang reaches it
@@ -84,16 +84,15 @@ MAX_VOCAB = int(sys.argv[3])
 dist.init_process_group("gloo")
 try:
     for name, (path, kind, backend) in jobs.items():
-        s = D.start()  # the session the model will use: rounds overlapped with training or not
-        s.overlap = name.endswith("overlap")
-        s.wire_dtype = "bfloat16" if "bf16" in name else "float32"
+        s = D.start()  # the session the model will use
+        sync = dict(sync_overlap=name.endswith("overlap"), sync_dtype="bfloat16" if "bf16" in name else "float32")
         shard_tokens = None
         if isinstance(path, list):  # several files: this rank's segment of them, in a file of its own
             path = write_rank_shard(path, dist.get_rank(), dist.get_world_size(), out)
             shard_tokens = [t for s in read_corpus_file(path) for t in s]
         common = dict(corpus_file=path, vector_size=12, min_count=3, epochs=2, workers=2, seed=5,
                       distributed=True, sync_words=3000, backend=backend,
-                      max_vocab_size=MAX_VOCAB if name.endswith("maxvocab") else None)
+                      max_vocab_size=MAX_VOCAB if name.endswith("maxvocab") else None, **sync)
         if kind == "cbow-hs":
             model = Word2Vec(hs=1, negative=0, **common)
         else:
@@ -109,7 +108,8 @@ try:
         with open(os.path.join(d, f"rank{rank}.json"), "w") as f:
             json.dump({"words": model.wv.index_to_key, "codes": [list(c) for c in codes],
                        "points": [list(p) for p in points], "total_words": model.corpus_total_words,
-                       "raw": model.raw_word_count, "shard_tokens": shard_tokens}, f)
+                       "raw": model.raw_word_count, "shard_tokens": shard_tokens,
+                       "session": {"overlap": s.overlap, "wire_dtype": s.wire_dtype}, "sync": sync}, f)
 finally:
     dist.destroy_process_group()
 """
@@ -157,10 +157,18 @@ def ranks(corpus, files, tmp_path_factory):
     return res
 
 
+def _check_sync_options_reached_the_session(*metas):
+    """The model's sync_overlap / sync_dtype were the session's during the run
+    (each job's session is the one of the job before: the model sets them)."""
+    for meta in metas:
+        assert meta["session"] == {"overlap": meta["sync"]["sync_overlap"], "wire_dtype": meta["sync"]["sync_dtype"]}
+
+
 @pytest.mark.parametrize("which", ["plain", "gzip", "plain-overlap", "files", "plain-maxvocab", "files-maxvocab"])
 def test_ranks_share_the_single_process_vocabulary_and_parameters(corpus, ranks, which):
     path = corpus[1] if which == "gzip" else corpus[0]  # "files" holds corpus[0]'s lines
     (m0, a0), (m1, a1) = ranks[which]
+    _check_sync_options_reached_the_session(m0, m1)
     # The single-process vocabulary over the whole file, with the same settings.
     max_vocab = MAX_VOCAB if which.endswith("maxvocab") else None
     single = Word2Vec(vector_size=12, min_count=3, hs=1, negative=0, seed=5, max_vocab_size=max_vocab)
@@ -213,7 +221,8 @@ def test_several_files_are_split_between_the_ranks(corpus, ranks):
 
 @pytest.mark.parametrize("job", ["moe", "moe-torch", "moe-bf16-overlap", "moe-torch-overlap"])
 def test_bidirmoe_parameters_identical_across_ranks(ranks, job):
-    (_, a0), (_, a1) = ranks[job]
+    (m0, a0), (m1, a1) = ranks[job]
+    _check_sync_options_reached_the_session(m0, m1)
     assert set(a0) == set(a1)
     for name in a0:
         np.testing.assert_array_equal(a0[name], a1[name], err_msg=name)
@@ -237,6 +246,9 @@ int_rank, int_round = int(os.environ.get("INT_RANK", -1)), int(os.environ.get("I
 plain_round = D.Session.sync_round
 
 def sync_round(self, *args, **kwargs):
+    if self.rounds == 0 and os.environ.get("RECORD"):
+        with open(os.path.join(os.environ["RECORD"], f"session{rank}.txt"), "w") as f:
+            f.write(f"{self.overlap} {self.wire_dtype}")
     if rank == kill_rank and self.rounds == kill_round:
         os.kill(os.getpid(), signal.SIGKILL)
     if rank == int_rank and self.rounds == int_round:  # Ctrl-C: to this rank only, or to the launcher
@@ -273,10 +285,14 @@ def _cli(tmp_path, corpus_path, extra=(), **env):
     return rc, se, dt, out
 
 
-@pytest.mark.parametrize("inputs", ["one file", "several files"])
-def test_cli_distributed_writes_vectors_on_rank0(corpus, files, tmp_path, inputs):
-    rc, err, _, out = _cli(tmp_path, files if inputs == "several files" else corpus[0])
+@pytest.mark.parametrize("inputs, flags", [("one file", []), ("several files", []),
+                                           ("one file", ["--sync-overlap"]), ("one file", ["--sync-dtype", "bfloat16"]),
+                                           ("several files", ["--sync-overlap", "--sync-dtype", "bfloat16"])])
+def test_cli_distributed_writes_vectors_on_rank0(corpus, files, tmp_path, inputs, flags):
+    rc, err, _, out = _cli(tmp_path, files if inputs == "several files" else corpus[0], flags, RECORD=str(tmp_path))
     assert rc == 0, err[-3000:]
+    want = f"{'--sync-overlap' in flags} {'bfloat16' if 'bfloat16' in flags else 'float32'}"
+    assert [(tmp_path / f"session{r}.txt").read_text() for r in (0, 1)] == [want, want]  # the flags reached the session
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".bidirmoe")]  # the ranks' segments are gone
     lines = out.read_text().splitlines()
     single = Word2Vec(vector_size=12, min_count=3)
@@ -371,3 +387,20 @@ def test_settings_are_checked():
     from bidirmoe.cli import main
 
     assert main(["train", __file__, "-o", "x.txt", "--sync-words", "10"]) == 1  # needs --distributed
+    with pytest.raises(ValueError, match="sync_dtype must be one of float32, bfloat16, got 'float16'"):
+        Word2Vec(vector_size=8, distributed=True, sync_dtype="float16")
+    with pytest.raises(ValueError, match="sync_overlap must be True or False"):
+        BidirMoE(vector_size=8, distributed=True, sync_overlap="yes")
+    model = BidirMoE(vector_size=8, distributed=True, sync_overlap=True, sync_dtype="bfloat16")
+    assert (model.sync_overlap, model.sync_dtype) == (True, "bfloat16")
+
+
+@pytest.mark.parametrize("flags", [["--sync-overlap"], ["--sync-dtype", "bfloat16"], ["--sync-words", "5"]])
+def test_sync_flags_need_distributed(tmp_path, flags):
+    p = subprocess.run([sys.executable, "-m", "bidirmoe", "train", __file__, "-o", str(tmp_path / "v.txt"), *flags],
+                       env=_env(), capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and p.stderr == f"bidirmoe: error: {flags[0]}: only with --distributed\n"
+    bad = subprocess.run([sys.executable, "-m", "bidirmoe", "train", __file__, "-o", str(tmp_path / "v.txt"),
+                          "--distributed", "--sync-dtype", "float16"], env=_env(), capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode == 2 and "invalid choice: 'float16'" in bad.stderr

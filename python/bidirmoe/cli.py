@@ -25,6 +25,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 from .corpora import compression, open_compressed, write_rank_shard
+from .training import SYNC_DTYPES
 
 MODELS = ("bidirmoe", "attention", "cbow", "skipgram")
 FORMATS = ("word2vec-bin", "word2vec-txt", "native")
@@ -236,7 +237,7 @@ def _new_model(args):
     if args.distributed:
         if args.model not in ("bidirmoe", "cbow", "skipgram"):
             raise CliError(f"--distributed trains --model bidirmoe, cbow or skipgram (not {args.model})")
-        common.update(distributed=True, sync_words=args.sync_words)
+        common.update(_sync_options(args))
     if args.model in ("cbow", "skipgram"):
         from . import Word2Vec
 
@@ -261,13 +262,21 @@ def _save_output(model, path: str, fmt: str) -> None:
         model.wv.save_word2vec_format(path, binary=fmt == "word2vec-bin")
 
 
+def _sync_options(args) -> Dict[str, Any]:
+    """The model's distributed options from the command line."""
+    return dict(distributed=True, sync_words=args.sync_words, sync_overlap=args.sync_overlap,
+                sync_dtype=args.sync_dtype or "float32")
+
+
 def _dist_session(args):
     """The torch.distributed session of a --distributed run (None without it)."""
     if args.sync_words is not None and args.sync_words < 1:
         raise CliError(f"--sync-words must be >= 1, got {args.sync_words}")
     if not args.distributed:
-        if args.sync_words is not None:
-            raise CliError("--sync-words needs --distributed")
+        given = [flag for flag, v in (("--sync-words", args.sync_words), ("--sync-overlap", args.sync_overlap or None),
+                                      ("--sync-dtype", args.sync_dtype)) if v is not None]
+        if given:
+            raise CliError(f"{', '.join(given)}: only with --distributed")
         return None
     try:
         from .torch.distributed import start
@@ -339,7 +348,7 @@ def _train_in(args, session) -> int:
                 raise CliError(f"{args.resume} is not a training checkpoint (no schedule state)")
             model.workers = args.threads
             if session is not None:
-                model.distributed, model.sync_words = True, args.sync_words
+                model._set_distributed(**_sync_options(args))
             progress.message(f"resuming {args.resume}: epoch {state['epoch'] + 1}/{state['epochs']}, "
                              f"{state['words_done']:,} of {state['schedule_words']:,} words done")
         else:
@@ -660,6 +669,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--sync-words", type=int, metavar="N", default=None,
                    help="with --distributed: corpus words each rank trains between two parameter averages "
                         "(default 50000)")
+    t.add_argument("--sync-overlap", action="store_true",
+                   help="with --distributed: train on while the parameter sums travel (they arrive late; "
+                        "each epoch still ends in step; off by default)")
+    t.add_argument("--sync-dtype", choices=SYNC_DTYPES, default=None,
+                   help="with --distributed: what the parameter changes travel as (bfloat16: half the bytes; "
+                        "default float32)")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     t.add_argument("--log-json", metavar="FILE", help="append machine-readable progress (JSON lines)")
     t.set_defaults(func=_train)

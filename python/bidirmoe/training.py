@@ -27,6 +27,9 @@ from .corpora import RankShard, check_corpus, count_in_order
 
 logger = logging.getLogger("bidirmoe")
 
+#: What a distributed run's parameter changes may travel as (``sync_dtype``).
+SYNC_DTYPES = ("float32", "bfloat16")
+
 FORMAT_VERSION = 1
 
 RULE_DEFAULT, RULE_DISCARD, RULE_KEEP = 0, 1, 2  # gensim.utils trim-rule values
@@ -974,9 +977,14 @@ class TrainableModel:
         (already only this rank's segment of several files)."""
         return None if isinstance(corpus_file, RankShard) else (session.rank, session.world)
 
-    def _check_sync_words(self) -> None:
-        sync = getattr(self, "sync_words", None)
-        _check(sync is None or (_is_int(sync) and sync > 0), f"sync_words must be a positive int or None, got {sync!r}")
+    def _set_distributed(self, distributed, sync_words, sync_overlap, sync_dtype) -> None:
+        """Store and check the constructor's options for runs in several processes."""
+        _check(sync_words is None or (_is_int(sync_words) and sync_words > 0),
+               f"sync_words must be a positive int or None, got {sync_words!r}")
+        _check(isinstance(sync_overlap, (bool, np.bool_)), f"sync_overlap must be True or False, got {sync_overlap!r}")
+        _check(sync_dtype in SYNC_DTYPES, f"sync_dtype must be one of {', '.join(SYNC_DTYPES)}, got {sync_dtype!r}")
+        self.distributed, self.sync_words = bool(distributed), sync_words
+        self.sync_overlap, self.sync_dtype = bool(sync_overlap), sync_dtype
 
     def _dist_schedule(self, session, common, corpus_file) -> list:
         """Add this rank's shard, seed and sync callback to an epoch's schedule;
@@ -989,6 +997,9 @@ class TrainableModel:
         common["shard_whole"] = isinstance(corpus_file, RankShard)
         common["seed"] = rank_seed(common["seed"], session.rank)
         common["sync_words"] = every
+        # This model's options (a model loaded from disk: the defaults).
+        session.overlap = bool(getattr(self, "sync_overlap", False))
+        session.wire_dtype = getattr(self, "sync_dtype", "float32")
         tensors = session.tensors_of(list(per_word_arrays(self).values()))
         session.begin_epoch(tensors, len(self.wv.index_to_key))
         if getattr(self, "backend", "rust") == "torch":
