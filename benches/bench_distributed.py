@@ -26,9 +26,9 @@ processes reach on this machine with almost no communication, the ceiling
 of any sync design here), optionally
 followed by ``:`` and comma-separated options: ``overlap`` (the
 all-reduce runs while the workers train, its sums taken in as soon as they
-arrive: ``Session.overlap = True``), ``blocking`` (every round waits for
-its sums with the workers parked: ``Session.overlap = False``),
-``bf16`` (the changes travel as bfloat16: ``Session.wire_dtype``),
+arrive: ``sync_overlap=True``), ``blocking`` (every round waits for
+its sums with the workers parked: ``sync_overlap=False``),
+``bf16`` (the changes travel as bfloat16: ``sync_dtype="bfloat16"``),
 ``hot=K/M`` (every N words combine the K most frequent rows of the per-word
 tables and the model's shared arrays, everything every M-th sync:
 pWord2Vec's frequent-rows-more-often idea, Ji et al. 2016).
@@ -71,9 +71,9 @@ if sync is not None:
             rows, every_full = opt[4:].split("/")
             settings["hot_rows"] = (int(rows), int(every_full))
         elif opt in ("blocking", "overlap"):
-            settings["overlap"] = opt == "overlap"
+            params["sync_overlap"] = opt == "overlap"
         elif opt == "bf16":
-            settings["wire_dtype"] = "bfloat16"
+            params["sync_dtype"] = "bfloat16"
         else:
             raise SystemExit(f"unknown sync option {opt!r}")
     import bidirmoe.torch.distributed as D

@@ -306,3 +306,63 @@ def test_corpus_file_small_file_many_workers_long_tokens(tmp_path, workers):
     assert sorted(m.wv.index_to_key) == sorted(tokens)
     assert m.raw_word_count == 3 * len(tokens)
     assert m.trained_word_count == 3 * len(tokens)  # no token cut into OOV pieces
+
+
+# ------------------------------------------------- several files split between processes
+
+
+@pytest.fixture
+def mixed_files(tmp_path):
+    """Plain, gzip, bz2, empty, no final line end, and one long line without
+    any line end (a cut inside it must fall at whitespace)."""
+    import random
+
+    rng = random.Random(3)
+
+    def text(lines):
+        return "\n".join(" ".join(f"w{rng.randint(0, 60)}" for _ in range(rng.randint(0, 25)))
+                         for _ in range(lines)).encode()
+
+    specs = [("a.txt", text(300) + b"\n", None), ("b.txt.gz", text(200), gzip.compress),
+             ("empty.txt", b"", None), ("c.txt", text(150), None), ("d.txt.bz2", text(250) + b"\n", bz2.compress),
+             ("long.txt", b" ".join(f"x{i % 97}\t" .encode() for i in range(20_000)), None), ("e.txt", text(80), None)]
+    paths, tokens = [], []
+    for name, data, pack in specs:
+        p = tmp_path / name
+        p.write_bytes(pack(data) if pack else data)
+        paths.append(str(p))
+        tokens += data.split()
+    return paths, tokens
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 5, 8, 13])
+def test_rank_segments_hold_every_token_once_in_order(mixed_files, tmp_path, world):
+    from bidirmoe.corpora import shard_plan, write_rank_shard
+
+    paths, tokens = mixed_files
+    got, sizes = [], []
+    for rank in range(world):
+        shard = write_rank_shard(paths, rank, world, str(tmp_path))
+        assert shard.rank == rank and shard.world == world and tuple(shard.sources) == tuple(paths)
+        data = open(shard.path, "rb").read()
+        got += data.split()
+        sizes.append(len(data))
+        # The same plan every time (a resumed run must find the same file).
+        assert data == open(write_rank_shard(paths, rank, world, str(tmp_path)).path, "rb").read()
+        for path, start, end in shard_plan(paths, rank, world):
+            assert end is None or 0 <= start < end
+    assert got == tokens
+    if world <= 3:  # small worlds: every segment gets a fair part of the text
+        assert min(sizes) > sum(sizes) / world / 3, sizes
+
+
+def test_cut_in_a_line_without_line_end_falls_at_whitespace(tmp_path):
+    from bidirmoe.corpora import shard_plan
+
+    p = tmp_path / "one-line.txt"
+    p.write_bytes(b"abcdefghi " * 1001)  # the middle (byte 5005) is inside a token
+    (_, s0, e0), = shard_plan([str(p)], 0, 2)
+    (_, s1, e1), = shard_plan([str(p)], 1, 2)
+    assert (s0, e1) == (0, 10010) and e0 == s1 == 5009  # the next whitespace after byte 5005
+    with pytest.raises(ValueError, match="rank"):
+        shard_plan([str(p)], 2, 2)

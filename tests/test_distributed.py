@@ -2,11 +2,12 @@
 
 Each test launches ``python -m torch.distributed.run --standalone
 --nproc_per_node 2`` on a small corpus: both ranks must end with the
-vocabulary one process builds from the whole file (plain and gzip), with
-bit-identical parameters after the final sync; a killed rank must end the
-job with a non-zero status and no output file; a rank that cannot reach the
-rendezvous must fail with one line; a stopped run must resume from its
-checkpoint.
+vocabulary one process builds from the whole corpus (one plain or gzip
+file, or several files split between the ranks; with and without
+``max_vocab_size``), with bit-identical parameters after the final sync; a
+killed rank must end the job with a non-zero status and no output file; a
+rank that cannot reach the rendezvous must fail with one line; a stopped or
+Ctrl-C'd run must resume from its checkpoint.
 """
 
 import json
@@ -24,7 +25,7 @@ torch = pytest.importorskip("torch")
 if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
     pytest.skip("torch.distributed with gloo is not available", allow_module_level=True)
 
-from bidirmoe import Word2Vec  # noqa: E402
+from bidirmoe import BidirMoE, Word2Vec  # noqa: E402
 
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__import__("bidirmoe").__file__)))
 LAUNCH_TIMEOUT = 240  # seconds: far above a normal run (a few seconds), only a hang reaches it
@@ -74,18 +75,24 @@ import json, os, sys
 import numpy as np
 import torch.distributed as dist
 from bidirmoe import BidirMoE, Word2Vec
+from bidirmoe.corpora import read_corpus_file, write_rank_shard
 import bidirmoe.torch.distributed as D
 
 out = sys.argv[1]
 jobs = json.loads(sys.argv[2])
+MAX_VOCAB = int(sys.argv[3])
 dist.init_process_group("gloo")
 try:
     for name, (path, kind, backend) in jobs.items():
-        s = D.start()  # the session the model will use: rounds overlapped with training or not
-        s.overlap = name.endswith("overlap")
-        s.wire_dtype = "bfloat16" if "bf16" in name else "float32"
+        s = D.start()  # the session the model will use
+        sync = dict(sync_overlap=name.endswith("overlap"), sync_dtype="bfloat16" if "bf16" in name else "float32")
+        shard_tokens = None
+        if isinstance(path, list):  # several files: this rank's segment of them, in a file of its own
+            path = write_rank_shard(path, dist.get_rank(), dist.get_world_size(), out)
+            shard_tokens = [t for s in read_corpus_file(path) for t in s]
         common = dict(corpus_file=path, vector_size=12, min_count=3, epochs=2, workers=2, seed=5,
-                      distributed=True, sync_words=3000, backend=backend)
+                      distributed=True, sync_words=3000, backend=backend,
+                      max_vocab_size=MAX_VOCAB if name.endswith("maxvocab") else None, **sync)
         if kind == "cbow-hs":
             model = Word2Vec(hs=1, negative=0, **common)
         else:
@@ -101,14 +108,33 @@ try:
         with open(os.path.join(d, f"rank{rank}.json"), "w") as f:
             json.dump({"words": model.wv.index_to_key, "codes": [list(c) for c in codes],
                        "points": [list(p) for p in points], "total_words": model.corpus_total_words,
-                       "raw": model.raw_word_count}, f)
+                       "raw": model.raw_word_count, "shard_tokens": shard_tokens,
+                       "session": {"overlap": s.overlap, "wire_dtype": s.wire_dtype}, "sync": sync}, f)
 finally:
     dist.destroy_process_group()
 """
 
 
+#: max_vocab_size for the "-maxvocab" jobs: far below the corpus's 400 words, so the count prunes.
+MAX_VOCAB = 150
+
+
 @pytest.fixture(scope="module")
-def ranks(corpus, tmp_path_factory):
+def files(corpus):
+    """The corpus's lines in three files: plain, gzip, and plain without a final line end."""
+    import gzip
+
+    lines = corpus[0].read_bytes().splitlines(keepends=True)
+    d = corpus[0].parent
+    a, b, c = d / "part-a.txt", d / "part-b.txt.gz", d / "part-c.txt"
+    a.write_bytes(b"".join(lines[:1500]))
+    b.write_bytes(gzip.compress(b"".join(lines[1500:2600])))
+    c.write_bytes(b"".join(lines[2600:]).rstrip(b"\n"))
+    return [a, b, c]
+
+
+@pytest.fixture(scope="module")
+def ranks(corpus, files, tmp_path_factory):
     """{job: [(meta, arrays) of rank 0, of rank 1]} from one torchrun launch."""
     d = tmp_path_factory.mktemp("ranks")
     script = d / "rank.py"
@@ -117,8 +143,9 @@ def ranks(corpus, tmp_path_factory):
     jobs = {"plain": [plain, "cbow-hs", "rust"], "gzip": [gz, "cbow-hs", "rust"],
             "moe": [plain, "bidirmoe", "rust"], "moe-torch": [gz, "bidirmoe", "torch"],
             "plain-overlap": [plain, "cbow-hs", "rust"], "moe-bf16-overlap": [plain, "bidirmoe", "rust"],
-            "moe-torch-overlap": [gz, "bidirmoe", "torch"]}
-    rc, out, err, _ = torchrun([str(script), str(d), json.dumps(jobs)], cwd=d)
+            "moe-torch-overlap": [gz, "bidirmoe", "torch"], "files": [[str(f) for f in files], "cbow-hs", "rust"],
+            "plain-maxvocab": [plain, "cbow-hs", "rust"], "files-maxvocab": [[str(f) for f in files], "cbow-hs", "rust"]}
+    rc, out, err, _ = torchrun([str(script), str(d), json.dumps(jobs), str(MAX_VOCAB)], cwd=d)
     assert rc == 0, err[-3000:]
     res = {}
     for job in jobs:
@@ -130,12 +157,21 @@ def ranks(corpus, tmp_path_factory):
     return res
 
 
-@pytest.mark.parametrize("which", ["plain", "gzip", "plain-overlap"])
+def _check_sync_options_reached_the_session(*metas):
+    """The model's sync_overlap / sync_dtype were the session's during the run
+    (each job's session is the one of the job before: the model sets them)."""
+    for meta in metas:
+        assert meta["session"] == {"overlap": meta["sync"]["sync_overlap"], "wire_dtype": meta["sync"]["sync_dtype"]}
+
+
+@pytest.mark.parametrize("which", ["plain", "gzip", "plain-overlap", "files", "plain-maxvocab", "files-maxvocab"])
 def test_ranks_share_the_single_process_vocabulary_and_parameters(corpus, ranks, which):
-    path = corpus[1] if which == "gzip" else corpus[0]
+    path = corpus[1] if which == "gzip" else corpus[0]  # "files" holds corpus[0]'s lines
     (m0, a0), (m1, a1) = ranks[which]
+    _check_sync_options_reached_the_session(m0, m1)
     # The single-process vocabulary over the whole file, with the same settings.
-    single = Word2Vec(vector_size=12, min_count=3, hs=1, negative=0, seed=5)
+    max_vocab = MAX_VOCAB if which.endswith("maxvocab") else None
+    single = Word2Vec(vector_size=12, min_count=3, hs=1, negative=0, seed=5, max_vocab_size=max_vocab)
     single.build_vocab(corpus_file=str(path))
     codes, points = single._vocab.huffman()
     for meta, arrays in ((m0, a0), (m1, a1)):
@@ -155,9 +191,38 @@ def test_ranks_share_the_single_process_vocabulary_and_parameters(corpus, ranks,
     assert np.abs(a0["p_syn1"]).sum() > 0
 
 
+def test_max_vocab_size_pruning_depends_on_the_whole_corpus(corpus):
+    """Why the "-maxvocab" jobs test something: pruning each half of the
+    file on its own and adding the counts gives another vocabulary than
+    pruning the whole file as it streams past (what every rank must get)."""
+    from bidirmoe import _core
+
+    whole = _core.VocabCounter(MAX_VOCAB)
+    whole.add_file(str(corpus[0]))
+    assert whole.prunes > 0
+    halves = _core.VocabCounter()
+    for rank in (0, 1):
+        part = _core.VocabCounter(MAX_VOCAB)
+        part.add_file(str(corpus[0]), (rank, 2))
+        halves.merge_counts(*part.export_counts(), part.total_words, part.sentences)
+    assert halves.raw_counts() != whole.raw_counts()
+
+
+def test_several_files_are_split_between_the_ranks(corpus, ranks):
+    """Each rank read its own segment of the three files: together the
+    segments hold every token of the corpus once, in corpus order."""
+    from bidirmoe.corpora import read_corpus_file
+
+    (m0, _), (m1, _) = ranks["files"]
+    assert m0["shard_tokens"] and m1["shard_tokens"]
+    every = [t for s in read_corpus_file(str(corpus[0])) for t in s]
+    assert m0["shard_tokens"] + m1["shard_tokens"] == every
+
+
 @pytest.mark.parametrize("job", ["moe", "moe-torch", "moe-bf16-overlap", "moe-torch-overlap"])
 def test_bidirmoe_parameters_identical_across_ranks(ranks, job):
-    (_, a0), (_, a1) = ranks[job]
+    (m0, a0), (m1, a1) = ranks[job]
+    _check_sync_options_reached_the_session(m0, m1)
     assert set(a0) == set(a1)
     for name in a0:
         np.testing.assert_array_equal(a0[name], a1[name], err_msg=name)
@@ -166,7 +231,9 @@ def test_bidirmoe_parameters_identical_across_ranks(ranks, job):
 
 # The command line, with a hook: rank KILL_RANK kills itself at sync round
 # KILL_ROUND; with STOP_ROUND, rank 0 asks for a checkpoint at that round and
-# the job ends (exit 3) right after the checkpoint is written.
+# the job ends (exit 3) right after the checkpoint is written; rank INT_RANK
+# sends SIGINT at round INT_ROUND to itself, or with INT_LAUNCHER to torchrun
+# (a Ctrl-C in torchrun's terminal: torchrun passes it on to every rank).
 CLI_SCRIPT = r"""
 import os, signal, sys
 import bidirmoe.torch.distributed as D
@@ -175,11 +242,17 @@ from bidirmoe import cli
 rank = int(os.environ["RANK"])
 kill_rank, kill_round = int(os.environ.get("KILL_RANK", -1)), int(os.environ.get("KILL_ROUND", 0))
 stop_round = int(os.environ.get("STOP_ROUND", 0))
+int_rank, int_round = int(os.environ.get("INT_RANK", -1)), int(os.environ.get("INT_ROUND", 0))
 plain_round = D.Session.sync_round
 
 def sync_round(self, *args, **kwargs):
+    if self.rounds == 0 and os.environ.get("RECORD"):
+        with open(os.path.join(os.environ["RECORD"], f"session{rank}.txt"), "w") as f:
+            f.write(f"{self.overlap} {self.wire_dtype}")
     if rank == kill_rank and self.rounds == kill_round:
         os.kill(os.getpid(), signal.SIGKILL)
+    if rank == int_rank and self.rounds == int_round:  # Ctrl-C: to this rank only, or to the launcher
+        os.kill(os.getppid() if os.environ.get("INT_LAUNCHER") else os.getpid(), signal.SIGINT)
     if rank == 0 and stop_round and self.rounds == stop_round:
         self.stop_requested = True
     return plain_round(self, *args, **kwargs)
@@ -206,14 +279,21 @@ def _cli(tmp_path, corpus_path, extra=(), **env):
     script = tmp_path / "cli_rank.py"
     script.write_text(CLI_SCRIPT)
     out = tmp_path / "vectors.txt"
-    rc, so, se, dt = torchrun([str(script), "train", str(corpus_path), "-o", str(out), *TRAIN_ARGS, *extra],
+    inputs = [str(p) for p in corpus_path] if isinstance(corpus_path, list) else [str(corpus_path)]
+    rc, so, se, dt = torchrun([str(script), "train", *inputs, "-o", str(out), *TRAIN_ARGS, *extra],
                               cwd=tmp_path, **env)
     return rc, se, dt, out
 
 
-def test_cli_distributed_writes_vectors_on_rank0(corpus, tmp_path):
-    rc, err, _, out = _cli(tmp_path, corpus[0])
+@pytest.mark.parametrize("inputs, flags", [("one file", []), ("several files", []),
+                                           ("one file", ["--sync-overlap"]), ("one file", ["--sync-dtype", "bfloat16"]),
+                                           ("several files", ["--sync-overlap", "--sync-dtype", "bfloat16"])])
+def test_cli_distributed_writes_vectors_on_rank0(corpus, files, tmp_path, inputs, flags):
+    rc, err, _, out = _cli(tmp_path, files if inputs == "several files" else corpus[0], flags, RECORD=str(tmp_path))
     assert rc == 0, err[-3000:]
+    want = f"{'--sync-overlap' in flags} {'bfloat16' if 'bfloat16' in flags else 'float32'}"
+    assert [(tmp_path / f"session{r}.txt").read_text() for r in (0, 1)] == [want, want]  # the flags reached the session
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".bidirmoe")]  # the ranks' segments are gone
     lines = out.read_text().splitlines()
     single = Word2Vec(vector_size=12, min_count=3)
     single.build_vocab(corpus_file=str(corpus[0]))
@@ -248,6 +328,27 @@ def test_stop_then_resume(corpus, tmp_path):
     rc, err, _, out = _cli(tmp_path, corpus[1], ["--checkpoint", str(ckpt), "--resume", str(ckpt)])
     assert rc == 0, err[-3000:]
     assert out.exists() and not ckpt.exists()
+
+
+@pytest.mark.parametrize("where", ["one rank", "launcher"])
+def test_ctrl_c_stops_every_rank_at_a_checkpoint_that_resumes(corpus, files, tmp_path, where):
+    ckpt = tmp_path / "run.ckpt"
+    hook = dict(INT_RANK="1", INT_ROUND="4") if where == "one rank" else dict(INT_RANK="0", INT_ROUND="4",
+                                                                                INT_LAUNCHER="1")
+    rc, err, _, out = _cli(tmp_path, files, ["--checkpoint", str(ckpt)], **hook)
+    assert rc != 0 and ckpt.exists() and not out.exists(), err[-3000:]
+    assert f"bidirmoe: interrupted; checkpoint written to {ckpt} (resume with --resume {ckpt})" in err, err[-3000:]
+    assert f"bidirmoe: interrupted; rank 0 wrote the checkpoint {ckpt}" in err, err[-3000:]
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".bidirmoe") or ".tmp" in p]
+    meta = Word2Vec.load(str(ckpt)).extra_meta["cli"]
+    assert 0 < meta["words_done"] < meta["schedule_words"]
+    # The checkpoint resumes (each rank rebuilds its segment of the files) and the run completes.
+    rc, err, _, out = _cli(tmp_path, files, ["--checkpoint", str(ckpt), "--resume", str(ckpt)])
+    assert rc == 0, err[-3000:]
+    assert out.exists() and not ckpt.exists()
+    single = Word2Vec(vector_size=12, min_count=3)
+    single.build_vocab(corpus_file=str(corpus[0]))
+    assert [ln.split()[0] for ln in out.read_text().splitlines()[1:]] == single.wv.index_to_key
 
 
 def _free_port():
@@ -286,3 +387,20 @@ def test_settings_are_checked():
     from bidirmoe.cli import main
 
     assert main(["train", __file__, "-o", "x.txt", "--sync-words", "10"]) == 1  # needs --distributed
+    with pytest.raises(ValueError, match="sync_dtype must be one of float32, bfloat16, got 'float16'"):
+        Word2Vec(vector_size=8, distributed=True, sync_dtype="float16")
+    with pytest.raises(ValueError, match="sync_overlap must be True or False"):
+        BidirMoE(vector_size=8, distributed=True, sync_overlap="yes")
+    model = BidirMoE(vector_size=8, distributed=True, sync_overlap=True, sync_dtype="bfloat16")
+    assert (model.sync_overlap, model.sync_dtype) == (True, "bfloat16")
+
+
+@pytest.mark.parametrize("flags", [["--sync-overlap"], ["--sync-dtype", "bfloat16"], ["--sync-words", "5"]])
+def test_sync_flags_need_distributed(tmp_path, flags):
+    p = subprocess.run([sys.executable, "-m", "bidirmoe", "train", __file__, "-o", str(tmp_path / "v.txt"), *flags],
+                       env=_env(), capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and p.stderr == f"bidirmoe: error: {flags[0]}: only with --distributed\n"
+    bad = subprocess.run([sys.executable, "-m", "bidirmoe", "train", __file__, "-o", str(tmp_path / "v.txt"),
+                          "--distributed", "--sync-dtype", "float16"], env=_env(), capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode == 2 and "invalid choice: 'float16'" in bad.stderr

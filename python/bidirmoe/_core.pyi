@@ -105,6 +105,7 @@ class DistributedSchedule(Schedule, total=False):
     """Extra keys of a run in several processes (see bidirmoe.torch.distributed)."""
 
     shard: Tuple[int, int]  # (rank, world): this process's share of the corpus file
+    shard_whole: bool  # the file is already this process's part of the corpus: read it whole
     sync: Callable[[int], int]  # sync(local_words) -> global words; called with the workers parked
     sync_words: int  # local corpus words between two sync calls
 

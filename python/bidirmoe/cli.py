@@ -24,7 +24,8 @@ import tempfile
 import time
 from typing import Any, Dict, List, Optional
 
-from .corpora import compression, open_compressed
+from .corpora import compression, open_compressed, write_rank_shard
+from .training import SYNC_DTYPES
 
 MODELS = ("bidirmoe", "attention", "cbow", "skipgram")
 FORMATS = ("word2vec-bin", "word2vec-txt", "native")
@@ -36,6 +37,11 @@ class CliError(Exception):
 
 class _Checkpoint(Exception):
     """Raised from the progress hook to stop training at a consistent point."""
+
+
+#: Distributed runs: seconds after a Ctrl-C during which another one is taken
+#: as the same (torchrun forwards it); a later one stops without a checkpoint.
+INTERRUPT_GRACE = 5.0
 
 
 class _Terminated(KeyboardInterrupt):
@@ -74,13 +80,19 @@ def _open_any(path: str):
     return sys.stdin.buffer if path == "-" else open_compressed(path)
 
 
-def _corpus_file(files: List[str], spool_dir: str, log) -> tuple:
+def _corpus_file(files: List[str], spool_dir: str, log, session=None) -> tuple:
     """A path the Rust reader can stream: the input itself when it is one
     plain or gzip file, else one temporary file holding all inputs
     decompressed (standard input can be read only once; several files and
-    bz2/xz are joined on disk so training reads them at full speed)."""
+    bz2/xz are joined on disk so training reads them at full speed). In a
+    distributed run each rank's temporary file holds only its own segment
+    of the inputs (``corpora.write_rank_shard``)."""
     if len(files) == 1 and files[0] != "-" and compression(files[0]) not in ("bzip2", "xz"):
         return files[0], None
+    if session is not None:
+        log(f"{len(files)} input(s): each of the {session.world} ranks writes its own segment to {spool_dir}")
+        shard = write_rank_shard(files, session.rank, session.world, spool_dir)
+        return shard, shard.path
     fd, tmp = tempfile.mkstemp(prefix=".bidirmoe-corpus-", suffix=".txt", dir=spool_dir)
     log(f"joining {len(files)} input(s) into {tmp} (streamed, not held in memory)")
     try:
@@ -225,7 +237,7 @@ def _new_model(args):
     if args.distributed:
         if args.model not in ("bidirmoe", "cbow", "skipgram"):
             raise CliError(f"--distributed trains --model bidirmoe, cbow or skipgram (not {args.model})")
-        common.update(distributed=True, sync_words=args.sync_words)
+        common.update(_sync_options(args))
     if args.model in ("cbow", "skipgram"):
         from . import Word2Vec
 
@@ -250,13 +262,21 @@ def _save_output(model, path: str, fmt: str) -> None:
         model.wv.save_word2vec_format(path, binary=fmt == "word2vec-bin")
 
 
+def _sync_options(args) -> Dict[str, Any]:
+    """The model's distributed options from the command line."""
+    return dict(distributed=True, sync_words=args.sync_words, sync_overlap=args.sync_overlap,
+                sync_dtype=args.sync_dtype or "float32")
+
+
 def _dist_session(args):
     """The torch.distributed session of a --distributed run (None without it)."""
     if args.sync_words is not None and args.sync_words < 1:
         raise CliError(f"--sync-words must be >= 1, got {args.sync_words}")
     if not args.distributed:
-        if args.sync_words is not None:
-            raise CliError("--sync-words needs --distributed")
+        given = [flag for flag, v in (("--sync-words", args.sync_words), ("--sync-overlap", args.sync_overlap or None),
+                                      ("--sync-dtype", args.sync_dtype)) if v is not None]
+        if given:
+            raise CliError(f"{', '.join(given)}: only with --distributed")
         return None
     try:
         from .torch.distributed import start
@@ -291,12 +311,27 @@ def _train_in(args, session) -> int:
             raise CliError(f"--{name} must be >= 1, got {v}")
     progress = _Progress(args.quiet or not lead, args.log_json if lead else None)
     spool_dir = os.path.dirname(os.path.abspath(args.output))
-    corpus, spooled = _corpus_file(files, spool_dir, progress.message)
+    corpus, spooled = _corpus_file(files, spool_dir, progress.message, session)
 
     def on_term(signum, frame):  # SIGTERM stops like Ctrl-C
         raise _Terminated()
 
+    interrupted: List[float] = []  # distributed: when this rank got Ctrl-C
+
+    def on_int(signum, frame):
+        # Distributed: every rank stops at the next sync round, where rank 0
+        # can write a consistent checkpoint. torchrun passes a Ctrl-C on to
+        # the ranks, so a second one soon after is the same Ctrl-C; one
+        # INTERRUPT_GRACE seconds later stops at once (no new checkpoint).
+        now = time.monotonic()
+        if interrupted and now - interrupted[0] > INTERRUPT_GRACE:
+            raise KeyboardInterrupt
+        if not interrupted:
+            interrupted.append(now)
+            session.stop_requested = True
+
     old_term = signal.signal(signal.SIGTERM, on_term)
+    old_int = signal.signal(signal.SIGINT, on_int) if session is not None else None
     try:
         if args.resume:
             if not os.path.isfile(args.resume):
@@ -313,7 +348,7 @@ def _train_in(args, session) -> int:
                 raise CliError(f"{args.resume} is not a training checkpoint (no schedule state)")
             model.workers = args.threads
             if session is not None:
-                model.distributed, model.sync_words = True, args.sync_words
+                model._set_distributed(**_sync_options(args))
             progress.message(f"resuming {args.resume}: epoch {state['epoch'] + 1}/{state['epochs']}, "
                              f"{state['words_done']:,} of {state['schedule_words']:,} words done")
         else:
@@ -380,6 +415,12 @@ def _train_in(args, session) -> int:
                 return 130
             except _sync_stops(session):
                 _stop_checkpoint(model, state, ckpt_path, session)
+                if session is not None and session.all_sum([float(bool(interrupted))])[0] > 0:
+                    progress.end_line()  # a rank got Ctrl-C: every rank ends here, after the checkpoint
+                    print(f"bidirmoe: interrupted; " + (f"checkpoint written to {ckpt_path} (resume with --resume "
+                                                        f"{ckpt_path})" if lead else
+                                                        f"rank 0 wrote the checkpoint {ckpt_path}"), file=sys.stderr)
+                    return 130
                 progress.message(f"checkpoint written: {ckpt_path}")
                 continue
         progress.end_line()
@@ -397,6 +438,8 @@ def _train_in(args, session) -> int:
         return 0
     finally:
         signal.signal(signal.SIGTERM, old_term)
+        if old_int is not None:
+            signal.signal(signal.SIGINT, old_int)
         progress.close()
         if spooled:
             try:
@@ -603,7 +646,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a query bias: polynomial instead of monomial attention scores (--model attention; torch)")
     t.add_argument("--epochs", type=int, default=5)
     t.add_argument("--min-count", type=int, default=5)
-    t.add_argument("--max-vocab-size", type=int, default=None, help="cap the counting table (rare words pruned)")
+    t.add_argument("--max-vocab-size", type=int, default=None,
+                   help="cap the counting table (rare words pruned; with --distributed rank 0 counts the whole input)")
     t.add_argument("--sample", type=float, default=1e-3)
     t.add_argument("--negative", type=int, default=5)
     t.add_argument("--loss", choices=["negative", "softmax", "hs"], default=None)
@@ -625,6 +669,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--sync-words", type=int, metavar="N", default=None,
                    help="with --distributed: corpus words each rank trains between two parameter averages "
                         "(default 50000)")
+    t.add_argument("--sync-overlap", action="store_true",
+                   help="with --distributed: train on while the parameter sums travel (they arrive late; "
+                        "each epoch still ends in step; off by default)")
+    t.add_argument("--sync-dtype", choices=SYNC_DTYPES, default=None,
+                   help="with --distributed: what the parameter changes travel as (bfloat16: half the bytes; "
+                        "default float32)")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     t.add_argument("--log-json", metavar="FILE", help="append machine-readable progress (JSON lines)")
     t.set_defaults(func=_train)

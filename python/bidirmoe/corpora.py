@@ -18,8 +18,10 @@ import io
 import itertools
 import lzma
 import os
+import shutil
+import tempfile
 from collections.abc import Iterable, Iterator
-from typing import List, Optional
+from typing import List, Optional, Sequence, Tuple
 
 from . import _core
 
@@ -254,3 +256,185 @@ def read_corpus_file(path) -> List[List[str]]:
     [['ok', '\\ufffd']]
     """
     return _core.read_corpus_file(os.fspath(path))
+
+
+# ------------------------------------------------- one rank's part of several files
+
+_SPACE = b" \t\n\r\x0b\x0c"  # what the Rust reader splits tokens on
+#: How far past a cut a plain file is searched for a line end to cut at instead.
+_LINE_SLACK = 1 << 20
+
+
+def _size_estimate(path: str, kind: Optional[str]) -> int:
+    """Bytes of text a file holds: its size, or for gzip the size its
+    trailer records (modulo 4 GiB: used only while it is plausible), else a
+    guess of 3x (gzip) / 4x (bz2, xz) the compressed size."""
+    size = os.path.getsize(path)
+    if kind is None:
+        return size
+    if kind == "gzip" and size >= 18:
+        with open(path, "rb") as f:
+            f.seek(-4, os.SEEK_END)
+            recorded = int.from_bytes(f.read(4), "little")
+        if recorded >= size:
+            return recorded
+    return size * (3 if kind == "gzip" else 4)
+
+
+def _cut_in_plain(path: str, offset: int, size: int) -> int:
+    """Where to cut a plain file near ``offset``: after the first line end
+    within ``_LINE_SLACK`` bytes, else at the first whitespace at or after
+    ``offset`` (so no token is split), else at the end of the file."""
+    if offset <= 0 or offset >= size:
+        return min(max(offset, 0), size)
+    with open(path, "rb") as f:
+        f.seek(offset - 1)
+        chunk = f.read(_LINE_SLACK + 1)  # chunk[j] is byte offset - 1 + j
+        nl = chunk.find(b"\n")
+        if nl >= 0:
+            return offset + nl  # just past the line end
+        if chunk[0] in _SPACE:
+            return offset  # the cut already falls between tokens
+        pos, skip = offset - 1, 1
+        while chunk:
+            hit = next((j for j in range(skip, len(chunk)) if chunk[j] in _SPACE), -1)
+            if hit >= 0:
+                return pos + hit  # the whitespace starts the next segment
+            pos, skip = pos + len(chunk), 0
+            chunk = f.read(1 << 16)
+    return size
+
+
+def shard_plan(files: Sequence[str], rank: int, world: int) -> List[Tuple[str, int, Optional[int]]]:
+    """The pieces of ``files`` (the corpus, in order) that process ``rank``
+    of ``world`` reads: ``(path, start, end)`` byte ranges of plain files,
+    or ``(path, 0, None)`` for a whole compressed file (it cannot be entered
+    in the middle).
+
+    The files are laid end to end and cut into ``world`` consecutive
+    segments of about equal text: a cut inside a plain file moves to the
+    next line end (or whitespace), a cut inside a compressed file to its
+    nearer edge. Every process computes the same cuts, so the segments
+    never overlap and together hold every token exactly once.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> a, b = os.path.join(d, "a.txt"), os.path.join(d, "b.txt")
+    >>> _ = open(a, "w").write("one two\\nthree four\\n")
+    >>> _ = open(b, "w").write("five six\\n")
+    >>> [(os.path.basename(p), s, e) for p, s, e in shard_plan([a, b], 0, 2)]
+    [('a.txt', 0, 19)]
+    >>> [(os.path.basename(p), s, e) for p, s, e in shard_plan([a, b], 1, 2)]
+    [('b.txt', 0, 9)]
+    """
+    if not (0 <= rank < world):
+        raise ValueError(f"rank must be in [0, {world}), got {rank}")
+    units = []  # (path, kind, on-disk size, text estimate)
+    for p in files:
+        p = os.fspath(p)
+        kind = compression(p)
+        units.append((p, kind, os.path.getsize(p), _size_estimate(p, kind)))
+    starts, total = [], 0
+    for u in units:
+        starts.append(total)
+        total += u[3]
+    # cuts[k]: (unit index, offset in it) where segment k begins; offsets are
+    # real bytes for plain files and 0 for compressed ones.
+    cuts = [(0, 0)]
+    for k in range(1, world):
+        target = total * k // world
+        i = max((j for j in range(len(units)) if starts[j] <= target), default=0)
+        path, kind, size, est = units[i]
+        within = target - starts[i]
+        if kind is not None or est == 0:
+            cut = (i + 1, 0) if within * 2 >= est else (i, 0)
+        else:
+            off = _cut_in_plain(path, within, size)
+            cut = (i + 1, 0) if off >= size else (i, off)
+        cuts.append(max(cut, cuts[-1]))
+    cuts.append((len(units), 0))
+    (i0, o0), (i1, o1) = cuts[rank], cuts[rank + 1]
+    pieces: List[Tuple[str, int, Optional[int]]] = []
+    for i in range(i0, min(i1 + 1, len(units))):
+        path, kind, size, _ = units[i]
+        start = o0 if i == i0 else 0
+        end = o1 if i == i1 else size
+        if kind is not None:
+            if i < i1:  # a compressed file lies wholly inside one segment
+                pieces.append((path, 0, None))
+        elif end > start:
+            pieces.append((path, start, end))
+    return pieces
+
+
+class RankShard(os.PathLike):
+    """One process's segment of a corpus of several files (see
+    :func:`shard_plan`), written to one local plain file, ``path``: a model
+    with ``distributed=True`` given it as ``corpus_file`` reads that file
+    whole as this rank's shard (and counts the whole corpus, ``sources``, on
+    rank 0 when ``max_vocab_size`` needs the counts in corpus order)."""
+
+    def __init__(self, path: str, sources: Sequence[str], rank: int, world: int):
+        self.path, self.sources, self.rank, self.world = path, tuple(sources), rank, world
+
+    def __fspath__(self) -> str:
+        return self.path
+
+    def __repr__(self) -> str:
+        return f"RankShard({self.path!r}, rank {self.rank} of {self.world}, {len(self.sources)} source files)"
+
+
+def _copy_piece(out, path: str, start: int, end: Optional[int]) -> None:
+    if end is None:
+        with open_compressed(path) as src:
+            shutil.copyfileobj(src, out, 1 << 20)
+    else:
+        with open(path, "rb") as src:
+            src.seek(start)
+            left = end - start
+            while left > 0:
+                chunk = src.read(min(left, 1 << 20))
+                if not chunk:
+                    break
+                out.write(chunk)
+                left -= len(chunk)
+    out.write(b"\n")  # as when the inputs are joined: a piece ends a line
+
+
+def write_rank_shard(files: Sequence[str], rank: int, world: int, directory: str) -> RankShard:
+    """Write process ``rank``'s segment of ``files`` (:func:`shard_plan`:
+    plain byte ranges and whole compressed files, decompressed) to a new
+    plain file in ``directory`` and return it as a :class:`RankShard`. The
+    same files, ranks and world give the same bytes, so a resumed run finds
+    the file its checkpoint was taken on. The caller deletes ``path``."""
+    files = [os.fspath(f) for f in files]
+    fd, tmp = tempfile.mkstemp(prefix=f".bidirmoe-rank{rank}-", suffix=".txt", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for piece in shard_plan(files, rank, world):
+                _copy_piece(out, *piece)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return RankShard(tmp, files, rank, world)
+
+
+def count_in_order(counter, sources: Sequence[str], directory: str) -> None:
+    """Count ``sources`` one after another into ``counter`` (a
+    ``_core.VocabCounter``), as one process counts them joined: plain and
+    gzip files in place, bz2 and xz through a decompressed temporary copy in
+    ``directory`` (deleted at once)."""
+    for src in sources:
+        src = os.fspath(src)
+        if compression(src) not in ("bzip2", "xz"):
+            counter.add_file(src)
+            continue
+        fd, tmp = tempfile.mkstemp(prefix=".bidirmoe-count-", suffix=".txt", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                _copy_piece(out, src, 0, None)
+            counter.add_file(tmp)
+        finally:
+            os.unlink(tmp)

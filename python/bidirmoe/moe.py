@@ -53,7 +53,7 @@ class BidirMoE(MaskedModel):
     ----------
     sentences, corpus_file, vector_size, alpha, window, min_count, max_vocab_size, sample, seed, workers,
     min_alpha, hs, negative, ns_exponent, epochs, max_final_vocab, shrink_windows, callbacks, progress,
-    compute_loss, trim_rule, batch_words, device, backend, distributed, sync_words
+    compute_loss, trim_rule, batch_words, device, backend, distributed, sync_words, sync_overlap, sync_dtype
         As in :class:`Word2Vec`.
     heads : int
         Number of MoE heads (stacked MoEs).
@@ -116,12 +116,11 @@ class BidirMoE(MaskedModel):
                  positions="window", max_len=None, key_size=None, max_final_vocab=None, shrink_windows=True, batch_words=10000, callbacks=(),
                  progress=False, compute_loss=False, trim_rule=None,
                  device="cpu", backend=None, distributed=False,
-                 sync_words=None, batch_targets=None):
+                 sync_words=None, sync_overlap=False, sync_dtype="float32", batch_targets=None):
         self._reset_state()
         self.batch_targets = batch_targets
         self._set_backend(device, backend)
-        self.distributed, self.sync_words = bool(distributed), sync_words
-        self._check_sync_words()
+        self._set_distributed(distributed, sync_words, sync_overlap, sync_dtype)
         self.vector_size, self.alpha, self.window, self.min_count = vector_size, alpha, window, min_count
         self.max_vocab_size, self.sample, self.seed, self.workers = max_vocab_size, sample, seed, workers
         self.min_alpha, self.hs, self.negative, self.ns_exponent = min_alpha, hs, negative, ns_exponent

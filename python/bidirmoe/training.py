@@ -23,9 +23,12 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import _core
-from .corpora import check_corpus
+from .corpora import RankShard, check_corpus, count_in_order
 
 logger = logging.getLogger("bidirmoe")
+
+#: What a distributed run's parameter changes may travel as (``sync_dtype``).
+SYNC_DTYPES = ("float32", "bfloat16")
 
 FORMAT_VERSION = 1
 
@@ -368,8 +371,16 @@ class TrainableModel:
         session = self._dist_session_for(corpus_file)
         if session is not None:
             # Each rank counts its shard; the counts are summed so every rank
-            # builds the vocabulary of the whole file.
-            counter.add_file(os.fspath(corpus_file), (session.rank, session.world))
+            # builds the vocabulary of the whole corpus. max_vocab_size prunes
+            # while the words arrive, so what it keeps depends on their order
+            # over the whole corpus: then rank 0 alone counts everything in
+            # order, as one process does, and the others add nothing.
+            if self.max_vocab_size is None:
+                counter.add_file(os.fspath(corpus_file), self._rank_shard(corpus_file, session))
+            elif session.rank == 0 and isinstance(corpus_file, RankShard):
+                count_in_order(counter, corpus_file.sources, os.path.dirname(os.path.abspath(corpus_file.path)))
+            elif session.rank == 0:
+                counter.add_file(os.fspath(corpus_file))
             counter = session.combine_counts(counter)
         elif corpus_file is not None:
             counter.add_file(os.fspath(corpus_file))
@@ -879,7 +890,7 @@ class TrainableModel:
                               report_delay=min(float(report_delay), 0.5), max_words=0,
                               lockf=self._lockf_for_core(), resume=resume)
                 if session is not None:
-                    dist_arrays = self._dist_schedule(session, common)
+                    dist_arrays = self._dist_schedule(session, common, corpus_file)
                 reporter = _Reporter(max(words_per_epoch - before, 1), epoch, epochs, report_delay, bar,
                                      progress_callback, common)
                 common["progress_cb"] = reporter
@@ -953,13 +964,29 @@ class TrainableModel:
             return None
         if corpus_file is None:
             raise ValueError("distributed=True reads corpus_file (each rank its shard of it), not an iterable")
-        return self._dist_session()
+        session = self._dist_session()
+        if isinstance(corpus_file, RankShard) and (corpus_file.rank, corpus_file.world) != (session.rank, session.world):
+            raise ValueError(f"corpus_file is the shard of rank {corpus_file.rank} of {corpus_file.world}, but this "
+                             f"process is rank {session.rank} of {session.world}")
+        return session
 
-    def _check_sync_words(self) -> None:
-        sync = getattr(self, "sync_words", None)
-        _check(sync is None or (_is_int(sync) and sync > 0), f"sync_words must be a positive int or None, got {sync!r}")
+    @staticmethod
+    def _rank_shard(corpus_file, session) -> Optional[Tuple[int, int]]:
+        """The part of ``corpus_file`` this rank reads, as (rank, world) for
+        the Rust reader: its share of one file, or all of a :class:`RankShard`
+        (already only this rank's segment of several files)."""
+        return None if isinstance(corpus_file, RankShard) else (session.rank, session.world)
 
-    def _dist_schedule(self, session, common) -> list:
+    def _set_distributed(self, distributed, sync_words, sync_overlap, sync_dtype) -> None:
+        """Store and check the constructor's options for runs in several processes."""
+        _check(sync_words is None or (_is_int(sync_words) and sync_words > 0),
+               f"sync_words must be a positive int or None, got {sync_words!r}")
+        _check(isinstance(sync_overlap, (bool, np.bool_)), f"sync_overlap must be True or False, got {sync_overlap!r}")
+        _check(sync_dtype in SYNC_DTYPES, f"sync_dtype must be one of {', '.join(SYNC_DTYPES)}, got {sync_dtype!r}")
+        self.distributed, self.sync_words = bool(distributed), sync_words
+        self.sync_overlap, self.sync_dtype = bool(sync_overlap), sync_dtype
+
+    def _dist_schedule(self, session, common, corpus_file) -> list:
         """Add this rank's shard, seed and sync callback to an epoch's schedule;
         returns the tensors a sync averages (zero-copy views of the numpy
         arrays; the torch engine averages its device tensors itself)."""
@@ -967,8 +994,12 @@ class TrainableModel:
 
         every = int(getattr(self, "sync_words", None) or DEFAULT_SYNC_WORDS)
         common["shard"] = (session.rank, session.world)
+        common["shard_whole"] = isinstance(corpus_file, RankShard)
         common["seed"] = rank_seed(common["seed"], session.rank)
         common["sync_words"] = every
+        # This model's options (a model loaded from disk: the defaults).
+        session.overlap = bool(getattr(self, "sync_overlap", False))
+        session.wire_dtype = getattr(self, "sync_dtype", "float32")
         tensors = session.tensors_of(list(per_word_arrays(self).values()))
         session.begin_epoch(tensors, len(self.wv.index_to_key))
         if getattr(self, "backend", "rust") == "torch":

@@ -122,10 +122,27 @@ class Word2Vec(MaskedLM, TrainableModel):
         whole file) and every ``sync_words`` words the ranks combine their
         parameters through ``torch.distributed`` (each word row gets the sum
         of the ranks' changes since the last sync, arrays every example
-        updates get their mean). See :mod:`bidirmoe.torch.distributed`.
+        updates get their mean). With ``max_vocab_size`` rank 0 alone
+        counts the whole file (pruning depends on the order of the words),
+        so the vocabulary stays the single-process one. ``corpus_file`` may
+        also be a :class:`bidirmoe.corpora.RankShard`: this rank's segment
+        of several files (``corpora.write_rank_shard``), read whole. See
+        :mod:`bidirmoe.torch.distributed`.
     sync_words : int, optional
         With ``distributed``: corpus words each rank trains between two
         syncs (default 50,000).
+    sync_overlap : bool
+        With ``distributed``: False (default) parks the workers until a
+        sync's sums arrive; True lets them train on while the all-reduce
+        runs and takes the sums in when they arrive (the other ranks'
+        changes arrive later; the last sync of an epoch still waits, so the
+        ranks end every epoch with the same parameters). It pays where the
+        network is slow and cores are free; on the benchmark's 2-core
+        machine it cost analogy accuracy (README).
+    sync_dtype : {"float32", "bfloat16"}
+        With ``distributed``: what the changes travel as. "bfloat16" sends
+        half the bytes; what rounding takes off a change goes out with the
+        next one. Default "float32".
 
     Examples
     --------
@@ -150,12 +167,11 @@ class Word2Vec(MaskedLM, TrainableModel):
                  ns_exponent=0.75, cbow_mean=1, hashfxn=hash, epochs=5, null_word=0, trim_rule=None, sorted_vocab=1,
                  batch_words=10000, compute_loss=False, callbacks=(), comment=None, max_final_vocab=None,
                  shrink_windows=True, progress=False, device="cpu", backend=None, distributed=False,
-                 sync_words=None, batch_targets=None):
+                 sync_words=None, sync_overlap=False, sync_dtype="float32", batch_targets=None):
         self._reset_state()
         self.batch_targets = batch_targets
         self._set_backend(device, backend)
-        self.distributed, self.sync_words = bool(distributed), sync_words
-        self._check_sync_words()
+        self._set_distributed(distributed, sync_words, sync_overlap, sync_dtype)
         self.vector_size, self.alpha, self.window, self.min_count = vector_size, alpha, window, min_count
         self.max_vocab_size, self.sample, self.seed, self.workers = max_vocab_size, sample, seed, workers
         self.min_alpha, self.sg, self.hs, self.negative = min_alpha, sg, hs, negative

@@ -182,6 +182,7 @@ pub(crate) fn make_source(source: &Bound<'_, PyAny>, sch: &Schedule) -> PyResult
     if world == 0 || rank >= world {
         return Err(PyValueError::new_err(format!("shard must be (rank, world) with rank < world, got ({rank}, {world})")));
     }
+    let (rank, world) = if sch.shard_whole { (0, 1) } else { (rank, world) };
     let split = match &sch.resume {
         None => FileSplit::shard(&path, sch.workers, rank, world),
         Some(r) => FileSplit::resume_shard(&path, sch.workers, &r.split, (rank, world)),

@@ -146,6 +146,10 @@ pub(crate) struct Schedule {
     /// Data-parallel training: this process's shard of the corpus, (rank, world).
     #[pyo3(default)]
     pub(crate) shard: Option<(u64, u64)>,
+    /// Data-parallel training on a file that is already this process's own
+    /// part of the corpus: read it whole (`shard` still gives the world size).
+    #[pyo3(default)]
+    pub(crate) shard_whole: bool,
     /// Data-parallel training: `sync(local_words) -> global_words` is called
     /// every `sync_words` of this process's corpus words with the workers
     /// parked (it averages the parameters with the other processes).
