@@ -1042,14 +1042,8 @@ impl Tabular<'_, '_> {
         for (i, q) in probs.iter_mut().enumerate() {
             *q = (if i == t { 1.0 } else { 0.0 } - *q * inv) * lr; // now the step of row lo + i's score
         }
-        // gz from the rows before their update, kept in registers, then the update
-        let mut gz = [ZERO; VB];
-        for (&gr, row) in probs.iter().zip(rows) {
-            for (gc, &rc) in gz.iter_mut().zip(row) {
-                fma_into([gr; LANES], rc, gc);
-            }
-        }
-        p.beta.add_outer_blocks(lo, probs, z);
+        // gz from the rows before their update (in registers) and the update, one pass
+        let gz = p.beta.exchange_outer_blocks(lo, probs, z);
         if let Some(b) = bias {
             b.add_outer_blocks::<1>(lo, probs, &[[1.0]]);
         }
