@@ -1109,18 +1109,21 @@ impl Tabular<'_, '_> {
             let blocks = e * VB..(e + 1) * VB;
             let (dv, dkey) = (&ln.dv[blocks.clone()], &ln.dk[blocks.clone()]);
             p.alpha.add_blocks(t, 1.0, dv);
-            p.pos_value.add_blocks(c, 1.0, dv);
             g.key.add_blocks(t, 1.0, dkey);
-            g.pos_key.add_blocks(c, 1.0, dkey);
             g.query.add_blocks(c, scale, &ln.dq[blocks.clone()]);
             if mask {
+                // column c's encodings take its own and its mask expert's gradients at once
                 let (dvm, dkm) = (&ln.dvm[blocks.clone()], &ln.dkm[blocks]);
-                p.pos_value.add_blocks(c, 1.0, dvm);
-                g.pos_key.add_blocks(c, 1.0, dkm);
+                let (pv, pk): ([Block; VB], [Block; VB]) = (blockwise(|b| plus(dv[b], dvm[b])), blockwise(|b| plus(dkey[b], dkm[b])));
+                p.pos_value.add_blocks(c, 1.0, &pv);
+                g.pos_key.add_blocks(c, 1.0, &pk);
                 for c in 0..VB {
                     add_into(dkm[c], &mut dmk[c]);
                     add_into(dvm[c], &mut dmv[c]);
                 }
+            } else {
+                p.pos_value.add_blocks(c, 1.0, dv);
+                g.pos_key.add_blocks(c, 1.0, dkey);
             }
         }
         if mask {
