@@ -707,17 +707,21 @@ impl Tabular<'_, '_> {
 // The lane-block row step. When a head's value part and its key have the
 // same width S (the default: d_k = d/H), S is 2, 4 or 8 and there are at
 // most 16 heads, every vector of the step (key, query, value, the mixture,
-// the output rows) is held *transposed*: float s of head h lies in lane
-// h mod 8 of block s·NH + h / 8, NH = ⌈H/8⌉ blocks per float of a head (one
-// AVX2 register each). A per-head scalar (gate logit, MoE weight, its
-// gradient) is then NH blocks, head h in lane h, and everything is lane-wise
-// arithmetic on whole blocks, no shuffles: the per-head dot product <q_h,
-// k_h> is S multiply-adds of blocks, the softmax over the experts is
-// lane-wise over the experts' logit blocks, the mixture and the backward
-// pass are multiply-adds of a weight block into each float's block. Lanes
-// of no head (h ≥ H) are zero in every trained vector, so they stay zero and
-// are never written back. The math is the head-by-head step's, term for
-// term up to rounding (checked against it in the tests).
+// the output rows) is held *transposed*, heads across lanes: with HP = H
+// rounded up to a power of 2 (at most 8) lanes per group of heads, a block
+// (one AVX2 register) holds R = 8/HP floats of each of HP heads — float s
+// of head h in lane (s mod R)·HP + h mod 8 of block ⌊s/R⌋·NH + ⌊h/8⌋, NH =
+// ⌈H/8⌉. From 5 heads on R = 1: block s holds float s of every head. A
+// per-head scalar (gate logit, MoE weight, its gradient) is then NH blocks,
+// head h in every lane ≡ h mod HP, and everything is lane-wise arithmetic
+// on whole blocks: the per-head dot product <q_h, k_h> is a multiply-add
+// per block and, when R > 1, log2 R butterfly adds (in-register shuffles;
+// none from 5 heads on), the softmax over the experts is lane-wise over
+// the experts' logit blocks, the mixture and the backward pass are
+// multiply-adds of a weight block into each block. Lanes of no head are
+// zero in every trained vector, so they stay zero and are never written
+// back. The math is the head-by-head step's, term for term up to rounding
+// (checked against it in the tests).
 //
 // To predict column a, expert b ≠ a is column b and expert a is the mask
 // expert at column a (key mask_key + pos_key[a], value mask_value +
@@ -729,15 +733,27 @@ const LANES: usize = 8;
 type Block = [f32; LANES];
 const ZERO: Block = [0.0; LANES];
 
+/// Lanes a group of heads takes in a block: H rounded up to a power of 2,
+/// at most 8 (see above).
+fn head_lanes(heads: usize) -> usize {
+    heads.next_power_of_two().min(LANES)
+}
+
 /// The lane layout of an H-head vector of d_k floats per head (see above):
 /// its padded width and the place of float s of head h at `[h·d_k + s]`.
 fn lane_layout(heads: usize, dk: usize) -> (usize, Vec<usize>) {
-    let row = heads.div_ceil(LANES) * LANES; // one float of every head
-    let at = (0..heads * dk).map(|i| (i % dk) * row + i / dk).collect();
-    (dk * row, at)
+    let (hp, nh) = (head_lanes(heads), heads.div_ceil(LANES));
+    let r = LANES / hp; // floats of a head per block
+    let at = (0..heads * dk)
+        .map(|i| {
+            let (h, s) = (i / dk, i % dk);
+            ((s / r) * nh + h / LANES) * LANES + (s % r) * hp + h % LANES
+        })
+        .collect();
+    (dk.div_ceil(r) * nh * LANES, at)
 }
 
-/// Buffers of the lane-block step: vectors of S·NH blocks, per-head
+/// Buffers of the lane-block step: vectors of ⌈S/R⌉·NH blocks, per-head
 /// scalars of NH blocks (see above).
 pub struct LaneScratch {
     /// Per present column: key + pos_key, mask key there, query / √d_k.
@@ -845,6 +861,20 @@ fn blockwise<const NB: usize>(f: impl Fn(usize) -> Block) -> [Block; NB] {
     o
 }
 
+/// Lane i's value summed over the lanes ≡ i mod HP (the R floats of a
+/// head a block holds): log2(8/HP) butterfly steps, none for HP = 8.
+#[inline(always)]
+fn fold<const HP: usize>(x: Block) -> Block {
+    let mut t = x;
+    let mut w = HP;
+    while w < LANES {
+        let u = t;
+        t = lanewise(|i| u[i] + u[i ^ w]);
+        w <<= 1;
+    }
+    t
+}
+
 /// Pairwise sums within each half: `[a0+a1, a2+a3, b0+b1, b2+b3 | a4+a5, a6+a7, b4+b5, b6+b7]`.
 #[inline(always)]
 fn hadd(a: Block, b: Block) -> Block {
@@ -865,28 +895,45 @@ fn hsum8(x: &[Block; LANES]) -> Block {
 }
 
 impl Tabular<'_, '_> {
-    /// The row step on lane blocks (see above); head width S = d_k, NH
-    /// blocks per float of a head and VB = S·NH blocks per vector, all constants.
+    /// The row step on lane blocks (see above); as constants: HP lanes per
+    /// group of heads, S = ⌈d_k/R⌉ blocks per head group, NH head groups
+    /// and VB = S·NH blocks per vector.
     #[allow(clippy::too_many_arguments)]
     fn train_row_lanes(&self, rs: &mut RowScratch, g: &Gates2<'_>, p: &Rest2<'_>, row: &[u32], lr: f32, only: Option<usize>, dm: Dims) -> (f64, u64) {
-        let nh = dm.h.div_ceil(LANES);
+        let (hp, nh) = (head_lanes(dm.h), dm.h.div_ceil(LANES));
+        let sb = dm.s.div_ceil(LANES / hp);
         macro_rules! arms {
-            ($(($s:literal, $nh:literal, $vb:literal)),*) => {
-                match (dm.s, nh) {
-                    $(($s, $nh) => self.lanes_sized::<$s, $nh, $vb>(rs, g, p, row, lr, only),)*
+            ($(($hp:literal, $s:literal, $nh:literal, $vb:literal)),*) => {
+                match (hp, sb, nh) {
+                    $(($hp, $s, $nh) => self.lanes_sized::<$hp, $s, $nh, $vb>(rs, g, p, row, lr, only),)*
                     _ => unreachable!("lanes_apply_to admits only these sizes"),
                 }
             };
         }
         with_wide(
             #[inline(always)]
-            || arms!((4, 1, 4), (2, 1, 2), (8, 1, 8), (2, 2, 4), (4, 2, 8), (8, 2, 16)),
+            || {
+                arms!(
+                    (8, 4, 1, 4), // the defaults
+                    (8, 2, 1, 2),
+                    (8, 8, 1, 8),
+                    (8, 2, 2, 4),
+                    (8, 4, 2, 8),
+                    (8, 8, 2, 16),
+                    (4, 1, 1, 1),
+                    (4, 2, 1, 2),
+                    (4, 4, 1, 4),
+                    (2, 1, 1, 1),
+                    (2, 2, 1, 2),
+                    (1, 1, 1, 1)
+                )
+            },
         )
     }
 
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    fn lanes_sized<const S: usize, const NH: usize, const VB: usize>(&self, rs: &mut RowScratch, g: &Gates2<'_>, p: &Rest2<'_>, row: &[u32], lr: f32, only: Option<usize>) -> (f64, u64) {
+    fn lanes_sized<const HP: usize, const S: usize, const NH: usize, const VB: usize>(&self, rs: &mut RowScratch, g: &Gates2<'_>, p: &Rest2<'_>, row: &[u32], lr: f32, only: Option<usize>) -> (f64, u64) {
         debug_assert_eq!(S * NH, VB);
         let mask = self.has_mask();
         let n = rs.load_row(row);
@@ -894,7 +941,7 @@ impl Tabular<'_, '_> {
             return (0.0, 0); // a lone column has no context: nothing to learn from
         }
         let ln = &mut rs.ln;
-        let scale = 1.0 / (S as f32).sqrt();
+        let scale = 1.0 / (self.dims().dk as f32).sqrt();
         let (mv, mk) = if mask { (p.mask_value.row(0), p.mask_key.row(0)) } else { (&[][..], &[][..]) };
         for (e, (&c, &t)) in rs.cols.iter().zip(&rs.toks).enumerate() {
             let (pv, pk, al, ke, qu) = (p.pos_value.row(c), g.pos_key.row(c), p.alpha.row(t), g.key.row(t), g.query.row(c));
@@ -920,7 +967,7 @@ impl Tabular<'_, '_> {
             let j = rs.cols[a];
             let slot = a * VB..(a + 1) * VB;
             let qa: [Block; VB] = grab(&ln.q[slot.clone()]);
-            let z = Self::lanes_forward::<S, NH, VB>(ln, &qa, a, n, mask);
+            let z = Self::lanes_forward::<HP, S, NH, VB>(ln, &qa, a, n, mask);
             let (gz, pt) = self.lanes_output::<VB>(p, &mut rs.probs, &z, j, rs.toks[a], lr * self.weight(j));
             // −log of a product of probabilities, one logarithm per row
             // (flushed before the product could leave f64's range)
@@ -929,7 +976,7 @@ impl Tabular<'_, '_> {
                 loss -= like.ln();
                 like = 1.0;
             }
-            let dqa = Self::lanes_backward::<S, NH, VB>(ln, &qa, &z, &gz, a, n, mask);
+            let dqa = Self::lanes_backward::<HP, S, NH, VB>(ln, &qa, &z, &gz, a, n, mask);
             for (d, x) in ln.dq[slot.clone()].iter_mut().zip(&dqa) {
                 add_into(*x, d);
             }
@@ -943,12 +990,12 @@ impl Tabular<'_, '_> {
     /// comment): the MoE weights of every expert into `ln.th`; returns the
     /// mixture z.
     #[inline(always)]
-    fn lanes_forward<const S: usize, const NH: usize, const VB: usize>(ln: &mut LaneScratch, qa: &[Block; VB], a: usize, n: usize, mask: bool) -> [Block; VB] {
+    fn lanes_forward<const HP: usize, const S: usize, const NH: usize, const VB: usize>(ln: &mut LaneScratch, qa: &[Block; VB], a: usize, n: usize, mask: bool) -> [Block; VB] {
         let (k, v) = (ln.k[..n * VB].as_chunks::<VB>().0, ln.v[..n * VB].as_chunks::<VB>().0);
         let th = ln.th[..n * NH].as_chunks_mut::<NH>().0;
         let (km, vm) = (&ln.km[..n * VB].as_chunks::<VB>().0[a], &ln.vm[..n * VB].as_chunks::<VB>().0[a]);
         let m = if mask { a } else { n }; // the expert read from the mask buffers, if any
-        // gate logits: head h's <q_h, k_h> in lane h, S multiply-adds
+        // gate logits: head h's <q_h, k_h> in its lanes, S multiply-adds and a fold
         let mut mx = [[f32::NEG_INFINITY; LANES]; NH];
         for (e, (tb, kb)) in th.iter_mut().zip(k).enumerate() {
             let kb = if e == m { km } else { kb };
@@ -957,6 +1004,7 @@ impl Tabular<'_, '_> {
                 for s in 1..S {
                     fma_into(qa[s * NH + c], kb[s * NH + c], &mut t);
                 }
+                t = fold::<HP>(t);
                 if !mask && e == a {
                     t = [f32::NEG_INFINITY; LANES];
                 }
@@ -1059,7 +1107,7 @@ impl Tabular<'_, '_> {
     /// Returns ∂q_a (before its 1/√d_k).
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    fn lanes_backward<const S: usize, const NH: usize, const VB: usize>(ln: &mut LaneScratch, qa: &[Block; VB], z: &[Block; VB], gz: &[Block; VB], a: usize, n: usize, mask: bool) -> [Block; VB] {
+    fn lanes_backward<const HP: usize, const S: usize, const NH: usize, const VB: usize>(ln: &mut LaneScratch, qa: &[Block; VB], z: &[Block; VB], gz: &[Block; VB], a: usize, n: usize, mask: bool) -> [Block; VB] {
         let (k, v, th) = (ln.k[..n * VB].as_chunks::<VB>().0, ln.v[..n * VB].as_chunks::<VB>().0, ln.th[..n * NH].as_chunks::<NH>().0);
         let (dk, dv) = (ln.dk[..n * VB].as_chunks_mut::<VB>().0, ln.dv[..n * VB].as_chunks_mut::<VB>().0);
         let (km, vm) = (&ln.km[..n * VB].as_chunks::<VB>().0[a], &ln.vm[..n * VB].as_chunks::<VB>().0[a]);
@@ -1071,7 +1119,7 @@ impl Tabular<'_, '_> {
             for s in 1..S {
                 fma_into(gz[s * NH + c], z[s * NH + c], &mut t);
             }
-            t
+            fold::<HP>(t)
         });
         let mut dqa = [ZERO; VB];
         let experts = k.iter().zip(v).zip(th);
@@ -1086,6 +1134,7 @@ impl Tabular<'_, '_> {
                 for s in 1..S {
                     fma_into(gz[s * NH + c], vb[s * NH + c], &mut u);
                 }
+                let u = fold::<HP>(u);
                 let dl = mul(t, minus(u, gzz[c]));
                 for s in 0..S {
                     let i = s * NH + c;
@@ -1170,11 +1219,12 @@ mod tests {
     }
 
     /// The lane-block step and the head-by-head step are the same SGD step,
-    /// for head widths 2, 4 and 8, one block of heads or two (10 and 16
-    /// heads), with and without the mask expert.
+    /// for head widths 2, 4 and 8, 1 to 16 heads (8, 4, 2 or 1 floats of a
+    /// head per block; one block of heads or two), with and without the
+    /// mask expert.
     #[test]
     fn lane_step_equals_head_step() {
-        for (d, h, dk) in [(20usize, 5usize, 4usize), (10, 5, 2), (16, 2, 8), (8, 2, 4), (20, 10, 2), (32, 16, 2), (40, 10, 4)] {
+        for (d, h, dk) in [(20usize, 5usize, 4usize), (10, 5, 2), (16, 2, 8), (8, 2, 4), (20, 10, 2), (32, 16, 2), (40, 10, 4), (8, 1, 8), (2, 1, 2), (12, 3, 4), (24, 3, 8), (6, 3, 2), (64, 8, 8)] {
             for mask in [true, false] {
                 lane_step_equals_head_step_at(d, h, dk, mask);
             }
