@@ -198,17 +198,18 @@ impl<'a> Hogwild<'a> {
     }
 
     /// The word2vec pair update ([`exchange`](Self::exchange)) on `g.len()`
-    /// consecutive rows of `x.len()` blocks of `L` floats at once: for every
-    /// r, `grad += g[r] · row[i0 + r]` (the row before its update), then
-    /// `row[i0 + r] += g[r] · factor · x`. `x` and `grad` lie outside this matrix.
+    /// consecutive rows of `N` blocks of `L` floats at once: returns
+    /// `Σ_r g[r] · row[i0 + r]` (the rows before their update; by value,
+    /// kept in registers when inlined) and sets `row[i0 + r] += g[r] ·
+    /// factor · x` for every r. `x` lies outside this matrix.
     #[inline(always)]
-    pub fn exchange_outer_blocks<const L: usize>(&self, i0: usize, g: &[f32], x: &[[f32; L]], grad: &mut [[f32; L]]) {
-        assert!(!self.overlaps(x.as_flattened()) && !self.overlaps(grad.as_flattened()), "update source lies inside the matrix it updates");
-        assert!(x.len() * L == self.cols && grad.len() == x.len());
-        assert!(i0 + g.len() <= self.rows);
+    pub fn exchange_outer_blocks<const L: usize, const N: usize>(&self, i0: usize, g: &[f32], x: &[[f32; L]; N]) -> [[f32; L]; N] {
+        assert!(!self.overlaps(x.as_flattened()), "update source lies inside the matrix it updates");
+        assert!(N * L == self.cols && i0 + g.len() <= self.rows);
+        let mut grad = [[0.0; L]; N];
         // SAFETY: rows i0..i0 + g.len() lie inside the buffer (checked), `x`
-        // and `grad` lie outside the matrix (checked), and this view is the
-        // only one of those rows this thread holds until the loop ends.
+        // lies outside the matrix (checked), and this view is the only one
+        // of those rows this thread holds until the loop ends.
         let rows = unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i0 * self.cols), g.len() * self.cols) };
         for (i, (row, &gr)) in rows.chunks_exact_mut(self.cols).zip(g).enumerate() {
             let a = gr * self.factor(i0 + i);
@@ -219,6 +220,7 @@ impl<'a> Hogwild<'a> {
                 rb.copy_from_slice(&new);
             }
         }
+        grad
     }
 
     /// Rows `range` for reading, one slice (row-major); Hogwild as [`row`](Self::row).
@@ -369,10 +371,10 @@ mod tests {
             }
             m.add_to_row(0, 0.25, x.as_flattened());
         }
-        let mut grad = [[0f32; 4]; 2];
+        let grad;
         {
             let m = Hogwild::new(&mut b, 8).with_factor(&lock);
-            m.exchange_outer_blocks(0, &g, &x, &mut grad);
+            grad = m.exchange_outer_blocks(0, &g, &x);
             m.add_blocks(0, 0.25, &x);
         }
         assert_eq!(a, b);

@@ -60,7 +60,8 @@ pub struct FitSettings {
 
 /// `x[i] = exp(x[i])` for x ≤ 0 (softmax logits less their maximum), in a
 /// branch-free loop the compiler vectorises: x = n·ln2 + r with |r| ≤ ln2/2,
-/// exp(r) by its Taylor series to degree 7 (truncation error < 1e-8 there),
+/// exp(r) by its Taylor series to degree 7 (truncation error < 1e-8 there,
+/// evaluated by Estrin's scheme),
 /// 2^n built in the exponent bits. Inputs below −87 (−∞ included) are taken
 /// as −87: exp gives 1.6e-38 there, not 0 (callers zero what must be 0).
 #[inline(always)]
@@ -74,7 +75,11 @@ fn exp_nonpositive(x: &mut [f32]) {
         let t = a * LOG2E + SHIFT;
         let n = t - SHIFT;
         let r = a - n * LN2;
-        let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+        // Estrin's scheme: the same polynomial, its terms in pairs, a
+        // dependency chain of 4 multiply-adds instead of Horner's 7
+        let (r2, a0, a1) = (r * r, 1.0 + r, 0.5 + r * (1.0 / 6.0));
+        let (r4, a2, a3) = (r2 * r2, 1.0 / 24.0 + r * (1.0 / 120.0), 1.0 / 720.0 + r * (1.0 / 5040.0));
+        let p = (a0 + r2 * a1) + r4 * (a2 + r2 * a3);
         // t's bits are 0x4B40_0000 + n; adding the bias 127 and shifting the
         // low bits into the exponent field gives 2^n (−126 ≤ n ≤ 0 here).
         let two_n = f32::from_bits(t.to_bits().wrapping_add(127) << 23);
@@ -119,20 +124,24 @@ fn sum_into(a: &[f32], b: &[f32], out: &mut [f32]) {
 
 /// The gate arrays regrouped for the row-at-once step: row r of `key`,
 /// `pos_key`, `query` (each H·R x d_k in the model, head-major) becomes
-/// one row of H·d_k floats holding every head's vector side by side, so a
-/// token's or a column's keys are one contiguous vector. For the
-/// lane-block step (`lanes`) every row is padded with zeros to `width` =
-/// 8·⌈d/8⌉ floats, and the other trained arrays are held padded too.
+/// one row holding every head's vector, so a token's or a column's keys
+/// are one contiguous vector: float s of head h at `at[h·d_k + s]` of a
+/// row of `width`. The head-by-head step packs them side by side
+/// (`at` the identity, width H·d_k); the lane-block step transposes them,
+/// heads across lanes (see `lane_layout`), and holds the other trained
+/// arrays in that layout too.
 pub struct Regrouped {
     key: Vec<f32>,
     pos_key: Vec<f32>,
     query: Vec<f32>,
     width: usize,
+    at: Vec<usize>,
     lanes: Option<PaddedRest>,
 }
 
-/// The lane-block step's padded copies of `alpha`, `beta`, `pos_value`
-/// (the model's `offset_value`), `mask_value` and `mask_key` (`mask_gate`).
+/// The lane-block step's copies of `alpha`, `beta`, `pos_value` (the
+/// model's `offset_value`), `mask_value` and `mask_key` (`mask_gate`), in
+/// the lane layout.
 struct PaddedRest {
     alpha: Vec<f32>,
     beta: Vec<f32>,
@@ -141,41 +150,49 @@ struct PaddedRest {
     mask_key: Vec<f32>,
 }
 
-/// `src` (H·R x d_k, head-major) as R x `width` (H·d_k used, zeros after).
-fn regroup(src: &Hogwild<'_>, heads: usize, width: usize) -> Vec<f32> {
+/// `src` (H·R x d_k, head-major) as R x `width`, float s of head h at `at[h·d_k + s]` (zeros elsewhere).
+fn regroup(src: &Hogwild<'_>, heads: usize, width: usize, at: &[usize]) -> Vec<f32> {
     let (dk, r) = (src.cols(), src.rows() / heads);
     let mut out = vec![0f32; r * width];
     for h in 0..heads {
         for i in 0..r {
-            out[i * width + h * dk..i * width + (h + 1) * dk].copy_from_slice(src.row(h * r + i));
+            for (s, &x) in src.row(h * r + i).iter().enumerate() {
+                out[i * width + at[h * dk + s]] = x;
+            }
         }
     }
     out
 }
 
 /// Write `buf` (R x `width`) back into `dst` (H·R x d_k).
-fn ungroup(buf: &[f32], heads: usize, width: usize, dst: &Hogwild<'_>) {
+fn ungroup(buf: &[f32], heads: usize, width: usize, at: &[usize], dst: &Hogwild<'_>) {
     let (dk, r) = (dst.cols(), dst.rows() / heads);
+    let mut row = vec![0f32; dk];
     for h in 0..heads {
         for i in 0..r {
-            dst.set_row(h * r + i, &buf[i * width + h * dk..i * width + (h + 1) * dk]);
+            row.iter_mut().enumerate().for_each(|(s, x)| *x = buf[i * width + at[h * dk + s]]);
+            dst.set_row(h * r + i, &row);
         }
     }
 }
 
-/// `src` (R x c) with rows padded by zeros to `width`.
-fn pad(src: &Hogwild<'_>, width: usize) -> Vec<f32> {
+/// `src` (R x c, c = `at.len()`) as R x `width`, float c at `at[c]` (zeros elsewhere).
+fn pad(src: &Hogwild<'_>, width: usize, at: &[usize]) -> Vec<f32> {
     let mut out = vec![0f32; src.rows() * width];
     for i in 0..src.rows() {
-        out[i * width..i * width + src.cols()].copy_from_slice(src.row(i));
+        for (&x, &c) in src.row(i).iter().zip(at) {
+            out[i * width + c] = x;
+        }
     }
     out
 }
 
-/// Write `buf` (R x `width`) back into `dst` (R x c, c <= width).
-fn unpad(buf: &[f32], width: usize, dst: &Hogwild<'_>) {
+/// Write `buf` (R x `width`) back into `dst` (R x c).
+fn unpad(buf: &[f32], width: usize, at: &[usize], dst: &Hogwild<'_>) {
+    let mut row = vec![0f32; dst.cols()];
     for i in 0..dst.rows() {
-        dst.set_row(i, &buf[i * width..i * width + dst.cols()]);
+        row.iter_mut().zip(at).for_each(|(x, &c)| *x = buf[i * width + c]);
+        dst.set_row(i, &row);
     }
 }
 
@@ -303,10 +320,10 @@ impl Tabular<'_, '_> {
         Dims { h, s: self.moe.out.dim() / h, dk: self.parts().0.cols() }
     }
 
-    /// Does the lane-block step apply (d_k = d/H = 2, 4 or 8, d <= 32)?
+    /// Does the lane-block step apply (d_k = d/H = 2, 4 or 8, at most 16 heads)?
     fn lanes_apply_to(&self) -> bool {
         let dm = self.dims();
-        dm.s == dm.dk && matches!(dm.s, 2 | 4 | 8) && dm.d() <= 4 * LANES
+        dm.s == dm.dk && matches!(dm.s, 2 | 4 | 8) && dm.h <= 2 * LANES
     }
 
     /// The trained arrays as the row step wants them (copies), see `Regrouped`.
@@ -317,31 +334,32 @@ impl Tabular<'_, '_> {
     /// `regrouped`, for the lane-block step or the head-by-head one.
     fn regrouped_for(&self, lanes: bool) -> Regrouped {
         let (query, key, pos_key) = self.parts();
-        let h = self.moe.heads;
-        let width = if lanes { self.moe.out.dim().div_ceil(LANES) * LANES } else { h * query.cols() };
+        let (h, dk) = (self.moe.heads, query.cols());
+        let (width, at) = if lanes { lane_layout(h, dk) } else { (h * dk, (0..h * dk).collect()) };
         let lanes = lanes.then(|| PaddedRest {
-            alpha: pad(&self.moe.alpha, width),
-            beta: pad(&self.moe.out.beta, width),
-            pos_value: pad(&self.moe.offset_value, width),
-            mask_value: pad(&self.moe.mask_value, width),
-            mask_key: pad(&self.moe.mask_gate, width),
+            alpha: pad(&self.moe.alpha, width, &at),
+            beta: pad(&self.moe.out.beta, width, &at),
+            pos_value: pad(&self.moe.offset_value, width, &at),
+            mask_value: pad(&self.moe.mask_value, width, &at),
+            mask_key: pad(&self.moe.mask_gate, width, &at),
         });
-        Regrouped { key: regroup(key, h, width), pos_key: regroup(pos_key, h, width), query: regroup(query, h, width), width, lanes }
+        let (key, pos_key, query) = (regroup(key, h, width, &at), regroup(pos_key, h, width, &at), regroup(query, h, width, &at));
+        Regrouped { key, pos_key, query, width, at, lanes }
     }
 
     /// Copy the trained arrays back into the model.
     pub fn write_back(&self, g: &Regrouped) {
         let (query, key, pos_key) = self.parts();
-        let (h, w) = (self.moe.heads, g.width);
-        ungroup(&g.key, h, w, key);
-        ungroup(&g.pos_key, h, w, pos_key);
-        ungroup(&g.query, h, w, query);
+        let (h, w, at) = (self.moe.heads, g.width, &g.at[..]);
+        ungroup(&g.key, h, w, at, key);
+        ungroup(&g.pos_key, h, w, at, pos_key);
+        ungroup(&g.query, h, w, at, query);
         if let Some(p) = &g.lanes {
-            unpad(&p.alpha, w, &self.moe.alpha);
-            unpad(&p.beta, w, &self.moe.out.beta);
-            unpad(&p.pos_value, w, &self.moe.offset_value);
-            unpad(&p.mask_value, w, &self.moe.mask_value);
-            unpad(&p.mask_key, w, &self.moe.mask_gate);
+            unpad(&p.alpha, w, at, &self.moe.alpha);
+            unpad(&p.beta, w, at, &self.moe.out.beta);
+            unpad(&p.pos_value, w, at, &self.moe.offset_value);
+            unpad(&p.mask_value, w, at, &self.moe.mask_value);
+            unpad(&p.mask_key, w, at, &self.moe.mask_gate);
         }
     }
 
@@ -388,7 +406,7 @@ impl Tabular<'_, '_> {
             probs: z(widest.div_ceil(LANES) * LANES),
             dmk: z(hdk),
             dmv: z(d),
-            ln: LaneScratch::new(f, d.div_ceil(LANES)),
+            ln: LaneScratch::new(f, self.dims()),
         }
     }
 
@@ -687,17 +705,23 @@ impl Tabular<'_, '_> {
 
 // ---------------------------------------------------------------------------
 // The lane-block row step. When a head's value part and its key have the
-// same width S (the default: d_k = d/H) and S is 1, 2, 4 or 8, head h owns
-// lanes h·S..(h+1)·S of both a value and a key vector, so the whole step
-// runs on d-wide vectors cut into blocks of 8 lanes (one AVX2 register), a
-// block holding whole heads. A per-head scalar (gate logit, MoE weight, its
-// gradient) is kept *expanded*: repeated over its head's S lanes. The
-// per-head dot product <q_h, k_h> is then q ⊙ k summed within each S-lane
-// segment by log2(S) butterfly steps (in-register shuffles), and the softmax
-// over the experts, the mixture and the backward pass are lane-wise
-// arithmetic over whole blocks. Lanes past d are zero throughout and never
-// written back. The math is the head-by-head step's, term for term (checked
-// against it in the tests).
+// same width S (the default: d_k = d/H), S is 2, 4 or 8 and there are at
+// most 16 heads, every vector of the step (key, query, value, the mixture,
+// the output rows) is held *transposed*, heads across lanes: with HP = H
+// rounded up to a power of 2 (at most 8) lanes per group of heads, a block
+// (one AVX2 register) holds R = 8/HP floats of each of HP heads — float s
+// of head h in lane (s mod R)·HP + h mod 8 of block ⌊s/R⌋·NH + ⌊h/8⌋, NH =
+// ⌈H/8⌉. From 5 heads on R = 1: block s holds float s of every head. A
+// per-head scalar (gate logit, MoE weight, its gradient) is then NH blocks,
+// head h in every lane ≡ h mod HP, and everything is lane-wise arithmetic
+// on whole blocks: the per-head dot product <q_h, k_h> is a multiply-add
+// per block and, when R > 1, log2 R butterfly adds (in-register shuffles;
+// none from 5 heads on), the softmax over the experts is lane-wise over
+// the experts' logit blocks, the mixture and the backward pass are
+// multiply-adds of a weight block into each block. Lanes of no head are
+// zero in every trained vector, so they stay zero and are never written
+// back. The math is the head-by-head step's, term for term up to rounding
+// (checked against it in the tests).
 //
 // To predict column a, expert b ≠ a is column b and expert a is the mask
 // expert at column a (key mask_key + pos_key[a], value mask_value +
@@ -709,7 +733,28 @@ const LANES: usize = 8;
 type Block = [f32; LANES];
 const ZERO: Block = [0.0; LANES];
 
-/// Buffers of the lane-block step, each vector ⌈d/8⌉ blocks.
+/// Lanes a group of heads takes in a block: H rounded up to a power of 2,
+/// at most 8 (see above).
+fn head_lanes(heads: usize) -> usize {
+    heads.next_power_of_two().min(LANES)
+}
+
+/// The lane layout of an H-head vector of d_k floats per head (see above):
+/// its padded width and the place of float s of head h at `[h·d_k + s]`.
+fn lane_layout(heads: usize, dk: usize) -> (usize, Vec<usize>) {
+    let (hp, nh) = (head_lanes(heads), heads.div_ceil(LANES));
+    let r = LANES / hp; // floats of a head per block
+    let at = (0..heads * dk)
+        .map(|i| {
+            let (h, s) = (i / dk, i % dk);
+            ((s / r) * nh + h / LANES) * LANES + (s % r) * hp + h % LANES
+        })
+        .collect();
+    (dk.div_ceil(r) * nh * LANES, at)
+}
+
+/// Buffers of the lane-block step: vectors of ⌈S/R⌉·NH blocks, per-head
+/// scalars of NH blocks (see above).
 pub struct LaneScratch {
     /// Per present column: key + pos_key, mask key there, query / √d_k.
     k: Vec<Block>,
@@ -724,45 +769,29 @@ pub struct LaneScratch {
     dq: Vec<Block>,
     dv: Vec<Block>,
     dvm: Vec<Block>,
-    /// MoE weights of the masked column being trained, expanded, per expert
-    /// (room for a group of S − 1 padding experts after the last).
+    /// MoE weights of the masked column being trained, per expert.
     th: Vec<Block>,
-    /// Their exponentials packed S experts to a block (see `lanes_forward`).
-    pk: Vec<Block>,
 }
 
 impl LaneScratch {
-    fn new(f: usize, nb: usize) -> Self {
+    fn new(f: usize, dm: Dims) -> Self {
+        let nh = dm.h.div_ceil(LANES);
         let z = |n: usize| vec![ZERO; n];
+        let vb = f * dm.s.max(dm.dk) * nh;
         LaneScratch {
-            k: z(f * nb),
-            km: z(f * nb),
-            q: z(f * nb),
-            v: z(f * nb),
-            vm: z(f * nb),
-            dk: z(f * nb),
-            dkm: z(f * nb),
-            dq: z(f * nb),
-            dv: z(f * nb),
-            dvm: z(f * nb),
-            th: z((f + LANES) * nb),
-            pk: z(f * nb),
+            k: z(vb),
+            km: z(vb),
+            q: z(vb),
+            v: z(vb),
+            vm: z(vb),
+            dk: z(vb),
+            dkm: z(vb),
+            dq: z(vb),
+            dv: z(vb),
+            dvm: z(vb),
+            th: z(f * nh),
         }
     }
-}
-
-/// `x` summed within each segment of S lanes, the sum repeated over the
-/// segment (log2 S butterfly steps: lane i adds lane i xor w).
-#[inline(always)]
-fn seg_sum<const S: usize>(x: Block) -> Block {
-    let mut t = x;
-    let mut w = 1;
-    while w < S {
-        let u = t;
-        t = lanewise(|i| u[i] + u[i ^ w]);
-        w <<= 1;
-    }
-    t
 }
 
 /// Block c of a padded row.
@@ -832,6 +861,20 @@ fn blockwise<const NB: usize>(f: impl Fn(usize) -> Block) -> [Block; NB] {
     o
 }
 
+/// Lane i's value summed over the lanes ≡ i mod HP (the R floats of a
+/// head a block holds): log2(8/HP) butterfly steps, none for HP = 8.
+#[inline(always)]
+fn fold<const HP: usize>(x: Block) -> Block {
+    let mut t = x;
+    let mut w = HP;
+    while w < LANES {
+        let u = t;
+        t = lanewise(|i| u[i] + u[i ^ w]);
+        w <<= 1;
+    }
+    t
+}
+
 /// Pairwise sums within each half: `[a0+a1, a2+a3, b0+b1, b2+b3 | a4+a5, a6+a7, b4+b5, b6+b7]`.
 #[inline(always)]
 fn hadd(a: Block, b: Block) -> Block {
@@ -852,40 +895,58 @@ fn hsum8(x: &[Block; LANES]) -> Block {
 }
 
 impl Tabular<'_, '_> {
-    /// The row step on lane blocks (see above); head width S = d_k, NB
-    /// blocks per vector, both constants.
+    /// The row step on lane blocks (see above); as constants: HP lanes per
+    /// group of heads, S = ⌈d_k/R⌉ blocks per head group, NH head groups
+    /// and VB = S·NH blocks per vector.
     #[allow(clippy::too_many_arguments)]
     fn train_row_lanes(&self, rs: &mut RowScratch, g: &Gates2<'_>, p: &Rest2<'_>, row: &[u32], lr: f32, only: Option<usize>, dm: Dims) -> (f64, u64) {
-        let nb = dm.d().div_ceil(LANES);
+        let (hp, nh) = (head_lanes(dm.h), dm.h.div_ceil(LANES));
+        let sb = dm.s.div_ceil(LANES / hp);
         macro_rules! arms {
-            ($(($s:literal, $nb:literal)),*) => {
-                match (dm.s, nb) {
-                    $(($s, $nb) => self.lanes_sized::<$s, $nb>(rs, g, p, row, lr, only),)*
-                    _ => unreachable!("lanes_fit admits only these sizes"),
+            ($(($hp:literal, $s:literal, $nh:literal, $vb:literal)),*) => {
+                match (hp, sb, nh) {
+                    $(($hp, $s, $nh) => self.lanes_sized::<$hp, $s, $nh, $vb>(rs, g, p, row, lr, only),)*
+                    _ => unreachable!("lanes_apply_to admits only these sizes"),
                 }
             };
         }
         with_wide(
             #[inline(always)]
-            || arms!((4, 3), (2, 1), (2, 2), (2, 3), (2, 4), (4, 1), (4, 2), (4, 4), (8, 1), (8, 2), (8, 3), (8, 4)),
+            || {
+                arms!(
+                    (8, 4, 1, 4), // the defaults
+                    (8, 2, 1, 2),
+                    (8, 8, 1, 8),
+                    (8, 2, 2, 4),
+                    (8, 4, 2, 8),
+                    (8, 8, 2, 16),
+                    (4, 1, 1, 1),
+                    (4, 2, 1, 2),
+                    (4, 4, 1, 4),
+                    (2, 1, 1, 1),
+                    (2, 2, 1, 2),
+                    (1, 1, 1, 1)
+                )
+            },
         )
     }
 
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    fn lanes_sized<const S: usize, const NB: usize>(&self, rs: &mut RowScratch, g: &Gates2<'_>, p: &Rest2<'_>, row: &[u32], lr: f32, only: Option<usize>) -> (f64, u64) {
+    fn lanes_sized<const HP: usize, const S: usize, const NH: usize, const VB: usize>(&self, rs: &mut RowScratch, g: &Gates2<'_>, p: &Rest2<'_>, row: &[u32], lr: f32, only: Option<usize>) -> (f64, u64) {
+        debug_assert_eq!(S * NH, VB);
         let mask = self.has_mask();
         let n = rs.load_row(row);
         if n < 2 {
             return (0.0, 0); // a lone column has no context: nothing to learn from
         }
         let ln = &mut rs.ln;
-        let scale = 1.0 / (S as f32).sqrt();
+        let scale = 1.0 / (self.dims().dk as f32).sqrt();
         let (mv, mk) = if mask { (p.mask_value.row(0), p.mask_key.row(0)) } else { (&[][..], &[][..]) };
         for (e, (&c, &t)) in rs.cols.iter().zip(&rs.toks).enumerate() {
             let (pv, pk, al, ke, qu) = (p.pos_value.row(c), g.pos_key.row(c), p.alpha.row(t), g.key.row(t), g.query.row(c));
-            for b in 0..NB {
-                let i = e * NB + b;
+            for b in 0..VB {
+                let i = e * VB + b;
                 ln.v[i] = plus(blk(al, b), blk(pv, b));
                 ln.k[i] = plus(blk(ke, b), blk(pk, b));
                 ln.q[i] = mul(blk(qu, b), [scale; LANES]);
@@ -896,7 +957,7 @@ impl Tabular<'_, '_> {
             }
         }
         for buf in [&mut ln.dk, &mut ln.dkm, &mut ln.dq, &mut ln.dv, &mut ln.dvm] {
-            buf[..n * NB].fill(ZERO);
+            buf[..n * VB].fill(ZERO);
         }
         let (mut loss, mut count, mut like) = (0.0f64, 0u64, 1.0f64);
         for a in 0..n {
@@ -904,10 +965,10 @@ impl Tabular<'_, '_> {
                 continue;
             }
             let j = rs.cols[a];
-            let slot = a * NB..(a + 1) * NB;
-            let qa: [Block; NB] = grab(&ln.q[slot.clone()]);
-            let z = Self::lanes_forward::<S, NB>(ln, &qa, a, n, mask);
-            let (gz, pt) = self.lanes_output::<NB>(p, &mut rs.probs, &z, j, rs.toks[a], lr * self.weight(j));
+            let slot = a * VB..(a + 1) * VB;
+            let qa: [Block; VB] = grab(&ln.q[slot.clone()]);
+            let z = Self::lanes_forward::<HP, S, NH, VB>(ln, &qa, a, n, mask);
+            let (gz, pt) = self.lanes_output::<VB>(p, &mut rs.probs, &z, j, rs.toks[a], lr * self.weight(j));
             // −log of a product of probabilities, one logarithm per row
             // (flushed before the product could leave f64's range)
             like *= pt.max(f32::MIN_POSITIVE) as f64;
@@ -915,73 +976,68 @@ impl Tabular<'_, '_> {
                 loss -= like.ln();
                 like = 1.0;
             }
-            let dqa = Self::lanes_backward::<S, NB>(ln, &qa, &z, &gz, a, n, mask);
+            let dqa = Self::lanes_backward::<HP, S, NH, VB>(ln, &qa, &z, &gz, a, n, mask);
             for (d, x) in ln.dq[slot.clone()].iter_mut().zip(&dqa) {
                 add_into(*x, d);
             }
             count += 1;
         }
-        self.lanes_apply::<NB>(rs, g, p, scale);
+        self.lanes_apply::<VB>(rs, g, p, scale);
         (loss - like.ln(), count)
     }
 
     /// Masked column a, slot a the mask expert's (see the section's
-    /// comment): the expanded MoE weights of every expert into `ln.th`;
-    /// returns the mixture z.
+    /// comment): the MoE weights of every expert into `ln.th`; returns the
+    /// mixture z.
     #[inline(always)]
-    fn lanes_forward<const S: usize, const NB: usize>(ln: &mut LaneScratch, qa: &[Block; NB], a: usize, n: usize, mask: bool) -> [Block; NB] {
-        let (k, v, th) = (&ln.k[..n * NB], &ln.v[..n * NB], &mut ln.th[..n * NB]);
-        let (km, vm) = (&ln.km[..n * NB].as_chunks::<NB>().0[a], &ln.vm[..n * NB].as_chunks::<NB>().0[a]);
+    fn lanes_forward<const HP: usize, const S: usize, const NH: usize, const VB: usize>(ln: &mut LaneScratch, qa: &[Block; VB], a: usize, n: usize, mask: bool) -> [Block; VB] {
+        let (k, v) = (ln.k[..n * VB].as_chunks::<VB>().0, ln.v[..n * VB].as_chunks::<VB>().0);
+        let th = ln.th[..n * NH].as_chunks_mut::<NH>().0;
+        let (km, vm) = (&ln.km[..n * VB].as_chunks::<VB>().0[a], &ln.vm[..n * VB].as_chunks::<VB>().0[a]);
         let m = if mask { a } else { n }; // the expert read from the mask buffers, if any
-        let mut mx = [[f32::NEG_INFINITY; LANES]; NB];
-        for (e, (tb, kb)) in th.as_chunks_mut::<NB>().0.iter_mut().zip(k.as_chunks::<NB>().0).enumerate() {
+        // gate logits: head h's <q_h, k_h> in its lanes, S multiply-adds and a fold
+        let mut mx = [[f32::NEG_INFINITY; LANES]; NH];
+        for (e, (tb, kb)) in th.iter_mut().zip(k).enumerate() {
             let kb = if e == m { km } else { kb };
-            let skip = !mask && e == a;
-            for c in 0..NB {
-                let t = if skip { [f32::NEG_INFINITY; LANES] } else { seg_sum::<S>(mul(qa[c], kb[c])) };
+            for c in 0..NH {
+                let mut t = mul(qa[c], kb[c]);
+                for s in 1..S {
+                    fma_into(qa[s * NH + c], kb[s * NH + c], &mut t);
+                }
+                t = fold::<HP>(t);
+                if !mask && e == a {
+                    t = [f32::NEG_INFINITY; LANES];
+                }
                 tb[c] = t;
                 let x = mx[c];
                 mx[c] = lanewise(|i| if t[i] > x[i] { t[i] } else { x[i] });
             }
         }
-        // Softmax over the experts. A logit is repeated over its head's S
-        // lanes, so S experts' logits share one block for the exponentials:
-        // in group g, lane i holds expert g·S + i mod S's logit of lane i's
-        // head (a blend), and expert e gets its weights back by repeating
-        // lane (i − i mod S) + e mod S over each segment (a shuffle).
-        let groups = n.div_ceil(S);
-        ln.th[n * NB..groups * S * NB].fill([f32::NEG_INFINITY; LANES]); // padding experts
-        let th = &mut ln.th[..groups * S * NB];
-        let mut sum = [ZERO; NB];
-        let packed = ln.pk[..groups * NB].as_chunks_mut::<NB>().0;
-        for (grp, pk) in th.as_chunks::<NB>().0.chunks_exact(S).zip(packed.iter_mut()) {
-            for c in 0..NB {
-                pk[c] = minus(lanewise(|i| grp[i % S][c][i]), mx[c]);
+        // softmax over the experts, lane-wise
+        for tb in th.iter_mut() {
+            for c in 0..NH {
+                tb[c] = minus(tb[c], mx[c]);
             }
         }
-        exp_nonpositive(packed.as_flattened_mut().as_flattened_mut());
-        for (g, pk) in packed.iter_mut().enumerate() {
-            // 1 for the lanes of real experts, 0 for padding and the skipped slot
-            let keep = lanewise(|i| {
-                let e = g * S + i % S;
-                if e < n && (mask || e != a) { 1.0 } else { 0.0 }
-            });
-            for c in 0..NB {
-                pk[c] = mul(pk[c], keep);
-                add_into(seg_sum::<S>(pk[c]), &mut sum[c]);
+        exp_nonpositive(th.as_flattened_mut().as_flattened_mut());
+        if !mask {
+            th[a] = [ZERO; NH]; // the masked column is no expert
+        }
+        let mut sum = [ZERO; NH];
+        for tb in th.iter() {
+            for c in 0..NH {
+                add_into(tb[c], &mut sum[c]);
             }
         }
-        let inv: [Block; NB] = blockwise(|c| lanewise(|i| 1.0 / sum[c][i]));
-        let mut z = [ZERO; NB];
-        let th = &mut ln.th[..n * NB];
-        for (e, (tb, vb)) in th.as_chunks_mut::<NB>().0.iter_mut().zip(v.as_chunks::<NB>().0).enumerate() {
+        let inv: [Block; NH] = blockwise(|c| lanewise(|i| 1.0 / sum[c][i]));
+        let mut z = [ZERO; VB];
+        for (e, (tb, vb)) in th.iter_mut().zip(v).enumerate() {
             let vb = if e == m { vm } else { vb };
-            let pk = &ln.pk[e / S * NB..(e / S + 1) * NB];
-            let r = e % S;
-            for c in 0..NB {
-                let w = pk[c];
-                tb[c] = mul(lanewise(|i| w[i - i % S + r]), inv[c]);
-                fma_into(tb[c], vb[c], &mut z[c]);
+            for c in 0..NH {
+                tb[c] = mul(tb[c], inv[c]);
+                for s in 0..S {
+                    fma_into(tb[c], vb[s * NH + c], &mut z[s * NH + c]);
+                }
             }
         }
         z
@@ -992,11 +1048,11 @@ impl Tabular<'_, '_> {
     /// lr·∂log p/∂z (before the update) and p(target).
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    fn lanes_output<const NB: usize>(&self, p: &Rest2<'_>, probs_all: &mut [f32], z: &[Block; NB], j: usize, target: usize, lr: f32) -> ([Block; NB], f32) {
+    fn lanes_output<const VB: usize>(&self, p: &Rest2<'_>, probs_all: &mut [f32], z: &[Block; VB], j: usize, target: usize, lr: f32) -> ([Block; VB], f32) {
         let (bias, range) = (&self.moe.out.bias, self.range(j));
         let lo = range.start;
         let probs = &mut probs_all[..range.len()];
-        let rows = p.beta.rows_of(range.clone()).as_chunks::<LANES>().0.as_chunks::<NB>().0;
+        let rows = p.beta.rows_of(range.clone()).as_chunks::<LANES>().0.as_chunks::<VB>().0;
         // eight categories' scores at once: their lane sums by a transposing reduction
         for (pr8, rows8) in probs.chunks_mut(LANES).zip(rows.chunks(LANES)) {
             let mut acc = [ZERO; LANES];
@@ -1034,14 +1090,8 @@ impl Tabular<'_, '_> {
         for (i, q) in probs.iter_mut().enumerate() {
             *q = (if i == t { 1.0 } else { 0.0 } - *q * inv) * lr; // now the step of row lo + i's score
         }
-        // gz from the rows before their update, kept in registers, then the update
-        let mut gz = [ZERO; NB];
-        for (&gr, row) in probs.iter().zip(rows) {
-            for (gc, &rc) in gz.iter_mut().zip(row) {
-                fma_into([gr; LANES], rc, gc);
-            }
-        }
-        p.beta.add_outer_blocks(lo, probs, z);
+        // gz from the rows before their update (in registers) and the update, one pass
+        let gz = p.beta.exchange_outer_blocks(lo, probs, z);
         if let Some(b) = bias {
             b.add_outer_blocks::<1>(lo, probs, &[[1.0]]);
         }
@@ -1049,29 +1099,49 @@ impl Tabular<'_, '_> {
     }
 
     /// Back through masked column a's mixture (slot a the mask expert's,
-    /// its gradients into the mask accumulators) into the row's accumulators: for expert b with weight θ_b
-    /// and value x_b,
-    ///   ∂x_b += θ_b ⊙ g;  dl_b = θ_b ⊙ segsum(g ⊙ (x_b − z));
-    ///   ∂q_a += dl_b ⊙ k_b;  ∂k_b += dl_b ⊙ q_a/√d_k.
+    /// its gradients into the mask accumulators) into the row's
+    /// accumulators: for expert b with weights θ_b (NH blocks, lane h head
+    /// h's) and value x_b,
+    ///   ∂x_b += θ_b g;  dl_b = θ_b ⊙ (<g, x_b> − <g, z>) per head;
+    ///   ∂q_a += dl_b k_b;  ∂k_b += dl_b q_a/√d_k.
     /// Returns ∂q_a (before its 1/√d_k).
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    fn lanes_backward<const S: usize, const NB: usize>(ln: &mut LaneScratch, qa: &[Block; NB], z: &[Block; NB], gz: &[Block; NB], a: usize, n: usize, mask: bool) -> [Block; NB] {
-        let (k, v, th) = (&ln.k[..n * NB], &ln.v[..n * NB], &ln.th[..n * NB]);
-        let (dk, dv) = (&mut ln.dk[..n * NB], &mut ln.dv[..n * NB]);
-        let (km, vm) = (&ln.km[..n * NB].as_chunks::<NB>().0[a], &ln.vm[..n * NB].as_chunks::<NB>().0[a]);
-        let (dkm, dvm) = (&mut ln.dkm[..n * NB].as_chunks_mut::<NB>().0[a], &mut ln.dvm[..n * NB].as_chunks_mut::<NB>().0[a]);
+    fn lanes_backward<const HP: usize, const S: usize, const NH: usize, const VB: usize>(ln: &mut LaneScratch, qa: &[Block; VB], z: &[Block; VB], gz: &[Block; VB], a: usize, n: usize, mask: bool) -> [Block; VB] {
+        let (k, v, th) = (ln.k[..n * VB].as_chunks::<VB>().0, ln.v[..n * VB].as_chunks::<VB>().0, ln.th[..n * NH].as_chunks::<NH>().0);
+        let (dk, dv) = (ln.dk[..n * VB].as_chunks_mut::<VB>().0, ln.dv[..n * VB].as_chunks_mut::<VB>().0);
+        let (km, vm) = (&ln.km[..n * VB].as_chunks::<VB>().0[a], &ln.vm[..n * VB].as_chunks::<VB>().0[a]);
+        let (dkm, dvm) = (&mut ln.dkm[..n * VB].as_chunks_mut::<VB>().0[a], &mut ln.dvm[..n * VB].as_chunks_mut::<VB>().0[a]);
         let m = if mask { a } else { n }; // as in `lanes_forward`
-        let mut dqa = [ZERO; NB];
-        let experts = k.as_chunks::<NB>().0.iter().zip(v.as_chunks::<NB>().0).zip(th.as_chunks::<NB>().0);
-        for (e, (((kb, vb), tb), (dkb, dvb))) in experts.zip(dk.as_chunks_mut::<NB>().0.iter_mut().zip(dv.as_chunks_mut::<NB>().0)).enumerate() {
+        // <g, z> per head
+        let gzz: [Block; NH] = blockwise(|c| {
+            let mut t = mul(gz[c], z[c]);
+            for s in 1..S {
+                fma_into(gz[s * NH + c], z[s * NH + c], &mut t);
+            }
+            fold::<HP>(t)
+        });
+        let mut dqa = [ZERO; VB];
+        let experts = k.iter().zip(v).zip(th);
+        for (e, (((kb, vb), tb), (dkb, dvb))) in experts.zip(dk.iter_mut().zip(dv.iter_mut())).enumerate() {
+            if !mask && e == a {
+                continue; // weight 0
+            }
             let (kb, vb, dkb, dvb) = if e == m { (km, vm, &mut *dkm, &mut *dvm) } else { (kb, vb, dkb, dvb) };
-            for c in 0..NB {
-                let (t, g) = (tb[c], gz[c]);
-                let dl = mul(t, seg_sum::<S>(mul(g, minus(vb[c], z[c]))));
-                fma_into(t, g, &mut dvb[c]);
-                fma_into(dl, kb[c], &mut dqa[c]);
-                fma_into(dl, qa[c], &mut dkb[c]);
+            for c in 0..NH {
+                let t = tb[c];
+                let mut u = mul(gz[c], vb[c]);
+                for s in 1..S {
+                    fma_into(gz[s * NH + c], vb[s * NH + c], &mut u);
+                }
+                let u = fold::<HP>(u);
+                let dl = mul(t, minus(u, gzz[c]));
+                for s in 0..S {
+                    let i = s * NH + c;
+                    fma_into(t, gz[i], &mut dvb[i]);
+                    fma_into(dl, kb[i], &mut dqa[i]);
+                    fma_into(dl, qa[i], &mut dkb[i]);
+                }
             }
         }
         dqa
@@ -1079,27 +1149,30 @@ impl Tabular<'_, '_> {
 
     /// Apply the row's accumulated gradients to the shared parameters.
     #[inline(always)]
-    fn lanes_apply<const NB: usize>(&self, rs: &mut RowScratch, g: &Gates2<'_>, p: &Rest2<'_>, scale: f32) {
+    fn lanes_apply<const VB: usize>(&self, rs: &mut RowScratch, g: &Gates2<'_>, p: &Rest2<'_>, scale: f32) {
         let mask = self.has_mask();
         let ln = &rs.ln;
         // the mask expert's key and value gradients, summed over the row
-        let (mut dmk, mut dmv) = ([ZERO; NB], [ZERO; NB]);
+        let (mut dmk, mut dmv) = ([ZERO; VB], [ZERO; VB]);
         for (e, (&c, &t)) in rs.cols.iter().zip(&rs.toks).enumerate() {
-            let blocks = e * NB..(e + 1) * NB;
+            let blocks = e * VB..(e + 1) * VB;
             let (dv, dkey) = (&ln.dv[blocks.clone()], &ln.dk[blocks.clone()]);
             p.alpha.add_blocks(t, 1.0, dv);
-            p.pos_value.add_blocks(c, 1.0, dv);
             g.key.add_blocks(t, 1.0, dkey);
-            g.pos_key.add_blocks(c, 1.0, dkey);
             g.query.add_blocks(c, scale, &ln.dq[blocks.clone()]);
             if mask {
+                // column c's encodings take its own and its mask expert's gradients at once
                 let (dvm, dkm) = (&ln.dvm[blocks.clone()], &ln.dkm[blocks]);
-                p.pos_value.add_blocks(c, 1.0, dvm);
-                g.pos_key.add_blocks(c, 1.0, dkm);
-                for c in 0..NB {
+                let (pv, pk): ([Block; VB], [Block; VB]) = (blockwise(|b| plus(dv[b], dvm[b])), blockwise(|b| plus(dkey[b], dkm[b])));
+                p.pos_value.add_blocks(c, 1.0, &pv);
+                g.pos_key.add_blocks(c, 1.0, &pk);
+                for c in 0..VB {
                     add_into(dkm[c], &mut dmk[c]);
                     add_into(dvm[c], &mut dmv[c]);
                 }
+            } else {
+                p.pos_value.add_blocks(c, 1.0, dv);
+                g.pos_key.add_blocks(c, 1.0, dkey);
             }
         }
         if mask {
@@ -1146,12 +1219,12 @@ mod tests {
     }
 
     /// The lane-block step and the head-by-head step are the same SGD step,
-    /// for head widths 2, 4 and 8 (the exponentials packed 2, 4 and 8
-    /// experts to a block, padding experts included), with and without the
+    /// for head widths 2, 4 and 8, 1 to 16 heads (8, 4, 2 or 1 floats of a
+    /// head per block; one block of heads or two), with and without the
     /// mask expert.
     #[test]
     fn lane_step_equals_head_step() {
-        for (d, h, dk) in [(20usize, 5usize, 4usize), (10, 5, 2), (16, 2, 8), (8, 2, 4)] {
+        for (d, h, dk) in [(20usize, 5usize, 4usize), (10, 5, 2), (16, 2, 8), (8, 2, 4), (20, 10, 2), (32, 16, 2), (40, 10, 4), (8, 1, 8), (2, 1, 2), (12, 3, 4), (24, 3, 8), (6, 3, 2), (64, 8, 8)] {
             for mask in [true, false] {
                 lane_step_equals_head_step_at(d, h, dk, mask);
             }
