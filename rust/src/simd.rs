@@ -1200,6 +1200,27 @@ pub fn exp_inplace(x: &mut [f32]) {
     }
 }
 
+/// Softmax of each row of n elements of `x` (x.len() a multiple of n):
+/// subtract the row's maximum, then one `exp_inplace` over all rows, then
+/// divide each row by its sum. (A masked vector a row measured no faster:
+/// the rows are written element by element just before.)
+pub fn softmax_rows(x: &mut [f32], n: usize) {
+    assert!(n > 0 && x.len() % n == 0);
+    for row in x.chunks_exact_mut(n) {
+        let mx = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        for t in row.iter_mut() {
+            *t -= mx;
+        }
+    }
+    exp_inplace(x);
+    for row in x.chunks_exact_mut(n) {
+        let inv = 1.0 / row.iter().sum::<f32>();
+        for t in row.iter_mut() {
+            *t *= inv;
+        }
+    }
+}
+
 type MixFn = unsafe fn(&[f32], &[f32], &mut [f32], f32, &mut [f32]);
 type DotAxpy2Fn = unsafe fn(&[f32], &[f32], f32, &mut [f32], f32, &mut [f32]) -> f32;
 

@@ -40,7 +40,7 @@ use super::{window_and_prefetch, Model};
 use crate::hogwild::Hogwild;
 use crate::objective::{OutputLayer, OutputScratch};
 use crate::sampling::Rng;
-use crate::simd::{axpy, dot, dot_axpy2, exp_inplace, mix, prefetch};
+use crate::simd::{axpy, dot, dot_axpy2, mix, prefetch, softmax_rows};
 
 /// Targets between applications of a thread's offset/mask gradients.
 const SHARED_FLUSH: u32 = 64;
@@ -289,52 +289,46 @@ impl Moe<'_> {
         let n = nc + self.has_mask() as usize;
         // Gates first: they need no value row, so each expert's value row is
         // then read once, in one sweep that also mixes it into every head.
-        for hh in 0..h {
-            let th = &mut sc.theta[hh * n..(hh + 1) * n];
-            match &self.gates {
-                Gates::Window { salience, offset_gate } => {
-                    let (sal, og) = (salience.row(hh), offset_gate.row(hh));
-                    for m in 0..nc {
-                        th[m] = sal[sc.words[m] as usize] + og[sc.offsets[m] as usize];
+        match &self.gates {
+            Gates::Window { salience, offset_gate } => {
+                // expert-major: one expert's word and offset, then its H gates
+                let (sal, og) = (salience.as_slice(), offset_gate.as_slice());
+                let (v, r) = (salience.cols(), offset_gate.cols());
+                for m in 0..nc {
+                    let (w, o) = (sc.words[m] as usize, sc.offsets[m] as usize);
+                    for hh in 0..h {
+                        sc.theta[hh * n + m] = sal[hh * v + w] + og[hh * r + o];
                     }
                 }
-                Gates::Absolute { query, key, pos_key, max_len } => {
-                    let dk = query.cols();
-                    let scale = 1.0 / (dk as f32).sqrt();
+                if self.has_mask() {
+                    for (hh, &g) in self.mask_gate.row(0)[..h].iter().enumerate() {
+                        sc.theta[hh * n + nc] = g;
+                    }
+                }
+            }
+            Gates::Absolute { query, key, pos_key, max_len } => {
+                let dk = query.cols();
+                let scale = 1.0 / (dk as f32).sqrt();
+                let v = self.vocab_len();
+                for hh in 0..h {
+                    let th = &mut sc.theta[hh * n..(hh + 1) * n];
                     let q = &mut sc.q[hh * dk..(hh + 1) * dk];
                     q.copy_from_slice(query.row(hh * max_len + sc.tpos));
-                    let v = self.vocab_len();
                     for m in 0..nc {
                         let kw = key.row(hh * v + sc.words[m] as usize);
                         let kp = pos_key.row(hh * max_len + sc.offsets[m] as usize);
                         th[m] = (dot(q, kw) + dot(q, kp)) * scale;
                     }
+                    if self.has_mask() {
+                        let mk = &self.mask_gate.row(0)[hh * dk..(hh + 1) * dk];
+                        th[nc] = (dot(q, mk) + dot(q, pos_key.row(hh * max_len + sc.tpos))) / (dk as f32).sqrt();
+                    }
                 }
             }
-            let mut mx = th[..nc].iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-            if self.has_mask() {
-                th[nc] = match &self.gates {
-                    Gates::Window { .. } => self.mask_gate.row(0)[hh],
-                    Gates::Absolute { pos_key, max_len, query, .. } => {
-                        let dk = query.cols();
-                        let q = &sc.q[hh * dk..(hh + 1) * dk];
-                        let mk = &self.mask_gate.row(0)[hh * dk..(hh + 1) * dk];
-                        (dot(q, mk) + dot(q, pos_key.row(hh * max_len + sc.tpos))) / (dk as f32).sqrt()
-                    }
-                };
-                mx = mx.max(th[nc]);
-            }
-            for t in th.iter_mut() {
-                *t -= mx;
-            }
         }
-        // Every head's softmax: one vector exp over all H x n logits.
-        exp_inplace(&mut sc.theta[..h * n]);
-        for th in sc.theta[..h * n].chunks_exact_mut(n) {
-            let inv = 1.0 / th.iter().sum::<f32>();
-            for t in th.iter_mut() {
-                *t *= inv;
-            }
+        // Every head's softmax over its n experts.
+        if n > 0 {
+            softmax_rows(&mut sc.theta[..h * n], n);
         }
         // x(m) = alpha[w_m] + offset_value[r_m], and z_h += θ_h(m) x(m)[head h]:
         // one sweep per expert over all heads (zh is H blocks of s = D_in / H).
