@@ -408,19 +408,18 @@ impl Moe<'_> {
         // The gates: ∂l_h(m) = θ_h(m) (a_h(m) − g_h · z_h).
         match &self.gates {
             Gates::Window { salience, .. } => {
-                for m in 0..n {
-                    let (w, o) = (sc.words.get(m).map(|&w| w as usize), sc.offsets.get(m).map(|&o| o as usize));
-                    let f = w.map(|w| self.alpha.factor(w));
+                let dl = |m: usize, hh: usize| sc.theta[hh * n + m] * (acc.dots[m * h + hh] - acc.gz[hh]);
+                for m in 0..nc {
+                    let (w, o) = (sc.words[m] as usize, sc.offsets[m] as usize);
+                    let f = self.alpha.factor(w);
                     for hh in 0..h {
-                        let dl = sc.theta[hh * n + m] * (acc.dots[m * h + hh] - acc.gz[hh]);
-                        match (w, o, f) {
-                            (Some(w), Some(o), Some(f)) => {
-                                salience.add_at(hh, w, dl * f);
-                                acc.d_offset_gate[hh * r + o] += dl;
-                            }
-                            _ => acc.d_mask_gate[hh] += dl,
-                        }
+                        let g = dl(m, hh);
+                        salience.add_at(hh, w, g * f);
+                        acc.d_offset_gate[hh * r + o] += g;
                     }
+                }
+                for hh in 0..h * (n - nc) {
+                    acc.d_mask_gate[hh] += dl(nc, hh);
                 }
             }
             Gates::Absolute { query, key, pos_key, max_len } => {
