@@ -712,25 +712,11 @@ mod fused_x86 {
         }
     }
 
+    /// The lane kernel with one coefficient (every lane's permute picks it).
     #[target_feature(enable = "avx2,fma")]
     #[inline]
     pub unsafe fn mix_avx2(a: &[f32], b: &[f32], x: &mut [f32], t: f32, z: &mut [f32]) {
-        let n = x.len();
-        let (pa, pb, px, pz) = (a.as_ptr(), b.as_ptr(), x.as_mut_ptr(), z.as_mut_ptr());
-        let vt = _mm256_set1_ps(t);
-        let mut i = 0;
-        while i + 8 <= n {
-            let v = _mm256_add_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)));
-            _mm256_storeu_ps(px.add(i), v);
-            _mm256_storeu_ps(pz.add(i), _mm256_fmadd_ps(vt, v, _mm256_loadu_ps(pz.add(i))));
-            i += 8;
-        }
-        while i < n {
-            let v = *pa.add(i) + *pb.add(i);
-            *px.add(i) = v;
-            *pz.add(i) += t * v;
-            i += 1;
-        }
+        super::lanes_x86::mix_lanes_avx2(a, b, x, &[t], z)
     }
 
     #[target_feature(enable = "avx512f")]
@@ -788,6 +774,324 @@ mod fused_x86 {
         t
     }
 }
+
+// Several heads in one sweep. With H heads a value row is H blocks of
+// s = n / H floats, and the per-block kernels above run H short passes of s
+// floats, each ending in a partial (masked or scalar) vector that the next
+// expert reads right back: store-to-load forwarding fails on those and the
+// short passes stall. The lane kernels below sweep the whole row in full
+// vectors instead; each lane finds its head's coefficient with a permute of
+// the H coefficients held in one register (lane i belongs to head i / s,
+// computed as trunc((i + 0.5) / s) in floats: exact while i < 2^20), and the
+// per-head dot products are kept in one accumulator per head, each masked to
+// the lanes of its head.
+
+/// The largest row the float lane-to-head map serves exactly.
+const LANES_MAX_ROW: usize = 1 << 20;
+
+/// Lanes lo..hi (hi <= 32) of a vector as a bit mask.
+#[inline(always)]
+fn lane_bits(lo: usize, hi: usize) -> u32 {
+    (((1u64 << hi) - 1) as u32) & !(((1u64 << lo) - 1) as u32)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod lanes_x86 {
+    use super::lane_bits;
+    use std::arch::x86_64::*;
+
+    /// The H <= 16 head coefficients in the low lanes of a register (the
+    /// rest zero), built from scalar loads: `t` was usually just written
+    /// element by element, and a vector load of it would wait for those
+    /// stores to retire (store-to-load forwarding does not merge stores).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn coefficients16(t: &[f32]) -> __m512 {
+        let h = t.len();
+        let q = |k: usize| {
+            // volatile: the compiler must not merge two of these loads into one wider load
+            let g = |i: usize| std::ptr::read_volatile(t.as_ptr().add((k + i).min(h - 1)));
+            _mm_setr_ps(g(0), g(1), g(2), g(3))
+        };
+        let mut v = _mm512_zextps128_ps512(q(0));
+        if h > 4 {
+            v = _mm512_insertf32x4::<1>(v, q(4));
+        }
+        if h > 8 {
+            v = _mm512_insertf32x4::<2>(v, q(8));
+        }
+        if h > 12 {
+            v = _mm512_insertf32x4::<3>(v, q(12));
+        }
+        v
+    }
+
+    /// `coefficients16` for H <= 8 heads in an AVX register.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn coefficients8(t: &[f32]) -> __m256 {
+        let h = t.len();
+        let q = |k: usize| {
+            // volatile: the compiler must not merge two of these loads into one wider load
+            let g = |i: usize| std::ptr::read_volatile(t.as_ptr().add((k + i).min(h - 1)));
+            _mm_setr_ps(g(0), g(1), g(2), g(3))
+        };
+        let v = _mm256_zextps128_ps256(q(0));
+        if h > 4 {
+            _mm256_insertf128_ps::<1>(v, q(4))
+        } else {
+            v
+        }
+    }
+
+    /// Lane-to-head map of 16 lanes at positions `pos` (+ 0.5; see the section note).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn heads16(pos: __m512, inv_s: __m512) -> __m512i {
+        _mm512_cvttps_epi32(_mm512_mul_ps(pos, inv_s))
+    }
+
+    /// Load / store 16 lanes: whole (`FULL`) or masked to `m`. The whole
+    /// ones matter: a masked load does not take its data from an earlier
+    /// store still in flight, and the next expert reads z right back.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn ld<const FULL: bool>(m: __mmask16, p: *const f32) -> __m512 {
+        if FULL {
+            _mm512_loadu_ps(p)
+        } else {
+            _mm512_maskz_loadu_ps(m, p)
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn st<const FULL: bool>(m: __mmask16, p: *mut f32, v: __m512) {
+        if FULL {
+            _mm512_storeu_ps(p, v)
+        } else {
+            _mm512_mask_storeu_ps(p, m, v)
+        }
+    }
+
+    /// `mix` with t.len() = H <= 16 heads, in whole-row vectors.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub unsafe fn mix_lanes_avx512(a: &[f32], b: &[f32], x: &mut [f32], t: &[f32], z: &mut [f32]) {
+        #[target_feature(enable = "avx512f")]
+        #[inline]
+        unsafe fn step<const FULL: bool>(m: __mmask16, pa: *const f32, pb: *const f32, px: *mut f32, pz: *mut f32, vt: __m512) {
+            let v = _mm512_add_ps(ld::<FULL>(m, pa), ld::<FULL>(m, pb));
+            st::<FULL>(m, px, v);
+            st::<FULL>(m, pz, _mm512_fmadd_ps(vt, v, ld::<FULL>(m, pz)));
+        }
+        let n = x.len();
+        let (pa, pb, px, pz) = (a.as_ptr(), b.as_ptr(), x.as_mut_ptr(), z.as_mut_ptr());
+        let tv = coefficients16(t);
+        let mut pos = _mm512_add_ps(_mm512_setr_ps(0., 1., 2., 3., 4., 5., 6., 7., 8., 9., 10., 11., 12., 13., 14., 15.), _mm512_set1_ps(0.5));
+        let inv_s = _mm512_set1_ps(t.len() as f32 / n as f32);
+        let mut i = 0;
+        while i + 16 <= n {
+            let vt = _mm512_permutexvar_ps(heads16(pos, inv_s), tv);
+            pos = _mm512_add_ps(pos, _mm512_set1_ps(16.0));
+            step::<true>(0xffff, pa.add(i), pb.add(i), px.add(i), pz.add(i), vt);
+            i += 16;
+        }
+        if i < n {
+            let vt = _mm512_permutexvar_ps(heads16(pos, inv_s), tv);
+            step::<false>(((1u32 << (n - i)) - 1) as __mmask16, pa.add(i), pb.add(i), px.add(i), pz.add(i), vt);
+        }
+    }
+
+    /// The running state of `dot_axpy2_lanes_avx512`: one accumulator, for
+    /// the head in progress (a head that ends inside a vector takes that
+    /// vector's lanes up to its end, is reduced into `dots`, and the next
+    /// head starts on the remaining lanes).
+    struct Heads {
+        acc: __m512,
+        head: usize,
+        end: usize,
+        s: usize,
+        pos: __m512,
+        inv_s: __m512,
+        cv: __m512,
+        cv1: __m512,
+    }
+
+    /// One vector (lanes i..e) of `dot_axpy2_lanes_avx512`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn dot_axpy2_step<const FULL: bool>(st8: &mut Heads, i: usize, e: usize, pg: *const f32, px: *const f32, p1: *mut f32, p2: *mut f32, dots: &mut [f32]) {
+        let m = ((1u32 << (e - i)) - 1) as __mmask16;
+        let idx = heads16(st8.pos, st8.inv_s);
+        st8.pos = _mm512_add_ps(st8.pos, _mm512_set1_ps(16.0));
+        let (vc, vc1) = (_mm512_permutexvar_ps(idx, st8.cv), _mm512_permutexvar_ps(idx, st8.cv1));
+        let vg = ld::<FULL>(m, pg.add(i));
+        let vx = ld::<FULL>(m, px.add(i));
+        st::<FULL>(m, p1.add(i), _mm512_fmadd_ps(vc1, vg, ld::<FULL>(m, p1.add(i))));
+        st::<FULL>(m, p2.add(i), _mm512_fmadd_ps(vc, vg, ld::<FULL>(m, p2.add(i))));
+        if st8.end > e {
+            // the whole vector lies inside the head in progress
+            st8.acc = _mm512_mask3_fmadd_ps(vg, vx, st8.acc, m);
+            return;
+        }
+        let mut lo = i;
+        loop {
+            st8.acc = _mm512_mask3_fmadd_ps(vg, vx, st8.acc, lane_bits(lo - i, st8.end.min(e) - i) as __mmask16);
+            if st8.end > e {
+                break;
+            }
+            dots[st8.head] = _mm512_reduce_add_ps(st8.acc);
+            st8.acc = _mm512_setzero_ps();
+            st8.head += 1;
+            lo = st8.end;
+            st8.end += st8.s;
+            if lo >= e {
+                break;
+            }
+        }
+    }
+
+    /// `dot_axpy2` with c.len() = H <= 16 heads, in whole-row vectors.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub unsafe fn dot_axpy2_lanes_avx512(g: &[f32], x: &[f32], f1: f32, y1: &mut [f32], c: &[f32], y2: &mut [f32], dots: &mut [f32]) {
+        let (n, h) = (g.len(), c.len());
+        let (pg, px, p1, p2) = (g.as_ptr(), x.as_ptr(), y1.as_mut_ptr(), y2.as_mut_ptr());
+        let cv = coefficients16(c);
+        let mut st8 = Heads {
+            acc: _mm512_setzero_ps(),
+            head: 0,
+            end: n / h,
+            s: n / h,
+            pos: _mm512_add_ps(_mm512_setr_ps(0., 1., 2., 3., 4., 5., 6., 7., 8., 9., 10., 11., 12., 13., 14., 15.), _mm512_set1_ps(0.5)),
+            inv_s: _mm512_set1_ps(h as f32 / n as f32),
+            cv,
+            cv1: _mm512_mul_ps(_mm512_set1_ps(f1), cv),
+        };
+        let mut i = 0;
+        while i + 16 <= n {
+            dot_axpy2_step::<true>(&mut st8, i, i + 16, pg, px, p1, p2, dots);
+            i += 16;
+        }
+        if i < n {
+            dot_axpy2_step::<false>(&mut st8, i, n, pg, px, p1, p2, dots);
+        }
+    }
+
+    /// Lane-to-head map of 8 lanes at positions `pos` (+ 0.5).
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn heads8(pos: __m256, inv_s: __m256) -> __m256i {
+        _mm256_cvttps_epi32(_mm256_mul_ps(pos, inv_s))
+    }
+
+    /// `mix` with t.len() = H <= 8 heads: full vectors, then a scalar tail.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub unsafe fn mix_lanes_avx2(a: &[f32], b: &[f32], x: &mut [f32], t: &[f32], z: &mut [f32]) {
+        let n = x.len();
+        let s = n / t.len();
+        let (pa, pb, px, pz) = (a.as_ptr(), b.as_ptr(), x.as_mut_ptr(), z.as_mut_ptr());
+        let tv = coefficients8(t);
+        let mut pos = _mm256_setr_ps(0.5, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5);
+        let inv_s = _mm256_set1_ps(t.len() as f32 / n as f32);
+        let mut i = 0;
+        while i + 8 <= n {
+            let vt = _mm256_permutevar8x32_ps(tv, heads8(pos, inv_s));
+            pos = _mm256_add_ps(pos, _mm256_set1_ps(8.0));
+            let v = _mm256_add_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)));
+            _mm256_storeu_ps(px.add(i), v);
+            _mm256_storeu_ps(pz.add(i), _mm256_fmadd_ps(vt, v, _mm256_loadu_ps(pz.add(i))));
+            i += 8;
+        }
+        while i < n {
+            let v = *pa.add(i) + *pb.add(i);
+            *px.add(i) = v;
+            *pz.add(i) += t[i / s] * v;
+            i += 1;
+        }
+    }
+
+    /// `dot_axpy2` with c.len() = H <= 8 heads: full vectors, then a scalar tail.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub unsafe fn dot_axpy2_lanes_avx2(g: &[f32], x: &[f32], f1: f32, y1: &mut [f32], c: &[f32], y2: &mut [f32], dots: &mut [f32]) {
+        let (n, h) = (g.len(), c.len());
+        let s = n / h;
+        let (pg, px, p1, p2) = (g.as_ptr(), x.as_ptr(), y1.as_mut_ptr(), y2.as_mut_ptr());
+        let cv = coefficients8(c);
+        let cv1 = _mm256_mul_ps(_mm256_set1_ps(f1), cv);
+        let mut pos = _mm256_setr_ps(0.5, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5);
+        let iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let inv_s = _mm256_set1_ps(h as f32 / n as f32);
+        let mut acc = _mm256_setzero_ps();
+        let (mut head, mut end) = (0usize, s);
+        let mut i = 0;
+        while i + 8 <= n {
+            let e = i + 8;
+            let idx = heads8(pos, inv_s);
+            pos = _mm256_add_ps(pos, _mm256_set1_ps(8.0));
+            let (vc, vc1) = (_mm256_permutevar8x32_ps(cv, idx), _mm256_permutevar8x32_ps(cv1, idx));
+            let vg = _mm256_loadu_ps(pg.add(i));
+            let vx = _mm256_loadu_ps(px.add(i));
+            _mm256_storeu_ps(p1.add(i), _mm256_fmadd_ps(vc1, vg, _mm256_loadu_ps(p1.add(i))));
+            _mm256_storeu_ps(p2.add(i), _mm256_fmadd_ps(vc, vg, _mm256_loadu_ps(p2.add(i))));
+            i = e;
+            if end > e {
+                // the whole vector lies inside the head in progress
+                acc = _mm256_fmadd_ps(vg, vx, acc);
+                continue;
+            }
+            // one accumulator for the head in progress, as in the AVX-512 kernel
+            let mut lo = e - 8;
+            loop {
+                // lanes lo..min(end, e) of this vector
+                let (l0, l1) = (_mm256_set1_epi32((lo + 8 - e) as i32 - 1), _mm256_set1_epi32((end.min(e) + 8 - e) as i32));
+                let lanes = _mm256_and_si256(_mm256_cmpgt_epi32(iota, l0), _mm256_cmpgt_epi32(l1, iota));
+                acc = _mm256_fmadd_ps(_mm256_and_ps(vg, _mm256_castsi256_ps(lanes)), vx, acc);
+                if end > e {
+                    break;
+                }
+                dots[head] = hsum8(acc);
+                acc = _mm256_setzero_ps();
+                head += 1;
+                lo = end;
+                end += s;
+                if lo >= e {
+                    break;
+                }
+            }
+            i = e;
+        }
+        // the head left open by the vectors finishes in the scalar tail
+        let mut t = if head < h { hsum8(acc) } else { 0.0 };
+        while i < n {
+            let gi = *pg.add(i);
+            t += gi * *px.add(i);
+            *p1.add(i) += f1 * c[head] * gi;
+            *p2.add(i) += c[head] * gi;
+            i += 1;
+            if i == end {
+                dots[head] = t;
+                t = 0.0;
+                head += 1;
+                end += s;
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn hsum8(a: __m256) -> f32 {
+        let hi = _mm256_extractf128_ps(a, 1);
+        let q = _mm_add_ps(hi, _mm256_castps256_ps128(a));
+        let q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+        _mm_cvtss_f32(_mm_add_ss(q, _mm_shuffle_ps(q, q, 1)))
+    }
+}
+
 
 // ------------------------------------------------- exp for gate softmaxes
 //
@@ -896,6 +1200,27 @@ pub fn exp_inplace(x: &mut [f32]) {
     }
 }
 
+/// Softmax of each row of n elements of `x` (x.len() a multiple of n):
+/// subtract the row's maximum, then one `exp_inplace` over all rows, then
+/// divide each row by its sum. (A masked vector a row measured no faster:
+/// the rows are written element by element just before.)
+pub fn softmax_rows(x: &mut [f32], n: usize) {
+    assert!(n > 0 && x.len() % n == 0);
+    for row in x.chunks_exact_mut(n) {
+        let mx = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        for t in row.iter_mut() {
+            *t -= mx;
+        }
+    }
+    exp_inplace(x);
+    for row in x.chunks_exact_mut(n) {
+        let inv = 1.0 / row.iter().sum::<f32>();
+        for t in row.iter_mut() {
+            *t *= inv;
+        }
+    }
+}
+
 type MixFn = unsafe fn(&[f32], &[f32], &mut [f32], f32, &mut [f32]);
 type DotAxpy2Fn = unsafe fn(&[f32], &[f32], f32, &mut [f32], f32, &mut [f32]) -> f32;
 
@@ -925,6 +1250,20 @@ fn fused_kernels() -> (MixFn, DotAxpy2Fn) {
 pub fn mix(a: &[f32], b: &[f32], x: &mut [f32], t: &[f32], z: &mut [f32]) {
     let n = x.len();
     assert!(a.len() == n && b.len() == n && z.len() == n && !t.is_empty() && n % t.len() == 0);
+    match level() {
+        // SAFETY (both arms): a feature set the CPU reported (level()); every
+        // slice has length n (checked above), the heads fit one register
+        // (H <= 16 / 8) and n < LANES_MAX_ROW keeps the lane-to-head map exact.
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 if t.len() > 1 && t.len() <= 16 && n < LANES_MAX_ROW => {
+            return unsafe { lanes_x86::mix_lanes_avx512(a, b, x, t, z) };
+        }
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2Fma if t.len() > 1 && t.len() <= 8 && n < LANES_MAX_ROW => {
+            return unsafe { lanes_x86::mix_lanes_avx2(a, b, x, t, z) };
+        }
+        _ => {}
+    }
     let (s, k) = (n / t.len(), fused_kernels().0);
     for (h, &th) in t.iter().enumerate() {
         let r = h * s..(h + 1) * s;
@@ -942,6 +1281,20 @@ pub fn dot_axpy2(g: &[f32], x: &[f32], f1: f32, c: &[f32], y1: &mut [f32], y2: &
     let n = g.len();
     assert!(x.len() == n && y1.len() == n && y2.len() == n && !c.is_empty() && n % c.len() == 0);
     assert!(dots.len() == c.len());
+    let h = c.len();
+    #[cfg(target_arch = "x86_64")]
+    if h > 1 && n < LANES_MAX_ROW && matches!((level(), h), (Level::Avx512, 2..=16) | (Level::Avx2Fma, 2..=8)) {
+        // SAFETY: as in `mix`: a reported feature set, slices of length n,
+        // H heads in one register, n < LANES_MAX_ROW.
+        unsafe {
+            if level() == Level::Avx512 {
+                lanes_x86::dot_axpy2_lanes_avx512(g, x, f1, y1, c, y2, dots)
+            } else {
+                lanes_x86::dot_axpy2_lanes_avx2(g, x, f1, y1, c, y2, dots)
+            }
+        }
+        return;
+    }
     let (s, k) = (n / c.len(), fused_kernels().1);
     for (h, &ch) in c.iter().enumerate() {
         let r = h * s..(h + 1) * s;
@@ -1221,6 +1574,39 @@ mod tests {
                 scale(2.0, &mut y);
                 for i in 0..n {
                     assert!((y[i] - 2.0 * (b[i] + 0.5 * a[i])).abs() < 1e-5);
+                }
+            }
+        }
+        force_level(None);
+    }
+
+    /// The lane kernels (several heads per sweep) against per-head formulas,
+    /// for head counts around the register widths and odd head widths.
+    #[test]
+    fn multi_head_kernels_match_per_head_formulas() {
+        for &lv in &[Level::Scalar, Level::Avx2Fma, Level::Avx512, Level::Neon] {
+            if !force_level(Some(lv)) {
+                continue;
+            }
+            for (h, s) in [(2usize, 1usize), (2, 8), (3, 5), (4, 25), (4, 16), (5, 20), (7, 3), (8, 13), (9, 4), (16, 7), (17, 2), (20, 5)] {
+                let n = h * s;
+                let a: Vec<f32> = (0..n).map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.1).collect();
+                let b: Vec<f32> = (0..n).map(|i| ((i * 13 % 7) as f32 - 3.0) * 0.2).collect();
+                let t: Vec<f32> = (0..h).map(|k| 0.1 + 0.3 * k as f32).collect();
+                let (mut x, mut z) = (vec![9f32; n], b.clone());
+                mix(&a, &b, &mut x, &t, &mut z);
+                let (mut y1, mut y2, mut dots) = (a.clone(), b.clone(), vec![7f32; h]);
+                dot_axpy2(&a, &b, -0.5, &t, &mut y1, &mut y2, &mut dots);
+                for k in 0..h {
+                    let r = k * s..(k + 1) * s;
+                    let want = reference_dot(&a[r.clone()], &b[r.clone()]);
+                    assert!((dots[k] as f64 - want).abs() < 1e-4, "{lv:?} h={h} s={s} head {k}");
+                    for i in r {
+                        assert!((x[i] - (a[i] + b[i])).abs() < 1e-6);
+                        assert!((z[i] - (b[i] + t[k] * (a[i] + b[i]))).abs() < 1e-5, "{lv:?} h={h} s={s} z[{i}]");
+                        assert!((y1[i] - (a[i] - 0.5 * t[k] * a[i])).abs() < 1e-5, "{lv:?} h={h} s={s} y1[{i}]");
+                        assert!((y2[i] - (b[i] + t[k] * a[i])).abs() < 1e-5, "{lv:?} h={h} s={s} y2[{i}]");
+                    }
                 }
             }
         }

@@ -40,7 +40,7 @@ use super::{window_and_prefetch, Model};
 use crate::hogwild::Hogwild;
 use crate::objective::{OutputLayer, OutputScratch};
 use crate::sampling::Rng;
-use crate::simd::{axpy, dot, exp_inplace, mix, prefetch};
+use crate::simd::{axpy, dot, dot_axpy2, mix, prefetch, softmax_rows};
 
 /// Targets between applications of a thread's offset/mask gradients.
 const SHARED_FLUSH: u32 = 64;
@@ -95,13 +95,17 @@ struct Slot {
     q: Vec<f32>,
     /// One expert's MoE weights, one per head.
     tm: Vec<f32>,
+    /// A row of D_in zeros (the window-mode mask expert has no position value).
+    zero: Vec<f32>,
 }
 
 /// A thread's pending gradients of the small shared parameters.
 struct Shared {
-    /// The mask expert's value gradient in a backward pass, D_in.
+    /// Window mode: where the mask expert's value gradient also lands (no
+    /// position value to update; cleared with every flush), D_in.
     dx: Vec<f32>,
-    /// g per head block of a value row (D_in), g_h · z_h and g_h · x(m)_h per head.
+    /// g per head block of a value row (D_in), g_h · z_h per head and
+    /// a_h(m) = g_h · x(m)_h per expert and head (n x H).
     gexp: Vec<f32>,
     gz: Vec<f32>,
     dots: Vec<f32>,
@@ -269,6 +273,7 @@ impl Moe<'_> {
             sc.d_mask_value.fill(0.0);
         }
         sc.d_offset_value.fill(0.0);
+        sc.dx.fill(0.0);
         sc.pending = 0;
     }
 
@@ -284,52 +289,46 @@ impl Moe<'_> {
         let n = nc + self.has_mask() as usize;
         // Gates first: they need no value row, so each expert's value row is
         // then read once, in one sweep that also mixes it into every head.
-        for hh in 0..h {
-            let th = &mut sc.theta[hh * n..(hh + 1) * n];
-            match &self.gates {
-                Gates::Window { salience, offset_gate } => {
-                    let (sal, og) = (salience.row(hh), offset_gate.row(hh));
-                    for m in 0..nc {
-                        th[m] = sal[sc.words[m] as usize] + og[sc.offsets[m] as usize];
+        match &self.gates {
+            Gates::Window { salience, offset_gate } => {
+                // expert-major: one expert's word and offset, then its H gates
+                let (sal, og) = (salience.as_slice(), offset_gate.as_slice());
+                let (v, r) = (salience.cols(), offset_gate.cols());
+                for m in 0..nc {
+                    let (w, o) = (sc.words[m] as usize, sc.offsets[m] as usize);
+                    for hh in 0..h {
+                        sc.theta[hh * n + m] = sal[hh * v + w] + og[hh * r + o];
                     }
                 }
-                Gates::Absolute { query, key, pos_key, max_len } => {
-                    let dk = query.cols();
-                    let scale = 1.0 / (dk as f32).sqrt();
+                if self.has_mask() {
+                    for (hh, &g) in self.mask_gate.row(0)[..h].iter().enumerate() {
+                        sc.theta[hh * n + nc] = g;
+                    }
+                }
+            }
+            Gates::Absolute { query, key, pos_key, max_len } => {
+                let dk = query.cols();
+                let scale = 1.0 / (dk as f32).sqrt();
+                let v = self.vocab_len();
+                for hh in 0..h {
+                    let th = &mut sc.theta[hh * n..(hh + 1) * n];
                     let q = &mut sc.q[hh * dk..(hh + 1) * dk];
                     q.copy_from_slice(query.row(hh * max_len + sc.tpos));
-                    let v = self.vocab_len();
                     for m in 0..nc {
                         let kw = key.row(hh * v + sc.words[m] as usize);
                         let kp = pos_key.row(hh * max_len + sc.offsets[m] as usize);
                         th[m] = (dot(q, kw) + dot(q, kp)) * scale;
                     }
+                    if self.has_mask() {
+                        let mk = &self.mask_gate.row(0)[hh * dk..(hh + 1) * dk];
+                        th[nc] = (dot(q, mk) + dot(q, pos_key.row(hh * max_len + sc.tpos))) / (dk as f32).sqrt();
+                    }
                 }
             }
-            let mut mx = th[..nc].iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-            if self.has_mask() {
-                th[nc] = match &self.gates {
-                    Gates::Window { .. } => self.mask_gate.row(0)[hh],
-                    Gates::Absolute { pos_key, max_len, query, .. } => {
-                        let dk = query.cols();
-                        let q = &sc.q[hh * dk..(hh + 1) * dk];
-                        let mk = &self.mask_gate.row(0)[hh * dk..(hh + 1) * dk];
-                        (dot(q, mk) + dot(q, pos_key.row(hh * max_len + sc.tpos))) / (dk as f32).sqrt()
-                    }
-                };
-                mx = mx.max(th[nc]);
-            }
-            for t in th.iter_mut() {
-                *t -= mx;
-            }
         }
-        // Every head's softmax: one vector exp over all H x n logits.
-        exp_inplace(&mut sc.theta[..h * n]);
-        for th in sc.theta[..h * n].chunks_exact_mut(n) {
-            let inv = 1.0 / th.iter().sum::<f32>();
-            for t in th.iter_mut() {
-                *t *= inv;
-            }
+        // Every head's softmax over its n experts.
+        if n > 0 {
+            softmax_rows(&mut sc.theta[..h * n], n);
         }
         // x(m) = alpha[w_m] + offset_value[r_m], and z_h += θ_h(m) x(m)[head h]:
         // one sweep per expert over all heads (zh is H blocks of s = D_in / H).
@@ -342,14 +341,15 @@ impl Moe<'_> {
             mix(a, b, &mut sc.x[m * d_in..(m + 1) * d_in], &sc.tm, &mut sc.zh);
         }
         if self.has_mask() {
-            let xm = &mut sc.x[nc * d_in..n * d_in];
-            xm.copy_from_slice(self.mask_value.row(0));
-            if let Gates::Absolute { .. } = &self.gates {
-                axpy(1.0, self.offset_value.row(sc.tpos), xm);
-            }
+            // the mask expert's value: mask_value (+ pos_value[j] in sentence mode)
+            let b = match &self.gates {
+                Gates::Window { .. } => &sc.zero[..d_in],
+                Gates::Absolute { .. } => self.offset_value.row(sc.tpos),
+            };
             for hh in 0..h {
-                axpy(sc.theta[hh * n + nc], &xm[hh * s..(hh + 1) * s], &mut sc.zh[hh * s..(hh + 1) * s]);
+                sc.tm[hh] = sc.theta[hh * n + nc];
             }
+            mix(self.mask_value.row(0), b, &mut sc.x[nc * d_in..n * d_in], &sc.tm, &mut sc.zh);
         }
         if self.full {
             sc.z[..d].fill(0.0);
@@ -363,10 +363,12 @@ impl Moe<'_> {
 
     /// Backward pass given g = lr·∂log p/∂z in `sc.grad`: updates alpha and
     /// salience (shared, Hogwild) and accumulates the offset/mask gradients.
-    /// Each expert's head block is one sweep (`Hogwild::dot_add_pair`): the
-    /// gate's a = g_h · x(m)_h, alpha[w_m] += θ g_h, d offset_value += θ g_h.
+    /// Each expert is one sweep over all heads (`Hogwild::dot_add_blocks`):
+    /// a_h(m) = g_h · x(m)_h, alpha[w_m] += θ_h g_h, d offset_value += θ_h g_h.
+    /// The gates then need g_h · z_h = Σ_m θ_h(m) a_h(m) (z_h is that mixture
+    /// of the x(m)_h), so no separate pass over z.
     fn backward(&self, sc: &mut Slot, acc: &mut Shared) {
-        let (d, d_in, s, h, r) = (self.d(), self.d_in(), self.s(), self.heads, self.r());
+        let (d, d_in, h, r) = (self.d(), self.d_in(), self.heads, self.r());
         let nc = sc.words.len();
         let n = nc + self.has_mask() as usize;
         // g per head block of a value row: slice heads own their part of g;
@@ -378,69 +380,73 @@ impl Moe<'_> {
         } else {
             acc.gexp[..d].copy_from_slice(&sc.grad[..d]);
         }
-        for hh in 0..h {
-            acc.gz[hh] = dot(&acc.gexp[hh * s..(hh + 1) * s], &sc.zh[hh * s..(hh + 1) * s]);
-        }
-        // Each expert: one sweep over all heads gives a_h = g_h · x(m)_h and
-        // does alpha[w_m] += θ_h g_h, d offset_value[r_m] += θ_h g_h.
+        // a_h(m) for every expert (n x H), and the value updates.
         for m in 0..nc {
             let (w, o) = (sc.words[m] as usize, sc.offsets[m] as usize);
             for hh in 0..h {
                 sc.tm[hh] = sc.theta[hh * n + m];
             }
             let dov = &mut acc.d_offset_value[o * d_in..(o + 1) * d_in];
-            self.alpha.dot_add_blocks(w, &sc.tm, &acc.gexp[..d_in], &sc.x[m * d_in..(m + 1) * d_in], dov, &mut acc.dots);
-            for hh in 0..h {
-                let dl = sc.tm[hh] * (acc.dots[hh] - acc.gz[hh]);
-                match &self.gates {
-                    Gates::Window { salience, .. } => {
-                        salience.add_at(hh, w, dl * self.alpha.factor(w));
-                        acc.d_offset_gate[hh * r + o] += dl;
-                    }
-                    Gates::Absolute { query, key, pos_key, max_len } => {
-                        // l = <q, key[w] + pos_key[o]> / sqrt(d_k)
-                        let dk = query.cols();
-                        let g = dl / (dk as f32).sqrt();
-                        let q = &sc.q[hh * dk..(hh + 1) * dk];
-                        let dq = &mut acc.d_query[(hh * max_len + sc.tpos) * dk..(hh * max_len + sc.tpos + 1) * dk];
-                        // dq += g * key[w] (before its update), key[w] += g * q
-                        key.exchange(hh * self.vocab_len() + w, g, q, dq); // key carries the per-word factor
-                        axpy(g, pos_key.row(hh * max_len + o), dq);
-                        axpy(g, q, &mut acc.d_pos_key[(hh * max_len + o) * dk..(hh * max_len + o + 1) * dk]);
-                    }
-                }
-            }
-        }
-        // The mask expert (last): its value gradient goes to the pending sums.
-        acc.dx[..d_in].fill(0.0);
-        for hh in 0..h {
-            if !self.has_mask() {
-                break;
-            }
-            let (col, th) = (nc * d_in + hh * s, sc.theta[hh * n + nc]);
-            let gh = &acc.gexp[hh * s..(hh + 1) * s];
-            let dl = th * (dot(gh, &sc.x[col..col + s]) - acc.gz[hh]);
-            axpy(th, gh, &mut acc.dx[hh * s..(hh + 1) * s]);
-            match &self.gates {
-                Gates::Window { .. } => acc.d_mask_gate[hh] += dl,
-                Gates::Absolute { query, pos_key, max_len, .. } => {
-                    // l = <q, mask_key + pos_key[tpos]> / sqrt(d_k)
-                    let dk = query.cols();
-                    let g = dl / (dk as f32).sqrt();
-                    let (row, q) = (hh * max_len + sc.tpos, &sc.q[hh * dk..(hh + 1) * dk]);
-                    let dq = &mut acc.d_query[row * dk..(row + 1) * dk];
-                    axpy(g, &self.mask_gate.row(0)[hh * dk..(hh + 1) * dk], dq);
-                    axpy(g, pos_key.row(row), dq);
-                    axpy(g, q, &mut acc.d_mask_gate[hh * dk..(hh + 1) * dk]);
-                    axpy(g, q, &mut acc.d_pos_key[row * dk..(row + 1) * dk]);
-                }
-            }
+            self.alpha.dot_add_blocks(w, &sc.tm, &acc.gexp[..d_in], &sc.x[m * d_in..(m + 1) * d_in], dov, &mut acc.dots[m * h..(m + 1) * h]);
         }
         if self.has_mask() {
-            axpy(1.0, &acc.dx[..d_in], &mut acc.d_mask_value);
-            if let Gates::Absolute { .. } = &self.gates {
-                let t = sc.tpos;
-                axpy(1.0, &acc.dx[..d_in], &mut acc.d_offset_value[t * d_in..(t + 1) * d_in]);
+            // The mask expert (last): its value gradient goes to the pending
+            // sums (and to pos_value[j] in sentence mode; else to a scratch row).
+            for hh in 0..h {
+                sc.tm[hh] = sc.theta[hh * n + nc];
+            }
+            let y2 = match &self.gates {
+                Gates::Window { .. } => &mut acc.dx[..d_in],
+                Gates::Absolute { .. } => &mut acc.d_offset_value[sc.tpos * d_in..(sc.tpos + 1) * d_in],
+            };
+            dot_axpy2(&acc.gexp[..d_in], &sc.x[nc * d_in..n * d_in], 1.0, &sc.tm, &mut acc.d_mask_value, y2, &mut acc.dots[nc * h..n * h]);
+        }
+        for hh in 0..h {
+            let th = &sc.theta[hh * n..(hh + 1) * n];
+            acc.gz[hh] = th.iter().zip(acc.dots[hh..].iter().step_by(h)).map(|(t, a)| t * a).sum();
+        }
+        // The gates: ∂l_h(m) = θ_h(m) (a_h(m) − g_h · z_h).
+        match &self.gates {
+            Gates::Window { salience, .. } => {
+                let dl = |m: usize, hh: usize| sc.theta[hh * n + m] * (acc.dots[m * h + hh] - acc.gz[hh]);
+                for m in 0..nc {
+                    let (w, o) = (sc.words[m] as usize, sc.offsets[m] as usize);
+                    let f = self.alpha.factor(w);
+                    for hh in 0..h {
+                        let g = dl(m, hh);
+                        salience.add_at(hh, w, g * f);
+                        acc.d_offset_gate[hh * r + o] += g;
+                    }
+                }
+                for hh in 0..h * (n - nc) {
+                    acc.d_mask_gate[hh] += dl(nc, hh);
+                }
+            }
+            Gates::Absolute { query, key, pos_key, max_len } => {
+                let dk = query.cols();
+                let scale = 1.0 / (dk as f32).sqrt();
+                for m in 0..n {
+                    for hh in 0..h {
+                        let g = sc.theta[hh * n + m] * (acc.dots[m * h + hh] - acc.gz[hh]) * scale;
+                        let q = &sc.q[hh * dk..(hh + 1) * dk];
+                        let row = hh * max_len + sc.tpos;
+                        let dq = &mut acc.d_query[row * dk..(row + 1) * dk];
+                        if m < nc {
+                            // l = <q, key[w] + pos_key[o]> / sqrt(d_k):
+                            // dq += g * key[w] (before its update), key[w] += g * q
+                            let (w, o) = (sc.words[m] as usize, sc.offsets[m] as usize);
+                            key.exchange(hh * self.vocab_len() + w, g, q, dq); // key carries the per-word factor
+                            axpy(g, pos_key.row(hh * max_len + o), dq);
+                            axpy(g, q, &mut acc.d_pos_key[(hh * max_len + o) * dk..(hh * max_len + o + 1) * dk]);
+                        } else {
+                            // the mask expert: l = <q, mask_key + pos_key[tpos]> / sqrt(d_k)
+                            axpy(g, &self.mask_gate.row(0)[hh * dk..(hh + 1) * dk], dq);
+                            axpy(g, pos_key.row(row), dq);
+                            axpy(g, q, &mut acc.d_mask_gate[hh * dk..(hh + 1) * dk]);
+                            axpy(g, q, &mut acc.d_pos_key[row * dk..(row + 1) * dk]);
+                        }
+                    }
+                }
             }
         }
         acc.pending += 1;
@@ -543,6 +549,7 @@ impl Moe<'_> {
             tpos: 0,
             q: vec![0.0; h * dk],
             tm: vec![0.0; h],
+            zero: vec![0.0; d_in],
         }
     }
 }
@@ -567,7 +574,7 @@ impl Model for Moe<'_> {
                 dx: vec![0.0; d_in],
                 gexp: vec![0.0; d_in],
                 gz: vec![0.0; h],
-                dots: vec![0.0; h],
+                dots: vec![0.0; h * self.max_experts()],
                 d_offset_gate: if dq_len == 0 { vec![0.0; h * r] } else { Vec::new() },
                 d_query: vec![0.0; dq_len],
                 d_pos_key: vec![0.0; dq_len],
