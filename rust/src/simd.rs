@@ -1205,7 +1205,7 @@ pub fn exp_inplace(x: &mut [f32]) {
 /// divide each row by its sum. (A masked vector a row measured no faster:
 /// the rows are written element by element just before.)
 pub fn softmax_rows(x: &mut [f32], n: usize) {
-    assert!(n > 0 && x.len() % n == 0);
+    assert!(n > 0 && x.len().is_multiple_of(n));
     for row in x.chunks_exact_mut(n) {
         let mx = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
         for t in row.iter_mut() {
@@ -1249,7 +1249,7 @@ fn fused_kernels() -> (MixFn, DotAxpy2Fn) {
 #[inline]
 pub fn mix(a: &[f32], b: &[f32], x: &mut [f32], t: &[f32], z: &mut [f32]) {
     let n = x.len();
-    assert!(a.len() == n && b.len() == n && z.len() == n && !t.is_empty() && n % t.len() == 0);
+    assert!(a.len() == n && b.len() == n && z.len() == n && !t.is_empty() && n.is_multiple_of(t.len()));
     match level() {
         // SAFETY (both arms): a feature set the CPU reported (level()); every
         // slice has length n (checked above), the heads fit one register
@@ -1279,7 +1279,7 @@ pub fn mix(a: &[f32], b: &[f32], x: &mut [f32], t: &[f32], z: &mut [f32]) {
 #[inline]
 pub fn dot_axpy2(g: &[f32], x: &[f32], f1: f32, c: &[f32], y1: &mut [f32], y2: &mut [f32], dots: &mut [f32]) {
     let n = g.len();
-    assert!(x.len() == n && y1.len() == n && y2.len() == n && !c.is_empty() && n % c.len() == 0);
+    assert!(x.len() == n && y1.len() == n && y2.len() == n && !c.is_empty() && n.is_multiple_of(c.len()));
     assert!(dots.len() == c.len());
     let h = c.len();
     #[cfg(target_arch = "x86_64")]
