@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import os
 
 import numpy as np
 import pytest
@@ -337,23 +338,49 @@ def mixed_files(tmp_path):
 
 @pytest.mark.parametrize("world", [1, 2, 3, 5, 8, 13])
 def test_rank_segments_hold_every_token_once_in_order(mixed_files, tmp_path, world):
-    from bidirmoe.corpora import shard_plan, write_rank_shard
+    """The ranks' pieces, read in place by the Rust reader (a bz2 file, which
+    it cannot stream, decompressed whole), hold every token once, in order."""
+    from bidirmoe import _core
+    from bidirmoe.corpora import RankPieces, shard_plan
 
     paths, tokens = mixed_files
     got, sizes = [], []
     for rank in range(world):
-        shard = write_rank_shard(paths, rank, world, str(tmp_path))
-        assert shard.rank == rank and shard.world == world and tuple(shard.sources) == tuple(paths)
-        data = open(shard.path, "rb").read()
-        got += data.split()
-        sizes.append(len(data))
-        # The same plan every time (a resumed run must find the same file).
-        assert data == open(write_rank_shard(paths, rank, world, str(tmp_path)).path, "rb").read()
-        for path, start, end in shard_plan(paths, rank, world):
-            assert end is None or 0 <= start < end
+        with RankPieces(paths, rank, world, str(tmp_path)) as part:
+            assert part.rank == rank and part.world == world and part.sources == tuple(paths)
+            plan = shard_plan(paths, rank, world)
+            assert plan == shard_plan(paths, rank, world)  # the same plan every time: a resume finds it
+            assert len(part.pieces) == len(plan) and len(part.temporary) == sum(p.endswith(".bz2") for p, _, _ in plan)
+            for (path, start, end), piece in zip(plan, part.pieces):
+                assert end is None or 0 <= start < end
+                assert piece == (path, start, end) or (path.endswith(".bz2") and piece[0] in part.temporary)
+            mine = [t.encode() for s in _core.read_corpus_file(part.pieces) for t in s]
+            counter = _core.VocabCounter()
+            counter.add_file(part.pieces)
+            assert counter.total_words == len(mine)
+            temporary = list(part.temporary)
+        assert not any(os.path.exists(t) for t in temporary)  # close() deleted the decompressed copy
+        got += mine
+        sizes.append(len(b" ".join(mine)))
     assert got == tokens
     if world <= 3:  # small worlds: every segment gets a fair part of the text
         assert min(sizes) > sum(sizes) / world / 3, sizes
+
+
+def test_rank_pieces_refuse_what_they_cannot_read(mixed_files, tmp_path):
+    from bidirmoe import _core
+    from bidirmoe.corpora import RankPieces
+
+    paths, _ = mixed_files
+    with pytest.raises(ValueError, match="bzip2-compressed"):
+        RankPieces([p for p in paths if p.endswith(".bz2")], 0, 1)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        RankPieces([str(tmp_path / "missing.txt")], 0, 1)
+    gz = next(p for p in paths if p.endswith(".gz"))
+    with pytest.raises(ValueError, match="byte range"):
+        _core.VocabCounter().add_file([(gz, 0, 10)])
+    with pytest.raises(ValueError, match="does not lie"):
+        _core.VocabCounter().add_file([(paths[0], 0, 10**9)])
 
 
 def test_cut_in_a_line_without_line_end_falls_at_whitespace(tmp_path):

@@ -75,7 +75,7 @@ import json, os, sys
 import numpy as np
 import torch.distributed as dist
 from bidirmoe import BidirMoE, Word2Vec
-from bidirmoe.corpora import read_corpus_file, write_rank_shard
+from bidirmoe.corpora import RankPieces, open_compressed
 import bidirmoe.torch.distributed as D
 
 out = sys.argv[1]
@@ -87,9 +87,13 @@ try:
         s = D.start()  # the session the model will use
         sync = dict(sync_overlap=name.endswith("overlap"), sync_dtype="bfloat16" if "bf16" in name else "float32")
         shard_tokens = None
-        if isinstance(path, list):  # several files: this rank's segment of them, in a file of its own
-            path = write_rank_shard(path, dist.get_rank(), dist.get_world_size(), out)
-            shard_tokens = [t for s in read_corpus_file(path) for t in s]
+        if isinstance(path, list):  # several files: this rank's segment of them, read in place
+            path = RankPieces(path, dist.get_rank(), dist.get_world_size())
+            shard_tokens = []  # the tokens of its pieces, read here with Python
+            for f, start, end in path.pieces:
+                with open_compressed(f) as src:
+                    data = src.read()
+                shard_tokens += [t.decode() for t in (data if end is None else data[start:end]).split()]
         common = dict(corpus_file=path, vector_size=12, min_count=3, epochs=2, workers=2, seed=5,
                       distributed=True, sync_words=3000, backend=backend,
                       max_vocab_size=MAX_VOCAB if name.endswith("maxvocab") else None, **sync)
@@ -109,6 +113,7 @@ try:
             json.dump({"words": model.wv.index_to_key, "codes": [list(c) for c in codes],
                        "points": [list(p) for p in points], "total_words": model.corpus_total_words,
                        "raw": model.raw_word_count, "shard_tokens": shard_tokens,
+                       "copies": [p for p in os.listdir(out) if p.startswith(".bidirmoe")],
                        "session": {"overlap": s.overlap, "wire_dtype": s.wire_dtype}, "sync": sync}, f)
 finally:
     dist.destroy_process_group()
@@ -209,14 +214,16 @@ def test_max_vocab_size_pruning_depends_on_the_whole_corpus(corpus):
 
 
 def test_several_files_are_split_between_the_ranks(corpus, ranks):
-    """Each rank read its own segment of the three files: together the
-    segments hold every token of the corpus once, in corpus order."""
+    """Each rank read its own segment of the three files, in place (no
+    copy of it was written): together the segments hold every token of the
+    corpus once, in corpus order."""
     from bidirmoe.corpora import read_corpus_file
 
     (m0, _), (m1, _) = ranks["files"]
     assert m0["shard_tokens"] and m1["shard_tokens"]
     every = [t for s in read_corpus_file(str(corpus[0])) for t in s]
     assert m0["shard_tokens"] + m1["shard_tokens"] == every
+    assert m0["copies"] == m1["copies"] == []
 
 
 @pytest.mark.parametrize("job", ["moe", "moe-torch", "moe-bf16-overlap", "moe-torch-overlap"])
@@ -249,6 +256,9 @@ def sync_round(self, *args, **kwargs):
     if self.rounds == 0 and os.environ.get("RECORD"):
         with open(os.path.join(os.environ["RECORD"], f"session{rank}.txt"), "w") as f:
             f.write(f"{self.overlap} {self.wire_dtype}")
+        # While training: any copy of the corpus written next to the output.
+        with open(os.path.join(os.environ["RECORD"], f"spool{rank}.txt"), "w") as f:
+            f.write(" ".join(p for p in os.listdir(os.environ["RECORD"]) if p.startswith(".bidirmoe")))
     if rank == kill_rank and self.rounds == kill_round:
         os.kill(os.getpid(), signal.SIGKILL)
     if rank == int_rank and self.rounds == int_round:  # Ctrl-C: to this rank only, or to the launcher
@@ -293,7 +303,8 @@ def test_cli_distributed_writes_vectors_on_rank0(corpus, files, tmp_path, inputs
     assert rc == 0, err[-3000:]
     want = f"{'--sync-overlap' in flags} {'bfloat16' if 'bfloat16' in flags else 'float32'}"
     assert [(tmp_path / f"session{r}.txt").read_text() for r in (0, 1)] == [want, want]  # the flags reached the session
-    assert not [p for p in os.listdir(tmp_path) if p.startswith(".bidirmoe")]  # the ranks' segments are gone
+    assert [(tmp_path / f"spool{r}.txt").read_text() for r in (0, 1)] == ["", ""]  # the inputs are read in place
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".bidirmoe")]
     lines = out.read_text().splitlines()
     single = Word2Vec(vector_size=12, min_count=3)
     single.build_vocab(corpus_file=str(corpus[0]))
@@ -312,22 +323,28 @@ def test_killed_rank_ends_the_job_without_output(corpus, tmp_path):
     assert "bidirmoe: error: rank 0/2: " in err or "bidirmoe: interrupted" in err, err[-3000:]
 
 
-def test_stop_then_resume(corpus, tmp_path):
+@pytest.mark.parametrize("inputs", ["gzip file", "several files"])
+def test_stop_then_resume(corpus, files, tmp_path, inputs):
+    source = files if inputs == "several files" else corpus[1]
     ckpt = tmp_path / "run.ckpt"
-    rc, err, _, out = _cli(tmp_path, corpus[1], ["--checkpoint", str(ckpt)], STOP_ROUND="4")
+    rc, err, _, out = _cli(tmp_path, source, ["--checkpoint", str(ckpt)], STOP_ROUND="4")
     assert rc != 0 and ckpt.exists() and not out.exists(), err[-3000:]
     meta = Word2Vec.load(str(ckpt)).extra_meta["cli"]
     assert meta["resume"] is not None and len(meta["resume"]["ranks"]) == 2
     assert 0 < meta["words_done"] < meta["schedule_words"]
     # A mid-epoch checkpoint of two ranks needs two ranks: one line, and the checkpoint stays.
-    single = subprocess.run([sys.executable, "-m", "bidirmoe", "train", str(corpus[1]), "-o", str(tmp_path / "x.txt"),
+    single = subprocess.run([sys.executable, "-m", "bidirmoe", "train", *map(str, source if isinstance(source, list)
+                                                                             else [source]), "-o", str(tmp_path / "x.txt"),
                              *TRAIN_ARGS[:-3], "--resume", str(ckpt)], env=_env(), capture_output=True, text=True,
                             timeout=60)
     assert single.returncode == 1 and single.stderr.count("\n") == 1 and "ranks" in single.stderr, single.stderr
     assert ckpt.exists()
-    rc, err, _, out = _cli(tmp_path, corpus[1], ["--checkpoint", str(ckpt), "--resume", str(ckpt)])
+    rc, err, _, out = _cli(tmp_path, source, ["--checkpoint", str(ckpt), "--resume", str(ckpt)])
     assert rc == 0, err[-3000:]
     assert out.exists() and not ckpt.exists()
+    single = Word2Vec(vector_size=12, min_count=3)
+    single.build_vocab(corpus_file=str(corpus[0]))
+    assert [ln.split()[0] for ln in out.read_text().splitlines()[1:]] == single.wv.index_to_key
 
 
 @pytest.mark.parametrize("where", ["one rank", "launcher"])
@@ -342,7 +359,7 @@ def test_ctrl_c_stops_every_rank_at_a_checkpoint_that_resumes(corpus, files, tmp
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".bidirmoe") or ".tmp" in p]
     meta = Word2Vec.load(str(ckpt)).extra_meta["cli"]
     assert 0 < meta["words_done"] < meta["schedule_words"]
-    # The checkpoint resumes (each rank rebuilds its segment of the files) and the run completes.
+    # The checkpoint resumes (each rank finds the same pieces of the files) and the run completes.
     rc, err, _, out = _cli(tmp_path, files, ["--checkpoint", str(ckpt), "--resume", str(ckpt)])
     assert rc == 0, err[-3000:]
     assert out.exists() and not ckpt.exists()

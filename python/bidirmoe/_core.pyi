@@ -13,8 +13,9 @@ class VocabCounter:
 
     def __init__(self, max_vocab_size: Optional[int] = None) -> None: ...
     def add_sentences(self, sentences: Iterable[Sequence[str]]) -> None: ...
-    def add_file(self, path: Union[str, PathLike], shard: Optional[Tuple[int, int]] = None) -> None:
-        """Count a file, or with ``shard=(rank, world)`` that process's share of it (as training splits it)."""
+    def add_file(self, path: Union[str, PathLike, Pieces], shard: Optional[Tuple[int, int]] = None) -> None:
+        """Count a file, or with ``shard=(rank, world)`` that process's share of it (as training splits it),
+        or a list of pieces of several files in order (``bidirmoe.corpora.shard_plan``)."""
     @property
     def total_words(self) -> int: ...
     @property
@@ -69,7 +70,10 @@ class JobQueue:
 
 # A model's named parameter arrays, and where an epoch reads its corpus.
 Arrays = Dict[str, Optional[npt.NDArray[np.float32]]]
-Source = Union[str, PathLike, JobQueue]
+# Pieces of several files, read in order: (path, start, end) byte ranges of
+# plain files, (path, 0, None) whole plain or gzip files.
+Pieces = List[Tuple[Union[str, PathLike], int, Optional[int]]]
+Source = Union[str, PathLike, Pieces, JobQueue]
 
 class WorkerResume(TypedDict):
     pending: List[List[int]]  # [start, end) byte ranges still to read
@@ -84,7 +88,17 @@ class ResumeState(TypedDict):
     file_len: int
     stream_offset: int
     blocks: int  # gzip blocks cut so far (how blocks are dealt to ranks)
-    workers: List[WorkerResume]
+    ended: bool  # gzip: the decoder reached the end of the stream
+    workers: List[WorkerResume]  # with pieces: every piece's ranges together (a summary)
+    pieces: List[PieceResume]  # only for a source of pieces: each piece's own state
+
+class PieceResume(TypedDict):
+    gzip: bool
+    file_len: int
+    stream_offset: int
+    blocks: int
+    ended: bool
+    pending: List[List[List[int]]]  # per worker: [start, end) byte ranges of this piece still to read
 
 class Schedule(TypedDict):
     alpha: float
@@ -105,7 +119,6 @@ class DistributedSchedule(Schedule, total=False):
     """Extra keys of a run in several processes (see bidirmoe.torch.distributed)."""
 
     shard: Tuple[int, int]  # (rank, world): this process's share of the corpus file
-    shard_whole: bool  # the file is already this process's part of the corpus: read it whole
     sync: Callable[[int], int]  # sync(local_words) -> global words; called with the workers parked
     sync_words: int  # local corpus words between two sync calls
 

@@ -24,7 +24,7 @@ import tempfile
 import time
 from typing import Any, Dict, List, Optional
 
-from .corpora import compression, open_compressed, write_rank_shard
+from .corpora import RankPieces, compression, open_compressed
 from .training import SYNC_DTYPES
 
 MODELS = ("bidirmoe", "attention", "cbow", "skipgram")
@@ -81,18 +81,19 @@ def _open_any(path: str):
 
 
 def _corpus_file(files: List[str], spool_dir: str, log, session=None) -> tuple:
-    """A path the Rust reader can stream: the input itself when it is one
-    plain or gzip file, else one temporary file holding all inputs
-    decompressed (standard input can be read only once; several files and
-    bz2/xz are joined on disk so training reads them at full speed). In a
-    distributed run each rank's temporary file holds only its own segment
-    of the inputs (``corpora.write_rank_shard``)."""
+    """What the Rust reader streams, and what to clean up after: the input
+    itself when it is one plain or gzip file; in a distributed run this
+    rank's segment of the inputs, read in place (``corpora.RankPieces``:
+    byte ranges of plain files, whole gzip files; only a bz2/xz file is
+    decompressed, into ``spool_dir``); else one temporary file holding all
+    inputs decompressed (standard input can be read only once; bz2/xz are
+    joined on disk so training reads them at full speed)."""
     if len(files) == 1 and files[0] != "-" and compression(files[0]) not in ("bzip2", "xz"):
         return files[0], None
     if session is not None:
-        log(f"{len(files)} input(s): each of the {session.world} ranks writes its own segment to {spool_dir}")
-        shard = write_rank_shard(files, session.rank, session.world, spool_dir)
-        return shard, shard.path
+        log(f"{len(files)} input(s): each of the {session.world} ranks reads its own segment of them in place")
+        pieces = RankPieces(files, session.rank, session.world, spool_dir)
+        return pieces, pieces
     fd, tmp = tempfile.mkstemp(prefix=".bidirmoe-corpus-", suffix=".txt", dir=spool_dir)
     log(f"joining {len(files)} input(s) into {tmp} (streamed, not held in memory)")
     try:
@@ -441,7 +442,9 @@ def _train_in(args, session) -> int:
         if old_int is not None:
             signal.signal(signal.SIGINT, old_int)
         progress.close()
-        if spooled:
+        if isinstance(spooled, RankPieces):
+            spooled.close()
+        elif spooled:
             try:
                 os.unlink(spooled)
             except OSError:
@@ -458,6 +461,17 @@ def _sync_stops(session):
     return (_Checkpoint, SyncStop)
 
 
+def _work_left(resume) -> bool:
+    """Whether a stopped epoch's reader state (``bidirmoe_resume``) has
+    anything left to read: a worker's byte ranges, or a gzip stream (of
+    the file, or of one of its pieces) not decoded to its end."""
+    if not resume or resume.get("shard_done"):
+        return False
+    parts = [resume] + list(resume.get("pieces", ()))
+    return (any(w["pending"] for w in resume["workers"])
+            or any(p["gzip"] and not p.get("ended", True) for p in parts))
+
+
 def _stop_checkpoint(model, state, ckpt_path: str, session) -> None:
     """Fold where training stopped (``model.last_stop``) into the schedule
     ``state`` and write the checkpoint (rank 0 only in a distributed run,
@@ -468,10 +482,10 @@ def _stop_checkpoint(model, state, ckpt_path: str, session) -> None:
     state["words_done"] += got
     resume = last.get("resume")
     if session is None:
-        pending = bool(resume) and any(w["pending"] for w in resume["workers"])
+        pending = _work_left(resume)
     else:
         ranks = session.broadcast_from_root(session.gather_to_root(resume))
-        pending = any(r and not r.get("shard_done") and any(w["pending"] for w in r["workers"]) for r in ranks)
+        pending = any(_work_left(r) for r in ranks)
         resume = {"ranks": ranks}
     state["resume"] = resume
     if not pending and resume is not None:

@@ -220,6 +220,8 @@ def check_corpus(corpus_iterable, corpus_file, passes: int) -> None:
         raise TypeError("pass a corpus: either corpus_iterable/sentences (an iterable of lists of str) or corpus_file (a path)")
     if corpus_iterable is not None and corpus_file is not None:
         raise TypeError("pass either corpus_iterable/sentences or corpus_file, not both")
+    if isinstance(corpus_file, RankPieces):
+        return  # its files were checked when it was made
     if corpus_file is not None:
         path = os.fspath(corpus_file)
         if not os.path.exists(path):
@@ -369,56 +371,78 @@ def shard_plan(files: Sequence[str], rank: int, world: int) -> List[Tuple[str, i
     return pieces
 
 
-class RankShard(os.PathLike):
-    """One process's segment of a corpus of several files (see
-    :func:`shard_plan`), written to one local plain file, ``path``: a model
-    with ``distributed=True`` given it as ``corpus_file`` reads that file
-    whole as this rank's shard (and counts the whole corpus, ``sources``, on
-    rank 0 when ``max_vocab_size`` needs the counts in corpus order)."""
+class RankPieces:
+    """Process ``rank`` of ``world``'s segment of a corpus of several files
+    (:func:`shard_plan`), read in place: give it as ``corpus_file`` to a
+    model (``distributed=True`` in that rank; or rank 0 of 1, the files one
+    after another in one process). ``pieces`` are the byte ranges of plain
+    files and the whole gzip files the Rust reader streams, in order, for
+    the vocabulary scan and for training; a resumed run finds the same
+    pieces (same files, rank and world).
 
-    def __init__(self, path: str, sources: Sequence[str], rank: int, world: int):
-        self.path, self.sources, self.rank, self.world = path, tuple(sources), rank, world
+    The Rust reader decodes plain and gzip text only: a bz2 or xz file of
+    this rank's segment is decompressed whole into ``directory`` (a
+    temporary file, deleted by :meth:`close`); without ``directory`` such a
+    file is refused. Nothing else is copied. (Example: :func:`shard_plan`,
+    whose pieces these are.)
+    """
 
-    def __fspath__(self) -> str:
-        return self.path
+    def __init__(self, files: Sequence[str], rank: int, world: int, directory: Optional[str] = None):
+        self.sources = tuple(os.fspath(f) for f in files)
+        if not self.sources:
+            raise ValueError("RankPieces needs at least one file")
+        for f in self.sources:
+            if not os.path.isfile(f):
+                raise FileNotFoundError(f"corpus file not found: {f}")
+        self.rank, self.world, self.directory = rank, world, directory
+        self.temporary: List[str] = []
+        pieces = []
+        try:
+            for path, start, end in shard_plan(self.sources, rank, world):
+                if end is None and compression(path) not in (None, "gzip"):
+                    path = self._decompressed(path)
+                pieces.append((path, start, end))
+        except BaseException:
+            self.close()
+            raise
+        self.pieces: List[Tuple[str, int, Optional[int]]] = pieces
+
+    def _decompressed(self, path: str) -> str:
+        if self.directory is None:
+            raise ValueError(f"{path} is {compression(path)}-compressed, which the corpus reader cannot stream: "
+                             "give RankPieces a directory to decompress it into, or decompress it")
+        fd, tmp = tempfile.mkstemp(prefix=f".bidirmoe-rank{self.rank}-", suffix=".txt", dir=self.directory)
+        self.temporary.append(tmp)
+        with os.fdopen(fd, "wb") as out, open_compressed(path) as src:
+            shutil.copyfileobj(src, out, 1 << 20)
+        return tmp
+
+    def close(self) -> None:
+        """Delete the temporary files (decompressed bz2/xz), if any."""
+        for tmp in self.temporary:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        self.temporary = []
+
+    def __enter__(self) -> "RankPieces":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def __repr__(self) -> str:
-        return f"RankShard({self.path!r}, rank {self.rank} of {self.world}, {len(self.sources)} source files)"
+        return (f"RankPieces(rank {self.rank} of {self.world}, {len(self.pieces)} piece(s) of "
+                f"{len(self.sources)} file(s))")
 
 
-def _copy_piece(out, path: str, start: int, end: Optional[int]) -> None:
-    if end is None:
-        with open_compressed(path) as src:
-            shutil.copyfileobj(src, out, 1 << 20)
-    else:
-        with open(path, "rb") as src:
-            src.seek(start)
-            left = end - start
-            while left > 0:
-                chunk = src.read(min(left, 1 << 20))
-                if not chunk:
-                    break
-                out.write(chunk)
-                left -= len(chunk)
-    out.write(b"\n")  # as when the inputs are joined: a piece ends a line
-
-
-def write_rank_shard(files: Sequence[str], rank: int, world: int, directory: str) -> RankShard:
-    """Write process ``rank``'s segment of ``files`` (:func:`shard_plan`:
-    plain byte ranges and whole compressed files, decompressed) to a new
-    plain file in ``directory`` and return it as a :class:`RankShard`. The
-    same files, ranks and world give the same bytes, so a resumed run finds
-    the file its checkpoint was taken on. The caller deletes ``path``."""
-    files = [os.fspath(f) for f in files]
-    fd, tmp = tempfile.mkstemp(prefix=f".bidirmoe-rank{rank}-", suffix=".txt", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for piece in shard_plan(files, rank, world):
-                _copy_piece(out, *piece)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return RankShard(tmp, files, rank, world)
+def corpus_source(corpus_file):
+    """What the Rust reader streams for ``corpus_file``: its path, or the
+    list of pieces of a :class:`RankPieces`."""
+    if isinstance(corpus_file, RankPieces):
+        return list(corpus_file.pieces)
+    return os.fspath(corpus_file)
 
 
 def count_in_order(counter, sources: Sequence[str], directory: str) -> None:

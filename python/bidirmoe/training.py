@@ -23,7 +23,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import _core
-from .corpora import RankShard, check_corpus, count_in_order
+from .corpora import RankPieces, check_corpus, corpus_source, count_in_order
 
 logger = logging.getLogger("bidirmoe")
 
@@ -376,14 +376,14 @@ class TrainableModel:
             # over the whole corpus: then rank 0 alone counts everything in
             # order, as one process does, and the others add nothing.
             if self.max_vocab_size is None:
-                counter.add_file(os.fspath(corpus_file), self._rank_shard(corpus_file, session))
-            elif session.rank == 0 and isinstance(corpus_file, RankShard):
-                count_in_order(counter, corpus_file.sources, os.path.dirname(os.path.abspath(corpus_file.path)))
+                counter.add_file(corpus_source(corpus_file), self._rank_shard(corpus_file, session))
+            elif session.rank == 0 and isinstance(corpus_file, RankPieces):
+                count_in_order(counter, corpus_file.sources, corpus_file.directory or tempfile.gettempdir())
             elif session.rank == 0:
                 counter.add_file(os.fspath(corpus_file))
             counter = session.combine_counts(counter)
         elif corpus_file is not None:
-            counter.add_file(os.fspath(corpus_file))
+            counter.add_file(corpus_source(corpus_file))
         else:
             batch: List[Any] = []
             for sentence in corpus_iterable:
@@ -898,7 +898,7 @@ class TrainableModel:
                     if session is not None and isinstance(resume, dict) and resume.get("shard_done"):
                         raw, eff, ex, loss = 0, 0, 0, 0.0  # this rank had finished its shard before the stop
                     elif corpus_file is not None:
-                        raw, eff, ex, loss = self._run_epoch(os.fspath(corpus_file), common)
+                        raw, eff, ex, loss = self._run_epoch(corpus_source(corpus_file), common)
                     else:
                         raw, eff, ex, loss = self._train_iterable_epoch(corpus_iterable, queue_factor, common)
                     if session is not None:
@@ -965,17 +965,17 @@ class TrainableModel:
         if corpus_file is None:
             raise ValueError("distributed=True reads corpus_file (each rank its shard of it), not an iterable")
         session = self._dist_session()
-        if isinstance(corpus_file, RankShard) and (corpus_file.rank, corpus_file.world) != (session.rank, session.world):
-            raise ValueError(f"corpus_file is the shard of rank {corpus_file.rank} of {corpus_file.world}, but this "
+        if isinstance(corpus_file, RankPieces) and (corpus_file.rank, corpus_file.world) != (session.rank, session.world):
+            raise ValueError(f"corpus_file is the part of rank {corpus_file.rank} of {corpus_file.world}, but this "
                              f"process is rank {session.rank} of {session.world}")
         return session
 
     @staticmethod
     def _rank_shard(corpus_file, session) -> Optional[Tuple[int, int]]:
         """The part of ``corpus_file`` this rank reads, as (rank, world) for
-        the Rust reader: its share of one file, or all of a :class:`RankShard`
+        the Rust reader: its share of one file, or none for a :class:`RankPieces`
         (already only this rank's segment of several files)."""
-        return None if isinstance(corpus_file, RankShard) else (session.rank, session.world)
+        return None if isinstance(corpus_file, RankPieces) else (session.rank, session.world)
 
     def _set_distributed(self, distributed, sync_words, sync_overlap, sync_dtype) -> None:
         """Store and check the constructor's options for runs in several processes."""
@@ -994,7 +994,6 @@ class TrainableModel:
 
         every = int(getattr(self, "sync_words", None) or DEFAULT_SYNC_WORDS)
         common["shard"] = (session.rank, session.world)
-        common["shard_whole"] = isinstance(corpus_file, RankShard)
         common["seed"] = rank_seed(common["seed"], session.rank)
         common["sync_words"] = every
         # This model's options (a model loaded from disk: the defaults).

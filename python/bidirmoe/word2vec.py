@@ -125,8 +125,8 @@ class Word2Vec(MaskedLM, TrainableModel):
         updates get their mean). With ``max_vocab_size`` rank 0 alone
         counts the whole file (pruning depends on the order of the words),
         so the vocabulary stays the single-process one. ``corpus_file`` may
-        also be a :class:`bidirmoe.corpora.RankShard`: this rank's segment
-        of several files (``corpora.write_rank_shard``), read whole. See
+        also be a :class:`bidirmoe.corpora.RankPieces`: this rank's segment
+        of several files (byte ranges and whole gzip files), read in place. See
         :mod:`bidirmoe.torch.distributed`.
     sync_words : int, optional
         With ``distributed``: corpus words each rank trains between two

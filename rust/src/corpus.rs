@@ -204,6 +204,9 @@ pub fn for_each_sentence<F: FnMut(&mut dyn Iterator<Item = &[u8]>)>(path: &Path,
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Cursor {
     pub pending: Vec<(u64, u64)>,
+    /// Of a split into pieces (`FileSplit::Pieces`): the piece being read
+    /// (the worker is done with the ones before it).
+    pub piece: usize,
 }
 
 impl Cursor {
@@ -232,6 +235,27 @@ pub struct SplitState {
     /// Gzip: blocks the decoder has handed out (how blocks are dealt to processes).
     pub blocks: u64,
     pub workers: Vec<Vec<(u64, u64)>>,
+    /// Gzip: the decoder has reached the end of the stream.
+    pub ended: bool,
+    /// Of a split into pieces: each piece's state, in order (then `workers`
+    /// is only every worker's ranges of all pieces together, for a look).
+    pub pieces: Vec<SplitState>,
+}
+
+/// One part of a corpus of several files: a byte range of a plain file
+/// (cut between tokens), or a whole file (plain or gzip).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Piece {
+    Range(std::path::PathBuf, u64, u64),
+    Whole(std::path::PathBuf),
+}
+
+impl Piece {
+    pub fn path(&self) -> &Path {
+        match self {
+            Piece::Range(p, ..) | Piece::Whole(p) => p,
+        }
+    }
 }
 
 /// A gzip decoder shared by the workers, and how many decompressed bytes it
@@ -253,6 +277,9 @@ pub enum FileSplit {
     /// left of its blocks: absolute start and bytes), then pull
     /// whitespace-aligned blocks from one decoder.
     Shared { file_len: u64, stream: Mutex<SharedStream>, fragments: Vec<Vec<(u64, Vec<u8>)>> },
+    /// Several pieces (`Piece`) read one after another: every worker reads
+    /// its share of a piece (as above), then goes on to the next piece.
+    Pieces { parts: Vec<FileSplit> },
 }
 
 /// Cut the ranges `pending` (in order) into `parts` lists of about equal
@@ -392,13 +419,127 @@ impl FileSplit {
         let workers = cursors.iter().map(|c| c.pending.iter().copied().filter(|(s, e)| s < e).collect()).collect();
         match self {
             FileSplit::Ranges { file_len, .. } => {
-                SplitState { gzip: false, file_len: *file_len, stream_offset: 0, blocks: 0, workers }
+                SplitState { gzip: false, file_len: *file_len, workers, ..SplitState::default() }
             }
             FileSplit::Shared { file_len, stream, .. } => {
                 let st = stream.lock().unwrap_or_else(|p| p.into_inner());
-                SplitState { gzip: true, file_len: *file_len, stream_offset: st.offset, blocks: st.blocks, workers }
+                SplitState {
+                    gzip: true,
+                    file_len: *file_len,
+                    stream_offset: st.offset,
+                    blocks: st.blocks,
+                    workers,
+                    ended: st.reader.is_none(),
+                    pieces: Vec::new(),
+                }
+            }
+            FileSplit::Pieces { parts } => {
+                // A worker is done with the pieces before its cursor's and
+                // has not begun those after it (it still owes its share).
+                let pieces: Vec<SplitState> = parts
+                    .iter()
+                    .enumerate()
+                    .map(|(q, part)| {
+                        let at: Vec<Cursor> = cursors
+                            .iter()
+                            .enumerate()
+                            .map(|(i, c)| match q.cmp(&c.piece) {
+                                std::cmp::Ordering::Less => Cursor::default(),
+                                std::cmp::Ordering::Equal => c.clone(),
+                                std::cmp::Ordering::Greater => Cursor { pending: part.share_of(i), piece: 0 },
+                            })
+                            .collect();
+                        part.state(&at)
+                    })
+                    .collect();
+                let workers = (0..cursors.len())
+                    .map(|i| pieces.iter().flat_map(|p| p.workers.get(i).cloned().unwrap_or_default()).collect())
+                    .collect();
+                SplitState { workers, pieces, ..SplitState::default() }
             }
         }
+    }
+
+    /// What worker `i` reads of a split it has not begun.
+    fn share_of(&self, i: usize) -> Vec<(u64, u64)> {
+        match self {
+            FileSplit::Ranges { parts, .. } => parts.get(i).cloned().unwrap_or_default(),
+            FileSplit::Shared { fragments, .. } => {
+                fragments.get(i).map(|v| v.iter().map(|(s, b)| (*s, s + b.len() as u64)).collect()).unwrap_or_default()
+            }
+            FileSplit::Pieces { .. } => Vec::new(),
+        }
+    }
+
+    /// Several pieces (files or byte ranges of plain files, see `Piece`),
+    /// read in order, each split between `workers` as a file is
+    /// (`FileSplit::new`; a range piece: its own bytes only).
+    pub fn pieces(pieces: &[Piece], workers: usize) -> io::Result<FileSplit> {
+        let parts = pieces
+            .iter()
+            .map(|piece| match piece {
+                Piece::Whole(path) => Self::new(path, workers),
+                Piece::Range(path, start, end) => {
+                    let file_len = std::fs::metadata(path)?.len();
+                    if is_gzip(path)? {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            "a gzip file cannot be read from a byte range: give it whole",
+                        ));
+                    }
+                    if start > end || *end > file_len {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            format!("byte range [{start}, {end}) does not lie in the file ({file_len} bytes)"),
+                        ));
+                    }
+                    Ok(FileSplit::Ranges {
+                        path: path.clone(),
+                        file_len,
+                        parts: redistribute(&[(*start, *end)], workers),
+                    })
+                }
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(FileSplit::Pieces { parts })
+    }
+
+    /// Continue a stopped epoch over `pieces` (`pieces`): each piece as
+    /// `resume` continues a file, from its part of `state`; a piece every
+    /// worker had finished is not read again.
+    pub fn resume_pieces(pieces: &[Piece], workers: usize, state: &SplitState) -> io::Result<FileSplit> {
+        if state.pieces.len() != pieces.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the checkpoint was taken on {} piece(s) of the corpus, not {} (another corpus, or another number of processes)",
+                    state.pieces.len(),
+                    pieces.len()
+                ),
+            ));
+        }
+        let parts = pieces
+            .iter()
+            .zip(&state.pieces)
+            .map(|(piece, st)| {
+                let done = st.workers.iter().all(|w| w.iter().all(|(s, e)| s >= e)) && (!st.gzip || st.ended);
+                if !done {
+                    return Self::resume(piece.path(), workers, st);
+                }
+                // Nothing of it is left (a gzip stream is not decoded again),
+                // but it must still be the file the checkpoint was taken on.
+                let path = piece.path();
+                let file_len = std::fs::metadata(path)?.len();
+                if file_len != st.file_len || is_gzip(path)? != st.gzip {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("{} is not the file the checkpoint was taken on", path.display()),
+                    ));
+                }
+                Ok(FileSplit::Ranges { path: path.to_path_buf(), file_len, parts: Vec::new() })
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(FileSplit::Pieces { parts })
     }
 
     /// Run `f` on every sentence assigned to worker `i`, keeping `cursor` at
@@ -409,7 +550,33 @@ impl FileSplit {
         cursor: &mut Cursor,
         mut f: F,
     ) -> io::Result<()> {
+        let FileSplit::Pieces { parts } = self else { return self.for_worker_in(i, cursor, f) };
+        let first = cursor.piece;
+        let stopped = std::cell::Cell::new(false);
+        let mut g = |it: &mut dyn Iterator<Item = &[u8]>| {
+            let go = f(it);
+            stopped.set(!go);
+            go
+        };
+        for (q, part) in parts.iter().enumerate().skip(first) {
+            cursor.piece = q;
+            part.for_worker_in(i, cursor, &mut g)?;
+            if stopped.get() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// `for_worker` on a split of one file.
+    fn for_worker_in<F: FnMut(&mut dyn Iterator<Item = &[u8]>) -> bool>(
+        &self,
+        i: usize,
+        cursor: &mut Cursor,
+        mut f: F,
+    ) -> io::Result<()> {
         match self {
+            FileSplit::Pieces { .. } => Err(io::Error::new(io::ErrorKind::InvalidInput, "pieces cannot hold pieces")),
             FileSplit::Ranges { path, parts, .. } => {
                 cursor.pending = parts.get(i).cloned().unwrap_or_default();
                 while let Some(&(start, end)) = cursor.pending.first() {
@@ -652,6 +819,25 @@ mod tests {
         std::fs::remove_dir_all(&dir).ok();
     }
 
+    /// Let worker `w` read `sentences(w)` sentences (one after another),
+    /// collecting their tokens; the state they stopped in.
+    fn stop_workers(split: &FileSplit, workers: usize, sentences: impl Fn(usize) -> usize, got: &mut Vec<String>) -> SplitState {
+        let mut cursors = Vec::new();
+        for w in 0..workers {
+            let mut cursor = Cursor::default();
+            let mut left = sentences(w);
+            split
+                .for_worker(w, &mut cursor, |it| {
+                    got.extend(it.map(|t| token_str(t).into_owned()));
+                    left -= 1;
+                    left > 0
+                })
+                .unwrap();
+            cursors.push(cursor);
+        }
+        split.state(&cursors)
+    }
+
     /// Stop every worker after a few sentences, resume with another worker
     /// count, and check that each token is read exactly once overall.
     #[test]
@@ -672,20 +858,7 @@ mod tests {
             for (workers, later) in [(1, 1), (2, 2), (3, 1), (1, 3), (2, 5)] {
                 let split = FileSplit::new(path, workers).unwrap();
                 let mut got = Vec::new();
-                let mut cursors = Vec::new();
-                for w in 0..workers {
-                    let mut cursor = Cursor::default();
-                    let mut left = 5 + 3 * w;
-                    split
-                        .for_worker(w, &mut cursor, |it| {
-                            got.extend(it.map(|t| token_str(t).into_owned()));
-                            left -= 1;
-                            left > 0
-                        })
-                        .unwrap();
-                    cursors.push(cursor);
-                }
-                let state = split.state(&cursors);
+                let state = stop_workers(&split, workers, |w| 5 + 3 * w, &mut got);
                 assert!(state.workers.iter().any(|p| !p.is_empty()), "{path:?}: stopped before the end");
                 let rest = FileSplit::resume(path, later, &state).unwrap();
                 for w in 0..later {
@@ -702,9 +875,55 @@ mod tests {
         }
         // A changed file is refused.
         let split = FileSplit::new(&plain, 1).unwrap();
-        let mut state = split.state(&[Cursor { pending: vec![(10, 20)] }]);
+        let mut state = split.state(&[Cursor { pending: vec![(10, 20)], piece: 0 }]);
         state.file_len += 1;
         assert!(FileSplit::resume(&plain, 1, &state).is_err());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// Pieces of several files (byte ranges of a plain file cut between
+    /// tokens, a whole gzip file) read in order give their tokens in order;
+    /// an epoch stopped in any piece resumes exactly, with any worker count.
+    #[test]
+    fn pieces_read_in_order_and_resume_exactly() {
+        let mut text = String::new();
+        for line in 0..3_000 {
+            for k in 0..(30 + line % 50) {
+                text.push_str(&format!("p{line}_{k} "));
+            }
+            text.push('\n');
+        }
+        let (dir, plain, gz) = plain_and_gzip("pieces", &text);
+        let cut = text[..text.len() / 3].rfind('\n').unwrap() as u64 + 1;
+        let len = text.len() as u64;
+        // The plain file's tail, the whole gzip file, the plain file's head.
+        let pieces = vec![Piece::Range(plain.clone(), cut, len), Piece::Whole(gz.clone()), Piece::Range(plain.clone(), 0, cut)];
+        let words = |s: &str| -> Vec<String> { s.split_whitespace().map(String::from).collect() };
+        let mut expect = words(&text[cut as usize..]);
+        expect.extend(words(&text));
+        expect.extend(words(&text[..cut as usize]));
+        assert_eq!(tokens_of(&FileSplit::pieces(&pieces, 1).unwrap(), 1), expect);
+        let mut sorted = expect.clone();
+        sorted.sort();
+        for (workers, later, stop_after) in [(1, 1, 5), (1, 1, 2_000), (1, 1, 4_500), (2, 2, 1_500), (3, 1, 700), (1, 3, 3_100)] {
+            let split = FileSplit::pieces(&pieces, workers).unwrap();
+            let mut got = Vec::new();
+            let state = stop_workers(&split, workers, |w| stop_after + w, &mut got);
+            assert_eq!(state.pieces.len(), 3);
+            let rest = FileSplit::resume_pieces(&pieces, later, &state).unwrap();
+            got.extend(tokens_of(&rest, later));
+            if workers == 1 && later == 1 {
+                assert!(got == expect, "stop after {stop_after}: tokens differ from the pieces' in order");
+            } else {
+                got.sort();
+                assert!(got == sorted, "workers={workers}->{later}: tokens differ");
+            }
+        }
+        // Another number of pieces, a range past the end or into a gzip file are refused.
+        let state = FileSplit::pieces(&pieces, 1).unwrap().state(&[Cursor::default()]);
+        assert!(FileSplit::resume_pieces(&pieces[..2], 1, &state).is_err());
+        assert!(FileSplit::pieces(&[Piece::Range(plain.clone(), 0, len + 1)], 1).is_err());
+        assert!(FileSplit::pieces(&[Piece::Range(gz.clone(), 0, 10)], 1).is_err());
         std::fs::remove_dir_all(&dir).ok();
     }
 

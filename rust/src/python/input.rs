@@ -3,7 +3,7 @@
 
 use super::schedule::Schedule;
 use super::vocab::PyVocab;
-use crate::corpus::{self, token_str, FileSplit};
+use crate::corpus::{self, token_str, FileSplit, Piece};
 use crate::trainer::Job;
 use crate::vocab::Vocab;
 use crossbeam_channel::{bounded, Receiver, SendTimeoutError, Sender};
@@ -176,13 +176,20 @@ pub(crate) fn make_source(source: &Bound<'_, PyAny>, sch: &Schedule) -> PyResult
         }
         return Ok(Src::Queue(q.get().rx.clone()));
     }
-    let path: PathBuf = source.extract()?;
-    check_file(&path)?;
     let (rank, world) = sch.shard.unwrap_or((0, 1));
     if world == 0 || rank >= world {
         return Err(PyValueError::new_err(format!("shard must be (rank, world) with rank < world, got ({rank}, {world})")));
     }
-    let (rank, world) = if sch.shard_whole { (0, 1) } else { (rank, world) };
+    if !source.is_instance_of::<PyString>() && source.downcast::<PyList>().is_ok() {
+        let pieces = pieces_of(source)?;
+        let split = match &sch.resume {
+            None => FileSplit::pieces(&pieces, sch.workers),
+            Some(r) => FileSplit::resume_pieces(&pieces, sch.workers, &r.split),
+        };
+        return split.map(Src::File).map_err(|e| pieces_err(&pieces, e));
+    }
+    let path: PathBuf = source.extract()?;
+    check_file(&path)?;
     let split = match &sch.resume {
         None => FileSplit::shard(&path, sch.workers, rank, world),
         Some(r) => FileSplit::resume_shard(&path, sch.workers, &r.split, (rank, world)),
@@ -196,20 +203,67 @@ pub(crate) fn make_source(source: &Bound<'_, PyAny>, sch: &Schedule) -> PyResult
     })
 }
 
-/// Sentences of a corpus file as the trainer sees them (lists of str,
-/// lines cut into 10,000-token chunks, invalid UTF-8 replaced).
-#[pyfunction]
-pub(crate) fn read_corpus_file(py: Python<'_>, path: PathBuf) -> PyResult<Vec<Vec<String>>> {
-    check_file(&path)?;
-    py.allow_threads(|| {
-        let mut out = Vec::new();
-        corpus::for_each_sentence(&path, |it| {
-            let s: Vec<String> = it.map(|t| token_str(t).into_owned()).collect();
-            if !s.is_empty() {
-                out.push(s);
+/// A list of pieces of a corpus, `[(path, start, end), ...]`: a plain
+/// file's byte range `[start, end)`, or with `end` None the whole file
+/// (plain or gzip; then `start` must be 0). Every file is checked.
+pub(crate) fn pieces_of(list: &Bound<'_, PyAny>) -> PyResult<Vec<Piece>> {
+    let raw: Vec<(PathBuf, u64, Option<u64>)> = list.extract().map_err(|e| {
+        PyTypeError::new_err(format!("corpus pieces must be a list of (path, start, end or None) tuples: {e}"))
+    })?;
+    raw.into_iter()
+        .map(|(path, start, end)| {
+            check_file(&path)?;
+            match end {
+                Some(end) => Ok(Piece::Range(path, start, end)),
+                None if start == 0 => Ok(Piece::Whole(path)),
+                None => Err(PyValueError::new_err(format!(
+                    "piece of {}: a whole file (end None) starts at 0, got {start}",
+                    path.display()
+                ))),
             }
         })
-        .map(|_| out)
+        .collect()
+}
+
+/// An error reading `pieces` as a Python exception (naming the first file).
+pub(crate) fn pieces_err(pieces: &[Piece], e: std::io::Error) -> PyErr {
+    let path = pieces.first().map(|p| p.path().to_path_buf()).unwrap_or_default();
+    match e.kind() {
+        std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof => {
+            PyValueError::new_err(format!("cannot resume on the corpus pieces ({} ...): {e}", path.display()))
+        }
+        std::io::ErrorKind::InvalidInput => PyValueError::new_err(format!("bad corpus piece: {e}")),
+        _ => PyRuntimeError::new_err(format!("cannot read the corpus pieces: {e}")),
+    }
+}
+
+/// Sentences of a corpus file as the trainer sees them (lists of str,
+/// lines cut into 10,000-token chunks, invalid UTF-8 replaced); or of a
+/// list of pieces of several files (`pieces_of`), in order.
+#[pyfunction]
+pub(crate) fn read_corpus_file(py: Python<'_>, path: &Bound<'_, PyAny>) -> PyResult<Vec<Vec<String>>> {
+    let mut out = Vec::new();
+    let mut push = |it: &mut dyn Iterator<Item = &[u8]>| {
+        let s: Vec<String> = it.map(|t| token_str(t).into_owned()).collect();
+        if !s.is_empty() {
+            out.push(s);
+        }
+        true
+    };
+    if !path.is_instance_of::<PyString>() && path.downcast::<PyList>().is_ok() {
+        let pieces = pieces_of(path)?;
+        let split = FileSplit::pieces(&pieces, 1).map_err(|e| pieces_err(&pieces, e))?;
+        py.allow_threads(|| split.for_worker(0, &mut corpus::Cursor::default(), &mut push))
+            .map_err(|e| pieces_err(&pieces, e))?;
+        return Ok(out);
+    }
+    let path: PathBuf = path.extract()?;
+    check_file(&path)?;
+    py.allow_threads(|| {
+        corpus::for_each_sentence(&path, |it| {
+            push(it);
+        })
     })
-    .map_err(|e| io_err(&path, e))
+    .map_err(|e| io_err(&path, e))?;
+    Ok(out)
 }

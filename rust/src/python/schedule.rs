@@ -55,14 +55,16 @@ pub(crate) fn lockf_of<'py>(py: Python<'py>, sch: &Schedule, v: usize) -> PyResu
 
 
 /// Where a stopped epoch got to, as a plain dict (JSON-safe) for checkpoints:
-/// {"gzip", "file_len", "stream_offset", "blocks", "workers": [{"pending": [[start, end], ...],
-/// "rng", "lr", "since_lr"}, ...]}.
+/// {"gzip", "file_len", "stream_offset", "blocks", "ended", "workers": [{"pending": [[start, end], ...],
+/// "rng", "lr", "since_lr"}, ...]}, and for a source of pieces "pieces": [{"gzip", "file_len",
+/// "stream_offset", "blocks", "ended", "pending": [per worker: [[start, end], ...]]}, ...].
 pub(crate) fn resume_dict<'py>(py: Python<'py>, split: &SplitState, workers: &[WorkerState]) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("gzip", split.gzip)?;
     d.set_item("file_len", split.file_len)?;
     d.set_item("stream_offset", split.stream_offset)?;
     d.set_item("blocks", split.blocks)?;
+    d.set_item("ended", split.ended)?;
     let list = PyList::empty(py);
     for (pending, st) in split.workers.iter().zip(workers) {
         let w = PyDict::new(py);
@@ -73,7 +75,31 @@ pub(crate) fn resume_dict<'py>(py: Python<'py>, split: &SplitState, workers: &[W
         list.append(w)?;
     }
     d.set_item("workers", list)?;
+    if !split.pieces.is_empty() {
+        let pieces = PyList::empty(py);
+        for p in &split.pieces {
+            let e = PyDict::new(py);
+            e.set_item("gzip", p.gzip)?;
+            e.set_item("file_len", p.file_len)?;
+            e.set_item("stream_offset", p.stream_offset)?;
+            e.set_item("blocks", p.blocks)?;
+            e.set_item("ended", p.ended)?;
+            let pending: Vec<Vec<Vec<u64>>> =
+                p.workers.iter().map(|w| w.iter().map(|&(s, e)| vec![s, e]).collect()).collect();
+            e.set_item("pending", pending)?;
+            pieces.append(e)?;
+        }
+        d.set_item("pieces", pieces)?;
+    }
     Ok(d)
+}
+
+/// Byte ranges `[[start, end], ...]` of a resume state, checked.
+fn ranges_of(raw: Vec<Vec<u64>>) -> PyResult<Vec<(u64, u64)>> {
+    if raw.iter().any(|r| r.len() != 2 || r[0] > r[1]) {
+        return Err(PyValueError::new_err("malformed resume state: a range is not [start, end] with start <= end"));
+    }
+    Ok(raw.iter().map(|r| (r[0], r[1])).collect())
 }
 
 /// A `resume_dict`, parsed once when the schedule is read.
@@ -102,16 +128,14 @@ pub(crate) fn resume_of(d: &Bound<'_, PyAny>) -> PyResult<(SplitState, Vec<Worke
             Err(_) => 0,
         },
         workers: Vec::new(),
+        ended: false,
+        pieces: Vec::new(),
     };
     let mut states = Vec::new();
     for w in get("workers")?.try_iter().map_err(bad)? {
         let w = w?;
         let raw: Vec<Vec<u64>> = w.get_item("pending").map_err(bad)?.extract().map_err(bad)?;
-        if raw.iter().any(|r| r.len() != 2 || r[0] > r[1]) {
-            return Err(PyValueError::new_err("malformed resume state: a range is not [start, end] with start <= end"));
-        }
-        let pending: Vec<(u64, u64)> = raw.iter().map(|r| (r[0], r[1])).collect();
-        split.workers.push(pending);
+        split.workers.push(ranges_of(raw)?);
         states.push(WorkerState {
             rng: w.get_item("rng").map_err(bad)?.extract().map_err(bad)?,
             lr: w.get_item("lr").map_err(bad)?.extract().map_err(bad)?,
@@ -120,6 +144,26 @@ pub(crate) fn resume_of(d: &Bound<'_, PyAny>) -> PyResult<(SplitState, Vec<Worke
     }
     if states.is_empty() {
         return Err(PyValueError::new_err("malformed resume state: no workers"));
+    }
+    // A corpus of several pieces (`FileSplit::Pieces`): each piece's state.
+    if let Ok(pieces) = d.get_item("pieces") {
+        for p in pieces.try_iter().map_err(bad)? {
+            let p = p?;
+            let get = |k: &str| p.get_item(k).map_err(bad);
+            let raw: Vec<Vec<Vec<u64>>> = get("pending")?.extract().map_err(bad)?;
+            if raw.len() != states.len() {
+                return Err(PyValueError::new_err("malformed resume state: a piece's workers differ from the epoch's"));
+            }
+            split.pieces.push(SplitState {
+                gzip: get("gzip")?.extract().map_err(bad)?,
+                file_len: get("file_len")?.extract().map_err(bad)?,
+                stream_offset: get("stream_offset")?.extract().map_err(bad)?,
+                blocks: get("blocks")?.extract().map_err(bad)?,
+                ended: get("ended")?.extract().map_err(bad)?,
+                workers: raw.into_iter().map(ranges_of).collect::<PyResult<_>>()?,
+                pieces: Vec::new(),
+            });
+        }
     }
     Ok((split, states))
 }
@@ -143,13 +187,11 @@ pub(crate) struct Schedule {
     pub(crate) lockf: Option<PyObject>,
     /// A stopped epoch's state (`resume_dict`) to continue, or None.
     pub(crate) resume: Option<Resume>,
-    /// Data-parallel training: this process's shard of the corpus, (rank, world).
+    /// Data-parallel training: this process's shard of the corpus, (rank, world)
+    /// (a source of pieces is already this process's part: `shard` then only
+    /// gives the world size).
     #[pyo3(default)]
     pub(crate) shard: Option<(u64, u64)>,
-    /// Data-parallel training on a file that is already this process's own
-    /// part of the corpus: read it whole (`shard` still gives the world size).
-    #[pyo3(default)]
-    pub(crate) shard_whole: bool,
     /// Data-parallel training: `sync(local_words) -> global_words` is called
     /// every `sync_words` of this process's corpus words with the workers
     /// parked (it averages the parameters with the other processes).

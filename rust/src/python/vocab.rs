@@ -1,6 +1,6 @@
 //! Vocabulary: the streaming counter and the finished, frequency-ordered vocabulary.
 
-use super::input::{check_file, io_err, visit_sentences};
+use super::input::{check_file, io_err, pieces_err, pieces_of, visit_sentences};
 use crate::batches;
 use crate::corpus::{self, token_str};
 use crate::sampling::{expected_kept, Rng};
@@ -8,6 +8,7 @@ use crate::vocab::{Vocab, VocabSettings};
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::PyList;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -72,9 +73,24 @@ impl VocabCounter {
     /// With `shard=(rank, world)` only that process's share of the file is
     /// counted, cut exactly as training cuts it (`FileSplit::shard`): the
     /// shards' counts add up to the whole file's.
+    ///
+    /// `path` may also be a list of pieces of several files,
+    /// `[(path, start, end or None), ...]` (`bidirmoe.corpora.shard_plan`),
+    /// counted in order, each in place (then `shard` must be None).
     #[pyo3(signature = (path, shard=None))]
-    fn add_file(&mut self, py: Python<'_>, path: PathBuf, shard: Option<(u64, u64)>) -> PyResult<()> {
-        check_file(&path)?;
+    fn add_file(&mut self, py: Python<'_>, path: &Bound<'_, PyAny>, shard: Option<(u64, u64)>) -> PyResult<()> {
+        let pieces = if path.downcast::<PyList>().is_ok() {
+            if shard.is_some() {
+                return Err(PyValueError::new_err("corpus pieces are one process's part already: give no shard"));
+            }
+            Some(pieces_of(path)?)
+        } else {
+            None
+        };
+        let path: PathBuf = if pieces.is_some() { PathBuf::new() } else { path.extract()? };
+        if pieces.is_none() {
+            check_file(&path)?;
+        }
         let inner = &mut self.inner;
         let rule = &self.trim_rule;
         let mut interrupted: Option<PyErr> = None;
@@ -97,6 +113,11 @@ impl VocabCounter {
             interrupted.is_none()
         };
         let result = py.allow_threads(|| {
+            if let Some(pieces) = &pieces {
+                let split = corpus::FileSplit::pieces(pieces, 1)?;
+                split.for_worker(0, &mut corpus::Cursor::default(), on_sentence)?;
+                return Ok(());
+            }
             match shard {
                 None => {
                     let mut r = corpus::SentenceReader::whole(corpus::open_stream(&path)?);
@@ -113,7 +134,10 @@ impl VocabCounter {
         if let Some(e) = interrupted {
             return Err(e);
         }
-        result.map_err(|e| io_err(&path, e))
+        match &pieces {
+            Some(pieces) => result.map_err(|e| pieces_err(pieces, e)),
+            None => result.map_err(|e| io_err(&path, e)),
+        }
     }
 
     #[getter]
