@@ -332,6 +332,8 @@ def test_stop_then_resume(corpus, files, tmp_path, inputs):
     meta = Word2Vec.load(str(ckpt)).extra_meta["cli"]
     assert meta["resume"] is not None and len(meta["resume"]["ranks"]) == 2
     assert 0 < meta["words_done"] < meta["schedule_words"]
+    if inputs == "several files":  # each rank's position in each of its pieces, read in place
+        assert all(r.get("shard_done") or len(r["pieces"]) >= 1 for r in meta["resume"]["ranks"])
     # A mid-epoch checkpoint of two ranks needs two ranks: one line, and the checkpoint stays.
     single = subprocess.run([sys.executable, "-m", "bidirmoe", "train", *map(str, source if isinstance(source, list)
                                                                              else [source]), "-o", str(tmp_path / "x.txt"),
