@@ -149,6 +149,7 @@ def ranks(corpus, files, tmp_path_factory):
             "moe": [plain, "bidirmoe", "rust"], "moe-torch": [gz, "bidirmoe", "torch"],
             "plain-overlap": [plain, "cbow-hs", "rust"], "moe-bf16-overlap": [plain, "bidirmoe", "rust"],
             "moe-torch-overlap": [gz, "bidirmoe", "torch"], "files": [[str(f) for f in files], "cbow-hs", "rust"],
+            "files-moe-torch": [[str(f) for f in files], "bidirmoe", "torch"],
             "plain-maxvocab": [plain, "cbow-hs", "rust"], "files-maxvocab": [[str(f) for f in files], "cbow-hs", "rust"]}
     rc, out, err, _ = torchrun([str(script), str(d), json.dumps(jobs), str(MAX_VOCAB)], cwd=d)
     assert rc == 0, err[-3000:]
@@ -219,14 +220,16 @@ def test_several_files_are_split_between_the_ranks(corpus, ranks):
     corpus once, in corpus order."""
     from bidirmoe.corpora import read_corpus_file
 
-    (m0, _), (m1, _) = ranks["files"]
-    assert m0["shard_tokens"] and m1["shard_tokens"]
     every = [t for s in read_corpus_file(str(corpus[0])) for t in s]
-    assert m0["shard_tokens"] + m1["shard_tokens"] == every
-    assert m0["copies"] == m1["copies"] == []
+    for job in ("files", "files-moe-torch"):  # the Rust and the torch backend
+        (m0, _), (m1, _) = ranks[job]
+        assert m0["shard_tokens"] and m1["shard_tokens"]
+        assert m0["shard_tokens"] + m1["shard_tokens"] == every
+        assert m0["copies"] == m1["copies"] == []
+        assert m0["raw"] == m1["raw"] == 2 * len(every)  # the global word count, both epochs
 
 
-@pytest.mark.parametrize("job", ["moe", "moe-torch", "moe-bf16-overlap", "moe-torch-overlap"])
+@pytest.mark.parametrize("job", ["moe", "moe-torch", "moe-bf16-overlap", "moe-torch-overlap", "files-moe-torch"])
 def test_bidirmoe_parameters_identical_across_ranks(ranks, job):
     (m0, a0), (m1, a1) = ranks[job]
     _check_sync_options_reached_the_session(m0, m1)
