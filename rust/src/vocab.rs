@@ -180,12 +180,10 @@ impl Vocab {
 /// lossily-decoded token is looked up, matching how the vocabulary was counted).
 #[derive(Debug, Clone)]
 pub struct TokenIndex {
-    /// (hash tag, id + 1, start in arena, length); id + 1 == 0 marks an
-    /// empty slot. The word's place in the arena sits in its slot, so a hit
-    /// reads the slot and the word's bytes, nothing else.
-    slots: Vec<[u32; 4]>,
+    slots: Vec<(u32, u32)>, // (hash tag, id + 1); id + 1 == 0 marks an empty slot
     mask: usize,
     arena: Vec<u8>,
+    spans: Vec<(u32, u32)>, // per id: (start, end) in arena
 }
 
 /// `a == b` for slices of equal length, compared 8 bytes at a time inline
@@ -224,16 +222,17 @@ fn hash_bytes(b: &[u8]) -> u64 {
 impl TokenIndex {
     pub fn new(words: &[String]) -> Self {
         let cap = (words.len() * 2).next_power_of_two().max(16);
-        let mut t = TokenIndex { slots: vec![[0; 4]; cap], mask: cap - 1, arena: Vec::new() };
+        let mut t = TokenIndex { slots: vec![(0, 0); cap], mask: cap - 1, arena: Vec::new(), spans: Vec::with_capacity(words.len()) };
         for (id, w) in words.iter().enumerate() {
             let start = t.arena.len() as u32;
             t.arena.extend_from_slice(w.as_bytes());
+            t.spans.push((start, t.arena.len() as u32));
             let h = hash_bytes(w.as_bytes());
             let mut i = (h as usize) & t.mask;
-            while t.slots[i][1] != 0 {
+            while t.slots[i].1 != 0 {
                 i = (i + 1) & t.mask;
             }
-            t.slots[i] = [(h >> 32) as u32, id as u32 + 1, start, w.len() as u32];
+            t.slots[i] = ((h >> 32) as u32, id as u32 + 1);
         }
         t
     }
@@ -244,13 +243,14 @@ impl TokenIndex {
         let tag = (h >> 32) as u32;
         let mut i = (h as usize) & self.mask;
         loop {
-            let [t, id1, start, len] = self.slots[i];
+            let (t, id1) = self.slots[i];
             if id1 == 0 {
                 return None;
             }
-            if t == tag && len as usize == b.len() {
-                let start = start as usize;
-                if same_bytes(&self.arena[start..start + b.len()], b) {
+            if t == tag {
+                let (s, e) = self.spans[(id1 - 1) as usize];
+                let w = &self.arena[s as usize..e as usize];
+                if w.len() == b.len() && same_bytes(w, b) {
                     return Some(id1 - 1);
                 }
             }
