@@ -156,11 +156,11 @@ impl AliasTable {
         let r = rng.next_u64();
         let i = (((r >> 32) * self.slots.len() as u64) >> 32) as usize;
         let (prob, alias) = self.slots[i];
-        if (r as u32) <= prob {
-            i as u32
-        } else {
-            alias
-        }
+        // Select without a branch: which of the two a draw takes is a coin
+        // flip for many slots, so a branch would be mispredicted often.
+        let take_alias = ((r as u32) > prob) as u32;
+        let i = i as u32;
+        i ^ ((i ^ alias) & take_alias.wrapping_neg())
     }
 }
 
