@@ -14,6 +14,7 @@ Linux carries across exec), once after the import and once after training.
     python benches/bench_word2vec.py --single-line   # also: the same words as one huge line
     python benches/bench_word2vec.py --batch-targets 1,16 --scaling
     python benches/bench_word2vec.py --models cbow --batch-targets 1,16,16:10,16:15
+    python benches/bench_word2vec.py --batch-targets 1 --baseline /path/to/other/checkout/python   # before/after
 
 A ``--batch-targets`` entry ``B:K`` runs bidirmoe with ``batch_targets=B`` and
 ``negative=K`` (more shared negatives per mini-batch; gensim keeps the
@@ -72,9 +73,10 @@ print(json.dumps(dict(seconds=dt, words=words, wps=words / dt, rss=rss, rss_impo
 """
 
 
-def run(lib: str, sg: int, path: str, params: dict) -> dict:
+def run(lib: str, sg: int, path: str, params: dict, pythonpath: str | None = None) -> dict:
+    env = None if pythonpath is None else {**os.environ, "PYTHONPATH": pythonpath}
     out = subprocess.run([sys.executable, "-c", CHILD, lib, str(sg), path, json.dumps(params), ANALOGIES, HERE],
-                         check=True, capture_output=True, text=True)
+                         check=True, capture_output=True, text=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -108,6 +110,9 @@ def main() -> None:
     ap.add_argument("--batch-targets", default=None,
                     help="comma-separated batch_targets values for bidirmoe (default: 1 and the library default)")
     ap.add_argument("--scaling", action="store_true", help="also time bidirmoe with 1 worker (thread scaling)")
+    ap.add_argument("--baseline", default=None, metavar="PYTHONPATH",
+                    help="also time the bidirmoe found on this PYTHONPATH (e.g. another checkout's python/), "
+                         "interleaved, at the last --batch-targets entry: before/after in one run")
     args = ap.parse_args()
     params = dict(vector_size=100, window=5, negative=5, sample=1e-3, min_count=5, epochs=args.epochs, workers=args.workers)
     tmp = tempfile.mkdtemp(prefix="bench_w2v_")
@@ -122,12 +127,16 @@ def main() -> None:
         batches = [parse_entry(e) for e in entries]
         last[model] = entries[-1]
         configs = [("gensim", "gensim", {})] + [(f"bidirmoe b={e}", "bidirmoe", b) for e, b in zip(entries, batches)]
+        if args.baseline:
+            configs += [(f"baseline bidirmoe b={entries[-1]}", "bidirmoe", {**batches[-1], "pythonpath": args.baseline})]
         if args.scaling:
             configs += [(f"bidirmoe b={entries[-1]} 1 worker", "bidirmoe", {**batches[-1], "workers": 1})]
         rows = {name: [] for name, _, _ in configs}
         for r in range(args.repeats):
             for name, lib, extra in configs:
-                rows[name].append(run(lib, sg, lines, {**params, "seed": r + 1, **extra}))
+                extra = dict(extra)
+                pythonpath = extra.pop("pythonpath", None)
+                rows[name].append(run(lib, sg, lines, {**params, "seed": r + 1, **extra}, pythonpath))
         results[model] = rows
     print()
     print("| model | library | words/s | ratio vs gensim | analogy acc (30k), mean ± sd over seeds | per seed | "

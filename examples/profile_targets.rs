@@ -122,5 +122,11 @@ fn main() {
             std::process::exit(2);
         }
     };
-    println!("model={model} batch={batch} epochs={epochs} vocab={v} targets={targets} seconds={secs:.3} level={}", level_name());
+    // FNV-1a over the bits of both trained matrices: two builds that train
+    // bit-identical vectors print the same checksum.
+    let checksum = syn0.iter().chain(&beta).fold(0xcbf2_9ce4_8422_2325u64, |h, x| (h ^ x.to_bits() as u64).wrapping_mul(0x100_0000_01b3));
+    println!(
+        "model={model} batch={batch} epochs={epochs} vocab={v} targets={targets} seconds={secs:.3} level={} checksum={checksum:016x}",
+        level_name()
+    );
 }

@@ -95,15 +95,16 @@ pub fn expected_kept(counts: &[u64], thresholds: &[u32]) -> f64 {
 /// 1e8-entry table would be 400 MB and only approximates it).
 #[derive(Clone, Debug)]
 pub struct AliasTable {
-    prob: Vec<u32>,
-    alias: Vec<u32>,
+    /// Per slot (acceptance threshold, alias word), side by side so that a
+    /// draw touches one cache line, not one in each of two arrays.
+    slots: Vec<(u32, u32)>,
 }
 
 impl AliasTable {
     pub fn new(counts: &[u64], power: f64) -> Self {
         let n = counts.len();
         if n == 0 {
-            return AliasTable { prob: vec![], alias: vec![] };
+            return AliasTable { slots: vec![] };
         }
         let weights: Vec<f64> = counts.iter().map(|&c| (c as f64).powf(power)).collect();
         let total: f64 = weights.iter().sum();
@@ -138,27 +139,28 @@ impl AliasTable {
             prob[i] = u32::MAX;
             alias[i] = i as u32;
         }
-        AliasTable { prob, alias }
+        AliasTable { slots: prob.into_iter().zip(alias).collect() }
     }
 
     pub fn len(&self) -> usize {
-        self.prob.len()
+        self.slots.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.prob.is_empty()
+        self.slots.is_empty()
     }
 
     /// One draw.
     #[inline]
     pub fn sample(&self, rng: &mut Rng) -> u32 {
         let r = rng.next_u64();
-        let i = (((r >> 32) * self.prob.len() as u64) >> 32) as usize;
-        if (r as u32) <= self.prob[i] {
-            i as u32
-        } else {
-            self.alias[i]
-        }
+        let i = (((r >> 32) * self.slots.len() as u64) >> 32) as usize;
+        let (prob, alias) = self.slots[i];
+        // Select without a branch: which of the two a draw takes is a coin
+        // flip for many slots, so a branch would be mispredicted often.
+        let take_alias = ((r as u32) > prob) as u32;
+        let i = i as u32;
+        i ^ ((i ^ alias) & take_alias.wrapping_neg())
     }
 }
 

@@ -309,7 +309,16 @@ impl<M: Model> Worker<'_, M> {
     fn train_ids(&mut self, raw: u64) {
         let keep = &self.vocab.keep;
         let rng = &mut self.rng;
-        self.ids.retain(|&id| keep[id as usize] >= rng.next_u32());
+        // Compact in place without a branch per word (keeping a frequent
+        // word is a coin flip a branch predictor cannot learn): every id is
+        // written to the next free place, which advances only if it is kept.
+        let mut kept = 0;
+        for r in 0..self.ids.len() {
+            let id = self.ids[r];
+            self.ids[kept] = id;
+            kept += (keep[id as usize] >= rng.next_u32()) as usize;
+        }
+        self.ids.truncate(kept);
         if self.ids.len() > 1 {
             let (loss, ex) = self.model.train_sentence(&mut self.scratch, &self.ids, self.lr, &mut self.rng, self.cfg.want_loss);
             self.local.loss += loss;

@@ -186,6 +186,20 @@ pub struct TokenIndex {
     spans: Vec<(u32, u32)>, // per id: (start, end) in arena
 }
 
+/// `a == b` for slices of equal length, compared 8 bytes at a time inline
+/// (most words are a few bytes: a call into memcmp costs more than the compare).
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    debug_assert_eq!(a.len(), b.len());
+    let (mut ca, mut cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        if u64::from_le_bytes(x.try_into().unwrap_or([0; 8])) != u64::from_le_bytes(y.try_into().unwrap_or([0; 8])) {
+            return false;
+        }
+    }
+    ca.remainder().iter().zip(cb.remainder()).all(|(x, y)| x == y)
+}
+
 #[inline]
 fn hash_bytes(b: &[u8]) -> u64 {
     // FxHash-style multiply-rotate over 8-byte words, then a final mix.
@@ -235,7 +249,8 @@ impl TokenIndex {
             }
             if t == tag {
                 let (s, e) = self.spans[(id1 - 1) as usize];
-                if &self.arena[s as usize..e as usize] == b {
+                let w = &self.arena[s as usize..e as usize];
+                if w.len() == b.len() && same_bytes(w, b) {
                     return Some(id1 - 1);
                 }
             }
