@@ -344,6 +344,12 @@ def test_stop_then_resume(corpus, files, tmp_path, inputs):
                             timeout=60)
     assert single.returncode == 1 and single.stderr.count("\n") == 1 and "ranks" in single.stderr, single.stderr
     assert ckpt.exists()
+    _resume_matches_single_process(tmp_path, source, ckpt, corpus)
+
+
+def _resume_matches_single_process(tmp_path, source, ckpt, corpus):
+    """`--resume ckpt` finishes the distributed run, removes the checkpoint and writes the
+    single-process vocabulary."""
     rc, err, _, out = _cli(tmp_path, source, ["--checkpoint", str(ckpt), "--resume", str(ckpt)])
     assert rc == 0, err[-3000:]
     assert out.exists() and not ckpt.exists()
@@ -365,12 +371,7 @@ def test_ctrl_c_stops_every_rank_at_a_checkpoint_that_resumes(corpus, files, tmp
     meta = Word2Vec.load(str(ckpt)).extra_meta["cli"]
     assert 0 < meta["words_done"] < meta["schedule_words"]
     # The checkpoint resumes (each rank finds the same pieces of the files) and the run completes.
-    rc, err, _, out = _cli(tmp_path, files, ["--checkpoint", str(ckpt), "--resume", str(ckpt)])
-    assert rc == 0, err[-3000:]
-    assert out.exists() and not ckpt.exists()
-    single = Word2Vec(vector_size=12, min_count=3)
-    single.build_vocab(corpus_file=str(corpus[0]))
-    assert [ln.split()[0] for ln in out.read_text().splitlines()[1:]] == single.wv.index_to_key
+    _resume_matches_single_process(tmp_path, files, ckpt, corpus)
 
 
 def _free_port():

@@ -53,18 +53,23 @@ pub(crate) fn lockf_of<'py>(py: Python<'py>, sch: &Schedule, v: usize) -> PyResu
     Ok(Some(arr.try_readonly().map_err(|e| PyValueError::new_err(format!("vectors_lockf is in use: {e}")))?))
 }
 
+/// The part of a reader's state that a whole file and each of its pieces share.
+fn split_header<'py>(py: Python<'py>, s: &SplitState) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("gzip", s.gzip)?;
+    d.set_item("file_len", s.file_len)?;
+    d.set_item("stream_offset", s.stream_offset)?;
+    d.set_item("blocks", s.blocks)?;
+    d.set_item("ended", s.ended)?;
+    Ok(d)
+}
 
 /// Where a stopped epoch got to, as a plain dict (JSON-safe) for checkpoints:
 /// {"gzip", "file_len", "stream_offset", "blocks", "ended", "workers": [{"pending": [[start, end], ...],
 /// "rng", "lr", "since_lr"}, ...]}, and for a source of pieces "pieces": [{"gzip", "file_len",
 /// "stream_offset", "blocks", "ended", "pending": [per worker: [[start, end], ...]]}, ...].
 pub(crate) fn resume_dict<'py>(py: Python<'py>, split: &SplitState, workers: &[WorkerState]) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    d.set_item("gzip", split.gzip)?;
-    d.set_item("file_len", split.file_len)?;
-    d.set_item("stream_offset", split.stream_offset)?;
-    d.set_item("blocks", split.blocks)?;
-    d.set_item("ended", split.ended)?;
+    let d = split_header(py, split)?;
     let list = PyList::empty(py);
     for (pending, st) in split.workers.iter().zip(workers) {
         let w = PyDict::new(py);
@@ -78,12 +83,7 @@ pub(crate) fn resume_dict<'py>(py: Python<'py>, split: &SplitState, workers: &[W
     if !split.pieces.is_empty() {
         let pieces = PyList::empty(py);
         for p in &split.pieces {
-            let e = PyDict::new(py);
-            e.set_item("gzip", p.gzip)?;
-            e.set_item("file_len", p.file_len)?;
-            e.set_item("stream_offset", p.stream_offset)?;
-            e.set_item("blocks", p.blocks)?;
-            e.set_item("ended", p.ended)?;
+            let e = split_header(py, p)?;
             let pending: Vec<Vec<Vec<u64>>> =
                 p.workers.iter().map(|w| w.iter().map(|&(s, e)| vec![s, e]).collect()).collect();
             e.set_item("pending", pending)?;
