@@ -367,6 +367,24 @@ def test_rank_segments_hold_every_token_once_in_order(mixed_files, tmp_path, wor
         assert min(sizes) > sum(sizes) / world / 3, sizes
 
 
+def test_count_in_order_counts_every_file_as_one_process(mixed_files, tmp_path):
+    """count_in_order (rank 0's count under max_vocab_size): every file in
+    order, a bz2 one through a temporary copy that is gone afterwards."""
+    from bidirmoe import _core
+    from bidirmoe.corpora import count_in_order
+
+    paths, tokens = mixed_files
+    assert any(p.endswith(".bz2") for p in paths)
+    counter = _core.VocabCounter()
+    count_in_order(counter, paths, str(tmp_path))
+    assert counter.total_words == len(tokens)
+    expect = {}
+    for t in tokens:
+        expect[t.decode()] = expect.get(t.decode(), 0) + 1
+    assert counter.raw_counts() == expect
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".bidirmoe-count-")]
+
+
 def test_rank_pieces_refuse_what_they_cannot_read(mixed_files, tmp_path):
     from bidirmoe import _core
     from bidirmoe.corpora import RankPieces

@@ -371,6 +371,20 @@ def shard_plan(files: Sequence[str], rank: int, world: int) -> List[Tuple[str, i
     return pieces
 
 
+def _decompressed_copy(path: str, directory: str, prefix: str) -> str:
+    """A temporary file in ``directory`` holding ``path`` decompressed (for
+    the bz2 / xz files the Rust reader cannot stream); the caller deletes it.
+    Nothing is left behind if the copy fails."""
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".txt", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as out, open_compressed(path) as src:
+            shutil.copyfileobj(src, out, 1 << 20)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return tmp
+
+
 class RankPieces:
     """Process ``rank`` of ``world``'s segment of a corpus of several files
     (:func:`shard_plan`), read in place: give it as ``corpus_file`` to a
@@ -411,10 +425,8 @@ class RankPieces:
         if self.directory is None:
             raise ValueError(f"{path} is {compression(path)}-compressed, which the corpus reader cannot stream: "
                              "give RankPieces a directory to decompress it into, or decompress it")
-        fd, tmp = tempfile.mkstemp(prefix=f".bidirmoe-rank{self.rank}-", suffix=".txt", dir=self.directory)
+        tmp = _decompressed_copy(path, self.directory, f".bidirmoe-rank{self.rank}-")
         self.temporary.append(tmp)
-        with os.fdopen(fd, "wb") as out, open_compressed(path) as src:
-            shutil.copyfileobj(src, out, 1 << 20)
         return tmp
 
     def close(self) -> None:
@@ -455,10 +467,8 @@ def count_in_order(counter, sources: Sequence[str], directory: str) -> None:
         if compression(src) not in ("bzip2", "xz"):
             counter.add_file(src)
             continue
-        fd, tmp = tempfile.mkstemp(prefix=".bidirmoe-count-", suffix=".txt", dir=directory)
+        tmp = _decompressed_copy(src, directory, ".bidirmoe-count-")
         try:
-            with os.fdopen(fd, "wb") as out:
-                _copy_piece(out, src, 0, None)
             counter.add_file(tmp)
         finally:
             os.unlink(tmp)

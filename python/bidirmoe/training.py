@@ -890,7 +890,7 @@ class TrainableModel:
                               report_delay=min(float(report_delay), 0.5), max_words=0,
                               lockf=self._lockf_for_core(), resume=resume)
                 if session is not None:
-                    dist_arrays = self._dist_schedule(session, common, corpus_file)
+                    dist_arrays = self._dist_schedule(session, common)
                 reporter = _Reporter(max(words_per_epoch - before, 1), epoch, epochs, report_delay, bar,
                                      progress_callback, common)
                 common["progress_cb"] = reporter
@@ -986,7 +986,7 @@ class TrainableModel:
         self.distributed, self.sync_words = bool(distributed), sync_words
         self.sync_overlap, self.sync_dtype = bool(sync_overlap), sync_dtype
 
-    def _dist_schedule(self, session, common, corpus_file) -> list:
+    def _dist_schedule(self, session, common) -> list:
         """Add this rank's shard, seed and sync callback to an epoch's schedule;
         returns the tensors a sync averages (zero-copy views of the numpy
         arrays; the torch engine averages its device tensors itself)."""
