@@ -314,25 +314,32 @@ def _train_in(args, session) -> int:
     spool_dir = os.path.dirname(os.path.abspath(args.output))
     corpus, spooled = _corpus_file(files, spool_dir, progress.message, session)
 
-    def on_term(signum, frame):  # SIGTERM stops like Ctrl-C
+    def on_term(signum, frame):  # distributed: SIGTERM stops at once, without a checkpoint
         raise _Terminated()
 
-    interrupted: List[float] = []  # distributed: when this rank got Ctrl-C
+    interrupted: List[float] = []  # when this process got Ctrl-C (single process: or SIGTERM)
+    deferring = [False]  # single process: while training or writing the result
 
     def on_int(signum, frame):
-        # Distributed: every rank stops at the next sync round, where rank 0
-        # can write a consistent checkpoint. torchrun passes a Ctrl-C on to
-        # the ranks, so a second one soon after is the same Ctrl-C; one
-        # INTERRUPT_GRACE seconds later stops at once (no new checkpoint).
+        # A Ctrl-C never lands in the middle of the bookkeeping between two
+        # epochs: training stops at the next point where the checkpoint is
+        # consistent (single process: the progress hook or an epoch's end;
+        # distributed: the next sync round, for every rank). torchrun passes
+        # a Ctrl-C on to the ranks, so a second one soon after is the same
+        # Ctrl-C; one INTERRUPT_GRACE seconds later stops at once (no new
+        # checkpoint). Before training starts, a Ctrl-C stops at once.
         now = time.monotonic()
+        if session is None and not deferring[0]:
+            raise _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
         if interrupted and now - interrupted[0] > INTERRUPT_GRACE:
             raise KeyboardInterrupt
         if not interrupted:
             interrupted.append(now)
-            session.stop_requested = True
+            if session is not None:
+                session.stop_requested = True
 
-    old_term = signal.signal(signal.SIGTERM, on_term)
-    old_int = signal.signal(signal.SIGINT, on_int) if session is not None else None
+    old_term = signal.signal(signal.SIGTERM, on_term if session is not None else on_int)
+    old_int = signal.signal(signal.SIGINT, on_int)
     try:
         if args.resume:
             if not os.path.isfile(args.resume):
@@ -368,6 +375,8 @@ def _train_in(args, session) -> int:
 
             def hook(info, deadline=deadline):
                 progress(info)
+                if interrupted and session is None:
+                    raise _Checkpoint()
                 if deadline is not None and time.perf_counter() >= deadline and lead:
                     if session is None:
                         raise _Checkpoint()
@@ -392,23 +401,22 @@ def _train_in(args, session) -> int:
                               "epoch_words": (done - done_at_call) or m.corpus_total_words,
                               "words_per_sec": (done - done_at_call) / max(time.perf_counter() - t_call, 1e-9),
                               "lr": max(m.alpha - (m.alpha - m.min_alpha) * frac, m.min_alpha)})
+                    if interrupted and session is None and state["epoch"] < state["epochs"]:
+                        raise _Checkpoint()  # Ctrl-C between two epochs: stop at the next one's start
 
             # Continue the interrupted epoch at every worker's byte position
             # (and generator state), then the remaining epochs.
             resume_from = {"words_done": state["words_done"], "schedule_words": state["schedule_words"],
                            "epoch_words": state["epoch_words"], "resume": state.get("resume")}
+            deferring[0] = True
             try:
                 model.train(corpus_file=corpus, total_words=model.corpus_total_words,
                             epochs=state["epochs"] - state["epoch"], resume_from=resume_from,
                             progress_callback=hook, callbacks=[EpochEnd()], report_delay=0.5, compute_loss=True)
             except KeyboardInterrupt:
-                if session is None:
-                    _stop_checkpoint(model, state, ckpt_path, session)
-                    progress.end_line()
-                    print(f"bidirmoe: interrupted; checkpoint written to {ckpt_path} "
-                          f"(resume with --resume {ckpt_path})", file=sys.stderr)
-                    return 130
-                # The ranks did not stop at one sync round: no consistent state to save.
+                # A second Ctrl-C (or, distributed, SIGTERM): training stopped
+                # wherever it was, perhaps mid-bookkeeping, so no consistent
+                # state to save; the last checkpoint, if any, still resumes.
                 progress.end_line()
                 have = os.path.isfile(ckpt_path)
                 print("bidirmoe: interrupted" + (f"; the last checkpoint resumes: --resume {ckpt_path}" if have else
@@ -416,7 +424,7 @@ def _train_in(args, session) -> int:
                 return 130
             except _sync_stops(session):
                 _stop_checkpoint(model, state, ckpt_path, session)
-                if session is not None and session.all_sum([float(bool(interrupted))])[0] > 0:
+                if (bool(interrupted) if session is None else session.all_sum([float(bool(interrupted))])[0] > 0):
                     progress.end_line()  # a rank got Ctrl-C: every rank ends here, after the checkpoint
                     print(f"bidirmoe: interrupted; " + (f"checkpoint written to {ckpt_path} (resume with --resume "
                                                         f"{ckpt_path})" if lead else
@@ -436,6 +444,9 @@ def _train_in(args, session) -> int:
         if os.path.exists(ckpt_path) and (args.checkpoint_every or args.resume):
             os.unlink(ckpt_path)  # finished: the checkpoint is no longer needed
         progress.message(f"wrote {args.output} ({fmt})" + (f" and {args.save_model}" if args.save_model else ""))
+        if interrupted:  # a Ctrl-C after the last epoch's last stop point: the result was finished first
+            print(f"bidirmoe: interrupted after training finished; {args.output} is complete", file=sys.stderr)
+            return 130
         return 0
     finally:
         signal.signal(signal.SIGTERM, old_term)
@@ -489,7 +500,9 @@ def _stop_checkpoint(model, state, ckpt_path: str, session) -> None:
         resume = {"ranks": ranks}
     state["resume"] = resume
     if not pending and resume is not None:
-        # Every worker had finished its share: the epoch is complete.
+        # Every worker had finished its share: the epoch is complete (and the
+        # model counts it, as the next epoch's random streams depend on it).
+        model._epochs_done += 1
         state["epoch"] += 1
         state["epoch_words"] = 0
         state["words_done"] = state["epoch"] * model.corpus_total_words

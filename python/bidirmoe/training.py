@@ -874,6 +874,8 @@ class TrainableModel:
             except ImportError as e:  # pragma: no cover - depends on the environment
                 raise ImportError("progress=True needs tqdm: pip install tqdm (or bidirmoe[progress])") from e
             bar = tqdm(total=schedule_total, unit="word", unit_scale=True, desc=type(self).__name__)
+        # Where training stands if a callback stops it before the first epoch's work.
+        self.last_stop = self._stop_point(resumed_words, words_done, schedule_total, epochs, resume_state)
         for cb in callbacks:
             getattr(cb, "on_train_begin", lambda m: None)(self)
         t_start = time.perf_counter()
@@ -916,9 +918,11 @@ class TrainableModel:
                     got = int(getattr(e, "bidirmoe_epoch_words", 0))
                     if session is not None:
                         got = int(session.epoch_words)  # all ranks' words at the round every rank stopped at
-                    self.last_stop = {"epochs_done": int(self._epochs_done), "epoch_words": before + got,
-                                      "words_done": words_done + got, "schedule_words": schedule_total,
-                                      "epochs_left": epochs - epoch, "resume": getattr(e, "bidirmoe_resume", None)}
+                    if session is None and not hasattr(e, "bidirmoe_epoch_words"):
+                        at = resume  # stopped before the engine started: where this epoch was to begin
+                    else:
+                        at = getattr(e, "bidirmoe_resume", None)
+                    self.last_stop = self._stop_point(before + got, words_done + got, schedule_total, epochs - epoch, at)
                     raise
                 reporter(raw, eff, loss, final=True)
                 elapsed = max(time.perf_counter() - t0, 1e-9)
@@ -927,6 +931,8 @@ class TrainableModel:
                 trained += eff
                 self.running_training_loss += loss
                 self._epochs_done += 1
+                # Where a callback that stops training now would leave it: at the next epoch's start.
+                self.last_stop = self._stop_point(0, words_done, schedule_total, epochs - epoch - 1, None)
                 logger.info("EPOCH %d/%d: trained on %d raw words (%d effective words) in %.2fs, %.0f words/s, %.0f effective words/s",
                             epoch + 1, epochs, raw, eff, elapsed, raw / elapsed, eff / elapsed)
                 for cb in callbacks:
@@ -1020,6 +1026,11 @@ class TrainableModel:
             raise ValueError(f"the checkpoint stopped mid-epoch in a run of {len(ranks)} ranks; resume it with "
                              f"{len(ranks)} ranks (this run has {session.world})")
         return ranks[session.rank]
+
+    def _stop_point(self, epoch_words, words_done, schedule_words, epochs_left, resume):
+        """``last_stop``: how far training got, in the form ``train(resume_from=...)`` takes."""
+        return {"epochs_done": int(self._epochs_done), "epoch_words": int(epoch_words), "words_done": int(words_done),
+                "schedule_words": int(schedule_words), "epochs_left": int(epochs_left), "resume": resume}
 
     def _run_epoch(self, source, common):
         """One epoch on this model's backend: the Rust core in place on the
