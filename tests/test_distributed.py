@@ -427,3 +427,64 @@ def test_sync_flags_need_distributed(tmp_path, flags):
                           "--distributed", "--sync-dtype", "float16"], env=_env(), capture_output=True, text=True,
                          timeout=60)
     assert bad.returncode == 2 and "invalid choice: 'float16'" in bad.stderr
+
+
+# The Python API under torchrun: rank 1 gets Ctrl-C at sync round 4 (mode
+# "stop"); every rank must raise KeyboardInterrupt at the same round with a
+# last_stop that resumes the run (mode "resume", from rank 0's saved model).
+PY_INT_SCRIPT = r"""
+import json, os, signal, sys
+import bidirmoe.torch.distributed as D
+from bidirmoe import Word2Vec
+
+corpus, ckpt, mode = sys.argv[1:4]
+rank = int(os.environ["RANK"])
+plain_round = D.Session.sync_round
+
+def sync_round(self, *args, **kwargs):
+    if mode == "stop" and rank == 1 and self.rounds == 4:
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C on one rank only
+    return plain_round(self, *args, **kwargs)
+
+D.Session.sync_round = sync_round
+report = {"rank": rank}
+if mode == "stop":
+    model = Word2Vec(vector_size=12, min_count=3, workers=1, seed=5, distributed=True, sync_words=2000)
+    model.build_vocab(corpus_file=corpus)
+    try:
+        model.train(corpus_file=corpus, total_words=model.corpus_total_words, epochs=3)
+        report["finished"] = True
+    except KeyboardInterrupt as e:
+        report["message"] = str(e)
+        report["stop"] = {k: v for k, v in model.last_stop.items() if k != "resume"}
+        report["ranks"] = len(model.last_stop["resume"]["ranks"])
+        if rank == 0:
+            model.save(ckpt)
+else:
+    model = Word2Vec.load(ckpt)
+    model.distributed, model.sync_words = True, 2000
+    model.train(corpus_file=corpus, total_words=model.corpus_total_words, resume_from=model.last_stop)
+    report["epochs_done"] = model._epochs_done
+    report["last_stop"] = model.last_stop
+with open(os.path.join(os.path.dirname(ckpt), f"{mode}{rank}.json"), "w") as f:
+    json.dump(report, f)
+"""
+
+
+def test_python_api_ctrl_c_stops_every_rank_and_resumes(corpus, tmp_path):
+    script = tmp_path / "py_rank.py"
+    script.write_text(PY_INT_SCRIPT)
+    ckpt = tmp_path / "model.bm"
+    rc, _, err, _ = torchrun([str(script), str(corpus[0]), str(ckpt), "stop"], cwd=tmp_path)
+    assert rc == 0, err[-3000:]
+    stops = [json.loads((tmp_path / f"stop{r}.json").read_text()) for r in (0, 1)]
+    for s in stops:
+        assert "finished" not in s and "every rank stopped at sync round" in s["message"], s
+        assert s["ranks"] == 2 and 0 < s["stop"]["words_done"] < s["stop"]["schedule_words"]
+    assert stops[0]["stop"] == stops[1]["stop"]  # the same round on both ranks
+    assert ckpt.exists()
+    rc, _, err, _ = torchrun([str(script), str(corpus[0]), str(ckpt), "resume"], cwd=tmp_path)
+    assert rc == 0, err[-3000:]
+    for r in (0, 1):
+        done = json.loads((tmp_path / f"resume{r}.json").read_text())
+        assert done["epochs_done"] == 3 and done["last_stop"] is None

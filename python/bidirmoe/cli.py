@@ -25,7 +25,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 from .corpora import RankPieces, compression, open_compressed
-from .training import SYNC_DTYPES
+from .training import SYNC_DTYPES, InterruptLatch
 
 MODELS = ("bidirmoe", "attention", "cbow", "skipgram")
 FORMATS = ("word2vec-bin", "word2vec-txt", "native")
@@ -37,11 +37,6 @@ class CliError(Exception):
 
 class _Checkpoint(Exception):
     """Raised from the progress hook to stop training at a consistent point."""
-
-
-#: Distributed runs: seconds after a Ctrl-C during which another one is taken
-#: as the same (torchrun forwards it); a later one stops without a checkpoint.
-INTERRUPT_GRACE = 5.0
 
 
 class _Terminated(KeyboardInterrupt):
@@ -317,29 +312,14 @@ def _train_in(args, session) -> int:
     def on_term(signum, frame):  # distributed: SIGTERM stops at once, without a checkpoint
         raise _Terminated()
 
-    interrupted: List[float] = []  # when this process got Ctrl-C (single process: or SIGTERM)
-    deferring = [False]  # single process: while training or writing the result
-
-    def on_int(signum, frame):
-        # A Ctrl-C never lands in the middle of the bookkeeping between two
-        # epochs: training stops at the next point where the checkpoint is
-        # consistent (single process: the progress hook or an epoch's end;
-        # distributed: the next sync round, for every rank). torchrun passes
-        # a Ctrl-C on to the ranks, so a second one soon after is the same
-        # Ctrl-C; one INTERRUPT_GRACE seconds later stops at once (no new
-        # checkpoint). Before training starts, a Ctrl-C stops at once.
-        now = time.monotonic()
-        if session is None and not deferring[0]:
-            raise _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
-        if interrupted and now - interrupted[0] > INTERRUPT_GRACE:
-            raise KeyboardInterrupt
-        if not interrupted:
-            interrupted.append(now)
-            if session is not None:
-                session.stop_requested = True
-
-    old_term = signal.signal(signal.SIGTERM, on_term if session is not None else on_int)
-    old_int = signal.signal(signal.SIGINT, on_int)
+    # A Ctrl-C never lands in the middle of the bookkeeping between two
+    # epochs: training stops at the next point where the checkpoint is
+    # consistent (single process: the progress hook or an epoch's end;
+    # distributed: the next sync round, for every rank). Single process,
+    # before training starts, it stops at once.
+    latch = InterruptLatch(session, armed=session is not None)
+    old_term = signal.signal(signal.SIGTERM, on_term if session is not None else latch)
+    old_int = signal.signal(signal.SIGINT, latch)
     try:
         if args.resume:
             if not os.path.isfile(args.resume):
@@ -375,7 +355,7 @@ def _train_in(args, session) -> int:
 
             def hook(info, deadline=deadline):
                 progress(info)
-                if interrupted and session is None:
+                if latch.interrupted and session is None:
                     raise _Checkpoint()
                 if deadline is not None and time.perf_counter() >= deadline and lead:
                     if session is None:
@@ -401,14 +381,14 @@ def _train_in(args, session) -> int:
                               "epoch_words": (done - done_at_call) or m.corpus_total_words,
                               "words_per_sec": (done - done_at_call) / max(time.perf_counter() - t_call, 1e-9),
                               "lr": max(m.alpha - (m.alpha - m.min_alpha) * frac, m.min_alpha)})
-                    if interrupted and session is None and state["epoch"] < state["epochs"]:
+                    if latch.interrupted and session is None and state["epoch"] < state["epochs"]:
                         raise _Checkpoint()  # Ctrl-C between two epochs: stop at the next one's start
 
             # Continue the interrupted epoch at every worker's byte position
             # (and generator state), then the remaining epochs.
             resume_from = {"words_done": state["words_done"], "schedule_words": state["schedule_words"],
                            "epoch_words": state["epoch_words"], "resume": state.get("resume")}
-            deferring[0] = True
+            latch.armed = True  # from here on (the result's writing included) Ctrl-C stops at a stop point
             try:
                 model.train(corpus_file=corpus, total_words=model.corpus_total_words,
                             epochs=state["epochs"] - state["epoch"], resume_from=resume_from,
@@ -424,7 +404,7 @@ def _train_in(args, session) -> int:
                 return 130
             except _sync_stops(session):
                 _stop_checkpoint(model, state, ckpt_path, session)
-                if (bool(interrupted) if session is None else session.all_sum([float(bool(interrupted))])[0] > 0):
+                if (latch.interrupted if session is None else session.all_sum([float(latch.interrupted)])[0] > 0):
                     progress.end_line()  # a rank got Ctrl-C: every rank ends here, after the checkpoint
                     print(f"bidirmoe: interrupted; " + (f"checkpoint written to {ckpt_path} (resume with --resume "
                                                         f"{ckpt_path})" if lead else
@@ -444,7 +424,7 @@ def _train_in(args, session) -> int:
         if os.path.exists(ckpt_path) and (args.checkpoint_every or args.resume):
             os.unlink(ckpt_path)  # finished: the checkpoint is no longer needed
         progress.message(f"wrote {args.output} ({fmt})" + (f" and {args.save_model}" if args.save_model else ""))
-        if interrupted:  # a Ctrl-C after the last epoch's last stop point: the result was finished first
+        if latch.interrupted:  # a Ctrl-C after the last epoch's last stop point: the result was finished first
             print(f"bidirmoe: interrupted after training finished; {args.output} is complete", file=sys.stderr)
             return 130
         return 0

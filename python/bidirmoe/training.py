@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import signal
 import tempfile
 import threading
 import time
@@ -213,6 +214,40 @@ class _Reporter:
                 "EPOCH %d/%d - PROGRESS: at %.2f%% words, %.0f words/s, %.0f effective words/s",
                 self.epoch + 1, self.epochs, 100.0 * raw / self.total, raw / elapsed, effective / elapsed,
             )
+
+
+class InterruptLatch:
+    """A SIGINT/SIGTERM handler that makes training stop where its state is
+    consistent instead of wherever the signal lands.
+
+    The first signal is recorded (:attr:`interrupted`); in a distributed run
+    it also asks every rank to stop at the next sync round. The code that
+    trains looks at the latch at its stop points. torchrun passes a Ctrl-C
+    on to every rank, so another signal within :attr:`GRACE` seconds counts
+    as the same one; a later one raises ``KeyboardInterrupt`` at once (no
+    consistent state). While not :attr:`armed` (e.g. before training starts)
+    a signal raises at once, as Python's own handler does."""
+
+    #: Seconds after the first signal during which another counts as the same.
+    GRACE = 5.0
+
+    def __init__(self, session=None, armed: bool = True):
+        self.session = session
+        self.armed = armed
+        self.first: Optional[float] = None
+
+    @property
+    def interrupted(self) -> bool:
+        return self.first is not None
+
+    def __call__(self, signum, frame):
+        now = time.monotonic()
+        if not self.armed or (self.first is not None and now - self.first > self.GRACE):
+            raise KeyboardInterrupt
+        if self.first is None:
+            self.first = now
+            if self.session is not None:
+                self.session.stop_requested = True
 
 
 class TrainableModel:
@@ -876,6 +911,7 @@ class TrainableModel:
             bar = tqdm(total=schedule_total, unit="word", unit_scale=True, desc=type(self).__name__)
         # Where training stands if a callback stops it before the first epoch's work.
         self.last_stop = self._stop_point(resumed_words, words_done, schedule_total, epochs, resume_state)
+        latch = self._rank_latch(session)
         for cb in callbacks:
             getattr(cb, "on_train_begin", lambda m: None)(self)
         t_start = time.perf_counter()
@@ -923,6 +959,11 @@ class TrainableModel:
                     else:
                         at = getattr(e, "bidirmoe_resume", None)
                     self.last_stop = self._stop_point(before + got, words_done + got, schedule_total, epochs - epoch, at)
+                    if session is not None:
+                        from .torch.distributed import SyncStop
+
+                        if isinstance(e, SyncStop):
+                            self._rank_stop(session, latch)
                     raise
                 reporter(raw, eff, loss, final=True)
                 elapsed = max(time.perf_counter() - t0, 1e-9)
@@ -938,6 +979,8 @@ class TrainableModel:
                 for cb in callbacks:
                     getattr(cb, "on_epoch_end", lambda m: None)(self)
         finally:
+            if latch is not None:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
             if bar is not None:
                 bar.close()
             if session is not None:
@@ -950,6 +993,8 @@ class TrainableModel:
             getattr(cb, "on_train_end", lambda m: None)(self)
         logger.info("training on %d raw words (%d effective words) took %.1fs, %.0f effective words/s",
                     raw_total, trained, time.perf_counter() - t_start, trained / max(time.perf_counter() - t_start, 1e-9))
+        if latch is not None and latch.interrupted:  # after this rank's last sync round: training had finished
+            raise KeyboardInterrupt("interrupted after training finished: the model is complete")
         return trained, raw_total
 
     # ------------------------------------------------------ distributed runs
@@ -975,6 +1020,32 @@ class TrainableModel:
             raise ValueError(f"corpus_file is the part of rank {corpus_file.rank} of {corpus_file.world}, but this "
                              f"process is rank {session.rank} of {session.world}")
         return session
+
+    @staticmethod
+    def _rank_latch(session) -> Optional[InterruptLatch]:
+        """Distributed training from Python: while train() runs, Ctrl-C
+        (torchrun passes it on to every rank) makes every rank stop at the
+        next sync round and raise ``KeyboardInterrupt`` there, each with a
+        ``last_stop`` that resumes the run. Only where Python's own Ctrl-C
+        handler is in place (the command line brings its own)."""
+        if (session is None or threading.current_thread() is not threading.main_thread()
+                or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+            return None
+        latch = InterruptLatch(session)
+        signal.signal(signal.SIGINT, latch)
+        return latch
+
+    def _rank_stop(self, session, latch) -> None:
+        """Every rank stopped at one sync round (:class:`SyncStop`): when a
+        rank's Ctrl-C asked for it, gather every rank's reader position into
+        ``last_stop`` (as the command line's checkpoints hold them) and
+        raise ``KeyboardInterrupt`` on every rank."""
+        if session.all_sum([float(latch is not None and latch.interrupted)])[0] == 0:
+            return  # a stop someone else asked for (e.g. the command line's checkpoint)
+        ranks = session.broadcast_from_root(session.gather_to_root(self.last_stop["resume"]))
+        self.last_stop["resume"] = {"ranks": ranks}
+        raise KeyboardInterrupt(f"interrupted: every rank stopped at sync round {session.rounds}; "
+                                "model.last_stop resumes the run") from None
 
     @staticmethod
     def _rank_shard(corpus_file, session) -> Optional[Tuple[int, int]]:
