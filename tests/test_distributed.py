@@ -437,7 +437,7 @@ import json, os, signal, sys
 import bidirmoe.torch.distributed as D
 from bidirmoe import Word2Vec
 
-corpus, ckpt, mode = sys.argv[1:4]
+corpus, ckpt, mode = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]  # a path or a list of paths
 rank = int(os.environ["RANK"])
 plain_round = D.Session.sync_round
 
@@ -471,11 +471,13 @@ with open(os.path.join(os.path.dirname(ckpt), f"{mode}{rank}.json"), "w") as f:
 """
 
 
-def test_python_api_ctrl_c_stops_every_rank_and_resumes(corpus, tmp_path):
+@pytest.mark.parametrize("inputs", ["one file", "several files"])
+def test_python_api_ctrl_c_stops_every_rank_and_resumes(corpus, files, tmp_path, inputs):
     script = tmp_path / "py_rank.py"
     script.write_text(PY_INT_SCRIPT)
     ckpt = tmp_path / "model.bm"
-    rc, _, err, _ = torchrun([str(script), str(corpus[0]), str(ckpt), "stop"], cwd=tmp_path)
+    source = json.dumps(str(corpus[0]) if inputs == "one file" else [str(f) for f in files])
+    rc, _, err, _ = torchrun([str(script), source, str(ckpt), "stop"], cwd=tmp_path)
     assert rc == 0, err[-3000:]
     stops = [json.loads((tmp_path / f"stop{r}.json").read_text()) for r in (0, 1)]
     for s in stops:
@@ -483,7 +485,7 @@ def test_python_api_ctrl_c_stops_every_rank_and_resumes(corpus, tmp_path):
         assert s["ranks"] == 2 and 0 < s["stop"]["words_done"] < s["stop"]["schedule_words"]
     assert stops[0]["stop"] == stops[1]["stop"]  # the same round on both ranks
     assert ckpt.exists()
-    rc, _, err, _ = torchrun([str(script), str(corpus[0]), str(ckpt), "resume"], cwd=tmp_path)
+    rc, _, err, _ = torchrun([str(script), source, str(ckpt), "resume"], cwd=tmp_path)
     assert rc == 0, err[-3000:]
     for r in (0, 1):
         done = json.loads((tmp_path / f"resume{r}.json").read_text())

@@ -210,3 +210,49 @@ def test_cli_ctrl_c_between_epochs_resumes_bit_identically(probe, tmp_path, monk
     a, b = BidirMoE.load(ref), BidirMoE.load(out)
     for k, v in _arrays(a).items():
         assert np.array_equal(v, _arrays(b)[k]), f"{k} differs after a Ctrl-C between epochs"
+
+
+def test_a_list_of_files_trains_as_their_concatenation_and_resumes(probe, tmp_path):
+    """corpus_file=[plain, gzip, plain without a final line end]: the same
+    vocabulary and, with one worker and a seed, the same vectors as the files
+    joined into one; a run stopped mid-list resumes bit for bit."""
+    lines = probe["plain"].read_text().splitlines()[:6000]
+    text = [" ".join(l.replace("_", " ").split()[:5]) for l in lines]
+    a, b, c, joined = tmp_path / "a.txt", tmp_path / "b.txt.gz", tmp_path / "c.txt", tmp_path / "all.txt"
+    a.write_text("\n".join(text[:2000]) + "\n")
+    with gzip.open(b, "wt") as f:
+        f.write("\n".join(text[2000:4000]) + "\n")
+    c.write_text("\n".join(text[4000:]))
+    joined.write_text("\n".join(text))
+    files = [str(a), b, str(c)]
+
+    def fresh(corpus):
+        m = BidirMoE(vector_size=8, min_count=1, workers=1, seed=4, heads=2)
+        m.build_vocab(corpus_file=corpus)
+        return m
+
+    one = fresh(joined)
+    one.train(corpus_file=joined, total_words=one.corpus_total_words, epochs=2)
+    m = fresh(files)
+    assert m.wv.index_to_key == one.wv.index_to_key and m.corpus_total_words == one.corpus_total_words
+    with pytest.raises(Stop):
+        m.train(corpus_file=files, total_words=m.corpus_total_words, epochs=2,
+                progress_callback=stop_after(0.6, m.corpus_total_words), report_delay=0.01)
+    assert m.last_stop["resume"]["pieces"]  # stopped within the list
+    m.train(corpus_file=files, total_words=m.corpus_total_words, resume_from=m.last_stop)
+    for k, v in _arrays(one).items():
+        assert np.array_equal(v, _arrays(m)[k]), f"{k} differs from training on the joined file"
+    with pytest.raises(ValueError, match="not the one the checkpoint was taken on|pieces"):
+        m2 = fresh(files)
+        with pytest.raises(Stop):
+            m2.train(corpus_file=files, total_words=m2.corpus_total_words, epochs=1,
+                     progress_callback=stop_after(0.5, m2.corpus_total_words), report_delay=0.01)
+        m2.train(corpus_file=files[:2], total_words=m2.corpus_total_words, resume_from=m2.last_stop)
+    bz = tmp_path / "d.txt.bz2"
+    import bz2
+
+    bz.write_bytes(bz2.compress(b"a b c\n"))
+    for bad, msg in [([], "empty list"), ([str(a), str(tmp_path / "missing.txt")], "not found"),
+                     ([str(a), str(bz)], "bzip2-compressed")]:
+        with pytest.raises((ValueError, FileNotFoundError), match=msg):
+            BidirMoE(corpus_file=bad, vector_size=8, min_count=1)

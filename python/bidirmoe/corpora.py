@@ -222,6 +222,15 @@ def check_corpus(corpus_iterable, corpus_file, passes: int) -> None:
         raise TypeError("pass either corpus_iterable/sentences or corpus_file, not both")
     if isinstance(corpus_file, RankPieces):
         return  # its files were checked when it was made
+    if isinstance(corpus_file, (list, tuple)):
+        if not corpus_file:
+            raise ValueError("corpus_file is an empty list: give at least one file")
+        for path in corpus_file:
+            check_corpus(None, path, passes)
+            if compression(path) in ("bzip2", "xz"):
+                raise ValueError(f"{os.fspath(path)} is {compression(path)}-compressed, which the corpus reader "
+                                 "cannot stream: decompress it (or gzip it) first")
+        return
     if corpus_file is not None:
         path = os.fspath(corpus_file)
         if not os.path.exists(path):
@@ -447,6 +456,16 @@ class RankPieces:
     def __repr__(self) -> str:
         return (f"RankPieces(rank {self.rank} of {self.world}, {len(self.pieces)} piece(s) of "
                 f"{len(self.sources)} file(s))")
+
+
+def as_pieces(corpus_file, rank: int = 0, world: int = 1):
+    """``corpus_file`` as the readers take it: a list or tuple of paths
+    becomes the :class:`RankPieces` of process ``rank`` of ``world`` (all of
+    them, one after another, in a single process); anything else is
+    returned as it is."""
+    if isinstance(corpus_file, (list, tuple)):
+        return RankPieces(corpus_file, rank, world)
+    return corpus_file
 
 
 def corpus_source(corpus_file):

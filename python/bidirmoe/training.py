@@ -24,7 +24,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import _core
-from .corpora import RankPieces, check_corpus, corpus_source, count_in_order
+from .corpora import RankPieces, as_pieces, check_corpus, corpus_source, count_in_order
 
 logger = logging.getLogger("bidirmoe")
 
@@ -302,8 +302,9 @@ class TrainableModel:
         ----------
         corpus_iterable : iterable of list of str, optional
             Restartable iterable of sentences (see :class:`bidirmoe.LineSentence`).
-        corpus_file : str, optional
-            Plain or gzip text file, read by the Rust core.
+        corpus_file : str or list of str, optional
+            Plain or gzip text file (or a list of them, read one after
+            another), read by the Rust core.
         update : bool
             Grow the existing vocabulary instead of replacing it. Known words
             keep their index and trained vectors, and their counts grow by
@@ -404,6 +405,7 @@ class TrainableModel:
         counter = _core.VocabCounter(self.max_vocab_size, trim_rule)
         t0 = time.perf_counter()
         session = self._dist_session_for(corpus_file)
+        corpus_file = self._as_pieces(corpus_file, session)
         if session is not None:
             # Each rank counts its shard; the counts are summed so every rank
             # builds the vocabulary of the whole corpus. max_vocab_size prunes
@@ -878,6 +880,7 @@ class TrainableModel:
             raise ValueError("train() needs total_examples or total_words (e.g. total_examples=model.corpus_count), as gensim does")
         check_corpus(corpus_iterable, corpus_file, passes=epochs)
         session = self._dist_session_for(corpus_file)
+        corpus_file = self._as_pieces(corpus_file, session)
         if session is not None:
             from .torch.distributed import per_word_arrays
         alpha = float(self.alpha if start_alpha is None else start_alpha)
@@ -1020,6 +1023,12 @@ class TrainableModel:
             raise ValueError(f"corpus_file is the part of rank {corpus_file.rank} of {corpus_file.world}, but this "
                              f"process is rank {session.rank} of {session.world}")
         return session
+
+    @staticmethod
+    def _as_pieces(corpus_file, session):
+        """A list of files: this process's pieces of them (all of them
+        without a distributed session)."""
+        return as_pieces(corpus_file, *((session.rank, session.world) if session is not None else (0, 1)))
 
     @staticmethod
     def _rank_latch(session) -> Optional[InterruptLatch]:

@@ -50,10 +50,10 @@ class Word2Vec(MaskedLM, TrainableModel):
     ----------
     sentences : iterable of list of str, optional
         Restartable iterable of tokenised sentences.
-    corpus_file : str, optional
+    corpus_file : str or list of str, optional
         Path to a plain or gzip text file (one sentence per line, lines of any
-        length; each worker reads its own byte range). Faster than
-        ``sentences``.
+        length; each worker reads its own byte range), or a list of such
+        files, read one after another in place. Faster than ``sentences``.
     vector_size : int
         Dimensionality of the vectors.
     alpha, min_alpha : float
@@ -125,8 +125,9 @@ class Word2Vec(MaskedLM, TrainableModel):
         updates get their mean). With ``max_vocab_size`` rank 0 alone
         counts the whole file (pruning depends on the order of the words),
         so the vocabulary stays the single-process one. ``corpus_file`` may
-        also be a :class:`bidirmoe.corpora.RankPieces`: this rank's segment
-        of several files (byte ranges and whole gzip files), read in place. See
+        also be a list of files (each rank reads its consecutive segment of
+        them, cut by size: byte ranges and whole gzip files, in place) or a
+        :class:`bidirmoe.corpora.RankPieces`, such a segment made by hand. See
         :mod:`bidirmoe.torch.distributed`.
     sync_words : int, optional
         With ``distributed``: corpus words each rank trains between two
