@@ -32,6 +32,7 @@ validation on other simulation seeds' training rows).
     python benches/bench_tabular.py                # everything (several minutes)
     python benches/bench_tabular.py --seeds 2 --skip-real
     python benches/bench_tabular.py --speed-only
+    python benches/bench_tabular.py --transformer --skip-speed   # + a standard tabular transformer (torch)
 """
 
 from __future__ import annotations
@@ -113,19 +114,28 @@ CV_GRID = {"epochs": [20, 50, 200], "learning_rate": [0.01, 0.02, 0.05, 0.2]}
 CV_GRID_SIM = {"epochs": [20, 200], "learning_rate": [0.01, 0.05, 0.2]}
 
 
-def fit_all(x_tr, y_tr, x_te, y_te, seed: int, moe_kwargs: dict, ordinal: bool = True, cv=None):
+def fit_all(x_tr, y_tr, x_te, y_te, seed: int, moe_kwargs: dict, ordinal: bool = True, cv=None,
+            transformer: bool = False):
     """Fit every method; returns {method: (accuracy, mse in class-index units, fit seconds)}.
 
     x_* are integer category codes (RF and GB take them as ordinal numbers when
     `ordinal`; LR and the MLP one-hot them; TabularMoE takes them as categories).
     With `cv` = (grid, folds), also "moe_cv": TabularMoE tuned over the grid by
-    cross-validation on the training rows.
+    cross-validation on the training rows. With `transformer`, also "tf": a
+    standard tabular transformer block (benches/_tabular_transformer.py, torch).
     """
     from bidirmoe import TabularMoE
 
     out = {}
     models = baselines(seed)
     models["moe"] = TabularMoE(random_state=seed, **moe_kwargs)
+    if transformer:
+        import torch
+
+        from _tabular_transformer import TabularTransformer
+
+        torch.set_num_threads(1)
+        models["tf"] = TabularTransformer(random_state=seed)
     if cv:
         from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
@@ -164,19 +174,20 @@ def paper_summary():
     return rows
 
 
-def simulation(seeds, moe_kwargs, cv=False):
+def simulation(seeds, moe_kwargs, cv=False, transformer=False):
     paper = paper_summary()
     print(f"\n## Simulation: OOD accuracy / MSE, mean over {len(seeds)} seeds (ours) and 20 (paper)\n")
     head = " | ".join(f"{m}" for m in METHODS)
-    extra = " moe_cv | moe_cv best? |" if cv else ""
+    extra = (" moe_cv | moe_cv best? |" if cv else "") + (" transformer | moe > transformer? |" if transformer else "")
     print(f"| core | corr | x_noise | {head} | paper: {head} | ours best? | paper's attention best? |{extra}")
-    print("|" + "---|" * (3 + 2 * len(METHODS) + 2 + 2 * cv))
+    print("|" + "---|" * (3 + 2 * len(METHODS) + 2 + 2 * cv + 2 * transformer))
     wins, paper_wins, acc_ours, acc_paper = 0, 0, [], []
     mse_tables, per_seed = [], []
     cv_wins, cv_acc, cv_params = 0, [], []
+    tf_acc, tf_losses = [], 0
     for core, corr, xn in SETTINGS:
         res = [fit_all(*simulate(core, corr, xn, 1000 * s + 7), seed=s, moe_kwargs=moe_kwargs,
-                       cv=(CV_GRID_SIM, 3) if cv else None) for s in seeds]
+                       cv=(CV_GRID_SIM, 3) if cv else None, transformer=transformer) for s in seeds]
         per_seed.append([r["moe"][0] for r in res])
         acc = {m: float(np.mean([r[m][0] for r in res])) for m in METHODS}
         mse = {m: float(np.mean([r[m][1] for r in res])) for m in METHODS}
@@ -197,6 +208,11 @@ def simulation(seeds, moe_kwargs, cv=False):
             cv_acc.append(a_cv)
             cv_params.append([tuple(r["moe_cv_params"].values()) for r in res])
             line += f" {a_cv:.3f} | {'yes' if a_cv > best_base else 'no'} |"
+        if transformer:
+            a_tf = float(np.mean([r["tf"][0] for r in res]))
+            tf_acc.append(a_tf)
+            tf_losses += acc["moe"] <= a_tf
+            line += f" {a_tf:.3f} | {'yes' if acc['moe'] > a_tf else 'no'} |"
         print(line)
         mse_tables.append((core, corr, xn, mse, p))
     seed_means = np.mean(per_seed, axis=0)  # one mean over the 12 settings per seed
@@ -204,6 +220,10 @@ def simulation(seeds, moe_kwargs, cv=False):
           f"(per seed: {', '.join(f'{m:.4f}' for m in seed_means)}; sd {np.std(seed_means, ddof=1) if len(seeds) > 1 else 0:.4f}) "
           f"(paper's attention: {np.mean(acc_paper):.4f}); beats every baseline in {wins}/12 settings "
           f"(paper's attention: {paper_wins}/12)")
+    if transformer:
+        print(f"\nStandard tabular transformer block (torch, benches/_tabular_transformer.py): mean OOD accuracy "
+              f"{np.mean(tf_acc):.4f}; TabularMoE beats it in {12 - tf_losses}/12 settings (the win counts "
+              "above are against lr, rf, gb and mlp, as the paper's are)")
     if cv:
         print(f"\nTabularMoE tuned by 3-fold CV on the training rows over {CV_GRID_SIM}: mean OOD accuracy "
               f"{np.mean(cv_acc):.4f}, beats every baseline in {cv_wins}/12 settings; chosen (epochs, "
@@ -215,14 +235,15 @@ def simulation(seeds, moe_kwargs, cv=False):
               + " | ".join(f"{p[m][1]:.2f}" for m in METHODS) + " |")
 
 
-def real_table(title, splits, moe_kwargs, seeds, paper=None, cv=None):
-    methods = METHODS + (["moe_cv"] if cv else [])
+def real_table(title, splits, moe_kwargs, seeds, paper=None, cv=None, transformer=False):
+    methods = METHODS + (["moe_cv"] if cv else []) + (["tf"] if transformer else [])
     print(f"\n## {title}\n")
     print(f"mean ± sd over seeds {seeds} (model seeds; the split is fixed)\n")
     print("| shift | train rows | test rows | " + " | ".join(methods) + " |")
     print("|" + "---|" * (3 + len(methods)))
     for name, (xa, ya, xb, yb) in splits.items():
-        res = [fit_all(xa, ya, xb, yb, seed=s, moe_kwargs=moe_kwargs, ordinal=False, cv=cv) for s in seeds]
+        res = [fit_all(xa, ya, xb, yb, seed=s, moe_kwargs=moe_kwargs, ordinal=False, cv=cv, transformer=transformer)
+               for s in seeds]
         acc = {m: [r[m][0] for r in res] for m in methods}
         cells = [f"{np.mean(acc[m]):.3f} ± {np.std(acc[m], ddof=1) if len(seeds) > 1 else 0:.3f}" for m in methods]
         print(f"| {name} | {len(ya)} | {len(yb)} | " + " | ".join(cells) + " |")
@@ -364,6 +385,8 @@ def main() -> None:
                     choices=["auto-mpg", "adult", "car-nursery"], help="which real-data tables to run")
     ap.add_argument("--epochs", type=int, help="TabularMoE epochs (default: its own default)")
     ap.add_argument("--learning-rate", type=float, help="TabularMoE learning_rate (default: its own default)")
+    ap.add_argument("--transformer", action="store_true",
+                    help="also a standard tabular transformer block (needs torch; about 15 s per fit)")
     args = ap.parse_args()
     moe_kwargs: dict = {}
     if args.epochs is not None:
@@ -377,17 +400,19 @@ def main() -> None:
     if args.speed_only:
         return
     if not args.skip_sim:
-        simulation(list(range(args.seeds)), moe_kwargs, cv=args.cv_sim)
+        simulation(list(range(args.seeds)), moe_kwargs, cv=args.cv_sim, transformer=args.transformer)
     if not args.skip_real:
         real_seeds = list(range(args.seeds))
         if "auto-mpg" in args.real:
             real_table("auto-mpg: OOD accuracy (mpg in 3 categories)", auto_mpg(), moe_kwargs, real_seeds,
                        paper="attention 0.793, random forest 0.721, MLP 0.700, logistic regression 0.657, "
-                             "gradient boosting 0.657", cv=(CV_GRID, 5))
+                             "gradient boosting 0.657", cv=(CV_GRID, 5), transformer=args.transformer)
         if "adult" in args.real:
-            real_table("adult: OOD accuracy (income > 50K), trained on one sex", adult(), moe_kwargs, real_seeds)
+            real_table("adult: OOD accuracy (income > 50K), trained on one sex", adult(), moe_kwargs, real_seeds,
+                       transformer=args.transformer)
         if "car-nursery" in args.real:
-            real_table("car evaluation and nursery: OOD accuracy", car_nursery(), moe_kwargs, real_seeds)
+            real_table("car evaluation and nursery: OOD accuracy", car_nursery(), moe_kwargs, real_seeds,
+                       transformer=args.transformer)
 
 
 if __name__ == "__main__":
