@@ -162,13 +162,16 @@ impl<'a> Hogwild<'a> {
         if a == 0.0 && !self.factor.is_empty() {
             return; // a frozen row stays bit-identical
         }
-        // SAFETY: as in `add_to_row`: `x` lies outside the matrix (checked)
-        // and the view of row i dies at the end of this block.
-        let r = unsafe { self.row_mut(i) };
-        for (rb, xb) in r.chunks_exact_mut(L).zip(x) {
-            let (old, xb) = (<[f32; L]>::try_from(&*rb).unwrap_or([0.0; L]), *xb);
-            let new: [f32; L] = std::array::from_fn(|k| old[k] + a * xb[k]);
-            rb.copy_from_slice(&new);
+        assert!(i < self.rows);
+        // SAFETY: row i lies inside the buffer (checked) and is x.len()
+        // blocks of L floats (checked; f32's alignment is the blocks'); as
+        // in `add_to_row`, `x` lies outside the matrix (checked) and the
+        // view of row i dies at the end of this block.
+        let r = unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i * self.cols) as *mut [f32; L], x.len()) };
+        for (rb, xb) in r.iter_mut().zip(x) {
+            // whole blocks in, whole blocks out: one vector operation each
+            let (old, xv) = (*rb, *xb);
+            *rb = std::array::from_fn(|k| old[k] + a * xv[k]);
         }
     }
 
@@ -207,17 +210,18 @@ impl<'a> Hogwild<'a> {
         assert!(!self.overlaps(x.as_flattened()), "update source lies inside the matrix it updates");
         assert!(N * L == self.cols && i0 + g.len() <= self.rows);
         let mut grad = [[0.0; L]; N];
-        // SAFETY: rows i0..i0 + g.len() lie inside the buffer (checked), `x`
+        // SAFETY: rows i0..i0 + g.len() lie inside the buffer (checked), each
+        // N blocks of L floats (checked; f32's alignment is the blocks'), `x`
         // lies outside the matrix (checked), and this view is the only one
         // of those rows this thread holds until the loop ends.
-        let rows = unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i0 * self.cols), g.len() * self.cols) };
-        for (i, (row, &gr)) in rows.chunks_exact_mut(self.cols).zip(g).enumerate() {
-            let a = gr * self.factor(i0 + i);
-            for ((rb, xb), gb) in row.chunks_exact_mut(L).zip(x).zip(grad.iter_mut()) {
-                let (old, xb, gv) = (<[f32; L]>::try_from(&*rb).unwrap_or([0.0; L]), *xb, *gb);
+        let rows = unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i0 * self.cols) as *mut [[f32; L]; N], g.len()) };
+        let plain = self.factor.is_empty();
+        for (i, (row, &gr)) in rows.iter_mut().zip(g).enumerate() {
+            let a = if plain { gr } else { gr * self.factor(i0 + i) };
+            for ((rb, xb), gb) in row.iter_mut().zip(x).zip(grad.iter_mut()) {
+                let (old, xv, gv) = (*rb, *xb, *gb);
                 *gb = std::array::from_fn(|k| gv[k] + gr * old[k]);
-                let new: [f32; L] = std::array::from_fn(|k| old[k] + a * xb[k]);
-                rb.copy_from_slice(&new);
+                *rb = std::array::from_fn(|k| old[k] + a * xv[k]);
             }
         }
         grad

@@ -215,6 +215,53 @@ mod x86 {
 
     #[target_feature(enable = "avx2,fma")]
     #[inline]
+    pub unsafe fn scores8_avx2<const VB: usize>(z: &[[f32; 8]; VB], rows: &[&[[f32; 8]; VB]; 8]) -> [f32; 8] {
+        let mut acc = [_mm256_setzero_ps(); 8];
+        for (a, row) in acc.iter_mut().zip(rows) {
+            let mut t = _mm256_mul_ps(_mm256_loadu_ps(z[0].as_ptr()), _mm256_loadu_ps(row[0].as_ptr()));
+            for b in 1..VB {
+                t = _mm256_fmadd_ps(_mm256_loadu_ps(z[b].as_ptr()), _mm256_loadu_ps(row[b].as_ptr()), t);
+            }
+            *a = t;
+        }
+        let t0 = _mm256_hadd_ps(acc[0], acc[1]);
+        let t1 = _mm256_hadd_ps(acc[2], acc[3]);
+        let t2 = _mm256_hadd_ps(acc[4], acc[5]);
+        let t3 = _mm256_hadd_ps(acc[6], acc[7]);
+        // [s0 s1 s2 s3 | s0' s1' s2' s3']: the sums of the low and the high halves
+        let (u0, u1) = (_mm256_hadd_ps(t0, t1), _mm256_hadd_ps(t2, t3));
+        let r = _mm256_add_ps(_mm256_permute2f128_ps::<0x20>(u0, u1), _mm256_permute2f128_ps::<0x31>(u0, u1));
+        let mut o = [0f32; 8];
+        _mm256_storeu_ps(o.as_mut_ptr(), r);
+        o
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub unsafe fn lanes_max_avx2(x: [f32; 8]) -> [f32; 8] {
+        let v = _mm256_loadu_ps(x.as_ptr());
+        let v = _mm256_max_ps(v, _mm256_permute2f128_ps::<0x01>(v, v));
+        let v = _mm256_max_ps(v, _mm256_permute_ps::<0b0100_1110>(v));
+        let v = _mm256_max_ps(v, _mm256_permute_ps::<0b1011_0001>(v));
+        let mut o = [0f32; 8];
+        _mm256_storeu_ps(o.as_mut_ptr(), v);
+        o
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub unsafe fn lanes_sum_avx2(x: [f32; 8]) -> [f32; 8] {
+        let v = _mm256_loadu_ps(x.as_ptr());
+        let v = _mm256_add_ps(v, _mm256_permute2f128_ps::<0x01>(v, v));
+        let v = _mm256_add_ps(v, _mm256_permute_ps::<0b0100_1110>(v));
+        let v = _mm256_add_ps(v, _mm256_permute_ps::<0b1011_0001>(v));
+        let mut o = [0f32; 8];
+        _mm256_storeu_ps(o.as_mut_ptr(), v);
+        o
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
     pub unsafe fn scale_avx2(alpha: f32, x: &mut [f32]) {
         let n = x.len();
         let px = x.as_mut_ptr();
@@ -406,16 +453,105 @@ mod arm {
 pub fn with_wide<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
-        if matches!(level(), Level::Avx2Fma | Level::Avx512)
-            && std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-        {
+        if wide() {
             // SAFETY: `run_avx2` only enables code generation for AVX2 and
             // FMA, which the CPU was just checked to support.
             return unsafe { x86::run_avx2(f) };
         }
     }
     f()
+}
+
+/// Does the CPU have AVX2 and FMA, and is the level in use not forced lower?
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn wide() -> bool {
+    matches!(level(), Level::Avx2Fma | Level::Avx512) && std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}
+
+/// Eight floats: one AVX register.
+pub type Block8 = [f32; 8];
+
+/// Scores of rows against `z`, eight rows at once: lane r of `out[g]` is
+/// `Σ_b <z[b], rows[8g + r][b]>` (a row's blocks by multiply-adds, then
+/// the eight rows' lane sums by a transposing reduction: in-register
+/// shuffles, not eight horizontal sums). In the last group, lanes past the
+/// rows hold repeats of the last row's score: the caller masks them.
+/// `out` has room for ⌈rows/8⌉ blocks.
+#[inline(always)]
+pub fn block_scores<const VB: usize>(z: &[Block8; VB], rows: &[[Block8; VB]], out: &mut [Block8]) {
+    let last = rows.len().saturating_sub(1);
+    let groups = out.iter_mut().enumerate().take(rows.len().div_ceil(8));
+    #[cfg(target_arch = "x86_64")]
+    {
+        if wide() {
+            for (g, o) in groups {
+                let r: [&[Block8; VB]; 8] = std::array::from_fn(|k| &rows[(8 * g + k).min(last)]);
+                // SAFETY: the CPU has AVX2 and FMA (just checked).
+                *o = unsafe { x86::scores8_avx2(z, &r) };
+            }
+            return;
+        }
+    }
+    for (g, o) in groups {
+        let acc: [Block8; 8] = std::array::from_fn(|k| {
+            let row = &rows[(8 * g + k).min(last)];
+            let mut t = [0f32; 8];
+            for (zb, rb) in z.iter().zip(row) {
+                for i in 0..8 {
+                    t[i] += zb[i] * rb[i];
+                }
+            }
+            t
+        });
+        // lane sums: pairs within each half, then quads, then the halves
+        let pairs = |a: &Block8, b: &Block8| -> Block8 {
+            std::array::from_fn(|i| {
+                let (half, k) = (i / 4 * 4, i % 4);
+                let v = if k < 2 { a } else { b };
+                v[half + 2 * (k % 2)] + v[half + 2 * (k % 2) + 1]
+            })
+        };
+        let t = [pairs(&acc[0], &acc[1]), pairs(&acc[2], &acc[3]), pairs(&acc[4], &acc[5]), pairs(&acc[6], &acc[7])];
+        let (u0, u1) = (pairs(&t[0], &t[1]), pairs(&t[2], &t[3]));
+        *o = std::array::from_fn(|i| if i < 4 { u0[i] + u0[i + 4] } else { u1[i - 4] + u1[i] });
+    }
+}
+
+/// The maximum of a block's lanes, in every lane (halves, then pairs, then neighbours).
+#[inline(always)]
+pub fn lanes_max(x: Block8) -> Block8 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if wide() {
+            // SAFETY: the CPU has AVX2 and FMA (just checked).
+            return unsafe { x86::lanes_max_avx2(x) };
+        }
+    }
+    butterfly(x, |a, b| if a > b { a } else { b })
+}
+
+/// The sum of a block's lanes, in every lane (in `lanes_max`'s order).
+#[inline(always)]
+pub fn lanes_sum(x: Block8) -> Block8 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if wide() {
+            // SAFETY: the CPU has AVX2 and FMA (just checked).
+            return unsafe { x86::lanes_sum_avx2(x) };
+        }
+    }
+    butterfly(x, |a, b| a + b)
+}
+
+#[inline(always)]
+fn butterfly(x: Block8, op: impl Fn(f32, f32) -> f32) -> Block8 {
+    let mut t = x;
+    for w in [4, 2, 1] {
+        let u = t;
+        t = std::array::from_fn(|i| op(u[i], u[i ^ w]));
+    }
+    t
 }
 
 /// Vectors shorter than this (an AVX register) skip the dispatch and the
