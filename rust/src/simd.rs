@@ -18,6 +18,8 @@ pub enum Level {
 
 /// The active level (0 = not detected yet); `force_level` overrides it.
 static LEVEL: AtomicU8 = AtomicU8::new(0);
+/// `wide()`'s answer for the current level: 0 unknown, 1 no, 2 yes.
+static WIDE: AtomicU8 = AtomicU8::new(0);
 
 fn detect() -> Level {
     #[cfg(target_arch = "x86_64")]
@@ -64,6 +66,7 @@ pub fn force_level(l: Option<Level>) -> bool {
     match l {
         None => {
             LEVEL.store(detect() as u8, Ordering::Relaxed);
+            WIDE.store(0, Ordering::Relaxed);
             true
         }
         Some(l) => {
@@ -76,6 +79,7 @@ pub fn force_level(l: Option<Level>) -> bool {
             };
             if ok {
                 LEVEL.store(l as u8, Ordering::Relaxed);
+                WIDE.store(0, Ordering::Relaxed);
             }
             ok
         }
@@ -462,11 +466,23 @@ pub fn with_wide<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// Does the CPU have AVX2 and FMA, and is the level in use not forced lower?
+/// Does the CPU have AVX2 and FMA, and is the level in use not forced
+/// lower? (One load in hot loops: the answer is kept in `WIDE`, 0 while
+/// unknown, and forgotten when the level is forced.)
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn wide() -> bool {
-    matches!(level(), Level::Avx2Fma | Level::Avx512) && std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    match WIDE.load(Ordering::Relaxed) {
+        1 => false,
+        2 => true,
+        _ => {
+            let w = matches!(level(), Level::Avx2Fma | Level::Avx512)
+                && std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma");
+            WIDE.store(if w { 2 } else { 1 }, Ordering::Relaxed);
+            w
+        }
+    }
 }
 
 /// Eight floats: one AVX register.

@@ -838,14 +838,6 @@ impl LaneScratch {
     }
 }
 
-/// Block c of a padded row.
-#[inline(always)]
-fn blk(row: &[f32], c: usize) -> Block {
-    let mut b = ZERO;
-    b.copy_from_slice(&row[c * LANES..(c + 1) * LANES]);
-    b
-}
-
 // Lane-wise arithmetic on whole blocks (whole blocks in, whole block out:
 // the compiler then emits one vector instruction each).
 #[inline(always)]
@@ -919,6 +911,18 @@ fn fold<const HP: usize>(x: Block) -> Block {
     t
 }
 
+/// Row i of a lane-layout matrix as its VB blocks.
+#[inline(always)]
+fn row_blocks<'a, const VB: usize>(m: &'a Hogwild<'_>, i: usize) -> &'a [Block; VB] {
+    m.row(i).as_chunks::<LANES>().0.try_into().expect("a row of VB blocks")
+}
+
+/// The first `n` vectors of VB blocks of a buffer, to write.
+#[inline(always)]
+fn vectors_mut<const VB: usize>(buf: &mut [Block], n: usize) -> &mut [[Block; VB]] {
+    buf[..n * VB].as_chunks_mut::<VB>().0
+}
+
 /// The first `n` vectors of VB blocks of a buffer.
 #[inline(always)]
 fn vectors<const VB: usize>(buf: &[Block], n: usize) -> &[[Block; VB]] {
@@ -973,18 +977,21 @@ impl Tabular<'_, '_> {
         }
         let ln = &mut rs.ln;
         let scale = 1.0 / (self.dims().dk as f32).sqrt();
-        let (mv, mk) = if mask { (p.mask_value.row(0), p.mask_key.row(0)) } else { (&[][..], &[][..]) };
+        let (mv, mk) = if mask { (*row_blocks::<VB>(&p.mask_value, 0), *row_blocks::<VB>(&p.mask_key, 0)) } else { ([ZERO; VB], [ZERO; VB]) };
+        let (v, k, q) = (vectors_mut::<VB>(&mut ln.v, n), vectors_mut::<VB>(&mut ln.k, n), vectors_mut::<VB>(&mut ln.q, n));
         for (e, (&c, &t)) in rs.cols.iter().zip(&rs.toks).enumerate() {
-            let (pv, pk, al, ke, qu) = (p.pos_value.row(c), g.pos_key.row(c), p.alpha.row(t), g.key.row(t), g.query.row(c));
-            for b in 0..VB {
-                let i = e * VB + b;
-                ln.v[i] = plus(blk(al, b), blk(pv, b));
-                ln.k[i] = plus(blk(ke, b), blk(pk, b));
-                ln.q[i] = mul(blk(qu, b), [scale; LANES]);
-                if mask {
-                    ln.vm[i] = plus(blk(mv, b), blk(pv, b));
-                    ln.km[i] = plus(blk(mk, b), blk(pk, b));
-                }
+            let (pv, al) = (row_blocks::<VB>(&p.pos_value, c), row_blocks::<VB>(&p.alpha, t));
+            let (pk, ke, qu) = (row_blocks::<VB>(&g.pos_key, c), row_blocks::<VB>(&g.key, t), row_blocks::<VB>(&g.query, c));
+            v[e] = blockwise(|b| plus(al[b], pv[b]));
+            k[e] = blockwise(|b| plus(ke[b], pk[b]));
+            q[e] = blockwise(|b| mul(qu[b], [scale; LANES]));
+        }
+        if mask {
+            let (vm, km) = (vectors_mut::<VB>(&mut ln.vm, n), vectors_mut::<VB>(&mut ln.km, n));
+            for (e, &c) in rs.cols.iter().enumerate() {
+                let (pv, pk) = (row_blocks::<VB>(&p.pos_value, c), row_blocks::<VB>(&g.pos_key, c));
+                vm[e] = blockwise(|b| plus(mv[b], pv[b]));
+                km[e] = blockwise(|b| plus(mk[b], pk[b]));
             }
         }
         for buf in [&mut ln.dk, &mut ln.dkm, &mut ln.dq, &mut ln.dv, &mut ln.dvm] {
@@ -1147,13 +1154,15 @@ impl Tabular<'_, '_> {
         let (dkm, dvm) = (&mut ln.dkm[..n * VB].as_chunks_mut::<VB>().0[a], &mut ln.dvm[..n * VB].as_chunks_mut::<VB>().0[a]);
         let m = if mask { a } else { n }; // as in `lanes_forward`
         // <g, z> per head
-        let gzz: [Block; NH] = blockwise(|c| {
+        // (a plain loop: a closure this size is left out of line, as SSE code)
+        let mut gzz = [ZERO; NH];
+        for (c, o) in gzz.iter_mut().enumerate() {
             let mut t = mul(gz[c], z[c]);
             for s in 1..S {
                 fma_into(gz[s * NH + c], z[s * NH + c], &mut t);
             }
-            fold::<HP>(t)
-        });
+            *o = fold::<HP>(t);
+        }
         let mut dqa = [ZERO; VB];
         let experts = k.iter().zip(v).zip(th);
         for (e, (((kb, vb), tb), (dkb, dvb))) in experts.zip(dk.iter_mut().zip(dv.iter_mut())).enumerate() {
