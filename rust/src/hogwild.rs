@@ -171,7 +171,7 @@ impl<'a> Hogwild<'a> {
         for (rb, xb) in r.iter_mut().zip(x) {
             // whole blocks in, whole blocks out: one vector operation each
             let (old, xv) = (*rb, *xb);
-            *rb = std::array::from_fn(|k| old[k] + a * xv[k]);
+            *rb = std::array::from_fn(|k| a.mul_add(xv[k], old[k]));
         }
     }
 
@@ -220,8 +220,8 @@ impl<'a> Hogwild<'a> {
             let a = if plain { gr } else { gr * self.factor(i0 + i) };
             for ((rb, xb), gb) in row.iter_mut().zip(x).zip(grad.iter_mut()) {
                 let (old, xv, gv) = (*rb, *xb, *gb);
-                *gb = std::array::from_fn(|k| gv[k] + gr * old[k]);
-                *rb = std::array::from_fn(|k| old[k] + a * xv[k]);
+                *gb = std::array::from_fn(|k| gr.mul_add(old[k], gv[k]));
+                *rb = std::array::from_fn(|k| a.mul_add(xv[k], old[k]));
             }
         }
         grad

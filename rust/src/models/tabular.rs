@@ -859,7 +859,7 @@ fn minus(a: Block, b: Block) -> Block {
 #[inline(always)]
 fn fma_into(a: Block, b: Block, y: &mut Block) {
     let c = *y;
-    *y = lanewise(|i| c[i] + a[i] * b[i]);
+    *y = lanewise(|i| a[i].mul_add(b[i], c[i]));
 }
 
 /// `y += x`.
