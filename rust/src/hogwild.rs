@@ -20,7 +20,7 @@
 //! update of row `i` is multiplied by `factor[i % factor.len()]`, so 0
 //! freezes a row and 1 trains it normally.
 
-use crate::simd::{add_rows, axpy, dot, dot_axpy2, score_pair, update_pair};
+use crate::simd::{add_rows, axpy, dot, dot_axpy2, exchange_rows, score_pair, update_pair};
 use std::marker::PhantomData;
 
 /// A row-major `rows x cols` f32 matrix shared by all worker threads.
@@ -215,9 +215,8 @@ impl<'a> Hogwild<'a> {
         // lies outside the matrix (checked), and this view is the only one
         // of those rows this thread holds until the loop ends.
         let rows = unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i0 * self.cols) as *mut [[f32; L]; N], g.len()) };
-        let plain = self.factor.is_empty();
         for (i, (row, &gr)) in rows.iter_mut().zip(g).enumerate() {
-            let a = if plain { gr } else { gr * self.factor(i0 + i) };
+            let a = gr * self.factor(i0 + i);
             for ((rb, xb), gb) in row.iter_mut().zip(x).zip(grad.iter_mut()) {
                 let (old, xv, gv) = (*rb, *xb, *gb);
                 *gb = std::array::from_fn(|k| gr.mul_add(old[k], gv[k]));
@@ -225,6 +224,23 @@ impl<'a> Hogwild<'a> {
             }
         }
         grad
+    }
+
+    /// [`exchange_outer_blocks`](Self::exchange_outer_blocks) for blocks of
+    /// 8 floats: without update factors, `simd::exchange_rows`'s kernel.
+    #[inline(always)]
+    pub fn exchange_outer_blocks8<const N: usize>(&self, i0: usize, g: &[f32], x: &[[f32; 8]; N]) -> [[f32; 8]; N] {
+        if !self.factor.is_empty() {
+            return self.exchange_outer_blocks(i0, g, x);
+        }
+        assert!(!self.overlaps(x.as_flattened()), "update source lies inside the matrix it updates");
+        assert!(N * 8 == self.cols && i0 + g.len() <= self.rows);
+        // SAFETY: as in `exchange_outer_blocks`: rows i0..i0 + g.len() lie
+        // inside the buffer (checked), each N blocks of 8 floats (checked),
+        // `x` lies outside the matrix (checked), and this view is the only
+        // one of those rows this thread holds until the kernel returns.
+        let rows = unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i0 * self.cols) as *mut [[f32; 8]; N], g.len()) };
+        exchange_rows(rows, g, x)
     }
 
     /// Rows `range` for reading, one slice (row-major); Hogwild as [`row`](Self::row).
@@ -357,6 +373,28 @@ mod tests {
         m.exchange(1, 0.5, &[10.0, 20.0], &mut grad);
         assert_eq!(grad, [1.5, 2.0]);
         assert_eq!(m.row(1), &[8.0, 14.0]);
+    }
+
+    /// The 8-float kernel (`simd::exchange_rows`, even and odd rows summed
+    /// apart) against the row-by-row exchange, up to rounding.
+    #[test]
+    fn exchange_of_8_float_blocks_matches_the_row_exchange() {
+        let start: Vec<f32> = (0..5 * 16).map(|i| ((i * 7 % 23) as f32 - 11.0) * 0.125).collect();
+        let x = [[0.5f32, -1.0, 2.0, 0.25, -3.0, 1.5, 0.75, -0.5], [1.0, 2.0, -0.25, 4.0, 0.5, -2.0, 3.0, 1.25]];
+        let g = [0.5f32, -1.0, 2.0, 0.125, -0.75];
+        let (mut a, mut b) = (start.clone(), start.clone());
+        let mut grad_ref = [0f32; 16];
+        {
+            let m = Hogwild::new(&mut a, 16);
+            for (r, &gr) in g.iter().enumerate() {
+                m.exchange(r, gr, x.as_flattened(), &mut grad_ref);
+            }
+        }
+        let grad = Hogwild::new(&mut b, 16).exchange_outer_blocks8(0, &g, &x);
+        for (p, q) in a.iter().zip(&b).chain(grad_ref.iter().zip(grad.as_flattened())) {
+            assert!((p - q).abs() < 1e-5, "{p} vs {q}");
+        }
+        assert_ne!(a, start);
     }
 
     #[test]

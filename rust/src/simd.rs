@@ -240,6 +240,41 @@ mod x86 {
         o
     }
 
+    /// One row of `exchange_rows_avx2`: `acc += g·row`, `row += g·x`.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn exchange_row_avx2<const VB: usize>(row: &mut [[f32; 8]; VB], gv: __m256, xv: &[__m256; VB], acc: &mut [__m256; VB]) {
+        for b in 0..VB {
+            let p = row[b].as_mut_ptr();
+            let old = _mm256_loadu_ps(p);
+            acc[b] = _mm256_fmadd_ps(gv, old, acc[b]);
+            _mm256_storeu_ps(p, _mm256_fmadd_ps(gv, xv[b], old));
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn exchange_rows_avx2<const VB: usize>(rows: &mut [[[f32; 8]; VB]], g: &[f32], x: &[[f32; 8]; VB]) -> [[f32; 8]; VB] {
+        let mut xv = [_mm256_setzero_ps(); VB];
+        for (v, xb) in xv.iter_mut().zip(x) {
+            *v = _mm256_loadu_ps(xb.as_ptr());
+        }
+        let (mut even, mut odd) = ([_mm256_setzero_ps(); VB], [_mm256_setzero_ps(); VB]);
+        let n = rows.len().min(g.len());
+        let (pairs, rest) = rows[..n].as_chunks_mut::<2>();
+        for (two, gg) in pairs.iter_mut().zip(g.chunks_exact(2)) {
+            exchange_row_avx2(&mut two[0], _mm256_set1_ps(gg[0]), &xv, &mut even);
+            exchange_row_avx2(&mut two[1], _mm256_set1_ps(gg[1]), &xv, &mut odd);
+        }
+        if let Some(row) = rest.first_mut() {
+            exchange_row_avx2(row, _mm256_set1_ps(g[n - 1]), &xv, &mut even);
+        }
+        let mut o = [[0f32; 8]; VB];
+        for b in 0..VB {
+            _mm256_storeu_ps(o[b].as_mut_ptr(), _mm256_add_ps(even[b], odd[b]));
+        }
+        o
+    }
+
     #[target_feature(enable = "avx2,fma")]
     #[inline]
     pub unsafe fn lanes_max_avx2(x: [f32; 8]) -> [f32; 8] {
@@ -532,6 +567,30 @@ pub fn block_scores<const VB: usize>(z: &[Block8; VB], rows: &[[Block8; VB]], ou
         let (u0, u1) = (pairs(&t[0], &t[1]), pairs(&t[2], &t[3]));
         *o = std::array::from_fn(|i| if i < 4 { u0[i] + u0[i + 4] } else { u1[i - 4] + u1[i] });
     }
+}
+
+/// The word2vec pair update on rows of VB blocks: returns `Σ_r g[r] ·
+/// rows[r]` (the rows before their update) and sets `rows[r] += g[r] · x`.
+/// With AVX2 a kernel of its own (not inlined: its accumulators keep their
+/// registers), the even and the odd rows summed apart, then together.
+#[inline(always)]
+pub fn exchange_rows<const VB: usize>(rows: &mut [[Block8; VB]], g: &[f32], x: &[Block8; VB]) -> [Block8; VB] {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if wide() {
+            // SAFETY: the CPU has AVX2 and FMA (just checked).
+            return unsafe { x86::exchange_rows_avx2(rows, g, x) };
+        }
+    }
+    let mut acc = [[0f32; 8]; VB];
+    for (row, &gr) in rows.iter_mut().zip(g) {
+        for ((rb, xb), ab) in row.iter_mut().zip(x).zip(acc.iter_mut()) {
+            let (old, xv, av) = (*rb, *xb, *ab);
+            *ab = std::array::from_fn(|k| gr.mul_add(old[k], av[k]));
+            *rb = std::array::from_fn(|k| gr.mul_add(xv[k], old[k]));
+        }
+    }
+    acc
 }
 
 /// The maximum of a block's lanes, in every lane (halves, then pairs, then neighbours).

@@ -1129,7 +1129,7 @@ impl Tabular<'_, '_> {
             *l = lanewise(|i| (if LANE_INDEX[i] == tl { 1.0 } else { 0.0 } - q[i] * inv[i]) * lr);
         }
         // gz from the rows before their update (in registers) and the update, one pass
-        let gz = p.beta.exchange_outer_blocks(lo, &lg.as_flattened()[..m], z);
+        let gz = p.beta.exchange_outer_blocks8(lo, &lg.as_flattened()[..m], z);
         if let Some(b) = &p.bias {
             for (gi, l) in lg.iter().enumerate() {
                 b.add_blocks(p.bias_at[j] + gi, 1.0, std::slice::from_ref(l));
