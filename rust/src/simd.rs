@@ -1687,6 +1687,52 @@ mod tests {
         assert!(big[0] >= 0.0 && big[0] < 1e-37 && big[1].is_finite());
     }
 
+    /// The tabular lane-block kernels (`block_scores`, `lanes_max`,
+    /// `lanes_sum`, `exchange_rows`) against float64 loops written from their
+    /// definitions, at every level (AVX2 kernels and the portable code), for
+    /// 1 to 17 rows (partial last groups of eight).
+    #[test]
+    fn block_kernels_agree_with_reference_at_every_level() {
+        let levels = [Level::Scalar, Level::Avx2Fma, Level::Avx512, Level::Neon];
+        let close = |got: f32, want: f64, what: &str| assert!((got as f64 - want).abs() < 1e-5 * (1.0 + want.abs()), "{what}: {got} vs {want}");
+        let val = |i: usize| ((i * 37 % 101) as f32 - 50.0) / 25.0;
+        let z: [Block8; 3] = std::array::from_fn(|b| std::array::from_fn(|k| val(8 * b + k + 5)));
+        for &lv in &levels {
+            if !force_level(Some(lv)) {
+                continue;
+            }
+            for n in [1usize, 7, 8, 9, 16, 17] {
+                let rows: Vec<[Block8; 3]> = (0..n).map(|r| std::array::from_fn(|b| std::array::from_fn(|k| val(24 * r + 8 * b + k)))).collect();
+                let dot = |r: usize| -> f64 { (0..3).flat_map(|b| (0..8).map(move |k| (b, k))).map(|(b, k)| z[b][k] as f64 * rows[r][b][k] as f64).sum() };
+                let mut out = vec![[0f32; 8]; n.div_ceil(8)];
+                block_scores(&z, &rows, &mut out);
+                for r in 0..n {
+                    close(out[r / 8][r % 8], dot(r), &format!("{lv:?} score of row {r} of {n}"));
+                }
+                let x = out[0];
+                let want_max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                let want_sum: f64 = x.iter().map(|&v| v as f64).sum();
+                for i in 0..8 {
+                    assert_eq!(lanes_max(x)[i], want_max, "{lv:?} lanes_max");
+                    close(lanes_sum(x)[i], want_sum, &format!("{lv:?} lanes_sum"));
+                }
+                let g: Vec<f32> = (0..n).map(|r| val(3 * r + 1) * 0.5).collect();
+                let mut upd = rows.clone();
+                let gz = exchange_rows(&mut upd, &g, &z);
+                for b in 0..3 {
+                    for k in 0..8 {
+                        let want: f64 = (0..n).map(|r| g[r] as f64 * rows[r][b][k] as f64).sum();
+                        close(gz[b][k], want, &format!("{lv:?} exchange gradient"));
+                        for r in 0..n {
+                            close(upd[r][b][k], rows[r][b][k] as f64 + g[r] as f64 * z[b][k] as f64, &format!("{lv:?} exchange update"));
+                        }
+                    }
+                }
+            }
+        }
+        force_level(None);
+    }
+
     /// The fused output-layer kernels against float64 loops written from
     /// their definitions, at every level and at lengths around the vector widths.
     #[test]
