@@ -20,7 +20,7 @@
 //! update of row `i` is multiplied by `factor[i % factor.len()]`, so 0
 //! freezes a row and 1 trains it normally.
 
-use crate::simd::{add_rows, axpy, dot, dot_axpy2, score_pair, update_pair};
+use crate::simd::{add_rows, axpy, dot, dot_axpy2, exchange_rows, score_pair, update_pair};
 use std::marker::PhantomData;
 
 /// A row-major `rows x cols` f32 matrix shared by all worker threads.
@@ -162,13 +162,16 @@ impl<'a> Hogwild<'a> {
         if a == 0.0 && !self.factor.is_empty() {
             return; // a frozen row stays bit-identical
         }
-        // SAFETY: as in `add_to_row`: `x` lies outside the matrix (checked)
-        // and the view of row i dies at the end of this block.
-        let r = unsafe { self.row_mut(i) };
-        for (rb, xb) in r.chunks_exact_mut(L).zip(x) {
-            let (old, xb) = (<[f32; L]>::try_from(&*rb).unwrap_or([0.0; L]), *xb);
-            let new: [f32; L] = std::array::from_fn(|k| old[k] + a * xb[k]);
-            rb.copy_from_slice(&new);
+        assert!(i < self.rows);
+        // SAFETY: row i lies inside the buffer (checked) and is x.len()
+        // blocks of L floats (checked; f32's alignment is the blocks'); as
+        // in `add_to_row`, `x` lies outside the matrix (checked) and the
+        // view of row i dies at the end of this block.
+        let r = unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i * self.cols) as *mut [f32; L], x.len()) };
+        for (rb, xb) in r.iter_mut().zip(x) {
+            // whole blocks in, whole blocks out: one vector operation each
+            let (old, xv) = (*rb, *xb);
+            *rb = std::array::from_fn(|k| a.mul_add(xv[k], old[k]));
         }
     }
 
@@ -207,20 +210,37 @@ impl<'a> Hogwild<'a> {
         assert!(!self.overlaps(x.as_flattened()), "update source lies inside the matrix it updates");
         assert!(N * L == self.cols && i0 + g.len() <= self.rows);
         let mut grad = [[0.0; L]; N];
-        // SAFETY: rows i0..i0 + g.len() lie inside the buffer (checked), `x`
+        // SAFETY: rows i0..i0 + g.len() lie inside the buffer (checked), each
+        // N blocks of L floats (checked; f32's alignment is the blocks'), `x`
         // lies outside the matrix (checked), and this view is the only one
         // of those rows this thread holds until the loop ends.
-        let rows = unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i0 * self.cols), g.len() * self.cols) };
-        for (i, (row, &gr)) in rows.chunks_exact_mut(self.cols).zip(g).enumerate() {
+        let rows = unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i0 * self.cols) as *mut [[f32; L]; N], g.len()) };
+        for (i, (row, &gr)) in rows.iter_mut().zip(g).enumerate() {
             let a = gr * self.factor(i0 + i);
-            for ((rb, xb), gb) in row.chunks_exact_mut(L).zip(x).zip(grad.iter_mut()) {
-                let (old, xb, gv) = (<[f32; L]>::try_from(&*rb).unwrap_or([0.0; L]), *xb, *gb);
-                *gb = std::array::from_fn(|k| gv[k] + gr * old[k]);
-                let new: [f32; L] = std::array::from_fn(|k| old[k] + a * xb[k]);
-                rb.copy_from_slice(&new);
+            for ((rb, xb), gb) in row.iter_mut().zip(x).zip(grad.iter_mut()) {
+                let (old, xv, gv) = (*rb, *xb, *gb);
+                *gb = std::array::from_fn(|k| gr.mul_add(old[k], gv[k]));
+                *rb = std::array::from_fn(|k| a.mul_add(xv[k], old[k]));
             }
         }
         grad
+    }
+
+    /// [`exchange_outer_blocks`](Self::exchange_outer_blocks) for blocks of
+    /// 8 floats: without update factors, `simd::exchange_rows`'s kernel.
+    #[inline(always)]
+    pub fn exchange_outer_blocks8<const N: usize>(&self, i0: usize, g: &[f32], x: &[[f32; 8]; N]) -> [[f32; 8]; N] {
+        if !self.factor.is_empty() {
+            return self.exchange_outer_blocks(i0, g, x);
+        }
+        assert!(!self.overlaps(x.as_flattened()), "update source lies inside the matrix it updates");
+        assert!(N * 8 == self.cols && i0 + g.len() <= self.rows);
+        // SAFETY: as in `exchange_outer_blocks`: rows i0..i0 + g.len() lie
+        // inside the buffer (checked), each N blocks of 8 floats (checked),
+        // `x` lies outside the matrix (checked), and this view is the only
+        // one of those rows this thread holds until the kernel returns.
+        let rows = unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i0 * self.cols) as *mut [[f32; 8]; N], g.len()) };
+        exchange_rows(rows, g, x)
     }
 
     /// Rows `range` for reading, one slice (row-major); Hogwild as [`row`](Self::row).
@@ -353,6 +373,28 @@ mod tests {
         m.exchange(1, 0.5, &[10.0, 20.0], &mut grad);
         assert_eq!(grad, [1.5, 2.0]);
         assert_eq!(m.row(1), &[8.0, 14.0]);
+    }
+
+    /// The 8-float kernel (`simd::exchange_rows`, even and odd rows summed
+    /// apart) against the row-by-row exchange, up to rounding.
+    #[test]
+    fn exchange_of_8_float_blocks_matches_the_row_exchange() {
+        let start: Vec<f32> = (0..5 * 16).map(|i| ((i * 7 % 23) as f32 - 11.0) * 0.125).collect();
+        let x = [[0.5f32, -1.0, 2.0, 0.25, -3.0, 1.5, 0.75, -0.5], [1.0, 2.0, -0.25, 4.0, 0.5, -2.0, 3.0, 1.25]];
+        let g = [0.5f32, -1.0, 2.0, 0.125, -0.75];
+        let (mut a, mut b) = (start.clone(), start.clone());
+        let mut grad_ref = [0f32; 16];
+        {
+            let m = Hogwild::new(&mut a, 16);
+            for (r, &gr) in g.iter().enumerate() {
+                m.exchange(r, gr, x.as_flattened(), &mut grad_ref);
+            }
+        }
+        let grad = Hogwild::new(&mut b, 16).exchange_outer_blocks8(0, &g, &x);
+        for (p, q) in a.iter().zip(&b).chain(grad_ref.iter().zip(grad.as_flattened())) {
+            assert!((p - q).abs() < 1e-5, "{p} vs {q}");
+        }
+        assert_ne!(a, start);
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub enum Level {
 
 /// The active level (0 = not detected yet); `force_level` overrides it.
 static LEVEL: AtomicU8 = AtomicU8::new(0);
+/// `wide()`'s answer for the current level: 0 unknown, 1 no, 2 yes.
+static WIDE: AtomicU8 = AtomicU8::new(0);
 
 fn detect() -> Level {
     #[cfg(target_arch = "x86_64")]
@@ -64,6 +66,7 @@ pub fn force_level(l: Option<Level>) -> bool {
     match l {
         None => {
             LEVEL.store(detect() as u8, Ordering::Relaxed);
+            WIDE.store(0, Ordering::Relaxed);
             true
         }
         Some(l) => {
@@ -76,6 +79,7 @@ pub fn force_level(l: Option<Level>) -> bool {
             };
             if ok {
                 LEVEL.store(l as u8, Ordering::Relaxed);
+                WIDE.store(0, Ordering::Relaxed);
             }
             ok
         }
@@ -211,6 +215,88 @@ mod x86 {
             *po.add(i) = o + g * *ph.add(i);
             i += 1;
         }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub unsafe fn scores8_avx2<const VB: usize>(z: &[[f32; 8]; VB], rows: &[&[[f32; 8]; VB]; 8]) -> [f32; 8] {
+        let mut acc = [_mm256_setzero_ps(); 8];
+        for (a, row) in acc.iter_mut().zip(rows) {
+            let mut t = _mm256_mul_ps(_mm256_loadu_ps(z[0].as_ptr()), _mm256_loadu_ps(row[0].as_ptr()));
+            for b in 1..VB {
+                t = _mm256_fmadd_ps(_mm256_loadu_ps(z[b].as_ptr()), _mm256_loadu_ps(row[b].as_ptr()), t);
+            }
+            *a = t;
+        }
+        let t0 = _mm256_hadd_ps(acc[0], acc[1]);
+        let t1 = _mm256_hadd_ps(acc[2], acc[3]);
+        let t2 = _mm256_hadd_ps(acc[4], acc[5]);
+        let t3 = _mm256_hadd_ps(acc[6], acc[7]);
+        // [s0 s1 s2 s3 | s0' s1' s2' s3']: the sums of the low and the high halves
+        let (u0, u1) = (_mm256_hadd_ps(t0, t1), _mm256_hadd_ps(t2, t3));
+        let r = _mm256_add_ps(_mm256_permute2f128_ps::<0x20>(u0, u1), _mm256_permute2f128_ps::<0x31>(u0, u1));
+        let mut o = [0f32; 8];
+        _mm256_storeu_ps(o.as_mut_ptr(), r);
+        o
+    }
+
+    /// One row of `exchange_rows_avx2`: `acc += g·row`, `row += g·x`.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn exchange_row_avx2<const VB: usize>(row: &mut [[f32; 8]; VB], gv: __m256, xv: &[__m256; VB], acc: &mut [__m256; VB]) {
+        for b in 0..VB {
+            let p = row[b].as_mut_ptr();
+            let old = _mm256_loadu_ps(p);
+            acc[b] = _mm256_fmadd_ps(gv, old, acc[b]);
+            _mm256_storeu_ps(p, _mm256_fmadd_ps(gv, xv[b], old));
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn exchange_rows_avx2<const VB: usize>(rows: &mut [[[f32; 8]; VB]], g: &[f32], x: &[[f32; 8]; VB]) -> [[f32; 8]; VB] {
+        let mut xv = [_mm256_setzero_ps(); VB];
+        for (v, xb) in xv.iter_mut().zip(x) {
+            *v = _mm256_loadu_ps(xb.as_ptr());
+        }
+        let (mut even, mut odd) = ([_mm256_setzero_ps(); VB], [_mm256_setzero_ps(); VB]);
+        let n = rows.len().min(g.len());
+        let (pairs, rest) = rows[..n].as_chunks_mut::<2>();
+        for (two, gg) in pairs.iter_mut().zip(g.chunks_exact(2)) {
+            exchange_row_avx2(&mut two[0], _mm256_set1_ps(gg[0]), &xv, &mut even);
+            exchange_row_avx2(&mut two[1], _mm256_set1_ps(gg[1]), &xv, &mut odd);
+        }
+        if let Some(row) = rest.first_mut() {
+            exchange_row_avx2(row, _mm256_set1_ps(g[n - 1]), &xv, &mut even);
+        }
+        let mut o = [[0f32; 8]; VB];
+        for b in 0..VB {
+            _mm256_storeu_ps(o[b].as_mut_ptr(), _mm256_add_ps(even[b], odd[b]));
+        }
+        o
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub unsafe fn lanes_max_avx2(x: [f32; 8]) -> [f32; 8] {
+        let v = _mm256_loadu_ps(x.as_ptr());
+        let v = _mm256_max_ps(v, _mm256_permute2f128_ps::<0x01>(v, v));
+        let v = _mm256_max_ps(v, _mm256_permute_ps::<0b0100_1110>(v));
+        let v = _mm256_max_ps(v, _mm256_permute_ps::<0b1011_0001>(v));
+        let mut o = [0f32; 8];
+        _mm256_storeu_ps(o.as_mut_ptr(), v);
+        o
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub unsafe fn lanes_sum_avx2(x: [f32; 8]) -> [f32; 8] {
+        let v = _mm256_loadu_ps(x.as_ptr());
+        let v = _mm256_add_ps(v, _mm256_permute2f128_ps::<0x01>(v, v));
+        let v = _mm256_add_ps(v, _mm256_permute_ps::<0b0100_1110>(v));
+        let v = _mm256_add_ps(v, _mm256_permute_ps::<0b1011_0001>(v));
+        let mut o = [0f32; 8];
+        _mm256_storeu_ps(o.as_mut_ptr(), v);
+        o
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -406,16 +492,141 @@ mod arm {
 pub fn with_wide<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
-        if matches!(level(), Level::Avx2Fma | Level::Avx512)
-            && std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-        {
+        if wide() {
             // SAFETY: `run_avx2` only enables code generation for AVX2 and
             // FMA, which the CPU was just checked to support.
             return unsafe { x86::run_avx2(f) };
         }
     }
     f()
+}
+
+/// Does the CPU have AVX2 and FMA, and is the level in use not forced
+/// lower? (One load in hot loops: the answer is kept in `WIDE`, 0 while
+/// unknown, and forgotten when the level is forced.)
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn wide() -> bool {
+    match WIDE.load(Ordering::Relaxed) {
+        1 => false,
+        2 => true,
+        _ => {
+            let w = matches!(level(), Level::Avx2Fma | Level::Avx512)
+                && std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma");
+            WIDE.store(if w { 2 } else { 1 }, Ordering::Relaxed);
+            w
+        }
+    }
+}
+
+/// Eight floats: one AVX register.
+pub type Block8 = [f32; 8];
+
+/// Scores of rows against `z`, eight rows at once: lane r of `out[g]` is
+/// `Σ_b <z[b], rows[8g + r][b]>` (a row's blocks by multiply-adds, then
+/// the eight rows' lane sums by a transposing reduction: in-register
+/// shuffles, not eight horizontal sums). In the last group, lanes past the
+/// rows hold repeats of the last row's score: the caller masks them.
+/// `out` has room for ⌈rows/8⌉ blocks.
+#[inline(always)]
+pub fn block_scores<const VB: usize>(z: &[Block8; VB], rows: &[[Block8; VB]], out: &mut [Block8]) {
+    let last = rows.len().saturating_sub(1);
+    let groups = out.iter_mut().enumerate().take(rows.len().div_ceil(8));
+    #[cfg(target_arch = "x86_64")]
+    {
+        if wide() {
+            for (g, o) in groups {
+                let r: [&[Block8; VB]; 8] = std::array::from_fn(|k| &rows[(8 * g + k).min(last)]);
+                // SAFETY: the CPU has AVX2 and FMA (just checked).
+                *o = unsafe { x86::scores8_avx2(z, &r) };
+            }
+            return;
+        }
+    }
+    for (g, o) in groups {
+        let acc: [Block8; 8] = std::array::from_fn(|k| {
+            let row = &rows[(8 * g + k).min(last)];
+            let mut t = [0f32; 8];
+            for (zb, rb) in z.iter().zip(row) {
+                for i in 0..8 {
+                    t[i] += zb[i] * rb[i];
+                }
+            }
+            t
+        });
+        // lane sums: pairs within each half, then quads, then the halves
+        let pairs = |a: &Block8, b: &Block8| -> Block8 {
+            std::array::from_fn(|i| {
+                let (half, k) = (i / 4 * 4, i % 4);
+                let v = if k < 2 { a } else { b };
+                v[half + 2 * (k % 2)] + v[half + 2 * (k % 2) + 1]
+            })
+        };
+        let t = [pairs(&acc[0], &acc[1]), pairs(&acc[2], &acc[3]), pairs(&acc[4], &acc[5]), pairs(&acc[6], &acc[7])];
+        let (u0, u1) = (pairs(&t[0], &t[1]), pairs(&t[2], &t[3]));
+        *o = std::array::from_fn(|i| if i < 4 { u0[i] + u0[i + 4] } else { u1[i - 4] + u1[i] });
+    }
+}
+
+/// The word2vec pair update on rows of VB blocks: returns `Σ_r g[r] ·
+/// rows[r]` (the rows before their update) and sets `rows[r] += g[r] · x`.
+/// With AVX2 a kernel of its own (not inlined: its accumulators keep their
+/// registers), the even and the odd rows summed apart, then together.
+#[inline(always)]
+pub fn exchange_rows<const VB: usize>(rows: &mut [[Block8; VB]], g: &[f32], x: &[Block8; VB]) -> [Block8; VB] {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if wide() {
+            // SAFETY: the CPU has AVX2 and FMA (just checked).
+            return unsafe { x86::exchange_rows_avx2(rows, g, x) };
+        }
+    }
+    let mut acc = [[0f32; 8]; VB];
+    for (row, &gr) in rows.iter_mut().zip(g) {
+        for ((rb, xb), ab) in row.iter_mut().zip(x).zip(acc.iter_mut()) {
+            let (old, xv, av) = (*rb, *xb, *ab);
+            *ab = std::array::from_fn(|k| gr.mul_add(old[k], av[k]));
+            *rb = std::array::from_fn(|k| gr.mul_add(xv[k], old[k]));
+        }
+    }
+    acc
+}
+
+/// The maximum of a block's lanes, in every lane (halves, then pairs, then neighbours).
+#[inline(always)]
+pub fn lanes_max(x: Block8) -> Block8 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if wide() {
+            // SAFETY: the CPU has AVX2 and FMA (just checked).
+            return unsafe { x86::lanes_max_avx2(x) };
+        }
+    }
+    butterfly(x, |a, b| if a > b { a } else { b })
+}
+
+/// The sum of a block's lanes, in every lane (in `lanes_max`'s order).
+#[inline(always)]
+pub fn lanes_sum(x: Block8) -> Block8 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if wide() {
+            // SAFETY: the CPU has AVX2 and FMA (just checked).
+            return unsafe { x86::lanes_sum_avx2(x) };
+        }
+    }
+    butterfly(x, |a, b| a + b)
+}
+
+#[inline(always)]
+fn butterfly(x: Block8, op: impl Fn(f32, f32) -> f32) -> Block8 {
+    let mut t = x;
+    for w in [4, 2, 1] {
+        let u = t;
+        t = std::array::from_fn(|i| op(u[i], u[i ^ w]));
+    }
+    t
 }
 
 /// Vectors shorter than this (an AVX register) skip the dispatch and the
@@ -1474,6 +1685,52 @@ mod tests {
         let mut big = [-1000.0f32, 1000.0];
         exp_inplace(&mut big);
         assert!(big[0] >= 0.0 && big[0] < 1e-37 && big[1].is_finite());
+    }
+
+    /// The tabular lane-block kernels (`block_scores`, `lanes_max`,
+    /// `lanes_sum`, `exchange_rows`) against float64 loops written from their
+    /// definitions, at every level (AVX2 kernels and the portable code), for
+    /// 1 to 17 rows (partial last groups of eight).
+    #[test]
+    fn block_kernels_agree_with_reference_at_every_level() {
+        let levels = [Level::Scalar, Level::Avx2Fma, Level::Avx512, Level::Neon];
+        let close = |got: f32, want: f64, what: &str| assert!((got as f64 - want).abs() < 1e-5 * (1.0 + want.abs()), "{what}: {got} vs {want}");
+        let val = |i: usize| ((i * 37 % 101) as f32 - 50.0) / 25.0;
+        let z: [Block8; 3] = std::array::from_fn(|b| std::array::from_fn(|k| val(8 * b + k + 5)));
+        for &lv in &levels {
+            if !force_level(Some(lv)) {
+                continue;
+            }
+            for n in [1usize, 7, 8, 9, 16, 17] {
+                let rows: Vec<[Block8; 3]> = (0..n).map(|r| std::array::from_fn(|b| std::array::from_fn(|k| val(24 * r + 8 * b + k)))).collect();
+                let dot = |r: usize| -> f64 { (0..3).flat_map(|b| (0..8).map(move |k| (b, k))).map(|(b, k)| z[b][k] as f64 * rows[r][b][k] as f64).sum() };
+                let mut out = vec![[0f32; 8]; n.div_ceil(8)];
+                block_scores(&z, &rows, &mut out);
+                for r in 0..n {
+                    close(out[r / 8][r % 8], dot(r), &format!("{lv:?} score of row {r} of {n}"));
+                }
+                let x = out[0];
+                let want_max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                let want_sum: f64 = x.iter().map(|&v| v as f64).sum();
+                for i in 0..8 {
+                    assert_eq!(lanes_max(x)[i], want_max, "{lv:?} lanes_max");
+                    close(lanes_sum(x)[i], want_sum, &format!("{lv:?} lanes_sum"));
+                }
+                let g: Vec<f32> = (0..n).map(|r| val(3 * r + 1) * 0.5).collect();
+                let mut upd = rows.clone();
+                let gz = exchange_rows(&mut upd, &g, &z);
+                for b in 0..3 {
+                    for k in 0..8 {
+                        let want: f64 = (0..n).map(|r| g[r] as f64 * rows[r][b][k] as f64).sum();
+                        close(gz[b][k], want, &format!("{lv:?} exchange gradient"));
+                        for r in 0..n {
+                            close(upd[r][b][k], rows[r][b][k] as f64 + g[r] as f64 * z[b][k] as f64, &format!("{lv:?} exchange update"));
+                        }
+                    }
+                }
+            }
+        }
+        force_level(None);
     }
 
     /// The fused output-layer kernels against float64 loops written from

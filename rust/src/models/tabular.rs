@@ -33,7 +33,7 @@
 use super::moe::{Gates, Moe, MoeScratch, ABSENT};
 use crate::hogwild::Hogwild;
 use crate::sampling::Rng;
-use crate::simd::{dot, with_wide};
+use crate::simd::{block_scores, dot, lanes_max, lanes_sum, with_wide};
 use std::ops::Range;
 
 pub struct Tabular<'m, 'a> {
@@ -141,13 +141,48 @@ pub struct Regrouped {
 
 /// The lane-block step's copies of `alpha`, `beta`, `pos_value` (the
 /// model's `offset_value`), `mask_value` and `mask_key` (`mask_gate`), in
-/// the lane layout.
+/// the lane layout, and of the output bias in whole blocks per column.
 struct PaddedRest {
     alpha: Vec<f32>,
     beta: Vec<f32>,
     pos_value: Vec<f32>,
     mask_value: Vec<f32>,
     mask_key: Vec<f32>,
+    bias: PaddedBias,
+}
+
+/// The output bias, column by column in whole blocks of `LANES` (zeros
+/// past a column's categories): column j's biases start at block `at[j]`.
+/// Empty when the model has no bias.
+struct PaddedBias {
+    blocks: Vec<f32>,
+    at: Vec<usize>,
+}
+
+impl PaddedBias {
+    fn new(bias: Option<&Hogwild<'_>>, starts: &[u32]) -> Self {
+        let Some(b) = bias else { return PaddedBias { blocks: Vec::new(), at: Vec::new() } };
+        let mut at = vec![0usize];
+        for w in starts.windows(2) {
+            at.push(at[at.len() - 1] + (w[1] - w[0]).div_ceil(LANES as u32) as usize);
+        }
+        let mut blocks = vec![0f32; at[at.len() - 1] * LANES];
+        for (j, w) in starts.windows(2).enumerate() {
+            for (i, t) in (w[0] as usize..w[1] as usize).enumerate() {
+                blocks[at[j] * LANES + i] = b.row(t)[0];
+            }
+        }
+        PaddedBias { blocks, at }
+    }
+
+    fn write_back(&self, dst: Option<&Hogwild<'_>>, starts: &[u32]) {
+        let Some(b) = dst else { return };
+        for (j, w) in starts.windows(2).enumerate() {
+            for (i, t) in (w[0] as usize..w[1] as usize).enumerate() {
+                b.set_row(t, &[self.blocks[self.at[j] * LANES + i]]);
+            }
+        }
+    }
 }
 
 /// `src` (H·R x d_k, head-major) as R x `width`, float s of head h at `at[h·d_k + s]` (zeros elsewhere).
@@ -231,6 +266,9 @@ struct Rest2<'p> {
     pos_value: Hogwild<'p>,
     mask_value: Hogwild<'p>,
     mask_key: Hogwild<'p>,
+    /// `PaddedBias`: one block a row.
+    bias: Option<Hogwild<'p>>,
+    bias_at: &'p [usize],
 }
 
 /// Per-thread buffers of the row-at-once step (no allocation per row).
@@ -342,6 +380,7 @@ impl Tabular<'_, '_> {
             pos_value: pad(&self.moe.offset_value, width, &at),
             mask_value: pad(&self.moe.mask_value, width, &at),
             mask_key: pad(&self.moe.mask_gate, width, &at),
+            bias: PaddedBias::new(self.moe.out.bias.as_ref(), self.starts),
         });
         let (key, pos_key, query) = (regroup(key, h, width, &at), regroup(pos_key, h, width, &at), regroup(query, h, width, &at));
         Regrouped { key, pos_key, query, width, at, lanes }
@@ -360,6 +399,7 @@ impl Tabular<'_, '_> {
             unpad(&p.pos_value, w, at, &self.moe.offset_value);
             unpad(&p.mask_value, w, at, &self.moe.mask_value);
             unpad(&p.mask_key, w, at, &self.moe.mask_gate);
+            p.bias.write_back(self.moe.out.bias.as_ref(), self.starts);
         }
     }
 
@@ -375,6 +415,8 @@ impl Tabular<'_, '_> {
                 pos_value: Hogwild::new(&mut p.pos_value, w),
                 mask_value: Hogwild::new(&mut p.mask_value, w),
                 mask_key: Hogwild::new(&mut p.mask_key, w),
+                bias: (!p.bias.blocks.is_empty()).then(|| Hogwild::new(&mut p.bias.blocks, LANES)),
+                bias_at: &p.bias.at,
             }),
         }
     }
@@ -732,6 +774,8 @@ impl Tabular<'_, '_> {
 const LANES: usize = 8;
 type Block = [f32; LANES];
 const ZERO: Block = [0.0; LANES];
+/// Each lane's index (as a float: lane-wise compares stay float compares).
+const LANE_INDEX: Block = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0];
 
 /// Lanes a group of heads takes in a block: H rounded up to a power of 2,
 /// at most 8 (see above).
@@ -794,14 +838,6 @@ impl LaneScratch {
     }
 }
 
-/// Block c of a padded row.
-#[inline(always)]
-fn blk(row: &[f32], c: usize) -> Block {
-    let mut b = ZERO;
-    b.copy_from_slice(&row[c * LANES..(c + 1) * LANES]);
-    b
-}
-
 // Lane-wise arithmetic on whole blocks (whole blocks in, whole block out:
 // the compiler then emits one vector instruction each).
 #[inline(always)]
@@ -823,7 +859,7 @@ fn minus(a: Block, b: Block) -> Block {
 #[inline(always)]
 fn fma_into(a: Block, b: Block, y: &mut Block) {
     let c = *y;
-    *y = lanewise(|i| c[i] + a[i] * b[i]);
+    *y = lanewise(|i| a[i].mul_add(b[i], c[i]));
 }
 
 /// `y += x`.
@@ -875,23 +911,22 @@ fn fold<const HP: usize>(x: Block) -> Block {
     t
 }
 
-/// Pairwise sums within each half: `[a0+a1, a2+a3, b0+b1, b2+b3 | a4+a5, a6+a7, b4+b5, b6+b7]`.
+/// Row i of a lane-layout matrix as its VB blocks.
 #[inline(always)]
-fn hadd(a: Block, b: Block) -> Block {
-    lanewise(|i| {
-        let (half, k) = (i / 4 * 4, i % 4);
-        let x = if k < 2 { a } else { b };
-        x[half + 2 * (k % 2)] + x[half + 2 * (k % 2) + 1]
-    })
+fn row_blocks<'a, const VB: usize>(m: &'a Hogwild<'_>, i: usize) -> &'a [Block; VB] {
+    m.row(i).as_chunks::<LANES>().0.try_into().expect("a row of VB blocks")
 }
 
-/// The lane sums of eight blocks, lane r the sum of block r.
+/// The first `n` vectors of VB blocks of a buffer, to write.
 #[inline(always)]
-fn hsum8(x: &[Block; LANES]) -> Block {
-    let (t0, t1, t2, t3) = (hadd(x[0], x[1]), hadd(x[2], x[3]), hadd(x[4], x[5]), hadd(x[6], x[7]));
-    // [s0 s1 s2 s3 | s0' s1' s2' s3'] with s the lower halves' sums, s' the upper ones'
-    let (u0, u1) = (hadd(t0, t1), hadd(t2, t3));
-    lanewise(|i| if i < 4 { u0[i] + u0[i + 4] } else { u1[i - 4] + u1[i] })
+fn vectors_mut<const VB: usize>(buf: &mut [Block], n: usize) -> &mut [[Block; VB]] {
+    buf[..n * VB].as_chunks_mut::<VB>().0
+}
+
+/// The first `n` vectors of VB blocks of a buffer.
+#[inline(always)]
+fn vectors<const VB: usize>(buf: &[Block], n: usize) -> &[[Block; VB]] {
+    buf[..n * VB].as_chunks::<VB>().0
 }
 
 impl Tabular<'_, '_> {
@@ -942,18 +977,21 @@ impl Tabular<'_, '_> {
         }
         let ln = &mut rs.ln;
         let scale = 1.0 / (self.dims().dk as f32).sqrt();
-        let (mv, mk) = if mask { (p.mask_value.row(0), p.mask_key.row(0)) } else { (&[][..], &[][..]) };
+        let (mv, mk) = if mask { (*row_blocks::<VB>(&p.mask_value, 0), *row_blocks::<VB>(&p.mask_key, 0)) } else { ([ZERO; VB], [ZERO; VB]) };
+        let (v, k, q) = (vectors_mut::<VB>(&mut ln.v, n), vectors_mut::<VB>(&mut ln.k, n), vectors_mut::<VB>(&mut ln.q, n));
         for (e, (&c, &t)) in rs.cols.iter().zip(&rs.toks).enumerate() {
-            let (pv, pk, al, ke, qu) = (p.pos_value.row(c), g.pos_key.row(c), p.alpha.row(t), g.key.row(t), g.query.row(c));
-            for b in 0..VB {
-                let i = e * VB + b;
-                ln.v[i] = plus(blk(al, b), blk(pv, b));
-                ln.k[i] = plus(blk(ke, b), blk(pk, b));
-                ln.q[i] = mul(blk(qu, b), [scale; LANES]);
-                if mask {
-                    ln.vm[i] = plus(blk(mv, b), blk(pv, b));
-                    ln.km[i] = plus(blk(mk, b), blk(pk, b));
-                }
+            let (pv, al) = (row_blocks::<VB>(&p.pos_value, c), row_blocks::<VB>(&p.alpha, t));
+            let (pk, ke, qu) = (row_blocks::<VB>(&g.pos_key, c), row_blocks::<VB>(&g.key, t), row_blocks::<VB>(&g.query, c));
+            v[e] = blockwise(|b| plus(al[b], pv[b]));
+            k[e] = blockwise(|b| plus(ke[b], pk[b]));
+            q[e] = blockwise(|b| mul(qu[b], [scale; LANES]));
+        }
+        if mask {
+            let (vm, km) = (vectors_mut::<VB>(&mut ln.vm, n), vectors_mut::<VB>(&mut ln.km, n));
+            for (e, &c) in rs.cols.iter().enumerate() {
+                let (pv, pk) = (row_blocks::<VB>(&p.pos_value, c), row_blocks::<VB>(&g.pos_key, c));
+                vm[e] = blockwise(|b| plus(mv[b], pv[b]));
+                km[e] = blockwise(|b| plus(mk[b], pk[b]));
             }
         }
         for buf in [&mut ln.dk, &mut ln.dkm, &mut ln.dq, &mut ln.dv, &mut ln.dvm] {
@@ -968,7 +1006,7 @@ impl Tabular<'_, '_> {
             let slot = a * VB..(a + 1) * VB;
             let qa: [Block; VB] = grab(&ln.q[slot.clone()]);
             let z = Self::lanes_forward::<HP, S, NH, VB>(ln, &qa, a, n, mask);
-            let (gz, pt) = self.lanes_output::<VB>(p, &mut rs.probs, &z, j, rs.toks[a], lr * self.weight(j));
+            let (gz, pt) = self.lanes_output::<VB>(p, rs.probs.as_chunks_mut::<LANES>().0, &z, j, rs.toks[a], lr * self.weight(j));
             // −log of a product of probabilities, one logarithm per row
             // (flushed before the product could leave f64's range)
             like *= pt.max(f32::MIN_POSITIVE) as f64;
@@ -1045,55 +1083,57 @@ impl Tabular<'_, '_> {
 
     /// Softmax of z over column j's categories, `target` the true token:
     /// column j's beta (and bias) rows take their step; returns
-    /// lr·∂log p/∂z (before the update) and p(target).
+    /// lr·∂log p/∂z (before the update) and p(target). The scores live in
+    /// whole blocks of 8 categories (`lg`, room for the widest column),
+    /// lanes past the column's last category −∞, then weight 0: no scalar
+    /// loop over the categories but the update's.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    fn lanes_output<const VB: usize>(&self, p: &Rest2<'_>, probs_all: &mut [f32], z: &[Block; VB], j: usize, target: usize, lr: f32) -> ([Block; VB], f32) {
-        let (bias, range) = (&self.moe.out.bias, self.range(j));
-        let lo = range.start;
-        let probs = &mut probs_all[..range.len()];
-        let rows = p.beta.rows_of(range.clone()).as_chunks::<LANES>().0.as_chunks::<VB>().0;
-        // eight categories' scores at once: their lane sums by a transposing reduction
-        for (pr8, rows8) in probs.chunks_mut(LANES).zip(rows.chunks(LANES)) {
-            let mut acc = [ZERO; LANES];
-            for (a, row) in acc.iter_mut().zip(rows8) {
-                for (&zc, &rc) in z.iter().zip(row) {
-                    fma_into(zc, rc, a);
-                }
-            }
-            let s = hsum8(&acc);
-            pr8.copy_from_slice(&s[..pr8.len()]);
-        }
-        if let Some(b) = bias {
-            for (pr, &bi) in probs.iter_mut().zip(b.rows_of(range.clone())) {
-                *pr += bi;
+    fn lanes_output<const VB: usize>(&self, p: &Rest2<'_>, lg: &mut [Block], z: &[Block; VB], j: usize, target: usize, lr: f32) -> ([Block; VB], f32) {
+        let range = self.range(j);
+        let (lo, m) = (range.start, range.len());
+        let ng = m.div_ceil(LANES);
+        let lg = &mut lg[..ng];
+        // eight categories' scores at once (see `block_scores`)
+        block_scores(z, p.beta.rows_of(range).as_chunks::<LANES>().0.as_chunks::<VB>().0, lg);
+        if let Some(b) = &p.bias {
+            for (l, bb) in lg.iter_mut().zip(b.rows_of(p.bias_at[j]..p.bias_at[j] + ng).as_chunks::<LANES>().0) {
+                *l = plus(*l, *bb);
             }
         }
-        // Whole blocks from here to the exponentials (the categories past
-        // the column's, −∞, take no part): the maximum 8 lanes side by
-        // side, no serial chain over the categories, no scalar tail.
-        let blocks = probs_all[..range.len().div_ceil(LANES) * LANES].as_chunks_mut::<LANES>().0;
-        blocks.as_flattened_mut()[range.len()..].fill(f32::NEG_INFINITY);
-        let mut m8 = [f32::NEG_INFINITY; LANES];
-        for ch in blocks.iter() {
-            m8 = lanewise(|i| if ch[i] > m8[i] { ch[i] } else { m8[i] });
+        let (tail, rem) = (lg[ng - 1], (m - (ng - 1) * LANES) as f32);
+        lg[ng - 1] = lanewise(|i| if LANE_INDEX[i] < rem { tail[i] } else { f32::NEG_INFINITY });
+        // the maximum and the sum lane-wise over the groups, then across the lanes
+        let mut mx = lg[0];
+        for l in lg.iter() {
+            mx = lanewise(|i| if l[i] > mx[i] { l[i] } else { mx[i] });
         }
-        let mx = m8.iter().fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
-        for ch in blocks.iter_mut() {
-            *ch = minus(*ch, [mx; LANES]);
+        let mx = lanes_max(mx);
+        for l in lg.iter_mut() {
+            *l = minus(*l, mx);
         }
-        exp_nonpositive(blocks.as_flattened_mut());
-        let probs = &mut probs_all[..range.len()];
-        let inv = 1.0 / probs.iter().sum::<f32>();
+        exp_nonpositive(lg.as_flattened_mut());
+        let tail = lg[ng - 1];
+        lg[ng - 1] = lanewise(|i| if LANE_INDEX[i] < rem { tail[i] } else { 0.0 });
+        let mut sum = ZERO;
+        for l in lg.iter() {
+            add_into(*l, &mut sum);
+        }
+        let total = lanes_sum(sum);
+        let inv = lanewise(|i| 1.0 / total[i]);
         let t = target - lo;
-        let p_target = probs[t] * inv;
-        for (i, q) in probs.iter_mut().enumerate() {
-            *q = (if i == t { 1.0 } else { 0.0 } - *q * inv) * lr; // now the step of row lo + i's score
+        let p_target = lg[t / LANES][t % LANES] * inv[0];
+        // now the step of each category's score (0 past the last)
+        for (gi, l) in lg.iter_mut().enumerate() {
+            let (q, tl) = (*l, t as f32 - (gi * LANES) as f32);
+            *l = lanewise(|i| (if LANE_INDEX[i] == tl { 1.0 } else { 0.0 } - q[i] * inv[i]) * lr);
         }
         // gz from the rows before their update (in registers) and the update, one pass
-        let gz = p.beta.exchange_outer_blocks(lo, probs, z);
-        if let Some(b) = bias {
-            b.add_outer_blocks::<1>(lo, probs, &[[1.0]]);
+        let gz = p.beta.exchange_outer_blocks8(lo, &lg.as_flattened()[..m], z);
+        if let Some(b) = &p.bias {
+            for (gi, l) in lg.iter().enumerate() {
+                b.add_blocks(p.bias_at[j] + gi, 1.0, std::slice::from_ref(l));
+            }
         }
         (gz, p_target)
     }
@@ -1114,13 +1154,15 @@ impl Tabular<'_, '_> {
         let (dkm, dvm) = (&mut ln.dkm[..n * VB].as_chunks_mut::<VB>().0[a], &mut ln.dvm[..n * VB].as_chunks_mut::<VB>().0[a]);
         let m = if mask { a } else { n }; // as in `lanes_forward`
         // <g, z> per head
-        let gzz: [Block; NH] = blockwise(|c| {
+        // (a plain loop: a closure this size is left out of line, as SSE code)
+        let mut gzz = [ZERO; NH];
+        for (c, o) in gzz.iter_mut().enumerate() {
             let mut t = mul(gz[c], z[c]);
             for s in 1..S {
                 fma_into(gz[s * NH + c], z[s * NH + c], &mut t);
             }
-            fold::<HP>(t)
-        });
+            *o = fold::<HP>(t);
+        }
         let mut dqa = [ZERO; VB];
         let experts = k.iter().zip(v).zip(th);
         for (e, (((kb, vb), tb), (dkb, dvb))) in experts.zip(dk.iter_mut().zip(dv.iter_mut())).enumerate() {
@@ -1151,28 +1193,27 @@ impl Tabular<'_, '_> {
     #[inline(always)]
     fn lanes_apply<const VB: usize>(&self, rs: &mut RowScratch, g: &Gates2<'_>, p: &Rest2<'_>, scale: f32) {
         let mask = self.has_mask();
-        let ln = &rs.ln;
+        let (ln, n) = (&rs.ln, rs.cols.len());
+        let (dv, dk, dq) = (vectors::<VB>(&ln.dv, n), vectors::<VB>(&ln.dk, n), vectors::<VB>(&ln.dq, n));
+        let (dvm, dkm) = (vectors::<VB>(&ln.dvm, n), vectors::<VB>(&ln.dkm, n));
         // the mask expert's key and value gradients, summed over the row
         let (mut dmk, mut dmv) = ([ZERO; VB], [ZERO; VB]);
         for (e, (&c, &t)) in rs.cols.iter().zip(&rs.toks).enumerate() {
-            let blocks = e * VB..(e + 1) * VB;
-            let (dv, dkey) = (&ln.dv[blocks.clone()], &ln.dk[blocks.clone()]);
-            p.alpha.add_blocks(t, 1.0, dv);
-            g.key.add_blocks(t, 1.0, dkey);
-            g.query.add_blocks(c, scale, &ln.dq[blocks.clone()]);
+            p.alpha.add_blocks(t, 1.0, &dv[e]);
+            g.key.add_blocks(t, 1.0, &dk[e]);
+            g.query.add_blocks(c, scale, &dq[e]);
             if mask {
                 // column c's encodings take its own and its mask expert's gradients at once
-                let (dvm, dkm) = (&ln.dvm[blocks.clone()], &ln.dkm[blocks]);
-                let (pv, pk): ([Block; VB], [Block; VB]) = (blockwise(|b| plus(dv[b], dvm[b])), blockwise(|b| plus(dkey[b], dkm[b])));
+                let (pv, pk): ([Block; VB], [Block; VB]) = (blockwise(|b| plus(dv[e][b], dvm[e][b])), blockwise(|b| plus(dk[e][b], dkm[e][b])));
                 p.pos_value.add_blocks(c, 1.0, &pv);
                 g.pos_key.add_blocks(c, 1.0, &pk);
-                for c in 0..VB {
-                    add_into(dkm[c], &mut dmk[c]);
-                    add_into(dvm[c], &mut dmv[c]);
+                for b in 0..VB {
+                    add_into(dkm[e][b], &mut dmk[b]);
+                    add_into(dvm[e][b], &mut dmv[b]);
                 }
             } else {
-                p.pos_value.add_blocks(c, 1.0, dv);
-                g.pos_key.add_blocks(c, 1.0, dkey);
+                p.pos_value.add_blocks(c, 1.0, &dv[e]);
+                g.pos_key.add_blocks(c, 1.0, &dk[e]);
             }
         }
         if mask {
