@@ -43,6 +43,14 @@ _VOCAB_BYTES_PER_WORD, _HUFFMAN_BYTES_PER_WORD = 350, 150
 
 BACKENDS = ("rust", "torch")
 
+#: Most bytes of vocabulary ids that ``train(corpus_file=...)`` keeps between
+#: epochs (4 bytes per in-vocabulary word plus 24 per line or 10,000-word
+#: chunk) so that later epochs skip reading and looking up the words of a
+#: plain-text file again. A corpus whose ids do not fit is partly cached and
+#: the rest read every epoch; 0 turns the cache off. Gzip files are always
+#: read. The cache lives for one ``train()`` call.
+ID_CACHE_BYTES = 512 << 20
+
 
 def resolve_backend(device, backend) -> Tuple[str, str]:
     """Check a model's ``device`` / ``backend`` pair and return it normalised.
@@ -879,6 +887,10 @@ class TrainableModel:
         for cb in callbacks:
             getattr(cb, "on_train_begin", lambda m: None)(self)
         t_start = time.perf_counter()
+        # Epochs after the first replay the file's ids (the Rust engine only).
+        id_cache = None
+        if corpus_file is not None and getattr(self, "backend", "rust") != "torch" and ID_CACHE_BYTES > 0:
+            id_cache = _core.IdCache(int(ID_CACHE_BYTES))
         try:
             for epoch in range(epochs):
                 for cb in callbacks:
@@ -890,7 +902,7 @@ class TrainableModel:
                               seed=int(self.seed) & 0xFFFFFFFFFFFFFFFF, epoch=int(self._epochs_done),
                               workers=int(self.workers), compute_loss=compute_loss,
                               report_delay=min(float(report_delay), 0.5), max_words=0,
-                              lockf=self._lockf_for_core(), resume=resume)
+                              lockf=self._lockf_for_core(), resume=resume, id_cache=id_cache)
                 if session is not None:
                     dist_arrays = self._dist_schedule(session, common)
                 reporter = _Reporter(max(words_per_epoch - before, 1), epoch, epochs, report_delay, bar,

@@ -8,6 +8,8 @@
 //! the range its first byte lies in. Gzip streams cannot be split, so workers
 //! take turns pulling whitespace-aligned blocks from one shared decoder.
 
+use crate::idcache::IdCache;
+use crate::vocab::Vocab;
 use flate2::read::MultiGzDecoder;
 use std::borrow::Cow;
 use std::fs::File;
@@ -155,6 +157,33 @@ impl<R: BufRead> SentenceReader<R> {
         f(&mut it);
         Ok(true)
     }
+}
+
+/// A reader of the byte range `[start, end)` of the plain file `path`.
+fn open_range(path: &Path, start: u64, end: u64) -> io::Result<SentenceReader<BufReader<File>>> {
+    let mut file = File::open(path)?;
+    let mut prev_is_space = true;
+    if start > 0 {
+        file.seek(SeekFrom::Start(start - 1))?;
+        let mut b = [0u8; 1];
+        file.read_exact(&mut b)?;
+        prev_is_space = is_space(b[0]);
+    }
+    Ok(SentenceReader::new(BufReader::with_capacity(BLOCK, file), start, end, prev_is_space))
+}
+
+/// The in-vocabulary ids of a sentence's tokens into `ids` (cleared first);
+/// returns the number of tokens.
+fn ids_of(vocab: &Vocab, it: &mut dyn Iterator<Item = &[u8]>, ids: &mut Vec<u32>) -> u64 {
+    ids.clear();
+    let mut raw = 0;
+    for t in it {
+        raw += 1;
+        if let Some(id) = vocab.tokens.get(t) {
+            ids.push(id);
+        }
+    }
+    raw
 }
 
 /// Is this a gzip file (by magic bytes, not the name)?
@@ -460,6 +489,15 @@ impl FileSplit {
         }
     }
 
+    /// The plain files this split reads by byte range.
+    pub fn paths(&self) -> Vec<&Path> {
+        match self {
+            FileSplit::Ranges { path, .. } => vec![path],
+            FileSplit::Shared { .. } => Vec::new(),
+            FileSplit::Pieces { parts } => parts.iter().flat_map(|p| p.paths()).collect(),
+        }
+    }
+
     /// What worker `i` reads of a split it has not begun.
     fn share_of(&self, i: usize) -> Vec<(u64, u64)> {
         match self {
@@ -550,20 +588,118 @@ impl FileSplit {
         cursor: &mut Cursor,
         mut f: F,
     ) -> io::Result<()> {
-        let FileSplit::Pieces { parts } = self else { return self.for_worker_in(i, cursor, f) };
-        let first = cursor.piece;
         let stopped = std::cell::Cell::new(false);
         let mut g = |it: &mut dyn Iterator<Item = &[u8]>| {
             let go = f(it);
             stopped.set(!go);
             go
         };
+        self.for_each_part(cursor, |part, cursor| {
+            part.for_worker_in(i, cursor, &mut g)?;
+            Ok(!stopped.get())
+        })
+    }
+
+    /// `for_worker` handing `f` each sentence as its in-vocabulary ids and
+    /// its corpus words. With a `cache`, the ranges of plain files are
+    /// replayed from its records where it has them, else read and recorded.
+    pub fn for_worker_ids<F: FnMut(&[u32], u64) -> bool>(
+        &self,
+        i: usize,
+        cursor: &mut Cursor,
+        vocab: &Vocab,
+        cache: Option<&IdCache>,
+        mut f: F,
+    ) -> io::Result<()> {
+        let stopped = std::cell::Cell::new(false);
+        let mut g = |ids: &[u32], raw: u64| {
+            let go = f(ids, raw);
+            stopped.set(!go);
+            go
+        };
+        let mut ids = Vec::with_capacity(MAX_SENTENCE_LEN);
+        self.for_each_part(cursor, |part, cursor| {
+            match (part, cache) {
+                (FileSplit::Ranges { path, parts, .. }, Some(cache)) => {
+                    let mine = parts.get(i).map(|v| &v[..]).unwrap_or(&[]);
+                    Self::ranges_cached(path, mine, cursor, vocab, cache, &mut ids, &mut g)?
+                }
+                _ => part.for_worker_in(i, cursor, |it| {
+                    let raw = ids_of(vocab, it, &mut ids);
+                    g(&ids, raw)
+                })?,
+            }
+            Ok(!stopped.get())
+        })
+    }
+
+    /// Run `run` on each part of a split of pieces from the cursor's piece on
+    /// (on the split itself if it is one file) until it returns false.
+    fn for_each_part(
+        &self,
+        cursor: &mut Cursor,
+        mut run: impl FnMut(&FileSplit, &mut Cursor) -> io::Result<bool>,
+    ) -> io::Result<()> {
+        let FileSplit::Pieces { parts } = self else { return run(self, cursor).map(|_| ()) };
+        let first = cursor.piece;
         for (q, part) in parts.iter().enumerate().skip(first) {
             cursor.piece = q;
-            part.for_worker_in(i, cursor, &mut g)?;
-            if stopped.get() {
+            if !run(part, cursor)? {
                 break;
             }
+        }
+        Ok(())
+    }
+
+    /// A worker's byte ranges `mine` of the plain file `path` as ids: each
+    /// range replayed from `cache` if recorded (from the cursor's position
+    /// on), else read, looked up and recorded.
+    fn ranges_cached<F: FnMut(&[u32], u64) -> bool>(
+        path: &Path,
+        mine: &[(u64, u64)],
+        cursor: &mut Cursor,
+        vocab: &Vocab,
+        cache: &IdCache,
+        ids: &mut Vec<u32>,
+        f: &mut F,
+    ) -> io::Result<()> {
+        cursor.pending = mine.to_vec();
+        while let Some(&(start, end)) = cursor.pending.first() {
+            if start >= end {
+                cursor.finish_first();
+                continue;
+            }
+            let mut go = true;
+            if let Some(rec) = cache.get(path, start, end) {
+                rec.replay(start, |ids, raw, pos| {
+                    go = f(ids, raw);
+                    cursor.advance(pos);
+                    go
+                });
+            } else {
+                let mut r = open_range(path, start, end)?;
+                let mut rec = cache.recorder(start);
+                let mut raw = 0;
+                while r.next_sentence(|it| raw = ids_of(vocab, it, ids))? {
+                    if let Some(rec) = rec.as_mut() {
+                        rec.push(ids, raw, r.position());
+                    }
+                    go = f(ids, raw);
+                    cursor.advance(r.position());
+                    if !go {
+                        break;
+                    }
+                }
+                if go {
+                    if let Some(rec) = rec {
+                        rec.finish(path, end);
+                    }
+                }
+            }
+            if !go {
+                return Ok(());
+            }
+            cursor.finish_first();
         }
         Ok(())
     }
@@ -584,15 +720,7 @@ impl FileSplit {
                         cursor.finish_first();
                         continue;
                     }
-                    let mut file = File::open(path)?;
-                    let mut prev_is_space = true;
-                    if start > 0 {
-                        file.seek(SeekFrom::Start(start - 1))?;
-                        let mut b = [0u8; 1];
-                        file.read_exact(&mut b)?;
-                        prev_is_space = is_space(b[0]);
-                    }
-                    let mut r = SentenceReader::new(BufReader::with_capacity(BLOCK, file), start, end, prev_is_space);
+                    let mut r = open_range(path, start, end)?;
                     let mut go = true;
                     while r.next_sentence(|it| go = f(it))? {
                         cursor.advance(r.position());
