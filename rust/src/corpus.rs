@@ -1055,6 +1055,87 @@ mod tests {
         std::fs::remove_dir_all(&dir).ok();
     }
 
+    /// Each worker's sentences as (ids, corpus words), stopping worker `w`
+    /// after `stop(w)` sentences; the state they stopped in.
+    fn ids_of_workers(
+        split: &FileSplit,
+        workers: usize,
+        vocab: &Vocab,
+        cache: Option<&IdCache>,
+        stop: impl Fn(usize) -> usize,
+    ) -> (Vec<Vec<(Vec<u32>, u64)>>, SplitState) {
+        let (mut out, mut cursors) = (Vec::new(), Vec::new());
+        for w in 0..workers {
+            let (mut got, mut cursor) = (Vec::new(), Cursor::default());
+            split
+                .for_worker_ids(w, &mut cursor, vocab, cache, |ids, raw| {
+                    got.push((ids.to_vec(), raw));
+                    got.len() < stop(w)
+                })
+                .unwrap();
+            out.push(got);
+            cursors.push(cursor);
+        }
+        (out, split.state(&cursors))
+    }
+
+    /// Replayed from the id cache, every worker gets the sentences, and
+    /// stops in the state, that reading the files gives; an epoch stopped
+    /// while replaying resumes exactly.
+    #[test]
+    fn the_id_cache_replays_what_reading_gives() {
+        use crate::vocab::VocabSettings;
+        let mut text = String::new();
+        for line in 0..1_500 {
+            let n = if line % 400 == 3 { MAX_SENTENCE_LEN + 77 } else { line % 60 };
+            for k in 0..n {
+                text.push_str(&format!("w{} ", (k * 31 + line) % 500));
+            }
+            text.push('\n');
+        }
+        let (dir, plain, gz) = plain_and_gzip("idcache", &text);
+        let cut = text[..text.len() / 2].rfind(' ').unwrap() as u64 + 1;
+        let len = text.len() as u64;
+        let pieces = vec![Piece::Range(plain.clone(), cut, len), Piece::Whole(gz), Piece::Range(plain.clone(), 0, cut)];
+        // Words w0..w299 are in the vocabulary, the rest are not.
+        let s = VocabSettings { min_count: 1, max_final_vocab: None, sample: 0.0, ns_exponent: 0.75, hs: false };
+        let vocab = Vocab::from_sorted((0..300).map(|i| (format!("w{i}"), 1000 - i as u64)).collect(), &s);
+        let all = |_: usize| usize::MAX;
+        // A split reads a gzip stream once: every pass takes a fresh one.
+        let fresh = |workers: usize| FileSplit::pieces(&pieces, workers).unwrap();
+        for workers in [1, 2, 3] {
+            let (read, _) = ids_of_workers(&fresh(workers), workers, &vocab, None, all);
+            assert!(read.iter().flatten().any(|(ids, raw)| (ids.len() as u64) < *raw), "no OOV word dropped");
+            let cache = IdCache::new(1 << 30);
+            for pass in 0..2 {
+                let (got, _) = ids_of_workers(&fresh(workers), workers, &vocab, Some(&cache), all);
+                assert!(got == read, "workers={workers} pass {pass}: the cache changed the sentences");
+            }
+            // Both plain ranges of every worker are recorded; the gzip piece is read.
+            assert_eq!(cache.len(), 2 * workers);
+            for stop_after in [1, 7, 40, 900, 2_600] {
+                let stop = |w: usize| stop_after + 5 * w;
+                let (_, at_read) = ids_of_workers(&fresh(workers), workers, &vocab, None, stop);
+                let (_, at_cached) = ids_of_workers(&fresh(workers), workers, &vocab, Some(&cache), stop);
+                assert_eq!(at_read, at_cached, "workers={workers}: stopped at another place");
+                let rest = FileSplit::resume_pieces(&pieces, workers, &at_cached).unwrap();
+                let (tail, _) = ids_of_workers(&rest, workers, &vocab, Some(&cache), all);
+                for w in 0..workers {
+                    let k = stop(w).min(read[w].len());
+                    assert!(tail[w] == read[w][k..], "workers={workers} worker {w}: resumed elsewhere");
+                }
+            }
+        }
+        // A cap too small for any range: nothing is kept, every pass reads.
+        let small = IdCache::new(1000);
+        let (read, _) = ids_of_workers(&fresh(2), 2, &vocab, None, all);
+        for _ in 0..2 {
+            assert!(ids_of_workers(&fresh(2), 2, &vocab, Some(&small), all).0 == read);
+        }
+        assert_eq!((small.len(), small.bytes()), (0, 0));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
     #[test]
     fn redistribute_keeps_every_byte_once() {
         let pending = [(5u64, 17u64), (30, 31), (40, 90)];
