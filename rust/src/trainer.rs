@@ -61,7 +61,8 @@ impl Job {
 pub enum Source<'a> {
     File(&'a FileSplit),
     /// A file whose sentences' ids are kept between epochs (plain files:
-    /// replayed where the cache has them; see `idcache`).
+    /// replayed where the cache has them; see `idcache`). The caller runs
+    /// `IdCache::check` before an epoch if the vocabulary or file may have changed.
     Cached(&'a FileSplit, &'a IdCache),
     Queue(&'a Receiver<Job>),
 }
