@@ -798,6 +798,13 @@ class TrainableModel:
         ``schedule_words`` sets the length of the learning-rate schedule
         (default: epochs x corpus words).
 
+        With ``corpus_file`` (plain text), the first epoch keeps every line's
+        vocabulary ids in memory and later epochs of the same call replay
+        them instead of reading and looking up the words again: the same
+        training, bit for bit, at up to ``bidirmoe.training.ID_CACHE_BYTES``
+        (512 MiB; about 4 bytes per word) of memory; lines that do not fit
+        are read every epoch.
+
         When training stops on an exception (Ctrl-C, or one raised by a
         callback), ``model.last_stop`` records how far it got: the epoch, the
         words done, and — for ``corpus_file`` training — every worker's byte
