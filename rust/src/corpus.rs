@@ -678,7 +678,7 @@ impl FileSplit {
                 });
             } else {
                 let mut r = open_range(path, start, end)?;
-                let mut rec = cache.recorder(start);
+                let mut rec = cache.recorder(start, end);
                 let mut raw = 0;
                 while r.next_sentence(|it| raw = ids_of(vocab, it, ids))? {
                     if let Some(rec) = rec.as_mut() {

@@ -151,10 +151,18 @@ impl IdCache {
         inside.then_some(rec)
     }
 
-    /// Start recording a range from `start` (None when the cache is full).
-    pub fn recorder(&self, start: u64) -> Option<Recorder<'_>> {
-        (!self.full.load(Ordering::Relaxed))
-            .then(|| Recorder { cache: self, rec: Some(Record { start, ..Record::default() }), reserved: 0 })
+    /// Start recording a range `[start, end)` (None when the cache is full).
+    pub fn recorder(&self, start: u64, end: u64) -> Option<Recorder<'_>> {
+        if self.full.load(Ordering::Relaxed) {
+            return None;
+        }
+        // A word takes at least two bytes (itself and a space): room for the
+        // most ids the range can hold (within the cap, and at most 64 MiB)
+        // up front, so the vector is not copied to grow; pages it does not
+        // fill are never touched, and `finish` gives them back.
+        let most = (end.saturating_sub(start) / 2 + 1).min((self.cap / 4) as u64).min(1 << 24) as usize;
+        let rec = Record { start, ids: Vec::with_capacity(most), sentences: Vec::new() };
+        Some(Recorder { cache: self, rec: Some(rec), reserved: 0 })
     }
 
     /// Take `n` more bytes from the cap; false (and the cache is full) when they do not fit.
@@ -225,7 +233,7 @@ mod tests {
     use super::*;
 
     fn record(cache: &IdCache, path: &Path, start: u64, sentences: &[(&[u32], u64, u64)], end: u64) {
-        let mut r = cache.recorder(start).expect("room");
+        let mut r = cache.recorder(start, end).expect("room");
         for &(ids, raw, pos) in sentences {
             r.push(ids, raw, pos);
         }
@@ -264,18 +272,18 @@ mod tests {
         let ids: Vec<u32> = (0..10_000).collect();
         // 4 x 40 kB fits, the fifth range does not: it is not kept, nor is any range after it.
         for k in 0..6u64 {
-            if let Some(mut r) = cache.recorder(k * 100) {
+            if let Some(mut r) = cache.recorder(k * 100, k * 100 + 100) {
                 r.push(&ids, 10_000, k * 100 + 50);
                 r.finish(p, k * 100 + 100);
             }
         }
         assert_eq!(cache.len(), 4);
         assert!(cache.bytes() <= 200_000);
-        assert!(cache.recorder(0).is_none());
+        assert!(cache.recorder(0, 100).is_none());
         // A record dropped unfinished (a stopped epoch) returns what it reserved.
         let cache = IdCache::new(1 << 20);
         {
-            let mut r = cache.recorder(0).unwrap();
+            let mut r = cache.recorder(0, 100).unwrap();
             r.push(&ids, 10_000, 50);
         }
         assert_eq!((cache.bytes(), cache.len()), (0, 0));
