@@ -11,18 +11,24 @@ and BidirMoE's offset profile.
     python benches/bench_moe.py
     python benches/bench_moe.py --epochs 5 --max-targets 20000
     python benches/bench_moe.py --repeats 3 --batch-targets 1,16 --scaling
+    python benches/bench_moe.py --repeats 3 --batch-targets 1 --no-eval --baseline /other/checkout/python
 
 BidirMoE runs once per ``--batch-targets`` value (default: 1, the exact
 per-target update and the library default, and 16). ``--repeats R`` runs every
 configuration with seeds 1..R: median speed, and the held-out quality as mean
 ± standard deviation over the seeds (the seed-to-seed noise the batched
-update is judged against).
+update is judged against). ``--baseline PYTHONPATH`` also times our CBOW and
+BidirMoE (at the last ``--batch-targets`` value) from the bidirmoe found on
+that path, each in a subprocess that reports its own training time,
+interleaved with the other runs: a before/after in one run (speed only).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import statistics
 import sys
 import tempfile
@@ -32,6 +38,27 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from _data import DEFAULT_CORPUS, heldout_split  # noqa: E402
+
+
+BASELINE_CHILD = r"""
+import json, sys, time
+from bidirmoe import BidirMoE, Word2Vec
+path, kw = sys.argv[1], json.loads(sys.argv[2])
+t = time.perf_counter()
+m = Word2Vec(corpus_file=path, **kw) if "heads" not in kw else BidirMoE(corpus_file=path, **kw).train()
+print(json.dumps({"seconds": time.perf_counter() - t, "words": m.corpus_total_words}))
+"""
+
+
+class Timed:
+    """A training run timed in a subprocess (``--baseline``): its words and its own time."""
+
+    def __init__(self, pythonpath: str, path: str, kw: dict):
+        env = {**os.environ, "PYTHONPATH": pythonpath}
+        out = subprocess.run([sys.executable, "-c", BASELINE_CHILD, path, json.dumps(kw)],
+                             check=True, capture_output=True, text=True, env=env)
+        got = json.loads(out.stdout.strip().splitlines()[-1])
+        self.corpus_total_words, self.bench_seconds = got["words"], got["seconds"]
 
 
 def main() -> None:
@@ -47,6 +74,8 @@ def main() -> None:
                     help="comma-separated batch_targets values for BidirMoE (default: 1,16)")
     ap.add_argument("--scaling", action="store_true", help="also time BidirMoE with 1 worker (thread scaling)")
     ap.add_argument("--no-eval", action="store_true", help="speed only")
+    ap.add_argument("--baseline", default=None, metavar="PYTHONPATH",
+                    help="also time our CBOW and BidirMoE from the bidirmoe on this path (another checkout's python/)")
     args = ap.parse_args()
 
     from bidirmoe import BidirMoE, Word2Vec, datasets
@@ -75,17 +104,24 @@ def main() -> None:
                             lambda kw, h=heads: BidirMoE(corpus_file=train_path, heads=h, batch_targets=batches[-1],
                                                          **dict(kw, workers=1)).train()))
 
+    if args.baseline:
+        b = batches[-1]
+        configs.append(("baseline bidirmoe CBOW", lambda kw: Timed(args.baseline, train_path, kw)))
+        for heads in (1, 4):
+            configs.append((f"baseline BidirMoE heads={heads} b={b}",
+                            lambda kw, h=heads: Timed(args.baseline, train_path, dict(kw, heads=h, batch_targets=b))))
+
     runs = {name: [] for name, _ in configs}  # name -> [(wps, model)]
     print("speed (vocabulary + training):")
     for r in range(1, args.repeats + 1):
         for name, make in configs:
             t = time.perf_counter()
             model = make(dict(common, seed=r))
-            dt = time.perf_counter() - t
+            dt = getattr(model, "bench_seconds", time.perf_counter() - t)
             wps = model.corpus_total_words * args.epochs / dt
             print(f"  seed {r} {name:36s} {wps / 1e6:6.2f} M words/s ({dt:.1f}s)", flush=True)
             quality = None
-            if not args.no_eval and not name.startswith("gensim") and "1 worker" not in name:
+            if not args.no_eval and not name.startswith(("gensim", "baseline")) and "1 worker" not in name:
                 quality = model.evaluate_masked(heldout, max_targets=args.max_targets, seed=0)
                 quality["analogy"] = model.wv.evaluate_word_analogies(datasets.path("google"), restrict_vocab=30000)[0]
             runs[name].append((wps, quality, model if r == args.repeats else None))

@@ -14,6 +14,7 @@
 
 use bidirmoe::corpus::{for_each_sentence, token_str, FileSplit};
 use bidirmoe::hogwild::Hogwild;
+use bidirmoe::idcache::IdCache;
 use bidirmoe::models::cbow::Cbow;
 use bidirmoe::models::moe::{Gates, Moe};
 use bidirmoe::models::skipgram::SkipGram;
@@ -32,6 +33,8 @@ const WINDOW: usize = 5;
 
 fn train<M: Model>(m: &M, voc: &Vocab, path: &Path, epochs: u64) -> (u64, f64) {
     let progress = Progress::default();
+    // As `train(corpus_file=...)` does: epochs after the first replay the ids.
+    let cache = IdCache::new(1 << 30);
     let t = Instant::now();
     for epoch in 0..epochs {
         let split = FileSplit::new(path, 1).expect("corpus");
@@ -48,7 +51,7 @@ fn train<M: Model>(m: &M, voc: &Vocab, path: &Path, epochs: u64) -> (u64, f64) {
             max_words: 0,
             resume: Vec::new(),
         };
-        run_epoch(m, voc, Source::File(&split), &cfg, &progress, |_| true).expect("epoch");
+        run_epoch(m, voc, Source::Cached(&split, &cache), &cfg, &progress, |_| true).expect("epoch");
     }
     (progress.examples.load(Ordering::Relaxed), t.elapsed().as_secs_f64())
 }

@@ -123,6 +123,49 @@ def test_resumed_run_is_bit_identical_with_one_worker(probe, tmp_path, name):
         assert np.array_equal(a[k], b[k]), f"{name}: {k} differs after resuming"
 
 
+@pytest.mark.parametrize("name", ["cbow", "bidirmoe"])
+def test_a_stop_while_replaying_cached_ids_resumes_bit_identically(probe, tmp_path, monkeypatch, name):
+    """Epochs after the first replay the corpus's vocabulary ids kept in memory
+    (``training.ID_CACHE_BYTES``): a run stopped in one of them and resumed
+    ends with the arrays of a run that read the file every epoch."""
+    from bidirmoe import _core, training
+
+    lines = probe["plain"].read_text().splitlines()  # long enough for a progress tick mid-epoch
+    path = tmp_path / "c.txt"
+    path.write_text("\n".join(" ".join(l.replace("_", " ").split()[:5]) for l in lines) + "\n")
+    make = _models()[name]
+
+    def fresh():
+        m = make()
+        m.build_vocab(corpus_file=path)
+        return m
+
+    monkeypatch.setattr(training, "ID_CACHE_BYTES", 0)
+    full = fresh()
+    full.train(corpus_file=path, total_words=full.corpus_total_words, epochs=3)
+    monkeypatch.setattr(training, "ID_CACHE_BYTES", 1 << 30)
+    made = []
+    real = _core.IdCache
+    monkeypatch.setattr(_core, "IdCache", lambda cap: made.append(real(cap)) or made[-1])
+    m = fresh()
+    total = m.corpus_total_words
+
+    def stop_in_second_epoch(info):
+        if info["epoch"] == 1 and info["epoch_words"] >= 0.5 * total:
+            raise Stop()
+
+    with pytest.raises(Stop):
+        m.train(corpus_file=path, total_words=total, epochs=3, progress_callback=stop_in_second_epoch,
+                report_delay=0.01)
+    # The first epoch recorded the file's one range (one worker); the second replayed it.
+    assert len(made) == 1 and made[0].ranges == 1 and made[0].nbytes >= 4 * 60_000
+    assert m.last_stop["epochs_left"] == 2 and 0 < m.last_stop["epoch_words"] < total
+    m.train(corpus_file=path, total_words=total, resume_from=m.last_stop)
+    a, b = _arrays(full), _arrays(m)
+    for k in a:
+        assert np.array_equal(a[k], b[k]), f"{name}: {k} differs after resuming"
+
+
 def test_resume_refuses_another_file(probe, tmp_path):
     m = Word2Vec(vector_size=8, min_count=1, workers=1)
     m.build_vocab(corpus_file=probe["plain"])

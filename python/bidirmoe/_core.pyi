@@ -68,6 +68,17 @@ class JobQueue:
     def close(self) -> None: ...
     def cancel(self) -> None: ...
 
+class IdCache:
+    """Vocabulary ids of a plain-text corpus file kept between the epochs of
+    one ``train()`` call (at most ``cap_bytes``); an epoch's schedule takes it
+    as ``id_cache``."""
+
+    def __init__(self, cap_bytes: int) -> None: ...
+    @property
+    def nbytes(self) -> int: ...
+    @property
+    def ranges(self) -> int: ...
+
 # A model's named parameter arrays, and where an epoch reads its corpus.
 Arrays = Dict[str, Optional[npt.NDArray[np.float32]]]
 # Pieces of several files, read in order: (path, start, end) byte ranges of

@@ -44,6 +44,14 @@ _VOCAB_BYTES_PER_WORD, _HUFFMAN_BYTES_PER_WORD = 350, 150
 
 BACKENDS = ("rust", "torch")
 
+#: Most bytes of vocabulary ids that ``train(corpus_file=...)`` keeps between
+#: epochs (4 bytes per in-vocabulary word plus 24 per line or 10,000-word
+#: chunk) so that later epochs skip reading and looking up the words of a
+#: plain-text file again. A corpus whose ids do not fit is partly cached and
+#: the rest read every epoch; 0 turns the cache off. Gzip files are always
+#: read. The cache lives for one ``train()`` call.
+ID_CACHE_BYTES = 512 << 20
+
 
 def resolve_backend(device, backend) -> Tuple[str, str]:
     """Check a model's ``device`` / ``backend`` pair and return it normalised.
@@ -827,6 +835,13 @@ class TrainableModel:
         ``schedule_words`` sets the length of the learning-rate schedule
         (default: epochs x corpus words).
 
+        With ``corpus_file`` (plain text), the first epoch keeps every line's
+        vocabulary ids in memory and later epochs of the same call replay
+        them instead of reading and looking up the words again: the same
+        training, bit for bit, at up to ``bidirmoe.training.ID_CACHE_BYTES``
+        (512 MiB; about 4 bytes per word) of memory; lines that do not fit
+        are read every epoch.
+
         When training stops on an exception (Ctrl-C, or one raised by a
         callback), ``model.last_stop`` records how far it got: the epoch, the
         words done, and — for ``corpus_file`` training — every worker's byte
@@ -918,6 +933,10 @@ class TrainableModel:
         for cb in callbacks:
             getattr(cb, "on_train_begin", lambda m: None)(self)
         t_start = time.perf_counter()
+        # Epochs after the first replay the file's ids (the Rust engine only).
+        id_cache = None
+        if corpus_file is not None and getattr(self, "backend", "rust") != "torch" and ID_CACHE_BYTES > 0:
+            id_cache = _core.IdCache(int(ID_CACHE_BYTES))
         try:
             for epoch in range(epochs):
                 for cb in callbacks:
@@ -929,7 +948,7 @@ class TrainableModel:
                               seed=int(self.seed) & 0xFFFFFFFFFFFFFFFF, epoch=int(self._epochs_done),
                               workers=int(self.workers), compute_loss=compute_loss,
                               report_delay=min(float(report_delay), 0.5), max_words=0,
-                              lockf=self._lockf_for_core(), resume=resume)
+                              lockf=self._lockf_for_core(), resume=resume, id_cache=id_cache)
                 if session is not None:
                     dist_arrays = self._dist_schedule(session, common)
                 reporter = _Reporter(max(words_per_epoch - before, 1), epoch, epochs, report_delay, bar,

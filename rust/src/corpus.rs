@@ -8,6 +8,8 @@
 //! the range its first byte lies in. Gzip streams cannot be split, so workers
 //! take turns pulling whitespace-aligned blocks from one shared decoder.
 
+use crate::idcache::IdCache;
+use crate::vocab::Vocab;
 use flate2::read::MultiGzDecoder;
 use std::borrow::Cow;
 use std::fs::File;
@@ -155,6 +157,33 @@ impl<R: BufRead> SentenceReader<R> {
         f(&mut it);
         Ok(true)
     }
+}
+
+/// A reader of the byte range `[start, end)` of the plain file `path`.
+fn open_range(path: &Path, start: u64, end: u64) -> io::Result<SentenceReader<BufReader<File>>> {
+    let mut file = File::open(path)?;
+    let mut prev_is_space = true;
+    if start > 0 {
+        file.seek(SeekFrom::Start(start - 1))?;
+        let mut b = [0u8; 1];
+        file.read_exact(&mut b)?;
+        prev_is_space = is_space(b[0]);
+    }
+    Ok(SentenceReader::new(BufReader::with_capacity(BLOCK, file), start, end, prev_is_space))
+}
+
+/// The in-vocabulary ids of a sentence's tokens into `ids` (cleared first);
+/// returns the number of tokens.
+fn ids_of(vocab: &Vocab, it: &mut dyn Iterator<Item = &[u8]>, ids: &mut Vec<u32>) -> u64 {
+    ids.clear();
+    let mut raw = 0;
+    for t in it {
+        raw += 1;
+        if let Some(id) = vocab.tokens.get(t) {
+            ids.push(id);
+        }
+    }
+    raw
 }
 
 /// Is this a gzip file (by magic bytes, not the name)?
@@ -460,6 +489,15 @@ impl FileSplit {
         }
     }
 
+    /// The plain files this split reads by byte range.
+    pub fn paths(&self) -> Vec<&Path> {
+        match self {
+            FileSplit::Ranges { path, .. } => vec![path],
+            FileSplit::Shared { .. } => Vec::new(),
+            FileSplit::Pieces { parts } => parts.iter().flat_map(|p| p.paths()).collect(),
+        }
+    }
+
     /// What worker `i` reads of a split it has not begun.
     fn share_of(&self, i: usize) -> Vec<(u64, u64)> {
         match self {
@@ -550,20 +588,118 @@ impl FileSplit {
         cursor: &mut Cursor,
         mut f: F,
     ) -> io::Result<()> {
-        let FileSplit::Pieces { parts } = self else { return self.for_worker_in(i, cursor, f) };
-        let first = cursor.piece;
         let stopped = std::cell::Cell::new(false);
         let mut g = |it: &mut dyn Iterator<Item = &[u8]>| {
             let go = f(it);
             stopped.set(!go);
             go
         };
+        self.for_each_part(cursor, |part, cursor| {
+            part.for_worker_in(i, cursor, &mut g)?;
+            Ok(!stopped.get())
+        })
+    }
+
+    /// `for_worker` handing `f` each sentence as its in-vocabulary ids and
+    /// its corpus words. With a `cache`, the ranges of plain files are
+    /// replayed from its records where it has them, else read and recorded.
+    pub fn for_worker_ids<F: FnMut(&[u32], u64) -> bool>(
+        &self,
+        i: usize,
+        cursor: &mut Cursor,
+        vocab: &Vocab,
+        cache: Option<&IdCache>,
+        mut f: F,
+    ) -> io::Result<()> {
+        let stopped = std::cell::Cell::new(false);
+        let mut g = |ids: &[u32], raw: u64| {
+            let go = f(ids, raw);
+            stopped.set(!go);
+            go
+        };
+        let mut ids = Vec::with_capacity(MAX_SENTENCE_LEN);
+        self.for_each_part(cursor, |part, cursor| {
+            match (part, cache) {
+                (FileSplit::Ranges { path, parts, .. }, Some(cache)) => {
+                    let mine = parts.get(i).map(|v| &v[..]).unwrap_or(&[]);
+                    Self::ranges_cached(path, mine, cursor, vocab, cache, &mut ids, &mut g)?
+                }
+                _ => part.for_worker_in(i, cursor, |it| {
+                    let raw = ids_of(vocab, it, &mut ids);
+                    g(&ids, raw)
+                })?,
+            }
+            Ok(!stopped.get())
+        })
+    }
+
+    /// Run `run` on each part of a split of pieces from the cursor's piece on
+    /// (on the split itself if it is one file) until it returns false.
+    fn for_each_part(
+        &self,
+        cursor: &mut Cursor,
+        mut run: impl FnMut(&FileSplit, &mut Cursor) -> io::Result<bool>,
+    ) -> io::Result<()> {
+        let FileSplit::Pieces { parts } = self else { return run(self, cursor).map(|_| ()) };
+        let first = cursor.piece;
         for (q, part) in parts.iter().enumerate().skip(first) {
             cursor.piece = q;
-            part.for_worker_in(i, cursor, &mut g)?;
-            if stopped.get() {
+            if !run(part, cursor)? {
                 break;
             }
+        }
+        Ok(())
+    }
+
+    /// A worker's byte ranges `mine` of the plain file `path` as ids: each
+    /// range replayed from `cache` if recorded (from the cursor's position
+    /// on), else read, looked up and recorded.
+    fn ranges_cached<F: FnMut(&[u32], u64) -> bool>(
+        path: &Path,
+        mine: &[(u64, u64)],
+        cursor: &mut Cursor,
+        vocab: &Vocab,
+        cache: &IdCache,
+        ids: &mut Vec<u32>,
+        f: &mut F,
+    ) -> io::Result<()> {
+        cursor.pending = mine.to_vec();
+        while let Some(&(start, end)) = cursor.pending.first() {
+            if start >= end {
+                cursor.finish_first();
+                continue;
+            }
+            let mut go = true;
+            if let Some(rec) = cache.get(path, start, end) {
+                rec.replay(start, |ids, raw, pos| {
+                    go = f(ids, raw);
+                    cursor.advance(pos);
+                    go
+                });
+            } else {
+                let mut r = open_range(path, start, end)?;
+                let mut rec = cache.recorder(start, end);
+                let mut raw = 0;
+                while r.next_sentence(|it| raw = ids_of(vocab, it, ids))? {
+                    if let Some(rec) = rec.as_mut() {
+                        rec.push(ids, raw, r.position());
+                    }
+                    go = f(ids, raw);
+                    cursor.advance(r.position());
+                    if !go {
+                        break;
+                    }
+                }
+                if go {
+                    if let Some(rec) = rec {
+                        rec.finish(path, end);
+                    }
+                }
+            }
+            if !go {
+                return Ok(());
+            }
+            cursor.finish_first();
         }
         Ok(())
     }
@@ -584,15 +720,7 @@ impl FileSplit {
                         cursor.finish_first();
                         continue;
                     }
-                    let mut file = File::open(path)?;
-                    let mut prev_is_space = true;
-                    if start > 0 {
-                        file.seek(SeekFrom::Start(start - 1))?;
-                        let mut b = [0u8; 1];
-                        file.read_exact(&mut b)?;
-                        prev_is_space = is_space(b[0]);
-                    }
-                    let mut r = SentenceReader::new(BufReader::with_capacity(BLOCK, file), start, end, prev_is_space);
+                    let mut r = open_range(path, start, end)?;
                     let mut go = true;
                     while r.next_sentence(|it| go = f(it))? {
                         cursor.advance(r.position());
@@ -924,6 +1052,87 @@ mod tests {
         assert!(FileSplit::resume_pieces(&pieces[..2], 1, &state).is_err());
         assert!(FileSplit::pieces(&[Piece::Range(plain.clone(), 0, len + 1)], 1).is_err());
         assert!(FileSplit::pieces(&[Piece::Range(gz.clone(), 0, 10)], 1).is_err());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// Each worker's sentences as (ids, corpus words), stopping worker `w`
+    /// after `stop(w)` sentences; the state they stopped in.
+    fn ids_of_workers(
+        split: &FileSplit,
+        workers: usize,
+        vocab: &Vocab,
+        cache: Option<&IdCache>,
+        stop: impl Fn(usize) -> usize,
+    ) -> (Vec<Vec<(Vec<u32>, u64)>>, SplitState) {
+        let (mut out, mut cursors) = (Vec::new(), Vec::new());
+        for w in 0..workers {
+            let (mut got, mut cursor) = (Vec::new(), Cursor::default());
+            split
+                .for_worker_ids(w, &mut cursor, vocab, cache, |ids, raw| {
+                    got.push((ids.to_vec(), raw));
+                    got.len() < stop(w)
+                })
+                .unwrap();
+            out.push(got);
+            cursors.push(cursor);
+        }
+        (out, split.state(&cursors))
+    }
+
+    /// Replayed from the id cache, every worker gets the sentences, and
+    /// stops in the state, that reading the files gives; an epoch stopped
+    /// while replaying resumes exactly.
+    #[test]
+    fn the_id_cache_replays_what_reading_gives() {
+        use crate::vocab::VocabSettings;
+        let mut text = String::new();
+        for line in 0..1_500 {
+            let n = if line % 400 == 3 { MAX_SENTENCE_LEN + 77 } else { line % 60 };
+            for k in 0..n {
+                text.push_str(&format!("w{} ", (k * 31 + line) % 500));
+            }
+            text.push('\n');
+        }
+        let (dir, plain, gz) = plain_and_gzip("idcache", &text);
+        let cut = text[..text.len() / 2].rfind(' ').unwrap() as u64 + 1;
+        let len = text.len() as u64;
+        let pieces = vec![Piece::Range(plain.clone(), cut, len), Piece::Whole(gz), Piece::Range(plain.clone(), 0, cut)];
+        // Words w0..w299 are in the vocabulary, the rest are not.
+        let s = VocabSettings { min_count: 1, max_final_vocab: None, sample: 0.0, ns_exponent: 0.75, hs: false };
+        let vocab = Vocab::from_sorted((0..300).map(|i| (format!("w{i}"), 1000 - i as u64)).collect(), &s);
+        let all = |_: usize| usize::MAX;
+        // A split reads a gzip stream once: every pass takes a fresh one.
+        let fresh = |workers: usize| FileSplit::pieces(&pieces, workers).unwrap();
+        for workers in [1, 2, 3] {
+            let (read, _) = ids_of_workers(&fresh(workers), workers, &vocab, None, all);
+            assert!(read.iter().flatten().any(|(ids, raw)| (ids.len() as u64) < *raw), "no OOV word dropped");
+            let cache = IdCache::new(1 << 30);
+            for pass in 0..2 {
+                let (got, _) = ids_of_workers(&fresh(workers), workers, &vocab, Some(&cache), all);
+                assert!(got == read, "workers={workers} pass {pass}: the cache changed the sentences");
+            }
+            // Both plain ranges of every worker are recorded; the gzip piece is read.
+            assert_eq!(cache.len(), 2 * workers);
+            for stop_after in [1, 7, 40, 900, 2_600] {
+                let stop = |w: usize| stop_after + 5 * w;
+                let (_, at_read) = ids_of_workers(&fresh(workers), workers, &vocab, None, stop);
+                let (_, at_cached) = ids_of_workers(&fresh(workers), workers, &vocab, Some(&cache), stop);
+                assert_eq!(at_read, at_cached, "workers={workers}: stopped at another place");
+                let rest = FileSplit::resume_pieces(&pieces, workers, &at_cached).unwrap();
+                let (tail, _) = ids_of_workers(&rest, workers, &vocab, Some(&cache), all);
+                for w in 0..workers {
+                    let k = stop(w).min(read[w].len());
+                    assert!(tail[w] == read[w][k..], "workers={workers} worker {w}: resumed elsewhere");
+                }
+            }
+        }
+        // A cap too small for any range: nothing is kept, every pass reads.
+        let small = IdCache::new(1000);
+        let (read, _) = ids_of_workers(&fresh(2), 2, &vocab, None, all);
+        for _ in 0..2 {
+            assert!(ids_of_workers(&fresh(2), 2, &vocab, Some(&small), all).0 == read);
+        }
+        assert_eq!((small.len(), small.bytes()), (0, 0));
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -8,6 +8,7 @@
 pub mod batches;
 pub mod corpus;
 pub mod hogwild;
+pub mod idcache;
 pub mod models;
 pub mod objective;
 pub mod sampling;

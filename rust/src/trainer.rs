@@ -10,6 +10,7 @@
 //! learn whether to stop (Ctrl-C).
 
 use crate::corpus::{Cursor, FileSplit, MAX_SENTENCE_LEN};
+use crate::idcache::IdCache;
 use crate::models::Model;
 use crate::sampling::Rng;
 use crate::vocab::Vocab;
@@ -59,6 +60,10 @@ impl Job {
 
 pub enum Source<'a> {
     File(&'a FileSplit),
+    /// A file whose sentences' ids are kept between epochs (plain files:
+    /// replayed where the cache has them; see `idcache`). The caller runs
+    /// `IdCache::check` before an epoch if the vocabulary or file may have changed.
+    Cached(&'a FileSplit, &'a IdCache),
     Queue(&'a Receiver<Job>),
 }
 
@@ -339,16 +344,11 @@ impl<M: Model> Worker<'_, M> {
         self.cfg.max_words > 0 && self.progress.raw_words.load(Ordering::Relaxed) + self.local.raw >= self.cfg.max_words
     }
 
+    /// Train on a sentence given as its in-vocabulary ids and corpus words.
     /// Returns false when the run is cancelled.
-    fn sentence_tokens(&mut self, it: &mut dyn Iterator<Item = &[u8]>) -> bool {
+    fn sentence_ids(&mut self, ids: &[u32], raw: u64) -> bool {
         self.ids.clear();
-        let mut raw = 0;
-        for t in it {
-            raw += 1;
-            if let Some(id) = self.vocab.tokens.get(t) {
-                self.ids.push(id);
-            }
-        }
+        self.ids.extend_from_slice(ids);
         self.train_ids(raw);
         self.maybe_park(raw);
         !self.progress.cancel.load(Ordering::Relaxed) && !self.over_limit()
@@ -398,7 +398,10 @@ impl<M: Model> Worker<'_, M> {
             _ => self.update_lr(),
         }
         match src {
-            Source::File(split) => split.for_worker(worker, cursor, |it| self.sentence_tokens(it))?,
+            Source::File(split) => split.for_worker_ids(worker, cursor, self.vocab, None, |ids, raw| self.sentence_ids(ids, raw))?,
+            Source::Cached(split, cache) => {
+                split.for_worker_ids(worker, cursor, self.vocab, Some(cache), |ids, raw| self.sentence_ids(ids, raw))?
+            }
             Source::Queue(rx) => loop {
                 if self.progress.cancel.load(Ordering::Relaxed) {
                     break;

@@ -4,6 +4,7 @@
 use super::schedule::Schedule;
 use super::vocab::PyVocab;
 use crate::corpus::{self, token_str, FileSplit, Piece};
+use crate::idcache::IdCache;
 use crate::trainer::Job;
 use crate::vocab::Vocab;
 use crossbeam_channel::{bounded, Receiver, SendTimeoutError, Sender};
@@ -161,6 +162,34 @@ impl JobQueue {
         self.closed.store(true, Ordering::Relaxed);
         self.close();
         while self.rx.try_recv().is_ok() {}
+    }
+}
+
+/// Vocabulary ids of a corpus file kept between the epochs of one
+/// `train()` call, at most `cap_bytes` of them (see `crate::idcache`);
+/// passed to each epoch as the schedule's `id_cache`.
+#[pyclass(module = "bidirmoe._core", name = "IdCache", frozen)]
+pub struct PyIdCache {
+    pub(crate) inner: IdCache,
+}
+
+#[pymethods]
+impl PyIdCache {
+    #[new]
+    fn new(cap_bytes: usize) -> Self {
+        PyIdCache { inner: IdCache::new(cap_bytes) }
+    }
+
+    /// Bytes of ids and sentence offsets held.
+    #[getter]
+    fn nbytes(&self) -> usize {
+        self.inner.bytes()
+    }
+
+    /// Byte ranges of the corpus recorded (one per worker and file piece).
+    #[getter]
+    fn ranges(&self) -> usize {
+        self.inner.len()
     }
 }
 

@@ -85,6 +85,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<vocab::VocabCounter>()?;
     m.add_class::<vocab::PyVocab>()?;
     m.add_class::<input::JobQueue>()?;
+    m.add_class::<input::PyIdCache>()?;
     m.add_class::<stream::PyBatchStream>()?;
     m.add_function(wrap_pyfunction!(word2vec::train_epoch, m)?)?;
     m.add_function(wrap_pyfunction!(word2vec::train_sentence_ns, m)?)?;

@@ -3,7 +3,7 @@
 //! written once for every model.
 
 use super::arrays::lock_slice;
-use super::input::{make_source, Src};
+use super::input::{make_source, PyIdCache, Src};
 use super::vocab::PyVocab;
 use crate::corpus::SplitState;
 use crate::models::Model;
@@ -14,6 +14,7 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A model's arguments from Python (its arrays and settings): `with` checks
@@ -204,6 +205,10 @@ pub(crate) struct Schedule {
     /// `sync(local_words, False)` (e.g. to take in sums that arrived).
     #[pyo3(default)]
     pub(crate) sync_poll: Option<PyObject>,
+    /// Vocabulary ids of the corpus file kept between the epochs of one
+    /// `train()` call (`IdCache`), or None: read the file every epoch.
+    #[pyo3(default)]
+    pub(crate) id_cache: Option<Py<PyIdCache>>,
 }
 
 impl Schedule {
@@ -237,7 +242,7 @@ pub(crate) fn train_config(sch: &Schedule) -> TrainConfig {
 pub(crate) fn run_py_epoch<M: crate::models::Model>(
     py: Python<'_>,
     model: &M,
-    voc: &Vocab,
+    voc: &Arc<Vocab>,
     src: &Src,
     sch: &Schedule,
 ) -> PyResult<(u64, u64, u64, f64)> {
@@ -248,10 +253,15 @@ pub(crate) fn run_py_epoch<M: crate::models::Model>(
     let mut poll_failed: Option<PyErr> = None;
     let progress_cb = &sch.progress_cb;
     let sync_cb = &sch.sync;
+    let cache = sch.id_cache.as_ref().map(|c| &c.get().inner);
     let result = py.allow_threads(|| {
-        let source = match src {
-            Src::File(f) => Source::File(f),
-            Src::Queue(r) => Source::Queue(r),
+        let source = match (src, cache) {
+            (Src::File(f), Some(cache)) => {
+                cache.check(voc, &f.paths());
+                Source::Cached(f, cache)
+            }
+            (Src::File(f), None) => Source::File(f),
+            (Src::Queue(r), _) => Source::Queue(r),
         };
         let mut last = Instant::now();
         let on_tick = |p: &Progress| -> bool {
