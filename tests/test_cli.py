@@ -312,3 +312,29 @@ def test_progress_lines_when_not_a_terminal_and_json_log(text, tmp_path):
     rows = [json.loads(l) for l in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert rows and {"epoch", "progress", "words_per_sec", "lr", "loss_per_word", "eta_s"} <= set(rows[0])
     assert all(r["loss_per_word"] > 0 for r in rows)
+
+
+def test_id_cache_option_sets_the_cap_and_changes_no_vector(text, tmp_path, monkeypatch):
+    from bidirmoe import cli, training
+
+    monkeypatch.setattr(training, "ID_CACHE_BYTES", training.ID_CACHE_BYTES)  # restored after the test
+    caps = []
+    real = training._core.IdCache
+
+    def recording(cap):
+        caps.append(cap)
+        return real(cap)
+
+    monkeypatch.setattr(training._core, "IdCache", recording)
+    args = ["train", str(text), "--dim", "8", "--epochs", "3", "--min-count", "1", "--threads", "1", "--quiet",
+            "--format", "word2vec-txt"]
+    assert cli.main([*args, "-o", str(tmp_path / "a.txt")]) == 0
+    assert caps == [512 << 20]
+    assert cli.main([*args, "-o", str(tmp_path / "b.txt"), "--id-cache-mb", "0"]) == 0
+    assert caps == [512 << 20]  # 0: no cache made, every epoch reads the file
+    assert cli.main([*args, "-o", str(tmp_path / "c.txt"), "--id-cache-mb", "3"]) == 0
+    assert caps == [512 << 20, 3 << 20]
+    assert training.ID_CACHE_BYTES == 512 << 20  # the option holds for its own call only
+    assert (tmp_path / "a.txt").read_text() == (tmp_path / "b.txt").read_text() == (tmp_path / "c.txt").read_text()
+    r = run_cli("train", text, "-o", tmp_path / "d.txt", "--id-cache-mb", "-1")
+    assert r.returncode == 1 and r.stderr.strip() == "bidirmoe: error: --id-cache-mb must be >= 0, got -1"

@@ -305,6 +305,8 @@ def _train_in(args, session) -> int:
         v = getattr(args, name)
         if v is not None and v < 1:
             raise CliError(f"--{name} must be >= 1, got {v}")
+    if args.id_cache_mb is not None and args.id_cache_mb < 0:
+        raise CliError(f"--id-cache-mb must be >= 0, got {args.id_cache_mb}")
     progress = _Progress(args.quiet or not lead, args.log_json if lead else None)
     spool_dir = os.path.dirname(os.path.abspath(args.output))
     corpus, spooled = _corpus_file(files, spool_dir, progress.message, session)
@@ -318,6 +320,11 @@ def _train_in(args, session) -> int:
     # distributed: the next sync round, for every rank). Single process,
     # before training starts, it stops at once.
     latch = InterruptLatch(session, armed=session is not None)
+    from . import training
+
+    old_cap = training.ID_CACHE_BYTES  # this call's cap; restored for whoever calls main() next in this process
+    if args.id_cache_mb is not None:
+        training.ID_CACHE_BYTES = args.id_cache_mb << 20
     old_term = signal.signal(signal.SIGTERM, on_term if session is not None else latch)
     old_int = signal.signal(signal.SIGINT, latch)
     try:
@@ -429,6 +436,7 @@ def _train_in(args, session) -> int:
             return 130
         return 0
     finally:
+        training.ID_CACHE_BYTES = old_cap
         signal.signal(signal.SIGTERM, old_term)
         if old_int is not None:
             signal.signal(signal.SIGINT, old_int)
@@ -667,6 +675,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="cpu",
                    help="cpu (the Rust core) or a torch device such as cuda, cuda:1 (needs bidirmoe[torch])")
     t.add_argument("--save-model", metavar="PATH", help="also write the full model (for continued training)")
+    t.add_argument("--id-cache-mb", type=int, default=None, metavar="MB",
+                   help="memory for the words' vocabulary ids kept between epochs, so that later epochs of a plain "
+                        "text file skip reading it again (default: 512; 0: read every epoch)")
     t.add_argument("--checkpoint-every", type=float, metavar="MINUTES", help="write a checkpoint this often")
     t.add_argument("--checkpoint", metavar="PATH", help="checkpoint file (default: OUTPUT.checkpoint)")
     t.add_argument("--resume", metavar="CHECKPOINT", help="continue an interrupted run exactly where it stopped")
