@@ -25,6 +25,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 from .corpora import RankPieces, compression, open_compressed
+from . import training
 from .training import SYNC_DTYPES, InterruptLatch
 
 MODELS = ("bidirmoe", "attention", "cbow", "skipgram")
@@ -320,8 +321,6 @@ def _train_in(args, session) -> int:
     # distributed: the next sync round, for every rank). Single process,
     # before training starts, it stops at once.
     latch = InterruptLatch(session, armed=session is not None)
-    from . import training
-
     old_cap = training.ID_CACHE_BYTES  # this call's cap; restored for whoever calls main() next in this process
     if args.id_cache_mb is not None:
         training.ID_CACHE_BYTES = args.id_cache_mb << 20

@@ -121,25 +121,25 @@ impl IdCache {
     /// vocabulary is another or a file changed since it was recorded.
     pub fn check(&self, vocab: &Arc<Vocab>, paths: &[&Path]) {
         let mut origin = self.origin.lock().unwrap_or_else(|p| p.into_inner());
-        let mut stale = origin.vocab.as_ref().is_some_and(|v| !Arc::ptr_eq(v, vocab));
-        for &p in paths {
-            let now = std::fs::metadata(p).ok().map(|m| (m.len(), m.modified().ok()));
-            match (origin.files.get(p), now) {
-                (Some(was), Some(now)) if *was == now => {}
-                (None, Some(now)) => {
-                    origin.files.insert(p.to_path_buf(), now);
-                }
-                _ => stale = true,
-            }
-        }
+        let now: Vec<_> =
+            paths.iter().map(|&p| (p, std::fs::metadata(p).ok().map(|m| (m.len(), m.modified().ok())))).collect();
+        let stale = origin.vocab.as_ref().is_some_and(|v| !Arc::ptr_eq(v, vocab))
+            || now.iter().any(|(p, now)| match (origin.files.get(*p), now) {
+                (Some(was), Some(now)) => was != now,
+                (None, Some(_)) => false,
+                (_, None) => true,
+            });
         if stale {
             self.lock_records().clear();
             self.used.store(0, Ordering::Relaxed);
             self.full.store(self.cap == 0, Ordering::Relaxed);
-            origin.files = paths
-                .iter()
-                .filter_map(|p| std::fs::metadata(p).ok().map(|m| (p.to_path_buf(), (m.len(), m.modified().ok()))))
-                .collect();
+            origin.files.clear();
+        }
+        // What the records now come from (a file seen for the first time included).
+        for (p, now) in now {
+            if let Some(now) = now {
+                origin.files.insert(p.to_path_buf(), now);
+            }
         }
         origin.vocab = Some(vocab.clone());
     }

@@ -275,29 +275,26 @@ mod x86 {
         o
     }
 
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    pub unsafe fn lanes_max_avx2(x: [f32; 8]) -> [f32; 8] {
-        let v = _mm256_loadu_ps(x.as_ptr());
-        let v = _mm256_max_ps(v, _mm256_permute2f128_ps::<0x01>(v, v));
-        let v = _mm256_max_ps(v, _mm256_permute_ps::<0b0100_1110>(v));
-        let v = _mm256_max_ps(v, _mm256_permute_ps::<0b1011_0001>(v));
-        let mut o = [0f32; 8];
-        _mm256_storeu_ps(o.as_mut_ptr(), v);
-        o
+    /// `$name(x)`: the lanes of `x` combined by `$op` in every lane, by a
+    /// butterfly over the halves, then pairs, then neighbours (the portable
+    /// `butterfly`'s order).
+    macro_rules! lanes_fold_avx2 {
+        ($name:ident, $op:ident) => {
+            #[target_feature(enable = "avx2,fma")]
+            #[inline]
+            pub unsafe fn $name(x: [f32; 8]) -> [f32; 8] {
+                let v = _mm256_loadu_ps(x.as_ptr());
+                let v = $op(v, _mm256_permute2f128_ps::<0x01>(v, v));
+                let v = $op(v, _mm256_permute_ps::<0b0100_1110>(v));
+                let v = $op(v, _mm256_permute_ps::<0b1011_0001>(v));
+                let mut o = [0f32; 8];
+                _mm256_storeu_ps(o.as_mut_ptr(), v);
+                o
+            }
+        };
     }
-
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    pub unsafe fn lanes_sum_avx2(x: [f32; 8]) -> [f32; 8] {
-        let v = _mm256_loadu_ps(x.as_ptr());
-        let v = _mm256_add_ps(v, _mm256_permute2f128_ps::<0x01>(v, v));
-        let v = _mm256_add_ps(v, _mm256_permute_ps::<0b0100_1110>(v));
-        let v = _mm256_add_ps(v, _mm256_permute_ps::<0b1011_0001>(v));
-        let mut o = [0f32; 8];
-        _mm256_storeu_ps(o.as_mut_ptr(), v);
-        o
-    }
+    lanes_fold_avx2!(lanes_max_avx2, _mm256_max_ps);
+    lanes_fold_avx2!(lanes_sum_avx2, _mm256_add_ps);
 
     #[target_feature(enable = "avx2,fma")]
     #[inline]

@@ -209,8 +209,7 @@ pub(crate) fn make_source(source: &Bound<'_, PyAny>, sch: &Schedule) -> PyResult
     if world == 0 || rank >= world {
         return Err(PyValueError::new_err(format!("shard must be (rank, world) with rank < world, got ({rank}, {world})")));
     }
-    if !source.is_instance_of::<PyString>() && source.downcast::<PyList>().is_ok() {
-        let pieces = pieces_of(source)?;
+    if let Some(pieces) = piece_list(source)? {
         let split = match &sch.resume {
             None => FileSplit::pieces(&pieces, sch.workers),
             Some(r) => FileSplit::resume_pieces(&pieces, sch.workers, &r.split),
@@ -254,6 +253,14 @@ pub(crate) fn pieces_of(list: &Bound<'_, PyAny>) -> PyResult<Vec<Piece>> {
         .collect()
 }
 
+/// The pieces of a source given as a list (`pieces_of`); None for a path.
+fn piece_list(source: &Bound<'_, PyAny>) -> PyResult<Option<Vec<Piece>>> {
+    if source.downcast::<PyList>().is_ok() {
+        return pieces_of(source).map(Some);
+    }
+    Ok(None)
+}
+
 /// An error reading `pieces` as a Python exception (naming the first file).
 pub(crate) fn pieces_err(pieces: &[Piece], e: std::io::Error) -> PyErr {
     let path = pieces.first().map(|p| p.path().to_path_buf()).unwrap_or_default();
@@ -279,8 +286,7 @@ pub(crate) fn read_corpus_file(py: Python<'_>, path: &Bound<'_, PyAny>) -> PyRes
         }
         true
     };
-    if !path.is_instance_of::<PyString>() && path.downcast::<PyList>().is_ok() {
-        let pieces = pieces_of(path)?;
+    if let Some(pieces) = piece_list(path)? {
         let split = FileSplit::pieces(&pieces, 1).map_err(|e| pieces_err(&pieces, e))?;
         py.allow_threads(|| split.for_worker(0, &mut corpus::Cursor::default(), &mut push))
             .map_err(|e| pieces_err(&pieces, e))?;
