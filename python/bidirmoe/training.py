@@ -785,7 +785,9 @@ class TrainableModel:
         Keys as gensim's where they apply (``vocab``, ``vectors``, ``syn1``,
         ``syn1neg``, ``total``) plus the model's own arrays. ``vocab`` is an
         estimate of the vocabulary's tables in Python and Rust; array sizes are
-        exact.
+        exact. Not counted (it is not the model's): while ``train(corpus_file=...)``
+        runs, the corpus's vocabulary ids kept between epochs, about 4 bytes
+        per corpus word and at most ``bidirmoe.training.ID_CACHE_BYTES``.
 
         Examples
         --------
