@@ -313,6 +313,36 @@ mod x86 {
         }
     }
 
+    /// The last `t` (1..16) floats of a row at `p`, zeros above: 4, 8 and
+    /// 12 by plain loads, which take their data from a pending plain store
+    /// of the same piece (a masked load waits for the store to reach the cache).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(super) unsafe fn tail_load(p: *const f32, t: usize) -> __m512 {
+        match t {
+            4 => _mm512_zextps128_ps512(_mm_loadu_ps(p)),
+            8 => _mm512_zextps256_ps512(_mm256_loadu_ps(p)),
+            12 => _mm512_insertf32x4::<2>(_mm512_zextps256_ps512(_mm256_loadu_ps(p)), _mm_loadu_ps(p.add(8))),
+            _ => _mm512_maskz_loadu_ps(((1u32 << t) - 1) as __mmask16, p),
+        }
+    }
+
+    /// Store the first `t` (1..16) lanes of `v` at `p`, by plain stores where
+    /// `t` is 4, 8 or 12 (see `tail_load`).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(super) unsafe fn tail_store(p: *mut f32, t: usize, v: __m512) {
+        match t {
+            4 => _mm_storeu_ps(p, _mm512_castps512_ps128(v)),
+            8 => _mm256_storeu_ps(p, _mm512_castps512_ps256(v)),
+            12 => {
+                _mm256_storeu_ps(p, _mm512_castps512_ps256(v));
+                _mm_storeu_ps(p.add(8), _mm512_extractf32x4_ps::<2>(v));
+            }
+            _ => _mm512_mask_storeu_ps(p, ((1u32 << t) - 1) as __mmask16, v),
+        }
+    }
+
     #[target_feature(enable = "avx512f")]
     #[inline]
     pub unsafe fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
@@ -332,10 +362,9 @@ mod x86 {
             i += 16;
         }
         if i < n {
-            // Masked tail: lanes past the end load as zero.
-            let m: __mmask16 = ((1u32 << (n - i)) - 1) as __mmask16;
-            let xa = _mm512_maskz_loadu_ps(m, pa.add(i));
-            let xb = _mm512_maskz_loadu_ps(m, pb.add(i));
+            // Partial tail: lanes past the end load as zero.
+            let xa = tail_load(pa.add(i), n - i);
+            let xb = tail_load(pb.add(i), n - i);
             acc1 = _mm512_fmadd_ps(xa, xb, acc1);
         }
         _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1))
@@ -355,9 +384,8 @@ mod x86 {
             i += 16;
         }
         if i < n {
-            let m: __mmask16 = ((1u32 << (n - i)) - 1) as __mmask16;
-            let r = _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, px.add(i)), _mm512_maskz_loadu_ps(m, py.add(i)));
-            _mm512_mask_storeu_ps(py.add(i), m, r);
+            let r = _mm512_fmadd_ps(va, tail_load(px.add(i), n - i), tail_load(py.add(i), n - i));
+            tail_store(py.add(i), n - i, r);
         }
     }
 
@@ -375,10 +403,10 @@ mod x86 {
             i += 16;
         }
         if i < n {
-            let m: __mmask16 = ((1u32 << (n - i)) - 1) as __mmask16;
-            let o = _mm512_maskz_loadu_ps(m, po.add(i));
-            _mm512_mask_storeu_ps(pg.add(i), m, _mm512_fmadd_ps(vg, o, _mm512_maskz_loadu_ps(m, pg.add(i))));
-            _mm512_mask_storeu_ps(po.add(i), m, _mm512_fmadd_ps(vg, _mm512_maskz_loadu_ps(m, ph.add(i)), o));
+            let t = n - i;
+            let o = tail_load(po.add(i), t);
+            tail_store(pg.add(i), t, _mm512_fmadd_ps(vg, o, tail_load(pg.add(i), t)));
+            tail_store(po.add(i), t, _mm512_fmadd_ps(vg, tail_load(ph.add(i), t), o));
         }
     }
 
@@ -394,8 +422,7 @@ mod x86 {
             i += 16;
         }
         if i < n {
-            let m: __mmask16 = ((1u32 << (n - i)) - 1) as __mmask16;
-            _mm512_mask_storeu_ps(px.add(i), m, _mm512_mul_ps(va, _mm512_maskz_loadu_ps(m, px.add(i))));
+            tail_store(px.add(i), n - i, _mm512_mul_ps(va, tail_load(px.add(i), n - i)));
         }
     }
 }
@@ -1541,27 +1568,20 @@ mod rows512 {
     /// The last vector of a row: T floats (1..=16) at `p`, zeros above.
     #[inline(always)]
     unsafe fn load_tail<const T: usize>(p: *const f32) -> __m512 {
-        match T {
-            16 => _mm512_loadu_ps(p),
-            8 => _mm512_zextps256_ps512(_mm256_loadu_ps(p)),
-            4 => _mm512_zextps128_ps512(_mm_loadu_ps(p)),
-            12 => _mm512_insertf32x4::<2>(_mm512_zextps256_ps512(_mm256_loadu_ps(p)), _mm_loadu_ps(p.add(8))),
-            _ => _mm512_maskz_loadu_ps(((1u32 << T) - 1) as __mmask16, p),
+        if T == 16 {
+            _mm512_loadu_ps(p)
+        } else {
+            super::x86::tail_load(p, T)
         }
     }
 
     /// Store the first T lanes of `v` at `p` (plain stores where T allows).
     #[inline(always)]
     unsafe fn store_tail<const T: usize>(p: *mut f32, v: __m512) {
-        match T {
-            16 => _mm512_storeu_ps(p, v),
-            8 => _mm256_storeu_ps(p, _mm512_castps512_ps256(v)),
-            4 => _mm_storeu_ps(p, _mm512_castps512_ps128(v)),
-            12 => {
-                _mm256_storeu_ps(p, _mm512_castps512_ps256(v));
-                _mm_storeu_ps(p.add(8), _mm512_extractf32x4_ps::<2>(v));
-            }
-            _ => _mm512_mask_storeu_ps(p, ((1u32 << T) - 1) as __mmask16, v),
+        if T == 16 {
+            _mm512_storeu_ps(p, v)
+        } else {
+            super::x86::tail_store(p, T, v)
         }
     }
 
@@ -2177,7 +2197,7 @@ mod tests {
             if !force_level(Some(lv)) {
                 continue;
             }
-            for n in [0usize, 1, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 100, 300] {
+            for n in [0usize, 1, 3, 7, 8, 9, 15, 16, 17, 20, 24, 28, 31, 32, 33, 100, 200, 300] {
                 let a: Vec<f32> = (0..n).map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.1).collect();
                 let b: Vec<f32> = (0..n).map(|i| ((i * 13 % 7) as f32 - 3.0) * 0.2).collect();
                 let d = dot(&a, &b) as f64;
