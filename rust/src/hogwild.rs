@@ -20,7 +20,7 @@
 //! update of row `i` is multiplied by `factor[i % factor.len()]`, so 0
 //! freezes a row and 1 trains it normally.
 
-use crate::simd::{add_rows, axpy, dot, dot_axpy2, exchange_rows, register_kernel, score_pair, update_pair, CbowRows};
+use crate::simd::{add_rows, axpy, dot, dot_axpy2, exchange_rows, register_kernel, score_pair, update_pair, CbowRows, MaskRows, MoeRows};
 use std::marker::PhantomData;
 
 /// A row-major `rows x cols` f32 matrix shared by all worker threads.
@@ -38,6 +38,37 @@ pub struct Hogwild<'a> {
 // cannot produce an invalid value or touch memory outside the buffer.
 unsafe impl Send for Hogwild<'_> {}
 unsafe impl Sync for Hogwild<'_> {}
+
+/// One BidirMoE target's experts and scratch for `Hogwild::moe_target`:
+/// expert m is the word `words[m]` at offset row `offsets[m]`, θ_h(m) is
+/// `theta[h·n + m]` (n experts, the mask expert last), and the kernel
+/// writes the experts' values (n x d) into `x`, the mixture into `z` and
+/// g_h · x(m)_h into `dots[m·H + h]`.
+pub struct MoeExperts<'s> {
+    pub words: &'s [u32],
+    pub offsets: &'s [u32],
+    pub theta: &'s [f32],
+    pub heads: usize,
+    pub x: &'s mut [f32],
+    pub z: &'s mut [f32],
+    pub dots: &'s mut [f32],
+}
+
+/// The mask expert for `Hogwild::moe_target`: value `value` + its
+/// position part, value gradient into `dvalue` and the position part's.
+pub struct MoeMask<'s> {
+    pub value: &'s [f32],
+    pub pos: MaskPos<'s>,
+    pub dvalue: &'s mut [f32],
+}
+
+/// The mask expert's position part.
+pub enum MaskPos<'s> {
+    /// None (window mode): a row of zeros, and a scratch row its gradient goes to.
+    Zero(&'s [f32], &'s mut [f32]),
+    /// Sentence mode: the target's position row of the values (and of their gradients).
+    Value(usize),
+}
 
 impl<'a> Hogwild<'a> {
     /// Wrap `data` (length `rows * cols`).
@@ -352,6 +383,77 @@ impl<'a> Hogwild<'a> {
         let rows = CbowRows { input: self.ptr, ctx, skip, output: out.ptr, outs, mean };
         unsafe { crate::simd::cbow_target(d, &rows, |w| self.factor(w as usize), |w| out.factor(w as usize), gfn) };
         true
+    }
+
+    /// One BidirMoE target (slice heads, gate weights given) with this
+    /// matrix as the words' value rows (alpha), in one register-resident
+    /// kernel (`simd::moe_target`): the experts' values and mixture z (into
+    /// `e.x`, `e.z`), the output rows `outs` of `out` scored against z with
+    /// g = gfn(j, score) and updated as `score_exchange` does, then each
+    /// expert's backward as `dot_add_blocks` does (alpha rows, `dvalues`
+    /// rows of `values`' offsets, the dots into `e.dots`). Only where
+    /// `has_moe_kernel(e.heads)`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn moe_target(&self, e: &mut MoeExperts<'_>, values: &Hogwild<'_>, dvalues: &mut [f32], mask: Option<MoeMask<'_>>, out: &Hogwild<'_>, outs: &[u32], gfn: impl FnMut(usize, f32) -> f32) {
+        let (d, h) = (self.cols, e.heads);
+        assert!(self.has_moe_kernel(h), "moe_target without a kernel (check has_moe_kernel)");
+        let (nc, n) = (e.words.len(), e.words.len() + mask.is_some() as usize);
+        assert!(out.cols == d && values.cols == d && e.offsets.len() == nc, "row sizes differ");
+        assert!(e.theta.len() >= h * n && e.x.len() >= n * d && e.z.len() >= d && e.dots.len() >= n * h && dvalues.len() == values.rows * d, "scratch too small");
+        assert!(e.words.iter().all(|&w| (w as usize) < self.rows) && e.offsets.iter().all(|&o| (o as usize) < values.rows), "row out of range");
+        assert!(outs.iter().all(|&w| (w as usize) < out.rows), "row out of range");
+        let scratch: [&[f32]; 4] = [&*e.x, &*e.z, &*e.dots, &*dvalues];
+        assert!(scratch.iter().all(|x| !self.overlaps(x) && !out.overlaps(x) && !values.overlaps(x)), "scratch lies inside a matrix");
+        let dv = dvalues.as_mut_ptr();
+        let mask = mask.map(|k| {
+            assert!(k.value.len() == d && k.dvalue.len() == d, "mask expert rows are d floats");
+            let (pos, dpos) = match k.pos {
+                MaskPos::Zero(zero, dx) => {
+                    assert!(zero.len() == d && dx.len() == d, "mask expert rows are d floats");
+                    (zero.as_ptr(), dx.as_mut_ptr())
+                }
+                MaskPos::Value(p) => {
+                    assert!(p < values.rows, "row out of range");
+                    (values.row(p).as_ptr(), dv.wrapping_add(p * d))
+                }
+            };
+            MaskRows { value: k.value.as_ptr(), pos, dvalue: k.dvalue.as_mut_ptr(), dpos }
+        });
+        let rows = MoeRows {
+            alpha: self.ptr,
+            words: e.words,
+            values: values.ptr,
+            offsets: e.offsets,
+            dvalues: dv,
+            mask,
+            theta: e.theta,
+            heads: h,
+            x: e.x.as_mut_ptr(),
+            z: e.z.as_mut_ptr(),
+            dots: e.dots.as_mut_ptr(),
+            output: out.ptr,
+            outs,
+        };
+        // SAFETY: the kernel exists for d (checked, with the CPU's AVX-512F)
+        // and 1 <= H <= 16 divides d (checked); every word, offset and output
+        // id indexes a row of its matrix (checked), and `dvalues` holds one d-row
+        // per values row (checked), so every row pointer the kernel forms
+        // starts d floats inside a live buffer (the mask expert's rows are d
+        // floats, checked); theta, x, z and dots are large enough (checked),
+        // borrowed mutably here and outside every matrix (checked). The kernel
+        // holds no reference into any matrix: it reads a row when a step needs
+        // it and writes it back before the next step, so repeated rows,
+        // other threads' updates (Hogwild) and `out` aliasing this matrix are
+        // as harmless as with `score_exchange` / `dot_add_blocks`.
+        unsafe { crate::simd::moe_target(d, &rows, |w| self.factor(w as usize), |w| out.factor(w as usize), gfn) };
+    }
+
+    /// Whether `moe_target` serves this matrix with `heads` heads: a
+    /// register-resident kernel for its row size (`simd::register_kernel`),
+    /// 1 to 16 heads dividing it, and no update factors (a frozen row takes
+    /// `dot_add_blocks`' separate path).
+    pub fn has_moe_kernel(&self, heads: usize) -> bool {
+        register_kernel(self.cols) && self.factor.is_empty() && (1..=16).contains(&heads) && self.cols.is_multiple_of(heads)
     }
 
     /// The output layer's update for the n = h.len() / cols hidden rows of

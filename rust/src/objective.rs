@@ -182,14 +182,27 @@ impl<'a> OutputLayer<'a> {
     /// where `has_cbow_kernel(input)`. Returns the loss (0 unless `want_loss`).
     #[allow(clippy::too_many_arguments)]
     pub fn cbow_target(&self, input: &Hogwild<'_>, ctx: &[u32], skip: usize, mean: bool, target: u32, lr: f32, s: &mut OutputScratch, rng: &mut Rng, want_loss: bool) -> f32 {
+        let mut loss = 0.0;
+        let rows = self.exact_rows(target, s, rng);
+        assert!(input.cbow_target(ctx, skip, &self.beta, rows, mean, self.coefficients(lr, want_loss, &mut loss)), "cbow_target without a kernel (check has_cbow_kernel)");
+        loss
+    }
+
+    /// The output rows of negative sampling's exact per-target step (the
+    /// target, then this step's negatives that differ from it), for a
+    /// register-resident kernel (with `coefficients`).
+    pub fn exact_rows<'s>(&self, target: u32, s: &'s mut OutputScratch, rng: &mut Rng) -> &'s [u32] {
         self.take_negatives(s, rng);
         s.rows.clear();
         s.rows.push(target);
         s.rows.extend(s.outs.iter().copied().filter(|&w| w != target));
-        let (sig, mut loss) = (&self.sig, 0.0);
-        let coef = |j: usize, f: f32| sig.coefficient(if j == 0 { 1.0 } else { 0.0 }, f, lr, want_loss, &mut loss);
-        assert!(input.cbow_target(ctx, skip, &self.beta, &s.rows, mean, coef), "cbow_target without a kernel (check has_cbow_kernel)");
-        loss
+        &s.rows
+    }
+
+    /// g = coef(j, score) for row j of `exact_rows` (row 0 the target), the
+    /// loss added to `loss` when `want_loss`.
+    pub fn coefficients<'l>(&'l self, lr: f32, want_loss: bool, loss: &'l mut f32) -> impl FnMut(usize, f32) -> f32 + 'l {
+        move |j: usize, f: f32| self.sig.coefficient(if j == 0 { 1.0 } else { 0.0 }, f, lr, want_loss, loss)
     }
 
     /// Whether `negative_batch` can serve this layer: negative sampling alone

@@ -1039,13 +1039,17 @@ mod lanes_x86 {
     /// rest zero), built from scalar loads: `t` was usually just written
     /// element by element, and a vector load of it would wait for those
     /// stores to retire (store-to-load forwarding does not merge stores).
+    ///
+    /// The coefficients are `t[0]`, `t[stride]`, ..., `t[(h - 1)·stride]`.
+    ///
+    /// # Safety
+    /// AVX-512F; 1 <= h <= 16 and those h floats are readable.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn coefficients16(t: &[f32]) -> __m512 {
-        let h = t.len();
+    pub(super) unsafe fn coefficients16(t: *const f32, h: usize, stride: usize) -> __m512 {
         let q = |k: usize| {
             // volatile: the compiler must not merge two of these loads into one wider load
-            let g = |i: usize| std::ptr::read_volatile(t.as_ptr().add((k + i).min(h - 1)));
+            let g = |i: usize| std::ptr::read_volatile(t.add((k + i).min(h - 1) * stride));
             _mm_setr_ps(g(0), g(1), g(2), g(3))
         };
         let mut v = _mm512_zextps128_ps512(q(0));
@@ -1082,7 +1086,7 @@ mod lanes_x86 {
     /// Lane-to-head map of 16 lanes at positions `pos` (+ 0.5; see the section note).
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn heads16(pos: __m512, inv_s: __m512) -> __m512i {
+    pub(super) unsafe fn heads16(pos: __m512, inv_s: __m512) -> __m512i {
         _mm512_cvttps_epi32(_mm512_mul_ps(pos, inv_s))
     }
 
@@ -1122,7 +1126,7 @@ mod lanes_x86 {
         }
         let n = x.len();
         let (pa, pb, px, pz) = (a.as_ptr(), b.as_ptr(), x.as_mut_ptr(), z.as_mut_ptr());
-        let tv = coefficients16(t);
+        let tv = coefficients16(t.as_ptr(), t.len(), 1);
         let mut pos = _mm512_add_ps(_mm512_setr_ps(0., 1., 2., 3., 4., 5., 6., 7., 8., 9., 10., 11., 12., 13., 14., 15.), _mm512_set1_ps(0.5));
         let inv_s = _mm512_set1_ps(t.len() as f32 / n as f32);
         let mut i = 0;
@@ -1194,7 +1198,7 @@ mod lanes_x86 {
     pub unsafe fn dot_axpy2_lanes_avx512(g: &[f32], x: &[f32], f1: f32, y1: &mut [f32], c: &[f32], y2: &mut [f32], dots: &mut [f32]) {
         let (n, h) = (g.len(), c.len());
         let (pg, px, p1, p2) = (g.as_ptr(), x.as_ptr(), y1.as_mut_ptr(), y2.as_mut_ptr());
-        let cv = coefficients16(c);
+        let cv = coefficients16(c.as_ptr(), c.len(), 1);
         let mut st8 = Heads {
             acc: _mm512_setzero_ps(),
             head: 0,
@@ -1635,13 +1639,38 @@ mod rows512 {
         }
     }
 
+    /// The output layer of one hidden vector `h` (CBOW's and BidirMoE's exact
+    /// update): for each output row o = outs[j] in order, g = gfn(j, h·row),
+    /// and unless g = 0, grad += g·row (the row before its update) and
+    /// row += g·out_factor(o)·h, stored unless that factor is 0 (what
+    /// `score_pair` does row after row). Returns grad, from zero.
+    #[inline(always)]
+    unsafe fn output_rows<const N: usize, const T: usize>(h: &[__m512; N], output: *mut f32, outs: &[u32], out_factor: impl Fn(u32) -> f32, mut gfn: impl FnMut(usize, f32) -> f32) -> [__m512; N] {
+        let d = 16 * (N - 1) + T;
+        let mut grad = [_mm512_setzero_ps(); N];
+        for (j, &o) in outs.iter().enumerate() {
+            let p = output.add(o as usize * d);
+            let mut row = load::<N, T>(p);
+            let g = gfn(j, dot::<N, T>(h, &row));
+            if g != 0.0 {
+                axpy(g, &row, &mut grad);
+                let c = out_factor(o);
+                if c != 0.0 {
+                    axpy(g * c, h, &mut row);
+                    store::<N, T>(p, &row);
+                }
+            }
+        }
+        grad
+    }
+
     /// See `super::cbow_target`; rows of D = 16(N-1) + T floats.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn cbow_target<const N: usize, const T: usize>(
         r: &super::CbowRows<'_>,
         in_factor: impl Fn(u32) -> f32,
         out_factor: impl Fn(u32) -> f32,
-        mut gfn: impl FnMut(usize, f32) -> f32,
+        gfn: impl FnMut(usize, f32) -> f32,
     ) {
         let super::CbowRows { input, ctx, skip, output, outs, mean } = *r;
         let d = 16 * (N - 1) + T;
@@ -1657,20 +1686,7 @@ mod rows512 {
         if mean {
             scale(inv, &mut h);
         }
-        let mut grad = [_mm512_setzero_ps(); N];
-        for (j, &o) in outs.iter().enumerate() {
-            let p = output.add(o as usize * d);
-            let mut row = load::<N, T>(p);
-            let g = gfn(j, dot::<N, T>(&h, &row));
-            if g != 0.0 {
-                axpy(g, &row, &mut grad);
-                let c = out_factor(o);
-                if c != 0.0 {
-                    axpy(g * c, &h, &mut row);
-                    store::<N, T>(p, &row);
-                }
-            }
-        }
+        let mut grad = output_rows::<N, T>(&h, output, outs, out_factor, gfn);
         if !mean {
             scale(inv, &mut grad);
         }
@@ -1681,6 +1697,81 @@ mod rows512 {
                 let mut row = load::<N, T>(p);
                 axpy(a, &grad, &mut row);
                 store::<N, T>(p, &row);
+            }
+        }
+    }
+
+    /// See `super::moe_target`; rows of D = 16(N-1) + T floats.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn moe_target<const N: usize, const T: usize>(r: &super::MoeRows<'_>, in_factor: impl Fn(u32) -> f32, out_factor: impl Fn(u32) -> f32, gfn: impl FnMut(usize, f32) -> f32) {
+        use super::lanes_x86::{coefficients16, heads16};
+        let super::MoeRows { alpha, words, values, offsets, dvalues, mask, theta, heads, x, z: zout, dots, output, outs } = *r;
+        let d = 16 * (N - 1) + T;
+        let nc = words.len();
+        let n = nc + mask.is_some() as usize;
+        // Each vector's lane-to-head map, as `mix` and `dot_axpy2` compute it.
+        let inv_s = _mm512_set1_ps(heads as f32 / d as f32);
+        let mut pos = _mm512_add_ps(_mm512_setr_ps(0., 1., 2., 3., 4., 5., 6., 7., 8., 9., 10., 11., 12., 13., 14., 15.), _mm512_set1_ps(0.5));
+        let mut idx = [_mm512_setzero_si512(); N];
+        for ik in idx.iter_mut() {
+            *ik = heads16(pos, inv_s);
+            pos = _mm512_add_ps(pos, _mm512_set1_ps(16.0));
+        }
+        // Expert m: its value is a + b; the backward adds f1·θ·g to y1, θ·g to y2.
+        let expert = |m: usize| -> (*const f32, *const f32, *mut f32, f32, *mut f32) {
+            if m < nc {
+                let (w, o) = (words[m] as usize * d, offsets[m] as usize * d);
+                (alpha.add(w), values.add(o), alpha.add(w), in_factor(words[m]), dvalues.add(o))
+            } else {
+                let k = mask.expect("the mask expert");
+                (k.value, k.pos, k.dvalue, 1.0, k.dpos)
+            }
+        };
+        // Forward: x(m) = a + b (kept for the backward), z += θ_h(m) x(m)_h.
+        let mut z = [_mm512_setzero_ps(); N];
+        for m in 0..n {
+            let (pa, pb, ..) = expert(m);
+            let tv = coefficients16(theta.as_ptr().add(m), heads, n);
+            let (a, b) = (load::<N, T>(pa), load::<N, T>(pb));
+            let mut v = [_mm512_setzero_ps(); N];
+            for k in 0..N {
+                v[k] = _mm512_add_ps(a[k], b[k]);
+                z[k] = _mm512_fmadd_ps(_mm512_permutexvar_ps(idx[k], tv), v[k], z[k]);
+            }
+            store::<N, T>(x.add(m * d), &v);
+        }
+        store::<N, T>(zout, &z);
+        let grad = output_rows::<N, T>(&z, output, outs, out_factor, gfn);
+        // Backward: per expert, a_h(m) = g_h · x(m)_h (one accumulator per
+        // head, masked to its lanes; unmasked with one head, as `dot_axpy2`),
+        // y1 += f1·θ_h(m)·g_h, y2 += θ_h(m)·g_h.
+        let s = d / heads;
+        for m in 0..n {
+            let (_, _, p1, f1, p2) = expert(m);
+            let cv = coefficients16(theta.as_ptr().add(m), heads, n);
+            let cv1 = _mm512_mul_ps(_mm512_set1_ps(f1), cv);
+            let xm = load::<N, T>(x.add(m * d));
+            let (mut y1, mut y2) = (load::<N, T>(p1), load::<N, T>(p2));
+            for k in 0..N {
+                y1[k] = _mm512_fmadd_ps(_mm512_permutexvar_ps(idx[k], cv1), grad[k], y1[k]);
+                y2[k] = _mm512_fmadd_ps(_mm512_permutexvar_ps(idx[k], cv), grad[k], y2[k]);
+            }
+            store::<N, T>(p1, &y1);
+            store::<N, T>(p2, &y2);
+            let (mut acc, mut head) = (_mm512_setzero_ps(), 0);
+            for k in 0..N {
+                // the heads with lanes in vector k, in order
+                while head < heads && head * s < 16 * k + 16 {
+                    let (lo, hi) = ((head * s).max(16 * k) - 16 * k, (head * s + s).min(16 * k + 16) - 16 * k);
+                    let lanes = if heads == 1 { 0xffff } else { super::lane_bits(lo, hi) as __mmask16 };
+                    acc = _mm512_mask3_fmadd_ps(grad[k], xm[k], acc, lanes);
+                    if head * s + s > 16 * k + 16 {
+                        break; // the head goes on in the next vector
+                    }
+                    *dots.add(m * heads + head) = _mm512_reduce_add_ps(acc);
+                    acc = _mm512_setzero_ps();
+                    head += 1;
+                }
             }
         }
     }
@@ -1766,6 +1857,68 @@ pub struct CbowRows<'a> {
     pub output: *mut f32,
     pub outs: &'a [u32],
     pub mean: bool,
+}
+
+/// One BidirMoE target's exact update (slice heads, the gate weights θ
+/// given) in one call, the mixture z and its gradient g held in registers:
+/// for each expert m in order (`words`, then the mask expert when `mask` is
+/// set), x(m) = a_m + b_m is stored in row m of `x` and z_h += θ_h(m) x(m)_h
+/// (a_m = alpha[words[m]], b_m = values[offsets[m]]; the mask expert's
+/// `value` and `pos`); z is stored at `z`; the output rows `outs` update as
+/// in `cbow_target` (g from zero); then for each expert in order,
+/// dots[m·H + h] = g_h · x(m)_h, alpha[words[m]]_h += in_factor(words[m])·
+/// θ_h(m)·g_h and dvalues[offsets[m]]_h += θ_h(m)·g_h (the mask expert:
+/// `dvalue` and `dpos`, factor 1). Head h owns lanes [h·d/H, (h+1)·d/H).
+/// The same arithmetic, in the same order, as `mix`, `score_pair` and
+/// `dot_axpy2` called one after the other.
+///
+/// # Safety
+/// `register_kernel(d)` holds; 1 <= H <= 16 divides d; `theta` holds H x n
+/// floats (n experts, the mask expert included), `dots` n·H, `x` n·d and
+/// `z` d, all outside every matrix; every row pointer formed (alpha and
+/// dvalues rows of each expert, values rows, the mask expert's four rows,
+/// output rows of `outs`) starts d floats inside one live allocation; no
+/// expert's `dvalues` row is another's or the mask expert's `dpos`, and
+/// none of them is an alpha row. Alpha rows may repeat and be updated by
+/// other threads meanwhile (read from memory when a step needs them).
+#[inline]
+pub unsafe fn moe_target(d: usize, rows: &MoeRows<'_>, in_factor: impl Fn(u32) -> f32, out_factor: impl Fn(u32) -> f32, gfn: impl FnMut(usize, f32) -> f32) {
+    #[cfg(target_arch = "x86_64")]
+    by_size!(d, moe_target, rows, in_factor, out_factor, gfn);
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("no register kernel on this architecture {:?}", (d, rows.heads));
+}
+
+/// The rows of one BidirMoE target for `moe_target`.
+#[derive(Clone, Copy)]
+pub struct MoeRows<'a> {
+    /// The words' value rows (V x d), updated.
+    pub alpha: *mut f32,
+    pub words: &'a [u32],
+    /// The offset (or position) value rows, read, and their pending gradients.
+    pub values: *const f32,
+    pub offsets: &'a [u32],
+    pub dvalues: *mut f32,
+    pub mask: Option<MaskRows>,
+    /// θ_h(m), H x n.
+    pub theta: &'a [f32],
+    pub heads: usize,
+    /// Scratch: the experts' values (n x d), z (d) and the dots (n x H).
+    pub x: *mut f32,
+    pub z: *mut f32,
+    pub dots: *mut f32,
+    pub output: *mut f32,
+    pub outs: &'a [u32],
+}
+
+/// The mask expert's rows: its value is `value + pos`; the backward adds
+/// θ·g to `dvalue` and `dpos`.
+#[derive(Clone, Copy)]
+pub struct MaskRows {
+    pub value: *const f32,
+    pub pos: *const f32,
+    pub dvalue: *mut f32,
+    pub dpos: *mut f32,
 }
 
 /// The output layer's update for the n hidden rows of `h` (n x d) sharing

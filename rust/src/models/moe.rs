@@ -37,7 +37,7 @@
 //! fighting over the same cache lines.
 
 use super::{window_and_prefetch, Model};
-use crate::hogwild::Hogwild;
+use crate::hogwild::{Hogwild, MaskPos, MoeExperts, MoeMask};
 use crate::objective::{OutputLayer, OutputScratch};
 use crate::sampling::Rng;
 use crate::simd::{axpy, dot, dot_axpy2, mix, prefetch, softmax_rows};
@@ -283,8 +283,10 @@ impl Moe<'_> {
         self.forward_slot(&mut sc.cur);
     }
 
-    fn forward_slot(&self, sc: &mut Slot) {
-        let (d, d_in, s, h) = (self.d(), self.d_in(), self.s(), self.heads);
+    /// The gate weights θ_h(m) of the experts loaded in `sc` (the mask
+    /// expert last): the logits, then each head's softmax over the experts.
+    fn gate_weights(&self, sc: &mut Slot) {
+        let h = self.heads;
         let nc = sc.words.len();
         let n = nc + self.has_mask() as usize;
         // Gates first: they need no value row, so each expert's value row is
@@ -330,6 +332,13 @@ impl Moe<'_> {
         if n > 0 {
             softmax_rows(&mut sc.theta[..h * n], n);
         }
+    }
+
+    fn forward_slot(&self, sc: &mut Slot) {
+        self.gate_weights(sc);
+        let (d, d_in, s, h) = (self.d(), self.d_in(), self.s(), self.heads);
+        let nc = sc.words.len();
+        let n = nc + self.has_mask() as usize;
         // x(m) = alpha[w_m] + offset_value[r_m], and z_h += θ_h(m) x(m)[head h]:
         // one sweep per expert over all heads (zh is H blocks of s = D_in / H).
         sc.zh.fill(0.0);
@@ -368,7 +377,7 @@ impl Moe<'_> {
     /// The gates then need g_h · z_h = Σ_m θ_h(m) a_h(m) (z_h is that mixture
     /// of the x(m)_h), so no separate pass over z.
     fn backward(&self, sc: &mut Slot, acc: &mut Shared) {
-        let (d, d_in, h, r) = (self.d(), self.d_in(), self.heads, self.r());
+        let (d, d_in, h) = (self.d(), self.d_in(), self.heads);
         let nc = sc.words.len();
         let n = nc + self.has_mask() as usize;
         // g per head block of a value row: slice heads own their part of g;
@@ -401,6 +410,16 @@ impl Moe<'_> {
             };
             dot_axpy2(&acc.gexp[..d_in], &sc.x[nc * d_in..n * d_in], 1.0, &sc.tm, &mut acc.d_mask_value, y2, &mut acc.dots[nc * h..n * h]);
         }
+        self.gate_grads(sc, acc);
+    }
+
+    /// The gates' part of the backward pass, from the dots a_h(m) = g_h ·
+    /// x(m)_h in `acc.dots`: salience (shared, Hogwild) and the pending
+    /// offset/mask gate gradients; flushes those every `SHARED_FLUSH` targets.
+    fn gate_grads(&self, sc: &Slot, acc: &mut Shared) {
+        let (h, r) = (self.heads, self.r());
+        let nc = sc.words.len();
+        let n = nc + self.has_mask() as usize;
         for hh in 0..h {
             let th = &sc.theta[hh * n..(hh + 1) * n];
             acc.gz[hh] = th.iter().zip(acc.dots[hh..].iter().step_by(h)).map(|(t, a)| t * a).sum();
@@ -457,7 +476,39 @@ impl Moe<'_> {
 
     /// One example: forward, output layer, backward. Returns the loss.
     pub fn example(&self, sc: &mut MoeScratch, target: u32, lr: f32, rng: &mut Rng, want_loss: bool) -> f32 {
+        if let Some(loss) = self.example_in_registers(sc, target, lr, rng, want_loss) {
+            return loss;
+        }
         self.step_with(sc, |z, grad, out| self.out.step(z, 1, target, lr, grad, out, rng, want_loss))
+    }
+
+    /// `example` in one register-resident kernel (`Hogwild::moe_target`:
+    /// the value sweeps and the output layer, z and g in registers) between
+    /// the gate weights and the gates' gradients, where one serves (slice
+    /// heads, negative sampling alone, a kernel for the size, no update
+    /// factors); None, having done nothing, elsewhere. The same arithmetic
+    /// in the same order as `step_with`, so the same vectors bit for bit.
+    fn example_in_registers(&self, sc: &mut MoeScratch, target: u32, lr: f32, rng: &mut Rng, want_loss: bool) -> Option<f32> {
+        if self.full || !self.out.has_cbow_kernel(&self.alpha) || !self.alpha.has_moe_kernel(self.heads) {
+            return None;
+        }
+        let (cur, acc) = (&mut sc.cur, &mut sc.acc);
+        self.gate_weights(cur);
+        let mask = self.has_mask().then(|| MoeMask {
+            value: self.mask_value.row(0),
+            pos: match &self.gates {
+                Gates::Window { .. } => MaskPos::Zero(&cur.zero, &mut acc.dx),
+                Gates::Absolute { .. } => MaskPos::Value(cur.tpos),
+            },
+            dvalue: &mut acc.d_mask_value,
+        });
+        let mut e = MoeExperts { words: &cur.words, offsets: &cur.offsets, theta: &cur.theta, heads: self.heads, x: &mut cur.x, z: &mut cur.z, dots: &mut acc.dots };
+        let mut loss = 0.0;
+        let rows = self.out.exact_rows(target, &mut sc.out, rng);
+        let coef = self.out.coefficients(lr, want_loss, &mut loss);
+        self.alpha.moe_target(&mut e, &self.offset_value, &mut acc.d_offset_value, mask, &self.out.beta, rows, coef);
+        self.gate_grads(cur, acc);
+        Some(loss)
     }
 
     /// One example with the output layer step given by the caller: forward,
