@@ -2223,6 +2223,135 @@ mod tests {
         }
     }
 
+    /// `moe_target` at every size it exists for, with 1, 2, 4 and 5 heads
+    /// (those dividing d), a repeated word, update factors ½ and 1 on the
+    /// words' rows and 0, ½, 1 on the output rows, a repeated output row, and
+    /// a mask expert whose position part is a values row: against the
+    /// AVX-512 kernels `mix`, `score_pair` and `dot_axpy2` dispatch to,
+    /// called one after the other (bit for bit), and float64 loops.
+    #[test]
+    fn moe_kernel_matches_separate_kernels_and_reference() {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if !std::arch::is_x86_feature_detected!("avx512f") {
+                return;
+            }
+            let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            let close = |got: &[f32], want: &[f64], what: &str| {
+                for (k, (&g, &w)) in got.iter().zip(want).enumerate() {
+                    assert!((g as f64 - w).abs() < 1e-5 * (1.0 + w.abs()), "{what} [{k}]: {g} vs {w}");
+                }
+            };
+            let in_f = |w: u32| [1.0f32, 1.0, 1.0, 0.5, 1.0, 1.0][w as usize];
+            let out_f = |w: u32| [0.0f32, 1.0, 1.0, 0.5, 1.0, 1.0][w as usize];
+            let gfn = |j: usize, f: f32| if j == 0 { 0.3 - 0.2 * f } else { -0.1 - 0.25 * f };
+            let gfn64 = |j: usize, f: f64| if j == 0 { 0.3 - 0.2 * f } else { -0.1 - 0.25 * f };
+            let (words, offsets, outs, mpos) = ([1u32, 3, 1, 4], [0u32, 1, 2, 3], [2u32, 5, 0, 5, 3], 4usize);
+            let (nc, n) = (words.len(), words.len() + 1);
+            for d in [32usize, 50, 64, 100, 128, 200, 256, 300] {
+                let val = |k: usize, s: usize| ((k * s % 29) as f32 - 14.0) * 0.013;
+                let alpha0: Vec<f32> = (0..6 * d).map(|k| val(k, 7)).collect();
+                let output0: Vec<f32> = (0..6 * d).map(|k| val(k, 11)).collect();
+                let values: Vec<f32> = (0..5 * d).map(|k| val(k, 5)).collect();
+                let dvalues0: Vec<f32> = (0..5 * d).map(|k| val(k, 3)).collect();
+                let mvalue: Vec<f32> = (0..d).map(|k| val(k, 13)).collect();
+                let dmask0: Vec<f32> = (0..d).map(|k| val(k, 17)).collect();
+                for heads in [1usize, 2, 4, 5].into_iter().filter(|h| d % h == 0) {
+                    let theta: Vec<f32> = (0..heads * n).map(|k| 0.05 + (k % 7) as f32 * 0.03).collect();
+                    // the kernel
+                    let (mut a1, mut o1, mut dv1, mut dm1) = (alpha0.clone(), output0.clone(), dvalues0.clone(), dmask0.clone());
+                    let (mut x1, mut z1, mut dots1) = (vec![0f32; n * d], vec![0f32; d], vec![0f32; n * heads]);
+                    let dv = dv1.as_mut_ptr();
+                    let mask = MaskRows { value: mvalue.as_ptr(), pos: values[mpos * d..].as_ptr(), dvalue: dm1.as_mut_ptr(), dpos: dv.wrapping_add(mpos * d) };
+                    let rows = MoeRows {
+                        alpha: a1.as_mut_ptr(),
+                        words: &words,
+                        values: values.as_ptr(),
+                        offsets: &offsets,
+                        dvalues: dv,
+                        mask: Some(mask),
+                        theta: &theta,
+                        heads,
+                        x: x1.as_mut_ptr(),
+                        z: z1.as_mut_ptr(),
+                        dots: dots1.as_mut_ptr(),
+                        output: o1.as_mut_ptr(),
+                        outs: &outs,
+                    };
+                    // SAFETY: AVX-512F checked above, d has a kernel and the heads divide it;
+                    // every id < the rows of its buffer; scratch sized n x d, d, n x H.
+                    unsafe { moe_target(d, &rows, in_f, out_f, gfn) };
+                    // (a) the separate kernels
+                    let (mut a2, mut o2, mut dv2, mut dm2) = (alpha0.clone(), output0.clone(), dvalues0.clone(), dmask0.clone());
+                    let (mut x2, mut z2, mut dots2, mut grad) = (vec![0f32; n * d], vec![0f32; d], vec![0f32; n * heads], vec![0f32; d]);
+                    let tm = |m: usize| (0..heads).map(|h| theta[h * n + m]).collect::<Vec<f32>>();
+                    let a_row = |m: usize, a: &[f32]| if m < nc { a[words[m] as usize * d..][..d].to_vec() } else { mvalue.clone() };
+                    let b_row = |m: usize| &values[if m < nc { offsets[m] as usize } else { mpos } * d..][..d];
+                    // SAFETY: AVX-512F checked above; every slice has length d (x2: n x d), H <= 16.
+                    unsafe {
+                        for m in 0..n {
+                            let (a, t, x) = (a_row(m, &a2), tm(m), &mut x2[m * d..(m + 1) * d]);
+                            if heads == 1 {
+                                fused_x86::mix_avx512(&a, b_row(m), x, t[0], &mut z2);
+                            } else {
+                                lanes_x86::mix_lanes_avx512(&a, b_row(m), x, &t, &mut z2);
+                            }
+                        }
+                        for (j, &o) in outs.iter().enumerate() {
+                            output_x86::score_pair_avx512(&z2, &mut o2[o as usize * d..][..d], &mut grad, out_f(o), |f| gfn(j, f));
+                        }
+                        for m in 0..n {
+                            let (t, x) = (tm(m), &x2[m * d..(m + 1) * d]);
+                            let (y1, f1, r2) = if m < nc { (&mut a2[words[m] as usize * d..][..d], in_f(words[m]), offsets[m] as usize) } else { (&mut dm2[..], 1.0, mpos) };
+                            let (y2, dots) = (&mut dv2[r2 * d..(r2 + 1) * d], &mut dots2[m * heads..(m + 1) * heads]);
+                            if heads == 1 {
+                                dots[0] = fused_x86::dot_axpy2_avx512(&grad, x, f1 * t[0], y1, t[0], y2);
+                            } else {
+                                lanes_x86::dot_axpy2_lanes_avx512(&grad, x, f1, y1, &t, y2, dots);
+                            }
+                        }
+                    }
+                    assert!(a1 != alpha0 && o1 != output0 && dv1 != dvalues0 && dm1 != dmask0, "the kernel updated every buffer");
+                    for (what, got, want) in [("alpha", &a1, &a2), ("output", &o1, &o2), ("dvalues", &dv1, &dv2), ("dmask", &dm1, &dm2), ("x", &x1, &x2), ("z", &z1, &z2), ("dots", &dots1, &dots2)] {
+                        assert_eq!(bits(got), bits(want), "moe {what}, d={d}, heads={heads}");
+                    }
+                    // (b) float64, from the definitions
+                    let f64s = |x: &[f32]| x.iter().map(|&v| v as f64).collect::<Vec<f64>>();
+                    let (mut a3, mut o3, mut dv3, mut dm3) = (f64s(&alpha0), f64s(&output0), f64s(&dvalues0), f64s(&dmask0));
+                    let s = d / heads;
+                    let xs: Vec<Vec<f64>> = (0..n).map(|m| a_row(m, &alpha0).iter().zip(b_row(m)).map(|(a, b)| *a as f64 + *b as f64).collect()).collect();
+                    let z3: Vec<f64> = (0..d).map(|e| (0..n).map(|m| theta[(e / s) * n + m] as f64 * xs[m][e]).sum()).collect();
+                    let mut g3 = vec![0f64; d];
+                    for (j, &o) in outs.iter().enumerate() {
+                        let row = &mut o3[o as usize * d..][..d];
+                        let g = gfn64(j, row.iter().zip(&z3).map(|(a, b)| a * b).sum());
+                        for e in 0..d {
+                            g3[e] += g * row[e];
+                            row[e] += g * out_f(o) as f64 * z3[e];
+                        }
+                    }
+                    let mut dots3 = vec![0f64; n * heads];
+                    for m in 0..n {
+                        for e in 0..d {
+                            let t = theta[(e / s) * n + m] as f64;
+                            dots3[m * heads + e / s] += g3[e] * xs[m][e];
+                            if m < nc {
+                                a3[words[m] as usize * d + e] += in_f(words[m]) as f64 * t * g3[e];
+                                dv3[offsets[m] as usize * d + e] += t * g3[e];
+                            } else {
+                                dm3[e] += t * g3[e];
+                                dv3[mpos * d + e] += t * g3[e];
+                            }
+                        }
+                    }
+                    for (what, got, want) in [("alpha", &a1, &a3), ("output", &o1, &o3), ("dvalues", &dv1, &dv3), ("dmask", &dm1, &dm3), ("z", &z1, &z3), ("dots", &dots1, &dots3)] {
+                        close(got, want, &format!("moe {what} vs float64, d={d}, heads={heads}"));
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn exp_is_accurate_at_every_level() {
         let levels = [Level::Scalar, Level::Avx2Fma, Level::Avx512, Level::Neon];
