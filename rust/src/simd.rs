@@ -1746,6 +1746,20 @@ mod rows512 {
         // head, masked to its lanes; unmasked with one head, as `dot_axpy2`),
         // y1 += f1·θ_h(m)·g_h, y2 += θ_h(m)·g_h.
         let s = d / heads;
+        // With heads of 16 lanes or more, at most one head ends in each
+        // vector: vector k takes lanes `cur[k]` into the head in progress,
+        // and where that head ends there (`ends[k]`), lanes `next[k]` start
+        // the next one (the same lanes as the general loop below, planned
+        // once per target so the expert loop keeps g and x(m) in registers).
+        let one_end = heads == 1 || s >= 16;
+        let (mut cur, mut next, mut ends) = ([0 as __mmask16; N], [0 as __mmask16; N], [false; N]);
+        for k in 0..N {
+            let (lo, hi) = (16 * k, (16 * k + 16).min(d));
+            let b = (lo / s + 1) * s;
+            ends[k] = b <= hi;
+            cur[k] = if heads == 1 { 0xffff } else { super::lane_bits(0, b.min(hi) - lo) as __mmask16 };
+            next[k] = if ends[k] { super::lane_bits(b - lo, hi - lo) as __mmask16 } else { 0 };
+        }
         for m in 0..n {
             let (_, _, p1, f1, p2) = expert(m);
             let cv = coefficients16(theta.as_ptr().add(m), heads, n);
@@ -1759,6 +1773,17 @@ mod rows512 {
             store::<N, T>(p1, &y1);
             store::<N, T>(p2, &y2);
             let (mut acc, mut head) = (_mm512_setzero_ps(), 0);
+            if one_end {
+                for k in 0..N {
+                    acc = _mm512_mask3_fmadd_ps(grad[k], xm[k], acc, cur[k]);
+                    if ends[k] {
+                        *dots.add(m * heads + head) = _mm512_reduce_add_ps(acc);
+                        acc = _mm512_mask3_fmadd_ps(grad[k], xm[k], _mm512_setzero_ps(), next[k]);
+                        head += 1;
+                    }
+                }
+                continue;
+            }
             for k in 0..N {
                 // the heads with lanes in vector k, in order
                 while head < heads && head * s < 16 * k + 16 {
@@ -2223,7 +2248,7 @@ mod tests {
         }
     }
 
-    /// `moe_target` at every size it exists for, with 1, 2, 4 and 5 heads
+    /// `moe_target` at every size it exists for, with 1, 2, 4, 5, 10 and 16 heads
     /// (those dividing d), a repeated word, update factors ½ and 1 on the
     /// words' rows and 0, ½, 1 on the output rows, a repeated output row, and
     /// a mask expert whose position part is a values row: against the
@@ -2256,7 +2281,7 @@ mod tests {
                 let dvalues0: Vec<f32> = (0..5 * d).map(|k| val(k, 3)).collect();
                 let mvalue: Vec<f32> = (0..d).map(|k| val(k, 13)).collect();
                 let dmask0: Vec<f32> = (0..d).map(|k| val(k, 17)).collect();
-                for heads in [1usize, 2, 4, 5].into_iter().filter(|h| d % h == 0) {
+                for heads in [1usize, 2, 4, 5, 10, 16].into_iter().filter(|h| d % h == 0) {
                     let theta: Vec<f32> = (0..heads * n).map(|k| 0.05 + (k % 7) as f32 * 0.03).collect();
                     // the kernel
                     let (mut a1, mut o1, mut dv1, mut dm1) = (alpha0.clone(), output0.clone(), dvalues0.clone(), dmask0.clone());
