@@ -1386,8 +1386,8 @@ mod exp_x86 {
             i += 16;
         }
         if i < n {
-            let m: __mmask16 = ((1u32 << (n - i)) - 1) as __mmask16;
-            _mm512_mask_storeu_ps(p.add(i), m, exp16(_mm512_maskz_loadu_ps(m, p.add(i))));
+            // plain stores for a 4-, 8- or 12-float tail: the softmax reads it right back
+            super::x86::tail_store(p.add(i), n - i, exp16(super::x86::tail_load(p.add(i), n - i)));
         }
     }
 
@@ -1426,7 +1426,7 @@ mod exp_x86 {
 pub fn exp_inplace(x: &mut [f32]) {
     match level() {
         // SAFETY: detected features (as in `dot`); the kernels touch only
-        // x[0..len] (a masked tail for AVX-512).
+        // x[0..len] (the AVX-512 tail: exactly its floats, `tail_load` / `tail_store`).
         #[cfg(target_arch = "x86_64")]
         Level::Avx512 => unsafe { exp_x86::exp_avx512(x) },
         #[cfg(target_arch = "x86_64")]
@@ -1446,7 +1446,12 @@ pub fn exp_inplace(x: &mut [f32]) {
 pub fn softmax_rows(x: &mut [f32], n: usize) {
     assert!(n > 0 && x.len().is_multiple_of(n));
     for row in x.chunks_exact_mut(n) {
-        let mx = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        // four running maxima, not one chain (the maximum is exact in any order)
+        let mut m4 = [f32::NEG_INFINITY; 4];
+        for (k, &t) in row.iter().enumerate() {
+            m4[k % 4] = m4[k % 4].max(t);
+        }
+        let mx = m4[0].max(m4[1]).max(m4[2].max(m4[3]));
         for t in row.iter_mut() {
             *t -= mx;
         }
