@@ -730,6 +730,74 @@ mod tests {
         assert_eq!(got, vec![0, 1, 2, 3, 4, 5]);
     }
 
+    /// The register-resident path of `example` (`Hogwild::moe_target`) against
+    /// the separate kernels (`step_with` with the output layer's `step`):
+    /// the same draws and bit for bit the same parameters after a run of
+    /// targets, window and sentence mode, 1 and 4 heads, with a mask expert
+    /// and a word repeated among the experts.
+    #[test]
+    fn register_path_matches_separate_kernels() {
+        let (v, d, window, max_len) = (7, 32, 2, 6);
+        if !crate::simd::register_kernel(d) {
+            return;
+        }
+        let voc = Vocab::from_sorted(
+            (0..v).map(|i| (format!("w{i}"), 20 - i as u64)).collect(),
+            &VocabSettings { min_count: 1, max_final_vocab: None, sample: 0.0, ns_exponent: 0.75, hs: false },
+        );
+        let sent = [1u32, 4, 2, 4, 6, 0, 3, 5, 2, 1];
+        for (absolute, h) in [(false, 1), (false, 4), (true, 1), (true, 4)] {
+            let r = if absolute { max_len } else { 2 * window };
+            let dk = 8;
+            let mut rng = Rng::new(3);
+            let mut init = |len: usize| (0..len).map(|_| rng.unit_f32() - 0.5).collect::<Vec<f32>>();
+            let base = [init(v * d), init(v * d), init(h * v), init(h * r), init(r * d), init(if absolute { h * dk } else { h }), init(d),
+                        init(h * max_len * dk), init(h * v * dk), init(h * max_len * dk)];
+            let mut results = Vec::new();
+            for registers in [true, false] {
+                let mut p = base.clone();
+                let [alpha, beta, sal, og, ov, mg, mv, query, key, pos_key] = &mut p;
+                let gates = if absolute {
+                    Gates::Absolute { query: Hogwild::new(query, dk), key: Hogwild::new(key, dk), pos_key: Hogwild::new(pos_key, dk), max_len }
+                } else {
+                    Gates::Window { salience: Hogwild::new(sal, v), offset_gate: Hogwild::new(og, r) }
+                };
+                let m = Moe {
+                    alpha: Hogwild::new(alpha, d),
+                    gates,
+                    offset_value: Hogwild::new(ov, d),
+                    mask_gate: Hogwild::new(mg, if absolute { h * dk } else { h }),
+                    mask_value: Hogwild::new(mv, d),
+                    out: OutputLayer { beta: Hogwild::new(beta, d), syn1: Hogwild::empty(), bias: None, spec: OutputSpec { negative: 3, hs: false, softmax: false }, vocab: &voc, sig: SigmoidTable::new() },
+                    heads: h,
+                    full: false,
+                    window,
+                    shrink: false,
+                    batch: 1,
+                };
+                let (mut sc, mut rng) = (m.scratch(), Rng::new(11));
+                for (pos, &target) in sent.iter().enumerate() {
+                    if absolute {
+                        let start = pos / max_len * max_len;
+                        sc.load_masked(&sent[start..(start + max_len).min(sent.len())], pos - start);
+                    } else {
+                        let (lo, hi) = (pos.saturating_sub(window), (pos + window + 1).min(sent.len()));
+                        sc.cur.load_window(&sent, pos, lo, hi, window);
+                    }
+                    if registers {
+                        assert!(m.example_in_registers(&mut sc, target, 0.05, &mut rng, false).is_some());
+                    } else {
+                        m.step_with(&mut sc, |z, grad, out| m.out.step(z, 1, target, 0.05, grad, out, &mut rng, false));
+                    }
+                }
+                m.finish(&mut sc);
+                results.push(p.iter().map(|x| x.iter().map(|f| f.to_bits()).collect::<Vec<u32>>()).collect::<Vec<_>>());
+            }
+            assert!(results[0] != base.iter().map(|x| x.iter().map(|f| f.to_bits()).collect::<Vec<u32>>()).collect::<Vec<_>>());
+            assert!(results[0] == results[1], "absolute={absolute} heads={h}");
+        }
+    }
+
     /// Uniform gates, zero offsets and no mask expert: z is CBOW's mean.
     #[test]
     fn untrained_moe_is_cbow() {
