@@ -175,6 +175,57 @@ impl<'a> Hogwild<'a> {
         }
     }
 
+    /// [`add_blocks`](Self::add_blocks) on several rows at once: `row[idx[e]]
+    /// += a · x[e]` for every e, each `x[e]` a row of `N` blocks of `L`
+    /// floats; the checks made once for the batch (a row index may repeat:
+    /// its updates add up). `x` lies outside this matrix.
+    #[inline(always)]
+    pub fn add_blocks_at<const L: usize, const N: usize>(&self, idx: &[usize], a: f32, x: &[[[f32; L]; N]]) {
+        if !self.factor.is_empty() {
+            for (&i, xe) in idx.iter().zip(x) {
+                self.add_blocks(i, a, xe);
+            }
+            return;
+        }
+        assert!(!self.overlaps(x.as_flattened().as_flattened()), "update source lies inside the matrix it updates");
+        assert_eq!(N * L, self.cols);
+        for (&i, xe) in idx.iter().zip(x) {
+            assert!(i < self.rows);
+            // SAFETY: row i lies inside the buffer (checked) and is N blocks
+            // of L floats (checked; f32's alignment is the blocks'); `x`
+            // lies outside the matrix (checked), and this view of row i is
+            // the only one this thread holds; it dies at the end of the loop body.
+            let r = unsafe { &mut *(self.ptr.add(i * self.cols) as *mut [[f32; L]; N]) };
+            for (rb, xb) in r.iter_mut().zip(xe) {
+                let (old, xv) = (*rb, *xb);
+                *rb = std::array::from_fn(|k| a.mul_add(xv[k], old[k]));
+            }
+        }
+    }
+
+    /// `row[i0 + r] += x[r]` for every r: consecutive rows of one block of
+    /// `L` floats each, one check for them all. `x` lies outside this matrix.
+    #[inline(always)]
+    pub fn add_block_rows<const L: usize>(&self, i0: usize, x: &[[f32; L]]) {
+        if !self.factor.is_empty() {
+            for (r, xb) in x.iter().enumerate() {
+                self.add_blocks(i0 + r, 1.0, std::slice::from_ref(xb));
+            }
+            return;
+        }
+        assert!(!self.overlaps(x.as_flattened()), "update source lies inside the matrix it updates");
+        assert!(L == self.cols && i0 + x.len() <= self.rows);
+        // SAFETY: rows i0..i0 + x.len() lie inside the buffer (checked), each
+        // one block of L floats (checked); `x` lies outside the matrix
+        // (checked), and this view is the only one of those rows this
+        // thread holds until the loop ends.
+        let rows = unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i0 * L) as *mut [f32; L], x.len()) };
+        for (rb, xb) in rows.iter_mut().zip(x) {
+            let (old, xv) = (*rb, *xb);
+            *rb = std::array::from_fn(|k| old[k] + xv[k]);
+        }
+    }
+
     /// `row[i0 + r] += g[r] · x` for every r (a rank-one update of
     /// `g.len()` consecutive rows of `x.len()` blocks of `L` floats), as
     /// [`add_blocks`](Self::add_blocks) row by row.

@@ -533,8 +533,12 @@ pub fn block_scores<const VB: usize>(z: &[Block8; VB], rows: &[[Block8; VB]], ou
     #[cfg(target_arch = "x86_64")]
     {
         if wide() {
+            let (full, _) = rows.as_chunks::<8>();
             for (g, o) in groups {
-                let r: [&[Block8; VB]; 8] = std::array::from_fn(|k| &rows[(8 * g + k).min(last)]);
+                let r: [&[Block8; VB]; 8] = match full.get(g) {
+                    Some(eight) => eight.each_ref(),
+                    None => std::array::from_fn(|k| &rows[(8 * g + k).min(last)]),
+                };
                 // SAFETY: the CPU has AVX2 and FMA (just checked).
                 *o = unsafe { x86::scores8_avx2(z, &r) };
             }

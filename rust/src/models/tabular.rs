@@ -87,6 +87,30 @@ fn exp_nonpositive(x: &mut [f32]) {
     }
 }
 
+/// `exp_nonpositive` on whole blocks, its steps as multiply-adds: the
+/// same approximation (n·ln2 split off, degree 7 by Estrin's scheme), one
+/// rounding less per fused step.
+#[inline(always)]
+fn exp_blocks(x: &mut [Block]) {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2: f32 = std::f32::consts::LN_2;
+    const SHIFT: f32 = 12_582_912.0;
+    for b in x.iter_mut() {
+        let v = *b;
+        *b = lanewise(|i| {
+            let a = v[i].max(-87.0);
+            let t = a.mul_add(LOG2E, SHIFT);
+            let n = t - SHIFT;
+            let r = (-n).mul_add(LN2, a);
+            let r2 = r * r;
+            let (a0, a1) = (1.0 + r, r.mul_add(1.0 / 6.0, 0.5));
+            let (a2, a3) = (r.mul_add(1.0 / 120.0, 1.0 / 24.0), r.mul_add(1.0 / 5040.0, 1.0 / 720.0));
+            let p = (r2 * r2).mul_add(r2.mul_add(a3, a2), r2.mul_add(a1, a0));
+            p * f32::from_bits(t.to_bits().wrapping_add(127) << 23)
+        });
+    }
+}
+
 /// `out[k] = Σ_{i in segment k} a[i]·b[i]`: per-head dot products of two
 /// vectors laid out head by head in segments of `seg` floats.
 #[inline(always)]
@@ -975,11 +999,23 @@ impl Tabular<'_, '_> {
         if n < 2 {
             return (0.0, 0); // a lone column has no context: nothing to learn from
         }
+        // EXPERIMENT: n a constant
+        if HP == 8 && NH == 1 && n == 6 {
+            return self.lanes_row::<HP, S, NH, VB>(rs, g, p, lr, only, 6);
+        }
+        self.lanes_row::<HP, S, NH, VB>(rs, g, p, lr, only, n)
+    }
+
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn lanes_row<const HP: usize, const S: usize, const NH: usize, const VB: usize>(&self, rs: &mut RowScratch, g: &Gates2<'_>, p: &Rest2<'_>, lr: f32, only: Option<usize>, n: usize) -> (f64, u64) {
+        let mask = self.has_mask();
+        let (cols, toks) = (&rs.cols[..n], &rs.toks[..n]);
         let ln = &mut rs.ln;
         let scale = 1.0 / (self.dims().dk as f32).sqrt();
         let (mv, mk) = if mask { (*row_blocks::<VB>(&p.mask_value, 0), *row_blocks::<VB>(&p.mask_key, 0)) } else { ([ZERO; VB], [ZERO; VB]) };
         let (v, k, q) = (vectors_mut::<VB>(&mut ln.v, n), vectors_mut::<VB>(&mut ln.k, n), vectors_mut::<VB>(&mut ln.q, n));
-        for (e, (&c, &t)) in rs.cols.iter().zip(&rs.toks).enumerate() {
+        for (e, (&c, &t)) in cols.iter().zip(toks).enumerate() {
             let (pv, al) = (row_blocks::<VB>(&p.pos_value, c), row_blocks::<VB>(&p.alpha, t));
             let (pk, ke, qu) = (row_blocks::<VB>(&g.pos_key, c), row_blocks::<VB>(&g.key, t), row_blocks::<VB>(&g.query, c));
             v[e] = blockwise(|b| plus(al[b], pv[b]));
@@ -988,7 +1024,7 @@ impl Tabular<'_, '_> {
         }
         if mask {
             let (vm, km) = (vectors_mut::<VB>(&mut ln.vm, n), vectors_mut::<VB>(&mut ln.km, n));
-            for (e, &c) in rs.cols.iter().enumerate() {
+            for (e, &c) in cols.iter().enumerate() {
                 let (pv, pk) = (row_blocks::<VB>(&p.pos_value, c), row_blocks::<VB>(&g.pos_key, c));
                 vm[e] = blockwise(|b| plus(mv[b], pv[b]));
                 km[e] = blockwise(|b| plus(mk[b], pk[b]));
@@ -999,14 +1035,14 @@ impl Tabular<'_, '_> {
         }
         let (mut loss, mut count, mut like) = (0.0f64, 0u64, 1.0f64);
         for a in 0..n {
-            if only.is_some_and(|j| j != rs.cols[a]) {
+            if only.is_some_and(|j| j != cols[a]) {
                 continue;
             }
-            let j = rs.cols[a];
+            let j = cols[a];
             let slot = a * VB..(a + 1) * VB;
             let qa: [Block; VB] = grab(&ln.q[slot.clone()]);
             let z = Self::lanes_forward::<HP, S, NH, VB>(ln, &qa, a, n, mask);
-            let (gz, pt) = self.lanes_output::<VB>(p, rs.probs.as_chunks_mut::<LANES>().0, &z, j, rs.toks[a], lr * self.weight(j));
+            let (gz, pt) = self.lanes_output::<VB>(p, rs.probs.as_chunks_mut::<LANES>().0, &z, j, toks[a], lr * self.weight(j));
             // −log of a product of probabilities, one logarithm per row
             // (flushed before the product could leave f64's range)
             like *= pt.max(f32::MIN_POSITIVE) as f64;
@@ -1020,7 +1056,7 @@ impl Tabular<'_, '_> {
             }
             count += 1;
         }
-        self.lanes_apply::<VB>(rs, g, p, scale);
+        self.lanes_apply::<VB>(rs, g, p, scale, n);
         (loss - like.ln(), count)
     }
 
@@ -1057,7 +1093,7 @@ impl Tabular<'_, '_> {
                 tb[c] = minus(tb[c], mx[c]);
             }
         }
-        exp_nonpositive(th.as_flattened_mut().as_flattened_mut());
+        exp_blocks(th.as_flattened_mut());
         if !mask {
             th[a] = [ZERO; NH]; // the masked column is no expert
         }
@@ -1112,7 +1148,7 @@ impl Tabular<'_, '_> {
         for l in lg.iter_mut() {
             *l = minus(*l, mx);
         }
-        exp_nonpositive(lg.as_flattened_mut());
+        exp_blocks(lg);
         let tail = lg[ng - 1];
         lg[ng - 1] = lanewise(|i| if LANE_INDEX[i] < rem { tail[i] } else { 0.0 });
         let mut sum = ZERO;
@@ -1131,9 +1167,7 @@ impl Tabular<'_, '_> {
         // gz from the rows before their update (in registers) and the update, one pass
         let gz = p.beta.exchange_outer_blocks8(lo, &lg.as_flattened()[..m], z);
         if let Some(b) = &p.bias {
-            for (gi, l) in lg.iter().enumerate() {
-                b.add_blocks(p.bias_at[j] + gi, 1.0, std::slice::from_ref(l));
-            }
+            b.add_block_rows(p.bias_at[j], lg);
         }
         (gz, p_target)
     }
@@ -1191,34 +1225,35 @@ impl Tabular<'_, '_> {
 
     /// Apply the row's accumulated gradients to the shared parameters.
     #[inline(always)]
-    fn lanes_apply<const VB: usize>(&self, rs: &mut RowScratch, g: &Gates2<'_>, p: &Rest2<'_>, scale: f32) {
+    fn lanes_apply<const VB: usize>(&self, rs: &mut RowScratch, g: &Gates2<'_>, p: &Rest2<'_>, scale: f32, n: usize) {
         let mask = self.has_mask();
-        let (ln, n) = (&rs.ln, rs.cols.len());
+        let ln = &mut rs.ln;
+        let (cols, toks) = (&rs.cols[..n], &rs.toks[..n]);
         let (dv, dk, dq) = (vectors::<VB>(&ln.dv, n), vectors::<VB>(&ln.dk, n), vectors::<VB>(&ln.dq, n));
-        let (dvm, dkm) = (vectors::<VB>(&ln.dvm, n), vectors::<VB>(&ln.dkm, n));
-        // the mask expert's key and value gradients, summed over the row
-        let (mut dmk, mut dmv) = ([ZERO; VB], [ZERO; VB]);
-        for (e, (&c, &t)) in rs.cols.iter().zip(&rs.toks).enumerate() {
-            p.alpha.add_blocks(t, 1.0, &dv[e]);
-            g.key.add_blocks(t, 1.0, &dk[e]);
-            g.query.add_blocks(c, scale, &dq[e]);
-            if mask {
-                // column c's encodings take its own and its mask expert's gradients at once
-                let (pv, pk): ([Block; VB], [Block; VB]) = (blockwise(|b| plus(dv[e][b], dvm[e][b])), blockwise(|b| plus(dk[e][b], dkm[e][b])));
-                p.pos_value.add_blocks(c, 1.0, &pv);
-                g.pos_key.add_blocks(c, 1.0, &pk);
+        p.alpha.add_blocks_at(toks, 1.0, dv);
+        g.key.add_blocks_at(toks, 1.0, dk);
+        g.query.add_blocks_at(cols, scale, dq);
+        if mask {
+            // the mask expert's key and value gradients, summed over the
+            // row; then column c's encodings take its own and its mask
+            // expert's gradients at once
+            let (dvm, dkm) = (vectors_mut::<VB>(&mut ln.dvm, n), vectors_mut::<VB>(&mut ln.dkm, n));
+            let (mut dmk, mut dmv) = ([ZERO; VB], [ZERO; VB]);
+            for e in 0..n {
                 for b in 0..VB {
                     add_into(dkm[e][b], &mut dmk[b]);
                     add_into(dvm[e][b], &mut dmv[b]);
+                    add_into(dv[e][b], &mut dvm[e][b]);
+                    add_into(dk[e][b], &mut dkm[e][b]);
                 }
-            } else {
-                p.pos_value.add_blocks(c, 1.0, &dv[e]);
-                g.pos_key.add_blocks(c, 1.0, &dk[e]);
             }
-        }
-        if mask {
+            p.pos_value.add_blocks_at(cols, 1.0, dvm);
+            g.pos_key.add_blocks_at(cols, 1.0, dkm);
             p.mask_key.add_blocks(0, 1.0, &dmk);
             p.mask_value.add_blocks(0, 1.0, &dmv);
+        } else {
+            p.pos_value.add_blocks_at(cols, 1.0, dv);
+            g.pos_key.add_blocks_at(cols, 1.0, dk);
         }
     }
 }
