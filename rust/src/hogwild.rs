@@ -20,7 +20,7 @@
 //! update of row `i` is multiplied by `factor[i % factor.len()]`, so 0
 //! freezes a row and 1 trains it normally.
 
-use crate::simd::{add_rows, axpy, dot, dot_axpy2, exchange_rows, score_pair, update_pair};
+use crate::simd::{add_rows, axpy, dot, dot_axpy2, exchange_rows, masked_column, score_pair, update_pair, MaskedColumn};
 use std::marker::PhantomData;
 
 /// A row-major `rows x cols` f32 matrix shared by all worker threads.
@@ -292,6 +292,46 @@ impl<'a> Hogwild<'a> {
         // one of those rows this thread holds until the kernel returns.
         let rows = unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i0 * self.cols) as *mut [[f32; 8]; N], g.len()) };
         exchange_rows(rows, g, x)
+    }
+
+    /// The tabular lane step's masked column ([`masked_column`]) with rows
+    /// `i0..i0 + m` of this matrix (`VB` blocks of 8 floats each) as the
+    /// column's output rows and, if given, rows `b0..b0 + ⌈m/8⌉` of `bias`
+    /// (one block of 8 each) as their biases, both updated in place. Neither
+    /// matrix may carry update factors; the column's buffers lie outside both.
+    #[inline(always)]
+    pub fn masked_column_step<const VB: usize>(&self, i0: usize, m: usize, bias: Option<(&Hogwild<'_>, usize)>, c: &mut MaskedColumn<'_, VB>) -> ([[f32; 8]; VB], f32) {
+        assert!(self.factor.is_empty() && VB * 8 == self.cols && i0 + m <= self.rows);
+        let outside = |h: &Hogwild<'_>| {
+            !(h.overlaps(c.q.as_flattened())
+                || h.overlaps(c.k.as_flattened().as_flattened())
+                || h.overlaps(c.v.as_flattened().as_flattened())
+                || h.overlaps(c.dk.as_flattened().as_flattened())
+                || h.overlaps(c.dv.as_flattened().as_flattened())
+                || h.overlaps(c.th.as_flattened())
+                || h.overlaps(c.mk.as_flattened())
+                || h.overlaps(c.mv.as_flattened())
+                || h.overlaps(c.dmk.as_flattened())
+                || h.overlaps(c.dmv.as_flattened())
+                || h.overlaps(c.lg.as_flattened()))
+        };
+        assert!(outside(self), "update source lies inside the matrix it updates");
+        let bias_rows = bias.map(|(b, b0)| {
+            let ng = m.div_ceil(8);
+            assert!(b.factor.is_empty() && b.cols == 8 && b0 + ng <= b.rows);
+            assert!(outside(b) && !b.overlaps(self.as_slice()), "update source lies inside the matrix it updates");
+            // SAFETY: rows b0..b0 + ng of `b` lie inside its buffer, one
+            // block of 8 floats each (checked); no other view of them is
+            // formed until this one dies at the end of the call.
+            unsafe { std::slice::from_raw_parts_mut(b.ptr.add(b0 * 8) as *mut [f32; 8], ng) }
+        });
+        // SAFETY: rows i0..i0 + m lie inside the buffer, VB blocks of 8
+        // floats each (checked; f32's alignment is the blocks'); the
+        // column's buffers and the bias rows lie outside them (checked), and
+        // this view is the only one of those rows this thread holds until the
+        // kernel returns.
+        let rows = unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i0 * self.cols) as *mut [[f32; 8]; VB], m) };
+        masked_column(c, rows, bias_rows)
     }
 
     /// Rows `range` for reading, one slice (row-major); Hogwild as [`row`](Self::row).

@@ -1657,6 +1657,349 @@ impl Default for SigmoidTable {
     }
 }
 
+// ------------------------------------------- the tabular lane step's masked column
+
+/// One masked column of the tabular lane-block step (`models::tabular`,
+/// "lane-block row step") with one block of heads (5 to 8 heads, head h in
+/// lane h; VB blocks per vector, block s holding float s of every head).
+/// The experts are the row's present columns, the masked column's own slot
+/// already holding the mask expert's vectors (or skipped: `skip`).
+pub struct MaskedColumn<'a, const VB: usize> {
+    /// The masked column's query, times 1/√d_k.
+    pub q: &'a [Block8; VB],
+    /// Every expert's key and value.
+    pub k: &'a [[Block8; VB]],
+    pub v: &'a [[Block8; VB]],
+    /// Their gradient accumulators (`dk` before its 1/√d_k).
+    pub dk: &'a mut [[Block8; VB]],
+    pub dv: &'a mut [[Block8; VB]],
+    /// Scratch: one block per expert (its MoE weights), one per group of
+    /// eight categories (their scores).
+    pub th: &'a mut [Block8],
+    pub lg: &'a mut [Block8],
+    /// The expert of weight 0 (the masked column without a mask expert),
+    /// or any index ≥ the expert count.
+    pub skip: usize,
+    /// The expert whose key, value and gradients are `mk`, `mv`, `dmk`,
+    /// `dmv` instead of its slot's (the mask expert in the masked column's
+    /// slot), or any index ≥ the expert count.
+    pub own: usize,
+    pub mk: &'a [Block8; VB],
+    pub mv: &'a [Block8; VB],
+    pub dmk: &'a mut [Block8; VB],
+    pub dmv: &'a mut [Block8; VB],
+    /// The true category (index into the column's output rows) and the step.
+    pub target: usize,
+    pub lr: f32,
+}
+
+/// The steps of `exp(x)` for x ≤ 0 on one block (the portable twin of the
+/// AVX2 kernel's): x = n·ln2 + r, exp(r) by its Taylor series to degree 7
+/// (Estrin's scheme, multiply-adds), 2^n built in the exponent bits; x
+/// below −87 taken as −87.
+#[inline(always)]
+pub fn exp_lanes(x: Block8) -> Block8 {
+    std::array::from_fn(|i| {
+        let a = x[i].max(-87.0);
+        let t = a.mul_add(EXP_LOG2E, EXP_SHIFT);
+        let n = t - EXP_SHIFT;
+        let r = (-n).mul_add(EXP_LN2, a);
+        let r2 = r * r;
+        let (a0, a1) = (1.0 + r, r.mul_add(1.0 / 6.0, 0.5));
+        let (a2, a3) = (r.mul_add(1.0 / 120.0, 1.0 / 24.0), r.mul_add(1.0 / 5040.0, 1.0 / 720.0));
+        let p = (r2 * r2).mul_add(r2.mul_add(a3, a2), r2.mul_add(a1, a0));
+        // t's bits are 0x4B40_0000 + n: adding the bias 127 and shifting the
+        // low bits into the exponent field gives 2^n (−126 ≤ n ≤ 0 here)
+        p * f32::from_bits(t.to_bits().wrapping_add(127) << 23)
+    })
+}
+
+const EXP_LOG2E: f32 = std::f32::consts::LOG2_E;
+const EXP_LN2: f32 = std::f32::consts::LN_2;
+/// Adding 1.5·2^23 rounds to an integer held in the low mantissa bits.
+const EXP_SHIFT: f32 = 12_582_912.0;
+const LANE_INDEX8: Block8 = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0];
+
+/// The masked column's whole step: forward through the experts' mixture,
+/// the softmax over the column's categories (`beta`: its output rows,
+/// `bias`: their biases in blocks of eight, if any) with those rows and
+/// biases updated, and back into the experts' accumulators. Returns the
+/// query's gradient (before its 1/√d_k) and p(target). With AVX2 one
+/// kernel; the portable code does the same operations in the same order.
+/// Panics if the buffers are too short (a programming error).
+#[inline(always)]
+pub fn masked_column<const VB: usize>(c: &mut MaskedColumn<'_, VB>, beta: &mut [[Block8; VB]], bias: Option<&mut [Block8]>) -> ([Block8; VB], f32) {
+    let (n, m) = (c.k.len(), beta.len());
+    let ng = m.div_ceil(8);
+    assert!(m > 0 && c.target < m && c.v.len() == n && c.dk.len() == n && c.dv.len() == n && c.th.len() >= n && c.lg.len() >= ng);
+    assert!(bias.as_ref().is_none_or(|b| b.len() >= ng));
+    #[cfg(target_arch = "x86_64")]
+    {
+        if wide() {
+            // SAFETY: the CPU has AVX2 and FMA (just checked); the lengths
+            // the kernel indexes by were checked above.
+            return unsafe { column_x86::masked_column_avx2(c, beta, bias) };
+        }
+    }
+    masked_column_portable(c, beta, bias)
+}
+
+#[inline(always)]
+fn lanes8(f: impl Fn(usize) -> f32) -> Block8 {
+    std::array::from_fn(f)
+}
+
+fn masked_column_portable<const VB: usize>(c: &mut MaskedColumn<'_, VB>, beta: &mut [[Block8; VB]], bias: Option<&mut [Block8]>) -> ([Block8; VB], f32) {
+    let (n, m) = (c.k.len(), beta.len());
+    let ng = m.div_ceil(8);
+    let fma = |a: Block8, b: Block8, y: Block8| lanes8(|i| a[i].mul_add(b[i], y[i]));
+    let dot = |a: &[Block8; VB], b: &[Block8; VB]| (1..VB).fold(lanes8(|i| a[0][i] * b[0][i]), |t, s| fma(a[s], b[s], t));
+    let q = c.q;
+    // the gate logits, their softmax over the experts, the mixture z
+    let mut mx = [f32::NEG_INFINITY; 8];
+    for e in 0..n {
+        let ke = if e == c.own { c.mk } else { &c.k[e] };
+        let t = if e == c.skip { [f32::NEG_INFINITY; 8] } else { dot(q, ke) };
+        c.th[e] = t;
+        mx = lanes8(|i| if t[i] > mx[i] { t[i] } else { mx[i] });
+    }
+    let mut sum = [0f32; 8];
+    for e in 0..n {
+        let x = if e == c.skip { [0f32; 8] } else { exp_lanes(lanes8(|i| c.th[e][i] - mx[i])) };
+        c.th[e] = x;
+        sum = lanes8(|i| sum[i] + x[i]);
+    }
+    let inv = lanes8(|i| 1.0 / sum[i]);
+    let mut z = [[0f32; 8]; VB];
+    for e in 0..n {
+        let w = lanes8(|i| c.th[e][i] * inv[i]);
+        c.th[e] = w;
+        let ve = if e == c.own { c.mv } else { &c.v[e] };
+        for s in 0..VB {
+            z[s] = fma(w, ve[s], z[s]);
+        }
+    }
+    // the scores of the column's categories, eight at once
+    let lg = &mut c.lg[..ng];
+    block_scores(&z, beta, lg);
+    if let Some(b) = &bias {
+        for (l, bb) in lg.iter_mut().zip(b.iter()) {
+            *l = lanes8(|i| l[i] + bb[i]);
+        }
+    }
+    let rem = (m - (ng - 1) * 8) as f32;
+    let tail = lg[ng - 1];
+    lg[ng - 1] = lanes8(|i| if LANE_INDEX8[i] < rem { tail[i] } else { f32::NEG_INFINITY });
+    let mut gm = lg[0];
+    for l in lg.iter() {
+        gm = lanes8(|i| if l[i] > gm[i] { l[i] } else { gm[i] });
+    }
+    let gm = butterfly(gm, |a, b| if a > b { a } else { b });
+    let mut total = [0f32; 8];
+    for (g, l) in lg.iter_mut().enumerate() {
+        let x = exp_lanes(lanes8(|i| l[i] - gm[i]));
+        let x = if g == ng - 1 { lanes8(|i| if LANE_INDEX8[i] < rem { x[i] } else { 0.0 }) } else { x };
+        *l = x;
+        total = lanes8(|i| total[i] + x[i]);
+    }
+    let total = butterfly(total, |a, b| a + b);
+    let inv = lanes8(|i| 1.0 / total[i]);
+    let t = c.target;
+    let p_target = lg[t / 8][t % 8] * inv[0];
+    for (g, l) in lg.iter_mut().enumerate() {
+        let tl = t as f32 - (g * 8) as f32;
+        *l = lanes8(|i| ((if LANE_INDEX8[i] == tl { 1.0 } else { 0.0 }) - l[i] * inv[i]) * c.lr);
+    }
+    let gz = exchange_rows(beta, &lg.as_flattened()[..m], &z);
+    if let Some(b) = bias {
+        for (bb, l) in b.iter_mut().zip(lg.iter()) {
+            *bb = lanes8(|i| bb[i] + l[i]);
+        }
+    }
+    // back through the mixture
+    let gzz = dot(&gz, &z);
+    let mut dq = [[0f32; 8]; VB];
+    for e in 0..n {
+        if e == c.skip {
+            continue;
+        }
+        let t = c.th[e];
+        let (ke, ve, dke, dve) = if e == c.own { (c.mk, c.mv, &mut *c.dmk, &mut *c.dmv) } else { (&c.k[e], &c.v[e], &mut c.dk[e], &mut c.dv[e]) };
+        let u = dot(&gz, ve);
+        let dl = lanes8(|i| t[i] * (u[i] - gzz[i]));
+        for s in 0..VB {
+            dve[s] = fma(t, gz[s], dve[s]);
+            dq[s] = fma(dl, ke[s], dq[s]);
+            dke[s] = fma(dl, q[s], dke[s]);
+        }
+    }
+    (dq, p_target)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod column_x86 {
+    use super::{Block8, MaskedColumn, EXP_LN2, EXP_LOG2E, EXP_SHIFT, LANE_INDEX8};
+    use std::arch::x86_64::*;
+
+    #[inline(always)]
+    unsafe fn ld(b: &Block8) -> __m256 {
+        _mm256_loadu_ps(b.as_ptr())
+    }
+
+    #[inline(always)]
+    unsafe fn st(b: &mut Block8, v: __m256) {
+        _mm256_storeu_ps(b.as_mut_ptr(), v)
+    }
+
+    /// `exp_lanes` on a register, step for step.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn exp8(x: __m256) -> __m256 {
+        let a = _mm256_max_ps(x, _mm256_set1_ps(-87.0));
+        let t = _mm256_fmadd_ps(a, _mm256_set1_ps(EXP_LOG2E), _mm256_set1_ps(EXP_SHIFT));
+        let n = _mm256_sub_ps(t, _mm256_set1_ps(EXP_SHIFT));
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(EXP_LN2), a);
+        let r2 = _mm256_mul_ps(r, r);
+        let a0 = _mm256_add_ps(_mm256_set1_ps(1.0), r);
+        let a1 = _mm256_fmadd_ps(r, _mm256_set1_ps(1.0 / 6.0), _mm256_set1_ps(0.5));
+        let a2 = _mm256_fmadd_ps(r, _mm256_set1_ps(1.0 / 120.0), _mm256_set1_ps(1.0 / 24.0));
+        let a3 = _mm256_fmadd_ps(r, _mm256_set1_ps(1.0 / 5040.0), _mm256_set1_ps(1.0 / 720.0));
+        let p = _mm256_fmadd_ps(_mm256_mul_ps(r2, r2), _mm256_fmadd_ps(r2, a3, a2), _mm256_fmadd_ps(r2, a1, a0));
+        let two_n = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(127))));
+        _mm256_mul_ps(p, two_n)
+    }
+
+    /// `<a, b>` per lane over the VB blocks.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn dot<const VB: usize>(a: &[__m256; VB], b: &[Block8; VB]) -> __m256 {
+        let mut t = _mm256_mul_ps(a[0], ld(&b[0]));
+        for s in 1..VB {
+            t = _mm256_fmadd_ps(a[s], ld(&b[s]), t);
+        }
+        t
+    }
+
+    /// `super::masked_column` (whose checks the caller made).
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn masked_column_avx2<const VB: usize>(c: &mut MaskedColumn<'_, VB>, beta: &mut [[Block8; VB]], bias: Option<&mut [Block8]>) -> ([Block8; VB], f32) {
+        let (n, m) = (c.k.len(), beta.len());
+        let ng = m.div_ceil(8);
+        let zero = _mm256_setzero_ps();
+        let ninf = _mm256_set1_ps(f32::NEG_INFINITY);
+        let mut q = [zero; VB];
+        for s in 0..VB {
+            q[s] = ld(&c.q[s]);
+        }
+        let (k, v, th) = (c.k.as_ptr(), c.v.as_ptr(), c.th.as_mut_ptr());
+        // the gate logits, their softmax over the experts, the mixture z
+        let mut mx = ninf;
+        for e in 0..n {
+            let ke = if e == c.own { c.mk } else { &*k.add(e) };
+            let t = if e == c.skip { ninf } else { dot(&q, ke) };
+            st(&mut *th.add(e), t);
+            mx = _mm256_max_ps(t, mx);
+        }
+        let mut sum = zero;
+        for e in 0..n {
+            let x = if e == c.skip { zero } else { exp8(_mm256_sub_ps(ld(&*th.add(e)), mx)) };
+            st(&mut *th.add(e), x);
+            sum = _mm256_add_ps(sum, x);
+        }
+        let inv = _mm256_div_ps(_mm256_set1_ps(1.0), sum);
+        let mut z = [zero; VB];
+        for e in 0..n {
+            let w = _mm256_mul_ps(ld(&*th.add(e)), inv);
+            st(&mut *th.add(e), w);
+            let ve = if e == c.own { c.mv } else { &*v.add(e) };
+            for s in 0..VB {
+                z[s] = _mm256_fmadd_ps(w, ld(&ve[s]), z[s]);
+            }
+        }
+        let mut zb = [[0f32; 8]; VB];
+        for s in 0..VB {
+            st(&mut zb[s], z[s]);
+        }
+        // the scores of the column's categories, eight at once
+        let lg = c.lg.as_mut_ptr();
+        let last = m - 1;
+        for g in 0..ng {
+            let r: [&[Block8; VB]; 8] = if 8 * g + 8 <= m {
+                std::array::from_fn(|i| &*beta.as_ptr().add(8 * g + i))
+            } else {
+                std::array::from_fn(|i| &*beta.as_ptr().add((8 * g + i).min(last)))
+            };
+            let mut s = ld(&super::x86::scores8_avx2(&zb, &r));
+            if let Some(b) = &bias {
+                s = _mm256_add_ps(s, ld(b.get_unchecked(g)));
+            }
+            st(&mut *lg.add(g), s);
+        }
+        let keep = _mm256_cmp_ps::<_CMP_LT_OQ>(_mm256_loadu_ps(LANE_INDEX8.as_ptr()), _mm256_set1_ps((m - (ng - 1) * 8) as f32));
+        let tail = &mut *lg.add(ng - 1);
+        let x = _mm256_blendv_ps(ninf, ld(tail), keep);
+        st(tail, x);
+        let mut gm = ld(&*lg);
+        for g in 0..ng {
+            gm = _mm256_max_ps(ld(&*lg.add(g)), gm);
+        }
+        let gm = ld(&super::x86::lanes_max_avx2(std::mem::transmute::<__m256, Block8>(gm)));
+        let mut total = zero;
+        for g in 0..ng {
+            let mut x = exp8(_mm256_sub_ps(ld(&*lg.add(g)), gm));
+            if g == ng - 1 {
+                x = _mm256_and_ps(x, keep);
+            }
+            st(&mut *lg.add(g), x);
+            total = _mm256_add_ps(total, x);
+        }
+        let inv = _mm256_div_ps(_mm256_set1_ps(1.0), ld(&super::x86::lanes_sum_avx2(std::mem::transmute::<__m256, Block8>(total))));
+        let t = c.target;
+        let p_target = (*lg.add(t / 8))[t % 8] * _mm256_cvtss_f32(inv);
+        let (lr, lanes, one) = (_mm256_set1_ps(c.lr), _mm256_loadu_ps(LANE_INDEX8.as_ptr()), _mm256_set1_ps(1.0));
+        for g in 0..ng {
+            let hot = _mm256_and_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(lanes, _mm256_set1_ps(t as f32 - (g * 8) as f32)), one);
+            st(&mut *lg.add(g), _mm256_mul_ps(_mm256_sub_ps(hot, _mm256_mul_ps(ld(&*lg.add(g)), inv)), lr));
+        }
+        let gzb = super::x86::exchange_rows_avx2(beta, std::slice::from_raw_parts(lg as *const f32, m), &zb);
+        if let Some(b) = bias {
+            for g in 0..ng {
+                let bb = b.get_unchecked_mut(g);
+                let x = _mm256_add_ps(ld(bb), ld(&*lg.add(g)));
+                st(bb, x);
+            }
+        }
+        // back through the mixture
+        let mut gz = [zero; VB];
+        for s in 0..VB {
+            gz[s] = ld(&gzb[s]);
+        }
+        let gzz = dot(&gz, &zb);
+        let mut dq = [zero; VB];
+        let (dk, dv) = (c.dk.as_mut_ptr(), c.dv.as_mut_ptr());
+        for e in 0..n {
+            if e == c.skip {
+                continue;
+            }
+            let t = ld(&*th.add(e));
+            let (ke, ve, dke, dve) = if e == c.own { (c.mk, c.mv, &mut *c.dmk, &mut *c.dmv) } else { (&*k.add(e), &*v.add(e), &mut *dk.add(e), &mut *dv.add(e)) };
+            let dl = _mm256_mul_ps(t, _mm256_sub_ps(dot(&gz, ve), gzz));
+            for s in 0..VB {
+                let x = _mm256_fmadd_ps(t, gz[s], ld(&dve[s]));
+                st(&mut dve[s], x);
+                dq[s] = _mm256_fmadd_ps(dl, ld(&ke[s]), dq[s]);
+                let y = _mm256_fmadd_ps(dl, q[s], ld(&dke[s]));
+                st(&mut dke[s], y);
+            }
+        }
+        let mut out = [[0f32; 8]; VB];
+        for s in 0..VB {
+            st(&mut out[s], dq[s]);
+        }
+        (out, p_target)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

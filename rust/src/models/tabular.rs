@@ -33,7 +33,7 @@
 use super::moe::{Gates, Moe, MoeScratch, ABSENT};
 use crate::hogwild::Hogwild;
 use crate::sampling::Rng;
-use crate::simd::{block_scores, dot, lanes_max, lanes_sum, with_wide};
+use crate::simd::{block_scores, dot, lanes_max, lanes_sum, with_wide, MaskedColumn};
 use std::ops::Range;
 
 pub struct Tabular<'m, 'a> {
@@ -994,7 +994,6 @@ impl Tabular<'_, '_> {
     #[allow(clippy::too_many_arguments)]
     fn lanes_sized<const HP: usize, const S: usize, const NH: usize, const VB: usize>(&self, rs: &mut RowScratch, g: &Gates2<'_>, p: &Rest2<'_>, row: &[u32], lr: f32, only: Option<usize>) -> (f64, u64) {
         debug_assert_eq!(S * NH, VB);
-        let mask = self.has_mask();
         let n = rs.load_row(row);
         if n < 2 {
             return (0.0, 0); // a lone column has no context: nothing to learn from
@@ -1041,8 +1040,33 @@ impl Tabular<'_, '_> {
             let j = cols[a];
             let slot = a * VB..(a + 1) * VB;
             let qa: [Block; VB] = grab(&ln.q[slot.clone()]);
-            let z = Self::lanes_forward::<HP, S, NH, VB>(ln, &qa, a, n, mask);
-            let (gz, pt) = self.lanes_output::<VB>(p, rs.probs.as_chunks_mut::<LANES>().0, &z, j, toks[a], lr * self.weight(j));
+            let (dqa, pt) = if HP == LANES && NH == 1 {
+                // one block of heads: the whole column in one kernel
+                let range = self.range(j);
+                let mut col = MaskedColumn::<VB> {
+                    q: &qa,
+                    k: vectors::<VB>(&ln.k, n),
+                    v: vectors::<VB>(&ln.v, n),
+                    dk: vectors_mut::<VB>(&mut ln.dk, n),
+                    dv: vectors_mut::<VB>(&mut ln.dv, n),
+                    th: &mut ln.th[..n],
+                    lg: rs.probs.as_chunks_mut::<LANES>().0,
+                    skip: if mask { n } else { a },
+                    own: if mask { a } else { n },
+                    mk: &vectors::<VB>(&ln.km, n)[a],
+                    mv: &vectors::<VB>(&ln.vm, n)[a],
+                    dmk: &mut vectors_mut::<VB>(&mut ln.dkm, n)[a],
+                    dmv: &mut vectors_mut::<VB>(&mut ln.dvm, n)[a],
+                    target: toks[a] - range.start,
+                    lr: lr * self.weight(j),
+                };
+                let out = p.beta.masked_column_step(range.start, range.len(), p.bias.as_ref().map(|b| (b, p.bias_at[j])), &mut col);
+                out
+            } else {
+                let z = Self::lanes_forward::<HP, S, NH, VB>(ln, &qa, a, n, mask);
+                let (gz, pt) = self.lanes_output::<VB>(p, rs.probs.as_chunks_mut::<LANES>().0, &z, j, toks[a], lr * self.weight(j));
+                (Self::lanes_backward::<HP, S, NH, VB>(ln, &qa, &z, &gz, a, n, mask), pt)
+            };
             // −log of a product of probabilities, one logarithm per row
             // (flushed before the product could leave f64's range)
             like *= pt.max(f32::MIN_POSITIVE) as f64;
@@ -1050,7 +1074,6 @@ impl Tabular<'_, '_> {
                 loss -= like.ln();
                 like = 1.0;
             }
-            let dqa = Self::lanes_backward::<HP, S, NH, VB>(ln, &qa, &z, &gz, a, n, mask);
             for (d, x) in ln.dq[slot.clone()].iter_mut().zip(&dqa) {
                 add_into(*x, d);
             }
