@@ -20,7 +20,7 @@
 //! update of row `i` is multiplied by `factor[i % factor.len()]`, so 0
 //! freezes a row and 1 trains it normally.
 
-use crate::simd::{add_rows, axpy, dot, dot_axpy2, exchange_rows, masked_column, score_pair, update_pair, MaskedColumn};
+use crate::simd::{add_rows, axpy, dot, dot_axpy2, exchange_rows, masked_column, score_pair, update_pair, ColumnAt, ColumnBuffers};
 use std::marker::PhantomData;
 
 /// A row-major `rows x cols` f32 matrix shared by all worker threads.
@@ -294,44 +294,20 @@ impl<'a> Hogwild<'a> {
         exchange_rows(rows, g, x)
     }
 
-    /// The tabular lane step's masked column ([`masked_column`]) with rows
-    /// `i0..i0 + m` of this matrix (`VB` blocks of 8 floats each) as the
-    /// column's output rows and, if given, rows `b0..b0 + ⌈m/8⌉` of `bias`
-    /// (one block of 8 each) as their biases, both updated in place. Neither
-    /// matrix may carry update factors; the column's buffers lie outside both.
-    #[inline(always)]
-    pub fn masked_column_step<const VB: usize>(&self, i0: usize, m: usize, bias: Option<(&Hogwild<'_>, usize)>, c: &mut MaskedColumn<'_, VB>) -> ([[f32; 8]; VB], f32) {
-        assert!(self.factor.is_empty() && VB * 8 == self.cols && i0 + m <= self.rows);
-        let outside = |h: &Hogwild<'_>| {
-            !(h.overlaps(c.q.as_flattened())
-                || h.overlaps(c.k.as_flattened().as_flattened())
-                || h.overlaps(c.v.as_flattened().as_flattened())
-                || h.overlaps(c.dk.as_flattened().as_flattened())
-                || h.overlaps(c.dv.as_flattened().as_flattened())
-                || h.overlaps(c.th.as_flattened())
-                || h.overlaps(c.mk.as_flattened())
-                || h.overlaps(c.mv.as_flattened())
-                || h.overlaps(c.dmk.as_flattened())
-                || h.overlaps(c.dmv.as_flattened())
-                || h.overlaps(c.lg.as_flattened()))
-        };
+    /// The tabular lane step's masked columns of one row ([`masked_column`])
+    /// on `buffers`, this matrix holding the output rows (`VB` blocks of 8
+    /// floats each) and `bias`, if given, their biases (one block of 8 a
+    /// row): checks once that neither carries update factors and that the
+    /// buffers lie outside both; [`ColumnSteps::step`] then runs a column.
+    pub fn column_steps<'s, const VB: usize>(&'s self, bias: Option<&'s Hogwild<'a>>, buffers: ColumnBuffers<'s, VB>) -> ColumnSteps<'s, 'a, VB> {
+        assert!(self.factor.is_empty() && VB * 8 == self.cols, "output rows of VB blocks, no update factors");
+        let outside = |h: &Hogwild<'_>| buffers.slices().iter().all(|x| !h.overlaps(x));
         assert!(outside(self), "update source lies inside the matrix it updates");
-        let bias_rows = bias.map(|(b, b0)| {
-            let ng = m.div_ceil(8);
-            assert!(b.factor.is_empty() && b.cols == 8 && b0 + ng <= b.rows);
+        if let Some(b) = bias {
+            assert!(b.factor.is_empty() && b.cols == 8, "biases in blocks of 8, no update factors");
             assert!(outside(b) && !b.overlaps(self.as_slice()), "update source lies inside the matrix it updates");
-            // SAFETY: rows b0..b0 + ng of `b` lie inside its buffer, one
-            // block of 8 floats each (checked); no other view of them is
-            // formed until this one dies at the end of the call.
-            unsafe { std::slice::from_raw_parts_mut(b.ptr.add(b0 * 8) as *mut [f32; 8], ng) }
-        });
-        // SAFETY: rows i0..i0 + m lie inside the buffer, VB blocks of 8
-        // floats each (checked; f32's alignment is the blocks'); the
-        // column's buffers and the bias rows lie outside them (checked), and
-        // this view is the only one of those rows this thread holds until the
-        // kernel returns.
-        let rows = unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i0 * self.cols) as *mut [[f32; 8]; VB], m) };
-        masked_column(c, rows, bias_rows)
+        }
+        ColumnSteps { beta: self, bias, buffers }
     }
 
     /// Rows `range` for reading, one slice (row-major); Hogwild as [`row`](Self::row).
@@ -435,6 +411,41 @@ impl<'a> Hogwild<'a> {
                 axpy(g * f, h, r);
             }
         }
+    }
+}
+
+/// A row's masked columns on checked buffers (see [`Hogwild::column_steps`]).
+pub struct ColumnSteps<'s, 'a, const VB: usize> {
+    beta: &'s Hogwild<'a>,
+    bias: Option<&'s Hogwild<'a>>,
+    buffers: ColumnBuffers<'s, VB>,
+}
+
+impl<const VB: usize> ColumnSteps<'_, '_, VB> {
+    /// Masked column `at` with output rows `i0..i0 + m` and biases (if any)
+    /// in rows `b0..b0 + ⌈m/8⌉` of the bias matrix, both updated; returns
+    /// [`masked_column`]'s answer.
+    #[inline(always)]
+    pub fn step(&mut self, i0: usize, m: usize, b0: usize, at: &ColumnAt) -> ([[f32; 8]; VB], f32) {
+        assert!(i0 + m <= self.beta.rows);
+        let bias = self.bias.map(|b| {
+            let ng = m.div_ceil(8);
+            assert!(b0 + ng <= b.rows);
+            // SAFETY: rows b0..b0 + ng of the bias matrix lie inside its
+            // buffer, one block of 8 floats each (checked here and in
+            // `column_steps`), outside the output rows and the buffers
+            // (checked in `column_steps`; neither allocation moves while
+            // borrowed); this view is the only one of those rows this thread
+            // holds until the kernel returns.
+            unsafe { std::slice::from_raw_parts_mut(b.ptr.add(b0 * 8) as *mut [f32; 8], ng) }
+        });
+        // SAFETY: rows i0..i0 + m lie inside the buffer (checked), VB blocks
+        // of 8 floats each (checked in `column_steps`; f32's alignment is the
+        // blocks'); the buffers and the bias rows lie outside them (checked
+        // there), and this view is the only one of those rows this thread
+        // holds until the kernel returns.
+        let rows = unsafe { std::slice::from_raw_parts_mut(self.beta.ptr.add(i0 * self.beta.cols) as *mut [[f32; 8]; VB], m) };
+        masked_column(&mut self.buffers, at, rows, bias)
     }
 }
 
