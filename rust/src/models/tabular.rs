@@ -33,7 +33,7 @@
 use super::moe::{Gates, Moe, MoeScratch, ABSENT};
 use crate::hogwild::Hogwild;
 use crate::sampling::Rng;
-use crate::simd::{block_scores, dot, lanes_max, lanes_sum, with_wide, ColumnAt, ColumnBuffers};
+use crate::simd::{block_scores, dot, exp_lanes, lanes_max, lanes_sum, with_wide, ColumnAt, ColumnBuffers};
 use std::ops::Range;
 
 pub struct Tabular<'m, 'a> {
@@ -87,27 +87,13 @@ fn exp_nonpositive(x: &mut [f32]) {
     }
 }
 
-/// `exp_nonpositive` on whole blocks, its steps as multiply-adds: the
-/// same approximation (n·ln2 split off, degree 7 by Estrin's scheme), one
-/// rounding less per fused step.
+/// `exp_nonpositive` on whole blocks, its steps as multiply-adds
+/// (`simd::exp_lanes`, the masked-column kernel's): the same approximation,
+/// one rounding less per fused step.
 #[inline(always)]
 fn exp_blocks(x: &mut [Block]) {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2: f32 = std::f32::consts::LN_2;
-    const SHIFT: f32 = 12_582_912.0;
     for b in x.iter_mut() {
-        let v = *b;
-        *b = lanewise(|i| {
-            let a = v[i].max(-87.0);
-            let t = a.mul_add(LOG2E, SHIFT);
-            let n = t - SHIFT;
-            let r = (-n).mul_add(LN2, a);
-            let r2 = r * r;
-            let (a0, a1) = (1.0 + r, r.mul_add(1.0 / 6.0, 0.5));
-            let (a2, a3) = (r.mul_add(1.0 / 120.0, 1.0 / 24.0), r.mul_add(1.0 / 5040.0, 1.0 / 720.0));
-            let p = (r2 * r2).mul_add(r2.mul_add(a3, a2), r2.mul_add(a1, a0));
-            p * f32::from_bits(t.to_bits().wrapping_add(127) << 23)
-        });
+        *b = exp_lanes(*b);
     }
 }
 
