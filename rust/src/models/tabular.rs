@@ -779,6 +779,11 @@ impl Tabular<'_, '_> {
 // expert at column a (key mask_key + pos_key[a], value mask_value +
 // pos_value[a], read from the mask buffers in place of column a's own);
 // without a mask expert slot a gets weight 0.
+//
+// With one block of heads (5 to 8 heads) a masked column is one kernel,
+// `simd::masked_column` (forward, output softmax and update, backward; the
+// same operations as `lanes_forward`, `lanes_output`, `lanes_backward`),
+// on the row's buffers checked once per row (`Hogwild::column_steps`).
 
 /// Lanes per block.
 const LANES: usize = 8;
