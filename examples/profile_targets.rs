@@ -8,9 +8,10 @@
 //! LEVEL (optional: avx512, avx2, scalar) forces the vector kernels' level.
 //!
 //! MODEL is cbow, sg, moe1 or moe4 (BidirMoE, window mode, mask expert, 1 or
-//! 4 heads). Run it under `valgrind --tool=cachegrind` with EPOCHS = 1 and
-//! EPOCHS = 0: the difference of the two counts, divided by the targets, is
-//! the per-target cost of training alone (see README, "Cost per target").
+//! 4 heads), or cbowhs / sghs (hierarchical softmax instead of negatives).
+//! Run it under `valgrind --tool=cachegrind` with EPOCHS = 1 and EPOCHS = 0:
+//! the difference of the two counts, divided by the targets, is the
+//! per-target cost of training alone (see README, "Cost per target").
 
 use bidirmoe::corpus::{for_each_sentence, token_str, FileSplit};
 use bidirmoe::hogwild::Hogwild;
@@ -59,7 +60,7 @@ fn train<M: Model>(m: &M, voc: &Vocab, path: &Path, epochs: u64) -> (u64, f64) {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() != 5 && args.len() != 6 {
-        eprintln!("usage: profile_targets CORPUS cbow|sg|moe1|moe4 BATCH EPOCHS [avx512|avx2|scalar]");
+        eprintln!("usage: profile_targets CORPUS cbow|sg|moe1|moe4|cbowhs|sghs BATCH EPOCHS [avx512|avx2|scalar]");
         std::process::exit(2);
     }
     if let Some(l) = args.get(5) {
@@ -88,14 +89,20 @@ fn main() {
         counter.end_sentence();
     })
     .expect("corpus");
-    let settings = VocabSettings { min_count: 5, max_final_vocab: None, sample: 1e-3, ns_exponent: 0.75, hs: false };
+    let (model, hs) = match model.strip_suffix("hs") {
+        Some(m) => (m, true),
+        None => (model, false),
+    };
+    let settings = VocabSettings { min_count: 5, max_final_vocab: None, sample: 1e-3, ns_exponent: 0.75, hs };
     let voc = Vocab::from_counter(&counter, &settings);
     let v = voc.len();
     let mut rng = Rng::new(1);
     let mut syn0: Vec<f32> = (0..v * D).map(|_| (rng.unit_f32() - 0.5) / D as f32).collect();
+    // The output matrix: negative sampling's beta, or the tree's inner nodes.
     let mut beta = vec![0f32; v * D];
-    let spec = OutputSpec { negative: 5, hs: false, softmax: false };
-    let out = OutputLayer { beta: Hogwild::new(&mut beta, D), syn1: Hogwild::empty(), bias: None, spec, vocab: &voc, sig: SigmoidTable::new() };
+    let spec = OutputSpec { negative: if hs { 0 } else { 5 }, hs, softmax: false };
+    let (b, s1) = if hs { (Hogwild::empty(), Hogwild::new(&mut beta, D)) } else { (Hogwild::new(&mut beta, D), Hogwild::empty()) };
+    let out = OutputLayer { beta: b, syn1: s1, bias: None, spec, vocab: &voc, sig: SigmoidTable::new() };
     let syn0h = Hogwild::new(&mut syn0, D);
     let (targets, secs) = match model {
         "cbow" => train(&Cbow { syn0: syn0h, out, window: WINDOW, shrink: true, cbow_mean: true, batch }, &voc, path, epochs),

@@ -215,6 +215,24 @@ def test_cli_resume_is_bit_identical_with_one_thread(probe, tmp_path):
         assert np.array_equal(v, _arrays(b)[k]), f"{k} differs after resuming through the CLI"
 
 
+def _interrupting(real, n, when):
+    """A stand-in for `_run_epoch` that sends this process SIGINT right before
+    (`when` "before_...") or right after ("after_...", before Python counts
+    the epoch) the engine runs the n-th epoch."""
+    calls = []
+
+    def run(self, source, common):
+        calls.append(1)
+        if when.startswith("before") and len(calls) == n:
+            os.kill(os.getpid(), signal.SIGINT)
+        out = real(self, source, common)
+        if when.startswith("after") and len(calls) == n:
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    return run
+
+
 @pytest.mark.parametrize("when", ["after_epoch", "before_epoch"])
 def test_cli_ctrl_c_between_epochs_resumes_bit_identically(probe, tmp_path, monkeypatch, when):
     """A Ctrl-C that arrives in the Python bookkeeping between two epochs (not
@@ -230,18 +248,7 @@ def test_cli_ctrl_c_between_epochs_resumes_bit_identically(probe, tmp_path, monk
     ref = tmp_path / "ref.bm"
     assert cli.main([*args, "-o", str(ref)]) == 0
     real = BidirMoE._run_epoch
-    calls = []
-
-    def run_and_interrupt(self, source, common):
-        calls.append(1)
-        if when == "before_epoch" and len(calls) == 2:
-            os.kill(os.getpid(), signal.SIGINT)
-        out = real(self, source, common)
-        if when == "after_epoch" and len(calls) == 2:
-            os.kill(os.getpid(), signal.SIGINT)  # lands right after the engine returned
-        return out
-
-    monkeypatch.setattr(BidirMoE, "_run_epoch", run_and_interrupt)
+    monkeypatch.setattr(BidirMoE, "_run_epoch", _interrupting(real, 2, when))
     out = tmp_path / "out.bm"
     assert cli.main([*args, "-o", str(out)]) == 130
     assert not out.exists()
@@ -253,6 +260,52 @@ def test_cli_ctrl_c_between_epochs_resumes_bit_identically(probe, tmp_path, monk
     a, b = BidirMoE.load(ref), BidirMoE.load(out)
     for k, v in _arrays(a).items():
         assert np.array_equal(v, _arrays(b)[k]), f"{k} differs after a Ctrl-C between epochs"
+
+
+@pytest.mark.parametrize("when", ["after_engine", "before_engine", "mid_epoch"])
+def test_python_api_ctrl_c_anywhere_resumes_bit_identically(probe, tmp_path, monkeypatch, when):
+    """train() from Python: a Ctrl-C that lands right after the engine
+    returned an epoch (before Python counted it), right before the engine
+    starts one, or while it runs, raises KeyboardInterrupt with a last_stop
+    that resumes to the vectors of a run that never stopped."""
+    lines = probe["plain"].read_text().splitlines()  # long enough for several progress reports an epoch
+    path = tmp_path / "c.txt"
+    path.write_text("\n".join(" ".join(l.replace("_", " ").split()[:5]) for l in lines) + "\n")
+
+    def fresh():
+        m = BidirMoE(vector_size=8, min_count=1, workers=1, seed=6, heads=2)
+        m.build_vocab(corpus_file=path)
+        return m
+
+    full = fresh()
+    full.train(corpus_file=path, total_words=full.corpus_total_words, epochs=4)
+    real = BidirMoE._run_epoch
+    calls = []
+
+    def interrupt_mid_epoch(info):
+        if info["epoch"] == 1 and info["epoch_words"] >= 0.4 * info["schedule_words"] / 4 and not calls:
+            calls.append(1)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    m = fresh()
+    if when == "mid_epoch":
+        kw = dict(progress_callback=interrupt_mid_epoch, report_delay=0.01)
+    else:
+        monkeypatch.setattr(BidirMoE, "_run_epoch", _interrupting(real, 2, when))
+        kw = {}
+    with pytest.raises(KeyboardInterrupt):
+        m.train(corpus_file=path, total_words=m.corpus_total_words, epochs=4, **kw)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    stop = m.last_stop
+    if when == "after_engine":
+        assert (stop["epochs_done"], stop["epoch_words"], stop["resume"]) == (2, 0, None)
+    elif when == "mid_epoch":
+        assert stop["epochs_done"] == 1 and 0 < stop["epoch_words"] < m.corpus_total_words
+    monkeypatch.setattr(BidirMoE, "_run_epoch", real)
+    m.train(corpus_file=path, total_words=m.corpus_total_words, resume_from=stop)
+    a, b = _arrays(full), _arrays(m)
+    for k in a:
+        assert np.array_equal(a[k], b[k]), f"{k} differs after a Ctrl-C ({when}) and resuming"
 
 
 def test_a_list_of_files_trains_as_their_concatenation_and_resumes(probe, tmp_path):

@@ -192,8 +192,10 @@ class _Reporter:
     """gensim-style progress log lines, an optional tqdm bar and an optional
     ``progress_callback(info)`` (the command line's progress display)."""
 
-    def __init__(self, total_words: int, epoch: int, epochs: int, report_delay: float, bar, hook=None, schedule=None):
+    def __init__(self, total_words: int, epoch: int, epochs: int, report_delay: float, bar, hook=None, schedule=None,
+                 latch=None):
         self.total = max(total_words, 1)
+        self.latch = latch  # a single process's Ctrl-C latch: the engine stops here, at an exact position
         self.epoch, self.epochs = epoch, epochs
         self.report_delay = report_delay
         self.bar = bar
@@ -204,6 +206,8 @@ class _Reporter:
 
     def __call__(self, raw: int, effective: int, loss: float, final: bool = False) -> None:
         now = time.perf_counter()
+        if self.latch is not None and self.latch.interrupted and not final:
+            raise KeyboardInterrupt("interrupted; model.last_stop resumes the run")
         if self.hook is not None and not final:  # the hook may stop training: only while it runs
             s = self.schedule
             done = s["words_before"] + raw
@@ -231,17 +235,18 @@ class InterruptLatch:
     The first signal is recorded (:attr:`interrupted`); in a distributed run
     it also asks every rank to stop at the next sync round. The code that
     trains looks at the latch at its stop points. torchrun passes a Ctrl-C
-    on to every rank, so another signal within :attr:`GRACE` seconds counts
-    as the same one; a later one raises ``KeyboardInterrupt`` at once (no
-    consistent state). While not :attr:`armed` (e.g. before training starts)
+    on to every rank, so another signal within ``grace`` seconds
+    (:attr:`GRACE` unless given) counts as the same one; a later one raises
+    ``KeyboardInterrupt`` at once (no consistent state). While not :attr:`armed` (e.g. before training starts)
     a signal raises at once, as Python's own handler does."""
 
     #: Seconds after the first signal during which another counts as the same.
     GRACE = 5.0
 
-    def __init__(self, session=None, armed: bool = True):
+    def __init__(self, session=None, armed: bool = True, grace: Optional[float] = None):
         self.session = session
         self.armed = armed
+        self.grace = self.GRACE if grace is None else float(grace)
         self.first: Optional[float] = None
 
     @property
@@ -250,7 +255,7 @@ class InterruptLatch:
 
     def __call__(self, signum, frame):
         now = time.monotonic()
-        if not self.armed or (self.first is not None and now - self.first > self.GRACE):
+        if not self.armed or (self.first is not None and now - self.first > self.grace):
             raise KeyboardInterrupt
         if self.first is None:
             self.first = now
@@ -780,7 +785,9 @@ class TrainableModel:
         Keys as gensim's where they apply (``vocab``, ``vectors``, ``syn1``,
         ``syn1neg``, ``total``) plus the model's own arrays. ``vocab`` is an
         estimate of the vocabulary's tables in Python and Rust; array sizes are
-        exact.
+        exact. Not counted (it is not the model's): while ``train(corpus_file=...)``
+        runs, the corpus's vocabulary ids kept between epochs, about 4 bytes
+        per corpus word and at most ``bidirmoe.training.ID_CACHE_BYTES``.
 
         Examples
         --------
@@ -825,8 +832,12 @@ class TrainableModel:
 
         The learning rate falls linearly from ``start_alpha`` (default
         ``alpha``) to ``end_alpha`` (default ``min_alpha``) over all epochs of
-        this call. Ctrl-C stops the workers promptly and raises
-        ``KeyboardInterrupt``; the model keeps what it learned so far.
+        this call. Ctrl-C stops the workers within about half a second, at
+        their next progress report (or at the end of the epoch, if that
+        comes first), and raises ``KeyboardInterrupt`` there; the model keeps
+        what it learned so far and ``last_stop`` (below) is exact wherever
+        the signal landed. A second Ctrl-C raises at once. A Ctrl-C during
+        the last epoch's bookkeeping lets training finish, then raises.
 
         Beyond gensim's arguments: ``progress_callback(info)`` is called about
         every ``report_delay`` seconds with a dict (epoch, words done, words/s,
@@ -929,7 +940,7 @@ class TrainableModel:
             bar = tqdm(total=schedule_total, unit="word", unit_scale=True, desc=type(self).__name__)
         # Where training stands if a callback stops it before the first epoch's work.
         self.last_stop = self._stop_point(resumed_words, words_done, schedule_total, epochs, resume_state)
-        latch = self._rank_latch(session)
+        latch = self._interrupt_latch(session)
         for cb in callbacks:
             getattr(cb, "on_train_begin", lambda m: None)(self)
         t_start = time.perf_counter()
@@ -952,7 +963,7 @@ class TrainableModel:
                 if session is not None:
                     dist_arrays = self._dist_schedule(session, common)
                 reporter = _Reporter(max(words_per_epoch - before, 1), epoch, epochs, report_delay, bar,
-                                     progress_callback, common)
+                                     progress_callback, common, latch if session is None else None)
                 common["progress_cb"] = reporter
                 try:
                     if session is not None and isinstance(resume, dict) and resume.get("shard_done"):
@@ -1000,6 +1011,8 @@ class TrainableModel:
                             epoch + 1, epochs, raw, eff, elapsed, raw / elapsed, eff / elapsed)
                 for cb in callbacks:
                     getattr(cb, "on_epoch_end", lambda m: None)(self)
+                if session is None and latch is not None and latch.interrupted and epoch + 1 < epochs:
+                    raise KeyboardInterrupt("interrupted between epochs; model.last_stop resumes the run")
         finally:
             if latch is not None:
                 signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -1050,16 +1063,19 @@ class TrainableModel:
         return as_pieces(corpus_file, *((session.rank, session.world) if session is not None else (0, 1)))
 
     @staticmethod
-    def _rank_latch(session) -> Optional[InterruptLatch]:
-        """Distributed training from Python: while train() runs, Ctrl-C
-        (torchrun passes it on to every rank) makes every rank stop at the
-        next sync round and raise ``KeyboardInterrupt`` there, each with a
-        ``last_stop`` that resumes the run. Only where Python's own Ctrl-C
+    def _interrupt_latch(session) -> Optional[InterruptLatch]:
+        """While train() runs, Ctrl-C stops training where ``last_stop`` is
+        exact instead of wherever the signal lands (e.g. between the engine's
+        return and the epoch's count). One process: at the engine's next
+        progress report (at most 0.5 s) or at the end of the epoch, raising
+        ``KeyboardInterrupt``; a second Ctrl-C raises at once. Distributed
+        (torchrun passes Ctrl-C on to every rank): every rank stops at the
+        next sync round and raises there. Only where Python's own Ctrl-C
         handler is in place (the command line brings its own)."""
-        if (session is None or threading.current_thread() is not threading.main_thread()
+        if (threading.current_thread() is not threading.main_thread()
                 or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
             return None
-        latch = InterruptLatch(session)
+        latch = InterruptLatch(session) if session is not None else InterruptLatch(grace=0.0)
         signal.signal(signal.SIGINT, latch)
         return latch
 

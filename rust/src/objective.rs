@@ -14,7 +14,7 @@
 
 use crate::hogwild::Hogwild;
 use crate::sampling::Rng;
-use crate::simd::{dot, prefetch, score_rows, SigmoidTable, MAX_EXP};
+use crate::simd::{dot, prefetch, register_kernel, score_rows, SigmoidTable, MAX_EXP};
 use crate::vocab::Vocab;
 use std::ops::Range;
 
@@ -46,6 +46,8 @@ pub struct OutputScratch {
     /// Negatives drawn one target ahead, so their rows can be prefetched
     /// while the current target trains.
     pending: Vec<u32>,
+    /// The output rows of one step: the target, then the negatives that differ from it.
+    rows: Vec<u32>,
     g: Vec<f32>,
     probs: Vec<f32>,
     /// When set, every draw of negatives is appended here (tests compare the
@@ -67,6 +69,7 @@ impl OutputScratch {
         OutputScratch {
             outs: Vec::with_capacity(m + 1),
             pending: Vec::with_capacity(m + 1),
+            rows: Vec::with_capacity(m + 1),
             g: vec![0.0; m.max(64) * max_rows.max(1)],
             probs: if spec.softmax { vec![0.0; vocab_len] } else { Vec::new() },
             record: None,
@@ -127,6 +130,16 @@ impl<'a> OutputLayer<'a> {
         // The target, then the negatives; word2vec and gensim skip a
         // negative that equals the target.
         let rows = std::iter::once(target).chain(s.outs.iter().copied().filter(|&w| w != target));
+        if n > 1 {
+            // One kernel for the whole window where there is one (registers).
+            s.rows.clear();
+            s.rows.extend(rows.clone());
+            let d = self.dim();
+            let coef = |j: usize, f: f32| sig.coefficient(if j == 0 { 1.0 } else { 0.0 }, f, lr, want_loss, &mut loss);
+            if self.beta.window_target(&h[..n * d], &mut grad[..n * d], &s.rows, coef) {
+                return loss;
+            }
+        }
         if n == 1 {
             // CBOW: word2vec's exact update order (each row updated right after its score).
             for (j, o) in rows.enumerate() {
@@ -152,6 +165,30 @@ impl<'a> OutputLayer<'a> {
         for (j, o) in rows.enumerate() {
             self.beta.add_rows(o as usize, h, &s.g[j * n..(j + 1) * n]);
         }
+        loss
+    }
+
+    /// Whether `cbow_target` can serve `input`: negative sampling alone and a
+    /// register-resident kernel for the vector size (`simd::register_kernel`).
+    pub fn has_cbow_kernel(&self, input: &Hogwild<'_>) -> bool {
+        self.batchable() && self.beta.cols() == input.cols() && register_kernel(input.cols())
+    }
+
+    /// CBOW's exact per-target step (what `step` does for one hidden row,
+    /// with the hidden vector's sum and its push-back into the context) in
+    /// one register-resident kernel (`Hogwild::cbow_target`): the hidden
+    /// vector from `input`'s rows `ctx` except `ctx[skip]` (their mean when
+    /// `mean`), scored against `target` and this step's negatives. Only
+    /// where `has_cbow_kernel(input)`. Returns the loss (0 unless `want_loss`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn cbow_target(&self, input: &Hogwild<'_>, ctx: &[u32], skip: usize, mean: bool, target: u32, lr: f32, s: &mut OutputScratch, rng: &mut Rng, want_loss: bool) -> f32 {
+        self.take_negatives(s, rng);
+        s.rows.clear();
+        s.rows.push(target);
+        s.rows.extend(s.outs.iter().copied().filter(|&w| w != target));
+        let (sig, mut loss) = (&self.sig, 0.0);
+        let coef = |j: usize, f: f32| sig.coefficient(if j == 0 { 1.0 } else { 0.0 }, f, lr, want_loss, &mut loss);
+        assert!(input.cbow_target(ctx, skip, &self.beta, &s.rows, mean, coef), "cbow_target without a kernel (check has_cbow_kernel)");
         loss
     }
 

@@ -313,6 +313,36 @@ mod x86 {
         }
     }
 
+    /// The last `t` (1..16) floats of a row at `p`, zeros above: 4, 8 and
+    /// 12 by plain loads, which take their data from a pending plain store
+    /// of the same piece (a masked load waits for the store to reach the cache).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(super) unsafe fn tail_load(p: *const f32, t: usize) -> __m512 {
+        match t {
+            4 => _mm512_zextps128_ps512(_mm_loadu_ps(p)),
+            8 => _mm512_zextps256_ps512(_mm256_loadu_ps(p)),
+            12 => _mm512_insertf32x4::<2>(_mm512_zextps256_ps512(_mm256_loadu_ps(p)), _mm_loadu_ps(p.add(8))),
+            _ => _mm512_maskz_loadu_ps(((1u32 << t) - 1) as __mmask16, p),
+        }
+    }
+
+    /// Store the first `t` (1..16) lanes of `v` at `p`, by plain stores where
+    /// `t` is 4, 8 or 12 (see `tail_load`).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(super) unsafe fn tail_store(p: *mut f32, t: usize, v: __m512) {
+        match t {
+            4 => _mm_storeu_ps(p, _mm512_castps512_ps128(v)),
+            8 => _mm256_storeu_ps(p, _mm512_castps512_ps256(v)),
+            12 => {
+                _mm256_storeu_ps(p, _mm512_castps512_ps256(v));
+                _mm_storeu_ps(p.add(8), _mm512_extractf32x4_ps::<2>(v));
+            }
+            _ => _mm512_mask_storeu_ps(p, ((1u32 << t) - 1) as __mmask16, v),
+        }
+    }
+
     #[target_feature(enable = "avx512f")]
     #[inline]
     pub unsafe fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
@@ -332,10 +362,9 @@ mod x86 {
             i += 16;
         }
         if i < n {
-            // Masked tail: lanes past the end load as zero.
-            let m: __mmask16 = ((1u32 << (n - i)) - 1) as __mmask16;
-            let xa = _mm512_maskz_loadu_ps(m, pa.add(i));
-            let xb = _mm512_maskz_loadu_ps(m, pb.add(i));
+            // Partial tail: lanes past the end load as zero.
+            let xa = tail_load(pa.add(i), n - i);
+            let xb = tail_load(pb.add(i), n - i);
             acc1 = _mm512_fmadd_ps(xa, xb, acc1);
         }
         _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1))
@@ -355,9 +384,8 @@ mod x86 {
             i += 16;
         }
         if i < n {
-            let m: __mmask16 = ((1u32 << (n - i)) - 1) as __mmask16;
-            let r = _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, px.add(i)), _mm512_maskz_loadu_ps(m, py.add(i)));
-            _mm512_mask_storeu_ps(py.add(i), m, r);
+            let r = _mm512_fmadd_ps(va, tail_load(px.add(i), n - i), tail_load(py.add(i), n - i));
+            tail_store(py.add(i), n - i, r);
         }
     }
 
@@ -375,10 +403,10 @@ mod x86 {
             i += 16;
         }
         if i < n {
-            let m: __mmask16 = ((1u32 << (n - i)) - 1) as __mmask16;
-            let o = _mm512_maskz_loadu_ps(m, po.add(i));
-            _mm512_mask_storeu_ps(pg.add(i), m, _mm512_fmadd_ps(vg, o, _mm512_maskz_loadu_ps(m, pg.add(i))));
-            _mm512_mask_storeu_ps(po.add(i), m, _mm512_fmadd_ps(vg, _mm512_maskz_loadu_ps(m, ph.add(i)), o));
+            let t = n - i;
+            let o = tail_load(po.add(i), t);
+            tail_store(pg.add(i), t, _mm512_fmadd_ps(vg, o, tail_load(pg.add(i), t)));
+            tail_store(po.add(i), t, _mm512_fmadd_ps(vg, tail_load(ph.add(i), t), o));
         }
     }
 
@@ -394,8 +422,7 @@ mod x86 {
             i += 16;
         }
         if i < n {
-            let m: __mmask16 = ((1u32 << (n - i)) - 1) as __mmask16;
-            _mm512_mask_storeu_ps(px.add(i), m, _mm512_mul_ps(va, _mm512_maskz_loadu_ps(m, px.add(i))));
+            tail_store(px.add(i), n - i, _mm512_mul_ps(va, tail_load(px.add(i), n - i)));
         }
     }
 }
@@ -1515,6 +1542,258 @@ pub fn dot_axpy2(g: &[f32], x: &[f32], f1: f32, c: &[f32], y1: &mut [f32], y2: &
     }
 }
 
+// ------------------------------------ register-resident per-target kernels
+//
+// The exact per-target updates (CBOW's hidden vector against K+1 output
+// rows; skip-gram's output rows against the window's rows) through the
+// kernels above make a dozen short calls per target, and each keeps its
+// vectors in memory: the hidden vector and its gradient are stored after
+// every output row and loaded back for the next, with the row's last partial
+// vector written by a masked store, which the next masked load of the same
+// address cannot take from the store buffer (it waits for the store to
+// reach the cache). These kernels are compiled for one vector size each
+// (N AVX-512 registers, the last holding T floats), keep the hidden vector,
+// its gradient and the output row being updated in registers for the whole
+// target, and write a row's tail as plain 4- or 8-float stores where T
+// allows. Every element sees the same operations in the same order as the
+// separate kernels (same accumulators in `dot`, same reduction, `axpy` by
+// FMA), so the trained vectors are bit for bit the same.
+
+/// The vector sizes that have a register-resident kernel (AVX-512 only;
+/// other sizes and levels take the separate kernels).
+pub fn register_kernel(d: usize) -> bool {
+    level() == Level::Avx512 && matches!(d, 32 | 50 | 64 | 100 | 128 | 200 | 256 | 300)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod rows512 {
+    use std::arch::x86_64::*;
+
+    /// The last vector of a row: T floats (1..=16) at `p`, zeros above.
+    #[inline(always)]
+    unsafe fn load_tail<const T: usize>(p: *const f32) -> __m512 {
+        if T == 16 {
+            _mm512_loadu_ps(p)
+        } else {
+            super::x86::tail_load(p, T)
+        }
+    }
+
+    /// Store the first T lanes of `v` at `p` (plain stores where T allows).
+    #[inline(always)]
+    unsafe fn store_tail<const T: usize>(p: *mut f32, v: __m512) {
+        if T == 16 {
+            _mm512_storeu_ps(p, v)
+        } else {
+            super::x86::tail_store(p, T, v)
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn load<const N: usize, const T: usize>(p: *const f32) -> [__m512; N] {
+        let mut v = [_mm512_setzero_ps(); N];
+        for (k, x) in v.iter_mut().enumerate().take(N - 1) {
+            *x = _mm512_loadu_ps(p.add(16 * k));
+        }
+        v[N - 1] = load_tail::<T>(p.add(16 * (N - 1)));
+        v
+    }
+
+    #[inline(always)]
+    unsafe fn store<const N: usize, const T: usize>(p: *mut f32, v: &[__m512; N]) {
+        for (k, x) in v.iter().enumerate().take(N - 1) {
+            _mm512_storeu_ps(p.add(16 * k), *x);
+        }
+        store_tail::<T>(p.add(16 * (N - 1)), v[N - 1]);
+    }
+
+    /// `dot_avx512`'s sum: full vectors alternate between two accumulators,
+    /// a partial last vector goes to the second, then one reduction.
+    #[inline(always)]
+    unsafe fn dot<const N: usize, const T: usize>(a: &[__m512; N], b: &[__m512; N]) -> f32 {
+        let (mut acc0, mut acc1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        for k in 0..N {
+            if k % 2 == 0 && (k + 1 < N || T == 16) {
+                acc0 = _mm512_fmadd_ps(a[k], b[k], acc0);
+            } else {
+                acc1 = _mm512_fmadd_ps(a[k], b[k], acc1);
+            }
+        }
+        _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1))
+    }
+
+    /// `y += a * x` by FMA, as `axpy_avx512`.
+    #[inline(always)]
+    unsafe fn axpy<const N: usize>(a: f32, x: &[__m512; N], y: &mut [__m512; N]) {
+        let va = _mm512_set1_ps(a);
+        for (yk, xk) in y.iter_mut().zip(x) {
+            *yk = _mm512_fmadd_ps(va, *xk, *yk);
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn scale<const N: usize>(a: f32, x: &mut [__m512; N]) {
+        let va = _mm512_set1_ps(a);
+        for xk in x.iter_mut() {
+            *xk = _mm512_mul_ps(va, *xk);
+        }
+    }
+
+    /// See `super::cbow_target`; rows of D = 16(N-1) + T floats.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn cbow_target<const N: usize, const T: usize>(
+        r: &super::CbowRows<'_>,
+        in_factor: impl Fn(u32) -> f32,
+        out_factor: impl Fn(u32) -> f32,
+        mut gfn: impl FnMut(usize, f32) -> f32,
+    ) {
+        let super::CbowRows { input, ctx, skip, output, outs, mean } = *r;
+        let d = 16 * (N - 1) + T;
+        let mut h = [_mm512_setzero_ps(); N];
+        let mut count = 0usize;
+        for (k, &w) in ctx.iter().enumerate() {
+            if k != skip {
+                axpy(1.0, &load::<N, T>(input.add(w as usize * d)), &mut h);
+                count += 1;
+            }
+        }
+        let inv = 1.0 / count as f32;
+        if mean {
+            scale(inv, &mut h);
+        }
+        let mut grad = [_mm512_setzero_ps(); N];
+        for (j, &o) in outs.iter().enumerate() {
+            let p = output.add(o as usize * d);
+            let mut row = load::<N, T>(p);
+            let g = gfn(j, dot::<N, T>(&h, &row));
+            if g != 0.0 {
+                axpy(g, &row, &mut grad);
+                let c = out_factor(o);
+                if c != 0.0 {
+                    axpy(g * c, &h, &mut row);
+                    store::<N, T>(p, &row);
+                }
+            }
+        }
+        if !mean {
+            scale(inv, &mut grad);
+        }
+        for (k, &w) in ctx.iter().enumerate() {
+            let a = in_factor(w);
+            if k != skip && a != 0.0 {
+                let p = input.add(w as usize * d);
+                let mut row = load::<N, T>(p);
+                axpy(a, &grad, &mut row);
+                store::<N, T>(p, &row);
+            }
+        }
+    }
+
+    /// See `super::window_target`; rows of D = 16(N-1) + T floats.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn window_target<const N: usize, const T: usize>(h: *const f32, grad: *mut f32, n: usize, output: *mut f32, outs: &[u32], out_factor: impl Fn(u32) -> f32, mut gfn: impl FnMut(usize, f32) -> f32) {
+        let d = 16 * (N - 1) + T;
+        for (j, &o) in outs.iter().enumerate() {
+            let p = output.add(o as usize * d);
+            let old = load::<N, T>(p);
+            let mut new = old;
+            let c = out_factor(o);
+            for i in 0..n {
+                let hi = load::<N, T>(h.add(i * d));
+                let g = gfn(j, dot::<N, T>(&hi, &old));
+                if g != 0.0 {
+                    let pg = grad.add(i * d);
+                    let mut gi = load::<N, T>(pg);
+                    axpy(g, &old, &mut gi);
+                    store::<N, T>(pg, &gi);
+                    axpy(g * c, &hi, &mut new);
+                }
+            }
+            if c != 0.0 {
+                store::<N, T>(p, &new);
+            }
+        }
+    }
+}
+
+/// Calls `$f::<N, T>($args)` for the vector sizes of `register_kernel`.
+macro_rules! by_size {
+    ($d:expr, $f:ident, $($arg:expr),*) => {
+        match $d {
+            32 => rows512::$f::<2, 16>($($arg),*),
+            50 => rows512::$f::<4, 2>($($arg),*),
+            64 => rows512::$f::<4, 16>($($arg),*),
+            100 => rows512::$f::<7, 4>($($arg),*),
+            128 => rows512::$f::<8, 16>($($arg),*),
+            200 => rows512::$f::<13, 8>($($arg),*),
+            256 => rows512::$f::<16, 16>($($arg),*),
+            300 => rows512::$f::<19, 12>($($arg),*),
+            _ => unreachable!("no register kernel for this size"),
+        }
+    };
+}
+
+/// CBOW's exact per-target update in one call, the hidden vector and its
+/// gradient held in registers: h = Σ_k input[ctx[k]] over k ≠ `skip` (times
+/// 1/|C| when `mean`); then for each output row o = outs[j] in order, g =
+/// gfn(j, h·output[o]), and unless g = 0, grad += g·output[o] (the row
+/// before its update) and output[o] += g·out_factor(o)·h (no store when
+/// that factor is 0); finally grad /= |C| unless `mean`, and every context
+/// row input[w] += in_factor(w)·grad (in order; skipped where the factor is
+/// 0). The same arithmetic, in the same order, as `axpy`, `scale`,
+/// `score_pair` and `axpy` called one after the other.
+///
+/// # Safety
+/// `register_kernel(d)` holds (so the CPU has AVX-512F); `ctx` has an entry
+/// besides `skip`; for every id w in `ctx`, `input + w·d` starts d floats
+/// inside one live allocation, and the same for `output` and `outs`. The
+/// rows may be updated by other threads meanwhile (Hogwild), and `input`
+/// and `output` may be the same matrix: every row is read from memory when
+/// its step needs it and written back before the next step reads.
+#[inline]
+pub unsafe fn cbow_target(d: usize, rows: &CbowRows<'_>, in_factor: impl Fn(u32) -> f32, out_factor: impl Fn(u32) -> f32, gfn: impl FnMut(usize, f32) -> f32) {
+    #[cfg(target_arch = "x86_64")]
+    by_size!(d, cbow_target, rows, in_factor, out_factor, gfn);
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("no register kernel on this architecture {:?}", (d, rows.skip));
+}
+
+/// The rows of one CBOW target for `cbow_target`: the context `ctx` (all
+/// but `ctx[skip]`) as rows of the matrix at `input`, the output rows `outs`
+/// of the matrix at `output`, and whether the hidden vector is their mean.
+#[derive(Clone, Copy)]
+pub struct CbowRows<'a> {
+    pub input: *mut f32,
+    pub ctx: &'a [u32],
+    pub skip: usize,
+    pub output: *mut f32,
+    pub outs: &'a [u32],
+    pub mean: bool,
+}
+
+/// The output layer's update for the n hidden rows of `h` (n x d) sharing
+/// one target, in one call: for each output row o = outs[j] in order, with
+/// its old value β held in registers, g_i = gfn(j, h_i·β) for each i, and
+/// where g_i ≠ 0, grad_i += g_i·β and the new row accumulates
+/// g_i·out_factor(o)·h_i (in order of i), stored once (not at all when that
+/// factor is 0). With no row repeated in `outs`, that is exactly `score_rows`
+/// for every j, then `add_rows` for every j (each row's scores use its value
+/// before the target, which no other j changes).
+///
+/// # Safety
+/// `register_kernel(d)` holds; `h` and `grad` point to n·d floats each,
+/// outside the output matrix; every `output + o·d` starts d floats inside one
+/// live allocation; no id is repeated in `outs`.
+#[inline]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn window_target(d: usize, h: *const f32, grad: *mut f32, n: usize, output: *mut f32, outs: &[u32], out_factor: impl Fn(u32) -> f32, gfn: impl FnMut(usize, f32) -> f32) {
+    #[cfg(target_arch = "x86_64")]
+    by_size!(d, window_target, h, grad, n, output, outs, out_factor, gfn);
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("no register kernel on this architecture {:?}", (d, h, grad, n, output, outs));
+}
+
 /// A strided matrix view for `gemm`: `data[i * rs + j * cs]` is element (i, j).
 #[derive(Clone, Copy, Debug)]
 pub struct Strides {
@@ -2039,6 +2318,136 @@ mod tests {
         a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum()
     }
 
+    /// The register-resident kernels, at every size they exist for, against
+    /// (a) the separate AVX-512 kernels called one after the other, bit for
+    /// bit, and (b) float64 loops written from the definitions. With update
+    /// factors 0, 1/2 and 1, a repeated context word and (CBOW) a repeated
+    /// output row, the mean and the sum.
+    #[test]
+    fn register_kernels_match_separate_kernels_and_reference() {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if !std::arch::is_x86_feature_detected!("avx512f") {
+                return;
+            }
+            let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            let close = |got: &[f32], want: &[f64], what: &str| {
+                for (k, (&g, &w)) in got.iter().zip(want).enumerate() {
+                    assert!((g as f64 - w).abs() < 1e-5 * (1.0 + w.abs()), "{what} [{k}]: {g} vs {w}");
+                }
+            };
+            let in_f = |w: u32| [1.0f32, 1.0, 1.0, 0.5, 0.0, 1.0][w as usize];
+            let out_f = |w: u32| [0.0f32, 1.0, 1.0, 0.5, 1.0, 1.0][w as usize];
+            let gfn = |j: usize, f: f32| if j == 0 { 0.3 - 0.2 * f } else { -0.1 - 0.25 * f };
+            let gfn64 = |j: usize, f: f64| if j == 0 { 0.3 - 0.2 * f } else { -0.1 - 0.25 * f };
+            for d in [32usize, 50, 64, 100, 128, 200, 256, 300] {
+                let val = |k: usize, s: usize| ((k * s % 29) as f32 - 14.0) * 0.013;
+                let input0: Vec<f32> = (0..6 * d).map(|k| val(k, 7)).collect();
+                let output0: Vec<f32> = (0..6 * d).map(|k| val(k, 11)).collect();
+                let (ctx, skip, outs) = ([1u32, 3, 1, 4, 2], 2, [2u32, 5, 0, 5, 3]);
+                for mean in [true, false] {
+                    let (mut i1, mut o1) = (input0.clone(), output0.clone());
+                    // SAFETY: AVX-512F checked above, d has a kernel, every id < 6 rows of d floats.
+                    let rows = CbowRows { input: i1.as_mut_ptr(), ctx: &ctx, skip, output: o1.as_mut_ptr(), outs: &outs, mean };
+                    unsafe { cbow_target(d, &rows, in_f, out_f, gfn) };
+                    // (a) the separate kernels
+                    let (mut i2, mut o2) = (input0.clone(), output0.clone());
+                    let (mut h, mut grad) = (vec![0f32; d], vec![0f32; d]);
+                    let inv = 1.0 / (ctx.len() - 1) as f32;
+                    // SAFETY: AVX-512F checked above; equal slice lengths.
+                    unsafe {
+                        for (k, &w) in ctx.iter().enumerate() {
+                            if k != skip {
+                                x86::axpy_avx512(1.0, &i2[w as usize * d..][..d], &mut h);
+                            }
+                        }
+                        if mean {
+                            x86::scale_avx512(inv, &mut h);
+                        }
+                        for (j, &o) in outs.iter().enumerate() {
+                            output_x86::score_pair_avx512(&h, &mut o2[o as usize * d..][..d], &mut grad, out_f(o), |f| gfn(j, f));
+                        }
+                        if !mean {
+                            x86::scale_avx512(inv, &mut grad);
+                        }
+                        for (k, &w) in ctx.iter().enumerate() {
+                            if k != skip && in_f(w) != 0.0 {
+                                x86::axpy_avx512(in_f(w), &grad, &mut i2[w as usize * d..][..d]);
+                            }
+                        }
+                    }
+                    assert_eq!(bits(&i1), bits(&i2), "cbow input rows, d={d}");
+                    assert_eq!(bits(&o1), bits(&o2), "cbow output rows, d={d}");
+                    // (b) float64
+                    let mut i3: Vec<f64> = input0.iter().map(|&x| x as f64).collect();
+                    let mut o3: Vec<f64> = output0.iter().map(|&x| x as f64).collect();
+                    let mut h = vec![0f64; d];
+                    for (k, &w) in ctx.iter().enumerate() {
+                        for e in 0..d {
+                            h[e] += if k != skip { i3[w as usize * d + e] } else { 0.0 };
+                        }
+                    }
+                    let c = (ctx.len() - 1) as f64;
+                    h.iter_mut().for_each(|x| *x /= if mean { c } else { 1.0 });
+                    let mut grad = vec![0f64; d];
+                    for (j, &o) in outs.iter().enumerate() {
+                        let row = &mut o3[o as usize * d..][..d];
+                        let g = gfn64(j, row.iter().zip(&h).map(|(a, b)| a * b).sum());
+                        for e in 0..d {
+                            grad[e] += g * row[e];
+                            row[e] += g * out_f(o) as f64 * h[e];
+                        }
+                    }
+                    for (k, &w) in ctx.iter().enumerate() {
+                        for e in 0..d {
+                            let a = if k != skip { in_f(w) as f64 } else { 0.0 };
+                            i3[w as usize * d + e] += a * grad[e] / if mean { 1.0 } else { c };
+                        }
+                    }
+                    close(&i1, &i3, "cbow input rows vs float64");
+                    close(&o1, &o3, "cbow output rows vs float64");
+                }
+                // skip-gram's window: 4 hidden rows, distinct output rows
+                let n = 4;
+                let h: Vec<f32> = (0..n * d).map(|k| val(k, 5)).collect();
+                let grad0: Vec<f32> = (0..n * d).map(|k| val(k, 3)).collect();
+                let outs = [2u32, 0, 5, 3];
+                let (mut o1, mut g1) = (output0.clone(), grad0.clone());
+                // SAFETY: AVX-512F checked, d has a kernel, h and grad n x d outside o1, ids < 6, none repeated.
+                unsafe { window_target(d, h.as_ptr(), g1.as_mut_ptr(), n, o1.as_mut_ptr(), &outs, out_f, gfn) };
+                let (mut o2, mut g2, mut gs) = (output0.clone(), grad0.clone(), vec![0f32; n * outs.len()]);
+                // SAFETY: AVX-512F checked above; slices sized n x d and d.
+                unsafe {
+                    for (j, &o) in outs.iter().enumerate() {
+                        output_x86::score_rows_avx512(&o2[o as usize * d..][..d], &h, &mut g2, &mut gs[j * n..(j + 1) * n], |_, f| gfn(j, f));
+                    }
+                    for (j, &o) in outs.iter().enumerate() {
+                        if out_f(o) != 0.0 {
+                            output_x86::add_rows_avx512(&mut o2[o as usize * d..][..d], &h, &gs[j * n..(j + 1) * n], out_f(o));
+                        }
+                    }
+                }
+                assert_eq!(bits(&o1), bits(&o2), "window output rows, d={d}");
+                assert_eq!(bits(&g1), bits(&g2), "window gradient, d={d}");
+                let mut o3: Vec<f64> = output0.iter().map(|&x| x as f64).collect();
+                let mut g3: Vec<f64> = grad0.iter().map(|&x| x as f64).collect();
+                for (j, &o) in outs.iter().enumerate() {
+                    let old: Vec<f64> = o3[o as usize * d..][..d].to_vec();
+                    for i in 0..n {
+                        let hi = &h[i * d..(i + 1) * d];
+                        let g = gfn64(j, hi.iter().zip(&old).map(|(a, b)| *a as f64 * b).sum());
+                        for e in 0..d {
+                            g3[i * d + e] += g * old[e];
+                            o3[o as usize * d + e] += g * out_f(o) as f64 * hi[e] as f64;
+                        }
+                    }
+                }
+                close(&o1, &o3, "window output rows vs float64");
+                close(&g1, &g3, "window gradient vs float64");
+            }
+        }
+    }
+
     #[test]
     fn exp_is_accurate_at_every_level() {
         let levels = [Level::Scalar, Level::Avx2Fma, Level::Avx512, Level::Neon];
@@ -2220,7 +2629,7 @@ mod tests {
             if !force_level(Some(lv)) {
                 continue;
             }
-            for n in [0usize, 1, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 100, 300] {
+            for n in [0usize, 1, 3, 7, 8, 9, 15, 16, 17, 20, 24, 28, 31, 32, 33, 100, 200, 300] {
                 let a: Vec<f32> = (0..n).map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.1).collect();
                 let b: Vec<f32> = (0..n).map(|i| ((i * 13 % 7) as f32 - 3.0) * 0.2).collect();
                 let d = dot(&a, &b) as f64;

@@ -134,6 +134,19 @@ impl Model for Cbow<'_> {
             loss += self.flush(sc, sent, lr, rng, want_loss);
             return (loss, examples);
         }
+        if self.out.has_cbow_kernel(&self.syn0) {
+            // The same update in one register-resident kernel per target.
+            for pos in 0..sent.len() {
+                let (lo, hi) = window_and_prefetch(sent, pos, self.window, self.shrink, rng, &self.syn0, &self.out);
+                if hi - lo < 2 {
+                    continue; // no context word besides the target
+                }
+                let l = self.out.cbow_target(&self.syn0, &sent[lo..hi], pos - lo, self.cbow_mean, sent[pos], lr, &mut sc.out, rng, want_loss);
+                loss += l as f64;
+                examples += 1;
+            }
+            return (loss, examples);
+        }
         for pos in 0..sent.len() {
             let (lo, hi) = window_and_prefetch(sent, pos, self.window, self.shrink, rng, &self.syn0, &self.out);
             let Some(inv) = self.hidden(sent, pos, lo, hi, &mut sc.h[..d]) else { continue };
