@@ -2197,8 +2197,8 @@ mod column_x86 {
         let zero = _mm256_setzero_ps();
         let ninf = _mm256_set1_ps(f32::NEG_INFINITY);
         let mut q = [zero; VB];
-        for s in 0..VB {
-            q[s] = ld(&c.q[at.a][s]);
+        for (qs, src) in q.iter_mut().zip(&c.q[at.a]) {
+            *qs = ld(src);
         }
         let (k, v, th) = (c.k.as_ptr(), c.v.as_ptr(), c.th.as_mut_ptr());
         let (km, vm) = (c.km.as_ptr(), c.vm.as_ptr());
