@@ -20,7 +20,7 @@
 //! update of row `i` is multiplied by `factor[i % factor.len()]`, so 0
 //! freezes a row and 1 trains it normally.
 
-use crate::simd::{add_rows, axpy, dot, dot_axpy2, exchange_rows, register_kernel, score_pair, update_pair, CbowRows, MaskRows, MoeRows};
+use crate::simd::{add_rows, axpy, dot, dot_axpy2, exchange_rows, masked_column, register_kernel, score_pair, update_pair, CbowRows, ColumnAt, ColumnBuffers, MaskRows, MoeRows};
 use std::marker::PhantomData;
 
 /// A row-major `rows x cols` f32 matrix shared by all worker threads.
@@ -206,6 +206,57 @@ impl<'a> Hogwild<'a> {
         }
     }
 
+    /// [`add_blocks`](Self::add_blocks) on several rows at once: `row[idx[e]]
+    /// += a · x[e]` for every e, each `x[e]` a row of `N` blocks of `L`
+    /// floats; the checks made once for the batch (a row index may repeat:
+    /// its updates add up). `x` lies outside this matrix.
+    #[inline(always)]
+    pub fn add_blocks_at<const L: usize, const N: usize>(&self, idx: &[usize], a: f32, x: &[[[f32; L]; N]]) {
+        if !self.factor.is_empty() {
+            for (&i, xe) in idx.iter().zip(x) {
+                self.add_blocks(i, a, xe);
+            }
+            return;
+        }
+        assert!(!self.overlaps(x.as_flattened().as_flattened()), "update source lies inside the matrix it updates");
+        assert_eq!(N * L, self.cols);
+        for (&i, xe) in idx.iter().zip(x) {
+            assert!(i < self.rows);
+            // SAFETY: row i lies inside the buffer (checked) and is N blocks
+            // of L floats (checked; f32's alignment is the blocks'); `x`
+            // lies outside the matrix (checked), and this view of row i is
+            // the only one this thread holds; it dies at the end of the loop body.
+            let r = unsafe { &mut *(self.ptr.add(i * self.cols) as *mut [[f32; L]; N]) };
+            for (rb, xb) in r.iter_mut().zip(xe) {
+                let (old, xv) = (*rb, *xb);
+                *rb = std::array::from_fn(|k| a.mul_add(xv[k], old[k]));
+            }
+        }
+    }
+
+    /// `row[i0 + r] += x[r]` for every r: consecutive rows of one block of
+    /// `L` floats each, one check for them all. `x` lies outside this matrix.
+    #[inline(always)]
+    pub fn add_block_rows<const L: usize>(&self, i0: usize, x: &[[f32; L]]) {
+        if !self.factor.is_empty() {
+            for (r, xb) in x.iter().enumerate() {
+                self.add_blocks(i0 + r, 1.0, std::slice::from_ref(xb));
+            }
+            return;
+        }
+        assert!(!self.overlaps(x.as_flattened()), "update source lies inside the matrix it updates");
+        assert!(L == self.cols && i0 + x.len() <= self.rows);
+        // SAFETY: rows i0..i0 + x.len() lie inside the buffer (checked), each
+        // one block of L floats (checked); `x` lies outside the matrix
+        // (checked), and this view is the only one of those rows this
+        // thread holds until the loop ends.
+        let rows = unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i0 * L) as *mut [f32; L], x.len()) };
+        for (rb, xb) in rows.iter_mut().zip(x) {
+            let (old, xv) = (*rb, *xb);
+            *rb = std::array::from_fn(|k| old[k] + xv[k]);
+        }
+    }
+
     /// `row[i0 + r] += g[r] · x` for every r (a rank-one update of
     /// `g.len()` consecutive rows of `x.len()` blocks of `L` floats), as
     /// [`add_blocks`](Self::add_blocks) row by row.
@@ -272,6 +323,22 @@ impl<'a> Hogwild<'a> {
         // one of those rows this thread holds until the kernel returns.
         let rows = unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i0 * self.cols) as *mut [[f32; 8]; N], g.len()) };
         exchange_rows(rows, g, x)
+    }
+
+    /// The tabular lane step's masked columns of one row ([`masked_column`])
+    /// on `buffers`, this matrix holding the output rows (`VB` blocks of 8
+    /// floats each) and `bias`, if given, their biases (one block of 8 a
+    /// row): checks once that neither carries update factors and that the
+    /// buffers lie outside both; [`ColumnSteps::step`] then runs a column.
+    pub fn column_steps<'s, const VB: usize>(&'s self, bias: Option<&'s Hogwild<'a>>, buffers: ColumnBuffers<'s, VB>) -> ColumnSteps<'s, 'a, VB> {
+        assert!(self.factor.is_empty() && VB * 8 == self.cols, "output rows of VB blocks, no update factors");
+        let outside = |h: &Hogwild<'_>| buffers.slices().iter().all(|x| !h.overlaps(x));
+        assert!(outside(self), "update source lies inside the matrix it updates");
+        if let Some(b) = bias {
+            assert!(b.factor.is_empty() && b.cols == 8, "biases in blocks of 8, no update factors");
+            assert!(outside(b) && !b.overlaps(self.as_slice()), "update source lies inside the matrix it updates");
+        }
+        ColumnSteps { beta: self, bias, buffers }
     }
 
     /// Rows `range` for reading, one slice (row-major); Hogwild as [`row`](Self::row).
@@ -500,6 +567,41 @@ impl<'a> Hogwild<'a> {
                 axpy(g * f, h, r);
             }
         }
+    }
+}
+
+/// A row's masked columns on checked buffers (see [`Hogwild::column_steps`]).
+pub struct ColumnSteps<'s, 'a, const VB: usize> {
+    beta: &'s Hogwild<'a>,
+    bias: Option<&'s Hogwild<'a>>,
+    buffers: ColumnBuffers<'s, VB>,
+}
+
+impl<const VB: usize> ColumnSteps<'_, '_, VB> {
+    /// Masked column `at` with output rows `i0..i0 + m` and biases (if any)
+    /// in rows `b0..b0 + ⌈m/8⌉` of the bias matrix, both updated; returns
+    /// [`masked_column`]'s answer.
+    #[inline(always)]
+    pub fn step(&mut self, i0: usize, m: usize, b0: usize, at: &ColumnAt) -> ([[f32; 8]; VB], f32) {
+        assert!(i0 + m <= self.beta.rows);
+        let bias = self.bias.map(|b| {
+            let ng = m.div_ceil(8);
+            assert!(b0 + ng <= b.rows);
+            // SAFETY: rows b0..b0 + ng of the bias matrix lie inside its
+            // buffer, one block of 8 floats each (checked here and in
+            // `column_steps`), outside the output rows and the buffers
+            // (checked in `column_steps`; neither allocation moves while
+            // borrowed); this view is the only one of those rows this thread
+            // holds until the kernel returns.
+            unsafe { std::slice::from_raw_parts_mut(b.ptr.add(b0 * 8) as *mut [f32; 8], ng) }
+        });
+        // SAFETY: rows i0..i0 + m lie inside the buffer (checked), VB blocks
+        // of 8 floats each (checked in `column_steps`; f32's alignment is the
+        // blocks'); the buffers and the bias rows lie outside them (checked
+        // there), and this view is the only one of those rows this thread
+        // holds until the kernel returns.
+        let rows = unsafe { std::slice::from_raw_parts_mut(self.beta.ptr.add(i0 * self.beta.cols) as *mut [[f32; 8]; VB], m) };
+        masked_column(&mut self.buffers, at, rows, bias)
     }
 }
 

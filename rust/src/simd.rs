@@ -560,8 +560,12 @@ pub fn block_scores<const VB: usize>(z: &[Block8; VB], rows: &[[Block8; VB]], ou
     #[cfg(target_arch = "x86_64")]
     {
         if wide() {
+            let (full, _) = rows.as_chunks::<8>();
             for (g, o) in groups {
-                let r: [&[Block8; VB]; 8] = std::array::from_fn(|k| &rows[(8 * g + k).min(last)]);
+                let r: [&[Block8; VB]; 8] = match full.get(g) {
+                    Some(eight) => eight.each_ref(),
+                    None => std::array::from_fn(|k| &rows[(8 * g + k).min(last)]),
+                };
                 // SAFETY: the CPU has AVX2 and FMA (just checked).
                 *o = unsafe { x86::scores8_avx2(z, &r) };
             }
@@ -2115,6 +2119,380 @@ impl Default for SigmoidTable {
     }
 }
 
+// ------------------------------------------- the tabular lane step's masked column
+
+/// The row's buffers for the masked columns of the tabular lane-block step
+/// (`models::tabular`, "lane-block row step") with one block of heads (5
+/// to 8 heads, head h in lane h; VB blocks per vector, block s holding
+/// float s of every head): one vector per present column ("expert") each.
+/// Built by [`ColumnBuffers::new`], which checks their lengths once.
+pub struct ColumnBuffers<'a, const VB: usize> {
+    /// Query (times 1/√d_k), key, value of each column, and the mask
+    /// expert's key and value at each column.
+    q: &'a [[Block8; VB]],
+    k: &'a [[Block8; VB]],
+    v: &'a [[Block8; VB]],
+    km: &'a [[Block8; VB]],
+    vm: &'a [[Block8; VB]],
+    /// Gradient accumulators of k, v, km, vm (`dk`, `dkm` before 1/√d_k).
+    dk: &'a mut [[Block8; VB]],
+    dv: &'a mut [[Block8; VB]],
+    dkm: &'a mut [[Block8; VB]],
+    dvm: &'a mut [[Block8; VB]],
+    /// Scratch: one block per expert (its MoE weights), one per group of
+    /// eight categories (their scores).
+    th: &'a mut [Block8],
+    lg: &'a mut [Block8],
+}
+
+impl<'a, const VB: usize> ColumnBuffers<'a, VB> {
+    /// `[q, k, v, km, vm]`, `[dk, dv, dkm, dvm]`, all of one length n, `th`
+    /// at least n blocks. Panics otherwise (a programming error).
+    pub fn new(read: [&'a [[Block8; VB]]; 5], [dk, dv, dkm, dvm]: [&'a mut [[Block8; VB]]; 4], th: &'a mut [Block8], lg: &'a mut [Block8]) -> Self {
+        let [q, k, v, km, vm] = read;
+        let n = k.len();
+        assert!(read.iter().all(|x| x.len() == n) && [dk.len(), dv.len(), dkm.len(), dvm.len()].iter().all(|&l| l == n) && th.len() >= n);
+        ColumnBuffers { q, k, v, km, vm, dk, dv, dkm, dvm, th, lg }
+    }
+
+    /// Every buffer, for overlap checks.
+    pub fn slices(&self) -> [&[f32]; 11] {
+        [
+            self.q.as_flattened().as_flattened(),
+            self.k.as_flattened().as_flattened(),
+            self.v.as_flattened().as_flattened(),
+            self.km.as_flattened().as_flattened(),
+            self.vm.as_flattened().as_flattened(),
+            self.dk.as_flattened().as_flattened(),
+            self.dv.as_flattened().as_flattened(),
+            self.dkm.as_flattened().as_flattened(),
+            self.dvm.as_flattened().as_flattened(),
+            self.th.as_flattened(),
+            self.lg.as_flattened(),
+        ]
+    }
+}
+
+/// Which column is masked: column `a` of the row (with a mask expert, the
+/// mask expert's vectors at column a stand in for column a's own; without,
+/// column a has weight 0), its true category `target` (an index into the
+/// column's output rows) and the step `lr`.
+pub struct ColumnAt {
+    pub a: usize,
+    pub mask: bool,
+    pub target: usize,
+    pub lr: f32,
+}
+
+/// The steps of `exp(x)` for x ≤ 0 on one block (the portable twin of the
+/// AVX2 kernel's): x = n·ln2 + r, exp(r) by its Taylor series to degree 7
+/// (Estrin's scheme, multiply-adds), 2^n built in the exponent bits; x
+/// below −87 taken as −87.
+#[inline(always)]
+pub fn exp_lanes(x: Block8) -> Block8 {
+    std::array::from_fn(|i| {
+        let a = x[i].max(-87.0);
+        let t = a.mul_add(EXP_LOG2E, EXP_SHIFT);
+        let n = t - EXP_SHIFT;
+        let r = (-n).mul_add(EXP_LN2, a);
+        let r2 = r * r;
+        let (a0, a1) = (1.0 + r, r.mul_add(1.0 / 6.0, 0.5));
+        let (a2, a3) = (r.mul_add(1.0 / 120.0, 1.0 / 24.0), r.mul_add(1.0 / 5040.0, 1.0 / 720.0));
+        let p = (r2 * r2).mul_add(r2.mul_add(a3, a2), r2.mul_add(a1, a0));
+        // t's bits are 0x4B40_0000 + n: adding the bias 127 and shifting the
+        // low bits into the exponent field gives 2^n (−126 ≤ n ≤ 0 here)
+        p * f32::from_bits(t.to_bits().wrapping_add(127) << 23)
+    })
+}
+
+const EXP_LOG2E: f32 = std::f32::consts::LOG2_E;
+const EXP_LN2: f32 = std::f32::consts::LN_2;
+/// Adding 1.5·2^23 rounds to an integer held in the low mantissa bits.
+const EXP_SHIFT: f32 = 12_582_912.0;
+const LANE_INDEX8: Block8 = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0];
+
+/// The masked column's whole step: forward through the experts' mixture,
+/// the softmax over the column's categories (`beta`: its output rows,
+/// `bias`: their biases in blocks of eight, if any) with those rows and
+/// biases updated, and back into the experts' accumulators. Returns the
+/// query's gradient (before its 1/√d_k) and p(target). With AVX2 one
+/// kernel; the portable code does the same operations in the same order.
+/// Panics if an index is out of range (a programming error).
+#[inline(always)]
+pub fn masked_column<const VB: usize>(c: &mut ColumnBuffers<'_, VB>, at: &ColumnAt, beta: &mut [[Block8; VB]], bias: Option<&mut [Block8]>) -> ([Block8; VB], f32) {
+    let m = beta.len();
+    let ng = m.div_ceil(8);
+    assert!(at.a < c.k.len() && at.target < m && c.lg.len() >= ng && bias.as_ref().is_none_or(|b| b.len() >= ng));
+    #[cfg(target_arch = "x86_64")]
+    {
+        if wide() {
+            // SAFETY: the CPU has AVX2 and FMA (just checked); the lengths
+            // the kernel indexes by were checked above and in `ColumnBuffers::new`.
+            return unsafe { column_x86::masked_column_avx2(c, at, beta, bias) };
+        }
+    }
+    masked_column_portable(c, at, beta, bias)
+}
+
+#[inline(always)]
+fn lanes8(f: impl Fn(usize) -> f32) -> Block8 {
+    std::array::from_fn(f)
+}
+
+fn masked_column_portable<const VB: usize>(c: &mut ColumnBuffers<'_, VB>, at: &ColumnAt, beta: &mut [[Block8; VB]], bias: Option<&mut [Block8]>) -> ([Block8; VB], f32) {
+    let (n, m) = (c.k.len(), beta.len());
+    let ng = m.div_ceil(8);
+    let (own, skip) = if at.mask { (at.a, n) } else { (n, at.a) };
+    let fma = |a: Block8, b: Block8, y: Block8| lanes8(|i| a[i].mul_add(b[i], y[i]));
+    let dot = |a: &[Block8; VB], b: &[Block8; VB]| (1..VB).fold(lanes8(|i| a[0][i] * b[0][i]), |t, s| fma(a[s], b[s], t));
+    let q = c.q[at.a];
+    // the gate logits, their softmax over the experts, the mixture z
+    let mut mx = [f32::NEG_INFINITY; 8];
+    for e in 0..n {
+        let ke = if e == own { &c.km[e] } else { &c.k[e] };
+        let t = if e == skip { [f32::NEG_INFINITY; 8] } else { dot(&q, ke) };
+        c.th[e] = t;
+        mx = lanes8(|i| if t[i] > mx[i] { t[i] } else { mx[i] });
+    }
+    let mut sum = [0f32; 8];
+    for e in 0..n {
+        let x = if e == skip { [0f32; 8] } else { exp_lanes(lanes8(|i| c.th[e][i] - mx[i])) };
+        c.th[e] = x;
+        sum = lanes8(|i| sum[i] + x[i]);
+    }
+    let inv = lanes8(|i| 1.0 / sum[i]);
+    let mut z = [[0f32; 8]; VB];
+    for e in 0..n {
+        let w = lanes8(|i| c.th[e][i] * inv[i]);
+        c.th[e] = w;
+        let ve = if e == own { &c.vm[e] } else { &c.v[e] };
+        for s in 0..VB {
+            z[s] = fma(w, ve[s], z[s]);
+        }
+    }
+    // the scores of the column's categories, eight at once
+    let lg = &mut c.lg[..ng];
+    block_scores(&z, beta, lg);
+    if let Some(b) = &bias {
+        for (l, bb) in lg.iter_mut().zip(b.iter()) {
+            *l = lanes8(|i| l[i] + bb[i]);
+        }
+    }
+    let rem = (m - (ng - 1) * 8) as f32;
+    let tail = lg[ng - 1];
+    lg[ng - 1] = lanes8(|i| if LANE_INDEX8[i] < rem { tail[i] } else { f32::NEG_INFINITY });
+    let mut gm = lg[0];
+    for l in lg.iter() {
+        gm = lanes8(|i| if l[i] > gm[i] { l[i] } else { gm[i] });
+    }
+    let gm = butterfly(gm, |a, b| if a > b { a } else { b });
+    let mut total = [0f32; 8];
+    for (g, l) in lg.iter_mut().enumerate() {
+        let x = exp_lanes(lanes8(|i| l[i] - gm[i]));
+        let x = if g == ng - 1 { lanes8(|i| if LANE_INDEX8[i] < rem { x[i] } else { 0.0 }) } else { x };
+        *l = x;
+        total = lanes8(|i| total[i] + x[i]);
+    }
+    let total = butterfly(total, |a, b| a + b);
+    let inv = lanes8(|i| 1.0 / total[i]);
+    let t = at.target;
+    let p_target = lg[t / 8][t % 8] * inv[0];
+    for (g, l) in lg.iter_mut().enumerate() {
+        let tl = t as f32 - (g * 8) as f32;
+        *l = lanes8(|i| ((if LANE_INDEX8[i] == tl { 1.0 } else { 0.0 }) - l[i] * inv[i]) * at.lr);
+    }
+    let gz = exchange_rows(beta, &lg.as_flattened()[..m], &z);
+    if let Some(b) = bias {
+        for (bb, l) in b.iter_mut().zip(lg.iter()) {
+            *bb = lanes8(|i| bb[i] + l[i]);
+        }
+    }
+    // back through the mixture
+    let gzz = dot(&gz, &z);
+    let mut dq = [[0f32; 8]; VB];
+    for e in 0..n {
+        if e == skip {
+            continue;
+        }
+        let t = c.th[e];
+        let (ke, ve, dke, dve) = if e == own { (&c.km[e], &c.vm[e], &mut c.dkm[e], &mut c.dvm[e]) } else { (&c.k[e], &c.v[e], &mut c.dk[e], &mut c.dv[e]) };
+        let u = dot(&gz, ve);
+        let dl = lanes8(|i| t[i] * (u[i] - gzz[i]));
+        for s in 0..VB {
+            dve[s] = fma(t, gz[s], dve[s]);
+            dq[s] = fma(dl, ke[s], dq[s]);
+            dke[s] = fma(dl, q[s], dke[s]);
+        }
+    }
+    (dq, p_target)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod column_x86 {
+    use super::{Block8, ColumnAt, ColumnBuffers, EXP_LN2, EXP_LOG2E, EXP_SHIFT, LANE_INDEX8};
+    use std::arch::x86_64::*;
+
+    #[inline(always)]
+    unsafe fn ld(b: &Block8) -> __m256 {
+        _mm256_loadu_ps(b.as_ptr())
+    }
+
+    #[inline(always)]
+    unsafe fn st(b: &mut Block8, v: __m256) {
+        _mm256_storeu_ps(b.as_mut_ptr(), v)
+    }
+
+    /// `exp_lanes` on a register, step for step.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn exp8(x: __m256) -> __m256 {
+        let a = _mm256_max_ps(x, _mm256_set1_ps(-87.0));
+        let t = _mm256_fmadd_ps(a, _mm256_set1_ps(EXP_LOG2E), _mm256_set1_ps(EXP_SHIFT));
+        let n = _mm256_sub_ps(t, _mm256_set1_ps(EXP_SHIFT));
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(EXP_LN2), a);
+        let r2 = _mm256_mul_ps(r, r);
+        let a0 = _mm256_add_ps(_mm256_set1_ps(1.0), r);
+        let a1 = _mm256_fmadd_ps(r, _mm256_set1_ps(1.0 / 6.0), _mm256_set1_ps(0.5));
+        let a2 = _mm256_fmadd_ps(r, _mm256_set1_ps(1.0 / 120.0), _mm256_set1_ps(1.0 / 24.0));
+        let a3 = _mm256_fmadd_ps(r, _mm256_set1_ps(1.0 / 5040.0), _mm256_set1_ps(1.0 / 720.0));
+        let p = _mm256_fmadd_ps(_mm256_mul_ps(r2, r2), _mm256_fmadd_ps(r2, a3, a2), _mm256_fmadd_ps(r2, a1, a0));
+        let two_n = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(127))));
+        _mm256_mul_ps(p, two_n)
+    }
+
+    /// `<a, b>` per lane over the VB blocks.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn dot<const VB: usize>(a: &[__m256; VB], b: &[Block8; VB]) -> __m256 {
+        let mut t = _mm256_mul_ps(a[0], ld(&b[0]));
+        for s in 1..VB {
+            t = _mm256_fmadd_ps(a[s], ld(&b[s]), t);
+        }
+        t
+    }
+
+    /// `super::masked_column` (whose checks the caller made).
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn masked_column_avx2<const VB: usize>(c: &mut ColumnBuffers<'_, VB>, at: &ColumnAt, beta: &mut [[Block8; VB]], bias: Option<&mut [Block8]>) -> ([Block8; VB], f32) {
+        let (n, m) = (c.k.len(), beta.len());
+        let ng = m.div_ceil(8);
+        let (own, skip) = if at.mask { (at.a, n) } else { (n, at.a) };
+        let zero = _mm256_setzero_ps();
+        let ninf = _mm256_set1_ps(f32::NEG_INFINITY);
+        let mut q = [zero; VB];
+        for (qs, src) in q.iter_mut().zip(&c.q[at.a]) {
+            *qs = ld(src);
+        }
+        let (k, v, th) = (c.k.as_ptr(), c.v.as_ptr(), c.th.as_mut_ptr());
+        let (km, vm) = (c.km.as_ptr(), c.vm.as_ptr());
+        // the gate logits, their softmax over the experts, the mixture z
+        let mut mx = ninf;
+        for e in 0..n {
+            let ke = if e == own { &*km.add(e) } else { &*k.add(e) };
+            let t = if e == skip { ninf } else { dot(&q, ke) };
+            st(&mut *th.add(e), t);
+            mx = _mm256_max_ps(t, mx);
+        }
+        let mut sum = zero;
+        for e in 0..n {
+            let x = if e == skip { zero } else { exp8(_mm256_sub_ps(ld(&*th.add(e)), mx)) };
+            st(&mut *th.add(e), x);
+            sum = _mm256_add_ps(sum, x);
+        }
+        let inv = _mm256_div_ps(_mm256_set1_ps(1.0), sum);
+        let mut z = [zero; VB];
+        for e in 0..n {
+            let w = _mm256_mul_ps(ld(&*th.add(e)), inv);
+            st(&mut *th.add(e), w);
+            let ve = if e == own { &*vm.add(e) } else { &*v.add(e) };
+            for s in 0..VB {
+                z[s] = _mm256_fmadd_ps(w, ld(&ve[s]), z[s]);
+            }
+        }
+        let mut zb = [[0f32; 8]; VB];
+        for s in 0..VB {
+            st(&mut zb[s], z[s]);
+        }
+        // the scores of the column's categories, eight at once
+        let lg = c.lg.as_mut_ptr();
+        let last = m - 1;
+        for g in 0..ng {
+            let r: [&[Block8; VB]; 8] = if 8 * g + 8 <= m {
+                std::array::from_fn(|i| &*beta.as_ptr().add(8 * g + i))
+            } else {
+                std::array::from_fn(|i| &*beta.as_ptr().add((8 * g + i).min(last)))
+            };
+            let mut s = ld(&super::x86::scores8_avx2(&zb, &r));
+            if let Some(b) = &bias {
+                s = _mm256_add_ps(s, ld(b.get_unchecked(g)));
+            }
+            st(&mut *lg.add(g), s);
+        }
+        let keep = _mm256_cmp_ps::<_CMP_LT_OQ>(_mm256_loadu_ps(LANE_INDEX8.as_ptr()), _mm256_set1_ps((m - (ng - 1) * 8) as f32));
+        let tail = &mut *lg.add(ng - 1);
+        let x = _mm256_blendv_ps(ninf, ld(tail), keep);
+        st(tail, x);
+        let mut gm = ld(&*lg);
+        for g in 0..ng {
+            gm = _mm256_max_ps(ld(&*lg.add(g)), gm);
+        }
+        let gm = ld(&super::x86::lanes_max_avx2(std::mem::transmute::<__m256, Block8>(gm)));
+        let mut total = zero;
+        for g in 0..ng {
+            let mut x = exp8(_mm256_sub_ps(ld(&*lg.add(g)), gm));
+            if g == ng - 1 {
+                x = _mm256_and_ps(x, keep);
+            }
+            st(&mut *lg.add(g), x);
+            total = _mm256_add_ps(total, x);
+        }
+        let inv = _mm256_div_ps(_mm256_set1_ps(1.0), ld(&super::x86::lanes_sum_avx2(std::mem::transmute::<__m256, Block8>(total))));
+        let t = at.target;
+        let p_target = (*lg.add(t / 8))[t % 8] * _mm256_cvtss_f32(inv);
+        let (lr, lanes, one) = (_mm256_set1_ps(at.lr), _mm256_loadu_ps(LANE_INDEX8.as_ptr()), _mm256_set1_ps(1.0));
+        for g in 0..ng {
+            let hot = _mm256_and_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(lanes, _mm256_set1_ps(t as f32 - (g * 8) as f32)), one);
+            st(&mut *lg.add(g), _mm256_mul_ps(_mm256_sub_ps(hot, _mm256_mul_ps(ld(&*lg.add(g)), inv)), lr));
+        }
+        let gzb = super::x86::exchange_rows_avx2(beta, std::slice::from_raw_parts(lg as *const f32, m), &zb);
+        if let Some(b) = bias {
+            for g in 0..ng {
+                let bb = b.get_unchecked_mut(g);
+                let x = _mm256_add_ps(ld(bb), ld(&*lg.add(g)));
+                st(bb, x);
+            }
+        }
+        // back through the mixture
+        let mut gz = [zero; VB];
+        for s in 0..VB {
+            gz[s] = ld(&gzb[s]);
+        }
+        let gzz = dot(&gz, &zb);
+        let mut dq = [zero; VB];
+        let (dk, dv, dkm, dvm) = (c.dk.as_mut_ptr(), c.dv.as_mut_ptr(), c.dkm.as_mut_ptr(), c.dvm.as_mut_ptr());
+        for e in 0..n {
+            if e == skip {
+                continue;
+            }
+            let t = ld(&*th.add(e));
+            let (ke, ve, dke, dve) = if e == own { (&*km.add(e), &*vm.add(e), &mut *dkm.add(e), &mut *dvm.add(e)) } else { (&*k.add(e), &*v.add(e), &mut *dk.add(e), &mut *dv.add(e)) };
+            let dl = _mm256_mul_ps(t, _mm256_sub_ps(dot(&gz, ve), gzz));
+            for s in 0..VB {
+                let x = _mm256_fmadd_ps(t, gz[s], ld(&dve[s]));
+                st(&mut dve[s], x);
+                dq[s] = _mm256_fmadd_ps(dl, ld(&ke[s]), dq[s]);
+                let y = _mm256_fmadd_ps(dl, q[s], ld(&dke[s]));
+                st(&mut dke[s], y);
+            }
+        }
+        let mut out = [[0f32; 8]; VB];
+        for s in 0..VB {
+            st(&mut out[s], dq[s]);
+        }
+        (out, p_target)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2445,6 +2823,60 @@ mod tests {
                             close(upd[r][b][k], rows[r][b][k] as f64 + g[r] as f64 * z[b][k] as f64, &format!("{lv:?} exchange update"));
                         }
                     }
+                }
+            }
+        }
+        force_level(None);
+    }
+
+    /// One masked column (`masked_column`) on made-up inputs at the level in
+    /// use: every output, the updated rows and accumulators included.
+    fn masked_column_case<const VB: usize>(n: usize, m: usize, bias: bool, a: usize, mask: bool) -> Vec<f32> {
+        let val = |i: usize| ((i * 37 % 101) as f32 - 50.0) / 60.0;
+        let vecs = |seed: usize, count: usize| -> Vec<[Block8; VB]> { (0..count).map(|e| std::array::from_fn(|b| std::array::from_fn(|l| val(seed + 64 * e + 8 * b + l)))).collect() };
+        let (q, k, v, km, vm) = (vecs(1, n), vecs(2, n), vecs(3, n), vecs(4, n), vecs(5, n));
+        let (mut dk, mut dv, mut dkm, mut dvm) = (vecs(6, n), vecs(7, n), vecs(8, n), vecs(9, n));
+        let (mut th, mut lg) = (vec![[0f32; 8]; n], vec![[0f32; 8]; m.div_ceil(8)]);
+        let mut beta = vecs(10, m);
+        let mut b: Vec<Block8> = (0..m.div_ceil(8)).map(|g| std::array::from_fn(|l| val(11 + 8 * g + l))).collect();
+        let mut c = ColumnBuffers::new([&q, &k, &v, &km, &vm], [&mut dk, &mut dv, &mut dkm, &mut dvm], &mut th, &mut lg);
+        let (dq, p) = masked_column(&mut c, &ColumnAt { a, mask, target: m / 2, lr: 0.3 }, &mut beta, bias.then_some(&mut b[..]));
+        let mut out = vec![p];
+        for x in [&dq[..], &dk.concat(), &dv.concat(), &dkm.concat(), &dvm.concat(), &beta.concat()] {
+            out.extend(x.as_flattened());
+        }
+        out.extend(b.as_flattened());
+        out.extend(th.as_flattened());
+        out
+    }
+
+    /// The masked-column kernel with AVX2 and in portable code: the same
+    /// operations in the same order (the output rows' gradient summed in
+    /// another order), so the same results up to rounding, for 1 to 8
+    /// blocks per vector, 2 to 17 categories, with and without the bias, a
+    /// masked column of weight 0 (no mask expert) or the mask expert in its slot.
+    #[test]
+    fn masked_column_is_the_same_with_and_without_avx2() {
+        if !force_level(Some(Level::Avx2Fma)) {
+            return; // nothing to compare on this CPU
+        }
+        fn both<const VB: usize>(n: usize, m: usize, bias: bool, a: usize, mask: bool) {
+            assert!(force_level(Some(Level::Avx2Fma)));
+            let wide = masked_column_case::<VB>(n, m, bias, a, mask);
+            assert!(force_level(Some(Level::Scalar)));
+            let portable = masked_column_case::<VB>(n, m, bias, a, mask);
+            for (i, (x, y)) in wide.iter().zip(&portable).enumerate() {
+                assert!((x - y).abs() <= 1e-5 * (1.0 + y.abs()), "VB {VB} n {n} m {m} bias {bias} a {a} mask {mask}: output {i}: {x} vs {y}");
+            }
+            assert!(wide.iter().all(|x| x.is_finite()));
+        }
+        for (n, m) in [(2usize, 2usize), (6, 11), (6, 10), (3, 8), (5, 17)] {
+            for bias in [true, false] {
+                for (a, mask) in [(1, true), (1, false), (n - 1, true), (0, false)] {
+                    both::<1>(n, m, bias, a, mask);
+                    both::<2>(n, m, bias, a, mask);
+                    both::<4>(n, m, bias, a, mask);
+                    both::<8>(n, m, bias, a, mask);
                 }
             }
         }

@@ -33,7 +33,7 @@
 use super::moe::{Gates, Moe, MoeScratch, ABSENT};
 use crate::hogwild::Hogwild;
 use crate::sampling::Rng;
-use crate::simd::{block_scores, dot, lanes_max, lanes_sum, with_wide};
+use crate::simd::{block_scores, dot, exp_lanes, lanes_max, lanes_sum, with_wide, ColumnAt, ColumnBuffers};
 use std::ops::Range;
 
 pub struct Tabular<'m, 'a> {
@@ -84,6 +84,16 @@ fn exp_nonpositive(x: &mut [f32]) {
         // low bits into the exponent field gives 2^n (−126 ≤ n ≤ 0 here).
         let two_n = f32::from_bits(t.to_bits().wrapping_add(127) << 23);
         *v = p * two_n;
+    }
+}
+
+/// `exp_nonpositive` on whole blocks, its steps as multiply-adds
+/// (`simd::exp_lanes`, the masked-column kernel's): the same approximation,
+/// one rounding less per fused step.
+#[inline(always)]
+fn exp_blocks(x: &mut [Block]) {
+    for b in x.iter_mut() {
+        *b = exp_lanes(*b);
     }
 }
 
@@ -769,6 +779,11 @@ impl Tabular<'_, '_> {
 // expert at column a (key mask_key + pos_key[a], value mask_value +
 // pos_value[a], read from the mask buffers in place of column a's own);
 // without a mask expert slot a gets weight 0.
+//
+// With one block of heads (5 to 8 heads) a masked column is one kernel,
+// `simd::masked_column` (forward, output softmax and update, backward; the
+// same operations as `lanes_forward`, `lanes_output`, `lanes_backward`),
+// on the row's buffers checked once per row (`Hogwild::column_steps`).
 
 /// Lanes per block.
 const LANES: usize = 8;
@@ -970,16 +985,23 @@ impl Tabular<'_, '_> {
     #[allow(clippy::too_many_arguments)]
     fn lanes_sized<const HP: usize, const S: usize, const NH: usize, const VB: usize>(&self, rs: &mut RowScratch, g: &Gates2<'_>, p: &Rest2<'_>, row: &[u32], lr: f32, only: Option<usize>) -> (f64, u64) {
         debug_assert_eq!(S * NH, VB);
-        let mask = self.has_mask();
         let n = rs.load_row(row);
         if n < 2 {
             return (0.0, 0); // a lone column has no context: nothing to learn from
         }
+        self.lanes_row::<HP, S, NH, VB>(rs, g, p, lr, only, n)
+    }
+
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn lanes_row<const HP: usize, const S: usize, const NH: usize, const VB: usize>(&self, rs: &mut RowScratch, g: &Gates2<'_>, p: &Rest2<'_>, lr: f32, only: Option<usize>, n: usize) -> (f64, u64) {
+        let mask = self.has_mask();
+        let (cols, toks) = (&rs.cols[..n], &rs.toks[..n]);
         let ln = &mut rs.ln;
         let scale = 1.0 / (self.dims().dk as f32).sqrt();
         let (mv, mk) = if mask { (*row_blocks::<VB>(&p.mask_value, 0), *row_blocks::<VB>(&p.mask_key, 0)) } else { ([ZERO; VB], [ZERO; VB]) };
         let (v, k, q) = (vectors_mut::<VB>(&mut ln.v, n), vectors_mut::<VB>(&mut ln.k, n), vectors_mut::<VB>(&mut ln.q, n));
-        for (e, (&c, &t)) in rs.cols.iter().zip(&rs.toks).enumerate() {
+        for (e, (&c, &t)) in cols.iter().zip(toks).enumerate() {
             let (pv, al) = (row_blocks::<VB>(&p.pos_value, c), row_blocks::<VB>(&p.alpha, t));
             let (pk, ke, qu) = (row_blocks::<VB>(&g.pos_key, c), row_blocks::<VB>(&g.key, t), row_blocks::<VB>(&g.query, c));
             v[e] = blockwise(|b| plus(al[b], pv[b]));
@@ -988,7 +1010,7 @@ impl Tabular<'_, '_> {
         }
         if mask {
             let (vm, km) = (vectors_mut::<VB>(&mut ln.vm, n), vectors_mut::<VB>(&mut ln.km, n));
-            for (e, &c) in rs.cols.iter().enumerate() {
+            for (e, &c) in cols.iter().enumerate() {
                 let (pv, pk) = (row_blocks::<VB>(&p.pos_value, c), row_blocks::<VB>(&g.pos_key, c));
                 vm[e] = blockwise(|b| plus(mv[b], pv[b]));
                 km[e] = blockwise(|b| plus(mk[b], pk[b]));
@@ -998,29 +1020,51 @@ impl Tabular<'_, '_> {
             buf[..n * VB].fill(ZERO);
         }
         let (mut loss, mut count, mut like) = (0.0f64, 0u64, 1.0f64);
-        for a in 0..n {
-            if only.is_some_and(|j| j != rs.cols[a]) {
-                continue;
-            }
-            let j = rs.cols[a];
-            let slot = a * VB..(a + 1) * VB;
-            let qa: [Block; VB] = grab(&ln.q[slot.clone()]);
-            let z = Self::lanes_forward::<HP, S, NH, VB>(ln, &qa, a, n, mask);
-            let (gz, pt) = self.lanes_output::<VB>(p, rs.probs.as_chunks_mut::<LANES>().0, &z, j, rs.toks[a], lr * self.weight(j));
-            // −log of a product of probabilities, one logarithm per row
-            // (flushed before the product could leave f64's range)
+        // −log of a product of probabilities, one logarithm per row
+        // (flushed before the product could leave f64's range)
+        let mut record = |pt: f32| {
             like *= pt.max(f32::MIN_POSITIVE) as f64;
             if like < 1e-200 {
                 loss -= like.ln();
                 like = 1.0;
             }
-            let dqa = Self::lanes_backward::<HP, S, NH, VB>(ln, &qa, &z, &gz, a, n, mask);
-            for (d, x) in ln.dq[slot.clone()].iter_mut().zip(&dqa) {
-                add_into(*x, d);
-            }
             count += 1;
+        };
+        let masked = (0..n).filter(|&a| only.is_none_or(|j| j == cols[a]));
+        if HP == LANES && NH == 1 {
+            // one block of heads: each masked column in one kernel, on
+            // buffers checked once for the row
+            let buffers = ColumnBuffers::new(
+                [vectors::<VB>(&ln.q, n), vectors::<VB>(&ln.k, n), vectors::<VB>(&ln.v, n), vectors::<VB>(&ln.km, n), vectors::<VB>(&ln.vm, n)],
+                [vectors_mut::<VB>(&mut ln.dk, n), vectors_mut::<VB>(&mut ln.dv, n), vectors_mut::<VB>(&mut ln.dkm, n), vectors_mut::<VB>(&mut ln.dvm, n)],
+                &mut ln.th[..n],
+                rs.probs.as_chunks_mut::<LANES>().0,
+            );
+            let mut steps = p.beta.column_steps(p.bias.as_ref(), buffers);
+            for a in masked {
+                let (j, range) = (cols[a], self.range(cols[a]));
+                let at = ColumnAt { a, mask, target: toks[a] - range.start, lr: lr * self.weight(j) };
+                let (dqa, pt) = steps.step(range.start, range.len(), p.bias_at.get(j).copied().unwrap_or(0), &at);
+                record(pt);
+                for (d, x) in ln.dq[a * VB..(a + 1) * VB].iter_mut().zip(&dqa) {
+                    add_into(*x, d);
+                }
+            }
+        } else {
+            for a in masked {
+                let j = cols[a];
+                let slot = a * VB..(a + 1) * VB;
+                let qa: [Block; VB] = grab(&ln.q[slot.clone()]);
+                let z = Self::lanes_forward::<HP, S, NH, VB>(ln, &qa, a, n, mask);
+                let (gz, pt) = self.lanes_output::<VB>(p, rs.probs.as_chunks_mut::<LANES>().0, &z, j, toks[a], lr * self.weight(j));
+                let dqa = Self::lanes_backward::<HP, S, NH, VB>(ln, &qa, &z, &gz, a, n, mask);
+                record(pt);
+                for (d, x) in ln.dq[slot].iter_mut().zip(&dqa) {
+                    add_into(*x, d);
+                }
+            }
         }
-        self.lanes_apply::<VB>(rs, g, p, scale);
+        self.lanes_apply::<VB>(rs, g, p, scale, n);
         (loss - like.ln(), count)
     }
 
@@ -1057,7 +1101,7 @@ impl Tabular<'_, '_> {
                 tb[c] = minus(tb[c], mx[c]);
             }
         }
-        exp_nonpositive(th.as_flattened_mut().as_flattened_mut());
+        exp_blocks(th.as_flattened_mut());
         if !mask {
             th[a] = [ZERO; NH]; // the masked column is no expert
         }
@@ -1112,7 +1156,7 @@ impl Tabular<'_, '_> {
         for l in lg.iter_mut() {
             *l = minus(*l, mx);
         }
-        exp_nonpositive(lg.as_flattened_mut());
+        exp_blocks(lg);
         let tail = lg[ng - 1];
         lg[ng - 1] = lanewise(|i| if LANE_INDEX[i] < rem { tail[i] } else { 0.0 });
         let mut sum = ZERO;
@@ -1131,9 +1175,7 @@ impl Tabular<'_, '_> {
         // gz from the rows before their update (in registers) and the update, one pass
         let gz = p.beta.exchange_outer_blocks8(lo, &lg.as_flattened()[..m], z);
         if let Some(b) = &p.bias {
-            for (gi, l) in lg.iter().enumerate() {
-                b.add_blocks(p.bias_at[j] + gi, 1.0, std::slice::from_ref(l));
-            }
+            b.add_block_rows(p.bias_at[j], lg);
         }
         (gz, p_target)
     }
@@ -1191,34 +1233,35 @@ impl Tabular<'_, '_> {
 
     /// Apply the row's accumulated gradients to the shared parameters.
     #[inline(always)]
-    fn lanes_apply<const VB: usize>(&self, rs: &mut RowScratch, g: &Gates2<'_>, p: &Rest2<'_>, scale: f32) {
+    fn lanes_apply<const VB: usize>(&self, rs: &mut RowScratch, g: &Gates2<'_>, p: &Rest2<'_>, scale: f32, n: usize) {
         let mask = self.has_mask();
-        let (ln, n) = (&rs.ln, rs.cols.len());
+        let ln = &mut rs.ln;
+        let (cols, toks) = (&rs.cols[..n], &rs.toks[..n]);
         let (dv, dk, dq) = (vectors::<VB>(&ln.dv, n), vectors::<VB>(&ln.dk, n), vectors::<VB>(&ln.dq, n));
-        let (dvm, dkm) = (vectors::<VB>(&ln.dvm, n), vectors::<VB>(&ln.dkm, n));
-        // the mask expert's key and value gradients, summed over the row
-        let (mut dmk, mut dmv) = ([ZERO; VB], [ZERO; VB]);
-        for (e, (&c, &t)) in rs.cols.iter().zip(&rs.toks).enumerate() {
-            p.alpha.add_blocks(t, 1.0, &dv[e]);
-            g.key.add_blocks(t, 1.0, &dk[e]);
-            g.query.add_blocks(c, scale, &dq[e]);
-            if mask {
-                // column c's encodings take its own and its mask expert's gradients at once
-                let (pv, pk): ([Block; VB], [Block; VB]) = (blockwise(|b| plus(dv[e][b], dvm[e][b])), blockwise(|b| plus(dk[e][b], dkm[e][b])));
-                p.pos_value.add_blocks(c, 1.0, &pv);
-                g.pos_key.add_blocks(c, 1.0, &pk);
+        p.alpha.add_blocks_at(toks, 1.0, dv);
+        g.key.add_blocks_at(toks, 1.0, dk);
+        g.query.add_blocks_at(cols, scale, dq);
+        if mask {
+            // the mask expert's key and value gradients, summed over the
+            // row; then column c's encodings take its own and its mask
+            // expert's gradients at once
+            let (dvm, dkm) = (vectors_mut::<VB>(&mut ln.dvm, n), vectors_mut::<VB>(&mut ln.dkm, n));
+            let (mut dmk, mut dmv) = ([ZERO; VB], [ZERO; VB]);
+            for e in 0..n {
                 for b in 0..VB {
                     add_into(dkm[e][b], &mut dmk[b]);
                     add_into(dvm[e][b], &mut dmv[b]);
+                    add_into(dv[e][b], &mut dvm[e][b]);
+                    add_into(dk[e][b], &mut dkm[e][b]);
                 }
-            } else {
-                p.pos_value.add_blocks(c, 1.0, &dv[e]);
-                g.pos_key.add_blocks(c, 1.0, &dk[e]);
             }
-        }
-        if mask {
+            p.pos_value.add_blocks_at(cols, 1.0, dvm);
+            g.pos_key.add_blocks_at(cols, 1.0, dkm);
             p.mask_key.add_blocks(0, 1.0, &dmk);
             p.mask_value.add_blocks(0, 1.0, &dmv);
+        } else {
+            p.pos_value.add_blocks_at(cols, 1.0, dv);
+            g.pos_key.add_blocks_at(cols, 1.0, dk);
         }
     }
 }
@@ -1229,7 +1272,7 @@ mod tests {
     use crate::models::moe::Gates;
     use crate::models::Model;
     use crate::objective::{OutputLayer, OutputSpec};
-    use crate::simd::SigmoidTable;
+    use crate::simd::{force_level, Level, SigmoidTable};
     use crate::vocab::{Vocab, VocabSettings};
 
     /// A table model over `a` = [alpha, beta, pos_value, query, key, pos_key,
@@ -1265,11 +1308,16 @@ mod tests {
     /// mask expert.
     #[test]
     fn lane_step_equals_head_step() {
-        for (d, h, dk) in [(20usize, 5usize, 4usize), (10, 5, 2), (16, 2, 8), (8, 2, 4), (20, 10, 2), (32, 16, 2), (40, 10, 4), (8, 1, 8), (2, 1, 2), (12, 3, 4), (24, 3, 8), (6, 3, 2), (64, 8, 8)] {
-            for mask in [true, false] {
-                lane_step_equals_head_step_at(d, h, dk, mask);
+        // the portable code too (5 to 8 heads: `simd::masked_column`'s)
+        for level in [Some(Level::Scalar), None] {
+            force_level(level);
+            for (d, h, dk) in [(20usize, 5usize, 4usize), (10, 5, 2), (16, 2, 8), (8, 2, 4), (20, 10, 2), (32, 16, 2), (40, 10, 4), (8, 1, 8), (2, 1, 2), (12, 3, 4), (24, 3, 8), (6, 3, 2), (64, 8, 8), (56, 7, 8)] {
+                for mask in [true, false] {
+                    lane_step_equals_head_step_at(d, h, dk, mask);
+                }
             }
         }
+        force_level(None);
     }
 
     fn lane_step_equals_head_step_at(d: usize, h: usize, dk: usize, mask: bool) {
