@@ -237,8 +237,9 @@ class InterruptLatch:
     trains looks at the latch at its stop points. torchrun passes a Ctrl-C
     on to every rank, so another signal within ``grace`` seconds
     (:attr:`GRACE` unless given) counts as the same one; a later one raises
-    ``KeyboardInterrupt`` at once (no consistent state). While not :attr:`armed` (e.g. before training starts)
-    a signal raises at once, as Python's own handler does."""
+    ``KeyboardInterrupt`` at once (no consistent state). While not
+    :attr:`armed` (e.g. before training starts) a signal raises at once, as
+    Python's own handler does."""
 
     #: Seconds after the first signal during which another counts as the same.
     GRACE = 5.0

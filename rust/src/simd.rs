@@ -2501,6 +2501,36 @@ mod tests {
         a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum()
     }
 
+    // Shared by the register-kernel tests below.
+    fn bits(x: &[f32]) -> Vec<u32> {
+        x.iter().map(|v| v.to_bits()).collect()
+    }
+
+    fn close(got: &[f32], want: &[f64], what: &str) {
+        for (k, (&g, &w)) in got.iter().zip(want).enumerate() {
+            assert!((g as f64 - w).abs() < 1e-5 * (1.0 + w.abs()), "{what} [{k}]: {g} vs {w}");
+        }
+    }
+
+    /// Update factor of output row w (0, ½ and 1 among them).
+    fn out_f(w: u32) -> f32 {
+        [0.0f32, 1.0, 1.0, 0.5, 1.0, 1.0][w as usize]
+    }
+
+    /// A stand-in gradient coefficient of output row j (the target, j = 0, or a negative) at score f.
+    fn gfn(j: usize, f: f32) -> f32 {
+        if j == 0 { 0.3 - 0.2 * f } else { -0.1 - 0.25 * f }
+    }
+
+    fn gfn64(j: usize, f: f64) -> f64 {
+        if j == 0 { 0.3 - 0.2 * f } else { -0.1 - 0.25 * f }
+    }
+
+    /// Deterministic test values in [-0.18, 0.19].
+    fn val(k: usize, s: usize) -> f32 {
+        ((k * s % 29) as f32 - 14.0) * 0.013
+    }
+
     /// The register-resident kernels, at every size they exist for, against
     /// (a) the separate AVX-512 kernels called one after the other, bit for
     /// bit, and (b) float64 loops written from the definitions. With update
@@ -2513,18 +2543,8 @@ mod tests {
             if !std::arch::is_x86_feature_detected!("avx512f") {
                 return;
             }
-            let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-            let close = |got: &[f32], want: &[f64], what: &str| {
-                for (k, (&g, &w)) in got.iter().zip(want).enumerate() {
-                    assert!((g as f64 - w).abs() < 1e-5 * (1.0 + w.abs()), "{what} [{k}]: {g} vs {w}");
-                }
-            };
             let in_f = |w: u32| [1.0f32, 1.0, 1.0, 0.5, 0.0, 1.0][w as usize];
-            let out_f = |w: u32| [0.0f32, 1.0, 1.0, 0.5, 1.0, 1.0][w as usize];
-            let gfn = |j: usize, f: f32| if j == 0 { 0.3 - 0.2 * f } else { -0.1 - 0.25 * f };
-            let gfn64 = |j: usize, f: f64| if j == 0 { 0.3 - 0.2 * f } else { -0.1 - 0.25 * f };
             for d in [32usize, 50, 64, 100, 128, 200, 256, 300] {
-                let val = |k: usize, s: usize| ((k * s % 29) as f32 - 14.0) * 0.013;
                 let input0: Vec<f32> = (0..6 * d).map(|k| val(k, 7)).collect();
                 let output0: Vec<f32> = (0..6 * d).map(|k| val(k, 11)).collect();
                 let (ctx, skip, outs) = ([1u32, 3, 1, 4, 2], 2, [2u32, 5, 0, 5, 3]);
@@ -2644,20 +2664,10 @@ mod tests {
             if !std::arch::is_x86_feature_detected!("avx512f") {
                 return;
             }
-            let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-            let close = |got: &[f32], want: &[f64], what: &str| {
-                for (k, (&g, &w)) in got.iter().zip(want).enumerate() {
-                    assert!((g as f64 - w).abs() < 1e-5 * (1.0 + w.abs()), "{what} [{k}]: {g} vs {w}");
-                }
-            };
             let in_f = |w: u32| [1.0f32, 1.0, 1.0, 0.5, 1.0, 1.0][w as usize];
-            let out_f = |w: u32| [0.0f32, 1.0, 1.0, 0.5, 1.0, 1.0][w as usize];
-            let gfn = |j: usize, f: f32| if j == 0 { 0.3 - 0.2 * f } else { -0.1 - 0.25 * f };
-            let gfn64 = |j: usize, f: f64| if j == 0 { 0.3 - 0.2 * f } else { -0.1 - 0.25 * f };
             let (words, offsets, outs, mpos) = ([1u32, 3, 1, 4], [0u32, 1, 2, 3], [2u32, 5, 0, 5, 3], 4usize);
             let (nc, n) = (words.len(), words.len() + 1);
             for d in [32usize, 50, 64, 100, 128, 200, 256, 300] {
-                let val = |k: usize, s: usize| ((k * s % 29) as f32 - 14.0) * 0.013;
                 let alpha0: Vec<f32> = (0..6 * d).map(|k| val(k, 7)).collect();
                 let output0: Vec<f32> = (0..6 * d).map(|k| val(k, 11)).collect();
                 let values: Vec<f32> = (0..5 * d).map(|k| val(k, 5)).collect();
