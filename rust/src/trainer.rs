@@ -214,6 +214,13 @@ impl SyncGate {
         self.cv.notify_all();
     }
 
+    /// Wait up to `wait` for every worker to leave (the end of the epoch):
+    /// the calling thread learns of it at once, not at its next nap.
+    fn wait_all_left(&self, wait: Duration) {
+        let st = self.lock();
+        drop(self.cv.wait_timeout_while(st, wait, |s| s.active > 0).unwrap_or_else(|p| p.into_inner()));
+    }
+
     /// Wait up to `wait` for every working worker to park; true when they have
     /// (and at least one is parked).
     fn all_parked(&self, wait: Duration) -> bool {
@@ -514,7 +521,7 @@ pub fn run_epoch_synced<M: Model>(
         let mut last_tick = std::time::Instant::now();
         while running.load(Ordering::Acquire) > 0 {
             if gate.every == 0 {
-                std::thread::sleep(nap);
+                gate.wait_all_left(nap);
             } else if !gate.all_parked(poll) {
                 if !gate.due.load(Ordering::Relaxed) && on_poll() {
                     gate.request();
