@@ -20,7 +20,7 @@
 //! wall time / when the first worker started / when the first finished /
 //! when the last finished (seconds from the epoch's start).
 
-use bidirmoe::corpus::{for_each_sentence, token_str, FileSplit};
+use bidirmoe::corpus::FileSplit;
 use bidirmoe::hogwild::Hogwild;
 use bidirmoe::idcache::IdCache;
 use bidirmoe::models::cbow::Cbow;
@@ -30,12 +30,15 @@ use bidirmoe::models::Model;
 use bidirmoe::objective::{OutputLayer, OutputSpec};
 use bidirmoe::sampling::Rng;
 use bidirmoe::simd::SigmoidTable;
-use bidirmoe::trainer::{run_epoch, Progress, Source, TrainConfig};
-use bidirmoe::vocab::{Vocab, VocabCounter, VocabSettings};
+use bidirmoe::trainer::{run_epoch, Progress, Source};
+use bidirmoe::vocab::Vocab;
+use common::{corpus_vocab, epoch_config};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+mod common;
 
 const D: usize = 100;
 const WINDOW: usize = 5;
@@ -78,55 +81,27 @@ impl<M: Model> Model for PerWorker<M> {
     }
 }
 
-/// Every parameter buffer of one copy of the model.
-struct Buffers {
-    syn0: Vec<f32>,
-    beta: Vec<f32>,
-    salience: Vec<f32>,
-    offset_gate: Vec<f32>,
-    offset_value: Vec<f32>,
-    mask_gate: Vec<f32>,
-    mask_value: Vec<f32>,
+/// The parameter matrices of one copy of the model, as (length, columns).
+const SYN0: usize = 0;
+const BETA: usize = 1;
+const SALIENCE: usize = 2;
+const OFFSET_GATE: usize = 3;
+const OFFSET_VALUE: usize = 4;
+const MASK_GATE: usize = 5;
+const MASK_VALUE: usize = 6;
+
+fn shapes(v: usize, heads: usize) -> [(usize, usize); 7] {
+    [(v * D, D), (v * D, D), (heads * v, v), (heads * R, R), (R * D, D), (heads, heads), (D, D)]
 }
 
-impl Buffers {
-    fn new(v: usize, heads: usize) -> Self {
-        let mut rng = Rng::new(1);
-        Buffers {
-            syn0: (0..v * D).map(|_| (rng.unit_f32() - 0.5) / D as f32).collect(),
-            beta: vec![0.0; v * D],
-            salience: vec![0.0; heads * v],
-            offset_gate: vec![0.0; heads * R],
-            offset_value: vec![0.0; R * D],
-            mask_gate: vec![0.0; heads],
-            mask_value: vec![0.0; D],
-        }
-    }
-}
-
-/// Hogwild handles on one copy's buffers.
-struct Handles<'a> {
-    syn0: Hogwild<'a>,
-    beta: Hogwild<'a>,
-    salience: Hogwild<'a>,
-    offset_gate: Hogwild<'a>,
-    offset_value: Hogwild<'a>,
-    mask_gate: Hogwild<'a>,
-    mask_value: Hogwild<'a>,
-}
-
-impl<'a> Handles<'a> {
-    fn of(b: &'a mut Buffers, v: usize, heads: usize) -> Self {
-        Handles {
-            syn0: Hogwild::new(&mut b.syn0, D),
-            beta: Hogwild::new(&mut b.beta, D),
-            salience: Hogwild::new(&mut b.salience, v),
-            offset_gate: Hogwild::new(&mut b.offset_gate, R),
-            offset_value: Hogwild::new(&mut b.offset_value, D),
-            mask_gate: Hogwild::new(&mut b.mask_gate, heads),
-            mask_value: Hogwild::new(&mut b.mask_value, D),
-        }
-    }
+/// One copy's buffers: the input vectors random (as word2vec starts them), the rest zero.
+fn buffers(v: usize, heads: usize) -> Vec<Vec<f32>> {
+    let mut rng = Rng::new(1);
+    shapes(v, heads)
+        .iter()
+        .enumerate()
+        .map(|(k, &(len, _))| if k == SYN0 { (0..len).map(|_| (rng.unit_f32() - 0.5) / D as f32).collect() } else { vec![0.0; len] })
+        .collect()
 }
 
 fn train<M: Model>(m: &PerWorker<M>, voc: &Vocab, path: &Path, workers: usize, epochs: u64) -> (u64, Vec<[f64; 4]>) {
@@ -135,19 +110,7 @@ fn train<M: Model>(m: &PerWorker<M>, voc: &Vocab, path: &Path, workers: usize, e
     let mut times = Vec::new();
     for epoch in 0..epochs {
         let split = FileSplit::new(path, workers).expect("corpus");
-        let cfg = TrainConfig {
-            workers,
-            alpha: 0.025,
-            min_alpha: 1e-4,
-            total_words: voc.total_words * epochs,
-            words_before: voc.total_words * epoch,
-            seed: 1,
-            epoch,
-            want_loss: false,
-            tick: Duration::from_millis(500),
-            max_words: 0,
-            resume: Vec::new(),
-        };
+        let cfg = epoch_config(voc, workers, epochs, epoch);
         m.spans.lock().unwrap().clear();
         let t = Instant::now();
         run_epoch(m, voc, Source::Cached(&split, &cache), &cfg, &progress, |_| true).expect("epoch");
@@ -179,37 +142,30 @@ fn main() {
             std::process::exit(2);
         }
     }
-    let mut counter = VocabCounter::new(None);
-    for_each_sentence(path, |toks| {
-        for t in toks {
-            counter.add_token(&token_str(t));
-        }
-        counter.end_sentence();
-    })
-    .expect("corpus");
-    let ns_exponent = if has("uniform") { 0.0 } else { 0.75 };
-    let settings = VocabSettings { min_count: 5, max_final_vocab: None, sample: 1e-3, ns_exponent, hs: false };
-    let voc = Vocab::from_counter(&counter, &settings);
+    let voc = corpus_vocab(path, if has("uniform") { 0.0 } else { 0.75 }, false);
     let v = voc.len();
     let heads = match model {
         "moe4" => 4,
         _ => 1,
     };
     let copies = if has("in") || has("out") || has("small") { workers } else { 1 };
-    let mut buffers: Vec<Buffers> = (0..copies).map(|_| Buffers::new(v, heads)).collect();
-    let handles: Vec<Handles> = buffers.iter_mut().map(|b| Handles::of(b, v, heads)).collect();
-    // Worker k's handle on a matrix: its own copy where that part is private, else copy 0.
-    let pick = |k: usize, private: bool| if private { k.min(copies - 1) } else { 0 };
+    let mut copies_of: Vec<Vec<Vec<f32>>> = (0..copies).map(|_| buffers(v, heads)).collect();
+    let handles: Vec<Vec<Hogwild>> = copies_of
+        .iter_mut()
+        .map(|c| c.iter_mut().zip(shapes(v, heads)).map(|(b, (_, cols))| Hogwild::new(b, cols)).collect())
+        .collect();
+    // Worker k's handle on matrix `which`: its own copy where that part is private, else copy 0's.
+    let mat = |k: usize, private: bool, which: usize| handles[if private { k.min(copies - 1) } else { 0 }][which].alias();
     let spec = OutputSpec { negative: 5, hs: false, softmax: false };
     let out_of = |k: usize| OutputLayer {
-        beta: handles[pick(k, has("out"))].beta.alias(),
+        beta: mat(k, has("out"), BETA),
         syn1: Hogwild::empty(),
         bias: None,
         spec,
         vocab: &voc,
         sig: SigmoidTable::new(),
     };
-    let syn0_of = |k: usize| handles[pick(k, has("in"))].syn0.alias();
+    let syn0_of = |k: usize| mat(k, has("in"), SYN0);
     let ks = 0..workers;
     let (targets, times) = match model {
         "cbow" => {
@@ -223,13 +179,13 @@ fn main() {
         "moe1" | "moe4" => {
             let models = ks
                 .map(|k| {
-                    let s = &handles[pick(k, has("small"))];
+                    let small = |which| mat(k, has("small"), which);
                     Moe {
                         alpha: syn0_of(k),
-                        gates: Gates::Window { salience: handles[pick(k, has("in"))].salience.alias(), offset_gate: s.offset_gate.alias() },
-                        offset_value: s.offset_value.alias(),
-                        mask_gate: s.mask_gate.alias(),
-                        mask_value: s.mask_value.alias(),
+                        gates: Gates::Window { salience: mat(k, has("in"), SALIENCE), offset_gate: small(OFFSET_GATE) },
+                        offset_value: small(OFFSET_VALUE),
+                        mask_gate: small(MASK_GATE),
+                        mask_value: small(MASK_VALUE),
                         out: out_of(k),
                         heads,
                         full: false,
