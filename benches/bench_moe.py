@@ -14,7 +14,11 @@ and BidirMoE's offset profile.
     python benches/bench_moe.py --repeats 3 --batch-targets 1 --no-eval --baseline /other/checkout/python
 
 BidirMoE runs once per ``--batch-targets`` value (default: 1, the exact
-per-target update and the library default, and 16). ``--repeats R`` runs every
+per-target update and the library default, and 16). ``--scaling`` also times
+BidirMoE (at the last ``--batch-targets`` value) and gensim's CBOW with 1
+worker and prints each one's speed-up from 1 to ``--workers`` workers side by
+side: the peer's own scaling on the same machine, in the same run.
+``--repeats R`` runs every
 configuration with seeds 1..R: median speed, and the held-out quality as mean
 ± standard deviation over the seeds (the seed-to-seed noise the batched
 update is judged against). ``--baseline PYTHONPATH`` also times our CBOW and
@@ -72,7 +76,7 @@ def main() -> None:
                     help="runs of every configuration, run r with seed r (median speed, quality over the seeds)")
     ap.add_argument("--batch-targets", default=None,
                     help="comma-separated batch_targets values for BidirMoE (default: 1,16)")
-    ap.add_argument("--scaling", action="store_true", help="also time BidirMoE with 1 worker (thread scaling)")
+    ap.add_argument("--scaling", action="store_true", help="also time BidirMoE and gensim CBOW with 1 worker (thread scaling)")
     ap.add_argument("--no-eval", action="store_true", help="speed only")
     ap.add_argument("--baseline", default=None, metavar="PYTHONPATH",
                     help="also time our CBOW and BidirMoE from the bidirmoe on this path (another checkout's python/)")
@@ -99,6 +103,9 @@ def main() -> None:
                             lambda kw, h=heads, b=b: BidirMoE(corpus_file=train_path, heads=h, batch_targets=b,
                                                               **kw).train()))
     if args.scaling:
+        if not args.no_gensim:
+            configs.append(("gensim CBOW 1 worker",
+                            lambda kw: GensimWord2Vec(corpus_file=train_path, **dict(kw, workers=1))))
         for heads in (1, 4):
             configs.append((f"BidirMoE heads={heads} b={batches[-1]} 1 worker",
                             lambda kw, h=heads: BidirMoE(corpus_file=train_path, heads=h, batch_targets=batches[-1],
@@ -150,9 +157,13 @@ def main() -> None:
               f"{spread([q['log_likelihood'] for q in qs], lambda x: f'{x:.3f}')} | "
               f"{spread([100 * q['analogy'] for q in qs], lambda x: f'{x:.1f}')} % |")
     if args.scaling:
-        for heads in (1, 4):
-            two, one = med[f"BidirMoE heads={heads} b={batches[-1]}"], med[f"BidirMoE heads={heads} b={batches[-1]} 1 worker"]
-            print(f"| BidirMoE heads={heads} b={batches[-1]}: 2 workers / 1 worker | {two / one:.2f}x | | | | | | |")
+        pairs = [(f"BidirMoE heads={heads} b={batches[-1]}", f"BidirMoE heads={heads} b={batches[-1]} 1 worker")
+                 for heads in (1, 4)]
+        if gensim_wps:
+            pairs.append(("gensim CBOW", "gensim CBOW 1 worker"))
+        print(f"\nthread scaling ({args.workers} workers / 1 worker, vocabulary + training, medians of the same run):")
+        for two, one in pairs:
+            print(f"  {two:28s} {med[two] / med[one]:.2f}x")
     for name, rs in runs.items():
         model = rs[-1][2]
         if name.startswith("BidirMoE") and "1 worker" not in name and model is not None:

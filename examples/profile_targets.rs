@@ -13,7 +13,7 @@
 //! the difference of the two counts, divided by the targets, is the
 //! per-target cost of training alone (see README, "Cost per target").
 
-use bidirmoe::corpus::{for_each_sentence, token_str, FileSplit};
+use bidirmoe::corpus::FileSplit;
 use bidirmoe::hogwild::Hogwild;
 use bidirmoe::idcache::IdCache;
 use bidirmoe::models::cbow::Cbow;
@@ -23,11 +23,14 @@ use bidirmoe::models::Model;
 use bidirmoe::objective::{OutputLayer, OutputSpec};
 use bidirmoe::sampling::Rng;
 use bidirmoe::simd::{force_level, level_name, Level, SigmoidTable};
-use bidirmoe::trainer::{run_epoch, Progress, Source, TrainConfig};
-use bidirmoe::vocab::{Vocab, VocabCounter, VocabSettings};
+use bidirmoe::trainer::{run_epoch, Progress, Source};
+use bidirmoe::vocab::Vocab;
+use common::{corpus_vocab, epoch_config};
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+mod common;
 
 const D: usize = 100;
 const WINDOW: usize = 5;
@@ -39,19 +42,7 @@ fn train<M: Model>(m: &M, voc: &Vocab, path: &Path, epochs: u64) -> (u64, f64) {
     let t = Instant::now();
     for epoch in 0..epochs {
         let split = FileSplit::new(path, 1).expect("corpus");
-        let cfg = TrainConfig {
-            workers: 1,
-            alpha: 0.025,
-            min_alpha: 1e-4,
-            total_words: voc.total_words * epochs,
-            words_before: voc.total_words * epoch,
-            seed: 1,
-            epoch,
-            want_loss: false,
-            tick: Duration::from_secs(1),
-            max_words: 0,
-            resume: Vec::new(),
-        };
+        let cfg = epoch_config(voc, 1, epochs, epoch);
         run_epoch(m, voc, Source::Cached(&split, &cache), &cfg, &progress, |_| true).expect("epoch");
     }
     (progress.examples.load(Ordering::Relaxed), t.elapsed().as_secs_f64())
@@ -81,20 +72,11 @@ fn main() {
     let path = Path::new(&args[1]);
     let (model, batch): (&str, usize) = (&args[2], args[3].parse().expect("BATCH"));
     let epochs: u64 = args[4].parse().expect("EPOCHS");
-    let mut counter = VocabCounter::new(None);
-    for_each_sentence(path, |toks| {
-        for t in toks {
-            counter.add_token(&token_str(t));
-        }
-        counter.end_sentence();
-    })
-    .expect("corpus");
     let (model, hs) = match model.strip_suffix("hs") {
         Some(m) => (m, true),
         None => (model, false),
     };
-    let settings = VocabSettings { min_count: 5, max_final_vocab: None, sample: 1e-3, ns_exponent: 0.75, hs };
-    let voc = Vocab::from_counter(&counter, &settings);
+    let voc = corpus_vocab(path, 0.75, hs);
     let v = voc.len();
     let mut rng = Rng::new(1);
     let mut syn0: Vec<f32> = (0..v * D).map(|_| (rng.unit_f32() - 0.5) / D as f32).collect();
