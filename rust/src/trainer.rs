@@ -214,13 +214,6 @@ impl SyncGate {
         self.cv.notify_all();
     }
 
-    /// Wait up to `wait` for every worker to leave (the end of the epoch):
-    /// the calling thread learns of it at once, not at its next nap.
-    fn wait_all_left(&self, wait: Duration) {
-        let st = self.lock();
-        drop(self.cv.wait_timeout_while(st, wait, |s| s.active > 0).unwrap_or_else(|p| p.into_inner()));
-    }
-
     /// Wait up to `wait` for every working worker to park; true when they have
     /// (and at least one is parked).
     fn all_parked(&self, wait: Duration) -> bool {
@@ -518,18 +511,10 @@ pub fn run_epoch_synced<M: Model>(
         let gate = &progress.gate;
         let nap = cfg.tick.min(Duration::from_millis(20)).max(Duration::from_millis(1));
         let poll = Duration::from_millis(2).min(nap);
-        let started = std::time::Instant::now();
-        let mut last_tick = started;
+        let mut last_tick = std::time::Instant::now();
         while running.load(Ordering::Acquire) > 0 {
             if gate.every == 0 {
-                // The first nap is whole: an epoch shorter than a nap still
-                // ticks (reports progress) once before it ends. Later naps end
-                // when the last worker leaves, not up to a nap after it.
-                if last_tick == started {
-                    std::thread::sleep(nap);
-                } else {
-                    gate.wait_all_left(nap);
-                }
+                std::thread::sleep(nap);
             } else if !gate.all_parked(poll) {
                 if !gate.due.load(Ordering::Relaxed) && on_poll() {
                     gate.request();
