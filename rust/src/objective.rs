@@ -77,6 +77,15 @@ impl OutputScratch {
     }
 }
 
+/// `rows` set to an exact step's output rows: `target`, then the negatives
+/// `outs` that differ from it (word2vec and gensim skip those).
+fn exact_order<'r>(rows: &'r mut Vec<u32>, target: u32, outs: &[u32]) -> &'r [u32] {
+    rows.clear();
+    rows.push(target);
+    rows.extend(outs.iter().copied().filter(|&w| w != target));
+    rows
+}
+
 impl<'a> OutputLayer<'a> {
     pub fn dim(&self) -> usize {
         if self.beta.cols() > 0 {
@@ -132,11 +141,9 @@ impl<'a> OutputLayer<'a> {
         let rows = std::iter::once(target).chain(s.outs.iter().copied().filter(|&w| w != target));
         if n > 1 {
             // One kernel for the whole window where there is one (registers).
-            s.rows.clear();
-            s.rows.extend(rows.clone());
             let d = self.dim();
-            let coef = |j: usize, f: f32| sig.coefficient(if j == 0 { 1.0 } else { 0.0 }, f, lr, want_loss, &mut loss);
-            if self.beta.window_target(&h[..n * d], &mut grad[..n * d], &s.rows, coef) {
+            let order = exact_order(&mut s.rows, target, &s.outs);
+            if self.beta.window_target(&h[..n * d], &mut grad[..n * d], order, self.coefficients(lr, want_loss, &mut loss)) {
                 return loss;
             }
         }
@@ -193,10 +200,7 @@ impl<'a> OutputLayer<'a> {
     /// register-resident kernel (with `coefficients`).
     pub fn exact_rows<'s>(&self, target: u32, s: &'s mut OutputScratch, rng: &mut Rng) -> &'s [u32] {
         self.take_negatives(s, rng);
-        s.rows.clear();
-        s.rows.push(target);
-        s.rows.extend(s.outs.iter().copied().filter(|&w| w != target));
-        &s.rows
+        exact_order(&mut s.rows, target, &s.outs)
     }
 
     /// g = coef(j, score) for row j of `exact_rows` (row 0 the target), the
