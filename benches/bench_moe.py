@@ -25,6 +25,10 @@ update is judged against). ``--baseline PYTHONPATH`` also times our CBOW and
 BidirMoE (at the last ``--batch-targets`` value) from the bidirmoe found on
 that path, each in a subprocess that reports its own training time,
 interleaved with the other runs: a before/after in one run (speed only).
+``--simd avx2+fma`` emulates a CPU without AVX-512 on one that has it: our
+AVX2 kernels, and gensim's BLAS (scipy's OpenBLAS) at its Haswell kernels
+(``OPENBLAS_CORETYPE=Haswell``, set before gensim loads it); ``--simd
+scalar`` runs our portable loops against gensim as it is.
 """
 
 from __future__ import annotations
@@ -46,8 +50,11 @@ from _data import DEFAULT_CORPUS, heldout_split  # noqa: E402
 
 BASELINE_CHILD = r"""
 import json, sys, time
-from bidirmoe import BidirMoE, Word2Vec
+from bidirmoe import BidirMoE, Word2Vec, _core
 path, kw = sys.argv[1], json.loads(sys.argv[2])
+simd = kw.pop("simd", None)
+if simd and not _core.force_simd(simd):
+    sys.exit(f"this CPU lacks the {simd} kernels")
 t = time.perf_counter()
 m = Word2Vec(corpus_file=path, **kw) if "heads" not in kw else BidirMoE(corpus_file=path, **kw).train()
 print(json.dumps({"seconds": time.perf_counter() - t, "words": m.corpus_total_words}))
@@ -80,9 +87,15 @@ def main() -> None:
     ap.add_argument("--no-eval", action="store_true", help="speed only")
     ap.add_argument("--baseline", default=None, metavar="PYTHONPATH",
                     help="also time our CBOW and BidirMoE from the bidirmoe on this path (another checkout's python/)")
+    ap.add_argument("--simd", default=None, choices=["avx2+fma", "scalar"],
+                    help="our kernels at this level instead of the CPU's best (avx2+fma: gensim's BLAS at Haswell's too)")
     args = ap.parse_args()
 
-    from bidirmoe import BidirMoE, Word2Vec, datasets
+    if args.simd == "avx2+fma":
+        os.environ["OPENBLAS_CORETYPE"] = "Haswell"  # read when scipy's OpenBLAS loads (imports below)
+    from bidirmoe import BidirMoE, Word2Vec, _core, datasets
+    if args.simd and not _core.force_simd(args.simd):
+        sys.exit(f"this CPU lacks the {args.simd} kernels")
     from bidirmoe.moe import format_offset_profile
     batches = [int(b) for b in (args.batch_targets or "1,16").split(",")]
     tmp = tempfile.mkdtemp(prefix="bench_moe_")
@@ -90,7 +103,7 @@ def main() -> None:
     common = dict(vector_size=100, window=5, negative=5, sample=1e-3, min_count=5, epochs=args.epochs,
                   workers=args.workers)
     print(f"train: {cut:,} words, held out: {n_words - cut:,} words; settings: {common}; "
-          f"seeds 1..{args.repeats}\n")
+          f"seeds 1..{args.repeats}" + (f"; our kernels forced to {args.simd}" if args.simd else "") + "\n")
 
     configs = []  # (name, constructor)
     if not args.no_gensim:
@@ -113,10 +126,11 @@ def main() -> None:
 
     if args.baseline:
         b = batches[-1]
-        configs.append(("baseline bidirmoe CBOW", lambda kw: Timed(args.baseline, train_path, kw)))
+        simd = {"simd": args.simd} if args.simd else {}
+        configs.append(("baseline bidirmoe CBOW", lambda kw: Timed(args.baseline, train_path, dict(kw, **simd))))
         for heads in (1, 4):
             configs.append((f"baseline BidirMoE heads={heads} b={b}",
-                            lambda kw, h=heads: Timed(args.baseline, train_path, dict(kw, heads=h, batch_targets=b))))
+                            lambda kw, h=heads: Timed(args.baseline, train_path, dict(kw, heads=h, batch_targets=b, **simd))))
 
     runs = {name: [] for name, _ in configs}  # name -> [(wps, model)]
     print("speed (vocabulary + training):")

@@ -15,6 +15,7 @@ Linux carries across exec), once after the import and once after training.
     python benches/bench_word2vec.py --batch-targets 1,16 --scaling
     python benches/bench_word2vec.py --models cbow --batch-targets 1,16,16:10,16:15
     python benches/bench_word2vec.py --batch-targets 1 --baseline /path/to/other/checkout/python   # before/after
+    python benches/bench_word2vec.py --batch-targets 1 --simd avx2+fma   # our AVX2 kernels on an AVX-512 CPU
 
 A ``--batch-targets`` entry ``B:K`` runs bidirmoe with ``batch_targets=B`` and
 ``negative=K`` (more shared negatives per mini-batch; gensim keeps the
@@ -32,6 +33,12 @@ vocabulary scan, one thread in both libraries, left out). A peer that
 scales no better on the same machine does not by itself clear our code:
 ``examples/thread_scaling`` separates what the cores give from what the
 workers lose by writing the same rows.
+
+``--simd avx2+fma`` emulates a CPU without AVX-512 on one that has it:
+bidirmoe takes its AVX2 kernels (``bidirmoe._core.force_simd``) and
+gensim's BLAS (scipy's OpenBLAS, which gensim's inner loops call) its
+Haswell kernels (``OPENBLAS_CORETYPE=Haswell``). ``--simd scalar`` runs
+bidirmoe's portable loops against gensim as it is.
 
 Needs gensim (``pip install .[bench]``).
 """
@@ -58,8 +65,11 @@ import json, sys, time
 lib, sg, path, params = sys.argv[1], int(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4])
 sys.path.insert(0, sys.argv[6])
 from _data import peak_rss_bytes
+simd = params.pop("simd", None)
 if lib == "bidirmoe":
-    from bidirmoe import Word2Vec
+    from bidirmoe import Word2Vec, _core
+    if simd and not _core.force_simd(simd):
+        sys.exit(f"this CPU lacks the {simd} kernels")
 else:
     from gensim.models import Word2Vec
 rss_import = peak_rss_bytes()
@@ -83,8 +93,8 @@ print(json.dumps(dict(seconds=dt, words=words, wps=words / dt, train_wps=words /
 """
 
 
-def run(lib: str, sg: int, path: str, params: dict, pythonpath: str | None = None) -> dict:
-    env = None if pythonpath is None else {**os.environ, "PYTHONPATH": pythonpath}
+def run(lib: str, sg: int, path: str, params: dict, pythonpath: str | None = None, blas_core: str | None = None) -> dict:
+    env = {**os.environ, **({"PYTHONPATH": pythonpath} if pythonpath else {}), **({"OPENBLAS_CORETYPE": blas_core} if blas_core else {})}
     out = subprocess.run([sys.executable, "-c", CHILD, lib, str(sg), path, json.dumps(params), ANALOGIES, HERE],
                          check=True, capture_output=True, text=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -149,12 +159,17 @@ def main() -> None:
     ap.add_argument("--baseline", default=None, metavar="PYTHONPATH",
                     help="also time the bidirmoe found on this PYTHONPATH (e.g. another checkout's python/), "
                          "interleaved, at the last --batch-targets entry: before/after in one run")
+    ap.add_argument("--simd", default=None, choices=["avx2+fma", "scalar"],
+                    help="bidirmoe's kernels at this level instead of the CPU's best (avx2+fma: gensim's BLAS at Haswell's too)")
     args = ap.parse_args()
+    blas_core = "Haswell" if args.simd == "avx2+fma" else None
     params = dict(vector_size=100, window=5, negative=5, sample=1e-3, min_count=5, epochs=args.epochs, workers=args.workers)
     tmp = tempfile.mkdtemp(prefix="bench_w2v_")
     lines = os.path.join(tmp, "corpus_1000.txt")
     n = write_lines(args.corpus, lines, 1000)
-    print(f"corpus: {args.corpus} -> {n:,} words in 1000-word lines; settings: {params}")
+    print(f"corpus: {args.corpus} -> {n:,} words in 1000-word lines; settings: {params}"
+          + (f"; bidirmoe's kernels forced to {args.simd}" if args.simd else "")
+          + (f", gensim's BLAS to {blas_core}" if blas_core else ""))
     from bidirmoe.word2vec import BATCH_TARGETS
     results, last = {}, {}
     for model in args.models.split(","):
@@ -162,6 +177,8 @@ def main() -> None:
         entries = args.batch_targets.split(",") if args.batch_targets else [str(b) for b in sorted({1, BATCH_TARGETS})]
         batches = [parse_entry(e) for e in entries]
         last[model] = entries[-1]
+        if args.simd:
+            batches = [{**b, "simd": args.simd} for b in batches]
         configs = [("gensim", "gensim", {})] + [(f"bidirmoe b={e}", "bidirmoe", b) for e, b in zip(entries, batches)]
         if args.baseline:
             configs += [(f"baseline bidirmoe b={entries[-1]}", "bidirmoe", {**batches[-1], "pythonpath": args.baseline})]
@@ -173,7 +190,7 @@ def main() -> None:
             for name, lib, extra in configs:
                 extra = dict(extra)
                 pythonpath = extra.pop("pythonpath", None)
-                rows[name].append(run(lib, sg, lines, {**params, "seed": r + 1, **extra}, pythonpath))
+                rows[name].append(run(lib, sg, lines, {**params, "seed": r + 1, **extra}, pythonpath, blas_core))
         results[model] = rows
     print()
     print("| model | library | words/s | ratio vs gensim | analogy acc (30k), mean ± sd over seeds | per seed | "

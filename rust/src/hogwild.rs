@@ -20,7 +20,7 @@
 //! update of row `i` is multiplied by `factor[i % factor.len()]`, so 0
 //! freezes a row and 1 trains it normally.
 
-use crate::simd::{add_rows, axpy, dot, dot_axpy2, exchange_rows, masked_column, register_kernel, score_pair, update_pair, CbowRows, ColumnAt, ColumnBuffers, MaskRows, MoeRows};
+use crate::simd::{add_rows, axpy, dot, dot_axpy2, exchange_rows, masked_column, moe_register_kernel, register_level, score_pair, update_pair, CbowRows, ColumnAt, ColumnBuffers, MaskRows, MoeRows};
 use std::marker::PhantomData;
 
 /// A row-major `rows x cols` f32 matrix shared by all worker threads.
@@ -430,17 +430,18 @@ impl<'a> Hogwild<'a> {
     /// `outs` of `out` in order with g = gfn(j, score), each output row and
     /// then each context row updated as `score_exchange` and `add_to_row`
     /// do, with the update factors of both matrices. Returns false, doing
-    /// nothing, where no such kernel exists (`simd::register_kernel`): the
+    /// nothing, where no such kernel exists (`simd::register_level`): the
     /// caller then takes the separate kernels.
     pub fn cbow_target(&self, ctx: &[u32], skip: usize, out: &Hogwild<'_>, outs: &[u32], mean: bool, gfn: impl FnMut(usize, f32) -> f32) -> bool {
         let d = self.cols;
-        if !register_kernel(d) || out.cols != d {
+        let Some(lv) = register_level(d) else { return false };
+        if out.cols != d {
             return false;
         }
         assert!(skip < ctx.len() && ctx.len() > 1, "a CBOW context needs a word besides the target");
         assert!(ctx.iter().all(|&w| (w as usize) < self.rows) && outs.iter().all(|&w| (w as usize) < out.rows), "row out of range");
-        // SAFETY: the kernel exists for d (checked, which includes the CPU's
-        // AVX-512F); every id indexes a row inside its matrix (checked), so
+        // SAFETY: lv is `register_level(d)`, a level the CPU has with a
+        // kernel for d; every id indexes a row inside its matrix (checked), so
         // each row pointer starts d floats inside the buffer borrowed for 'a;
         // the context has a word besides the target (checked). The kernel
         // holds no reference into either matrix: it reads each row from memory
@@ -448,7 +449,7 @@ impl<'a> Hogwild<'a> {
         // threads' updates (Hogwild) and `out` aliasing this matrix are as
         // harmless as with `score_exchange` / `add_to_row`.
         let rows = CbowRows { input: self.ptr, ctx, skip, output: out.ptr, outs, mean };
-        unsafe { crate::simd::cbow_target(d, &rows, |w| self.factor(w as usize), |w| out.factor(w as usize), gfn) };
+        unsafe { crate::simd::cbow_target(lv, d, &rows, |w| self.factor(w as usize), |w| out.factor(w as usize), gfn) };
         true
     }
 
@@ -516,11 +517,11 @@ impl<'a> Hogwild<'a> {
     }
 
     /// Whether `moe_target` serves this matrix with `heads` heads: a
-    /// register-resident kernel for its row size (`simd::register_kernel`),
+    /// register-resident kernel for its row size (`simd::moe_register_kernel`),
     /// 1 to 16 heads dividing it, and no update factors (a frozen row takes
     /// `dot_add_blocks`' separate path).
     pub fn has_moe_kernel(&self, heads: usize) -> bool {
-        register_kernel(self.cols) && self.factor.is_empty() && (1..=16).contains(&heads) && self.cols.is_multiple_of(heads)
+        moe_register_kernel(self.cols) && self.factor.is_empty() && (1..=16).contains(&heads) && self.cols.is_multiple_of(heads)
     }
 
     /// The output layer's update for the n = h.len() / cols hidden rows of
@@ -532,19 +533,20 @@ impl<'a> Hogwild<'a> {
     /// kernels, which score a repeated row twice before updating it).
     pub fn window_target(&self, h: &[f32], grad: &mut [f32], outs: &[u32], gfn: impl FnMut(usize, f32) -> f32) -> bool {
         let d = self.cols;
-        if !register_kernel(d) || outs.iter().enumerate().any(|(j, w)| outs[..j].contains(w)) {
+        let Some(lv) = register_level(d) else { return false };
+        if outs.iter().enumerate().any(|(j, w)| outs[..j].contains(w)) {
             return false;
         }
         let n = h.len() / d;
         assert!(h.len() == n * d && grad.len() == n * d, "hidden rows and gradient are n x d");
         assert!(!self.overlaps(h) && !self.overlaps(grad), "update source lies inside the matrix it updates");
         assert!(outs.iter().all(|&w| (w as usize) < self.rows), "row out of range");
-        // SAFETY: the kernel exists for d (checked, with the CPU's AVX-512F);
-        // `h` and `grad` hold n x d floats (checked) outside this matrix
+        // SAFETY: lv is `register_level(d)`, a level the CPU has with a
+        // kernel for d; `h` and `grad` hold n x d floats (checked) outside this matrix
         // (checked), `grad` borrowed mutably; every id in `outs` is a row of
         // this matrix (checked) and none repeats (checked); rows are read
         // from memory and written back once each, as `add_rows` does.
-        unsafe { crate::simd::window_target(d, h.as_ptr(), grad.as_mut_ptr(), n, self.ptr, outs, |w| self.factor(w as usize), gfn) };
+        unsafe { crate::simd::window_target(lv, d, h.as_ptr(), grad.as_mut_ptr(), n, self.ptr, outs, |w| self.factor(w as usize), gfn) };
         true
     }
 

@@ -14,7 +14,7 @@
 
 use crate::hogwild::Hogwild;
 use crate::sampling::Rng;
-use crate::simd::{dot, prefetch, register_kernel, score_rows, SigmoidTable, MAX_EXP};
+use crate::simd::{dot, prefetch, register_level, score_rows, SigmoidTable, MAX_EXP};
 use crate::vocab::Vocab;
 use std::ops::Range;
 
@@ -176,9 +176,9 @@ impl<'a> OutputLayer<'a> {
     }
 
     /// Whether `cbow_target` can serve `input`: negative sampling alone and a
-    /// register-resident kernel for the vector size (`simd::register_kernel`).
+    /// register-resident kernel for the vector size (`simd::register_level`).
     pub fn has_cbow_kernel(&self, input: &Hogwild<'_>) -> bool {
-        self.batchable() && self.beta.cols() == input.cols() && register_kernel(input.cols())
+        self.batchable() && self.beta.cols() == input.cols() && register_level(input.cols()).is_some()
     }
 
     /// CBOW's exact per-target step (what `step` does for one hidden row,

@@ -1327,7 +1327,7 @@ mod lanes_x86 {
 
     #[target_feature(enable = "avx2,fma")]
     #[inline]
-    unsafe fn hsum8(a: __m256) -> f32 {
+    pub(super) unsafe fn hsum8(a: __m256) -> f32 {
         let hi = _mm256_extractf128_ps(a, 1);
         let q = _mm_add_ps(hi, _mm256_castps256_ps128(a));
         let q = _mm_add_ps(q, _mm_movehl_ps(q, q));
@@ -1568,10 +1568,22 @@ pub fn dot_axpy2(g: &[f32], x: &[f32], f1: f32, c: &[f32], y1: &mut [f32], y2: &
 // separate kernels (same accumulators in `dot`, same reduction, `axpy` by
 // FMA), so the trained vectors are bit for bit the same.
 
-/// The vector sizes that have a register-resident kernel (AVX-512 only;
-/// other sizes and levels take the separate kernels).
-pub fn register_kernel(d: usize) -> bool {
-    level() == Level::Avx512 && matches!(d, 32 | 50 | 64 | 100 | 128 | 200 | 256 | 300)
+/// The level whose register-resident kernels serve rows of d floats: the
+/// active level where it has them for d (AVX-512: `cbow_target`,
+/// `window_target` and `moe_target`; AVX2: `cbow_target` and
+/// `window_target`), None (the separate kernels) otherwise.
+pub fn register_level(d: usize) -> Option<Level> {
+    match level() {
+        Level::Avx512 if matches!(d, 32 | 50 | 64 | 100 | 128 | 200 | 256 | 300) => Some(Level::Avx512),
+        Level::Avx2Fma if matches!(d, 32 | 64 | 100 | 128 | 200 | 256 | 300) => Some(Level::Avx2Fma),
+        _ => None,
+    }
+}
+
+/// Whether `moe_target` serves rows of d floats (an AVX-512 kernel alone:
+/// `register_level(d)` is AVX-512).
+pub fn moe_register_kernel(d: usize) -> bool {
+    register_level(d) == Some(Level::Avx512)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -1838,8 +1850,201 @@ mod rows512 {
     }
 }
 
-/// Calls `$f::<N, T>($args)` for the vector sizes of `register_kernel`.
+/// CBOW's per-target kernel for AVX2. Its 16 registers do not hold the
+/// hidden vector, its gradient and an output row at once (13 registers
+/// each at d = 100), so this keeps the hidden vector h alone in registers
+/// and streams each output row and the gradient through L1: an output row
+/// is loaded for its dot with h, then again for its update, the gradient
+/// loaded and stored once per row. The separate kernels (`dot`,
+/// `update_pair`, `axpy`) load h for every pass instead. The arithmetic is
+/// theirs, element by element in the same order: FMA over whole vectors of
+/// 8, `dot_avx2`'s two accumulators and reduction, and the row's last T = 4
+/// floats as their scalar loops compute them (a multiply, then an add).
+#[cfg(target_arch = "x86_64")]
+mod rows256 {
+    use std::arch::x86_64::*;
+
+    /// The last T floats of a row (T = 0 or 4), zeros above.
+    #[inline(always)]
+    unsafe fn tail<const T: usize>(p: *const f32) -> __m128 {
+        if T == 4 {
+            _mm_loadu_ps(p)
+        } else {
+            _mm_setzero_ps()
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn put_tail<const T: usize>(p: *mut f32, v: __m128) {
+        if T == 4 {
+            _mm_storeu_ps(p, v)
+        }
+    }
+
+    /// y + a·x on the tail, as the scalar loops: a multiply, then an add.
+    #[inline(always)]
+    unsafe fn tail_axpy(a: f32, x: __m128, y: __m128) -> __m128 {
+        _mm_add_ps(y, _mm_mul_ps(_mm_set1_ps(a), x))
+    }
+
+    /// The row at `p` dotted with the row in registers (`v`, tail `vt`), summed
+    /// as `dot_avx2` does: vectors alternately into two accumulators, one
+    /// reduction, then the tail's products added in order.
+    #[inline(always)]
+    unsafe fn dot<const N: usize, const T: usize>(p: *const f32, v: &[__m256; N], vt: __m128) -> f32 {
+        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        for (b, vb) in v.iter().enumerate() {
+            if b % 2 == 0 {
+                acc0 = _mm256_fmadd_ps(*vb, _mm256_loadu_ps(p.add(8 * b)), acc0);
+            } else {
+                acc1 = _mm256_fmadd_ps(*vb, _mm256_loadu_ps(p.add(8 * b)), acc1);
+            }
+        }
+        let mut f = super::lanes_x86::hsum8(_mm256_add_ps(acc0, acc1));
+        if T == 4 {
+            let mut prod = [0f32; 4];
+            _mm_storeu_ps(prod.as_mut_ptr(), _mm_mul_ps(vt, tail::<T>(p.add(8 * N))));
+            for x in prod {
+                f += x;
+            }
+        }
+        f
+    }
+
+    /// See `super::cbow_target`; rows of D = 8N + T floats, T = 0 or 4.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn cbow_target<const N: usize, const T: usize>(
+        r: &super::CbowRows<'_>,
+        in_factor: impl Fn(u32) -> f32,
+        out_factor: impl Fn(u32) -> f32,
+        mut gfn: impl FnMut(usize, f32) -> f32,
+    ) {
+        let super::CbowRows { input, ctx, skip, output, outs, mean } = *r;
+        let d = 8 * N + T;
+        // h: the context rows summed in order (`axpy` by 1.0 from zero)
+        let one = _mm256_set1_ps(1.0);
+        let mut h = [_mm256_setzero_ps(); N];
+        let mut ht = _mm_setzero_ps();
+        let mut count = 0usize;
+        for (k, &w) in ctx.iter().enumerate() {
+            if k != skip {
+                let p = input.add(w as usize * d);
+                for (b, hb) in h.iter_mut().enumerate() {
+                    *hb = _mm256_fmadd_ps(one, _mm256_loadu_ps(p.add(8 * b)), *hb);
+                }
+                ht = tail_axpy(1.0, tail::<T>(p.add(8 * N)), ht);
+                count += 1;
+            }
+        }
+        let inv = 1.0 / count as f32;
+        if mean {
+            let vi = _mm256_set1_ps(inv);
+            for hb in h.iter_mut() {
+                *hb = _mm256_mul_ps(vi, *hb);
+            }
+            ht = _mm_mul_ps(ht, _mm_set1_ps(inv));
+        }
+        // the output rows, in order: g = gfn(j, h·row); grad += g·row; row += g·c·h
+        let mut grad = [_mm256_setzero_ps(); N];
+        let mut gt = _mm_setzero_ps();
+        for (j, &o) in outs.iter().enumerate() {
+            let p = output.add(o as usize * d);
+            let g = gfn(j, dot::<N, T>(p, &h, ht));
+            if g == 0.0 {
+                continue;
+            }
+            let c = out_factor(o);
+            let (vg, vgc) = (_mm256_set1_ps(g), _mm256_set1_ps(g * c));
+            for (b, (gb, hb)) in grad.iter_mut().zip(&h).enumerate() {
+                let x = _mm256_loadu_ps(p.add(8 * b));
+                *gb = _mm256_fmadd_ps(vg, x, *gb);
+                if c != 0.0 {
+                    _mm256_storeu_ps(p.add(8 * b), _mm256_fmadd_ps(vgc, *hb, x));
+                }
+            }
+            let x = tail::<T>(p.add(8 * N));
+            gt = tail_axpy(g, x, gt);
+            if c != 0.0 {
+                put_tail::<T>(p.add(8 * N), tail_axpy(g * c, ht, x));
+            }
+        }
+        if !mean {
+            let vi = _mm256_set1_ps(inv);
+            for gb in grad.iter_mut() {
+                *gb = _mm256_mul_ps(vi, *gb);
+            }
+            gt = _mm_mul_ps(gt, _mm_set1_ps(inv));
+        }
+        // every context row += in_factor(w)·grad, in order
+        for (k, &w) in ctx.iter().enumerate() {
+            let a = in_factor(w);
+            if k != skip && a != 0.0 {
+                let p = input.add(w as usize * d);
+                let va = _mm256_set1_ps(a);
+                for (b, gb) in grad.iter().enumerate() {
+                    _mm256_storeu_ps(p.add(8 * b), _mm256_fmadd_ps(va, *gb, _mm256_loadu_ps(p.add(8 * b))));
+                }
+                put_tail::<T>(p.add(8 * N), tail_axpy(a, gt, tail::<T>(p.add(8 * N))));
+            }
+        }
+    }
+
+    /// See `super::window_target`; rows of D = 8N + T floats, T = 0 or 4.
+    /// The output row's old value stays in registers for the window's dots
+    /// and gradients; its update goes to memory after each hidden row (the
+    /// same FMAs, in the same order, as `add_rows` after `score_rows`).
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn window_target<const N: usize, const T: usize>(h: *const f32, grad: *mut f32, n: usize, output: *mut f32, outs: &[u32], out_factor: impl Fn(u32) -> f32, mut gfn: impl FnMut(usize, f32) -> f32) {
+        let d = 8 * N + T;
+        for (j, &o) in outs.iter().enumerate() {
+            let p = output.add(o as usize * d);
+            let mut old = [_mm256_setzero_ps(); N];
+            for (b, ob) in old.iter_mut().enumerate() {
+                *ob = _mm256_loadu_ps(p.add(8 * b));
+            }
+            let ot = tail::<T>(p.add(8 * N));
+            let c = out_factor(o);
+            for i in 0..n {
+                let hi = h.add(i * d);
+                let g = gfn(j, dot::<N, T>(hi, &old, ot));
+                if g == 0.0 {
+                    continue;
+                }
+                let pg = grad.add(i * d);
+                let vg = _mm256_set1_ps(g);
+                for (b, ob) in old.iter().enumerate() {
+                    _mm256_storeu_ps(pg.add(8 * b), _mm256_fmadd_ps(vg, *ob, _mm256_loadu_ps(pg.add(8 * b))));
+                }
+                put_tail::<T>(pg.add(8 * N), tail_axpy(g, ot, tail::<T>(pg.add(8 * N))));
+                if c != 0.0 {
+                    let vgc = _mm256_set1_ps(g * c);
+                    for b in 0..N {
+                        _mm256_storeu_ps(p.add(8 * b), _mm256_fmadd_ps(vgc, _mm256_loadu_ps(hi.add(8 * b)), _mm256_loadu_ps(p.add(8 * b))));
+                    }
+                    put_tail::<T>(p.add(8 * N), tail_axpy(g * c, tail::<T>(hi.add(8 * N)), tail::<T>(p.add(8 * N))));
+                }
+            }
+        }
+    }
+}
+
+/// Calls `$f::<N, T>($args)` for the vector sizes of `register_level`:
+/// `rows512` (N AVX-512 vectors, the last holding T floats) or, after
+/// `avx2`, `rows256` (N AVX2 vectors, then T = 0 or 4 floats).
 macro_rules! by_size {
+    (avx2, $d:expr, $f:ident, $($arg:expr),*) => {
+        match $d {
+            32 => rows256::$f::<4, 0>($($arg),*),
+            64 => rows256::$f::<8, 0>($($arg),*),
+            100 => rows256::$f::<12, 4>($($arg),*),
+            128 => rows256::$f::<16, 0>($($arg),*),
+            200 => rows256::$f::<25, 0>($($arg),*),
+            256 => rows256::$f::<32, 0>($($arg),*),
+            300 => rows256::$f::<37, 4>($($arg),*),
+            _ => unreachable!("no AVX2 register kernel for this size"),
+        }
+    };
     ($d:expr, $f:ident, $($arg:expr),*) => {
         match $d {
             32 => rows512::$f::<2, 16>($($arg),*),
@@ -1866,18 +2071,22 @@ macro_rules! by_size {
 /// `score_pair` and `axpy` called one after the other.
 ///
 /// # Safety
-/// `register_kernel(d)` holds (so the CPU has AVX-512F); `ctx` has an entry
-/// besides `skip`; for every id w in `ctx`, `input + w·d` starts d floats
+/// `lv` is `register_level(d)` (a level the CPU has, with a kernel for
+/// d); `ctx` has an entry besides `skip`; for every id w in `ctx`, `input + w·d` starts d floats
 /// inside one live allocation, and the same for `output` and `outs`. The
 /// rows may be updated by other threads meanwhile (Hogwild), and `input`
 /// and `output` may be the same matrix: every row is read from memory when
 /// its step needs it and written back before the next step reads.
 #[inline]
-pub unsafe fn cbow_target(d: usize, rows: &CbowRows<'_>, in_factor: impl Fn(u32) -> f32, out_factor: impl Fn(u32) -> f32, gfn: impl FnMut(usize, f32) -> f32) {
+pub unsafe fn cbow_target(lv: Level, d: usize, rows: &CbowRows<'_>, in_factor: impl Fn(u32) -> f32, out_factor: impl Fn(u32) -> f32, gfn: impl FnMut(usize, f32) -> f32) {
     #[cfg(target_arch = "x86_64")]
-    by_size!(d, cbow_target, rows, in_factor, out_factor, gfn);
+    if lv == Level::Avx2Fma {
+        by_size!(avx2, d, cbow_target, rows, in_factor, out_factor, gfn);
+    } else {
+        by_size!(d, cbow_target, rows, in_factor, out_factor, gfn);
+    }
     #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("no register kernel on this architecture {:?}", (d, rows.skip));
+    unreachable!("no register kernel on this architecture {:?}", (lv, d, rows.skip));
 }
 
 /// The rows of one CBOW target for `cbow_target`: the context `ctx` (all
@@ -1907,7 +2116,7 @@ pub struct CbowRows<'a> {
 /// `dot_axpy2` called one after the other.
 ///
 /// # Safety
-/// `register_kernel(d)` holds; 1 <= H <= 16 divides d; `theta` holds H x n
+/// `moe_register_kernel(d)` holds (so the CPU has AVX-512F); 1 <= H <= 16 divides d; `theta` holds H x n
 /// floats (n experts, the mask expert included), `dots` n·H, `x` n·d and
 /// `z` d, all outside every matrix; every row pointer formed (alpha and
 /// dvalues rows of each expert, values rows, the mask expert's four rows,
@@ -1965,16 +2174,20 @@ pub struct MaskRows {
 /// before the target, which no other j changes).
 ///
 /// # Safety
-/// `register_kernel(d)` holds; `h` and `grad` point to n·d floats each,
+/// `lv` is `register_level(d)`; `h` and `grad` point to n·d floats each,
 /// outside the output matrix; every `output + o·d` starts d floats inside one
 /// live allocation; no id is repeated in `outs`.
 #[inline]
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn window_target(d: usize, h: *const f32, grad: *mut f32, n: usize, output: *mut f32, outs: &[u32], out_factor: impl Fn(u32) -> f32, gfn: impl FnMut(usize, f32) -> f32) {
+pub unsafe fn window_target(lv: Level, d: usize, h: *const f32, grad: *mut f32, n: usize, output: *mut f32, outs: &[u32], out_factor: impl Fn(u32) -> f32, gfn: impl FnMut(usize, f32) -> f32) {
     #[cfg(target_arch = "x86_64")]
-    by_size!(d, window_target, h, grad, n, output, outs, out_factor, gfn);
+    if lv == Level::Avx2Fma {
+        by_size!(avx2, d, window_target, h, grad, n, output, outs, out_factor, gfn);
+    } else {
+        by_size!(d, window_target, h, grad, n, output, outs, out_factor, gfn);
+    }
     #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("no register kernel on this architecture {:?}", (d, h, grad, n, output, outs));
+    unreachable!("no register kernel on this architecture {:?}", (lv, d, h, grad, n, output, outs));
 }
 
 /// A strided matrix view for `gemm`: `data[i * rs + j * cs]` is element (i, j).
@@ -2531,56 +2744,91 @@ mod tests {
         ((k * s % 29) as f32 - 14.0) * 0.013
     }
 
-    /// The register-resident kernels, at every size they exist for, against
-    /// (a) the separate AVX-512 kernels called one after the other, bit for
-    /// bit, and (b) float64 loops written from the definitions. With update
-    /// factors 0, 1/2 and 1, a repeated context word and (CBOW) a repeated
-    /// output row, the mean and the sum.
+    /// Whether this CPU runs the kernels of `lv`.
+    #[cfg(target_arch = "x86_64")]
+    fn cpu_has(lv: Level) -> bool {
+        match lv {
+            Level::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+            Level::Avx2Fma => std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"),
+            _ => false,
+        }
+    }
+
+    /// The separate kernels of `lv` (AVX-512 or AVX2), called directly, not
+    /// through the dispatch that other tests may switch meanwhile. Safety:
+    /// the CPU has `lv`'s features; the kernels' slice lengths.
+    #[cfg(target_arch = "x86_64")]
+    mod separate {
+        use super::super::{output_x86, x86, Level};
+        pub unsafe fn axpy(lv: Level, a: f32, x: &[f32], y: &mut [f32]) {
+            if lv == Level::Avx512 { x86::axpy_avx512(a, x, y) } else { x86::axpy_avx2(a, x, y) }
+        }
+        pub unsafe fn scale(lv: Level, a: f32, x: &mut [f32]) {
+            if lv == Level::Avx512 { x86::scale_avx512(a, x) } else { x86::scale_avx2(a, x) }
+        }
+        pub unsafe fn score_pair(lv: Level, h: &[f32], out: &mut [f32], grad: &mut [f32], c: f32, gfn: impl FnOnce(f32) -> f32) -> f32 {
+            if lv == Level::Avx512 { output_x86::score_pair_avx512(h, out, grad, c, gfn) } else { output_x86::score_pair_avx2(h, out, grad, c, gfn) }
+        }
+        pub unsafe fn score_rows(lv: Level, w: &[f32], h: &[f32], grad: &mut [f32], gs: &mut [f32], gfn: impl FnMut(usize, f32) -> f32) {
+            if lv == Level::Avx512 { output_x86::score_rows_avx512(w, h, grad, gs, gfn) } else { output_x86::score_rows_avx2(w, h, grad, gs, gfn) }
+        }
+        pub unsafe fn add_rows(lv: Level, out: &mut [f32], h: &[f32], gs: &[f32], c: f32) {
+            if lv == Level::Avx512 { output_x86::add_rows_avx512(out, h, gs, c) } else { output_x86::add_rows_avx2(out, h, gs, c) }
+        }
+    }
+
+    /// The register-resident CBOW and skip-gram kernels, at every level
+    /// (AVX-512, AVX2) and size they exist for, against (a) the same level's
+    /// separate kernels called one after the other, bit for bit, and (b)
+    /// float64 loops written from the definitions. With update factors 0,
+    /// 1/2 and 1, a repeated context word and (CBOW) a repeated output row,
+    /// the mean and the sum.
     #[test]
     fn register_kernels_match_separate_kernels_and_reference() {
         #[cfg(target_arch = "x86_64")]
-        {
-            if !std::arch::is_x86_feature_detected!("avx512f") {
-                return;
+        for lv in [Level::Avx512, Level::Avx2Fma] {
+            if !cpu_has(lv) {
+                continue;
             }
             let in_f = |w: u32| [1.0f32, 1.0, 1.0, 0.5, 0.0, 1.0][w as usize];
-            for d in [32usize, 50, 64, 100, 128, 200, 256, 300] {
+            let sizes: &[usize] = if lv == Level::Avx512 { &[32, 50, 64, 100, 128, 200, 256, 300] } else { &[32, 64, 100, 128, 200, 256, 300] };
+            for &d in sizes {
                 let input0: Vec<f32> = (0..6 * d).map(|k| val(k, 7)).collect();
                 let output0: Vec<f32> = (0..6 * d).map(|k| val(k, 11)).collect();
                 let (ctx, skip, outs) = ([1u32, 3, 1, 4, 2], 2, [2u32, 5, 0, 5, 3]);
                 for mean in [true, false] {
                     let (mut i1, mut o1) = (input0.clone(), output0.clone());
-                    // SAFETY: AVX-512F checked above, d has a kernel, every id < 6 rows of d floats.
+                    // SAFETY: the CPU has lv (checked above), which has a kernel for d; every id < 6 rows of d floats.
                     let rows = CbowRows { input: i1.as_mut_ptr(), ctx: &ctx, skip, output: o1.as_mut_ptr(), outs: &outs, mean };
-                    unsafe { cbow_target(d, &rows, in_f, out_f, gfn) };
+                    unsafe { cbow_target(lv, d, &rows, in_f, out_f, gfn) };
                     // (a) the separate kernels
                     let (mut i2, mut o2) = (input0.clone(), output0.clone());
                     let (mut h, mut grad) = (vec![0f32; d], vec![0f32; d]);
                     let inv = 1.0 / (ctx.len() - 1) as f32;
-                    // SAFETY: AVX-512F checked above; equal slice lengths.
+                    // SAFETY: the CPU has lv (checked above); equal slice lengths.
                     unsafe {
                         for (k, &w) in ctx.iter().enumerate() {
                             if k != skip {
-                                x86::axpy_avx512(1.0, &i2[w as usize * d..][..d], &mut h);
+                                separate::axpy(lv, 1.0, &i2[w as usize * d..][..d], &mut h);
                             }
                         }
                         if mean {
-                            x86::scale_avx512(inv, &mut h);
+                            separate::scale(lv, inv, &mut h);
                         }
                         for (j, &o) in outs.iter().enumerate() {
-                            output_x86::score_pair_avx512(&h, &mut o2[o as usize * d..][..d], &mut grad, out_f(o), |f| gfn(j, f));
+                            separate::score_pair(lv, &h, &mut o2[o as usize * d..][..d], &mut grad, out_f(o), |f| gfn(j, f));
                         }
                         if !mean {
-                            x86::scale_avx512(inv, &mut grad);
+                            separate::scale(lv, inv, &mut grad);
                         }
                         for (k, &w) in ctx.iter().enumerate() {
                             if k != skip && in_f(w) != 0.0 {
-                                x86::axpy_avx512(in_f(w), &grad, &mut i2[w as usize * d..][..d]);
+                                separate::axpy(lv, in_f(w), &grad, &mut i2[w as usize * d..][..d]);
                             }
                         }
                     }
-                    assert_eq!(bits(&i1), bits(&i2), "cbow input rows, d={d}");
-                    assert_eq!(bits(&o1), bits(&o2), "cbow output rows, d={d}");
+                    assert_eq!(bits(&i1), bits(&i2), "cbow input rows, {lv:?}, d={d}");
+                    assert_eq!(bits(&o1), bits(&o2), "cbow output rows, {lv:?}, d={d}");
                     // (b) float64
                     let mut i3: Vec<f64> = input0.iter().map(|&x| x as f64).collect();
                     let mut o3: Vec<f64> = output0.iter().map(|&x| x as f64).collect();
@@ -2616,22 +2864,22 @@ mod tests {
                 let grad0: Vec<f32> = (0..n * d).map(|k| val(k, 3)).collect();
                 let outs = [2u32, 0, 5, 3];
                 let (mut o1, mut g1) = (output0.clone(), grad0.clone());
-                // SAFETY: AVX-512F checked, d has a kernel, h and grad n x d outside o1, ids < 6, none repeated.
-                unsafe { window_target(d, h.as_ptr(), g1.as_mut_ptr(), n, o1.as_mut_ptr(), &outs, out_f, gfn) };
+                // SAFETY: the CPU has lv (checked), which has a kernel for d; h and grad n x d outside o1, ids < 6, none repeated.
+                unsafe { window_target(lv, d, h.as_ptr(), g1.as_mut_ptr(), n, o1.as_mut_ptr(), &outs, out_f, gfn) };
                 let (mut o2, mut g2, mut gs) = (output0.clone(), grad0.clone(), vec![0f32; n * outs.len()]);
-                // SAFETY: AVX-512F checked above; slices sized n x d and d.
+                // SAFETY: the CPU has lv (checked above); slices sized n x d and d.
                 unsafe {
                     for (j, &o) in outs.iter().enumerate() {
-                        output_x86::score_rows_avx512(&o2[o as usize * d..][..d], &h, &mut g2, &mut gs[j * n..(j + 1) * n], |_, f| gfn(j, f));
+                        separate::score_rows(lv, &o2[o as usize * d..][..d], &h, &mut g2, &mut gs[j * n..(j + 1) * n], |_, f| gfn(j, f));
                     }
                     for (j, &o) in outs.iter().enumerate() {
                         if out_f(o) != 0.0 {
-                            output_x86::add_rows_avx512(&mut o2[o as usize * d..][..d], &h, &gs[j * n..(j + 1) * n], out_f(o));
+                            separate::add_rows(lv, &mut o2[o as usize * d..][..d], &h, &gs[j * n..(j + 1) * n], out_f(o));
                         }
                     }
                 }
-                assert_eq!(bits(&o1), bits(&o2), "window output rows, d={d}");
-                assert_eq!(bits(&g1), bits(&g2), "window gradient, d={d}");
+                assert_eq!(bits(&o1), bits(&o2), "window output rows, {lv:?}, d={d}");
+                assert_eq!(bits(&g1), bits(&g2), "window gradient, {lv:?}, d={d}");
                 let mut o3: Vec<f64> = output0.iter().map(|&x| x as f64).collect();
                 let mut g3: Vec<f64> = grad0.iter().map(|&x| x as f64).collect();
                 for (j, &o) in outs.iter().enumerate() {
