@@ -20,7 +20,7 @@
 //! update of row `i` is multiplied by `factor[i % factor.len()]`, so 0
 //! freezes a row and 1 trains it normally.
 
-use crate::simd::{add_rows, axpy, dot, dot_axpy2, exchange_rows, masked_column, moe_register_kernel, register_level, score_pair, update_pair, CbowRows, ColumnAt, ColumnBuffers, MaskRows, MoeRows};
+use crate::simd::{add_rows, axpy, dot, dot_axpy2, exchange_rows, masked_column, moe_register_level, register_level, score_pair, update_pair, CbowRows, ColumnAt, ColumnBuffers, MaskRows, MoeRows};
 use std::marker::PhantomData;
 
 /// A row-major `rows x cols` f32 matrix shared by all worker threads.
@@ -464,7 +464,8 @@ impl<'a> Hogwild<'a> {
     #[allow(clippy::too_many_arguments)]
     pub fn moe_target(&self, e: &mut MoeExperts<'_>, values: &Hogwild<'_>, dvalues: &mut [f32], mask: Option<MoeMask<'_>>, out: &Hogwild<'_>, outs: &[u32], gfn: impl FnMut(usize, f32) -> f32) {
         let (d, h) = (self.cols, e.heads);
-        assert!(self.has_moe_kernel(h), "moe_target without a kernel (check has_moe_kernel)");
+        assert!(self.factor.is_empty(), "moe_target with update factors (check has_moe_kernel)");
+        let lv = moe_register_level(d, h).expect("moe_target without a kernel (check has_moe_kernel)");
         let (nc, n) = (e.words.len(), e.words.len() + mask.is_some() as usize);
         assert!(out.cols == d && values.cols == d && e.offsets.len() == nc, "row sizes differ");
         assert!(e.theta.len() >= h * n && e.x.len() >= n * d && e.z.len() >= d && e.dots.len() >= n * h && dvalues.len() == values.rows * d, "scratch too small");
@@ -502,8 +503,8 @@ impl<'a> Hogwild<'a> {
             output: out.ptr,
             outs,
         };
-        // SAFETY: the kernel exists for d (checked, with the CPU's AVX-512F)
-        // and 1 <= H <= 16 divides d (checked); every word, offset and output
+        // SAFETY: lv is `moe_register_level(d, H)`, a level the CPU has with
+        // a kernel for d and H heads (so H divides d); every word, offset and output
         // id indexes a row of its matrix (checked), and `dvalues` holds one d-row
         // per values row (checked), so every row pointer the kernel forms
         // starts d floats inside a live buffer (the mask expert's rows are d
@@ -513,15 +514,15 @@ impl<'a> Hogwild<'a> {
         // it and writes it back before the next step, so repeated rows,
         // other threads' updates (Hogwild) and `out` aliasing this matrix are
         // as harmless as with `score_exchange` / `dot_add_blocks`.
-        unsafe { crate::simd::moe_target(d, &rows, |w| self.factor(w as usize), |w| out.factor(w as usize), gfn) };
+        unsafe { crate::simd::moe_target(lv, d, &rows, |w| self.factor(w as usize), |w| out.factor(w as usize), gfn) };
     }
 
     /// Whether `moe_target` serves this matrix with `heads` heads: a
-    /// register-resident kernel for its row size (`simd::moe_register_kernel`),
-    /// 1 to 16 heads dividing it, and no update factors (a frozen row takes
-    /// `dot_add_blocks`' separate path).
+    /// register-resident kernel for its row size and heads
+    /// (`simd::moe_register_level`), and no update factors (a frozen row
+    /// takes `dot_add_blocks`' separate path).
     pub fn has_moe_kernel(&self, heads: usize) -> bool {
-        moe_register_kernel(self.cols) && self.factor.is_empty() && (1..=16).contains(&heads) && self.cols.is_multiple_of(heads)
+        moe_register_level(self.cols, heads).is_some() && self.factor.is_empty()
     }
 
     /// The output layer's update for the n = h.len() / cols hidden rows of

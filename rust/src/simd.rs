@@ -1580,10 +1580,15 @@ pub fn register_level(d: usize) -> Option<Level> {
     }
 }
 
-/// Whether `moe_target` serves rows of d floats (an AVX-512 kernel alone:
-/// `register_level(d)` is AVX-512).
-pub fn moe_register_kernel(d: usize) -> bool {
-    register_level(d) == Some(Level::Avx512)
+/// The level whose `moe_target` serves rows of d floats in `heads` heads:
+/// AVX-512 with 1 to 16 heads dividing d, AVX2 with one head (several take
+/// the separate lane kernels there), None otherwise.
+pub fn moe_register_level(d: usize, heads: usize) -> Option<Level> {
+    match register_level(d)? {
+        Level::Avx512 if (1..=16).contains(&heads) && d.is_multiple_of(heads) => Some(Level::Avx512),
+        Level::Avx2Fma if heads == 1 => Some(Level::Avx2Fma),
+        _ => None,
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -1726,7 +1731,7 @@ mod rows512 {
     #[target_feature(enable = "avx512f")]
     pub unsafe fn moe_target<const N: usize, const T: usize>(r: &super::MoeRows<'_>, in_factor: impl Fn(u32) -> f32, out_factor: impl Fn(u32) -> f32, gfn: impl FnMut(usize, f32) -> f32) {
         use super::lanes_x86::{coefficients16, heads16};
-        let super::MoeRows { alpha, words, values, offsets, dvalues, mask, theta, heads, x, z: zout, dots, output, outs } = *r;
+        let super::MoeRows { words, mask, theta, heads, x, z: zout, dots, output, outs, .. } = *r;
         let d = 16 * (N - 1) + T;
         let nc = words.len();
         let n = nc + mask.is_some() as usize;
@@ -1738,16 +1743,7 @@ mod rows512 {
             *ik = heads16(pos, inv_s);
             pos = _mm512_add_ps(pos, _mm512_set1_ps(16.0));
         }
-        // Expert m: its value is a + b; the backward adds f1·θ·g to y1, θ·g to y2.
-        let expert = |m: usize| -> (*const f32, *const f32, *mut f32, f32, *mut f32) {
-            if m < nc {
-                let (w, o) = (words[m] as usize * d, offsets[m] as usize * d);
-                (alpha.add(w), values.add(o), alpha.add(w), in_factor(words[m]), dvalues.add(o))
-            } else {
-                let k = mask.expect("the mask expert");
-                (k.value, k.pos, k.dvalue, 1.0, k.dpos)
-            }
-        };
+        let expert = |m: usize| r.expert(m, d, &in_factor);
         // Forward: x(m) = a + b (kept for the backward), z += θ_h(m) x(m)_h.
         let mut z = [_mm512_setzero_ps(); N];
         for m in 0..n {
@@ -1900,15 +1896,101 @@ mod rows256 {
                 acc1 = _mm256_fmadd_ps(*vb, _mm256_loadu_ps(p.add(8 * b)), acc1);
             }
         }
-        let mut f = super::lanes_x86::hsum8(_mm256_add_ps(acc0, acc1));
+        tail_sum::<T>(super::lanes_x86::hsum8(_mm256_add_ps(acc0, acc1)), vt, tail::<T>(p.add(8 * N)))
+    }
+
+    /// s + a_0·b_0 + a_1·b_1 + ... over the tail, added in order (the scalar
+    /// loops' sum after the vectors' reduction).
+    #[inline(always)]
+    unsafe fn tail_sum<const T: usize>(mut s: f32, a: __m128, b: __m128) -> f32 {
         if T == 4 {
             let mut prod = [0f32; 4];
-            _mm_storeu_ps(prod.as_mut_ptr(), _mm_mul_ps(vt, tail::<T>(p.add(8 * N))));
+            _mm_storeu_ps(prod.as_mut_ptr(), _mm_mul_ps(a, b));
             for x in prod {
-                f += x;
+                s += x;
             }
         }
-        f
+        s
+    }
+
+    /// The output rows against the hidden vector in registers (h, tail ht),
+    /// in order: g = gfn(j, h·row); unless g = 0, grad += g·row (the row
+    /// before its update) and row += g·c·h, c = out_factor(o) (no store when
+    /// c = 0): `score_pair` row after row. Returns grad (from zero).
+    #[inline(always)]
+    unsafe fn output_rows<const N: usize, const T: usize>(h: &[__m256; N], ht: __m128, output: *mut f32, outs: &[u32], out_factor: impl Fn(u32) -> f32, mut gfn: impl FnMut(usize, f32) -> f32) -> ([__m256; N], __m128) {
+        let d = 8 * N + T;
+        let mut grad = [_mm256_setzero_ps(); N];
+        let mut gt = _mm_setzero_ps();
+        for (j, &o) in outs.iter().enumerate() {
+            let p = output.add(o as usize * d);
+            let g = gfn(j, dot::<N, T>(p, h, ht));
+            if g == 0.0 {
+                continue;
+            }
+            let c = out_factor(o);
+            let (vg, vgc) = (_mm256_set1_ps(g), _mm256_set1_ps(g * c));
+            for (b, (gb, hb)) in grad.iter_mut().zip(h).enumerate() {
+                let x = _mm256_loadu_ps(p.add(8 * b));
+                *gb = _mm256_fmadd_ps(vg, x, *gb);
+                if c != 0.0 {
+                    _mm256_storeu_ps(p.add(8 * b), _mm256_fmadd_ps(vgc, *hb, x));
+                }
+            }
+            let x = tail::<T>(p.add(8 * N));
+            gt = tail_axpy(g, x, gt);
+            if c != 0.0 {
+                put_tail::<T>(p.add(8 * N), tail_axpy(g * c, ht, x));
+            }
+        }
+        (grad, gt)
+    }
+
+    /// See `super::moe_target`, with one head; rows of D = 8N + T floats,
+    /// T = 0 or 4. The arithmetic of `mix_avx2`, `score_pair_avx2` and
+    /// `dot_axpy2_avx2` called one after the other; z, then its gradient,
+    /// held in registers.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn moe_target<const N: usize, const T: usize>(r: &super::MoeRows<'_>, in_factor: impl Fn(u32) -> f32, out_factor: impl Fn(u32) -> f32, gfn: impl FnMut(usize, f32) -> f32) {
+        let super::MoeRows { words, mask, theta, heads, x, z: zout, dots, output, outs, .. } = *r;
+        assert!(heads == 1, "the AVX2 kernel has one head");
+        let d = 8 * N + T;
+        let n = words.len() + mask.is_some() as usize;
+        // forward: x(m) = a + b (kept for the backward), z += θ(m)·x(m)
+        let mut z = [_mm256_setzero_ps(); N];
+        let mut zt = _mm_setzero_ps();
+        for (m, &t) in theta[..n].iter().enumerate() {
+            let (pa, pb, ..) = r.expert(m, d, &in_factor);
+            let (px, vt) = (x.add(m * d), _mm256_set1_ps(t));
+            for (b, zb) in z.iter_mut().enumerate() {
+                let v = _mm256_add_ps(_mm256_loadu_ps(pa.add(8 * b)), _mm256_loadu_ps(pb.add(8 * b)));
+                _mm256_storeu_ps(px.add(8 * b), v);
+                *zb = _mm256_fmadd_ps(vt, v, *zb);
+            }
+            let v = _mm_add_ps(tail::<T>(pa.add(8 * N)), tail::<T>(pb.add(8 * N)));
+            put_tail::<T>(px.add(8 * N), v);
+            zt = tail_axpy(t, v, zt);
+        }
+        for (b, zb) in z.iter().enumerate() {
+            _mm256_storeu_ps(zout.add(8 * b), *zb);
+        }
+        put_tail::<T>(zout.add(8 * N), zt);
+        let (grad, gt) = output_rows::<N, T>(&z, zt, output, outs, out_factor, gfn);
+        // backward, per expert: dots[m] = g·x(m), y1 += f1·θ·g, y2 += θ·g
+        for (m, &t) in theta[..n].iter().enumerate() {
+            let (_, _, p1, f1, p2) = r.expert(m, d, &in_factor);
+            let (px, c1) = (x.add(m * d), f1 * t);
+            let (v1, v2) = (_mm256_set1_ps(c1), _mm256_set1_ps(t));
+            let mut acc = _mm256_setzero_ps();
+            for (b, gb) in grad.iter().enumerate() {
+                acc = _mm256_fmadd_ps(*gb, _mm256_loadu_ps(px.add(8 * b)), acc);
+                _mm256_storeu_ps(p1.add(8 * b), _mm256_fmadd_ps(v1, *gb, _mm256_loadu_ps(p1.add(8 * b))));
+                _mm256_storeu_ps(p2.add(8 * b), _mm256_fmadd_ps(v2, *gb, _mm256_loadu_ps(p2.add(8 * b))));
+            }
+            *dots.add(m) = tail_sum::<T>(super::lanes_x86::hsum8(acc), gt, tail::<T>(px.add(8 * N)));
+            put_tail::<T>(p1.add(8 * N), tail_axpy(c1, gt, tail::<T>(p1.add(8 * N))));
+            put_tail::<T>(p2.add(8 * N), tail_axpy(t, gt, tail::<T>(p2.add(8 * N))));
+        }
     }
 
     /// See `super::cbow_target`; rows of D = 8N + T floats, T = 0 or 4.
@@ -1917,7 +1999,7 @@ mod rows256 {
         r: &super::CbowRows<'_>,
         in_factor: impl Fn(u32) -> f32,
         out_factor: impl Fn(u32) -> f32,
-        mut gfn: impl FnMut(usize, f32) -> f32,
+        gfn: impl FnMut(usize, f32) -> f32,
     ) {
         let super::CbowRows { input, ctx, skip, output, outs, mean } = *r;
         let d = 8 * N + T;
@@ -1944,30 +2026,7 @@ mod rows256 {
             }
             ht = _mm_mul_ps(ht, _mm_set1_ps(inv));
         }
-        // the output rows, in order: g = gfn(j, h·row); grad += g·row; row += g·c·h
-        let mut grad = [_mm256_setzero_ps(); N];
-        let mut gt = _mm_setzero_ps();
-        for (j, &o) in outs.iter().enumerate() {
-            let p = output.add(o as usize * d);
-            let g = gfn(j, dot::<N, T>(p, &h, ht));
-            if g == 0.0 {
-                continue;
-            }
-            let c = out_factor(o);
-            let (vg, vgc) = (_mm256_set1_ps(g), _mm256_set1_ps(g * c));
-            for (b, (gb, hb)) in grad.iter_mut().zip(&h).enumerate() {
-                let x = _mm256_loadu_ps(p.add(8 * b));
-                *gb = _mm256_fmadd_ps(vg, x, *gb);
-                if c != 0.0 {
-                    _mm256_storeu_ps(p.add(8 * b), _mm256_fmadd_ps(vgc, *hb, x));
-                }
-            }
-            let x = tail::<T>(p.add(8 * N));
-            gt = tail_axpy(g, x, gt);
-            if c != 0.0 {
-                put_tail::<T>(p.add(8 * N), tail_axpy(g * c, ht, x));
-            }
-        }
+        let (mut grad, mut gt) = output_rows::<N, T>(&h, ht, output, outs, out_factor, gfn);
         if !mean {
             let vi = _mm256_set1_ps(inv);
             for gb in grad.iter_mut() {
@@ -2116,7 +2175,8 @@ pub struct CbowRows<'a> {
 /// `dot_axpy2` called one after the other.
 ///
 /// # Safety
-/// `moe_register_kernel(d)` holds (so the CPU has AVX-512F); 1 <= H <= 16 divides d; `theta` holds H x n
+/// `lv` is `moe_register_level(d, H)` (a level the CPU has, with a kernel
+/// for d and H heads); H divides d; `theta` holds H x n
 /// floats (n experts, the mask expert included), `dots` n·H, `x` n·d and
 /// `z` d, all outside every matrix; every row pointer formed (alpha and
 /// dvalues rows of each expert, values rows, the mask expert's four rows,
@@ -2125,11 +2185,15 @@ pub struct CbowRows<'a> {
 /// none of them is an alpha row. Alpha rows may repeat and be updated by
 /// other threads meanwhile (read from memory when a step needs them).
 #[inline]
-pub unsafe fn moe_target(d: usize, rows: &MoeRows<'_>, in_factor: impl Fn(u32) -> f32, out_factor: impl Fn(u32) -> f32, gfn: impl FnMut(usize, f32) -> f32) {
+pub unsafe fn moe_target(lv: Level, d: usize, rows: &MoeRows<'_>, in_factor: impl Fn(u32) -> f32, out_factor: impl Fn(u32) -> f32, gfn: impl FnMut(usize, f32) -> f32) {
     #[cfg(target_arch = "x86_64")]
-    by_size!(d, moe_target, rows, in_factor, out_factor, gfn);
+    if lv == Level::Avx2Fma {
+        by_size!(avx2, d, moe_target, rows, in_factor, out_factor, gfn);
+    } else {
+        by_size!(d, moe_target, rows, in_factor, out_factor, gfn);
+    }
     #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("no register kernel on this architecture {:?}", (d, rows.heads));
+    unreachable!("no register kernel on this architecture {:?}", (lv, d, rows.heads));
 }
 
 /// The rows of one BidirMoE target for `moe_target`.
@@ -2152,6 +2216,24 @@ pub struct MoeRows<'a> {
     pub dots: *mut f32,
     pub output: *mut f32,
     pub outs: &'a [u32],
+}
+
+impl MoeRows<'_> {
+    /// Expert m's rows (d floats each): its value is a + b, and the backward
+    /// adds f1·θ·g to y1 and θ·g to y2; returns (a, b, y1, f1, y2).
+    ///
+    /// # Safety
+    /// m < the experts (the mask expert last); the rows as `moe_target` requires.
+    #[inline(always)]
+    unsafe fn expert(&self, m: usize, d: usize, in_factor: &impl Fn(u32) -> f32) -> (*const f32, *const f32, *mut f32, f32, *mut f32) {
+        if m < self.words.len() {
+            let (w, o) = (self.words[m] as usize * d, self.offsets[m] as usize * d);
+            (self.alpha.add(w), self.values.add(o), self.alpha.add(w), in_factor(self.words[m]), self.dvalues.add(o))
+        } else {
+            let k = self.mask.expect("the mask expert");
+            (k.value, k.pos, k.dvalue, 1.0, k.dpos)
+        }
+    }
 }
 
 /// The mask expert's rows: its value is `value + pos`; the backward adds
@@ -2899,18 +2981,19 @@ mod tests {
         }
     }
 
-    /// `moe_target` at every size it exists for, with 1, 2, 4, 5, 10 and 16 heads
-    /// (those dividing d), a repeated word, update factors ½ and 1 on the
-    /// words' rows and 0, ½, 1 on the output rows, a repeated output row, and
-    /// a mask expert whose position part is a values row: against the
-    /// AVX-512 kernels `mix`, `score_pair` and `dot_axpy2` dispatch to,
-    /// called one after the other (bit for bit), and float64 loops.
+    /// `moe_target` at every level and size it exists for, with 1, 2, 4, 5,
+    /// 10 and 16 heads (those dividing d; AVX2: one head), a repeated word,
+    /// update factors ½ and 1 on the words' rows and 0, ½, 1 on the output
+    /// rows, a repeated output row, and a mask expert whose position part is
+    /// a values row: against the same level's kernels that `mix`,
+    /// `score_pair` and `dot_axpy2` dispatch to, called one after the other
+    /// (bit for bit), and float64 loops.
     #[test]
     fn moe_kernel_matches_separate_kernels_and_reference() {
         #[cfg(target_arch = "x86_64")]
-        {
-            if !std::arch::is_x86_feature_detected!("avx512f") {
-                return;
+        for lv in [Level::Avx512, Level::Avx2Fma] {
+            if !cpu_has(lv) {
+                continue;
             }
             let in_f = |w: u32| [1.0f32, 1.0, 1.0, 0.5, 1.0, 1.0][w as usize];
             let (words, offsets, outs, mpos) = ([1u32, 3, 1, 4], [0u32, 1, 2, 3], [2u32, 5, 0, 5, 3], 4usize);
@@ -2923,6 +3006,9 @@ mod tests {
                 let mvalue: Vec<f32> = (0..d).map(|k| val(k, 13)).collect();
                 let dmask0: Vec<f32> = (0..d).map(|k| val(k, 17)).collect();
                 for heads in [1usize, 2, 4, 5, 10, 16].into_iter().filter(|h| d % h == 0) {
+                    if lv == Level::Avx2Fma && (heads > 1 || d == 50) {
+                        continue; // the AVX2 kernel: one head, no d = 50
+                    }
                     let theta: Vec<f32> = (0..heads * n).map(|k| 0.05 + (k % 7) as f32 * 0.03).collect();
                     // the kernel
                     let (mut a1, mut o1, mut dv1, mut dm1) = (alpha0.clone(), output0.clone(), dvalues0.clone(), dmask0.clone());
@@ -2944,33 +3030,38 @@ mod tests {
                         output: o1.as_mut_ptr(),
                         outs: &outs,
                     };
-                    // SAFETY: AVX-512F checked above, d has a kernel and the heads divide it;
-                    // every id < the rows of its buffer; scratch sized n x d, d, n x H.
-                    unsafe { moe_target(d, &rows, in_f, out_f, gfn) };
+                    // SAFETY: the CPU has lv (checked above), which has a kernel for d and
+                    // these heads (dividing d); every id < the rows of its buffer; scratch
+                    // sized n x d, d, n x H.
+                    unsafe { moe_target(lv, d, &rows, in_f, out_f, gfn) };
                     // (a) the separate kernels
                     let (mut a2, mut o2, mut dv2, mut dm2) = (alpha0.clone(), output0.clone(), dvalues0.clone(), dmask0.clone());
                     let (mut x2, mut z2, mut dots2, mut grad) = (vec![0f32; n * d], vec![0f32; d], vec![0f32; n * heads], vec![0f32; d]);
                     let tm = |m: usize| (0..heads).map(|h| theta[h * n + m]).collect::<Vec<f32>>();
                     let a_row = |m: usize, a: &[f32]| if m < nc { a[words[m] as usize * d..][..d].to_vec() } else { mvalue.clone() };
                     let b_row = |m: usize| &values[if m < nc { offsets[m] as usize } else { mpos } * d..][..d];
-                    // SAFETY: AVX-512F checked above; every slice has length d (x2: n x d), H <= 16.
+                    // SAFETY: the CPU has lv (checked above); every slice has length d (x2: n x d), H <= 16.
                     unsafe {
                         for m in 0..n {
                             let (a, t, x) = (a_row(m, &a2), tm(m), &mut x2[m * d..(m + 1) * d]);
-                            if heads == 1 {
+                            if lv == Level::Avx2Fma {
+                                fused_x86::mix_avx2(&a, b_row(m), x, t[0], &mut z2);
+                            } else if heads == 1 {
                                 fused_x86::mix_avx512(&a, b_row(m), x, t[0], &mut z2);
                             } else {
                                 lanes_x86::mix_lanes_avx512(&a, b_row(m), x, &t, &mut z2);
                             }
                         }
                         for (j, &o) in outs.iter().enumerate() {
-                            output_x86::score_pair_avx512(&z2, &mut o2[o as usize * d..][..d], &mut grad, out_f(o), |f| gfn(j, f));
+                            separate::score_pair(lv, &z2, &mut o2[o as usize * d..][..d], &mut grad, out_f(o), |f| gfn(j, f));
                         }
                         for m in 0..n {
                             let (t, x) = (tm(m), &x2[m * d..(m + 1) * d]);
                             let (y1, f1, r2) = if m < nc { (&mut a2[words[m] as usize * d..][..d], in_f(words[m]), offsets[m] as usize) } else { (&mut dm2[..], 1.0, mpos) };
                             let (y2, dots) = (&mut dv2[r2 * d..(r2 + 1) * d], &mut dots2[m * heads..(m + 1) * heads]);
-                            if heads == 1 {
+                            if lv == Level::Avx2Fma {
+                                dots[0] = fused_x86::dot_axpy2_avx2(&grad, x, f1 * t[0], y1, t[0], y2);
+                            } else if heads == 1 {
                                 dots[0] = fused_x86::dot_axpy2_avx512(&grad, x, f1 * t[0], y1, t[0], y2);
                             } else {
                                 lanes_x86::dot_axpy2_lanes_avx512(&grad, x, f1, y1, &t, y2, dots);
@@ -2979,7 +3070,7 @@ mod tests {
                     }
                     assert!(a1 != alpha0 && o1 != output0 && dv1 != dvalues0 && dm1 != dmask0, "the kernel updated every buffer");
                     for (what, got, want) in [("alpha", &a1, &a2), ("output", &o1, &o2), ("dvalues", &dv1, &dv2), ("dmask", &dm1, &dm2), ("x", &x1, &x2), ("z", &z1, &z2), ("dots", &dots1, &dots2)] {
-                        assert_eq!(bits(got), bits(want), "moe {what}, d={d}, heads={heads}");
+                        assert_eq!(bits(got), bits(want), "moe {what}, {lv:?}, d={d}, heads={heads}");
                     }
                     // (b) float64, from the definitions
                     let f64s = |x: &[f32]| x.iter().map(|&v| v as f64).collect::<Vec<f64>>();
