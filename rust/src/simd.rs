@@ -1654,11 +1654,11 @@ mod rows512 {
     /// row += g·out_factor(o)·h, stored unless that factor is 0 (what
     /// `score_pair` does row after row). Returns grad, from zero.
     #[inline(always)]
-    unsafe fn output_rows<const N: usize, const T: usize>(h: &[__m512; N], output: *mut f32, outs: &[u32], out_factor: impl Fn(u32) -> f32, mut gfn: impl FnMut(usize, f32) -> f32) -> [__m512; N] {
+    unsafe fn output_rows<const N: usize, const T: usize>(h: &[__m512; N], output: super::RowBase, outs: &[u32], out_factor: impl Fn(u32) -> f32, mut gfn: impl FnMut(usize, f32) -> f32) -> [__m512; N] {
         let d = 16 * (N - 1) + T;
         let mut grad = [_mm512_setzero_ps(); N];
         for (j, &o) in outs.iter().enumerate() {
-            let p = output.add(o as usize * d);
+            let p = output.row(o, d);
             let mut row = load::<N, T>(p);
             let g = gfn(j, dot::<N, T>(h, &row));
             if g != 0.0 {
@@ -1687,7 +1687,7 @@ mod rows512 {
         let mut count = 0usize;
         for (k, &w) in ctx.iter().enumerate() {
             if k != skip {
-                axpy(1.0, &load::<N, T>(input.add(w as usize * d)), &mut h);
+                axpy(1.0, &load::<N, T>(input.row(w, d)), &mut h);
                 count += 1;
             }
         }
@@ -1702,7 +1702,7 @@ mod rows512 {
         for (k, &w) in ctx.iter().enumerate() {
             let a = in_factor(w);
             if k != skip && a != 0.0 {
-                let p = input.add(w as usize * d);
+                let p = input.row(w, d);
                 let mut row = load::<N, T>(p);
                 axpy(a, &grad, &mut row);
                 store::<N, T>(p, &row);
@@ -1729,8 +1729,8 @@ mod rows512 {
         // Expert m: its value is a + b; the backward adds f1·θ·g to y1, θ·g to y2.
         let expert = |m: usize| -> (*const f32, *const f32, *mut f32, f32, *mut f32) {
             if m < nc {
-                let (w, o) = (words[m] as usize * d, offsets[m] as usize * d);
-                (alpha.add(w), values.add(o), alpha.add(w), in_factor(words[m]), dvalues.add(o))
+                let (w, o) = (alpha.row(words[m], d), offsets[m] as usize * d);
+                (w, values.add(o), w, in_factor(words[m]), dvalues.add(o))
             } else {
                 let k = mask.expect("the mask expert");
                 (k.value, k.pos, k.dvalue, 1.0, k.dpos)
@@ -1813,10 +1813,10 @@ mod rows512 {
     /// See `super::window_target`; rows of D = 16(N-1) + T floats.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
-    pub unsafe fn window_target<const N: usize, const T: usize>(h: *const f32, grad: *mut f32, n: usize, output: *mut f32, outs: &[u32], out_factor: impl Fn(u32) -> f32, mut gfn: impl FnMut(usize, f32) -> f32) {
+    pub unsafe fn window_target<const N: usize, const T: usize>(h: *const f32, grad: *mut f32, n: usize, output: super::RowBase, outs: &[u32], out_factor: impl Fn(u32) -> f32, mut gfn: impl FnMut(usize, f32) -> f32) {
         let d = 16 * (N - 1) + T;
         for (j, &o) in outs.iter().enumerate() {
-            let p = output.add(o as usize * d);
+            let p = output.row(o, d);
             let old = load::<N, T>(p);
             let mut new = old;
             let c = out_factor(o);
@@ -1835,6 +1835,29 @@ mod rows512 {
                 store::<N, T>(p, &new);
             }
         }
+    }
+}
+
+/// Where the register kernels find row w of a V x d matrix: at `shared +
+/// w·d`, except the rows below `hot_rows`, which a worker keeps private
+/// copies of (hot-row privatization, `hogwild::HotRows`) at `hot + w·d`.
+/// `hot_rows = 0` (one worker): every row in `shared`, one compare per row.
+#[derive(Clone, Copy, Debug)]
+pub struct RowBase {
+    pub shared: *mut f32,
+    pub hot: *mut f32,
+    pub hot_rows: u32,
+}
+
+impl RowBase {
+    /// Row `w`'s first float (rows of `d` floats).
+    ///
+    /// # Safety
+    /// As `ptr::add`: the row must lie inside the allocation its base points into.
+    #[inline(always)]
+    pub unsafe fn row(self, w: u32, d: usize) -> *mut f32 {
+        let base = if w < self.hot_rows { self.hot } else { self.shared };
+        base.add(w as usize * d)
     }
 }
 
@@ -1885,10 +1908,10 @@ pub unsafe fn cbow_target(d: usize, rows: &CbowRows<'_>, in_factor: impl Fn(u32)
 /// of the matrix at `output`, and whether the hidden vector is their mean.
 #[derive(Clone, Copy)]
 pub struct CbowRows<'a> {
-    pub input: *mut f32,
+    pub input: RowBase,
     pub ctx: &'a [u32],
     pub skip: usize,
-    pub output: *mut f32,
+    pub output: RowBase,
     pub outs: &'a [u32],
     pub mean: bool,
 }
@@ -1927,7 +1950,7 @@ pub unsafe fn moe_target(d: usize, rows: &MoeRows<'_>, in_factor: impl Fn(u32) -
 #[derive(Clone, Copy)]
 pub struct MoeRows<'a> {
     /// The words' value rows (V x d), updated.
-    pub alpha: *mut f32,
+    pub alpha: RowBase,
     pub words: &'a [u32],
     /// The offset (or position) value rows, read, and their pending gradients.
     pub values: *const f32,
@@ -1941,7 +1964,7 @@ pub struct MoeRows<'a> {
     pub x: *mut f32,
     pub z: *mut f32,
     pub dots: *mut f32,
-    pub output: *mut f32,
+    pub output: RowBase,
     pub outs: &'a [u32],
 }
 
@@ -1970,7 +1993,7 @@ pub struct MaskRows {
 /// live allocation; no id is repeated in `outs`.
 #[inline]
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn window_target(d: usize, h: *const f32, grad: *mut f32, n: usize, output: *mut f32, outs: &[u32], out_factor: impl Fn(u32) -> f32, gfn: impl FnMut(usize, f32) -> f32) {
+pub unsafe fn window_target(d: usize, h: *const f32, grad: *mut f32, n: usize, output: RowBase, outs: &[u32], out_factor: impl Fn(u32) -> f32, gfn: impl FnMut(usize, f32) -> f32) {
     #[cfg(target_arch = "x86_64")]
     by_size!(d, window_target, h, grad, n, output, outs, out_factor, gfn);
     #[cfg(not(target_arch = "x86_64"))]
@@ -2048,21 +2071,28 @@ pub fn prefetch(row: &[f32]) {
 pub const MAX_EXP: f32 = 6.0;
 const EXP_TABLE_SIZE: usize = 1000;
 
+/// The tables are built once per process and shared, so a copy of this
+/// handle is free (a worker's view of an output layer copies it).
+#[derive(Clone, Copy)]
 pub struct SigmoidTable {
-    table: Vec<f32>,
-    log_table: Vec<f32>,
+    table: &'static [f32],
+    log_table: &'static [f32],
 }
 
 impl SigmoidTable {
     pub fn new() -> Self {
-        let mut table = Vec::with_capacity(EXP_TABLE_SIZE);
-        let mut log_table = Vec::with_capacity(EXP_TABLE_SIZE);
-        for i in 0..EXP_TABLE_SIZE {
-            let x = (i as f64 / EXP_TABLE_SIZE as f64 * 2.0 - 1.0) * MAX_EXP as f64;
-            let s = 1.0 / (1.0 + (-x).exp());
-            table.push(s as f32);
-            log_table.push(s.ln() as f32);
-        }
+        static TABLES: std::sync::OnceLock<(Vec<f32>, Vec<f32>)> = std::sync::OnceLock::new();
+        let (table, log_table) = TABLES.get_or_init(|| {
+            let mut table = Vec::with_capacity(EXP_TABLE_SIZE);
+            let mut log_table = Vec::with_capacity(EXP_TABLE_SIZE);
+            for i in 0..EXP_TABLE_SIZE {
+                let x = (i as f64 / EXP_TABLE_SIZE as f64 * 2.0 - 1.0) * MAX_EXP as f64;
+                let s = 1.0 / (1.0 + (-x).exp());
+                table.push(s as f32);
+                log_table.push(s.ln() as f32);
+            }
+            (table, log_table)
+        });
         SigmoidTable { table, log_table }
     }
 

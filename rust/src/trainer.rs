@@ -11,7 +11,7 @@
 
 use crate::corpus::{Cursor, FileSplit, MAX_SENTENCE_LEN};
 use crate::idcache::IdCache;
-use crate::models::Model;
+use crate::models::{HotSpec, Model};
 use crate::sampling::Rng;
 use crate::vocab::Vocab;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -87,6 +87,9 @@ pub struct TrainConfig {
     /// (one entry per worker; empty: a fresh epoch). The corpus positions
     /// travel in the `FileSplit` (`FileSplit::resume`).
     pub resume: Vec<WorkerState>,
+    /// Hot-row privatization with 2 or more workers (`models::HotSpec`;
+    /// rows 0: plain Hogwild). One worker always trains the shared rows.
+    pub hot: HotSpec,
 }
 
 /// What a worker needs, besides its corpus position, to continue exactly
@@ -359,6 +362,8 @@ impl<M: Model> Worker<'_, M> {
     fn maybe_park(&mut self, raw: u64) {
         let gate = &self.progress.gate;
         if gate.wants_park(raw) && !self.progress.cancel.load(Ordering::Relaxed) {
+            // the sync reads the shared parameters: nothing may stay private
+            self.model.publish(&mut self.scratch);
             self.local.flush(self.progress);
             gate.park();
             self.update_lr();
@@ -417,6 +422,7 @@ impl<M: Model> Worker<'_, M> {
                 }
             },
         }
+        self.model.publish(&mut self.scratch);
         self.model.end_worker(&mut self.scratch);
         self.local.flush(self.progress);
         Ok(())
@@ -480,7 +486,7 @@ pub fn run_epoch_synced<M: Model>(
                         cfg,
                         progress,
                         rng,
-                        scratch: model.scratch(),
+                        scratch: if workers > 1 { model.worker_scratch(cfg.hot) } else { model.scratch() },
                         ids: Vec::with_capacity(MAX_SENTENCE_LEN),
                         local: Local { raw: 0, eff: 0, examples: 0, loss: 0.0 },
                         lr: cfg.alpha,
@@ -584,7 +590,7 @@ mod tests {
         drop(tx);
         let cfg = TrainConfig {
             workers: 3, alpha: 0.025, min_alpha: 0.0001, total_words: 24_000, words_before: 0, seed: 1, epoch: 0,
-            want_loss: false, tick: Duration::from_millis(5), max_words: 0, resume: Vec::new(),
+            want_loss: false, tick: Duration::from_millis(5), max_words: 0, resume: Vec::new(), hot: HotSpec::default(),
         };
         let syncing = AtomicBool::new(false);
         let model = Probe { syncing: &syncing, trained: AtomicU64::new(0) };

@@ -36,7 +36,7 @@
 //! `SHARED_FLUSH` targets and at the end of every sentence, instead of
 //! fighting over the same cache lines.
 
-use super::{window_and_prefetch, Model};
+use super::{publish_rows, window_and_prefetch, HotSpec, Model, Privatized};
 use crate::hogwild::{Hogwild, MaskPos, MoeExperts, MoeMask};
 use crate::objective::{OutputLayer, OutputScratch};
 use crate::sampling::Rng;
@@ -133,6 +133,8 @@ pub struct MoeScratch {
     /// Whether the model has a mask expert (for `theta`).
     with_mask: bool,
     out: OutputScratch,
+    /// Private hot rows of alpha and beta (a worker of several; `Model::worker_scratch`).
+    hot: Option<Box<Privatized>>,
 }
 
 /// A position that holds no token (tabular: a value to impute): never an expert.
@@ -207,7 +209,32 @@ pub fn offset_index(r: isize, window: usize) -> usize {
     }
 }
 
+impl Gates<'_> {
+    fn alias(&self) -> Gates<'_> {
+        match self {
+            Gates::Window { salience, offset_gate } => Gates::Window { salience: salience.alias(), offset_gate: offset_gate.alias() },
+            Gates::Absolute { query, key, pos_key, max_len } => {
+                Gates::Absolute { query: query.alias(), key: key.alias(), pos_key: pos_key.alias(), max_len: *max_len }
+            }
+        }
+    }
+}
+
 impl Moe<'_> {
+    /// This model with a worker's private rows of alpha and beta (`Hogwild::with_hot`).
+    fn with_hot<'b>(&'b self, hot: &'b mut Privatized) -> Moe<'b> {
+        let (input, output) = (&mut hot.input, &mut hot.output);
+        Moe {
+            alpha: self.alpha.with_hot(input),
+            gates: self.gates.alias(),
+            offset_value: self.offset_value.alias(),
+            mask_gate: self.mask_gate.alias(),
+            mask_value: self.mask_value.alias(),
+            out: self.out.with_hot(output),
+            ..*self
+        }
+    }
+
     fn d(&self) -> usize {
         self.out.dim()
     }
@@ -636,10 +663,34 @@ impl Model for Moe<'_> {
             },
             with_mask: self.has_mask(),
             out: OutputScratch::new(self.alpha.rows(), &self.out.spec, b.max(1)),
+            hot: None,
         }
     }
 
+    fn worker_scratch(&self, hot: HotSpec) -> MoeScratch {
+        MoeScratch { hot: Privatized::new(hot, &self.alpha, &self.out), ..self.scratch() }
+    }
+
     fn train_sentence(&self, sc: &mut MoeScratch, sent: &[u32], lr: f32, rng: &mut Rng, want_loss: bool) -> (f64, u64) {
+        let Some(mut hot) = sc.hot.take() else { return self.train(sc, sent, lr, rng, want_loss) };
+        let done = self.with_hot(&mut hot).train(sc, sent, lr, rng, want_loss);
+        hot.trained(done.1, &self.alpha, &self.out);
+        sc.hot = Some(hot);
+        done
+    }
+
+    fn publish(&self, sc: &mut MoeScratch) {
+        publish_rows(&mut sc.hot, &self.alpha, &self.out);
+    }
+
+    fn end_worker(&self, sc: &mut MoeScratch) {
+        self.finish(sc);
+    }
+}
+
+impl Moe<'_> {
+    /// One sentence (`Model::train_sentence`) on this model's rows as given.
+    fn train(&self, sc: &mut MoeScratch, sent: &[u32], lr: f32, rng: &mut Rng, want_loss: bool) -> (f64, u64) {
         sc.out.new_sentence();
         let mut loss = 0.0f64;
         let mut examples = 0;
@@ -688,10 +739,6 @@ impl Model for Moe<'_> {
         // sentences (a checkpoint) leaves nothing pending in the scratch.
         self.flush_shared(&mut sc.acc);
         (loss, examples)
-    }
-
-    fn end_worker(&self, sc: &mut MoeScratch) {
-        self.finish(sc);
     }
 }
 
