@@ -737,6 +737,32 @@ mod tests {
         assert_eq!(&buf[8..], &[2.0, 4.0, 6.0, 8.0]);
     }
 
+    /// Two workers' views with private first rows: their updates reach
+    /// the shared matrix only at a merge, and then all of them (each
+    /// worker's delta since its snapshot, added); rows past the hot ones
+    /// are written in place.
+    #[test]
+    fn merged_private_rows_add_every_workers_updates() {
+        let mut buf: Vec<f32> = (0..8).map(|i| i as f32).collect();
+        let m = Hogwild::new(&mut buf, 2);
+        let (mut h1, mut h2) = (HotRows::of(&m, 2), HotRows::of(&m, 2));
+        {
+            let (v1, v2) = (m.with_hot(&mut h1), m.with_hot(&mut h2));
+            v1.add_to_row(0, 1.0, &[1.0, 2.0]);
+            v2.add_to_row(0, 2.0, &[1.0, 1.0]);
+            v2.add_at(1, 1, 4.0);
+            v1.add_to_row(3, 1.0, &[0.5, 0.5]);
+            assert_eq!(v1.row(0), &[1.0, 3.0]);
+            assert_eq!(v2.row(0), &[2.0, 3.0]);
+        }
+        assert_eq!(m.as_slice(), &[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.5, 7.5]);
+        h1.merge(&m);
+        h2.merge(&m);
+        assert_eq!(m.as_slice(), &[3.0, 5.0, 2.0, 7.0, 4.0, 5.0, 6.5, 7.5]);
+        // after its merge a worker reads what both learned
+        assert_eq!(m.with_hot(&mut h2).row(0), &[3.0, 5.0]);
+    }
+
     #[test]
     fn exchange_reads_the_old_row_then_updates_it() {
         let mut buf = vec![1.0f32, 2.0, 3.0, 4.0];

@@ -1849,6 +1849,13 @@ pub struct RowBase {
     pub hot_rows: u32,
 }
 
+/// Every row in the matrix at `shared` (no private rows).
+impl From<*mut f32> for RowBase {
+    fn from(shared: *mut f32) -> Self {
+        RowBase { shared, hot: std::ptr::null_mut(), hot_rows: 0 }
+    }
+}
+
 impl RowBase {
     /// Row `w`'s first float (rows of `d` floats).
     ///
@@ -2581,7 +2588,7 @@ mod tests {
                 for mean in [true, false] {
                     let (mut i1, mut o1) = (input0.clone(), output0.clone());
                     // SAFETY: AVX-512F checked above, d has a kernel, every id < 6 rows of d floats.
-                    let rows = CbowRows { input: i1.as_mut_ptr(), ctx: &ctx, skip, output: o1.as_mut_ptr(), outs: &outs, mean };
+                    let rows = CbowRows { input: i1.as_mut_ptr().into(), ctx: &ctx, skip, output: o1.as_mut_ptr().into(), outs: &outs, mean };
                     unsafe { cbow_target(d, &rows, in_f, out_f, gfn) };
                     // (a) the separate kernels
                     let (mut i2, mut o2) = (input0.clone(), output0.clone());
@@ -2647,7 +2654,7 @@ mod tests {
                 let outs = [2u32, 0, 5, 3];
                 let (mut o1, mut g1) = (output0.clone(), grad0.clone());
                 // SAFETY: AVX-512F checked, d has a kernel, h and grad n x d outside o1, ids < 6, none repeated.
-                unsafe { window_target(d, h.as_ptr(), g1.as_mut_ptr(), n, o1.as_mut_ptr(), &outs, out_f, gfn) };
+                unsafe { window_target(d, h.as_ptr(), g1.as_mut_ptr(), n, o1.as_mut_ptr().into(), &outs, out_f, gfn) };
                 let (mut o2, mut g2, mut gs) = (output0.clone(), grad0.clone(), vec![0f32; n * outs.len()]);
                 // SAFETY: AVX-512F checked above; slices sized n x d and d.
                 unsafe {
@@ -2712,7 +2719,7 @@ mod tests {
                     let dv = dv1.as_mut_ptr();
                     let mask = MaskRows { value: mvalue.as_ptr(), pos: values[mpos * d..].as_ptr(), dvalue: dm1.as_mut_ptr(), dpos: dv.wrapping_add(mpos * d) };
                     let rows = MoeRows {
-                        alpha: a1.as_mut_ptr(),
+                        alpha: a1.as_mut_ptr().into(),
                         words: &words,
                         values: values.as_ptr(),
                         offsets: &offsets,
@@ -2723,7 +2730,7 @@ mod tests {
                         x: x1.as_mut_ptr(),
                         z: z1.as_mut_ptr(),
                         dots: dots1.as_mut_ptr(),
-                        output: o1.as_mut_ptr(),
+                        output: o1.as_mut_ptr().into(),
                         outs: &outs,
                     };
                     // SAFETY: AVX-512F checked above, d has a kernel and the heads divide it;

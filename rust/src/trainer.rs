@@ -620,6 +620,68 @@ mod tests {
         assert_eq!(global, 210);
     }
 
+    /// Holds back what it trains until `publish` (as private hot rows do).
+    struct Hoarder {
+        trained: AtomicU64,
+        published: AtomicU64,
+        worker_scratches: AtomicU64,
+    }
+
+    impl crate::models::Model for Hoarder {
+        type Scratch = u64;
+        fn scratch(&self) -> u64 {
+            0
+        }
+        fn worker_scratch(&self, hot: HotSpec) -> u64 {
+            assert_eq!(hot, HotSpec { rows: 3, every: 100 });
+            self.worker_scratches.fetch_add(1, Ordering::Relaxed);
+            0
+        }
+        fn train_sentence(&self, held: &mut u64, sent: &[u32], _: f32, _: &mut Rng, _: bool) -> (f64, u64) {
+            *held += sent.len() as u64;
+            self.trained.fetch_add(sent.len() as u64, Ordering::SeqCst);
+            (0.0, 0)
+        }
+        fn publish(&self, held: &mut u64) {
+            self.published.fetch_add(std::mem::take(held), Ordering::SeqCst);
+        }
+    }
+
+    /// Workers of a multi-worker epoch get `worker_scratch`, and publish
+    /// what they hold before every sync (which sees all that was trained)
+    /// and at their end.
+    #[test]
+    fn workers_publish_before_a_sync_and_at_their_end() {
+        let s = VocabSettings { min_count: 1, max_final_vocab: None, sample: 0.0, ns_exponent: 0.75, hs: false };
+        let voc = Vocab::from_sorted(vec![("a".into(), 3), ("b".into(), 2)], &s);
+        let (tx, rx) = bounded(2000);
+        for _ in 0..1500 {
+            let mut job = Job::default();
+            for t in ["a", "b", "a", "b"] {
+                job.push_token(&voc, t);
+            }
+            job.end_sentence();
+            tx.send(job).unwrap();
+        }
+        drop(tx);
+        let cfg = TrainConfig {
+            workers: 2, alpha: 0.025, min_alpha: 0.0001, total_words: 6000, words_before: 0, seed: 1, epoch: 0,
+            want_loss: false, tick: Duration::from_millis(5), max_words: 0, resume: Vec::new(), hot: HotSpec { rows: 3, every: 100 },
+        };
+        let model = Hoarder { trained: AtomicU64::new(0), published: AtomicU64::new(0), worker_scratches: AtomicU64::new(0) };
+        let progress = Progress { gate: SyncGate::new(500, 1), ..Progress::default() };
+        let mut syncs = 0;
+        let on_sync = |_: &Progress| {
+            assert_eq!(model.published.load(Ordering::SeqCst), model.trained.load(Ordering::SeqCst), "a sync saw unpublished updates");
+            syncs += 1;
+            true
+        };
+        run_epoch_synced(&model, &voc, Source::Queue(&rx), &cfg, &progress, |_| true, on_sync, || false).unwrap();
+        assert!(syncs >= 5, "{syncs} syncs");
+        assert_eq!(model.worker_scratches.load(Ordering::Relaxed), 2);
+        assert_eq!(model.published.load(Ordering::SeqCst), 6000);
+    }
+
     #[test]
     fn a_requested_park_leaves_the_word_schedule_alone() {
         let mut asks = 0;

@@ -130,3 +130,82 @@ pub fn window_and_prefetch(
     }
     window_bounds(pos, sent.len(), window, shrink, rng)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::cbow::Cbow;
+    use super::moe::{Gates, Moe};
+    use super::skipgram::SkipGram;
+    use super::*;
+    use crate::objective::OutputSpec;
+    use crate::simd::SigmoidTable;
+    use crate::vocab::{Vocab, VocabSettings};
+
+    /// One worker training with private hot rows, merged now and then and
+    /// published at its end, leaves the same parameters as training the
+    /// shared rows (up to the rounding of shared + (private − snapshot)):
+    /// no update lost, none applied twice, every row resolved to the right
+    /// copy. CBOW, skip-gram and BidirMoE (window and sentence mode), per
+    /// target and mini-batched, with (d = 32) and without (d = 12) the
+    /// register kernels, some rows private or all.
+    #[test]
+    fn private_rows_lose_no_update() {
+        let v = 9;
+        let voc = Vocab::from_sorted(
+            (0..v).map(|i| (format!("w{i}"), 40 - 3 * i as u64)).collect(),
+            &VocabSettings { min_count: 1, max_final_vocab: None, sample: 0.0, ns_exponent: 0.75, hs: false },
+        );
+        let mut r = Rng::new(5);
+        let sents: Vec<Vec<u32>> = (0..12).map(|k| (0..8 + k).map(|_| r.below(v as u32)).collect()).collect();
+        let spec = OutputSpec { negative: 3, hs: false, softmax: false };
+        fn run<M: Model>(m: &M, sents: &[Vec<u32>], hot: HotSpec) {
+            let mut sc = if hot.rows > 0 { m.worker_scratch(hot) } else { m.scratch() };
+            let mut rng = Rng::new(7);
+            for s in sents {
+                m.train_sentence(&mut sc, s, 0.05, &mut rng, false);
+            }
+            m.publish(&mut sc);
+            m.end_worker(&mut sc);
+        }
+        for d in [12, 32] {
+            for batch in [1, 3] {
+                for model in ["cbow", "sg", "moe1", "moe4s"] {
+                    let (h, window, max_len) = (if model == "moe4s" { 4 } else { 1 }, 2, 5);
+                    let mut r = Rng::new(9);
+                    let mut init = |len: usize| (0..len).map(|_| r.unit_f32() - 0.5).collect::<Vec<f32>>();
+                    let start = [init(v * d), init(v * d), init(h * v), init(h * 2 * window), init(max_len * d), init(h), init(d), init(h * max_len * 4), init(h * v * 4), init(h * 2)];
+                    let mut ends = Vec::new();
+                    for hot in [HotSpec::default(), HotSpec { rows: 3, every: 10 }, HotSpec { rows: v, every: u64::MAX }] {
+                        let mut p = start.clone();
+                        let [alpha, beta, sal, og, ov, mg, mv, q, key, mk] = &mut p;
+                        let out = OutputLayer { beta: Hogwild::new(beta, d), syn1: Hogwild::empty(), bias: None, spec, vocab: &voc, sig: SigmoidTable::new() };
+                        let syn0 = Hogwild::new(alpha, d);
+                        match model {
+                            "cbow" => run(&Cbow { syn0, out, window, shrink: true, cbow_mean: true, batch }, &sents, hot),
+                            "sg" => run(&SkipGram { syn0, out, window, shrink: true, batch }, &sents, hot),
+                            _ => {
+                                let gates = if model == "moe1" {
+                                    Gates::Window { salience: Hogwild::new(sal, v), offset_gate: Hogwild::new(og, 2 * window) }
+                                } else {
+                                    let (q, pk) = q.split_at_mut(h * max_len * 2);
+                                    Gates::Absolute { query: Hogwild::new(q, 2), key: Hogwild::new(&mut key[..h * v * 2], 2), pos_key: Hogwild::new(pk, 2), max_len }
+                                };
+                                let ov = if model == "moe1" { &mut ov[..2 * window * d] } else { &mut ov[..] };
+                                let mg = if model == "moe1" { mg } else { mk };
+                                let m = Moe { alpha: syn0, gates, offset_value: Hogwild::new(ov, d), mask_gate: Hogwild::new(mg, if model == "moe1" { h } else { h * 2 }), mask_value: Hogwild::new(mv, d), out, heads: h, full: false, window, shrink: true, batch };
+                                run(&m, &sents, hot)
+                            }
+                        }
+                        ends.push(p);
+                    }
+                    assert!(ends[0] != start, "{model}: nothing trained");
+                    for (k, e) in ends.iter().enumerate().skip(1) {
+                        for (a, b) in e.iter().flatten().zip(ends[0].iter().flatten()) {
+                            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{model} d={d} batch={batch} hot #{k}: {a} vs {b}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
