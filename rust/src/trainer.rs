@@ -362,10 +362,13 @@ impl<M: Model> Worker<'_, M> {
     fn maybe_park(&mut self, raw: u64) {
         let gate = &self.progress.gate;
         if gate.wants_park(raw) && !self.progress.cancel.load(Ordering::Relaxed) {
-            // the sync reads the shared parameters: nothing may stay private
+            // the sync reads (and rewrites) the shared parameters: nothing
+            // may stay private, and afterwards the worker takes them as the
+            // sync left them (a second publish, with nothing new to add)
             self.model.publish(&mut self.scratch);
             self.local.flush(self.progress);
             gate.park();
+            self.model.publish(&mut self.scratch);
             self.update_lr();
             self.since_lr = 0;
         }

@@ -31,7 +31,8 @@ pub trait Model: Sync {
 
     /// Make every update this worker holds back (private rows) visible in
     /// the shared parameters. The trainer calls it before the workers park
-    /// for a distributed sync and before `end_worker`.
+    /// for a distributed sync, again once the sync is done (to take the
+    /// parameters as it left them), and before `end_worker`.
     fn publish(&self, _sc: &mut Self::Scratch) {}
 
     /// One SGD pass over one sentence. Returns (loss, examples); the loss is 0
