@@ -35,6 +35,9 @@ pub struct Hogwild<'a> {
     hot: *mut f32,
     snap: *mut f32,
     hot_rows: usize,
+    /// Or (a view by columns, `HotRows::of_cols`): columns below
+    /// `hot_cols` of every row live at `hot` (rows x hot_cols).
+    hot_cols: usize,
     _borrow: PhantomData<&'a mut [f32]>,
 }
 
@@ -81,7 +84,7 @@ impl<'a> Hogwild<'a> {
     pub fn new(data: &'a mut [f32], cols: usize) -> Self {
         let rows = if cols == 0 { 0 } else { data.len() / cols };
         assert_eq!(rows * cols, data.len(), "matrix buffer is not rows x cols");
-        Hogwild { ptr: data.as_mut_ptr(), rows, cols, factor: &[], hot: std::ptr::null_mut(), snap: std::ptr::null_mut(), hot_rows: 0, _borrow: PhantomData }
+        Hogwild { ptr: data.as_mut_ptr(), rows, cols, factor: &[], hot: std::ptr::null_mut(), snap: std::ptr::null_mut(), hot_rows: 0, hot_cols: 0, _borrow: PhantomData }
     }
 
     /// Multiply every update of row `i` by `factor[i % factor.len()]`
@@ -95,17 +98,17 @@ impl<'a> Hogwild<'a> {
     /// `tie_output`: beta = rho). Two handles alias exactly as two Hogwild
     /// threads do, which is the contract of this type.
     pub fn alias(&self) -> Hogwild<'a> {
-        Hogwild { hot: self.hot, snap: self.snap, hot_rows: self.hot_rows, ..Hogwild::shared_alias(self) }
+        Hogwild { hot: self.hot, snap: self.snap, hot_rows: self.hot_rows, hot_cols: self.hot_cols, ..Hogwild::shared_alias(self) }
     }
 
     /// A handle on the shared rows only (no worker's private rows).
     fn shared_alias(&self) -> Hogwild<'a> {
-        Hogwild { ptr: self.ptr, rows: self.rows, cols: self.cols, factor: self.factor, hot: std::ptr::null_mut(), snap: std::ptr::null_mut(), hot_rows: 0, _borrow: PhantomData }
+        Hogwild { ptr: self.ptr, rows: self.rows, cols: self.cols, factor: self.factor, hot: std::ptr::null_mut(), snap: std::ptr::null_mut(), hot_rows: 0, hot_cols: 0, _borrow: PhantomData }
     }
 
     /// An empty matrix (a model part that is switched off).
     pub fn empty() -> Self {
-        Hogwild { ptr: std::ptr::NonNull::dangling().as_ptr(), rows: 0, cols: 0, factor: &[], hot: std::ptr::null_mut(), snap: std::ptr::null_mut(), hot_rows: 0, _borrow: PhantomData }
+        Hogwild { ptr: std::ptr::NonNull::dangling().as_ptr(), rows: 0, cols: 0, factor: &[], hot: std::ptr::null_mut(), snap: std::ptr::null_mut(), hot_rows: 0, hot_cols: 0, _borrow: PhantomData }
     }
 
     /// A worker's view of this matrix with hot-row privatization: rows
@@ -116,9 +119,38 @@ impl<'a> Hogwild<'a> {
     /// matrix of this row size ([`HotRows::of`]); with 0 rows the view is
     /// a plain alias.
     pub fn with_hot<'b>(&'b self, hot: &'b mut HotRows) -> Hogwild<'b> {
-        assert!(self.hot_rows == 0, "a view of a view");
-        assert!(hot.rows <= self.rows && (hot.rows == 0 || hot.cols == self.cols), "private rows of another matrix");
-        Hogwild { hot: hot.private.as_mut_ptr(), snap: hot.snapshot.as_mut_ptr(), hot_rows: hot.rows, ..self.shared_alias() }
+        self.no_private_rows();
+        hot.check(self);
+        let (hot_rows, hot_cols) = if hot.by_cols { (0, hot.cols) } else { (hot.rows, 0) };
+        Hogwild { hot: hot.private.as_mut_ptr(), snap: hot.snapshot.as_mut_ptr(), hot_rows, hot_cols, ..self.shared_alias() }
+    }
+
+    /// Element (i, j), in the private copies for a hot column of a view by columns.
+    #[inline]
+    pub fn get(&self, i: usize, j: usize) -> f32 {
+        // SAFETY: `elem` checks the bounds.
+        unsafe { *self.elem(i, j) }
+    }
+
+    /// Start loading element (i, j) (as `get` resolves it) into the cache.
+    #[inline]
+    pub fn prefetch_at(&self, i: usize, j: usize) {
+        // SAFETY: `elem` checks the bounds; the slice is one element of a live buffer.
+        crate::simd::prefetch(unsafe { std::slice::from_raw_parts(self.elem(i, j), 1) });
+    }
+
+    /// Where element (i, j) lives (bounds checked).
+    #[inline(always)]
+    fn elem(&self, i: usize, j: usize) -> *mut f32 {
+        assert!(i < self.rows && j < self.cols);
+        if j < self.hot_cols {
+            // SAFETY: the private columns are rows x hot_cols floats (`with_hot`).
+            unsafe { self.hot.add(i * self.hot_cols + j) }
+        } else {
+            // SAFETY: in bounds (checked): row i's first float, in the
+            // private rows for a hot row of a view by rows, then j floats on.
+            unsafe { self.base().row(i as u32, self.cols).add(j) }
+        }
     }
 
     /// Where the register kernels find this matrix's rows (the private
@@ -132,7 +164,7 @@ impl<'a> Hogwild<'a> {
     /// hot row of a worker's view.
     #[inline(always)]
     fn row_ptr(&self, i: usize) -> *mut f32 {
-        assert!(i < self.rows);
+        assert!(i < self.rows && self.hot_cols == 0, "row out of range, or a whole row of a view by columns");
         // SAFETY: i < rows, so i·cols lies inside the shared buffer, and for
         // i < hot_rows inside the private copies (hot_rows x cols floats,
         // `with_hot`).
@@ -143,7 +175,7 @@ impl<'a> Hogwild<'a> {
     /// as one slice: not for a worker's view with private rows.
     #[inline(always)]
     fn no_private_rows(&self) {
-        assert!(self.hot_rows == 0, "a multi-row operation on a view with private rows");
+        assert!(self.hot_rows == 0 && self.hot_cols == 0, "a multi-row operation on a view with private rows");
     }
 
     #[inline]
@@ -413,11 +445,9 @@ impl<'a> Hogwild<'a> {
     /// `row[i][j] += v * factor(i)`.
     #[inline]
     pub fn add_at(&self, i: usize, j: usize, v: f32) {
-        assert!(j < self.cols);
         let v = v * self.factor(i);
-        // SAFETY: in bounds (`row_ptr` checks i, j checked); a single
-        // element store, no view kept.
-        unsafe { *self.row_ptr(i).add(j) += v };
+        // SAFETY: in bounds (`elem` checks); a single element store, no view kept.
+        unsafe { *self.elem(i, j) += v };
     }
 
     /// The MoE expert's backward sweep on row `i`, in `c.len()` head blocks
@@ -637,6 +667,8 @@ impl<'a> Hogwild<'a> {
 pub struct HotRows {
     rows: usize,
     cols: usize,
+    /// Private columns `0..cols` of every row (`of_cols`) rather than rows.
+    by_cols: bool,
     private: Vec<f32>,
     snapshot: Vec<f32>,
 }
@@ -647,12 +679,27 @@ impl HotRows {
         m.no_private_rows();
         let rows = rows.min(m.rows);
         let private = m.as_slice()[..rows * m.cols].to_vec();
-        HotRows { rows, cols: m.cols, snapshot: private.clone(), private }
+        HotRows { rows, cols: m.cols, by_cols: false, snapshot: private.clone(), private }
+    }
+
+    /// Private copies of columns `0..cols.min(m.cols())` of every row of `m`
+    /// (a matrix with one column per word, such as BidirMoE's gate scores).
+    pub fn of_cols(m: &Hogwild<'_>, cols: usize) -> HotRows {
+        m.no_private_rows();
+        let cols = cols.min(m.cols);
+        let private: Vec<f32> = m.as_slice().chunks_exact(m.cols.max(1)).flat_map(|r| r[..cols].iter().copied()).collect();
+        HotRows { rows: m.rows, cols, by_cols: true, snapshot: private.clone(), private }
     }
 
     /// No private rows (a view with them is a plain alias).
     pub fn none() -> HotRows {
-        HotRows { rows: 0, cols: 0, private: Vec::new(), snapshot: Vec::new() }
+        HotRows { rows: 0, cols: 0, by_cols: false, private: Vec::new(), snapshot: Vec::new() }
+    }
+
+    /// Were these copies made from a matrix of `m`'s shape?
+    fn check(&self, m: &Hogwild<'_>) {
+        let fits = if self.by_cols { self.rows == m.rows && self.cols <= m.cols } else { self.rows <= m.rows && (self.rows == 0 || self.cols == m.cols) };
+        assert!(fits, "private rows of another matrix");
     }
 
     pub fn rows(&self) -> usize {
@@ -666,14 +713,15 @@ impl HotRows {
     /// same time (Hogwild: an element may lose one of two simultaneous adds).
     pub fn merge(&mut self, shared: &Hogwild<'_>) {
         shared.no_private_rows();
-        assert!(self.rows <= shared.rows && (self.rows == 0 || self.cols == shared.cols), "private rows of another matrix");
+        self.check(shared);
         let c = self.cols;
         for (i, (p, s)) in self.private.chunks_exact_mut(c.max(1)).zip(self.snapshot.chunks_exact_mut(c.max(1))).enumerate() {
             // SAFETY: i < self.rows <= shared.rows (checked); the private
             // copies are this worker's own allocation, so the shared row's
             // mutable view overlaps neither, and it dies with this iteration.
             let r = unsafe { shared.row_mut(i) };
-            for ((rj, pj), sj) in r.iter_mut().zip(p.iter_mut()).zip(s.iter_mut()) {
+            // a row's private part: all of it, or its first `cols` columns
+            for ((rj, pj), sj) in r[..c].iter_mut().zip(p.iter_mut()).zip(s.iter_mut()) {
                 let v = *rj + (*pj - *sj);
                 *rj = v;
                 *pj = v;

@@ -66,6 +66,8 @@ pub struct HotSpec {
 pub struct Privatized {
     pub input: HotRows,
     pub output: HotRows,
+    /// BidirMoE's gate scores of the hot words (columns of `salience`).
+    pub gates: HotRows,
     every: u64,
     since: u64,
 }
@@ -75,30 +77,35 @@ impl Privatized {
     /// `hot.rows` is 0). Hierarchical softmax's inner nodes stay shared.
     pub fn new(hot: HotSpec, input: &Hogwild<'_>, out: &OutputLayer<'_>) -> Option<Box<Privatized>> {
         (hot.rows > 0).then(|| {
-            Box::new(Privatized { input: HotRows::of(input, hot.rows), output: HotRows::of(&out.beta, hot.rows), every: hot.every.max(1), since: 0 })
+            let (input, output) = (HotRows::of(input, hot.rows), HotRows::of(&out.beta, hot.rows));
+            Box::new(Privatized { input, output, gates: HotRows::none(), every: hot.every.max(1), since: 0 })
         })
     }
 
-    /// Merge both matrices' private rows into the shared ones (`HotRows::merge`).
-    pub fn merge(&mut self, input: &Hogwild<'_>, out: &OutputLayer<'_>) {
+    /// Merge the private rows into the shared matrices they were taken
+    /// from (`HotRows::merge`): `input`, `out.beta` and `gates` (if any).
+    pub fn merge(&mut self, input: &Hogwild<'_>, out: &OutputLayer<'_>, gates: Option<&Hogwild<'_>>) {
         self.input.merge(input);
         self.output.merge(&out.beta);
+        if let Some(g) = gates {
+            self.gates.merge(g);
+        }
         self.since = 0;
     }
 
     /// After a sentence of `examples` trained examples: merge when due.
-    pub fn trained(&mut self, examples: u64, input: &Hogwild<'_>, out: &OutputLayer<'_>) {
+    pub fn trained(&mut self, examples: u64, input: &Hogwild<'_>, out: &OutputLayer<'_>, gates: Option<&Hogwild<'_>>) {
         self.since += examples;
         if self.since >= self.every {
-            self.merge(input, out);
+            self.merge(input, out, gates);
         }
     }
 }
 
 /// `Model::publish` for a model whose scratch holds `hot`.
-pub fn publish_rows(hot: &mut Option<Box<Privatized>>, input: &Hogwild<'_>, out: &OutputLayer<'_>) {
+pub fn publish_rows(hot: &mut Option<Box<Privatized>>, input: &Hogwild<'_>, out: &OutputLayer<'_>, gates: Option<&Hogwild<'_>>) {
     if let Some(h) = hot.as_mut() {
-        h.merge(input, out);
+        h.merge(input, out, gates);
     }
 }
 

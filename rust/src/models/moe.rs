@@ -37,10 +37,10 @@
 //! fighting over the same cache lines.
 
 use super::{publish_rows, window_and_prefetch, HotSpec, Model, Privatized};
-use crate::hogwild::{Hogwild, MaskPos, MoeExperts, MoeMask};
+use crate::hogwild::{Hogwild, HotRows, MaskPos, MoeExperts, MoeMask};
 use crate::objective::{OutputLayer, OutputScratch};
 use crate::sampling::Rng;
-use crate::simd::{axpy, dot, dot_axpy2, mix, prefetch, softmax_rows};
+use crate::simd::{axpy, dot, dot_axpy2, mix, softmax_rows};
 
 /// Targets between applications of a thread's offset/mask gradients.
 const SHARED_FLUSH: u32 = 64;
@@ -226,7 +226,10 @@ impl Moe<'_> {
         let (input, output) = (&mut hot.input, &mut hot.output);
         Moe {
             alpha: self.alpha.with_hot(input),
-            gates: self.gates.alias(),
+            gates: match &self.gates {
+                Gates::Window { salience, offset_gate } => Gates::Window { salience: salience.with_hot(&mut hot.gates), offset_gate: offset_gate.alias() },
+                g => g.alias(),
+            },
             offset_value: self.offset_value.alias(),
             mask_gate: self.mask_gate.alias(),
             mask_value: self.mask_value.alias(),
@@ -237,6 +240,13 @@ impl Moe<'_> {
 
     fn d(&self) -> usize {
         self.out.dim()
+    }
+    /// Window mode's gate scores per word (H x V).
+    fn salience(&self) -> Option<&Hogwild<'_>> {
+        match &self.gates {
+            Gates::Window { salience, .. } => Some(salience),
+            Gates::Absolute { .. } => None,
+        }
     }
     fn d_in(&self) -> usize {
         self.alpha.cols()
@@ -321,12 +331,12 @@ impl Moe<'_> {
         match &self.gates {
             Gates::Window { salience, offset_gate } => {
                 // expert-major: one expert's word and offset, then its H gates
-                let (sal, og) = (salience.as_slice(), offset_gate.as_slice());
-                let (v, r) = (salience.cols(), offset_gate.cols());
+                let og = offset_gate.as_slice();
+                let r = offset_gate.cols();
                 for m in 0..nc {
                     let (w, o) = (sc.words[m] as usize, sc.offsets[m] as usize);
                     for hh in 0..h {
-                        sc.theta[hh * n + m] = sal[hh * v + w] + og[hh * r + o];
+                        sc.theta[hh * n + m] = salience.get(hh, w) + og[hh * r + o];
                     }
                 }
                 if self.has_mask() {
@@ -668,19 +678,23 @@ impl Model for Moe<'_> {
     }
 
     fn worker_scratch(&self, hot: HotSpec) -> MoeScratch {
-        MoeScratch { hot: Privatized::new(hot, &self.alpha, &self.out), ..self.scratch() }
+        let mut private = Privatized::new(hot, &self.alpha, &self.out);
+        if let (Some(p), Some(salience)) = (private.as_mut(), self.salience()) {
+            p.gates = HotRows::of_cols(salience, hot.rows);
+        }
+        MoeScratch { hot: private, ..self.scratch() }
     }
 
     fn train_sentence(&self, sc: &mut MoeScratch, sent: &[u32], lr: f32, rng: &mut Rng, want_loss: bool) -> (f64, u64) {
         let Some(mut hot) = sc.hot.take() else { return self.train(sc, sent, lr, rng, want_loss) };
         let done = self.with_hot(&mut hot).train(sc, sent, lr, rng, want_loss);
-        hot.trained(done.1, &self.alpha, &self.out);
+        hot.trained(done.1, &self.alpha, &self.out, self.salience());
         sc.hot = Some(hot);
         done
     }
 
     fn publish(&self, sc: &mut MoeScratch) {
-        publish_rows(&mut sc.hot, &self.alpha, &self.out);
+        publish_rows(&mut sc.hot, &self.alpha, &self.out, self.salience());
     }
 
     fn end_worker(&self, sc: &mut MoeScratch) {
@@ -718,7 +732,7 @@ impl Moe<'_> {
                 if let (Some(&w), Gates::Window { salience, .. }) = (sent.get(pos + self.window + 1), &self.gates) {
                     // the entering word's gate scores: one cache line per head (salience is H x V)
                     for hh in 0..self.heads {
-                        prefetch(&salience.row(hh)[w as usize..w as usize + 1]);
+                        salience.prefetch_at(hh, w as usize);
                     }
                 }
                 let slot = if batched { &mut sc.batch[sc.targets.len()] } else { &mut sc.cur };

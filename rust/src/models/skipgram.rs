@@ -93,13 +93,13 @@ impl Model for SkipGram<'_> {
     fn train_sentence(&self, sc: &mut SkipGramScratch, sent: &[u32], lr: f32, rng: &mut Rng, want_loss: bool) -> (f64, u64) {
         let Some(mut hot) = sc.hot.take() else { return self.train(sc, sent, lr, rng, want_loss) };
         let done = self.with_hot(&mut hot).train(sc, sent, lr, rng, want_loss);
-        hot.trained(done.1, &self.syn0, &self.out);
+        hot.trained(done.1, &self.syn0, &self.out, None);
         sc.hot = Some(hot);
         done
     }
 
     fn publish(&self, sc: &mut SkipGramScratch) {
-        publish_rows(&mut sc.hot, &self.syn0, &self.out);
+        publish_rows(&mut sc.hot, &self.syn0, &self.out, None);
     }
 }
 
