@@ -88,3 +88,9 @@ def test_hot_rows_is_saved(corpus, tmp_path):
     m = _w2v(corpus, workers=2, hot_rows=7, epochs=1)
     m.save(str(tmp_path / "m.npz"))
     assert Word2Vec.load(str(tmp_path / "m.npz")).hot_rows == 7
+
+
+def test_defaults_on_for_word2vec_off_for_bidirmoe():
+    assert training._hot_rows_of(Word2Vec()) == training.HOT_ROWS > 0
+    assert training._hot_rows_of(BidirMoE()) == 0
+    assert training._hot_rows_of(BidirMoE(hot_rows=64)) == 64

@@ -97,9 +97,13 @@ class BidirMoE(MaskedModel):
         distributed sync and when it finishes its share of an epoch, so no
         update is lost. Those rows are written by every worker all the time;
         sharing them is what kept 2 workers from training twice as fast.
-        ``0``: plain Hogwild (every row shared). ``None`` (default):
-        ``bidirmoe.training.HOT_ROWS``. Hierarchical softmax's inner nodes
-        and BidirMoE's gates stay shared; with one worker it changes nothing.
+        Window mode also keeps the hot words' gate scores (``salience``)
+        private. ``0``: plain Hogwild (every row shared). ``None``
+        (default): 0, off for BidirMoE: on text8 it did not make 2 workers
+        measurably faster with 1 head, and with 4 heads it cost held-out
+        log-likelihood (README, issue 14, hot rows); try 256. Hierarchical
+        softmax's inner nodes and the offset, mask and sentence-mode
+        parameters stay shared; with one worker it changes nothing.
 
     Examples
     --------
@@ -112,6 +116,8 @@ class BidirMoE(MaskedModel):
     True
     """
 
+    #: ``hot_rows=None`` means this (see the parameter above).
+    _hot_rows_default = 0
     _array_names = ("syn1neg", "syn1", "salience", "offset_gate", "offset_value", "mask_gate", "mask_value",
                     "query", "key", "pos_key", "pos_value", "mask_key", "output_bias")
     _param_names = (

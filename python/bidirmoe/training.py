@@ -102,8 +102,8 @@ def _is_int(x) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
 
-#: Default ``hot_rows`` of CBOW, skip-gram and BidirMoE (Rust backend, 2 or
-#: more workers): each worker trains on private copies of the input and
+#: Default ``hot_rows`` of CBOW and skip-gram (Rust backend, 2 or more
+#: workers; BidirMoE's default is 0, see its docstring): each worker trains on private copies of the input and
 #: negative-sampling output rows of this many most frequent words and merges
 #: them into the shared arrays (adding what it learned since its last merge)
 #: every ``HOT_EVERY`` trained examples, before every distributed sync and
@@ -122,9 +122,9 @@ def _check_hot_rows(h) -> None:
 
 
 def _hot_rows_of(model) -> int:
-    """The ``hot_rows`` a model trains with (None or absent: the default)."""
+    """The ``hot_rows`` a model trains with (None or absent: its class's default)."""
     h = getattr(model, "hot_rows", None)
-    return int(HOT_ROWS if h is None else h)
+    return int(getattr(model, "_hot_rows_default", HOT_ROWS) if h is None else h)
 
 
 def grow_rows(arr: Optional[np.ndarray], rows: int, axis: int = 0, fill: Optional[np.ndarray] = None

@@ -124,8 +124,9 @@ class Word2Vec(MaskedLM, TrainableModel):
         update is lost. Those rows are written by every worker all the time;
         sharing them is what kept 2 workers from training twice as fast.
         ``0``: plain Hogwild (every row shared). ``None`` (default):
-        ``bidirmoe.training.HOT_ROWS``. Hierarchical softmax's inner nodes
-        and BidirMoE's gates stay shared; with one worker it changes nothing.
+        ``bidirmoe.training.HOT_ROWS`` (256; analogy accuracy within
+        seed-to-seed noise on text8). Hierarchical softmax's inner nodes stay
+        shared; with one worker it changes nothing.
     distributed : bool
         Train in several processes launched by ``torchrun`` (needs torch and
         ``corpus_file``): each rank counts and trains on its own shard of the
