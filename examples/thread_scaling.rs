@@ -16,6 +16,9 @@
 //!   small   each worker its own BidirMoE gates and offset / mask values,
 //!   uniform negatives drawn uniformly instead of by count^0.75 (no hot
 //!           output rows among the negatives; the parameters stay shared),
+//!   hotH:M  the real, shared training with hot-row privatization
+//!           (`models::HotSpec`: each worker keeps private copies of the
+//!           H most frequent words' rows and merges every M examples),
 //! or `none` (default): the real, shared training. Per epoch it prints the
 //! wall time / when the first worker started / when the first finished /
 //! when the last finished (seconds from the epoch's start).
@@ -26,11 +29,11 @@ use bidirmoe::idcache::IdCache;
 use bidirmoe::models::cbow::Cbow;
 use bidirmoe::models::moe::{Gates, Moe};
 use bidirmoe::models::skipgram::SkipGram;
-use bidirmoe::models::Model;
+use bidirmoe::models::{HotSpec, Model};
 use bidirmoe::objective::{OutputLayer, OutputSpec};
 use bidirmoe::sampling::Rng;
 use bidirmoe::simd::SigmoidTable;
-use bidirmoe::trainer::{run_epoch, Progress, Source};
+use bidirmoe::trainer::{run_epoch, Progress, Source, TrainConfig};
 use bidirmoe::vocab::Vocab;
 use common::{corpus_vocab, epoch_config};
 use std::path::Path;
@@ -65,6 +68,15 @@ impl<M: Model> Model for PerWorker<M> {
     fn scratch(&self) -> Self::Scratch {
         let k = self.next.fetch_add(1, Ordering::Relaxed) % self.models.len();
         (k, self.models[k].scratch(), Instant::now())
+    }
+
+    fn worker_scratch(&self, hot: HotSpec) -> Self::Scratch {
+        let k = self.next.fetch_add(1, Ordering::Relaxed) % self.models.len();
+        (k, self.models[k].worker_scratch(hot), Instant::now())
+    }
+
+    fn publish(&self, sc: &mut Self::Scratch) {
+        self.models[sc.0].publish(&mut sc.1)
     }
 
     fn train_sentence(&self, sc: &mut Self::Scratch, sent: &[u32], lr: f32, rng: &mut Rng, want_loss: bool) -> (f64, u64) {
@@ -104,13 +116,13 @@ fn buffers(v: usize, heads: usize) -> Vec<Vec<f32>> {
         .collect()
 }
 
-fn train<M: Model>(m: &PerWorker<M>, voc: &Vocab, path: &Path, workers: usize, epochs: u64) -> (u64, Vec<[f64; 4]>) {
+fn train<M: Model>(m: &PerWorker<M>, voc: &Vocab, path: &Path, workers: usize, epochs: u64, hot: HotSpec) -> (u64, Vec<[f64; 4]>) {
     let progress = Progress::default();
     let cache = IdCache::new(1 << 30); // as train(corpus_file=...): later epochs replay the ids
     let mut times = Vec::new();
     for epoch in 0..epochs {
         let split = FileSplit::new(path, workers).expect("corpus");
-        let cfg = epoch_config(voc, workers, epochs, epoch);
+        let cfg = TrainConfig { hot, ..epoch_config(voc, workers, epochs, epoch) };
         m.spans.lock().unwrap().clear();
         let t = Instant::now();
         run_epoch(m, voc, Source::Cached(&split, &cache), &cfg, &progress, |_| true).expect("epoch");
@@ -127,7 +139,7 @@ fn train<M: Model>(m: &PerWorker<M>, voc: &Vocab, path: &Path, workers: usize, e
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() != 5 && args.len() != 6 {
-        eprintln!("usage: thread_scaling CORPUS cbow|sg|moe1|moe4 WORKERS EPOCHS [in,out,small,uniform|none]");
+        eprintln!("usage: thread_scaling CORPUS cbow|sg|moe1|moe4 WORKERS EPOCHS [in,out,small,uniform,hotH:M|none]");
         std::process::exit(2);
     }
     let path = Path::new(&args[1]);
@@ -136,7 +148,12 @@ fn main() {
     let epochs: u64 = args[4].parse().expect("EPOCHS");
     let private = args.get(5).map(String::as_str).unwrap_or("none");
     let has = |flag: &str| private.split(',').any(|f| f == flag);
+    let mut hot = HotSpec::default();
     for f in private.split(',') {
+        if let Some((h, m)) = f.strip_prefix("hot").and_then(|x| x.split_once(':')) {
+            hot = HotSpec { rows: h.parse().expect("hotH:M"), every: m.parse().expect("hotH:M") };
+            continue;
+        }
         if !["in", "out", "small", "uniform", "none"].contains(&f) {
             eprintln!("unknown PRIVATE flag {f}");
             std::process::exit(2);
@@ -170,11 +187,11 @@ fn main() {
     let (targets, times) = match model {
         "cbow" => {
             let models = ks.map(|k| Cbow { syn0: syn0_of(k), out: out_of(k), window: WINDOW, shrink: true, cbow_mean: true, batch: 1 }).collect();
-            train(&PerWorker::new(models), &voc, path, workers, epochs)
+            train(&PerWorker::new(models), &voc, path, workers, epochs, hot)
         }
         "sg" => {
             let models = ks.map(|k| SkipGram { syn0: syn0_of(k), out: out_of(k), window: WINDOW, shrink: true, batch: 1 }).collect();
-            train(&PerWorker::new(models), &voc, path, workers, epochs)
+            train(&PerWorker::new(models), &voc, path, workers, epochs, hot)
         }
         "moe1" | "moe4" => {
             let models = ks
@@ -195,7 +212,7 @@ fn main() {
                     }
                 })
                 .collect();
-            train(&PerWorker::new(models), &voc, path, workers, epochs)
+            train(&PerWorker::new(models), &voc, path, workers, epochs, hot)
         }
         other => {
             eprintln!("unknown model {other}");

@@ -36,5 +36,6 @@ pub fn epoch_config(voc: &Vocab, workers: usize, epochs: u64, epoch: u64) -> Tra
         tick: Duration::from_secs(1),
         max_words: 0,
         resume: Vec::new(),
+        hot: Default::default(),
     }
 }

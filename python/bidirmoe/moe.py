@@ -18,7 +18,7 @@ import numpy as np
 
 from . import _core
 from .masked import MaskedModel
-from .training import _check, _is_int, grow_rows
+from .training import _check, _check_hot_rows, _is_int, grow_rows
 from .word2vec import _batch_targets_of, _check_batch_targets
 
 MASK = "[MASK]"
@@ -89,6 +89,21 @@ class BidirMoE(MaskedModel):
         then each runs its backward pass. ``1`` is the exact per-target update;
         ``None`` (default): 1 (``bidirmoe.word2vec.BATCH_TARGETS``) — on
         text8 a batch of 16 was no faster and lost held-out log-likelihood.
+    hot_rows : int, optional
+        Rust backend with 2 or more ``workers``: each worker trains on its own
+        copies of the rows (``alpha`` and negative sampling's output
+        vectors) of this many most frequent words and adds what it learned
+        to the shared arrays every ``HOT_EVERY`` examples, before every
+        distributed sync and when it finishes its share of an epoch, so no
+        update is lost. Those rows are written by every worker all the time;
+        sharing them is what kept 2 workers from training twice as fast.
+        Window mode also keeps the hot words' gate scores (``salience``)
+        private. ``0``: plain Hogwild (every row shared). ``None``
+        (default): 0, off for BidirMoE: on text8 it did not make 2 workers
+        measurably faster with 1 head, and with 4 heads it cost held-out
+        log-likelihood (README, issue 14, hot rows); try 256. Hierarchical
+        softmax's inner nodes and the offset, mask and sentence-mode
+        parameters stay shared; with one worker it changes nothing.
 
     Examples
     --------
@@ -101,13 +116,15 @@ class BidirMoE(MaskedModel):
     True
     """
 
+    #: ``hot_rows=None`` means this (see the parameter above).
+    _hot_rows_default = 0
     _array_names = ("syn1neg", "syn1", "salience", "offset_gate", "offset_value", "mask_gate", "mask_value",
                     "query", "key", "pos_key", "pos_value", "mask_key", "output_bias")
     _param_names = (
         "vector_size", "alpha", "window", "min_count", "max_vocab_size", "sample", "seed", "workers", "min_alpha",
         "hs", "negative", "ns_exponent", "epochs", "batch_words", "compute_loss", "max_final_vocab", "shrink_windows",
         "progress", "heads", "head_values", "mask_expert", "loss", "positions", "max_len", "key_size",
-        "batch_targets",
+        "batch_targets", "hot_rows",
     )
 
     def __init__(self, sentences=None, corpus_file=None, vector_size=100, alpha=0.025, window=5, min_count=5,
@@ -116,9 +133,9 @@ class BidirMoE(MaskedModel):
                  positions="window", max_len=None, key_size=None, max_final_vocab=None, shrink_windows=True, batch_words=10000, callbacks=(),
                  progress=False, compute_loss=False, trim_rule=None,
                  device="cpu", backend=None, distributed=False,
-                 sync_words=None, sync_overlap=False, sync_dtype="float32", batch_targets=None):
+                 sync_words=None, sync_overlap=False, sync_dtype="float32", batch_targets=None, hot_rows=None):
         self._reset_state()
-        self.batch_targets = batch_targets
+        self.batch_targets, self.hot_rows = batch_targets, hot_rows
         self._set_backend(device, backend)
         self._set_distributed(distributed, sync_words, sync_overlap, sync_dtype)
         self.vector_size, self.alpha, self.window, self.min_count = vector_size, alpha, window, min_count
@@ -138,6 +155,7 @@ class BidirMoE(MaskedModel):
         self._validate_masked()
         _check(_is_int(self.heads) and self.heads >= 1, f"heads must be a positive int, got {self.heads!r}")
         _check_batch_targets(self.batch_targets)
+        _check_hot_rows(self.hot_rows)
         _check(self.head_values in ("slice", "full"), f"head_values must be 'slice' or 'full', got {self.head_values!r}")
         _check(self.head_values == "full" or self.vector_size % self.heads == 0,
                f"vector_size ({self.vector_size}) must be a multiple of heads ({self.heads}) with head_values='slice'")

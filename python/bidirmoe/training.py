@@ -102,6 +102,31 @@ def _is_int(x) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
 
+#: Default ``hot_rows`` of CBOW and skip-gram (Rust backend, 2 or more
+#: workers; BidirMoE's default is 0, see its docstring): each worker trains on private copies of the input and
+#: negative-sampling output rows of this many most frequent words and merges
+#: them into the shared arrays (adding what it learned since its last merge)
+#: every ``HOT_EVERY`` trained examples, before every distributed sync and
+#: at the end of its share of an epoch. Those rows are the ones every worker
+#: writes all the time, and sharing them cost the 2-worker speed-up (see
+#: README, issue 14). 0 turns it off (plain Hogwild); one worker always
+#: trains the shared arrays.
+HOT_ROWS = 256
+#: Trained examples (CBOW/BidirMoE targets, skip-gram pairs) between a
+#: worker's merges of its private rows; checked after each sentence.
+HOT_EVERY = 4096
+
+
+def _check_hot_rows(h) -> None:
+    _check(h is None or (_is_int(h) and h >= 0), f"hot_rows must be None or an int >= 0, got {h!r}")
+
+
+def _hot_rows_of(model) -> int:
+    """The ``hot_rows`` a model trains with (None or absent: its class's default)."""
+    h = getattr(model, "hot_rows", None)
+    return int(getattr(model, "_hot_rows_default", HOT_ROWS) if h is None else h)
+
+
 def grow_rows(arr: Optional[np.ndarray], rows: int, axis: int = 0, fill: Optional[np.ndarray] = None
               ) -> Optional[np.ndarray]:
     """``arr`` extended along ``axis`` to ``rows`` entries with ``fill`` (default zeros); None stays None."""
@@ -960,7 +985,8 @@ class TrainableModel:
                               seed=int(self.seed) & 0xFFFFFFFFFFFFFFFF, epoch=int(self._epochs_done),
                               workers=int(self.workers), compute_loss=compute_loss,
                               report_delay=min(float(report_delay), 0.5), max_words=0,
-                              lockf=self._lockf_for_core(), resume=resume, id_cache=id_cache)
+                              lockf=self._lockf_for_core(), resume=resume, id_cache=id_cache,
+                              hot_rows=_hot_rows_of(self), hot_every=HOT_EVERY)
                 if session is not None:
                     dist_arrays = self._dist_schedule(session, common)
                 reporter = _Reporter(max(words_per_epoch - before, 1), epoch, epochs, report_delay, bar,

@@ -11,7 +11,7 @@ import numpy as np
 from . import _core
 from .corpora import MAX_SENTENCE_LEN, check_corpus
 from .masked import MaskedLM, _log_sigmoid
-from .training import TrainableModel, _check, _is_int, carry_tree_weights, grow_rows
+from .training import TrainableModel, _check, _check_hot_rows, _is_int, carry_tree_weights, grow_rows
 
 #: Default ``batch_targets`` of every model (CBOW, skip-gram, BidirMoE): 1,
 #: word2vec's exact per-target update. Batching is opt-in because it cost
@@ -115,6 +115,18 @@ class Word2Vec(MaskedLM, TrainableModel):
         ``benches/bench_word2vec.py`` and the README for speed and accuracy.
         A large batch on a tiny vocabulary can overshoot (many rows of one
         batch push the same few output vectors at once): use 1 there.
+    hot_rows : int, optional
+        Rust backend with 2 or more ``workers``: each worker trains on its own
+        copies of the rows (input vectors and negative sampling's output
+        vectors) of this many most frequent words and adds what it learned
+        to the shared arrays every ``HOT_EVERY`` examples, before every
+        distributed sync and when it finishes its share of an epoch, so no
+        update is lost. Those rows are written by every worker all the time;
+        sharing them is what kept 2 workers from training twice as fast.
+        ``0``: plain Hogwild (every row shared). ``None`` (default):
+        ``bidirmoe.training.HOT_ROWS`` (256; analogy accuracy within
+        seed-to-seed noise on text8). Hierarchical softmax's inner nodes stay
+        shared; with one worker it changes nothing.
     distributed : bool
         Train in several processes launched by ``torchrun`` (needs torch and
         ``corpus_file``): each rank counts and trains on its own shard of the
@@ -160,7 +172,7 @@ class Word2Vec(MaskedLM, TrainableModel):
     _param_names = (
         "vector_size", "alpha", "window", "min_count", "max_vocab_size", "sample", "seed", "workers", "min_alpha",
         "sg", "hs", "negative", "ns_exponent", "cbow_mean", "epochs", "null_word", "sorted_vocab", "batch_words",
-        "compute_loss", "comment", "max_final_vocab", "shrink_windows", "progress", "batch_targets",
+        "compute_loss", "comment", "max_final_vocab", "shrink_windows", "progress", "batch_targets", "hot_rows",
     )
 
     def __init__(self, sentences=None, corpus_file=None, vector_size=100, alpha=0.025, window=5, min_count=5,
@@ -168,9 +180,9 @@ class Word2Vec(MaskedLM, TrainableModel):
                  ns_exponent=0.75, cbow_mean=1, hashfxn=hash, epochs=5, null_word=0, trim_rule=None, sorted_vocab=1,
                  batch_words=10000, compute_loss=False, callbacks=(), comment=None, max_final_vocab=None,
                  shrink_windows=True, progress=False, device="cpu", backend=None, distributed=False,
-                 sync_words=None, sync_overlap=False, sync_dtype="float32", batch_targets=None):
+                 sync_words=None, sync_overlap=False, sync_dtype="float32", batch_targets=None, hot_rows=None):
         self._reset_state()
-        self.batch_targets = batch_targets
+        self.batch_targets, self.hot_rows = batch_targets, hot_rows
         self._set_backend(device, backend)
         self._set_distributed(distributed, sync_words, sync_overlap, sync_dtype)
         self.vector_size, self.alpha, self.window, self.min_count = vector_size, alpha, window, min_count
@@ -199,6 +211,7 @@ class Word2Vec(MaskedLM, TrainableModel):
         _check(self.null_word in (0, False), "null_word=1 is not supported: bidirmoe never pads sentences")
         _check(self.sorted_vocab in (1, True), "sorted_vocab=0 is not supported: the vocabulary is always in descending frequency order")
         _check_batch_targets(self.batch_targets)
+        _check_hot_rows(self.hot_rows)
 
     def _init_params(self) -> None:
         n = len(self.wv.index_to_key)

@@ -761,6 +761,7 @@ mod tests {
             tick: Duration::from_millis(5),
             max_words: 0,
             resume: Vec::new(),
+            hot: Default::default(),
         }
     }
 

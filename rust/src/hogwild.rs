@@ -20,7 +20,7 @@
 //! update of row `i` is multiplied by `factor[i % factor.len()]`, so 0
 //! freezes a row and 1 trains it normally.
 
-use crate::simd::{add_rows, axpy, dot, dot_axpy2, exchange_rows, masked_column, moe_register_level, register_level, score_pair, update_pair, CbowRows, ColumnAt, ColumnBuffers, MaskRows, MoeRows};
+use crate::simd::{add_rows, axpy, dot, dot_axpy2, exchange_rows, masked_column, moe_register_level, register_level, score_pair, update_pair, CbowRows, ColumnAt, ColumnBuffers, MaskRows, MoeRows, RowBase};
 use std::marker::PhantomData;
 
 /// A row-major `rows x cols` f32 matrix shared by all worker threads.
@@ -29,6 +29,15 @@ pub struct Hogwild<'a> {
     rows: usize,
     cols: usize,
     factor: &'a [f32],
+    /// A worker's view ([`Hogwild::with_hot`]): rows below `hot_rows` live
+    /// in that worker's private copies at `hot` (their values at the last
+    /// merge at `snap`), not in the shared buffer. 0 for a plain handle.
+    hot: *mut f32,
+    snap: *mut f32,
+    hot_rows: usize,
+    /// Or (a view by columns, `HotRows::of_cols`): columns below
+    /// `hot_cols` of every row live at `hot` (rows x hot_cols).
+    hot_cols: usize,
     _borrow: PhantomData<&'a mut [f32]>,
 }
 
@@ -75,7 +84,7 @@ impl<'a> Hogwild<'a> {
     pub fn new(data: &'a mut [f32], cols: usize) -> Self {
         let rows = if cols == 0 { 0 } else { data.len() / cols };
         assert_eq!(rows * cols, data.len(), "matrix buffer is not rows x cols");
-        Hogwild { ptr: data.as_mut_ptr(), rows, cols, factor: &[], _borrow: PhantomData }
+        Hogwild { ptr: data.as_mut_ptr(), rows, cols, factor: &[], hot: std::ptr::null_mut(), snap: std::ptr::null_mut(), hot_rows: 0, hot_cols: 0, _borrow: PhantomData }
     }
 
     /// Multiply every update of row `i` by `factor[i % factor.len()]`
@@ -89,12 +98,84 @@ impl<'a> Hogwild<'a> {
     /// `tie_output`: beta = rho). Two handles alias exactly as two Hogwild
     /// threads do, which is the contract of this type.
     pub fn alias(&self) -> Hogwild<'a> {
-        Hogwild { ptr: self.ptr, rows: self.rows, cols: self.cols, factor: self.factor, _borrow: PhantomData }
+        Hogwild { hot: self.hot, snap: self.snap, hot_rows: self.hot_rows, hot_cols: self.hot_cols, ..Hogwild::shared_alias(self) }
+    }
+
+    /// A handle on the shared rows only (no worker's private rows).
+    fn shared_alias(&self) -> Hogwild<'a> {
+        Hogwild { ptr: self.ptr, rows: self.rows, cols: self.cols, factor: self.factor, hot: std::ptr::null_mut(), snap: std::ptr::null_mut(), hot_rows: 0, hot_cols: 0, _borrow: PhantomData }
     }
 
     /// An empty matrix (a model part that is switched off).
     pub fn empty() -> Self {
-        Hogwild { ptr: std::ptr::NonNull::dangling().as_ptr(), rows: 0, cols: 0, factor: &[], _borrow: PhantomData }
+        Hogwild { ptr: std::ptr::NonNull::dangling().as_ptr(), rows: 0, cols: 0, factor: &[], hot: std::ptr::null_mut(), snap: std::ptr::null_mut(), hot_rows: 0, hot_cols: 0, _borrow: PhantomData }
+    }
+
+    /// A worker's view of this matrix with hot-row privatization: rows
+    /// `0..hot.rows()` are read and written in `hot`'s private copies, the
+    /// others in the shared buffer as through this handle. The view's
+    /// updates of those rows reach the shared matrix only when the worker
+    /// merges them ([`HotRows::merge`]). `hot` must have been made for a
+    /// matrix of this row size ([`HotRows::of`]); with 0 rows the view is
+    /// a plain alias.
+    pub fn with_hot<'b>(&'b self, hot: &'b mut HotRows) -> Hogwild<'b> {
+        self.no_private_rows();
+        hot.check(self);
+        let (hot_rows, hot_cols) = if hot.by_cols { (0, hot.cols) } else { (hot.rows, 0) };
+        Hogwild { hot: hot.private.as_mut_ptr(), snap: hot.snapshot.as_mut_ptr(), hot_rows, hot_cols, ..self.shared_alias() }
+    }
+
+    /// Element (i, j), in the private copies for a hot column of a view by columns.
+    #[inline]
+    pub fn get(&self, i: usize, j: usize) -> f32 {
+        // SAFETY: `elem` checks the bounds.
+        unsafe { *self.elem(i, j) }
+    }
+
+    /// Start loading element (i, j) (as `get` resolves it) into the cache.
+    #[inline]
+    pub fn prefetch_at(&self, i: usize, j: usize) {
+        // SAFETY: `elem` checks the bounds; the slice is one element of a live buffer.
+        crate::simd::prefetch(unsafe { std::slice::from_raw_parts(self.elem(i, j), 1) });
+    }
+
+    /// Where element (i, j) lives (bounds checked).
+    #[inline(always)]
+    fn elem(&self, i: usize, j: usize) -> *mut f32 {
+        assert!(i < self.rows && j < self.cols);
+        if j < self.hot_cols {
+            // SAFETY: the private columns are rows x hot_cols floats (`with_hot`).
+            unsafe { self.hot.add(i * self.hot_cols + j) }
+        } else {
+            // SAFETY: in bounds (checked): row i's first float, in the
+            // private rows for a hot row of a view by rows, then j floats on.
+            unsafe { self.base().row(i as u32, self.cols).add(j) }
+        }
+    }
+
+    /// Where the register kernels find this matrix's rows (the private
+    /// copies of a worker's view included).
+    #[inline]
+    fn base(&self) -> RowBase {
+        RowBase { shared: self.ptr, hot: self.hot, hot_rows: self.hot_rows as u32 }
+    }
+
+    /// The first float of row `i` (< rows), in the private copies for a
+    /// hot row of a worker's view.
+    #[inline(always)]
+    fn row_ptr(&self, i: usize) -> *mut f32 {
+        assert!(i < self.rows && self.hot_cols == 0, "row out of range, or a whole row of a view by columns");
+        // SAFETY: i < rows, so i·cols lies inside the shared buffer, and for
+        // i < hot_rows inside the private copies (hot_rows x cols floats,
+        // `with_hot`).
+        unsafe { self.base().row(i as u32, self.cols) }
+    }
+
+    /// Operations on several consecutive rows at once take the shared buffer
+    /// as one slice: not for a worker's view with private rows.
+    #[inline(always)]
+    fn no_private_rows(&self) {
+        assert!(self.hot_rows == 0 && self.hot_cols == 0, "a multi-row operation on a view with private rows");
     }
 
     #[inline]
@@ -120,6 +201,7 @@ impl<'a> Hogwild<'a> {
     /// The whole matrix for reading (row-major).
     #[inline]
     pub fn as_slice(&self) -> &[f32] {
+        self.no_private_rows();
         // SAFETY: the full buffer borrowed for 'a; concurrent Hogwild writers
         // may change values, never the allocation.
         unsafe { std::slice::from_raw_parts(self.ptr, self.rows * self.cols) }
@@ -129,11 +211,11 @@ impl<'a> Hogwild<'a> {
     /// (other threads' updates: Hogwild), never its memory.
     #[inline]
     pub fn row(&self, i: usize) -> &[f32] {
-        assert!(i < self.rows);
-        // SAFETY: i < rows, so [i*cols, (i+1)*cols) lies inside the buffer
-        // borrowed for 'a. Concurrent writers may change values under us
+        // SAFETY: `row_ptr` checks i < rows, so the row's cols floats lie
+        // inside the buffer borrowed for 'a (or the private copies borrowed
+        // with the view). Concurrent writers may change values under us
         // (Hogwild), never the allocation.
-        unsafe { std::slice::from_raw_parts(self.ptr.add(i * self.cols), self.cols) }
+        unsafe { std::slice::from_raw_parts(self.row_ptr(i), self.cols) }
     }
 
     /// Row `i` as a mutable slice.
@@ -155,16 +237,15 @@ impl<'a> Hogwild<'a> {
     #[inline]
     #[allow(clippy::mut_from_ref)]
     pub unsafe fn row_mut(&self, i: usize) -> &mut [f32] {
-        assert!(i < self.rows);
-        std::slice::from_raw_parts_mut(self.ptr.add(i * self.cols), self.cols)
+        std::slice::from_raw_parts_mut(self.row_ptr(i), self.cols)
     }
 
     /// Does `x` share memory with this matrix?
     #[inline]
     fn overlaps(&self, x: &[f32]) -> bool {
-        let (a0, a1) = (self.ptr as usize, self.ptr as usize + self.rows * self.cols * 4);
         let (b0, b1) = (x.as_ptr() as usize, x.as_ptr() as usize + x.len() * 4);
-        a0 < b1 && b0 < a1
+        let inside = |p: *mut f32, rows: usize| (p as usize) < b1 && b0 < p as usize + rows * self.cols * 4;
+        inside(self.ptr, self.rows) || (self.hot_rows > 0 && (inside(self.hot, self.hot_rows) || inside(self.snap, self.hot_rows)))
     }
 
     /// `row[i] += a * factor(i) * x`, with `x` outside this matrix.
@@ -193,12 +274,11 @@ impl<'a> Hogwild<'a> {
         if a == 0.0 && !self.factor.is_empty() {
             return; // a frozen row stays bit-identical
         }
-        assert!(i < self.rows);
-        // SAFETY: row i lies inside the buffer (checked) and is x.len()
+        // SAFETY: row i lies inside the buffer (`row_ptr` checks) and is x.len()
         // blocks of L floats (checked; f32's alignment is the blocks'); as
         // in `add_to_row`, `x` lies outside the matrix (checked) and the
         // view of row i dies at the end of this block.
-        let r = unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i * self.cols) as *mut [f32; L], x.len()) };
+        let r = unsafe { std::slice::from_raw_parts_mut(self.row_ptr(i) as *mut [f32; L], x.len()) };
         for (rb, xb) in r.iter_mut().zip(x) {
             // whole blocks in, whole blocks out: one vector operation each
             let (old, xv) = (*rb, *xb);
@@ -221,12 +301,11 @@ impl<'a> Hogwild<'a> {
         assert!(!self.overlaps(x.as_flattened().as_flattened()), "update source lies inside the matrix it updates");
         assert_eq!(N * L, self.cols);
         for (&i, xe) in idx.iter().zip(x) {
-            assert!(i < self.rows);
-            // SAFETY: row i lies inside the buffer (checked) and is N blocks
+            // SAFETY: row i lies inside the buffer (`row_ptr` checks) and is N blocks
             // of L floats (checked; f32's alignment is the blocks'); `x`
             // lies outside the matrix (checked), and this view of row i is
             // the only one this thread holds; it dies at the end of the loop body.
-            let r = unsafe { &mut *(self.ptr.add(i * self.cols) as *mut [[f32; L]; N]) };
+            let r = unsafe { &mut *(self.row_ptr(i) as *mut [[f32; L]; N]) };
             for (rb, xb) in r.iter_mut().zip(xe) {
                 let (old, xv) = (*rb, *xb);
                 *rb = std::array::from_fn(|k| a.mul_add(xv[k], old[k]));
@@ -244,6 +323,7 @@ impl<'a> Hogwild<'a> {
             }
             return;
         }
+        self.no_private_rows();
         assert!(!self.overlaps(x.as_flattened()), "update source lies inside the matrix it updates");
         assert!(L == self.cols && i0 + x.len() <= self.rows);
         // SAFETY: rows i0..i0 + x.len() lie inside the buffer (checked), each
@@ -262,6 +342,7 @@ impl<'a> Hogwild<'a> {
     /// [`add_blocks`](Self::add_blocks) row by row.
     #[inline(always)]
     pub fn add_outer_blocks<const L: usize>(&self, i0: usize, g: &[f32], x: &[[f32; L]]) {
+        self.no_private_rows();
         assert!(!self.overlaps(x.as_flattened()), "update source lies inside the matrix it updates");
         assert_eq!(x.len() * L, self.cols);
         assert!(i0 + g.len() <= self.rows);
@@ -289,6 +370,7 @@ impl<'a> Hogwild<'a> {
     /// factor · x` for every r. `x` lies outside this matrix.
     #[inline(always)]
     pub fn exchange_outer_blocks<const L: usize, const N: usize>(&self, i0: usize, g: &[f32], x: &[[f32; L]; N]) -> [[f32; L]; N] {
+        self.no_private_rows();
         assert!(!self.overlaps(x.as_flattened()), "update source lies inside the matrix it updates");
         assert!(N * L == self.cols && i0 + g.len() <= self.rows);
         let mut grad = [[0.0; L]; N];
@@ -312,6 +394,7 @@ impl<'a> Hogwild<'a> {
     /// 8 floats: without update factors, `simd::exchange_rows`'s kernel.
     #[inline(always)]
     pub fn exchange_outer_blocks8<const N: usize>(&self, i0: usize, g: &[f32], x: &[[f32; 8]; N]) -> [[f32; 8]; N] {
+        self.no_private_rows();
         if !self.factor.is_empty() {
             return self.exchange_outer_blocks(i0, g, x);
         }
@@ -331,6 +414,7 @@ impl<'a> Hogwild<'a> {
     /// row): checks once that neither carries update factors and that the
     /// buffers lie outside both; [`ColumnSteps::step`] then runs a column.
     pub fn column_steps<'s, const VB: usize>(&'s self, bias: Option<&'s Hogwild<'a>>, buffers: ColumnBuffers<'s, VB>) -> ColumnSteps<'s, 'a, VB> {
+        self.no_private_rows();
         assert!(self.factor.is_empty() && VB * 8 == self.cols, "output rows of VB blocks, no update factors");
         let outside = |h: &Hogwild<'_>| buffers.slices().iter().all(|x| !h.overlaps(x));
         assert!(outside(self), "update source lies inside the matrix it updates");
@@ -361,10 +445,9 @@ impl<'a> Hogwild<'a> {
     /// `row[i][j] += v * factor(i)`.
     #[inline]
     pub fn add_at(&self, i: usize, j: usize, v: f32) {
-        assert!(i < self.rows && j < self.cols);
         let v = v * self.factor(i);
-        // SAFETY: in bounds (checked); a single element store, no view kept.
-        unsafe { *self.ptr.add(i * self.cols + j) += v };
+        // SAFETY: in bounds (`elem` checks); a single element store, no view kept.
+        unsafe { *self.elem(i, j) += v };
     }
 
     /// The MoE expert's backward sweep on row `i`, in `c.len()` head blocks
@@ -448,7 +531,7 @@ impl<'a> Hogwild<'a> {
         // when it needs it and writes it back before the next step, so other
         // threads' updates (Hogwild) and `out` aliasing this matrix are as
         // harmless as with `score_exchange` / `add_to_row`.
-        let rows = CbowRows { input: self.ptr, ctx, skip, output: out.ptr, outs, mean };
+        let rows = CbowRows { input: self.base(), ctx, skip, output: out.base(), outs, mean };
         unsafe { crate::simd::cbow_target(lv, d, &rows, |w| self.factor(w as usize), |w| out.factor(w as usize), gfn) };
         true
     }
@@ -489,9 +572,9 @@ impl<'a> Hogwild<'a> {
             MaskRows { value: k.value.as_ptr(), pos, dvalue: k.dvalue.as_mut_ptr(), dpos }
         });
         let rows = MoeRows {
-            alpha: self.ptr,
+            alpha: self.base(),
             words: e.words,
-            values: values.ptr,
+            values: { values.no_private_rows(); values.ptr },
             offsets: e.offsets,
             dvalues: dv,
             mask,
@@ -500,7 +583,7 @@ impl<'a> Hogwild<'a> {
             x: e.x.as_mut_ptr(),
             z: e.z.as_mut_ptr(),
             dots: e.dots.as_mut_ptr(),
-            output: out.ptr,
+            output: out.base(),
             outs,
         };
         // SAFETY: lv is `moe_register_level(d, H)`, a level the CPU has with
@@ -547,7 +630,7 @@ impl<'a> Hogwild<'a> {
         // (checked), `grad` borrowed mutably; every id in `outs` is a row of
         // this matrix (checked) and none repeats (checked); rows are read
         // from memory and written back once each, as `add_rows` does.
-        unsafe { crate::simd::window_target(lv, d, h.as_ptr(), grad.as_mut_ptr(), n, self.ptr, outs, |w| self.factor(w as usize), gfn) };
+        unsafe { crate::simd::window_target(lv, d, h.as_ptr(), grad.as_mut_ptr(), n, self.base(), outs, |w| self.factor(w as usize), gfn) };
         true
     }
 
@@ -568,6 +651,84 @@ impl<'a> Hogwild<'a> {
             axpy(g, r, grad);
             if f != 0.0 {
                 axpy(g * f, h, r);
+            }
+        }
+    }
+}
+
+/// One worker's private copies of the first `rows` rows of a shared matrix
+/// (hot-row privatization). The most frequent words have the lowest ids, and
+/// with several Hogwild workers their rows are the ones that every worker
+/// writes all the time (as negatives in the output matrix, as context words
+/// in the input matrix): each write by one core takes the cache line from the
+/// other. A worker therefore trains on its own copies of those rows
+/// ([`Hogwild::with_hot`]) and now and then merges them ([`HotRows::merge`]):
+/// shared += private − snapshot (what it learned since the last merge), then
+/// private = snapshot = shared (what every worker learned). Nothing is lost as
+/// long as every worker merges before the shared values are read: the
+/// trainer has them merge before a distributed sync and at their end.
+pub struct HotRows {
+    rows: usize,
+    cols: usize,
+    /// Private columns `0..cols` of every row (`of_cols`) rather than rows.
+    by_cols: bool,
+    private: Vec<f32>,
+    snapshot: Vec<f32>,
+}
+
+impl HotRows {
+    /// Private copies of rows `0..rows.min(m.rows())` of `m`, taken now.
+    pub fn of(m: &Hogwild<'_>, rows: usize) -> HotRows {
+        m.no_private_rows();
+        let rows = rows.min(m.rows);
+        let private = m.as_slice()[..rows * m.cols].to_vec();
+        HotRows { rows, cols: m.cols, by_cols: false, snapshot: private.clone(), private }
+    }
+
+    /// Private copies of columns `0..cols.min(m.cols())` of every row of `m`
+    /// (a matrix with one column per word, such as BidirMoE's gate scores).
+    pub fn of_cols(m: &Hogwild<'_>, cols: usize) -> HotRows {
+        m.no_private_rows();
+        let cols = cols.min(m.cols);
+        let private: Vec<f32> = m.as_slice().chunks_exact(m.cols.max(1)).flat_map(|r| r[..cols].iter().copied()).collect();
+        HotRows { rows: m.rows, cols, by_cols: true, snapshot: private.clone(), private }
+    }
+
+    /// No private rows (a view with them is a plain alias).
+    pub fn none() -> HotRows {
+        HotRows { rows: 0, cols: 0, by_cols: false, private: Vec::new(), snapshot: Vec::new() }
+    }
+
+    /// Were these copies made from a matrix of `m`'s shape?
+    fn check(&self, m: &Hogwild<'_>) {
+        let fits = if self.by_cols { self.rows == m.rows && self.cols <= m.cols } else { self.rows <= m.rows && (self.rows == 0 || self.cols == m.cols) };
+        assert!(fits, "private rows of another matrix");
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Fold this worker's updates of its private rows into `shared` (the
+    /// matrix they were taken from) and take the shared rows as they are now:
+    /// for each private row, shared += private − snapshot; private =
+    /// snapshot = shared. Other workers may merge into the same rows at the
+    /// same time (Hogwild: an element may lose one of two simultaneous adds).
+    pub fn merge(&mut self, shared: &Hogwild<'_>) {
+        shared.no_private_rows();
+        self.check(shared);
+        let c = self.cols;
+        for (i, (p, s)) in self.private.chunks_exact_mut(c.max(1)).zip(self.snapshot.chunks_exact_mut(c.max(1))).enumerate() {
+            // SAFETY: i < self.rows <= shared.rows (checked); the private
+            // copies are this worker's own allocation, so the shared row's
+            // mutable view overlaps neither, and it dies with this iteration.
+            let r = unsafe { shared.row_mut(i) };
+            // a row's private part: all of it, or its first `cols` columns
+            for ((rj, pj), sj) in r[..c].iter_mut().zip(p.iter_mut()).zip(s.iter_mut()) {
+                let v = *rj + (*pj - *sj);
+                *rj = v;
+                *pj = v;
+                *sj = v;
             }
         }
     }
@@ -603,6 +764,7 @@ impl<const VB: usize> ColumnSteps<'_, '_, VB> {
         // blocks'); the buffers and the bias rows lie outside them (checked
         // there), and this view is the only one of those rows this thread
         // holds until the kernel returns.
+        self.beta.no_private_rows();
         let rows = unsafe { std::slice::from_raw_parts_mut(self.beta.ptr.add(i0 * self.beta.cols) as *mut [[f32; 8]; VB], m) };
         masked_column(&mut self.buffers, at, rows, bias)
     }
@@ -624,6 +786,32 @@ mod tests {
         }
         assert_eq!(buf[6], 5.0);
         assert_eq!(&buf[8..], &[2.0, 4.0, 6.0, 8.0]);
+    }
+
+    /// Two workers' views with private first rows: their updates reach
+    /// the shared matrix only at a merge, and then all of them (each
+    /// worker's delta since its snapshot, added); rows past the hot ones
+    /// are written in place.
+    #[test]
+    fn merged_private_rows_add_every_workers_updates() {
+        let mut buf: Vec<f32> = (0..8).map(|i| i as f32).collect();
+        let m = Hogwild::new(&mut buf, 2);
+        let (mut h1, mut h2) = (HotRows::of(&m, 2), HotRows::of(&m, 2));
+        {
+            let (v1, v2) = (m.with_hot(&mut h1), m.with_hot(&mut h2));
+            v1.add_to_row(0, 1.0, &[1.0, 2.0]);
+            v2.add_to_row(0, 2.0, &[1.0, 1.0]);
+            v2.add_at(1, 1, 4.0);
+            v1.add_to_row(3, 1.0, &[0.5, 0.5]);
+            assert_eq!(v1.row(0), &[1.0, 3.0]);
+            assert_eq!(v2.row(0), &[2.0, 3.0]);
+        }
+        assert_eq!(m.as_slice(), &[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.5, 7.5]);
+        h1.merge(&m);
+        h2.merge(&m);
+        assert_eq!(m.as_slice(), &[3.0, 5.0, 2.0, 7.0, 4.0, 5.0, 6.5, 7.5]);
+        // after its merge a worker reads what both learned
+        assert_eq!(m.with_hot(&mut h2).row(0), &[3.0, 5.0]);
     }
 
     #[test]

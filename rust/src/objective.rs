@@ -12,7 +12,7 @@
 //!
 //! Negative sampling and hierarchical softmax may be on together, as in word2vec.
 
-use crate::hogwild::Hogwild;
+use crate::hogwild::{Hogwild, HotRows};
 use crate::sampling::Rng;
 use crate::simd::{dot, prefetch, register_level, score_rows, SigmoidTable, MAX_EXP};
 use crate::vocab::Vocab;
@@ -87,6 +87,12 @@ fn exact_order<'r>(rows: &'r mut Vec<u32>, target: u32, outs: &[u32]) -> &'r [u3
 }
 
 impl<'a> OutputLayer<'a> {
+    /// A worker's view of this layer whose output vectors (`beta`) keep
+    /// rows `0..hot.rows()` in `hot`'s private copies (`Hogwild::with_hot`).
+    pub fn with_hot<'b>(&'b self, hot: &'b mut HotRows) -> OutputLayer<'b> {
+        OutputLayer { beta: self.beta.with_hot(hot), syn1: self.syn1.alias(), bias: self.bias.as_ref().map(Hogwild::alias), spec: self.spec, vocab: self.vocab, sig: self.sig }
+    }
+
     pub fn dim(&self) -> usize {
         if self.beta.cols() > 0 {
             self.beta.cols()

@@ -1671,11 +1671,11 @@ mod rows512 {
     /// row += g·out_factor(o)·h, stored unless that factor is 0 (what
     /// `score_pair` does row after row). Returns grad, from zero.
     #[inline(always)]
-    unsafe fn output_rows<const N: usize, const T: usize>(h: &[__m512; N], output: *mut f32, outs: &[u32], out_factor: impl Fn(u32) -> f32, mut gfn: impl FnMut(usize, f32) -> f32) -> [__m512; N] {
+    unsafe fn output_rows<const N: usize, const T: usize>(h: &[__m512; N], output: super::RowBase, outs: &[u32], out_factor: impl Fn(u32) -> f32, mut gfn: impl FnMut(usize, f32) -> f32) -> [__m512; N] {
         let d = 16 * (N - 1) + T;
         let mut grad = [_mm512_setzero_ps(); N];
         for (j, &o) in outs.iter().enumerate() {
-            let p = output.add(o as usize * d);
+            let p = output.row(o, d);
             let mut row = load::<N, T>(p);
             let g = gfn(j, dot::<N, T>(h, &row));
             if g != 0.0 {
@@ -1704,7 +1704,7 @@ mod rows512 {
         let mut count = 0usize;
         for (k, &w) in ctx.iter().enumerate() {
             if k != skip {
-                axpy(1.0, &load::<N, T>(input.add(w as usize * d)), &mut h);
+                axpy(1.0, &load::<N, T>(input.row(w, d)), &mut h);
                 count += 1;
             }
         }
@@ -1719,7 +1719,7 @@ mod rows512 {
         for (k, &w) in ctx.iter().enumerate() {
             let a = in_factor(w);
             if k != skip && a != 0.0 {
-                let p = input.add(w as usize * d);
+                let p = input.row(w, d);
                 let mut row = load::<N, T>(p);
                 axpy(a, &grad, &mut row);
                 store::<N, T>(p, &row);
@@ -1821,10 +1821,10 @@ mod rows512 {
     /// See `super::window_target`; rows of D = 16(N-1) + T floats.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
-    pub unsafe fn window_target<const N: usize, const T: usize>(h: *const f32, grad: *mut f32, n: usize, output: *mut f32, outs: &[u32], out_factor: impl Fn(u32) -> f32, mut gfn: impl FnMut(usize, f32) -> f32) {
+    pub unsafe fn window_target<const N: usize, const T: usize>(h: *const f32, grad: *mut f32, n: usize, output: super::RowBase, outs: &[u32], out_factor: impl Fn(u32) -> f32, mut gfn: impl FnMut(usize, f32) -> f32) {
         let d = 16 * (N - 1) + T;
         for (j, &o) in outs.iter().enumerate() {
-            let p = output.add(o as usize * d);
+            let p = output.row(o, d);
             let old = load::<N, T>(p);
             let mut new = old;
             let c = out_factor(o);
@@ -1918,12 +1918,12 @@ mod rows256 {
     /// before its update) and row += g·c·h, c = out_factor(o) (no store when
     /// c = 0): `score_pair` row after row. Returns grad (from zero).
     #[inline(always)]
-    unsafe fn output_rows<const N: usize, const T: usize>(h: &[__m256; N], ht: __m128, output: *mut f32, outs: &[u32], out_factor: impl Fn(u32) -> f32, mut gfn: impl FnMut(usize, f32) -> f32) -> ([__m256; N], __m128) {
+    unsafe fn output_rows<const N: usize, const T: usize>(h: &[__m256; N], ht: __m128, output: super::RowBase, outs: &[u32], out_factor: impl Fn(u32) -> f32, mut gfn: impl FnMut(usize, f32) -> f32) -> ([__m256; N], __m128) {
         let d = 8 * N + T;
         let mut grad = [_mm256_setzero_ps(); N];
         let mut gt = _mm_setzero_ps();
         for (j, &o) in outs.iter().enumerate() {
-            let p = output.add(o as usize * d);
+            let p = output.row(o, d);
             let g = gfn(j, dot::<N, T>(p, h, ht));
             if g == 0.0 {
                 continue;
@@ -2010,7 +2010,7 @@ mod rows256 {
         let mut count = 0usize;
         for (k, &w) in ctx.iter().enumerate() {
             if k != skip {
-                let p = input.add(w as usize * d);
+                let p = input.row(w, d);
                 for (b, hb) in h.iter_mut().enumerate() {
                     *hb = _mm256_fmadd_ps(one, _mm256_loadu_ps(p.add(8 * b)), *hb);
                 }
@@ -2038,7 +2038,7 @@ mod rows256 {
         for (k, &w) in ctx.iter().enumerate() {
             let a = in_factor(w);
             if k != skip && a != 0.0 {
-                let p = input.add(w as usize * d);
+                let p = input.row(w, d);
                 let va = _mm256_set1_ps(a);
                 for (b, gb) in grad.iter().enumerate() {
                     _mm256_storeu_ps(p.add(8 * b), _mm256_fmadd_ps(va, *gb, _mm256_loadu_ps(p.add(8 * b))));
@@ -2054,10 +2054,10 @@ mod rows256 {
     /// same FMAs, in the same order, as `add_rows` after `score_rows`).
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
-    pub unsafe fn window_target<const N: usize, const T: usize>(h: *const f32, grad: *mut f32, n: usize, output: *mut f32, outs: &[u32], out_factor: impl Fn(u32) -> f32, mut gfn: impl FnMut(usize, f32) -> f32) {
+    pub unsafe fn window_target<const N: usize, const T: usize>(h: *const f32, grad: *mut f32, n: usize, output: super::RowBase, outs: &[u32], out_factor: impl Fn(u32) -> f32, mut gfn: impl FnMut(usize, f32) -> f32) {
         let d = 8 * N + T;
         for (j, &o) in outs.iter().enumerate() {
-            let p = output.add(o as usize * d);
+            let p = output.row(o, d);
             let mut old = [_mm256_setzero_ps(); N];
             for (b, ob) in old.iter_mut().enumerate() {
                 *ob = _mm256_loadu_ps(p.add(8 * b));
@@ -2085,6 +2085,36 @@ mod rows256 {
                 }
             }
         }
+    }
+}
+
+/// Where the register kernels find row w of a V x d matrix: at `shared +
+/// w·d`, except the rows below `hot_rows`, which a worker keeps private
+/// copies of (hot-row privatization, `hogwild::HotRows`) at `hot + w·d`.
+/// `hot_rows = 0` (one worker): every row in `shared`, one compare per row.
+#[derive(Clone, Copy, Debug)]
+pub struct RowBase {
+    pub shared: *mut f32,
+    pub hot: *mut f32,
+    pub hot_rows: u32,
+}
+
+/// Every row in the matrix at `shared` (no private rows).
+impl From<*mut f32> for RowBase {
+    fn from(shared: *mut f32) -> Self {
+        RowBase { shared, hot: std::ptr::null_mut(), hot_rows: 0 }
+    }
+}
+
+impl RowBase {
+    /// Row `w`'s first float (rows of `d` floats).
+    ///
+    /// # Safety
+    /// As `ptr::add`: the row must lie inside the allocation its base points into.
+    #[inline(always)]
+    pub unsafe fn row(self, w: u32, d: usize) -> *mut f32 {
+        let base = if w < self.hot_rows { self.hot } else { self.shared };
+        base.add(w as usize * d)
     }
 }
 
@@ -2153,10 +2183,10 @@ pub unsafe fn cbow_target(lv: Level, d: usize, rows: &CbowRows<'_>, in_factor: i
 /// of the matrix at `output`, and whether the hidden vector is their mean.
 #[derive(Clone, Copy)]
 pub struct CbowRows<'a> {
-    pub input: *mut f32,
+    pub input: RowBase,
     pub ctx: &'a [u32],
     pub skip: usize,
-    pub output: *mut f32,
+    pub output: RowBase,
     pub outs: &'a [u32],
     pub mean: bool,
 }
@@ -2200,7 +2230,7 @@ pub unsafe fn moe_target(lv: Level, d: usize, rows: &MoeRows<'_>, in_factor: imp
 #[derive(Clone, Copy)]
 pub struct MoeRows<'a> {
     /// The words' value rows (V x d), updated.
-    pub alpha: *mut f32,
+    pub alpha: RowBase,
     pub words: &'a [u32],
     /// The offset (or position) value rows, read, and their pending gradients.
     pub values: *const f32,
@@ -2214,7 +2244,7 @@ pub struct MoeRows<'a> {
     pub x: *mut f32,
     pub z: *mut f32,
     pub dots: *mut f32,
-    pub output: *mut f32,
+    pub output: RowBase,
     pub outs: &'a [u32],
 }
 
@@ -2227,8 +2257,8 @@ impl MoeRows<'_> {
     #[inline(always)]
     unsafe fn expert(&self, m: usize, d: usize, in_factor: &impl Fn(u32) -> f32) -> (*const f32, *const f32, *mut f32, f32, *mut f32) {
         if m < self.words.len() {
-            let (w, o) = (self.words[m] as usize * d, self.offsets[m] as usize * d);
-            (self.alpha.add(w), self.values.add(o), self.alpha.add(w), in_factor(self.words[m]), self.dvalues.add(o))
+            let (w, o) = (self.alpha.row(self.words[m], d), self.offsets[m] as usize * d);
+            (w, self.values.add(o), w, in_factor(self.words[m]), self.dvalues.add(o))
         } else {
             let k = self.mask.expect("the mask expert");
             (k.value, k.pos, k.dvalue, 1.0, k.dpos)
@@ -2261,7 +2291,7 @@ pub struct MaskRows {
 /// live allocation; no id is repeated in `outs`.
 #[inline]
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn window_target(lv: Level, d: usize, h: *const f32, grad: *mut f32, n: usize, output: *mut f32, outs: &[u32], out_factor: impl Fn(u32) -> f32, gfn: impl FnMut(usize, f32) -> f32) {
+pub unsafe fn window_target(lv: Level, d: usize, h: *const f32, grad: *mut f32, n: usize, output: RowBase, outs: &[u32], out_factor: impl Fn(u32) -> f32, gfn: impl FnMut(usize, f32) -> f32) {
     #[cfg(target_arch = "x86_64")]
     if lv == Level::Avx2Fma {
         by_size!(avx2, d, window_target, h, grad, n, output, outs, out_factor, gfn);
@@ -2343,21 +2373,28 @@ pub fn prefetch(row: &[f32]) {
 pub const MAX_EXP: f32 = 6.0;
 const EXP_TABLE_SIZE: usize = 1000;
 
+/// The tables are built once per process and shared, so a copy of this
+/// handle is free (a worker's view of an output layer copies it).
+#[derive(Clone, Copy)]
 pub struct SigmoidTable {
-    table: Vec<f32>,
-    log_table: Vec<f32>,
+    table: &'static [f32],
+    log_table: &'static [f32],
 }
 
 impl SigmoidTable {
     pub fn new() -> Self {
-        let mut table = Vec::with_capacity(EXP_TABLE_SIZE);
-        let mut log_table = Vec::with_capacity(EXP_TABLE_SIZE);
-        for i in 0..EXP_TABLE_SIZE {
-            let x = (i as f64 / EXP_TABLE_SIZE as f64 * 2.0 - 1.0) * MAX_EXP as f64;
-            let s = 1.0 / (1.0 + (-x).exp());
-            table.push(s as f32);
-            log_table.push(s.ln() as f32);
-        }
+        static TABLES: std::sync::OnceLock<(Vec<f32>, Vec<f32>)> = std::sync::OnceLock::new();
+        let (table, log_table) = TABLES.get_or_init(|| {
+            let mut table = Vec::with_capacity(EXP_TABLE_SIZE);
+            let mut log_table = Vec::with_capacity(EXP_TABLE_SIZE);
+            for i in 0..EXP_TABLE_SIZE {
+                let x = (i as f64 / EXP_TABLE_SIZE as f64 * 2.0 - 1.0) * MAX_EXP as f64;
+                let s = 1.0 / (1.0 + (-x).exp());
+                table.push(s as f32);
+                log_table.push(s.ln() as f32);
+            }
+            (table, log_table)
+        });
         SigmoidTable { table, log_table }
     }
 
@@ -2881,7 +2918,7 @@ mod tests {
                 for mean in [true, false] {
                     let (mut i1, mut o1) = (input0.clone(), output0.clone());
                     // SAFETY: the CPU has lv (checked above), which has a kernel for d; every id < 6 rows of d floats.
-                    let rows = CbowRows { input: i1.as_mut_ptr(), ctx: &ctx, skip, output: o1.as_mut_ptr(), outs: &outs, mean };
+                    let rows = CbowRows { input: i1.as_mut_ptr().into(), ctx: &ctx, skip, output: o1.as_mut_ptr().into(), outs: &outs, mean };
                     unsafe { cbow_target(lv, d, &rows, in_f, out_f, gfn) };
                     // (a) the separate kernels
                     let (mut i2, mut o2) = (input0.clone(), output0.clone());
@@ -2947,7 +2984,7 @@ mod tests {
                 let outs = [2u32, 0, 5, 3];
                 let (mut o1, mut g1) = (output0.clone(), grad0.clone());
                 // SAFETY: the CPU has lv (checked), which has a kernel for d; h and grad n x d outside o1, ids < 6, none repeated.
-                unsafe { window_target(lv, d, h.as_ptr(), g1.as_mut_ptr(), n, o1.as_mut_ptr(), &outs, out_f, gfn) };
+                unsafe { window_target(lv, d, h.as_ptr(), g1.as_mut_ptr(), n, o1.as_mut_ptr().into(), &outs, out_f, gfn) };
                 let (mut o2, mut g2, mut gs) = (output0.clone(), grad0.clone(), vec![0f32; n * outs.len()]);
                 // SAFETY: the CPU has lv (checked above); slices sized n x d and d.
                 unsafe {
@@ -3016,7 +3053,7 @@ mod tests {
                     let dv = dv1.as_mut_ptr();
                     let mask = MaskRows { value: mvalue.as_ptr(), pos: values[mpos * d..].as_ptr(), dvalue: dm1.as_mut_ptr(), dpos: dv.wrapping_add(mpos * d) };
                     let rows = MoeRows {
-                        alpha: a1.as_mut_ptr(),
+                        alpha: a1.as_mut_ptr().into(),
                         words: &words,
                         values: values.as_ptr(),
                         offsets: &offsets,
@@ -3027,7 +3064,7 @@ mod tests {
                         x: x1.as_mut_ptr(),
                         z: z1.as_mut_ptr(),
                         dots: dots1.as_mut_ptr(),
-                        output: o1.as_mut_ptr(),
+                        output: o1.as_mut_ptr().into(),
                         outs: &outs,
                     };
                     // SAFETY: the CPU has lv (checked above), which has a kernel for d and

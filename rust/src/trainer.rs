@@ -11,7 +11,7 @@
 
 use crate::corpus::{Cursor, FileSplit, MAX_SENTENCE_LEN};
 use crate::idcache::IdCache;
-use crate::models::Model;
+use crate::models::{HotSpec, Model};
 use crate::sampling::Rng;
 use crate::vocab::Vocab;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -87,6 +87,9 @@ pub struct TrainConfig {
     /// (one entry per worker; empty: a fresh epoch). The corpus positions
     /// travel in the `FileSplit` (`FileSplit::resume`).
     pub resume: Vec<WorkerState>,
+    /// Hot-row privatization with 2 or more workers (`models::HotSpec`;
+    /// rows 0: plain Hogwild). One worker always trains the shared rows.
+    pub hot: HotSpec,
 }
 
 /// What a worker needs, besides its corpus position, to continue exactly
@@ -359,8 +362,13 @@ impl<M: Model> Worker<'_, M> {
     fn maybe_park(&mut self, raw: u64) {
         let gate = &self.progress.gate;
         if gate.wants_park(raw) && !self.progress.cancel.load(Ordering::Relaxed) {
+            // the sync reads (and rewrites) the shared parameters: nothing
+            // may stay private, and afterwards the worker takes them as the
+            // sync left them (a second publish, with nothing new to add)
+            self.model.publish(&mut self.scratch);
             self.local.flush(self.progress);
             gate.park();
+            self.model.publish(&mut self.scratch);
             self.update_lr();
             self.since_lr = 0;
         }
@@ -417,6 +425,7 @@ impl<M: Model> Worker<'_, M> {
                 }
             },
         }
+        self.model.publish(&mut self.scratch);
         self.model.end_worker(&mut self.scratch);
         self.local.flush(self.progress);
         Ok(())
@@ -480,7 +489,7 @@ pub fn run_epoch_synced<M: Model>(
                         cfg,
                         progress,
                         rng,
-                        scratch: model.scratch(),
+                        scratch: if workers > 1 { model.worker_scratch(cfg.hot) } else { model.scratch() },
                         ids: Vec::with_capacity(MAX_SENTENCE_LEN),
                         local: Local { raw: 0, eff: 0, examples: 0, loss: 0.0 },
                         lr: cfg.alpha,
@@ -584,7 +593,7 @@ mod tests {
         drop(tx);
         let cfg = TrainConfig {
             workers: 3, alpha: 0.025, min_alpha: 0.0001, total_words: 24_000, words_before: 0, seed: 1, epoch: 0,
-            want_loss: false, tick: Duration::from_millis(5), max_words: 0, resume: Vec::new(),
+            want_loss: false, tick: Duration::from_millis(5), max_words: 0, resume: Vec::new(), hot: HotSpec::default(),
         };
         let syncing = AtomicBool::new(false);
         let model = Probe { syncing: &syncing, trained: AtomicU64::new(0) };
@@ -612,6 +621,68 @@ mod tests {
         assert!(syncs.iter().all(|&(_, by_words)| by_words));
         assert!(syncs.windows(2).all(|w| w[1].0 >= w[0].0 + 1000));
         assert_eq!(global, 210);
+    }
+
+    /// Holds back what it trains until `publish` (as private hot rows do).
+    struct Hoarder {
+        trained: AtomicU64,
+        published: AtomicU64,
+        worker_scratches: AtomicU64,
+    }
+
+    impl crate::models::Model for Hoarder {
+        type Scratch = u64;
+        fn scratch(&self) -> u64 {
+            0
+        }
+        fn worker_scratch(&self, hot: HotSpec) -> u64 {
+            assert_eq!(hot, HotSpec { rows: 3, every: 100 });
+            self.worker_scratches.fetch_add(1, Ordering::Relaxed);
+            0
+        }
+        fn train_sentence(&self, held: &mut u64, sent: &[u32], _: f32, _: &mut Rng, _: bool) -> (f64, u64) {
+            *held += sent.len() as u64;
+            self.trained.fetch_add(sent.len() as u64, Ordering::SeqCst);
+            (0.0, 0)
+        }
+        fn publish(&self, held: &mut u64) {
+            self.published.fetch_add(std::mem::take(held), Ordering::SeqCst);
+        }
+    }
+
+    /// Workers of a multi-worker epoch get `worker_scratch`, and publish
+    /// what they hold before every sync (which sees all that was trained)
+    /// and at their end.
+    #[test]
+    fn workers_publish_before_a_sync_and_at_their_end() {
+        let s = VocabSettings { min_count: 1, max_final_vocab: None, sample: 0.0, ns_exponent: 0.75, hs: false };
+        let voc = Vocab::from_sorted(vec![("a".into(), 3), ("b".into(), 2)], &s);
+        let (tx, rx) = bounded(2000);
+        for _ in 0..1500 {
+            let mut job = Job::default();
+            for t in ["a", "b", "a", "b"] {
+                job.push_token(&voc, t);
+            }
+            job.end_sentence();
+            tx.send(job).unwrap();
+        }
+        drop(tx);
+        let cfg = TrainConfig {
+            workers: 2, alpha: 0.025, min_alpha: 0.0001, total_words: 6000, words_before: 0, seed: 1, epoch: 0,
+            want_loss: false, tick: Duration::from_millis(5), max_words: 0, resume: Vec::new(), hot: HotSpec { rows: 3, every: 100 },
+        };
+        let model = Hoarder { trained: AtomicU64::new(0), published: AtomicU64::new(0), worker_scratches: AtomicU64::new(0) };
+        let progress = Progress { gate: SyncGate::new(500, 1), ..Progress::default() };
+        let mut syncs = 0;
+        let on_sync = |_: &Progress| {
+            assert_eq!(model.published.load(Ordering::SeqCst), model.trained.load(Ordering::SeqCst), "a sync saw unpublished updates");
+            syncs += 1;
+            true
+        };
+        run_epoch_synced(&model, &voc, Source::Queue(&rx), &cfg, &progress, |_| true, on_sync, || false).unwrap();
+        assert!(syncs >= 5, "{syncs} syncs");
+        assert_eq!(model.worker_scratches.load(Ordering::Relaxed), 2);
+        assert_eq!(model.published.load(Ordering::SeqCst), 6000);
     }
 
     #[test]

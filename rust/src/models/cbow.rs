@@ -8,7 +8,7 @@
 //! (`OutputLayer::negative_batch`), and then each target's gradient goes back
 //! into its context words. `batch = 1` is word2vec's exact per-target update.
 
-use super::{window_and_prefetch, Model};
+use super::{publish_rows, window_and_prefetch, HotSpec, Model, Privatized};
 use crate::hogwild::Hogwild;
 use crate::objective::{OutputLayer, OutputScratch};
 use crate::sampling::Rng;
@@ -33,6 +33,8 @@ pub struct CbowScratch {
     /// Per batch row: (window start, window end, target position, 1/|C|).
     spans: Vec<(usize, usize, usize, f32)>,
     out: OutputScratch,
+    /// Private hot rows (a worker of several; `Model::worker_scratch`).
+    hot: Option<Box<Privatized>>,
 }
 
 impl CbowScratch {
@@ -43,6 +45,12 @@ impl CbowScratch {
 }
 
 impl Cbow<'_> {
+    /// This model with a worker's private rows (`Hogwild::with_hot`).
+    fn with_hot<'b>(&'b self, hot: &'b mut Privatized) -> Cbow<'b> {
+        let (input, output) = (&mut hot.input, &mut hot.output);
+        Cbow { syn0: self.syn0.with_hot(input), out: self.out.with_hot(output), ..*self }
+    }
+
     fn batched(&self) -> bool {
         self.batch > 1 && self.out.batchable()
     }
@@ -111,10 +119,30 @@ impl Model for Cbow<'_> {
             targets: Vec::with_capacity(b),
             spans: Vec::with_capacity(b),
             out: OutputScratch::new(self.syn0.rows(), &self.out.spec, b),
+            hot: None,
         }
     }
 
+    fn worker_scratch(&self, hot: HotSpec) -> CbowScratch {
+        CbowScratch { hot: Privatized::new(hot, &self.syn0, &self.out), ..self.scratch() }
+    }
+
     fn train_sentence(&self, sc: &mut CbowScratch, sent: &[u32], lr: f32, rng: &mut Rng, want_loss: bool) -> (f64, u64) {
+        let Some(mut hot) = sc.hot.take() else { return self.train(sc, sent, lr, rng, want_loss) };
+        let done = self.with_hot(&mut hot).train(sc, sent, lr, rng, want_loss);
+        hot.trained(done.1, &self.syn0, &self.out, None);
+        sc.hot = Some(hot);
+        done
+    }
+
+    fn publish(&self, sc: &mut CbowScratch) {
+        publish_rows(&mut sc.hot, &self.syn0, &self.out, None);
+    }
+}
+
+impl Cbow<'_> {
+    /// One sentence (`Model::train_sentence`) on this model's rows as given.
+    fn train(&self, sc: &mut CbowScratch, sent: &[u32], lr: f32, rng: &mut Rng, want_loss: bool) -> (f64, u64) {
         sc.out.new_sentence();
         let d = self.syn0.cols();
         let mut loss = 0.0f64;

@@ -36,11 +36,11 @@
 //! `SHARED_FLUSH` targets and at the end of every sentence, instead of
 //! fighting over the same cache lines.
 
-use super::{window_and_prefetch, Model};
-use crate::hogwild::{Hogwild, MaskPos, MoeExperts, MoeMask};
+use super::{publish_rows, window_and_prefetch, HotSpec, Model, Privatized};
+use crate::hogwild::{Hogwild, HotRows, MaskPos, MoeExperts, MoeMask};
 use crate::objective::{OutputLayer, OutputScratch};
 use crate::sampling::Rng;
-use crate::simd::{axpy, dot, dot_axpy2, mix, prefetch, softmax_rows};
+use crate::simd::{axpy, dot, dot_axpy2, mix, softmax_rows};
 
 /// Targets between applications of a thread's offset/mask gradients.
 const SHARED_FLUSH: u32 = 64;
@@ -133,6 +133,8 @@ pub struct MoeScratch {
     /// Whether the model has a mask expert (for `theta`).
     with_mask: bool,
     out: OutputScratch,
+    /// Private hot rows of alpha and beta (a worker of several; `Model::worker_scratch`).
+    hot: Option<Box<Privatized>>,
 }
 
 /// A position that holds no token (tabular: a value to impute): never an expert.
@@ -207,9 +209,44 @@ pub fn offset_index(r: isize, window: usize) -> usize {
     }
 }
 
+impl Gates<'_> {
+    fn alias(&self) -> Gates<'_> {
+        match self {
+            Gates::Window { salience, offset_gate } => Gates::Window { salience: salience.alias(), offset_gate: offset_gate.alias() },
+            Gates::Absolute { query, key, pos_key, max_len } => {
+                Gates::Absolute { query: query.alias(), key: key.alias(), pos_key: pos_key.alias(), max_len: *max_len }
+            }
+        }
+    }
+}
+
 impl Moe<'_> {
+    /// This model with a worker's private rows of alpha and beta (`Hogwild::with_hot`).
+    fn with_hot<'b>(&'b self, hot: &'b mut Privatized) -> Moe<'b> {
+        let (input, output) = (&mut hot.input, &mut hot.output);
+        Moe {
+            alpha: self.alpha.with_hot(input),
+            gates: match &self.gates {
+                Gates::Window { salience, offset_gate } => Gates::Window { salience: salience.with_hot(&mut hot.gates), offset_gate: offset_gate.alias() },
+                g => g.alias(),
+            },
+            offset_value: self.offset_value.alias(),
+            mask_gate: self.mask_gate.alias(),
+            mask_value: self.mask_value.alias(),
+            out: self.out.with_hot(output),
+            ..*self
+        }
+    }
+
     fn d(&self) -> usize {
         self.out.dim()
+    }
+    /// Window mode's gate scores per word (H x V).
+    fn salience(&self) -> Option<&Hogwild<'_>> {
+        match &self.gates {
+            Gates::Window { salience, .. } => Some(salience),
+            Gates::Absolute { .. } => None,
+        }
     }
     fn d_in(&self) -> usize {
         self.alpha.cols()
@@ -294,12 +331,12 @@ impl Moe<'_> {
         match &self.gates {
             Gates::Window { salience, offset_gate } => {
                 // expert-major: one expert's word and offset, then its H gates
-                let (sal, og) = (salience.as_slice(), offset_gate.as_slice());
-                let (v, r) = (salience.cols(), offset_gate.cols());
+                let og = offset_gate.as_slice();
+                let r = offset_gate.cols();
                 for m in 0..nc {
                     let (w, o) = (sc.words[m] as usize, sc.offsets[m] as usize);
                     for hh in 0..h {
-                        sc.theta[hh * n + m] = sal[hh * v + w] + og[hh * r + o];
+                        sc.theta[hh * n + m] = salience.get(hh, w) + og[hh * r + o];
                     }
                 }
                 if self.has_mask() {
@@ -636,10 +673,38 @@ impl Model for Moe<'_> {
             },
             with_mask: self.has_mask(),
             out: OutputScratch::new(self.alpha.rows(), &self.out.spec, b.max(1)),
+            hot: None,
         }
     }
 
+    fn worker_scratch(&self, hot: HotSpec) -> MoeScratch {
+        let mut private = Privatized::new(hot, &self.alpha, &self.out);
+        if let (Some(p), Some(salience)) = (private.as_mut(), self.salience()) {
+            p.gates = HotRows::of_cols(salience, hot.rows);
+        }
+        MoeScratch { hot: private, ..self.scratch() }
+    }
+
     fn train_sentence(&self, sc: &mut MoeScratch, sent: &[u32], lr: f32, rng: &mut Rng, want_loss: bool) -> (f64, u64) {
+        let Some(mut hot) = sc.hot.take() else { return self.train(sc, sent, lr, rng, want_loss) };
+        let done = self.with_hot(&mut hot).train(sc, sent, lr, rng, want_loss);
+        hot.trained(done.1, &self.alpha, &self.out, self.salience());
+        sc.hot = Some(hot);
+        done
+    }
+
+    fn publish(&self, sc: &mut MoeScratch) {
+        publish_rows(&mut sc.hot, &self.alpha, &self.out, self.salience());
+    }
+
+    fn end_worker(&self, sc: &mut MoeScratch) {
+        self.finish(sc);
+    }
+}
+
+impl Moe<'_> {
+    /// One sentence (`Model::train_sentence`) on this model's rows as given.
+    fn train(&self, sc: &mut MoeScratch, sent: &[u32], lr: f32, rng: &mut Rng, want_loss: bool) -> (f64, u64) {
         sc.out.new_sentence();
         let mut loss = 0.0f64;
         let mut examples = 0;
@@ -667,7 +732,7 @@ impl Model for Moe<'_> {
                 if let (Some(&w), Gates::Window { salience, .. }) = (sent.get(pos + self.window + 1), &self.gates) {
                     // the entering word's gate scores: one cache line per head (salience is H x V)
                     for hh in 0..self.heads {
-                        prefetch(&salience.row(hh)[w as usize..w as usize + 1]);
+                        salience.prefetch_at(hh, w as usize);
                     }
                 }
                 let slot = if batched { &mut sc.batch[sc.targets.len()] } else { &mut sc.cur };
@@ -688,10 +753,6 @@ impl Model for Moe<'_> {
         // sentences (a checkpoint) leaves nothing pending in the scratch.
         self.flush_shared(&mut sc.acc);
         (loss, examples)
-    }
-
-    fn end_worker(&self, sc: &mut MoeScratch) {
-        self.finish(sc);
     }
 }
 

@@ -8,7 +8,7 @@
 //! per B windows instead of once per window. `batch = 1` keeps one draw per
 //! window.
 
-use super::{window_and_prefetch, Model};
+use super::{publish_rows, window_and_prefetch, HotSpec, Model, Privatized};
 use crate::hogwild::Hogwild;
 use crate::objective::{OutputLayer, OutputScratch};
 use crate::sampling::Rng;
@@ -30,6 +30,8 @@ pub struct SkipGramScratch {
     targets: Vec<u32>,
     inputs: Vec<u32>,
     out: OutputScratch,
+    /// Private hot rows (a worker of several; `Model::worker_scratch`).
+    hot: Option<Box<Privatized>>,
 }
 
 impl SkipGramScratch {
@@ -40,6 +42,12 @@ impl SkipGramScratch {
 }
 
 impl SkipGram<'_> {
+    /// This model with a worker's private rows (`Hogwild::with_hot`).
+    fn with_hot<'b>(&'b self, hot: &'b mut Privatized) -> SkipGram<'b> {
+        let (input, output) = (&mut hot.input, &mut hot.output);
+        SkipGram { syn0: self.syn0.with_hot(input), out: self.out.with_hot(output), ..*self }
+    }
+
     fn batched(&self) -> bool {
         self.batch > 1 && self.out.batchable()
     }
@@ -74,10 +82,30 @@ impl Model for SkipGram<'_> {
             targets: Vec::with_capacity(rows),
             inputs: Vec::with_capacity(rows),
             out: OutputScratch::new(self.syn0.rows(), &self.out.spec, rows),
+            hot: None,
         }
     }
 
+    fn worker_scratch(&self, hot: HotSpec) -> SkipGramScratch {
+        SkipGramScratch { hot: Privatized::new(hot, &self.syn0, &self.out), ..self.scratch() }
+    }
+
     fn train_sentence(&self, sc: &mut SkipGramScratch, sent: &[u32], lr: f32, rng: &mut Rng, want_loss: bool) -> (f64, u64) {
+        let Some(mut hot) = sc.hot.take() else { return self.train(sc, sent, lr, rng, want_loss) };
+        let done = self.with_hot(&mut hot).train(sc, sent, lr, rng, want_loss);
+        hot.trained(done.1, &self.syn0, &self.out, None);
+        sc.hot = Some(hot);
+        done
+    }
+
+    fn publish(&self, sc: &mut SkipGramScratch) {
+        publish_rows(&mut sc.hot, &self.syn0, &self.out, None);
+    }
+}
+
+impl SkipGram<'_> {
+    /// One sentence (`Model::train_sentence`) on this model's rows as given.
+    fn train(&self, sc: &mut SkipGramScratch, sent: &[u32], lr: f32, rng: &mut Rng, want_loss: bool) -> (f64, u64) {
         sc.out.new_sentence();
         let d = self.syn0.cols();
         let mut loss = 0.0f64;

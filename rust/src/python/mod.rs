@@ -73,7 +73,7 @@ pub(crate) fn _panic_in_worker(py: Python<'_>) -> PyResult<()> {
     drop(tx);
     let cfg = TrainConfig {
         workers: 2, alpha: 0.025, min_alpha: 0.0001, total_words: 3, words_before: 0, seed: 1, epoch: 0,
-        want_loss: false, tick: Duration::from_millis(10), max_words: 0, resume: Vec::new(),
+        want_loss: false, tick: Duration::from_millis(10), max_words: 0, resume: Vec::new(), hot: Default::default(),
     };
     let progress = Progress::default();
     py.allow_threads(|| run_epoch(&Boom, &voc, Source::Queue(&rx), &cfg, &progress, |_| true))

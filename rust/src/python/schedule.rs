@@ -6,7 +6,7 @@ use super::arrays::lock_slice;
 use super::input::{make_source, PyIdCache, Src};
 use super::vocab::PyVocab;
 use crate::corpus::SplitState;
-use crate::models::Model;
+use crate::models::{HotSpec, Model};
 use crate::trainer::{run_epoch_synced, Progress, Source, SyncGate, TrainConfig, WorkerState};
 use crate::vocab::Vocab;
 use numpy::{PyArray1, PyArrayMethods, PyUntypedArrayMethods};
@@ -209,6 +209,13 @@ pub(crate) struct Schedule {
     /// `train()` call (`IdCache`), or None: read the file every epoch.
     #[pyo3(default)]
     pub(crate) id_cache: Option<Py<PyIdCache>>,
+    /// Hot-row privatization with 2 or more workers (`models::HotSpec`):
+    /// the rows of the `hot_rows` most frequent words are private to each
+    /// worker and merged every `hot_every` trained examples (0: plain Hogwild).
+    #[pyo3(default)]
+    pub(crate) hot_rows: usize,
+    #[pyo3(default)]
+    pub(crate) hot_every: u64,
 }
 
 impl Schedule {
@@ -234,6 +241,7 @@ pub(crate) fn train_config(sch: &Schedule) -> TrainConfig {
         tick: Duration::from_secs_f64(sch.report_delay.clamp(0.01, 3600.0)),
         max_words: sch.max_words,
         resume: sch.resume.as_ref().map(|r| r.workers.clone()).unwrap_or_default(),
+        hot: HotSpec { rows: sch.hot_rows, every: sch.hot_every },
     }
 }
 
