@@ -575,14 +575,12 @@ mod tests {
         }
     }
 
-    /// Train 12,000 words on 3 workers with a sync every 1000 words; `poll`
-    /// is the calling thread's poll. Returns ((local words, due by words) at
-    /// each sync, the gate's global count for 100 local words).
-    fn synced_run(mut poll: impl FnMut() -> bool) -> (Vec<(u64, bool)>, u64) {
+    /// A two-word vocabulary and `n` queued jobs of one sentence "a b a b" each.
+    fn abab_jobs(n: usize) -> (Vocab, Receiver<Job>) {
         let s = VocabSettings { min_count: 1, max_final_vocab: None, sample: 0.0, ns_exponent: 0.75, hs: false };
         let voc = Vocab::from_sorted(vec![("a".into(), 3), ("b".into(), 2)], &s);
-        let (tx, rx) = bounded(4000);
-        for _ in 0..3000 {
+        let (tx, rx) = bounded(n);
+        for _ in 0..n {
             let mut job = Job::default();
             for t in ["a", "b", "a", "b"] {
                 job.push_token(&voc, t);
@@ -590,7 +588,14 @@ mod tests {
             job.end_sentence();
             tx.send(job).unwrap();
         }
-        drop(tx);
+        (voc, rx)
+    }
+
+    /// Train 12,000 words on 3 workers with a sync every 1000 words; `poll`
+    /// is the calling thread's poll. Returns ((local words, due by words) at
+    /// each sync, the gate's global count for 100 local words).
+    fn synced_run(mut poll: impl FnMut() -> bool) -> (Vec<(u64, bool)>, u64) {
+        let (voc, rx) = abab_jobs(3000);
         let cfg = TrainConfig {
             workers: 3, alpha: 0.025, min_alpha: 0.0001, total_words: 24_000, words_before: 0, seed: 1, epoch: 0,
             want_loss: false, tick: Duration::from_millis(5), max_words: 0, resume: Vec::new(), hot: HotSpec::default(),
@@ -655,18 +660,7 @@ mod tests {
     /// and at their end.
     #[test]
     fn workers_publish_before_a_sync_and_at_their_end() {
-        let s = VocabSettings { min_count: 1, max_final_vocab: None, sample: 0.0, ns_exponent: 0.75, hs: false };
-        let voc = Vocab::from_sorted(vec![("a".into(), 3), ("b".into(), 2)], &s);
-        let (tx, rx) = bounded(2000);
-        for _ in 0..1500 {
-            let mut job = Job::default();
-            for t in ["a", "b", "a", "b"] {
-                job.push_token(&voc, t);
-            }
-            job.end_sentence();
-            tx.send(job).unwrap();
-        }
-        drop(tx);
+        let (voc, rx) = abab_jobs(1500);
         let cfg = TrainConfig {
             workers: 2, alpha: 0.025, min_alpha: 0.0001, total_words: 6000, words_before: 0, seed: 1, epoch: 0,
             want_loss: false, tick: Duration::from_millis(5), max_words: 0, resume: Vec::new(), hot: HotSpec { rows: 3, every: 100 },
