@@ -1070,13 +1070,15 @@ mod lanes_x86 {
     }
 
     /// `coefficients16` for H <= 8 heads in an AVX register.
+    ///
+    /// # Safety
+    /// AVX2 and FMA; 1 <= h <= 8 and `t[0]`, `t[stride]`, ..., `t[(h - 1)·stride]` are readable.
     #[target_feature(enable = "avx2,fma")]
     #[inline]
-    unsafe fn coefficients8(t: &[f32]) -> __m256 {
-        let h = t.len();
+    pub(super) unsafe fn coefficients8(t: *const f32, h: usize, stride: usize) -> __m256 {
         let q = |k: usize| {
             // volatile: the compiler must not merge two of these loads into one wider load
-            let g = |i: usize| std::ptr::read_volatile(t.as_ptr().add((k + i).min(h - 1)));
+            let g = |i: usize| std::ptr::read_volatile(t.add((k + i).min(h - 1) * stride));
             _mm_setr_ps(g(0), g(1), g(2), g(3))
         };
         let v = _mm256_zextps128_ps256(q(0));
@@ -1226,7 +1228,7 @@ mod lanes_x86 {
     /// Lane-to-head map of 8 lanes at positions `pos` (+ 0.5).
     #[target_feature(enable = "avx2,fma")]
     #[inline]
-    unsafe fn heads8(pos: __m256, inv_s: __m256) -> __m256i {
+    pub(super) unsafe fn heads8(pos: __m256, inv_s: __m256) -> __m256i {
         _mm256_cvttps_epi32(_mm256_mul_ps(pos, inv_s))
     }
 
@@ -1237,7 +1239,7 @@ mod lanes_x86 {
         let n = x.len();
         let s = n / t.len();
         let (pa, pb, px, pz) = (a.as_ptr(), b.as_ptr(), x.as_mut_ptr(), z.as_mut_ptr());
-        let tv = coefficients8(t);
+        let tv = coefficients8(t.as_ptr(), t.len(), 1);
         let mut pos = _mm256_setr_ps(0.5, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5);
         let inv_s = _mm256_set1_ps(t.len() as f32 / n as f32);
         let mut i = 0;
@@ -1264,7 +1266,7 @@ mod lanes_x86 {
         let (n, h) = (g.len(), c.len());
         let s = n / h;
         let (pg, px, p1, p2) = (g.as_ptr(), x.as_ptr(), y1.as_mut_ptr(), y2.as_mut_ptr());
-        let cv = coefficients8(c);
+        let cv = coefficients8(c.as_ptr(), c.len(), 1);
         let cv1 = _mm256_mul_ps(_mm256_set1_ps(f1), cv);
         let mut pos = _mm256_setr_ps(0.5, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5);
         let iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -1581,12 +1583,13 @@ pub fn register_level(d: usize) -> Option<Level> {
 }
 
 /// The level whose `moe_target` serves rows of d floats in `heads` heads:
-/// AVX-512 with 1 to 16 heads dividing d, AVX2 with one head (several take
-/// the separate lane kernels there), None otherwise.
+/// AVX-512 with 1 to 16 heads dividing d, AVX2 with 1 to 8 heads of 8
+/// floats or more (smaller heads take the separate lane kernels there),
+/// None otherwise.
 pub fn moe_register_level(d: usize, heads: usize) -> Option<Level> {
     match register_level(d)? {
         Level::Avx512 if (1..=16).contains(&heads) && d.is_multiple_of(heads) => Some(Level::Avx512),
-        Level::Avx2Fma if heads == 1 => Some(Level::Avx2Fma),
+        Level::Avx2Fma if heads == 1 || ((2..=8).contains(&heads) && d.is_multiple_of(heads) && d / heads >= 8) => Some(Level::Avx2Fma),
         _ => None,
     }
 }
@@ -1946,50 +1949,124 @@ mod rows256 {
         (grad, gt)
     }
 
-    /// See `super::moe_target`, with one head; rows of D = 8N + T floats,
-    /// T = 0 or 4. The arithmetic of `mix_avx2`, `score_pair_avx2` and
-    /// `dot_axpy2_avx2` called one after the other; z, then its gradient,
-    /// held in registers.
+    /// See `super::moe_target`; rows of D = 8N + T floats, T = 0 or 4, in H
+    /// heads of s = D/H >= 8 floats (H <= 8). One head: the arithmetic of
+    /// `mix_avx2`, `score_pair_avx2` and `dot_axpy2_avx2` called one after
+    /// the other; several: of `mix_lanes_avx2`, `score_pair_avx2` and
+    /// `dot_axpy2_lanes_avx2`. z, then its gradient, held in registers.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn moe_target<const N: usize, const T: usize>(r: &super::MoeRows<'_>, in_factor: impl Fn(u32) -> f32, out_factor: impl Fn(u32) -> f32, gfn: impl FnMut(usize, f32) -> f32) {
+        if r.heads == 1 {
+            moe_heads::<N, T, false>(r, std::ptr::null(), in_factor, out_factor, gfn)
+        } else {
+            let plan = HeadPlan::<N>::new(8 * N + T, r.heads);
+            moe_heads::<N, T, true>(r, &plan, in_factor, out_factor, gfn)
+        }
+    }
+
+    /// Where the heads lie in a row of N vectors (and a tail): each
+    /// vector's lane-to-head map, as `mix_lanes_avx2` computes it, and for
+    /// the vectors where a head ends (bit k of `ends`; at most one per
+    /// vector, as heads have 8 floats or more), the lane `cut[k]` (1..=8)
+    /// where the next head starts.
+    struct HeadPlan<const N: usize> {
+        idx: [__m256i; N],
+        ends: u64,
+        cut: [u8; N],
+    }
+
+    impl<const N: usize> HeadPlan<N> {
+        #[inline(always)]
+        unsafe fn new(d: usize, heads: usize) -> Self {
+            let s = d / heads;
+            assert!(heads * s == d && heads <= 8 && s >= 8 && N < 64, "the AVX2 kernel: up to 8 heads of 8 floats or more");
+            let inv_s = _mm256_set1_ps(heads as f32 / d as f32);
+            let mut pos = _mm256_setr_ps(0.5, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5);
+            let mut plan = HeadPlan { idx: [_mm256_setzero_si256(); N], ends: 0, cut: [0; N] };
+            for k in 0..N {
+                plan.idx[k] = super::lanes_x86::heads8(pos, inv_s);
+                pos = _mm256_add_ps(pos, _mm256_set1_ps(8.0));
+                let end = (8 * k / s + 1) * s; // the end of the head at lane 0
+                if end <= 8 * k + 8 {
+                    plan.ends |= 1 << k;
+                    plan.cut[k] = (end - 8 * k) as u8;
+                }
+            }
+            plan
+        }
+
+        /// Lanes below (`below`) or from `cut[k]` on, as a float mask.
+        #[inline(always)]
+        unsafe fn lanes(&self, k: usize, below: bool) -> __m256 {
+            let (iota, c) = (_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(self.cut[k] as i32));
+            _mm256_castsi256_ps(if below { _mm256_cmpgt_epi32(c, iota) } else { _mm256_cmpgt_epi32(iota, _mm256_sub_epi32(c, _mm256_set1_epi32(1))) })
+        }
+    }
+
+    /// `moe_target` with one head (`MULTI` false, no plan, never read: a
+    /// broadcast coefficient, one dot per expert) or several (`plan`: each
+    /// vector's coefficients permuted from the H gate weights by its
+    /// lane-to-head map; a head's dot closed in the vector where it ends).
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn moe_heads<const N: usize, const T: usize, const MULTI: bool>(r: &super::MoeRows<'_>, plan: *const HeadPlan<N>, in_factor: impl Fn(u32) -> f32, out_factor: impl Fn(u32) -> f32, gfn: impl FnMut(usize, f32) -> f32) {
+        use super::lanes_x86::{coefficients8, hsum8};
         let super::MoeRows { words, mask, theta, heads, x, z: zout, dots, output, outs, .. } = *r;
-        assert!(heads == 1, "the AVX2 kernel has one head");
         let d = 8 * N + T;
         let n = words.len() + mask.is_some() as usize;
-        // forward: x(m) = a + b (kept for the backward), z += θ(m)·x(m)
+        assert!(MULTI != plan.is_null() && (MULTI || heads == 1), "a plan for several heads, none for one");
+        assert!(theta.len() >= heads * n, "theta holds H x n gate weights");
+        // the last head's weights (the row's tail belongs to it; the only head when one)
+        let last = &theta[(heads - 1) * n..heads * n];
+        let coef = |tv: __m256, k: usize| if MULTI { _mm256_permutevar8x32_ps(tv, (*plan).idx[k]) } else { tv };
+        let gate = |m: usize, tl: f32| if MULTI { coefficients8(theta.as_ptr().add(m), heads, n) } else { _mm256_set1_ps(tl) };
+        // forward: x(m) = a + b (kept for the backward), z_h += θ_h(m)·x(m)_h
         let mut z = [_mm256_setzero_ps(); N];
         let mut zt = _mm_setzero_ps();
-        for (m, &t) in theta[..n].iter().enumerate() {
+        for (m, &tl) in last.iter().enumerate() {
             let (pa, pb, ..) = r.expert(m, d, &in_factor);
-            let (px, vt) = (x.add(m * d), _mm256_set1_ps(t));
+            let (px, tv) = (x.add(m * d), gate(m, tl));
             for (b, zb) in z.iter_mut().enumerate() {
                 let v = _mm256_add_ps(_mm256_loadu_ps(pa.add(8 * b)), _mm256_loadu_ps(pb.add(8 * b)));
                 _mm256_storeu_ps(px.add(8 * b), v);
-                *zb = _mm256_fmadd_ps(vt, v, *zb);
+                *zb = _mm256_fmadd_ps(coef(tv, b), v, *zb);
             }
             let v = _mm_add_ps(tail::<T>(pa.add(8 * N)), tail::<T>(pb.add(8 * N)));
             put_tail::<T>(px.add(8 * N), v);
-            zt = tail_axpy(t, v, zt);
+            zt = tail_axpy(tl, v, zt);
         }
         for (b, zb) in z.iter().enumerate() {
             _mm256_storeu_ps(zout.add(8 * b), *zb);
         }
         put_tail::<T>(zout.add(8 * N), zt);
         let (grad, gt) = output_rows::<N, T>(&z, zt, output, outs, out_factor, gfn);
-        // backward, per expert: dots[m] = g·x(m), y1 += f1·θ·g, y2 += θ·g
-        for (m, &t) in theta[..n].iter().enumerate() {
+        // backward, per expert: dots[m·H + h] = g_h·x(m)_h, y1 += f1·θ_h·g_h, y2 += θ_h·g_h
+        for (m, &tl) in last.iter().enumerate() {
             let (_, _, p1, f1, p2) = r.expert(m, d, &in_factor);
-            let (px, c1) = (x.add(m * d), f1 * t);
-            let (v1, v2) = (_mm256_set1_ps(c1), _mm256_set1_ps(t));
-            let mut acc = _mm256_setzero_ps();
+            let (px, cv) = (x.add(m * d), gate(m, tl));
+            let cv1 = if MULTI { _mm256_mul_ps(_mm256_set1_ps(f1), cv) } else { _mm256_set1_ps(f1 * tl) };
+            let pd = dots.add(if MULTI { m * heads } else { m });
+            let (mut acc, mut head) = (_mm256_setzero_ps(), 0);
             for (b, gb) in grad.iter().enumerate() {
-                acc = _mm256_fmadd_ps(*gb, _mm256_loadu_ps(px.add(8 * b)), acc);
-                _mm256_storeu_ps(p1.add(8 * b), _mm256_fmadd_ps(v1, *gb, _mm256_loadu_ps(p1.add(8 * b))));
-                _mm256_storeu_ps(p2.add(8 * b), _mm256_fmadd_ps(v2, *gb, _mm256_loadu_ps(p2.add(8 * b))));
+                let vx = _mm256_loadu_ps(px.add(8 * b));
+                _mm256_storeu_ps(p1.add(8 * b), _mm256_fmadd_ps(coef(cv1, b), *gb, _mm256_loadu_ps(p1.add(8 * b))));
+                _mm256_storeu_ps(p2.add(8 * b), _mm256_fmadd_ps(coef(cv, b), *gb, _mm256_loadu_ps(p2.add(8 * b))));
+                if !MULTI || (*plan).ends & (1 << b) == 0 {
+                    acc = _mm256_fmadd_ps(*gb, vx, acc);
+                    continue;
+                }
+                // head `head` ends at lane cut[b]; the next one starts there
+                acc = _mm256_fmadd_ps(_mm256_and_ps(*gb, (*plan).lanes(b, true)), vx, acc);
+                *pd.add(head) = hsum8(acc);
+                head += 1;
+                acc = if (*plan).cut[b] < 8 { _mm256_fmadd_ps(_mm256_and_ps(*gb, (*plan).lanes(b, false)), vx, _mm256_setzero_ps()) } else { _mm256_setzero_ps() };
             }
-            *dots.add(m) = tail_sum::<T>(super::lanes_x86::hsum8(acc), gt, tail::<T>(px.add(8 * N)));
-            put_tail::<T>(p1.add(8 * N), tail_axpy(c1, gt, tail::<T>(p1.add(8 * N))));
-            put_tail::<T>(p2.add(8 * N), tail_axpy(t, gt, tail::<T>(p2.add(8 * N))));
+            if !MULTI || head < heads {
+                // the last head, open at the tail (or the only head)
+                *pd.add(head) = tail_sum::<T>(hsum8(acc), gt, tail::<T>(px.add(8 * N)));
+            }
+            put_tail::<T>(p1.add(8 * N), tail_axpy(f1 * tl, gt, tail::<T>(p1.add(8 * N))));
+            put_tail::<T>(p2.add(8 * N), tail_axpy(tl, gt, tail::<T>(p2.add(8 * N))));
         }
     }
 
@@ -3042,9 +3119,9 @@ mod tests {
                 let dvalues0: Vec<f32> = (0..5 * d).map(|k| val(k, 3)).collect();
                 let mvalue: Vec<f32> = (0..d).map(|k| val(k, 13)).collect();
                 let dmask0: Vec<f32> = (0..d).map(|k| val(k, 17)).collect();
-                for heads in [1usize, 2, 4, 5, 10, 16].into_iter().filter(|h| d % h == 0) {
-                    if lv == Level::Avx2Fma && (heads > 1 || d == 50) {
-                        continue; // the AVX2 kernel: one head, no d = 50
+                for heads in [1usize, 2, 4, 5, 8, 10, 16].into_iter().filter(|h| d % h == 0) {
+                    if lv == Level::Avx2Fma && (heads > 8 || d / heads < 8 || d == 50) {
+                        continue; // the AVX2 kernel: up to 8 heads of 8 floats or more, no d = 50
                     }
                     let theta: Vec<f32> = (0..heads * n).map(|k| 0.05 + (k % 7) as f32 * 0.03).collect();
                     // the kernel
@@ -3077,12 +3154,14 @@ mod tests {
                     let tm = |m: usize| (0..heads).map(|h| theta[h * n + m]).collect::<Vec<f32>>();
                     let a_row = |m: usize, a: &[f32]| if m < nc { a[words[m] as usize * d..][..d].to_vec() } else { mvalue.clone() };
                     let b_row = |m: usize| &values[if m < nc { offsets[m] as usize } else { mpos } * d..][..d];
-                    // SAFETY: the CPU has lv (checked above); every slice has length d (x2: n x d), H <= 16.
+                    // SAFETY: the CPU has lv (checked above); every slice has length d (x2: n x d), H <= 16 (AVX2: <= 8).
                     unsafe {
                         for m in 0..n {
                             let (a, t, x) = (a_row(m, &a2), tm(m), &mut x2[m * d..(m + 1) * d]);
-                            if lv == Level::Avx2Fma {
+                            if lv == Level::Avx2Fma && heads == 1 {
                                 fused_x86::mix_avx2(&a, b_row(m), x, t[0], &mut z2);
+                            } else if lv == Level::Avx2Fma {
+                                lanes_x86::mix_lanes_avx2(&a, b_row(m), x, &t, &mut z2);
                             } else if heads == 1 {
                                 fused_x86::mix_avx512(&a, b_row(m), x, t[0], &mut z2);
                             } else {
@@ -3096,8 +3175,10 @@ mod tests {
                             let (t, x) = (tm(m), &x2[m * d..(m + 1) * d]);
                             let (y1, f1, r2) = if m < nc { (&mut a2[words[m] as usize * d..][..d], in_f(words[m]), offsets[m] as usize) } else { (&mut dm2[..], 1.0, mpos) };
                             let (y2, dots) = (&mut dv2[r2 * d..(r2 + 1) * d], &mut dots2[m * heads..(m + 1) * heads]);
-                            if lv == Level::Avx2Fma {
+                            if lv == Level::Avx2Fma && heads == 1 {
                                 dots[0] = fused_x86::dot_axpy2_avx2(&grad, x, f1 * t[0], y1, t[0], y2);
+                            } else if lv == Level::Avx2Fma {
+                                lanes_x86::dot_axpy2_lanes_avx2(&grad, x, f1, y1, &t, y2, dots);
                             } else if heads == 1 {
                                 dots[0] = fused_x86::dot_axpy2_avx512(&grad, x, f1 * t[0], y1, t[0], y2);
                             } else {
