@@ -16,6 +16,9 @@
 //!   small   each worker its own BidirMoE gates and offset / mask values,
 //!   uniform negatives drawn uniformly instead of by count^0.75 (no hot
 //!           output rows among the negatives; the parameters stay shared),
+//!   static  each worker reads its fixed half (third, ...) of the file,
+//!           as before `FileSplit::balanced` (training takes chunks from
+//!           one queue, so all workers finish together),
 //!   hotH:M  the real, shared training with hot-row privatization
 //!           (`models::HotSpec`: each worker keeps private copies of the
 //!           H most frequent words' rows and merges every M examples),
@@ -116,12 +119,13 @@ fn buffers(v: usize, heads: usize) -> Vec<Vec<f32>> {
         .collect()
 }
 
-fn train<M: Model>(m: &PerWorker<M>, voc: &Vocab, path: &Path, workers: usize, epochs: u64, hot: HotSpec) -> (u64, Vec<[f64; 4]>) {
+fn train<M: Model>(m: &PerWorker<M>, voc: &Vocab, path: &Path, workers: usize, epochs: u64, hot: HotSpec, balanced: bool) -> (u64, Vec<[f64; 4]>) {
     let progress = Progress::default();
     let cache = IdCache::new(1 << 30); // as train(corpus_file=...): later epochs replay the ids
     let mut times = Vec::new();
     for epoch in 0..epochs {
         let split = FileSplit::new(path, workers).expect("corpus");
+        let split = if balanced { split.balanced() } else { split };
         let cfg = TrainConfig { hot, ..epoch_config(voc, workers, epochs, epoch) };
         m.spans.lock().unwrap().clear();
         let t = Instant::now();
@@ -154,7 +158,7 @@ fn main() {
             hot = HotSpec { rows: h.parse().expect("hotH:M"), every: m.parse().expect("hotH:M") };
             continue;
         }
-        if !["in", "out", "small", "uniform", "none"].contains(&f) {
+        if !["in", "out", "small", "uniform", "static", "none"].contains(&f) {
             eprintln!("unknown PRIVATE flag {f}");
             std::process::exit(2);
         }
@@ -187,11 +191,11 @@ fn main() {
     let (targets, times) = match model {
         "cbow" => {
             let models = ks.map(|k| Cbow { syn0: syn0_of(k), out: out_of(k), window: WINDOW, shrink: true, cbow_mean: true, batch: 1 }).collect();
-            train(&PerWorker::new(models), &voc, path, workers, epochs, hot)
+            train(&PerWorker::new(models), &voc, path, workers, epochs, hot, !has("static"))
         }
         "sg" => {
             let models = ks.map(|k| SkipGram { syn0: syn0_of(k), out: out_of(k), window: WINDOW, shrink: true, batch: 1 }).collect();
-            train(&PerWorker::new(models), &voc, path, workers, epochs, hot)
+            train(&PerWorker::new(models), &voc, path, workers, epochs, hot, !has("static"))
         }
         "moe1" | "moe4" => {
             let models = ks
@@ -212,7 +216,7 @@ fn main() {
                     }
                 })
                 .collect();
-            train(&PerWorker::new(models), &voc, path, workers, epochs, hot)
+            train(&PerWorker::new(models), &voc, path, workers, epochs, hot, !has("static"))
         }
         other => {
             eprintln!("unknown model {other}");

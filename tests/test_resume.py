@@ -73,7 +73,7 @@ def test_interrupted_epoch_trains_every_line_once(probe, kind, workers, later):
     v0 = m.wv.vectors.copy()
     with no_gc(), pytest.raises(Stop):
         m.train(corpus_file=path, total_words=m.corpus_total_words, epochs=1,
-                progress_callback=stop_after(0.3, m.corpus_total_words), report_delay=0.01)
+                progress_callback=stop_after(0.3, m.corpus_total_words), report_delay=0.001)
     stop = m.last_stop
     assert stop["resume"] is not None and stop["epochs_left"] == 1
     v1 = m.wv.vectors.copy()
@@ -128,7 +128,7 @@ def test_resumed_run_is_bit_identical_with_one_worker(probe, tmp_path, name):
     m = fresh()
     with pytest.raises(Stop):
         m.train(corpus_file=path, total_words=m.corpus_total_words, epochs=2,
-                progress_callback=stop_after(0.4, m.corpus_total_words), report_delay=0.01)
+                progress_callback=stop_after(0.4, m.corpus_total_words), report_delay=0.001)
     # Through a file, as a checkpoint would go.
     m.save(tmp_path / "ckpt.model")
     m = type(m).load(tmp_path / "ckpt.model")
@@ -172,7 +172,7 @@ def test_a_stop_while_replaying_cached_ids_resumes_bit_identically(probe, tmp_pa
 
     with no_gc(), pytest.raises(Stop):
         m.train(corpus_file=path, total_words=total, epochs=3, progress_callback=stop_in_second_epoch,
-                report_delay=0.01)
+                report_delay=0.001)
     # The first epoch recorded the file's one range (one worker); the second replayed it.
     assert len(made) == 1 and made[0].ranges == 1 and made[0].nbytes >= 4 * 60_000
     assert m.last_stop["epochs_left"] == 2 and 0 < m.last_stop["epoch_words"] < total
@@ -187,7 +187,7 @@ def test_resume_refuses_another_file(probe, tmp_path):
     m.build_vocab(corpus_file=probe["plain"])
     with pytest.raises(Stop):
         m.train(corpus_file=probe["plain"], total_words=m.corpus_total_words, epochs=1,
-                progress_callback=stop_after(0.3, m.corpus_total_words), report_delay=0.01)
+                progress_callback=stop_after(0.3, m.corpus_total_words), report_delay=0.001)
     other = tmp_path / "other.txt"
     other.write_text("l1_1 l1_2\n")
     with pytest.raises(ValueError, match="not the one the checkpoint was taken on"):
@@ -305,7 +305,7 @@ def test_python_api_ctrl_c_anywhere_resumes_bit_identically(probe, tmp_path, mon
 
     m = fresh()
     if when == "mid_epoch":
-        kw = dict(progress_callback=interrupt_mid_epoch, report_delay=0.01)
+        kw = dict(progress_callback=interrupt_mid_epoch, report_delay=0.001)
     else:
         monkeypatch.setattr(BidirMoE, "_run_epoch", _interrupting(real, 2, when))
         kw = {}
@@ -349,7 +349,7 @@ def test_a_list_of_files_trains_as_their_concatenation_and_resumes(probe, tmp_pa
     assert m.wv.index_to_key == one.wv.index_to_key and m.corpus_total_words == one.corpus_total_words
     with no_gc(), pytest.raises(Stop):
         m.train(corpus_file=files, total_words=m.corpus_total_words, epochs=2,
-                progress_callback=stop_after(0.6, m.corpus_total_words), report_delay=0.01)
+                progress_callback=stop_after(0.6, m.corpus_total_words), report_delay=0.001)
     assert m.last_stop["resume"]["pieces"]  # stopped within the list
     m.train(corpus_file=files, total_words=m.corpus_total_words, resume_from=m.last_stop)
     for k, v in _arrays(one).items():
@@ -358,7 +358,7 @@ def test_a_list_of_files_trains_as_their_concatenation_and_resumes(probe, tmp_pa
         m2 = fresh(files)
         with pytest.raises(Stop):
             m2.train(corpus_file=files, total_words=m2.corpus_total_words, epochs=1,
-                     progress_callback=stop_after(0.5, m2.corpus_total_words), report_delay=0.01)
+                     progress_callback=stop_after(0.5, m2.corpus_total_words), report_delay=0.001)
         m2.train(corpus_file=files[:2], total_words=m2.corpus_total_words, resume_from=m2.last_stop)
     bz = tmp_path / "d.txt.bz2"
     import bz2

@@ -5,8 +5,12 @@
 //! never fatal.
 //!
 //! Plain files are split into byte ranges, one per worker; a token belongs to
-//! the range its first byte lies in. Gzip streams cannot be split, so workers
-//! take turns pulling whitespace-aligned blocks from one shared decoder.
+//! the range its first byte lies in. Training balances them
+//! (`FileSplit::balanced`): with several workers the ranges are cut into
+//! chunks that the workers take in file order from one queue, so a worker
+//! that runs faster (or gets more of the CPU) reads more, and all finish
+//! together. Gzip streams cannot be split, so workers take turns pulling
+//! whitespace-aligned blocks from one shared decoder.
 
 use crate::idcache::IdCache;
 use crate::vocab::Vocab;
@@ -15,6 +19,7 @@ use std::borrow::Cow;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// Longest sentence handed to a model; longer lines are cut (gensim's and
@@ -24,6 +29,13 @@ pub const MAX_SENTENCE_LEN: usize = 10_000;
 const BLOCK: usize = 1 << 20;
 /// How far past a gzip block's end to look for the end of its line.
 const LINE_SLACK: usize = 1 << 16;
+/// A balanced split (`FileSplit::balanced`) cuts a file into about this
+/// many chunks per worker, of `CHUNK_MIN` to `CHUNK_MAX` bytes: enough that
+/// the last chunk taken is a small part of any worker's share, few enough
+/// that each chunk is a long sequential read and cuts few sentences.
+const CHUNKS_PER_WORKER: u64 = 32;
+const CHUNK_MIN: u64 = 64 << 10;
+const CHUNK_MAX: u64 = 16 << 20;
 
 #[inline]
 fn is_space(b: u8) -> bool {
@@ -298,10 +310,75 @@ pub struct SharedStream {
     deal: (u64, u64),
 }
 
+/// Byte ranges of a plain file that any worker may take, in order: each
+/// is handed out once (`take`).
+#[derive(Debug, Default)]
+pub struct ChunkQueue {
+    chunks: Vec<(u64, u64)>,
+    next: AtomicUsize,
+}
+
+impl ChunkQueue {
+    /// The next chunk no worker has taken yet.
+    fn take(&self) -> Option<(u64, u64)> {
+        let k = self.next.fetch_add(1, Ordering::Relaxed);
+        self.chunks.get(k).copied()
+    }
+
+    /// The chunks no worker has taken.
+    fn untaken(&self) -> &[(u64, u64)] {
+        &self.chunks[self.next.load(Ordering::Relaxed).min(self.chunks.len())..]
+    }
+}
+
+/// The ranges `ranges` (sorted by start) of the plain file `path` cut into
+/// chunks for `workers` workers (see `CHUNKS_PER_WORKER`), every byte in
+/// exactly one chunk. Each cut inside a range moves to the start of the
+/// next line when one starts within half a chunk (and `LINE_SLACK` bytes),
+/// so chunks split no line of an ordinary corpus; otherwise (a file that
+/// is one long line, or a read error) it stays, between two tokens or
+/// inside one, which the reader handles as any range's ends.
+fn chunks_of(path: &Path, ranges: &[(u64, u64)], workers: usize) -> Vec<(u64, u64)> {
+    let total: u64 = ranges.iter().map(|(s, e)| e - s).sum();
+    let size = (total / (CHUNKS_PER_WORKER * workers as u64)).clamp(CHUNK_MIN, CHUNK_MAX);
+    let slack = (size / 2).min(LINE_SLACK as u64) as usize;
+    let mut file = File::open(path).ok();
+    let mut buf = vec![0u8; slack + 1];
+    // The first line start at or after `at` within the slack.
+    let mut line_start = |at: u64| -> Option<u64> {
+        let f = file.as_mut()?;
+        f.seek(SeekFrom::Start(at - 1)).ok()?;
+        let mut got = 0;
+        while got < buf.len() {
+            match f.read(&mut buf[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(_) => return None,
+            }
+        }
+        buf[..got].iter().position(|&b| b == b'\n').map(|i| at + i as u64)
+    };
+    let mut out = Vec::new();
+    for &(mut s, e) in ranges {
+        while s < e {
+            // no chunk smaller than half a chunk at a range's end
+            let mut cut = if e - s < size + size / 2 { e } else { s + size };
+            if cut < e {
+                cut = line_start(cut).unwrap_or(cut);
+            }
+            out.push((s, cut));
+            s = cut;
+        }
+    }
+    out
+}
+
 /// How workers share one corpus file during an epoch.
 pub enum FileSplit {
-    /// Plain file: worker i reads its byte ranges `parts[i]` in order.
-    Ranges { path: std::path::PathBuf, file_len: u64, parts: Vec<Vec<(u64, u64)>> },
+    /// Plain file: worker i reads its byte ranges `parts[i]` in order, then
+    /// takes chunks from `queue` until none is left (a balanced split; an
+    /// unbalanced one has an empty queue).
+    Ranges { path: std::path::PathBuf, file_len: u64, parts: Vec<Vec<(u64, u64)>>, queue: ChunkQueue },
     /// Gzip: workers first finish their `fragments` (what a stopped epoch
     /// left of its blocks: absolute start and bytes), then pull
     /// whitespace-aligned blocks from one decoder.
@@ -358,7 +435,7 @@ impl FileSplit {
             return Ok(FileSplit::Shared { file_len, stream: Mutex::new(stream), fragments: vec![Vec::new(); workers.max(1)] });
         }
         let share = (file_len * rank / world, file_len * (rank + 1) / world);
-        Ok(FileSplit::Ranges { path: path.to_path_buf(), file_len, parts: redistribute(&[share], workers) })
+        Ok(FileSplit::Ranges { path: path.to_path_buf(), file_len, parts: redistribute(&[share], workers), queue: ChunkQueue::default() })
     }
 
     /// Continue a stopped epoch: every worker reads what `state` says was
@@ -403,7 +480,7 @@ impl FileSplit {
             if all.iter().any(|&(_, e)| e > file_len) {
                 return Err(io::Error::new(io::ErrorKind::InvalidData, "checkpoint ranges lie past the end of the corpus file"));
             }
-            return Ok(FileSplit::Ranges { path: path.to_path_buf(), file_len, parts });
+            return Ok(FileSplit::Ranges { path: path.to_path_buf(), file_len, parts, queue: ChunkQueue::default() });
         }
         // Gzip: decode up to the stream offset, keeping the bytes of the
         // unfinished fragments (they all lie before it).
@@ -445,9 +522,17 @@ impl FileSplit {
 
     /// The state to continue from, given every worker's cursor at the stop.
     pub fn state(&self, cursors: &[Cursor]) -> SplitState {
-        let workers = cursors.iter().map(|c| c.pending.iter().copied().filter(|(s, e)| s < e).collect()).collect();
+        let mut workers: Vec<Vec<(u64, u64)>> = cursors.iter().map(|c| c.pending.iter().copied().filter(|(s, e)| s < e).collect()).collect();
         match self {
-            FileSplit::Ranges { file_len, .. } => {
+            FileSplit::Ranges { file_len, queue, .. } => {
+                // The chunks no worker took are still owed: dealt in turn
+                // after every worker's own ranges.
+                if !workers.is_empty() {
+                    let n = workers.len();
+                    for (k, &c) in queue.untaken().iter().enumerate() {
+                        workers[k % n].push(c);
+                    }
+                }
                 SplitState { gzip: false, file_len: *file_len, workers, ..SplitState::default() }
             }
             FileSplit::Shared { file_len, stream, .. } => {
@@ -498,6 +583,35 @@ impl FileSplit {
         }
     }
 
+    /// This split balanced between its workers: with two or more, every
+    /// worker's byte ranges of a plain file (of each plain piece) go, cut
+    /// into chunks (about `CHUNKS_PER_WORKER` per worker), into one queue
+    /// that the workers take from in file order, so the one that runs
+    /// fastest reads the most and all finish within about a chunk of each
+    /// other. One worker keeps its ranges as they are (the same sentences,
+    /// in the same order); gzip streams are shared block by block already.
+    pub fn balanced(self) -> Self {
+        match self {
+            FileSplit::Ranges { path, file_len, parts, queue } if parts.len() >= 2 => {
+                let mut all: Vec<(u64, u64)> = parts.iter().flatten().chain(queue.untaken()).copied().filter(|(s, e)| s < e).collect();
+                all.sort_unstable();
+                // adjacent ranges (the workers' shares of a fresh split) as one
+                let mut joined: Vec<(u64, u64)> = Vec::with_capacity(all.len());
+                for (s, e) in all {
+                    match joined.last_mut() {
+                        Some(last) if last.1 == s => last.1 = e,
+                        _ => joined.push((s, e)),
+                    }
+                }
+                let all = joined;
+                let queue = ChunkQueue { chunks: chunks_of(&path, &all, parts.len()), next: AtomicUsize::new(0) };
+                FileSplit::Ranges { path, file_len, parts: vec![Vec::new(); parts.len()], queue }
+            }
+            FileSplit::Pieces { parts } => FileSplit::Pieces { parts: parts.into_iter().map(FileSplit::balanced).collect() },
+            other => other,
+        }
+    }
+
     /// What worker `i` reads of a split it has not begun.
     fn share_of(&self, i: usize) -> Vec<(u64, u64)> {
         match self {
@@ -535,6 +649,7 @@ impl FileSplit {
                         path: path.clone(),
                         file_len,
                         parts: redistribute(&[(*start, *end)], workers),
+                        queue: ChunkQueue::default(),
                     })
                 }
             })
@@ -574,7 +689,7 @@ impl FileSplit {
                         format!("{} is not the file the checkpoint was taken on", path.display()),
                     ));
                 }
-                Ok(FileSplit::Ranges { path: path.to_path_buf(), file_len, parts: Vec::new() })
+                Ok(FileSplit::Ranges { path: path.to_path_buf(), file_len, parts: Vec::new(), queue: ChunkQueue::default() })
             })
             .collect::<io::Result<Vec<_>>>()?;
         Ok(FileSplit::Pieces { parts })
@@ -620,9 +735,9 @@ impl FileSplit {
         let mut ids = Vec::with_capacity(MAX_SENTENCE_LEN);
         self.for_each_part(cursor, |part, cursor| {
             match (part, cache) {
-                (FileSplit::Ranges { path, parts, .. }, Some(cache)) => {
+                (FileSplit::Ranges { path, parts, queue, .. }, Some(cache)) => {
                     let mine = parts.get(i).map(|v| &v[..]).unwrap_or(&[]);
-                    Self::ranges_cached(path, mine, cursor, vocab, cache, &mut ids, &mut g)?
+                    Self::ranges_cached(path, mine, queue, cursor, vocab, cache, &mut ids, &mut g)?
                 }
                 _ => part.for_worker_in(i, cursor, |it| {
                     let raw = ids_of(vocab, it, &mut ids);
@@ -651,12 +766,15 @@ impl FileSplit {
         Ok(())
     }
 
-    /// A worker's byte ranges `mine` of the plain file `path` as ids: each
-    /// range replayed from `cache` if recorded (from the cursor's position
-    /// on), else read, looked up and recorded.
+    /// A worker's byte ranges `mine` of the plain file `path`, then the
+    /// chunks it takes from `queue`, as ids: each range replayed from
+    /// `cache` if recorded (from the cursor's position on), else read,
+    /// looked up and recorded.
+    #[allow(clippy::too_many_arguments)]
     fn ranges_cached<F: FnMut(&[u32], u64) -> bool>(
         path: &Path,
         mine: &[(u64, u64)],
+        queue: &ChunkQueue,
         cursor: &mut Cursor,
         vocab: &Vocab,
         cache: &IdCache,
@@ -664,6 +782,17 @@ impl FileSplit {
         f: &mut F,
     ) -> io::Result<()> {
         cursor.pending = mine.to_vec();
+        loop {
+            if !Self::pending_cached(path, cursor, vocab, cache, ids, f)? {
+                return Ok(());
+            }
+            let Some(c) = queue.take() else { return Ok(()) };
+            cursor.pending.push(c);
+        }
+    }
+
+    /// `ranges_cached` over the cursor's pending ranges; false when `f` stopped.
+    fn pending_cached<F: FnMut(&[u32], u64) -> bool>(path: &Path, cursor: &mut Cursor, vocab: &Vocab, cache: &IdCache, ids: &mut Vec<u32>, f: &mut F) -> io::Result<bool> {
         while let Some(&(start, end)) = cursor.pending.first() {
             if start >= end {
                 cursor.finish_first();
@@ -697,11 +826,11 @@ impl FileSplit {
                 }
             }
             if !go {
-                return Ok(());
+                return Ok(false);
             }
             cursor.finish_first();
         }
-        Ok(())
+        Ok(true)
     }
 
     /// `for_worker` on a split of one file.
@@ -713,24 +842,28 @@ impl FileSplit {
     ) -> io::Result<()> {
         match self {
             FileSplit::Pieces { .. } => Err(io::Error::new(io::ErrorKind::InvalidInput, "pieces cannot hold pieces")),
-            FileSplit::Ranges { path, parts, .. } => {
+            FileSplit::Ranges { path, parts, queue, .. } => {
                 cursor.pending = parts.get(i).cloned().unwrap_or_default();
-                while let Some(&(start, end)) = cursor.pending.first() {
-                    if start >= end {
-                        cursor.finish_first();
-                        continue;
-                    }
-                    let mut r = open_range(path, start, end)?;
-                    let mut go = true;
-                    while r.next_sentence(|it| go = f(it))? {
-                        cursor.advance(r.position());
-                        if !go {
-                            return Ok(());
+                loop {
+                    while let Some(&(start, end)) = cursor.pending.first() {
+                        if start >= end {
+                            cursor.finish_first();
+                            continue;
                         }
+                        let mut r = open_range(path, start, end)?;
+                        let mut go = true;
+                        while r.next_sentence(|it| go = f(it))? {
+                            cursor.advance(r.position());
+                            if !go {
+                                return Ok(());
+                            }
+                        }
+                        cursor.finish_first();
                     }
-                    cursor.finish_first();
+                    // its own ranges read: the next chunk no worker has taken
+                    let Some(c) = queue.take() else { return Ok(()) };
+                    cursor.pending.push(c);
                 }
-                Ok(())
             }
             FileSplit::Shared { stream, fragments, .. } => {
                 let mine = fragments.get(i).map(|v| &v[..]).unwrap_or(&[]);
@@ -889,6 +1022,18 @@ mod tests {
         (dir, plain, gz)
     }
 
+    /// `lines` lines, line i of `len(i)` tokens "{tag}{i}_{k}" (every token its own).
+    fn numbered_lines(tag: char, lines: usize, len: impl Fn(usize) -> usize) -> String {
+        let mut text = String::new();
+        for line in 0..lines {
+            for k in 0..len(line) {
+                text.push_str(&format!("{tag}{line}_{k} "));
+            }
+            text.push('\n');
+        }
+        text
+    }
+
     /// Every token the split's workers read, worker by worker.
     fn tokens_of(split: &FileSplit, workers: usize) -> Vec<String> {
         let mut got = Vec::new();
@@ -971,14 +1116,7 @@ mod tests {
     #[test]
     fn a_stopped_epoch_resumes_exactly_where_each_worker_stopped() {
         // Long lines (some over MAX_SENTENCE_LEN) and several gzip blocks.
-        let mut text = String::new();
-        for line in 0..2_600 {
-            let n = if line % 500 == 7 { MAX_SENTENCE_LEN + 123 } else { 40 + line % 70 };
-            for k in 0..n {
-                text.push_str(&format!("t{line}_{k} "));
-            }
-            text.push('\n');
-        }
+        let text = numbered_lines('t', 2_600, |line| if line % 500 == 7 { MAX_SENTENCE_LEN + 123 } else { 40 + line % 70 });
         let (dir, plain, gz) = plain_and_gzip("resume", &text);
         let mut expect: Vec<String> = text.split_whitespace().map(String::from).collect();
         expect.sort();
@@ -1014,13 +1152,7 @@ mod tests {
     /// an epoch stopped in any piece resumes exactly, with any worker count.
     #[test]
     fn pieces_read_in_order_and_resume_exactly() {
-        let mut text = String::new();
-        for line in 0..3_000 {
-            for k in 0..(30 + line % 50) {
-                text.push_str(&format!("p{line}_{k} "));
-            }
-            text.push('\n');
-        }
+        let text = numbered_lines('p', 3_000, |line| 30 + line % 50);
         let (dir, plain, gz) = plain_and_gzip("pieces", &text);
         let cut = text[..text.len() / 3].rfind('\n').unwrap() as u64 + 1;
         let len = text.len() as u64;
@@ -1133,6 +1265,94 @@ mod tests {
             assert!(ids_of_workers(&fresh(2), 2, &vocab, Some(&small), all).0 == read);
         }
         assert_eq!((small.len(), small.bytes()), (0, 0));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A balanced split (`FileSplit::balanced`): workers reading at once
+    /// read every token exactly once; its chunks start at line starts where
+    /// the file has lines; one worker reads as before, in order; an epoch
+    /// stopped anywhere (chunks untaken, chunks half read) resumes exactly,
+    /// with any worker count; the id cache replays what reading gives.
+    #[test]
+    fn balanced_splits_read_every_token_once_and_resume_exactly() {
+        use crate::vocab::VocabSettings;
+        let text = numbered_lines('b', 4_000, |line| if line % 900 == 11 { MAX_SENTENCE_LEN + 50 } else { 20 + line % 90 });
+        let one_line = text.replace('\n', " ");
+        let (dir, plain, _) = plain_and_gzip("balanced", &text);
+        let flat = dir.join("flat.txt");
+        std::fs::write(&flat, &one_line).unwrap();
+        let mut expect: Vec<String> = text.split_whitespace().map(String::from).collect();
+        expect.sort();
+        let read_all = |split: &FileSplit, workers: usize| -> Vec<String> {
+            let got = Mutex::new(Vec::new());
+            std::thread::scope(|s| {
+                for w in 0..workers {
+                    let (split, got) = (&split, &got);
+                    s.spawn(move || {
+                        let mut mine = Vec::new();
+                        split.for_worker(w, &mut Cursor::default(), |it| {
+                            mine.extend(it.map(|t| token_str(t).into_owned()));
+                            true
+                        })
+                        .unwrap();
+                        got.lock().unwrap().extend(mine);
+                    });
+                }
+            });
+            let mut got = got.into_inner().unwrap();
+            got.sort();
+            got
+        };
+        for (path, lines) in [(&plain, true), (&flat, false)] {
+            // One worker: unchanged, the file's tokens in order.
+            assert_eq!(tokens_of(&FileSplit::new(path, 1).unwrap().balanced(), 1), tokens_of(&FileSplit::new(path, 1).unwrap(), 1));
+            for workers in [2, 3, 5] {
+                let split = FileSplit::new(path, workers).unwrap().balanced();
+                let FileSplit::Ranges { parts, queue, .. } = &split else { panic!("a plain file splits into ranges") };
+                assert!(parts.iter().all(|p| p.is_empty()) && queue.chunks.len() >= 2 * workers, "{workers} workers: {} chunks", queue.chunks.len());
+                let starts: Vec<u64> = queue.chunks.iter().map(|c| c.0).collect();
+                assert!(queue.chunks.windows(2).all(|w| w[0].1 == w[1].0) && starts[0] == 0, "chunks tile the file");
+                if lines {
+                    // inside a line only where it is longer than the slack (the long lines)
+                    let b = text.as_bytes();
+                    let line_len = |c: usize| b[c..].iter().position(|&x| x == b'\n').unwrap() + c - b[..c].iter().rposition(|&x| x == b'\n').map_or(0, |p| p + 1);
+                    for &c in &starts { assert!(c == 0 || b[c as usize - 1] == b'\n' || line_len(c as usize) > 30_000, "chunk at {c} starts inside a short line ({} bytes), workers={workers}", line_len(c as usize)); }
+                    assert!(starts.iter().filter(|&&c| c > 0 && b[c as usize - 1] == b'\n').count() * 2 > starts.len(), "most chunks start lines");
+                }
+                assert!(read_all(&split, workers) == expect, "{path:?} workers={workers}: tokens differ");
+                // Stopped after a few sentences each (sequentially: worker 0
+                // takes the first chunk, worker 1 the next, ...), resumed.
+                for later in [1, 2, 3] {
+                    let split = FileSplit::new(path, workers).unwrap().balanced();
+                    let mut got = Vec::new();
+                    let state = stop_workers(&split, workers, |w| 3 + 2 * w, &mut got);
+                    assert!(state.workers.iter().flatten().count() > workers, "{path:?}: the untaken chunks are owed");
+                    let rest = FileSplit::resume(path, later, &state).unwrap().balanced();
+                    let mut rest_got = read_all(&rest, later);
+                    got.append(&mut rest_got);
+                    got.sort();
+                    assert_eq!(got.len(), expect.len(), "{path:?} workers={workers}->{later}");
+                    assert!(got == expect, "{path:?} workers={workers}->{later}: tokens differ");
+                }
+            }
+        }
+        // The id cache records the chunks and replays them.
+        let s = VocabSettings { min_count: 1, max_final_vocab: None, sample: 0.0, ns_exponent: 0.75, hs: false };
+        let vocab = Vocab::from_sorted((0..90).map(|k| (format!("b7_{k}"), 1000 - k as u64)).collect(), &s);
+        let sorted = |mut v: Vec<Vec<(Vec<u32>, u64)>>| {
+            let mut all: Vec<(Vec<u32>, u64)> = v.drain(..).flatten().collect();
+            all.sort();
+            all
+        };
+        let fresh = || FileSplit::new(&plain, 3).unwrap().balanced();
+        let read = sorted(ids_of_workers(&fresh(), 3, &vocab, None, |_| usize::MAX).0);
+        let cache = IdCache::new(1 << 30);
+        for pass in 0..2 {
+            let got = sorted(ids_of_workers(&fresh(), 3, &vocab, Some(&cache), |_| usize::MAX).0);
+            assert!(got == read, "pass {pass}: the cache changed the sentences");
+        }
+        let FileSplit::Ranges { queue, .. } = fresh() else { unreachable!() };
+        assert_eq!(cache.len(), queue.chunks.len(), "every chunk recorded");
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -217,6 +217,14 @@ impl SyncGate {
         self.cv.notify_all();
     }
 
+    /// Wait up to `wait`, or until every worker has left (at once if they
+    /// have): the calling thread's nap between ticks, cut short at the
+    /// epoch's end instead of running on past it.
+    fn nap_until_all_left(&self, wait: Duration) {
+        let st = self.lock();
+        drop(self.cv.wait_timeout_while(st, wait, |s| s.active > 0).unwrap_or_else(|p| p.into_inner()));
+    }
+
     /// Wait up to `wait` for every working worker to park; true when they have
     /// (and at least one is parked).
     fn all_parked(&self, wait: Duration) -> bool {
@@ -523,7 +531,7 @@ pub fn run_epoch_synced<M: Model>(
         let mut last_tick = std::time::Instant::now();
         while running.load(Ordering::Acquire) > 0 {
             if gate.every == 0 {
-                std::thread::sleep(nap);
+                gate.nap_until_all_left(nap);
             } else if !gate.all_parked(poll) {
                 if !gate.due.load(Ordering::Relaxed) && on_poll() {
                     gate.request();

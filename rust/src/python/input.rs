@@ -214,7 +214,7 @@ pub(crate) fn make_source(source: &Bound<'_, PyAny>, sch: &Schedule) -> PyResult
             None => FileSplit::pieces(&pieces, sch.workers),
             Some(r) => FileSplit::resume_pieces(&pieces, sch.workers, &r.split),
         };
-        return split.map(Src::File).map_err(|e| pieces_err(&pieces, e));
+        return split.map(|s| Src::File(s.balanced())).map_err(|e| pieces_err(&pieces, e));
     }
     let path: PathBuf = source.extract()?;
     check_file(&path)?;
@@ -222,7 +222,9 @@ pub(crate) fn make_source(source: &Bound<'_, PyAny>, sch: &Schedule) -> PyResult
         None => FileSplit::shard(&path, sch.workers, rank, world),
         Some(r) => FileSplit::resume_shard(&path, sch.workers, &r.split, (rank, world)),
     };
-    split.map(Src::File).map_err(|e| match e.kind() {
+    // Balanced: with several workers, one that finishes its share early
+    // takes over unread chunks instead of waiting for the others.
+    split.map(|s| Src::File(s.balanced())).map_err(|e| match e.kind() {
         // A checkpoint that does not fit this file (another or a changed corpus).
         std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof => {
             PyValueError::new_err(format!("cannot resume on {}: {e}", path.display()))

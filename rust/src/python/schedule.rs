@@ -238,7 +238,7 @@ pub(crate) fn train_config(sch: &Schedule) -> TrainConfig {
         seed: sch.seed,
         epoch: sch.epoch,
         want_loss: sch.compute_loss,
-        tick: Duration::from_secs_f64(sch.report_delay.clamp(0.01, 3600.0)),
+        tick: Duration::from_secs_f64(sch.report_delay.clamp(0.001, 3600.0)),
         max_words: sch.max_words,
         resume: sch.resume.as_ref().map(|r| r.workers.clone()).unwrap_or_default(),
         hot: HotSpec { rows: sch.hot_rows, every: sch.hot_every },

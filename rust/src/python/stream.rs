@@ -135,7 +135,7 @@ impl PyBatchStream {
             inner,
             settings,
             progress_cb: schedule.progress_cb,
-            report_every: Duration::from_secs_f64(schedule.report_delay.clamp(0.01, 3600.0)),
+            report_every: Duration::from_secs_f64(schedule.report_delay.clamp(0.001, 3600.0)),
             last_report: Mutex::new(Instant::now()),
         })
     }
