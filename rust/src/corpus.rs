@@ -342,21 +342,16 @@ fn chunks_of(path: &Path, ranges: &[(u64, u64)], workers: usize) -> Vec<(u64, u6
     let total: u64 = ranges.iter().map(|(s, e)| e - s).sum();
     let size = (total / (CHUNKS_PER_WORKER * workers as u64)).clamp(CHUNK_MIN, CHUNK_MAX);
     let slack = (size / 2).min(LINE_SLACK as u64) as usize;
-    let mut file = File::open(path).ok();
-    let mut buf = vec![0u8; slack + 1];
-    // The first line start at or after `at` within the slack.
+    let mut file = File::open(path).ok().map(BufReader::new);
+    let mut line = Vec::new();
+    // The first line start at or after `at` within the slack: read from
+    // the byte before `at` up to the first line end, at most slack + 1 bytes.
     let mut line_start = |at: u64| -> Option<u64> {
         let f = file.as_mut()?;
         f.seek(SeekFrom::Start(at - 1)).ok()?;
-        let mut got = 0;
-        while got < buf.len() {
-            match f.read(&mut buf[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(_) => return None,
-            }
-        }
-        buf[..got].iter().position(|&b| b == b'\n').map(|i| at + i as u64)
+        line.clear();
+        f.take(slack as u64 + 1).read_until(b'\n', &mut line).ok()?;
+        (line.last() == Some(&b'\n')).then(|| at - 1 + line.len() as u64)
     };
     let mut out = Vec::new();
     for &(mut s, e) in ranges {
@@ -737,7 +732,7 @@ impl FileSplit {
             match (part, cache) {
                 (FileSplit::Ranges { path, parts, queue, .. }, Some(cache)) => {
                     let mine = parts.get(i).map(|v| &v[..]).unwrap_or(&[]);
-                    Self::ranges_cached(path, mine, queue, cursor, vocab, cache, &mut ids, &mut g)?
+                    Self::mine_then_queue(mine, queue, cursor, |c| Self::pending_cached(path, c, vocab, cache, &mut ids, &mut g))?
                 }
                 _ => part.for_worker_in(i, cursor, |it| {
                     let raw = ids_of(vocab, it, &mut ids);
@@ -766,32 +761,21 @@ impl FileSplit {
         Ok(())
     }
 
-    /// A worker's byte ranges `mine` of the plain file `path`, then the
-    /// chunks it takes from `queue`, as ids: each range replayed from
-    /// `cache` if recorded (from the cursor's position on), else read,
-    /// looked up and recorded.
-    #[allow(clippy::too_many_arguments)]
-    fn ranges_cached<F: FnMut(&[u32], u64) -> bool>(
-        path: &Path,
-        mine: &[(u64, u64)],
-        queue: &ChunkQueue,
-        cursor: &mut Cursor,
-        vocab: &Vocab,
-        cache: &IdCache,
-        ids: &mut Vec<u32>,
-        f: &mut F,
-    ) -> io::Result<()> {
+    /// A worker's own byte ranges `mine` of a plain file, then the chunks
+    /// it takes from `queue` one at a time: `read` reads the cursor's
+    /// pending ranges and returns false when the worker stopped.
+    fn mine_then_queue(mine: &[(u64, u64)], queue: &ChunkQueue, cursor: &mut Cursor, mut read: impl FnMut(&mut Cursor) -> io::Result<bool>) -> io::Result<()> {
         cursor.pending = mine.to_vec();
-        loop {
-            if !Self::pending_cached(path, cursor, vocab, cache, ids, f)? {
-                return Ok(());
-            }
-            let Some(c) = queue.take() else { return Ok(()) };
+        while read(cursor)? {
+            let Some(c) = queue.take() else { break };
             cursor.pending.push(c);
         }
+        Ok(())
     }
 
-    /// `ranges_cached` over the cursor's pending ranges; false when `f` stopped.
+    /// The cursor's pending ranges of the plain file `path` as ids: each
+    /// range replayed from `cache` if recorded (from the cursor's position
+    /// on), else read, looked up and recorded; false when `f` stopped.
     fn pending_cached<F: FnMut(&[u32], u64) -> bool>(path: &Path, cursor: &mut Cursor, vocab: &Vocab, cache: &IdCache, ids: &mut Vec<u32>, f: &mut F) -> io::Result<bool> {
         while let Some(&(start, end)) = cursor.pending.first() {
             if start >= end {
@@ -843,8 +827,8 @@ impl FileSplit {
         match self {
             FileSplit::Pieces { .. } => Err(io::Error::new(io::ErrorKind::InvalidInput, "pieces cannot hold pieces")),
             FileSplit::Ranges { path, parts, queue, .. } => {
-                cursor.pending = parts.get(i).cloned().unwrap_or_default();
-                loop {
+                let mine = parts.get(i).map(|v| &v[..]).unwrap_or(&[]);
+                Self::mine_then_queue(mine, queue, cursor, |cursor| {
                     while let Some(&(start, end)) = cursor.pending.first() {
                         if start >= end {
                             cursor.finish_first();
@@ -855,15 +839,13 @@ impl FileSplit {
                         while r.next_sentence(|it| go = f(it))? {
                             cursor.advance(r.position());
                             if !go {
-                                return Ok(());
+                                return Ok(false);
                             }
                         }
                         cursor.finish_first();
                     }
-                    // its own ranges read: the next chunk no worker has taken
-                    let Some(c) = queue.take() else { return Ok(()) };
-                    cursor.pending.push(c);
-                }
+                    Ok(true)
+                })
             }
             FileSplit::Shared { stream, fragments, .. } => {
                 let mine = fragments.get(i).map(|v| &v[..]).unwrap_or(&[]);

@@ -84,7 +84,12 @@ impl<'a> Hogwild<'a> {
     pub fn new(data: &'a mut [f32], cols: usize) -> Self {
         let rows = if cols == 0 { 0 } else { data.len() / cols };
         assert_eq!(rows * cols, data.len(), "matrix buffer is not rows x cols");
-        Hogwild { ptr: data.as_mut_ptr(), rows, cols, factor: &[], hot: std::ptr::null_mut(), snap: std::ptr::null_mut(), hot_rows: 0, hot_cols: 0, _borrow: PhantomData }
+        Hogwild::plain(data.as_mut_ptr(), rows, cols, &[])
+    }
+
+    /// A handle on `rows x cols` floats at `ptr`, with no private rows.
+    fn plain(ptr: *mut f32, rows: usize, cols: usize, factor: &'a [f32]) -> Self {
+        Hogwild { ptr, rows, cols, factor, hot: std::ptr::null_mut(), snap: std::ptr::null_mut(), hot_rows: 0, hot_cols: 0, _borrow: PhantomData }
     }
 
     /// Multiply every update of row `i` by `factor[i % factor.len()]`
@@ -103,12 +108,12 @@ impl<'a> Hogwild<'a> {
 
     /// A handle on the shared rows only (no worker's private rows).
     fn shared_alias(&self) -> Hogwild<'a> {
-        Hogwild { ptr: self.ptr, rows: self.rows, cols: self.cols, factor: self.factor, hot: std::ptr::null_mut(), snap: std::ptr::null_mut(), hot_rows: 0, hot_cols: 0, _borrow: PhantomData }
+        Hogwild::plain(self.ptr, self.rows, self.cols, self.factor)
     }
 
     /// An empty matrix (a model part that is switched off).
     pub fn empty() -> Self {
-        Hogwild { ptr: std::ptr::NonNull::dangling().as_ptr(), rows: 0, cols: 0, factor: &[], hot: std::ptr::null_mut(), snap: std::ptr::null_mut(), hot_rows: 0, hot_cols: 0, _borrow: PhantomData }
+        Hogwild::plain(std::ptr::NonNull::dangling().as_ptr(), 0, 0, &[])
     }
 
     /// A worker's view of this matrix with hot-row privatization: rows
