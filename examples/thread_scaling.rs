@@ -13,6 +13,8 @@
 //! update). PRIVATE is a comma-separated set of
 //!   in      each worker its own input vectors (syn0 / BidirMoE's alpha),
 //!   out     each worker its own output vectors (syn1neg / beta),
+//!   alpha   each worker its own input vectors only (not BidirMoE's salience),
+//!   sal     each worker its own BidirMoE salience only,
 //!   small   each worker its own BidirMoE gates and offset / mask values,
 //!   uniform negatives drawn uniformly instead of by count^0.75 (no hot
 //!           output rows among the negatives; the parameters stay shared),
@@ -143,7 +145,7 @@ fn train<M: Model>(m: &PerWorker<M>, voc: &Vocab, path: &Path, workers: usize, e
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() != 5 && args.len() != 6 {
-        eprintln!("usage: thread_scaling CORPUS cbow|sg|moe1|moe4 WORKERS EPOCHS [in,out,small,uniform,hotH:M|none]");
+        eprintln!("usage: thread_scaling CORPUS cbow|sg|moe1|moe4 WORKERS EPOCHS [in,alpha,sal,out,small,uniform,static,hotH:M|none]");
         std::process::exit(2);
     }
     let path = Path::new(&args[1]);
@@ -158,7 +160,7 @@ fn main() {
             hot = HotSpec { rows: h.parse().expect("hotH:M"), every: m.parse().expect("hotH:M") };
             continue;
         }
-        if !["in", "out", "small", "uniform", "static", "none"].contains(&f) {
+        if !["in", "out", "small", "uniform", "static", "none", "sal", "alpha"].contains(&f) {
             eprintln!("unknown PRIVATE flag {f}");
             std::process::exit(2);
         }
@@ -169,7 +171,7 @@ fn main() {
         "moe4" => 4,
         _ => 1,
     };
-    let copies = if has("in") || has("out") || has("small") { workers } else { 1 };
+    let copies = if has("in") || has("out") || has("small") || has("sal") || has("alpha") { workers } else { 1 };
     let mut copies_of: Vec<Vec<Vec<f32>>> = (0..copies).map(|_| buffers(v, heads)).collect();
     let handles: Vec<Vec<Hogwild>> = copies_of
         .iter_mut()
@@ -186,7 +188,7 @@ fn main() {
         vocab: &voc,
         sig: SigmoidTable::new(),
     };
-    let syn0_of = |k: usize| mat(k, has("in"), SYN0);
+    let syn0_of = |k: usize| mat(k, has("in") || has("alpha"), SYN0);
     let ks = 0..workers;
     let (targets, times) = match model {
         "cbow" => {
@@ -203,7 +205,7 @@ fn main() {
                     let small = |which| mat(k, has("small"), which);
                     Moe {
                         alpha: syn0_of(k),
-                        gates: Gates::Window { salience: mat(k, has("in"), SALIENCE), offset_gate: small(OFFSET_GATE) },
+                        gates: Gates::Window { salience: mat(k, has("in") || has("sal"), SALIENCE), offset_gate: small(OFFSET_GATE) },
                         offset_value: small(OFFSET_VALUE),
                         mask_gate: small(MASK_GATE),
                         mask_value: small(MASK_VALUE),

@@ -114,24 +114,57 @@ def test_max_vocab_size_pruning_matches_gensim(corpus, max_vocab_size):
     assert len(ours) < len(Counter(w for s in corpus for w in s))
 
 
+@pytest.mark.parametrize("workers", [1, 3])
 @pytest.mark.parametrize("max_vocab_size", [60, 700])
-def test_max_vocab_size_pruning_matches_gensim_corpus_file(corpus_file_oneline, max_vocab_size):
+def test_max_vocab_size_pruning_matches_gensim_corpus_file(corpus_file_oneline, max_vocab_size, workers):
     # One huge line: both libraries cut it into 10,000-token sentences, and
-    # pruning happens after each of them.
-    m = bm_vocab(corpus_file=corpus_file_oneline, min_count=1, max_vocab_size=max_vocab_size)
+    # pruning happens after each of them (in one pass, whatever the workers).
+    m = bm_vocab(corpus_file=corpus_file_oneline, min_count=1, max_vocab_size=max_vocab_size, workers=workers)
     g = gensim_vocab(corpus_file=corpus_file_oneline, min_count=1, max_vocab_size=max_vocab_size)
     assert bm_counts(m) == gensim_counts(g)
     assert m.corpus_count == g.corpus_count
     assert m.corpus_total_words == g.corpus_total_words
 
 
+@pytest.mark.parametrize("workers", [1, 2, 5])
 @pytest.mark.parametrize("min_count", [1, 5])
-def test_corpus_file_counts_match_gensim(corpus_file, min_count):
-    m = bm_vocab(corpus_file=corpus_file, min_count=min_count)
+def test_corpus_file_counts_match_gensim(corpus_file, min_count, workers):
+    # With 2+ workers each thread counts the whole lines of one part of the file.
+    m = bm_vocab(corpus_file=corpus_file, min_count=min_count, workers=workers)
     g = gensim_vocab(corpus_file=corpus_file, min_count=min_count)
     assert bm_counts(m) == gensim_counts(g)
     assert m.corpus_count == g.corpus_count
     assert m.corpus_total_words == g.corpus_total_words
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 8])
+def test_vocab_counter_add_file_threads_count_as_one_pass(tmp_path, threads):
+    # Lines longer than a sentence (10,000 tokens), blank lines, CRLF ends,
+    # tabs and no final line end: the threads' parts start at line starts, so
+    # sentences and counts are those of one pass (Python's own count here).
+    rng = np.random.default_rng(3)
+    lines = []
+    for i in range(300):
+        n = int(rng.choice([0, 3, 17, 40, 23_456], p=[0.1, 0.3, 0.3, 0.28, 0.02]))
+        lines.append("\t ".join(f"w{int(k)}" for k in rng.integers(0, 80, n)) + (" \r" if i % 7 == 0 else ""))
+    path = tmp_path / "ragged.txt"
+    path.write_bytes("\n".join(lines).encode())
+    counter = _core.VocabCounter(None)
+    counter.add_file(str(path), threads=threads)
+    tokens = [line.split() for line in lines]
+    assert counter.raw_counts() == Counter(w for t in tokens for w in t)
+    assert counter.total_words == sum(map(len, tokens))
+    assert counter.sentences == sum(-(-len(t) // 10_000) for t in tokens)
+
+
+def test_scan_vocab_threads_gzip_and_bad_workers(corpus_file, corpus_file_gz):
+    one = bm_vocab(corpus_file=corpus_file, min_count=1)
+    for path, workers in ((corpus_file, 4), (corpus_file_gz, 4)):  # gzip: one pass
+        m = Word2Vec(vector_size=8, min_count=1, workers=1)
+        assert m.scan_vocab(corpus_file=str(path), workers=workers) == (one.corpus_total_words, one.corpus_count)
+        assert dict(m.raw_vocab) == bm_counts(one)  # min_count 1: every word
+    with pytest.raises(ValueError, match="workers must be an int >= 1, got 0"):
+        Word2Vec(vector_size=8).scan_vocab(corpus_file=str(corpus_file), workers=0)
 
 
 @pytest.mark.parametrize("max_vocab_size", [None, 40, 60, 200, 700, 2000])

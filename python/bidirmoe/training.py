@@ -422,8 +422,13 @@ class TrainableModel:
         """Count the words of a corpus in one pass, into :attr:`raw_vocab`.
 
         The vocabulary itself is not changed: :meth:`prepare_vocab` does that.
-        ``max_vocab_size`` prunes rare words during the count (gensim's rule);
-        ``progress_per`` and ``workers`` are accepted for gensim compatibility.
+        ``max_vocab_size`` prunes rare words during the count (gensim's rule).
+        A plain-text ``corpus_file`` is counted by ``workers`` threads
+        (default: the model's ``workers``), each counting the whole lines of
+        one part of the file, with the same counts and totals as one pass;
+        with ``max_vocab_size``, whose pruning depends on the order the
+        words arrive in, and for gzip files, the count is one pass.
+        ``progress_per`` is accepted for gensim compatibility.
 
         Returns
         -------
@@ -459,7 +464,9 @@ class TrainableModel:
                 counter.add_file(os.fspath(corpus_file))
             counter = session.combine_counts(counter)
         elif corpus_file is not None:
-            counter.add_file(corpus_source(corpus_file))
+            threads = self.workers if workers is None else workers
+            _check(_is_int(threads) and threads >= 1, f"workers must be an int >= 1, got {threads!r}")
+            counter.add_file(corpus_source(corpus_file), threads=int(threads))
         else:
             batch: List[Any] = []
             for sentence in corpus_iterable:

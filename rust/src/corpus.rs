@@ -368,6 +368,26 @@ fn chunks_of(path: &Path, ranges: &[(u64, u64)], workers: usize) -> Vec<(u64, u6
     out
 }
 
+/// The first line start in `[from, to)` of `file` (`from` >= 1: a line
+/// starts at `from` when the byte before it ends a line), if any.
+fn first_line_start(file: &mut BufReader<File>, from: u64, to: u64) -> io::Result<Option<u64>> {
+    file.seek(SeekFrom::Start(from - 1))?;
+    let mut at = from - 1; // the offset of the buffer's first byte
+    while at + 1 < to {
+        let buf = file.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        let n = buf.len().min((to - 1 - at) as usize);
+        if let Some(i) = memchr::memchr(b'\n', &buf[..n]) {
+            return Ok(Some(at + i as u64 + 1));
+        }
+        file.consume(n);
+        at += n as u64;
+    }
+    Ok(None)
+}
+
 /// How workers share one corpus file during an epoch.
 pub enum FileSplit {
     /// Plain file: worker i reads its byte ranges `parts[i]` in order, then
@@ -616,6 +636,30 @@ impl FileSplit {
             }
             FileSplit::Pieces { .. } => Vec::new(),
         }
+    }
+
+    /// The plain file `path` in `workers` ranges that start and end at line
+    /// starts, one per worker (no queue): the k-th cut is the first line
+    /// start at or after k / `workers` of the file. A range a line runs
+    /// across is empty (a file of one line is one worker's). Each worker
+    /// then reads whole lines, cut into sentences exactly as one pass over
+    /// the file cuts them, which counting the vocabulary in parallel needs
+    /// (`vocab::count_file_parallel`); training uses `new` / `balanced`.
+    pub fn at_line_starts(path: &Path, workers: usize) -> io::Result<FileSplit> {
+        let workers = workers.max(1) as u64;
+        let file_len = std::fs::metadata(path)?.len();
+        let mut file = BufReader::with_capacity(1 << 16, File::open(path)?);
+        // From the last cut back: the first line start in [k/w, (k+1)/w) of
+        // the file, else the next cut's (so every byte is searched once).
+        let mut cuts = vec![file_len; workers as usize + 1];
+        cuts[0] = 0;
+        for k in (1..workers).rev() {
+            let (from, to) = (file_len * k / workers, file_len * (k + 1) / workers);
+            let next = cuts[k as usize + 1];
+            cuts[k as usize] = if from == 0 { 0 } else { first_line_start(&mut file, from, to)?.unwrap_or(next) };
+        }
+        let parts = cuts.windows(2).map(|c| vec![(c[0], c[1].max(c[0]))]).collect();
+        Ok(FileSplit::Ranges { path: path.to_path_buf(), file_len, parts, queue: ChunkQueue::default() })
     }
 
     /// Several pieces (files or byte ranges of plain files, see `Piece`),

@@ -2,8 +2,12 @@
 //! frequency-ordered vocabulary, subsampling thresholds, the negative-sampling
 //! table and the Huffman tree for hierarchical softmax.
 
+use crate::corpus::{token_str, Cursor, FileSplit};
 use crate::sampling::{keep_thresholds, AliasTable};
 use rustc_hash::FxHashMap;
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Counts words while the corpus streams past; the corpus is never stored.
 ///
@@ -65,6 +69,21 @@ impl VocabCounter {
         self.counts.is_empty()
     }
 
+    /// The table size past which the count prunes, if any.
+    pub fn max_vocab_size(&self) -> Option<usize> {
+        self.max_vocab_size
+    }
+
+    /// Add `other`'s counts and totals (see `merge`).
+    pub fn absorb(&mut self, mut other: VocabCounter) {
+        if other.counts.len() > self.counts.len() {
+            // add the smaller table into the larger one
+            std::mem::swap(&mut self.counts, &mut other.counts);
+        }
+        self.merge(other.counts, other.total_words, other.sentences);
+        self.prunes += other.prunes;
+    }
+
     pub fn raw_counts(&self) -> &FxHashMap<String, u64> {
         &self.counts
     }
@@ -79,6 +98,54 @@ impl VocabCounter {
         self.total_words += total_words;
         self.sentences += sentences;
     }
+}
+
+/// Count the plain-text file `path` with `threads` threads: each counts
+/// the whole lines of one part of the file (`FileSplit::at_line_starts`)
+/// and the parts' counts are added up, which gives the counts, token total
+/// and sentence count of one pass over the file. Without pruning only
+/// (`max_vocab_size` prunes by the order the words arrive in, which only a
+/// single pass has). The calling thread counts the first part and runs
+/// `keep_going` about every million of its tokens; once that returns false
+/// every thread stops and the result is `None` (an incomplete count).
+pub fn count_file_parallel(path: &Path, threads: usize, keep_going: &mut dyn FnMut() -> bool) -> io::Result<Option<VocabCounter>> {
+    let split = FileSplit::at_line_starts(path, threads)?;
+    let stop = AtomicBool::new(false);
+    let count_part = |k: usize, check: &mut dyn FnMut(u64) -> bool| -> io::Result<VocabCounter> {
+        let mut c = VocabCounter::new(None);
+        let mut next_check = 1u64 << 20;
+        split.for_worker(k, &mut Cursor::default(), |it| {
+            let mut any = false;
+            for t in it {
+                c.add_token(&token_str(t));
+                any = true;
+            }
+            if any {
+                c.end_sentence();
+            }
+            if c.total_words >= next_check {
+                next_check = c.total_words + (1 << 20);
+                if !check(c.total_words) {
+                    stop.store(true, Ordering::Relaxed);
+                }
+            }
+            !stop.load(Ordering::Relaxed)
+        })?;
+        Ok(c)
+    };
+    let parts: Vec<io::Result<VocabCounter>> = std::thread::scope(|scope| {
+        let others: Vec<_> = (1..threads.max(1)).map(|k| scope.spawn(move || count_part(k, &mut |_| true))).collect();
+        let first = count_part(0, &mut |_| keep_going());
+        if first.is_err() {
+            stop.store(true, Ordering::Relaxed);
+        }
+        std::iter::once(first).chain(others.into_iter().map(|h| h.join().expect("a vocabulary counting thread panicked"))).collect()
+    });
+    let mut total = VocabCounter::new(None);
+    for part in parts {
+        total.absorb(part?);
+    }
+    Ok((!stop.load(Ordering::Relaxed)).then_some(total))
 }
 
 /// Settings for turning raw counts into a vocabulary.
@@ -450,5 +517,119 @@ mod tests {
         assert!((k - 1.0).abs() < 1e-12);
         // Root is the last inner node, first on every path.
         assert!(h.points.iter().all(|p| p[0] as usize == counts.len() - 2));
+    }
+
+    /// A corpus file in a fresh directory.
+    fn corpus_file(tag: &str, text: &[u8]) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("bidirmoe-vocab-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.txt");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// The counts of one pass, from the text itself: every line's tokens
+    /// (split at ASCII blanks), in sentences of at most 10,000 tokens.
+    fn count_serially(text: &[u8]) -> VocabCounter {
+        let mut c = VocabCounter::new(None);
+        for line in text.split(|&b| b == b'\n') {
+            let tokens: Vec<&[u8]> = line.split(|b| b.is_ascii_whitespace()).filter(|t| !t.is_empty()).collect();
+            for sentence in tokens.chunks(crate::corpus::MAX_SENTENCE_LEN) {
+                for t in sentence {
+                    c.add_token(std::str::from_utf8(t).unwrap());
+                }
+                c.end_sentence();
+            }
+        }
+        c
+    }
+
+    /// Lines of random length from a small vocabulary, some of them longer
+    /// than a sentence (10,000 tokens), blank, with CRLF ends, tabs and
+    /// leading or trailing blanks; no line end at the very end.
+    fn ragged_text(lines: usize, seed: u64) -> Vec<u8> {
+        let mut rng = crate::sampling::Rng::new(seed);
+        let mut text = Vec::new();
+        for line in 0..lines {
+            let len = match rng.below(50) {
+                0 => 25_000 + rng.below(1000) as usize,
+                1..=4 => 0,
+                _ => rng.below(40) as usize,
+            };
+            if rng.below(8) == 0 {
+                text.extend_from_slice(b"  ");
+            }
+            for k in 0..len {
+                if k > 0 {
+                    text.extend_from_slice([&b" "[..], b"\t", b"  "][rng.below(3) as usize]);
+                }
+                text.extend_from_slice(format!("w{}", rng.below(60)).as_bytes());
+            }
+            if line + 1 < lines {
+                text.extend_from_slice(if rng.below(6) == 0 { b" \r\n" } else { b"\n" });
+            }
+        }
+        text
+    }
+
+    /// The parallel count gives one pass's counts, token total and
+    /// sentence count (lines longer than a sentence included), whatever
+    /// the thread count, and its parts start at line starts.
+    #[test]
+    fn parallel_count_equals_one_pass() {
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("ragged", ragged_text(400, 7)),
+            ("ragged2", ragged_text(60, 8)),
+            ("oneline", ragged_text(1, 9)),
+            ("tiny", b"a b".to_vec()),
+            ("empty", Vec::new()),
+            ("newlines", b"\n\n\nx\n\n".to_vec()),
+        ];
+        for (tag, text) in cases {
+            let path = corpus_file(tag, &text);
+            let want = count_serially(&text);
+            assert!(tag == "empty" || want.total_words > 0);
+            for threads in 1..=7 {
+                let split = FileSplit::at_line_starts(&path, threads).unwrap();
+                let FileSplit::Ranges { parts, .. } = &split else { panic!("a plain file splits by ranges") };
+                let ranges: Vec<(u64, u64)> = parts.iter().map(|p| p[0]).collect();
+                assert_eq!(ranges.len(), threads);
+                assert_eq!(ranges[0].0, 0);
+                assert_eq!(ranges[threads - 1].1, text.len() as u64, "{tag}: the parts end at the file's end");
+                for w in ranges.windows(2) {
+                    assert_eq!(w[0].1, w[1].0, "{tag}, {threads} threads: the parts are contiguous");
+                }
+                for &(s, e) in &ranges {
+                    assert!(s <= e);
+                    assert!(s == 0 || s == e || text[s as usize - 1] == b'\n', "{tag}, {threads} threads: a part starts at {s}, inside a line");
+                }
+                let got = count_file_parallel(&path, threads, &mut || true).unwrap().expect("not stopped");
+                assert_eq!(got.total_words, want.total_words, "{tag}, {threads} threads: tokens");
+                assert_eq!(got.sentences, want.sentences, "{tag}, {threads} threads: sentences");
+                assert_eq!(got.counts, want.counts, "{tag}, {threads} threads: counts");
+            }
+        }
+    }
+
+    /// A false `keep_going` stops every thread, and no count comes back.
+    #[test]
+    fn parallel_count_stops_when_told() {
+        let path = corpus_file("stop", "a b c d\n".repeat(700_000).as_bytes());
+        let mut calls = 0;
+        let got = count_file_parallel(&path, 2, &mut || {
+            calls += 1;
+            false
+        })
+        .unwrap();
+        assert!(got.is_none());
+        assert_eq!(calls, 1, "asked about every million tokens of the first part, once here");
+        let mut calls = 0;
+        let got = count_file_parallel(&path, 2, &mut || {
+            calls += 1;
+            true
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!((got.total_words, got.sentences, calls), (2_800_000, 700_000, 1));
     }
 }

@@ -48,6 +48,31 @@ impl VocabCounter {
     }
 }
 
+impl VocabCounter {
+    /// `add_file`'s count of a plain file by `threads` threads, GIL
+    /// released; Ctrl-C is checked about every million tokens of the first
+    /// part and stops every thread (nothing is added then).
+    fn add_file_parallel(&mut self, py: Python<'_>, path: &std::path::Path, threads: usize) -> PyResult<()> {
+        let mut interrupted: Option<PyErr> = None;
+        let counted = py.allow_threads(|| {
+            crate::vocab::count_file_parallel(path, threads, &mut || match Python::with_gil(|py| py.check_signals()) {
+                Ok(()) => true,
+                Err(e) => {
+                    interrupted = Some(e);
+                    false
+                }
+            })
+        });
+        if let Some(e) = interrupted {
+            return Err(e);
+        }
+        if let Some(c) = counted.map_err(|e| io_err(path, e))? {
+            self.inner.absorb(c);
+        }
+        Ok(())
+    }
+}
+
 #[pymethods]
 impl VocabCounter {
     #[new]
@@ -77,8 +102,12 @@ impl VocabCounter {
     /// `path` may also be a list of pieces of several files,
     /// `[(path, start, end or None), ...]` (`bidirmoe.corpora.shard_plan`),
     /// counted in order, each in place (then `shard` must be None).
-    #[pyo3(signature = (path, shard=None))]
-    fn add_file(&mut self, py: Python<'_>, path: &Bound<'_, PyAny>, shard: Option<(u64, u64)>) -> PyResult<()> {
+    ///
+    /// With `threads` > 1, a plain file (no shard, no `max_vocab_size`) is
+    /// counted by that many threads, each counting the whole lines of one
+    /// part (`vocab::count_file_parallel`): the same counts and totals.
+    #[pyo3(signature = (path, shard=None, threads=1))]
+    fn add_file(&mut self, py: Python<'_>, path: &Bound<'_, PyAny>, shard: Option<(u64, u64)>, threads: usize) -> PyResult<()> {
         let pieces = if path.downcast::<PyList>().is_ok() {
             if shard.is_some() {
                 return Err(PyValueError::new_err("corpus pieces are one process's part already: give no shard"));
@@ -90,6 +119,9 @@ impl VocabCounter {
         let path: PathBuf = if pieces.is_some() { PathBuf::new() } else { path.extract()? };
         if pieces.is_none() {
             check_file(&path)?;
+        }
+        if threads > 1 && pieces.is_none() && shard.is_none() && self.inner.max_vocab_size().is_none() && !corpus::is_gzip(&path).map_err(|e| io_err(&path, e))? {
+            return self.add_file_parallel(py, &path, threads);
         }
         let inner = &mut self.inner;
         let rule = &self.trim_rule;
