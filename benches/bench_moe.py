@@ -17,7 +17,11 @@ BidirMoE runs once per ``--batch-targets`` value (default: 1, the exact
 per-target update and the library default, and 16). ``--scaling`` also times
 BidirMoE (at the last ``--batch-targets`` value) and gensim's CBOW with 1
 worker and prints each one's speed-up from 1 to ``--workers`` workers side by
-side: the peer's own scaling on the same machine, in the same run.
+side: the peer's own scaling on the same machine, in the same run. Before
+and after every timed run it measures how long one cache line takes to go
+from one thread to another and back (``_core._line_round_trip_ns``), and the
+scaling line also gives the ratio over the runs where that stayed under
+``NEAR_NS`` (cores sharing a cache), when both sides have such runs.
 ``--repeats R`` runs every
 configuration with seeds 1..R: median speed, and the held-out quality as mean
 ± standard deviation over the seeds (the seed-to-seed noise the batched
@@ -70,6 +74,14 @@ class Timed:
                              check=True, capture_output=True, text=True, env=env)
         got = json.loads(out.stdout.strip().splitlines()[-1])
         self.corpus_total_words, self.bench_seconds = got["words"], got["seconds"]
+
+
+#: A cache-line round trip (``_core._line_round_trip_ns``) under this many ns:
+#: the two threads ran on cores that share a cache (same die); a shared VM's
+#: host may at times place them farther apart (several hundred ns), where
+#: every row the other worker wrote costs that much, and Hogwild workers
+#: lose most of the second core (README, twelfth round).
+NEAR_NS = 200
 
 
 def main() -> None:
@@ -133,14 +145,20 @@ def main() -> None:
                             lambda kw, h=heads: Timed(args.baseline, train_path, dict(kw, heads=h, batch_targets=b, **simd))))
 
     runs = {name: [] for name, _ in configs}  # name -> [(wps, model)]
-    print("speed (vocabulary + training):")
+    placement = {name: [] for name, _ in configs}  # name -> [(wps, near)]: near = both round trips short
+    print("speed (vocabulary + training; cache-line round trip between two threads before / after, ns):")
     for r in range(1, args.repeats + 1):
         for name, make in configs:
+            before = _core._line_round_trip_ns()
             t = time.perf_counter()
             model = make(dict(common, seed=r))
             dt = getattr(model, "bench_seconds", time.perf_counter() - t)
+            after = _core._line_round_trip_ns()
             wps = model.corpus_total_words * args.epochs / dt
-            print(f"  seed {r} {name:36s} {wps / 1e6:6.2f} M words/s ({dt:.1f}s)", flush=True)
+            trips = [x for x in (before, after) if x is not None]
+            placement[name].append((wps, len(trips) == 2 and max(trips) < NEAR_NS))
+            print(f"  seed {r} {name:36s} {wps / 1e6:6.2f} M words/s ({dt:.1f}s)  "
+                  f"[{' / '.join(f'{x:.0f}' if x is not None else '-' for x in (before, after))}]", flush=True)
             quality = None
             if not args.no_eval and not name.startswith(("gensim", "baseline")) and "1 worker" not in name:
                 quality = model.evaluate_masked(heldout, max_targets=args.max_targets, seed=0)
@@ -177,7 +195,10 @@ def main() -> None:
             pairs.append(("gensim CBOW", "gensim CBOW 1 worker"))
         print(f"\nthread scaling ({args.workers} workers / 1 worker, vocabulary + training, medians of the same run):")
         for two, one in pairs:
-            print(f"  {two:28s} {med[two] / med[one]:.2f}x")
+            near = [[w for w, n in placement[k] if n] for k in (two, one)]
+            where = (f"; runs with both round trips under {NEAR_NS} ns: {statistics.median(near[0]) / statistics.median(near[1]):.2f}x "
+                     f"({len(near[0])} and {len(near[1])} of {args.repeats})" if all(near) else "")
+            print(f"  {two:28s} {med[two] / med[one]:.2f}x{where}")
     for name, rs in runs.items():
         model = rs[-1][2]
         if name.startswith("BidirMoE") and "1 worker" not in name and model is not None:

@@ -24,7 +24,9 @@
 //!   hotH:M  the real, shared training with hot-row privatization
 //!           (`models::HotSpec`: each worker keeps private copies of the
 //!           H most frequent words' rows and merges every M examples),
-//! or `none` (default): the real, shared training. Per epoch it prints the
+//! or `none` (default): the real, shared training. It prints the cache-line
+//! round trip between two threads before and after training
+//! (`hogwild::line_round_trip_ns`: under 200 ns, cores sharing a cache), and per epoch the
 //! wall time / when the first worker started / when the first finished /
 //! when the last finished (seconds from the epoch's start).
 
@@ -166,6 +168,8 @@ fn main() {
         }
     }
     let voc = corpus_vocab(path, if has("uniform") { 0.0 } else { 0.75 }, false);
+    // how far apart the OS has put two threads, before and after training (`hogwild::line_round_trip_ns`)
+    let trip_before = bidirmoe::hogwild::line_round_trip_ns(100_000);
     let v = voc.len();
     let heads = match model {
         "moe4" => 4,
@@ -226,13 +230,16 @@ fn main() {
         }
     };
     let total: f64 = times.iter().map(|t| t[0]).sum();
+    let trip_after = bidirmoe::hogwild::line_round_trip_ns(100_000);
     let words = voc.total_words * epochs;
     // Per epoch: wall time, and when (from the epoch's start) the first
     // worker started, the first finished and the last finished.
     let per_epoch: Vec<String> = times.iter().map(|t| format!("{:.3}/{:.3}/{:.3}/{:.3}", t[0], t[1], t[2], t[3])).collect();
     println!(
-        "model={model} workers={workers} private={private} targets={targets} seconds={total:.3} words_per_s={:.3}M epochs_s=[{}]",
+        "model={model} workers={workers} private={private} targets={targets} seconds={total:.3} words_per_s={:.3}M round_trip_ns={}/{} epochs_s=[{}]",
         words as f64 / total / 1e6,
+        trip_before.map_or("-".into(), |t| format!("{t:.0}")),
+        trip_after.map_or("-".into(), |t| format!("{t:.0}")),
         per_epoch.join(",")
     );
 }

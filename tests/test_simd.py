@@ -122,3 +122,11 @@ def test_levels_agree_closely_on_one_step(runs):
         v = runs[level][2]["tiny"]
         assert np.allclose(v, ref, atol=1e-5), level
         assert not np.array_equal(v, np.zeros_like(v))
+
+
+def test_line_round_trip_diagnostic():
+    # The benchmarks' placement probe: two threads answer each other through one cache line.
+    t = _core._line_round_trip_ns(rounds=2000, repeats=3)
+    assert t is not None and 0 < t < 1e7
+    assert _core._line_round_trip_ns(rounds=0) is None
+    assert _core._line_round_trip_ns(rounds=10, repeats=0) is None

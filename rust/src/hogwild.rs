@@ -775,8 +775,70 @@ impl<const VB: usize> ColumnSteps<'_, '_, VB> {
     }
 }
 
+/// What one shared write costs between two cores: the mean time, in
+/// nanoseconds, for a value written by one thread to be seen and answered
+/// by another, over `rounds` round trips of one cache line (the two threads
+/// are wherever the OS puts them). Hogwild workers pay about this for every
+/// row the other worker wrote since they last touched it. Same-die cores
+/// answer in well under 100 ns; cores on different sockets (or a VM whose
+/// virtual CPUs the host has put there) in several hundred. `None` if a
+/// round trip stalled for over a second (a thread not scheduled).
+pub fn line_round_trip_ns(rounds: u64) -> Option<f64> {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+    #[repr(align(128))]
+    struct Line(AtomicU64);
+    let (line, gave_up) = (Line(AtomicU64::new(0)), AtomicBool::new(false));
+    let limit = Duration::from_secs(1);
+    // Spin until the line holds `want`; false once the other side gave up or a second passed.
+    let wait = |want: u64| -> bool {
+        let mut since = None;
+        let mut spins = 0u32;
+        while line.0.load(Ordering::Acquire) != want {
+            std::hint::spin_loop();
+            spins += 1;
+            if spins.is_multiple_of(4096) {
+                let t = *since.get_or_insert_with(Instant::now);
+                if gave_up.load(Ordering::Relaxed) || t.elapsed() > limit {
+                    gave_up.store(true, Ordering::Relaxed);
+                    return false;
+                }
+            }
+        }
+        true
+    };
+    let start = Instant::now();
+    let answered = std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in 0..rounds {
+                if !wait(2 * i + 1) {
+                    return;
+                }
+                line.0.store(2 * i + 2, Ordering::Release);
+            }
+        });
+        for i in 0..rounds {
+            line.0.store(2 * i + 1, Ordering::Release);
+            if !wait(2 * i + 2) {
+                return false;
+            }
+        }
+        true
+    });
+    (answered && rounds > 0).then(|| start.elapsed().as_nanos() as f64 / rounds as f64)
+}
+
 #[cfg(test)]
 mod tests {
+    /// The round trip is a finite, positive time (two threads answered
+    /// each other every round); no rounds measure nothing.
+    #[test]
+    fn line_round_trip_answers() {
+        let t = line_round_trip_ns(2000).expect("both threads ran");
+        assert!(t.is_finite() && t > 0.0, "{t}");
+        assert_eq!(line_round_trip_ns(0), None);
+    }
+
     use super::*;
 
     #[test]

@@ -49,6 +49,17 @@ pub(crate) fn force_simd(level: Option<&str>) -> PyResult<bool> {
     Ok(simd::force_level(l))
 }
 
+/// Benchmark diagnostic: the median over `repeats` of the mean cache-line
+/// round trip between two threads, in ns (`hogwild::line_round_trip_ns`),
+/// GIL released; None if every repeat stalled.
+#[pyfunction]
+#[pyo3(signature = (rounds=100_000, repeats=3))]
+pub(crate) fn _line_round_trip_ns(py: Python<'_>, rounds: u64, repeats: usize) -> Option<f64> {
+    let mut got: Vec<f64> = py.allow_threads(|| (0..repeats).filter_map(|_| crate::hogwild::line_round_trip_ns(rounds)).collect());
+    got.sort_by(f64::total_cmp);
+    got.get(got.len() / 2).copied()
+}
+
 /// Test hook: run a training epoch whose model panics inside a worker
 /// thread, to show the panic surfaces as a RuntimeError (never an abort).
 #[pyfunction]
@@ -101,6 +112,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sync::sync_adopt, m)?)?;
     m.add_function(wrap_pyfunction!(simd_level, m)?)?;
     m.add_function(wrap_pyfunction!(force_simd, m)?)?;
+    m.add_function(wrap_pyfunction!(_line_round_trip_ns, m)?)?;
     m.add_function(wrap_pyfunction!(input::read_corpus_file, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_in_worker, m)?)?;
     m.add("MAX_SENTENCE_LEN", corpus::MAX_SENTENCE_LEN)?;
