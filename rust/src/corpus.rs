@@ -341,18 +341,10 @@ impl ChunkQueue {
 fn chunks_of(path: &Path, ranges: &[(u64, u64)], workers: usize) -> Vec<(u64, u64)> {
     let total: u64 = ranges.iter().map(|(s, e)| e - s).sum();
     let size = (total / (CHUNKS_PER_WORKER * workers as u64)).clamp(CHUNK_MIN, CHUNK_MAX);
-    let slack = (size / 2).min(LINE_SLACK as u64) as usize;
+    let slack = (size / 2).min(LINE_SLACK as u64);
     let mut file = File::open(path).ok().map(BufReader::new);
-    let mut line = Vec::new();
-    // The first line start at or after `at` within the slack: read from
-    // the byte before `at` up to the first line end, at most slack + 1 bytes.
-    let mut line_start = |at: u64| -> Option<u64> {
-        let f = file.as_mut()?;
-        f.seek(SeekFrom::Start(at - 1)).ok()?;
-        line.clear();
-        f.take(slack as u64 + 1).read_until(b'\n', &mut line).ok()?;
-        (line.last() == Some(&b'\n')).then(|| at - 1 + line.len() as u64)
-    };
+    // The first line start in [at, at + slack], if the file can tell.
+    let mut line_start = |at: u64| file.as_mut().and_then(|f| first_line_start(f, at, at + slack + 1).ok().flatten());
     let mut out = Vec::new();
     for &(mut s, e) in ranges {
         while s < e {

@@ -830,6 +830,8 @@ pub fn line_round_trip_ns(rounds: u64) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     /// The round trip is a finite, positive time (two threads answered
     /// each other every round); no rounds measure nothing.
     #[test]
@@ -838,8 +840,6 @@ mod tests {
         assert!(t.is_finite() && t > 0.0, "{t}");
         assert_eq!(line_round_trip_ns(0), None);
     }
-
-    use super::*;
 
     #[test]
     fn rows_are_views_into_the_buffer() {

@@ -219,6 +219,12 @@ pub(crate) struct Schedule {
 }
 
 impl Schedule {
+    /// How often progress is reported: `report_delay` seconds, at least
+    /// 1 ms and at most an hour.
+    pub(crate) fn report_interval(&self) -> Duration {
+        Duration::from_secs_f64(self.report_delay.clamp(0.001, 3600.0))
+    }
+
     /// The epoch's shared counters, with the sync gate when training in several processes.
     pub(crate) fn progress(&self) -> Progress {
         let world = self.shard.map_or(1, |(_, w)| w);
@@ -238,7 +244,7 @@ pub(crate) fn train_config(sch: &Schedule) -> TrainConfig {
         seed: sch.seed,
         epoch: sch.epoch,
         want_loss: sch.compute_loss,
-        tick: Duration::from_secs_f64(sch.report_delay.clamp(0.001, 3600.0)),
+        tick: sch.report_interval(),
         max_words: sch.max_words,
         resume: sch.resume.as_ref().map(|r| r.workers.clone()).unwrap_or_default(),
         hot: HotSpec { rows: sch.hot_rows, every: sch.hot_every },

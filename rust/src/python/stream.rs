@@ -134,8 +134,8 @@ impl PyBatchStream {
         Ok(PyBatchStream {
             inner,
             settings,
+            report_every: schedule.report_interval(),
             progress_cb: schedule.progress_cb,
-            report_every: Duration::from_secs_f64(schedule.report_delay.clamp(0.001, 3600.0)),
             last_report: Mutex::new(Instant::now()),
         })
     }
