@@ -80,7 +80,7 @@ class Timed:
 #: the two threads ran on cores that share a cache (same die); a shared VM's
 #: host may at times place them farther apart (several hundred ns), where
 #: every row the other worker wrote costs that much, and Hogwild workers
-#: lose most of the second core (README, twelfth round).
+#: lose most of the second core (docs/speed.md, twelfth round).
 NEAR_NS = 200
 
 

@@ -24,7 +24,9 @@
 //!   hotH:M  the real, shared training with hot-row privatization
 //!           (`models::HotSpec`: each worker keeps private copies of the
 //!           H most frequent words' rows and merges every M examples),
-//! or `none` (default): the real, shared training. It prints the cache-line
+//! or `none` (default): the real, shared training. The environment
+//! variable BATCH sets `batch_targets` (default 1, the exact update; more
+//! targets share one draw of negatives). It prints the cache-line
 //! round trip between two threads before and after training
 //! (`hogwild::line_round_trip_ns`: under 200 ns, cores sharing a cache), and per epoch the
 //! wall time / when the first worker started / when the first finished /
@@ -194,13 +196,15 @@ fn main() {
     };
     let syn0_of = |k: usize| mat(k, has("in") || has("alpha"), SYN0);
     let ks = 0..workers;
+    // Targets per mini-batch (the `batch_targets` option): env BATCH, default 1.
+    let batch: usize = std::env::var("BATCH").ok().and_then(|b| b.parse().ok()).unwrap_or(1);
     let (targets, times) = match model {
         "cbow" => {
-            let models = ks.map(|k| Cbow { syn0: syn0_of(k), out: out_of(k), window: WINDOW, shrink: true, cbow_mean: true, batch: 1 }).collect();
+            let models = ks.map(|k| Cbow { syn0: syn0_of(k), out: out_of(k), window: WINDOW, shrink: true, cbow_mean: true, batch }).collect();
             train(&PerWorker::new(models), &voc, path, workers, epochs, hot, !has("static"))
         }
         "sg" => {
-            let models = ks.map(|k| SkipGram { syn0: syn0_of(k), out: out_of(k), window: WINDOW, shrink: true, batch: 1 }).collect();
+            let models = ks.map(|k| SkipGram { syn0: syn0_of(k), out: out_of(k), window: WINDOW, shrink: true, batch }).collect();
             train(&PerWorker::new(models), &voc, path, workers, epochs, hot, !has("static"))
         }
         "moe1" | "moe4" => {
@@ -218,7 +222,7 @@ fn main() {
                         full: false,
                         window: WINDOW,
                         shrink: true,
-                        batch: 1,
+                        batch,
                     }
                 })
                 .collect();
@@ -236,7 +240,7 @@ fn main() {
     // worker started, the first finished and the last finished.
     let per_epoch: Vec<String> = times.iter().map(|t| format!("{:.3}/{:.3}/{:.3}/{:.3}", t[0], t[1], t[2], t[3])).collect();
     println!(
-        "model={model} workers={workers} private={private} targets={targets} seconds={total:.3} words_per_s={:.3}M round_trip_ns={}/{} epochs_s=[{}]",
+        "model={model} batch={batch} workers={workers} private={private} targets={targets} seconds={total:.3} words_per_s={:.3}M round_trip_ns={}/{} epochs_s=[{}]",
         words as f64 / total / 1e6,
         trip_before.map_or("-".into(), |t| format!("{t:.0}")),
         trip_after.map_or("-".into(), |t| format!("{t:.0}")),

@@ -6,6 +6,7 @@ counting and pruning rules are the same, so the numbers must be identical.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 import numpy as np
@@ -155,6 +156,27 @@ def test_vocab_counter_add_file_threads_count_as_one_pass(tmp_path, threads):
     assert counter.raw_counts() == Counter(w for t in tokens for w in t)
     assert counter.total_words == sum(map(len, tokens))
     assert counter.sentences == sum(-(-len(t) // 10_000) for t in tokens)
+    # A distributed rank's share (shard=(rank, world)): the tokens that start
+    # in the bytes [rank/world, (rank+1)/world) of the file, a line cut at
+    # the share's ends ending a sentence there; found here from the text.
+    data = path.read_bytes()
+    spans = [(m.start(), m.group().decode()) for m in re.finditer(rb"\S+", data)]
+    line_of = np.searchsorted([i for i, b in enumerate(data) if b == ord("\n")], [s for s, _ in spans])
+    for world in (2, 3):
+        total = Counter()
+        for rank in range(world):
+            lo, hi = len(data) * rank // world, len(data) * (rank + 1) // world
+            mine = [(w, line) for (s, w), line in zip(spans, line_of) if lo <= s < hi]
+            shard = _core.VocabCounter(None)
+            shard.add_file(str(path), shard=(rank, world), threads=threads)
+            assert shard.raw_counts() == Counter(w for w, _ in mine), (rank, world)
+            assert shard.total_words == len(mine)
+            per_line = Counter(line for _, line in mine)
+            assert shard.sentences == sum(-(-k // 10_000) for k in per_line.values())
+            total.update(shard.raw_counts())
+        assert total == counter.raw_counts()
+    with pytest.raises(RuntimeError, match="rank 3 is not below world size 3"):
+        _core.VocabCounter(None).add_file(str(path), shard=(3, 3), threads=threads)
 
 
 def test_scan_vocab_threads_gzip_and_bad_workers(corpus_file, corpus_file_gz):

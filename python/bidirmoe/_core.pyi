@@ -13,9 +13,11 @@ class VocabCounter:
 
     def __init__(self, max_vocab_size: Optional[int] = None) -> None: ...
     def add_sentences(self, sentences: Iterable[Sequence[str]]) -> None: ...
-    def add_file(self, path: Union[str, PathLike, Pieces], shard: Optional[Tuple[int, int]] = None) -> None:
+    def add_file(self, path: Union[str, PathLike, Pieces], shard: Optional[Tuple[int, int]] = None,
+                 threads: int = 1) -> None:
         """Count a file, or with ``shard=(rank, world)`` that process's share of it (as training splits it),
-        or a list of pieces of several files in order (``bidirmoe.corpora.shard_plan``)."""
+        or a list of pieces of several files in order (``bidirmoe.corpora.shard_plan``). With ``threads`` > 1
+        a plain file or share (no pieces, no ``max_vocab_size``) is counted by that many threads: same counts."""
     @property
     def total_words(self) -> int: ...
     @property

@@ -101,7 +101,7 @@ class BidirMoE(MaskedModel):
         private. ``0``: plain Hogwild (every row shared). ``None``
         (default): 0, off for BidirMoE: on text8 it did not make 2 workers
         measurably faster with 1 head, and with 4 heads it cost held-out
-        log-likelihood (README, issue 14, hot rows); try 256. Hierarchical
+        log-likelihood (docs/speed.md, ninth round); try 256. Hierarchical
         softmax's inner nodes and the offset, mask and sentence-mode
         parameters stay shared; with one worker it changes nothing.
 

@@ -109,7 +109,7 @@ def _is_int(x) -> bool:
 #: every ``HOT_EVERY`` trained examples, before every distributed sync and
 #: at the end of its share of an epoch. Those rows are the ones every worker
 #: writes all the time, and sharing them cost the 2-worker speed-up (see
-#: README, issue 14). 0 turns it off (plain Hogwild); one worker always
+#: docs/speed.md, ninth round). 0 turns it off (plain Hogwild); one worker always
 #: trains the shared arrays.
 HOT_ROWS = 256
 #: Trained examples (CBOW/BidirMoE targets, skip-gram pairs) between a
@@ -423,9 +423,10 @@ class TrainableModel:
 
         The vocabulary itself is not changed: :meth:`prepare_vocab` does that.
         ``max_vocab_size`` prunes rare words during the count (gensim's rule).
-        A plain-text ``corpus_file`` is counted by ``workers`` threads
-        (default: the model's ``workers``), each counting the whole lines of
-        one part of the file, with the same counts and totals as one pass;
+        A plain-text ``corpus_file`` (in a distributed run: this process's
+        share of it) is counted by ``workers`` threads (default: the model's
+        ``workers``), each counting the whole lines of one part of it, with
+        the same counts and totals as one pass;
         with ``max_vocab_size``, whose pruning depends on the order the
         words arrive in, and for gzip files, the count is one pass.
         ``progress_per`` is accepted for gensim compatibility.
@@ -447,6 +448,8 @@ class TrainableModel:
         check_corpus(corpus_iterable, corpus_file, passes=1)
         trim_rule = trim_rule if trim_rule is not None else self.trim_rule
         counter = _core.VocabCounter(self.max_vocab_size, trim_rule)
+        threads = self.workers if workers is None else workers
+        _check(_is_int(threads) and threads >= 1, f"workers must be an int >= 1, got {threads!r}")
         t0 = time.perf_counter()
         session = self._dist_session_for(corpus_file)
         corpus_file = self._as_pieces(corpus_file, session)
@@ -457,15 +460,13 @@ class TrainableModel:
             # over the whole corpus: then rank 0 alone counts everything in
             # order, as one process does, and the others add nothing.
             if self.max_vocab_size is None:
-                counter.add_file(corpus_source(corpus_file), self._rank_shard(corpus_file, session))
+                counter.add_file(corpus_source(corpus_file), self._rank_shard(corpus_file, session), threads=int(threads))
             elif session.rank == 0 and isinstance(corpus_file, RankPieces):
                 count_in_order(counter, corpus_file.sources, corpus_file.directory or tempfile.gettempdir())
             elif session.rank == 0:
                 counter.add_file(os.fspath(corpus_file))
             counter = session.combine_counts(counter)
         elif corpus_file is not None:
-            threads = self.workers if workers is None else workers
-            _check(_is_int(threads) and threads >= 1, f"workers must be an int >= 1, got {threads!r}")
             counter.add_file(corpus_source(corpus_file), threads=int(threads))
         else:
             batch: List[Any] = []

@@ -360,6 +360,16 @@ fn chunks_of(path: &Path, ranges: &[(u64, u64)], workers: usize) -> Vec<(u64, u6
     out
 }
 
+/// Process `rank`'s share of a plain file of `file_len` bytes split between
+/// `world` processes: the byte range [rank / world, (rank + 1) / world) of it.
+fn shard_bytes(file_len: u64, rank: u64, world: u64) -> io::Result<(u64, u64)> {
+    let world = world.max(1);
+    if rank >= world {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("rank {rank} is not below world size {world}")));
+    }
+    Ok((file_len * rank / world, file_len * (rank + 1) / world))
+}
+
 /// The first line start in `[from, to)` of `file` (`from` >= 1: a line
 /// starts at `from` when the byte before it ends a line), if any.
 fn first_line_start(file: &mut BufReader<File>, from: u64, to: u64) -> io::Result<Option<u64>> {
@@ -432,16 +442,13 @@ impl FileSplit {
     /// `rank`; a gzip stream cannot be entered in the middle, so each
     /// process decodes it all but reads only its blocks).
     pub fn shard(path: &Path, workers: usize, rank: u64, world: u64) -> io::Result<FileSplit> {
-        let world = world.max(1);
-        if rank >= world {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("rank {rank} is not below world size {world}")));
-        }
         let file_len = std::fs::metadata(path)?.len();
+        shard_bytes(file_len, rank, world)?;
         if is_gzip(path)? {
             let stream = SharedStream { reader: Some(open_stream(path)?), offset: 0, blocks: 0, deal: (rank, world) };
             return Ok(FileSplit::Shared { file_len, stream: Mutex::new(stream), fragments: vec![Vec::new(); workers.max(1)] });
         }
-        let share = (file_len * rank / world, file_len * (rank + 1) / world);
+        let share = shard_bytes(file_len, rank, world)?;
         Ok(FileSplit::Ranges { path: path.to_path_buf(), file_len, parts: redistribute(&[share], workers), queue: ChunkQueue::default() })
     }
 
@@ -638,15 +645,26 @@ impl FileSplit {
     /// the file cuts them, which counting the vocabulary in parallel needs
     /// (`vocab::count_file_parallel`); training uses `new` / `balanced`.
     pub fn at_line_starts(path: &Path, workers: usize) -> io::Result<FileSplit> {
+        Self::shard_at_line_starts(path, workers, 0, 1)
+    }
+
+    /// `at_line_starts` within process `rank`'s share of the file (`shard`,
+    /// plain files): the first range starts where the share starts, the
+    /// last ends where it ends, and the cuts between them are line starts,
+    /// so the workers read together exactly the lines one reader of the
+    /// share reads.
+    pub fn shard_at_line_starts(path: &Path, workers: usize, rank: u64, world: u64) -> io::Result<FileSplit> {
         let workers = workers.max(1) as u64;
         let file_len = std::fs::metadata(path)?.len();
+        let (lo, hi) = shard_bytes(file_len, rank, world)?;
         let mut file = BufReader::with_capacity(1 << 16, File::open(path)?);
-        // From the last cut back: the first line start in [k/w, (k+1)/w) of
-        // the file, else the next cut's (so every byte is searched once).
-        let mut cuts = vec![file_len; workers as usize + 1];
-        cuts[0] = 0;
+        // From the last cut back: the first line start in the k-th of
+        // `workers` even slices of the share, else the next cut's (so every
+        // byte is searched once).
+        let mut cuts = vec![hi; workers as usize + 1];
+        cuts[0] = lo;
         for k in (1..workers).rev() {
-            let (from, to) = (file_len * k / workers, file_len * (k + 1) / workers);
+            let (from, to) = (lo + (hi - lo) * k / workers, lo + (hi - lo) * (k + 1) / workers);
             let next = cuts[k as usize + 1];
             cuts[k as usize] = if from == 0 { 0 } else { first_line_start(&mut file, from, to)?.unwrap_or(next) };
         }

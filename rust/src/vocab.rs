@@ -69,6 +69,19 @@ impl VocabCounter {
         self.counts.is_empty()
     }
 
+    /// Count one sentence of raw tokens, as a reader hands it over (a
+    /// sentence without tokens is not counted).
+    pub fn add_sentence_tokens(&mut self, it: &mut dyn Iterator<Item = &[u8]>) {
+        let mut any = false;
+        for t in it {
+            self.add_token(&token_str(t));
+            any = true;
+        }
+        if any {
+            self.end_sentence();
+        }
+    }
+
     /// The table size past which the count prunes, if any.
     pub fn max_vocab_size(&self) -> Option<usize> {
         self.max_vocab_size
@@ -100,29 +113,24 @@ impl VocabCounter {
     }
 }
 
-/// Count the plain-text file `path` with `threads` threads: each counts
-/// the whole lines of one part of the file (`FileSplit::at_line_starts`)
-/// and the parts' counts are added up, which gives the counts, token total
-/// and sentence count of one pass over the file. Without pruning only
+/// Count the plain-text file `path` (with `shard = (rank, world)`: that
+/// process's share of it, as `FileSplit::shard` cuts it) with `threads`
+/// threads: each counts the whole lines of one part of it
+/// (`FileSplit::shard_at_line_starts`) and the parts' counts are added up,
+/// which gives the counts, token total and sentence count of one pass over
+/// the file or the share. Without pruning only
 /// (`max_vocab_size` prunes by the order the words arrive in, which only a
 /// single pass has). The calling thread counts the first part and runs
 /// `keep_going` about every million of its tokens; once that returns false
 /// every thread stops and the result is `None` (an incomplete count).
-pub fn count_file_parallel(path: &Path, threads: usize, keep_going: &mut dyn FnMut() -> bool) -> io::Result<Option<VocabCounter>> {
-    let split = FileSplit::at_line_starts(path, threads)?;
+pub fn count_file_parallel(path: &Path, shard: (u64, u64), threads: usize, keep_going: &mut dyn FnMut() -> bool) -> io::Result<Option<VocabCounter>> {
+    let split = FileSplit::shard_at_line_starts(path, threads, shard.0, shard.1)?;
     let stop = AtomicBool::new(false);
     let count_part = |k: usize, check: &mut dyn FnMut(u64) -> bool| -> io::Result<VocabCounter> {
         let mut c = VocabCounter::new(None);
         let mut next_check = 1u64 << 20;
         split.for_worker(k, &mut Cursor::default(), |it| {
-            let mut any = false;
-            for t in it {
-                c.add_token(&token_str(t));
-                any = true;
-            }
-            if any {
-                c.end_sentence();
-            }
+            c.add_sentence_tokens(it);
             if c.total_words >= next_check {
                 next_check = c.total_words + (1 << 20);
                 if !check(c.total_words) {
@@ -603,11 +611,79 @@ mod tests {
                     assert!(s <= e);
                     assert!(s == 0 || s == e || text[s as usize - 1] == b'\n', "{tag}, {threads} threads: a part starts at {s}, inside a line");
                 }
-                let got = count_file_parallel(&path, threads, &mut || true).unwrap().expect("not stopped");
+                let got = count_file_parallel(&path, (0, 1), threads, &mut || true).unwrap().expect("not stopped");
                 assert_eq!(got.total_words, want.total_words, "{tag}, {threads} threads: tokens");
                 assert_eq!(got.sentences, want.sentences, "{tag}, {threads} threads: sentences");
                 assert_eq!(got.counts, want.counts, "{tag}, {threads} threads: counts");
             }
+        }
+    }
+
+    /// A process's share of the file (`shard`: the tokens that start in its
+    /// byte range, a line cut by the range's ends ending a sentence there),
+    /// counted in parallel, gives what one reader of the share counts; the
+    /// shares' tokens add up to the file's.
+    #[test]
+    fn parallel_shard_count_equals_one_pass() {
+        for (tag, text) in [("shard", ragged_text(300, 11)), ("shard1", ragged_text(1, 12)), ("shardnl", b"\n\nx y\n\nz\n".to_vec())] {
+            let path = corpus_file(tag, &text);
+            let n = text.len() as u64;
+            let whole = count_serially(&text);
+            for world in 1..=4u64 {
+                let mut sum = VocabCounter::new(None);
+                for rank in 0..world {
+                    let (lo, hi) = (n * rank / world, n * (rank + 1) / world);
+                    // From the text itself: per line, its tokens that start in
+                    // [lo, hi), cut into sentences of at most 10,000 tokens.
+                    let mut want = VocabCounter::new(None);
+                    let mut off = 0usize;
+                    for line in text.split_inclusive(|&b| b == b'\n') {
+                        let mut i = 0;
+                        let mut taken = 0usize;
+                        while i < line.len() {
+                            if line[i].is_ascii_whitespace() {
+                                i += 1;
+                                continue;
+                            }
+                            let s = i;
+                            while i < line.len() && !line[i].is_ascii_whitespace() {
+                                i += 1;
+                            }
+                            if (lo..hi).contains(&((off + s) as u64)) {
+                                want.add_token(std::str::from_utf8(&line[s..i]).unwrap());
+                                taken += 1;
+                                if taken.is_multiple_of(crate::corpus::MAX_SENTENCE_LEN) {
+                                    want.end_sentence();
+                                }
+                            }
+                        }
+                        if !taken.is_multiple_of(crate::corpus::MAX_SENTENCE_LEN) {
+                            want.end_sentence();
+                        }
+                        off += line.len();
+                    }
+                    let mut one = VocabCounter::new(None);
+                    FileSplit::shard(&path, 1, rank, world)
+                        .unwrap()
+                        .for_worker(0, &mut Cursor::default(), |it| {
+                            one.add_sentence_tokens(it);
+                            true
+                        })
+                        .unwrap();
+                    assert_eq!((one.total_words, one.sentences, &one.counts), (want.total_words, want.sentences, &want.counts), "{tag}: one reader of shard {rank}/{world}");
+                    for threads in 1..=5 {
+                        let got = count_file_parallel(&path, (rank, world), threads, &mut || true).unwrap().expect("not stopped");
+                        let at = format!("{tag}, shard {rank}/{world}, {threads} threads");
+                        assert_eq!(got.total_words, want.total_words, "{at}: tokens");
+                        assert_eq!(got.sentences, want.sentences, "{at}: sentences");
+                        assert_eq!(got.counts, want.counts, "{at}: counts");
+                    }
+                    sum.absorb(count_file_parallel(&path, (rank, world), 3, &mut || true).unwrap().unwrap());
+                }
+                assert_eq!((sum.total_words, &sum.counts), (whole.total_words, &whole.counts), "{tag}: the {world} shards add up to the file");
+            }
+            let err = count_file_parallel(&path, (2, 2), 2, &mut || true).unwrap_err();
+            assert!(err.to_string().contains("rank 2 is not below world size 2"), "{err}");
         }
     }
 
@@ -616,7 +692,7 @@ mod tests {
     fn parallel_count_stops_when_told() {
         let path = corpus_file("stop", "a b c d\n".repeat(700_000).as_bytes());
         let mut calls = 0;
-        let got = count_file_parallel(&path, 2, &mut || {
+        let got = count_file_parallel(&path, (0, 1), 2, &mut || {
             calls += 1;
             false
         })
@@ -624,7 +700,7 @@ mod tests {
         assert!(got.is_none());
         assert_eq!(calls, 1, "asked about every million tokens of the first part, once here");
         let mut calls = 0;
-        let got = count_file_parallel(&path, 2, &mut || {
+        let got = count_file_parallel(&path, (0, 1), 2, &mut || {
             calls += 1;
             true
         })

@@ -49,13 +49,14 @@ impl VocabCounter {
 }
 
 impl VocabCounter {
-    /// `add_file`'s count of a plain file by `threads` threads, GIL
+    /// `add_file`'s count of a plain file (or process `shard.0`'s share
+    /// of it) by `threads` threads, GIL
     /// released; Ctrl-C is checked about every million tokens of the first
     /// part and stops every thread (nothing is added then).
-    fn add_file_parallel(&mut self, py: Python<'_>, path: &std::path::Path, threads: usize) -> PyResult<()> {
+    fn add_file_parallel(&mut self, py: Python<'_>, path: &std::path::Path, shard: (u64, u64), threads: usize) -> PyResult<()> {
         let mut interrupted: Option<PyErr> = None;
         let counted = py.allow_threads(|| {
-            crate::vocab::count_file_parallel(path, threads, &mut || match Python::with_gil(|py| py.check_signals()) {
+            crate::vocab::count_file_parallel(path, shard, threads, &mut || match Python::with_gil(|py| py.check_signals()) {
                 Ok(()) => true,
                 Err(e) => {
                     interrupted = Some(e);
@@ -103,9 +104,10 @@ impl VocabCounter {
     /// `[(path, start, end or None), ...]` (`bidirmoe.corpora.shard_plan`),
     /// counted in order, each in place (then `shard` must be None).
     ///
-    /// With `threads` > 1, a plain file (no shard, no `max_vocab_size`) is
-    /// counted by that many threads, each counting the whole lines of one
-    /// part (`vocab::count_file_parallel`): the same counts and totals.
+    /// With `threads` > 1, a plain file or its shard (no pieces, no
+    /// `max_vocab_size`) is counted by that many threads, each counting the
+    /// whole lines of one part (`vocab::count_file_parallel`): the same
+    /// counts and totals.
     #[pyo3(signature = (path, shard=None, threads=1))]
     fn add_file(&mut self, py: Python<'_>, path: &Bound<'_, PyAny>, shard: Option<(u64, u64)>, threads: usize) -> PyResult<()> {
         let pieces = if path.downcast::<PyList>().is_ok() {
@@ -120,8 +122,8 @@ impl VocabCounter {
         if pieces.is_none() {
             check_file(&path)?;
         }
-        if threads > 1 && pieces.is_none() && shard.is_none() && self.inner.max_vocab_size().is_none() && !corpus::is_gzip(&path).map_err(|e| io_err(&path, e))? {
-            return self.add_file_parallel(py, &path, threads);
+        if threads > 1 && pieces.is_none() && self.inner.max_vocab_size().is_none() && !corpus::is_gzip(&path).map_err(|e| io_err(&path, e))? {
+            return self.add_file_parallel(py, &path, shard.unwrap_or((0, 1)), threads);
         }
         let inner = &mut self.inner;
         let rule = &self.trim_rule;
