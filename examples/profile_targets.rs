@@ -11,7 +11,7 @@
 //! 4 heads), or cbowhs / sghs (hierarchical softmax instead of negatives).
 //! Run it under `valgrind --tool=cachegrind` with EPOCHS = 1 and EPOCHS = 0:
 //! the difference of the two counts, divided by the targets, is the
-//! per-target cost of training alone (see README, "Cost per target").
+//! per-target cost of training alone (see README, "The cost per trained target").
 
 use bidirmoe::corpus::FileSplit;
 use bidirmoe::hogwild::Hogwild;

@@ -10,7 +10,7 @@
 //!
 //! MODEL is cbow, sg, moe1 or moe4 (window mode, mask expert; d = 100,
 //! window 5, negative 5, sample 1e-3, min_count 5, the exact per-target
-//! update). PRIVATE is a comma-separated set of
+//! update unless BATCH says otherwise, below). PRIVATE is a comma-separated set of
 //!   in      each worker its own input vectors (syn0 / BidirMoE's alpha),
 //!   out     each worker its own output vectors (syn1neg / beta),
 //!   alpha   each worker its own input vectors only (not BidirMoE's salience),

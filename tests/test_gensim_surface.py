@@ -69,6 +69,22 @@ def test_update_gives_gensims_vocabulary_and_counts(split, min_count):
     assert ours.syn1neg.shape == (n, 16) and not ours.syn1neg[n_old:].any()
 
 
+@pytest.mark.parametrize("seed,size", [(3, 16), (11, 100)])
+def test_initial_vectors_are_gensims(seed, size):
+    # gensim 4 starts every input vector uniform in [-1, 1) / vector_size
+    # (twice word2vec.c's width); a Word2Vec with the same seed starts from
+    # the same vectors bit for bit, and the output layer at zero.
+    corpus = [[f"w{k}"] * (k + 1) + [f"w{(3 * k) % 23}"] for k in range(23)]  # no two words tie
+    ours = Word2Vec(vector_size=size, min_count=1, seed=seed, workers=1)
+    theirs = GensimWord2Vec(vector_size=size, min_count=1, seed=seed, workers=1)
+    ours.build_vocab(corpus)
+    theirs.build_vocab(corpus)
+    assert ours.wv.index_to_key == theirs.wv.index_to_key
+    assert np.array_equal(ours.wv.vectors, theirs.wv.vectors)
+    assert 0.9 / size < np.abs(ours.wv.vectors).max() < 1.0 / size
+    assert not ours.syn1neg.any() and not theirs.syn1neg.any()
+
+
 def test_update_counts_a_known_word_even_below_min_count_in_the_new_corpus():
     ours, theirs = Word2Vec(min_count=3, **SMALL), gensim_model(min_count=3)
     first = [["a", "b", "c"]] * 5

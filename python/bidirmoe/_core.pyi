@@ -11,7 +11,8 @@ MAX_SENTENCE_LEN: int
 class VocabCounter:
     """Streaming word counter with gensim's max_vocab_size pruning."""
 
-    def __init__(self, max_vocab_size: Optional[int] = None) -> None: ...
+    def __init__(self, max_vocab_size: Optional[int] = None,
+                 trim_rule: Optional[Callable[[str, int, int], int]] = None) -> None: ...
     def add_sentences(self, sentences: Iterable[Sequence[str]]) -> None: ...
     def add_file(self, path: Union[str, PathLike, Pieces], shard: Optional[Tuple[int, int]] = None,
                  threads: int = 1) -> None:

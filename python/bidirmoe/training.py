@@ -428,7 +428,8 @@ class TrainableModel:
         ``workers``), each counting the whole lines of one part of it, with
         the same counts and totals as one pass;
         with ``max_vocab_size``, whose pruning depends on the order the
-        words arrive in, and for gzip files, the count is one pass.
+        words arrive in, for gzip files and for a list of files, the count
+        is one pass. ``workers`` must be an int >= 1 whatever the corpus.
         ``progress_per`` is accepted for gensim compatibility.
 
         Returns
@@ -852,7 +853,8 @@ class TrainableModel:
         return int(self.vector_size)
 
     def _init_vectors(self, rows: int) -> np.ndarray:
-        """gensim's initialisation: uniform in [-0.5, 0.5) / vector_size, seeded."""
+        """word2vec.c's initialisation: uniform in [-0.5, 0.5) / vector_size,
+        seeded (Word2Vec overrides it with gensim 4's, twice as wide)."""
         rng = np.random.default_rng(self.seed)
         return ((rng.random((rows, self.vector_size), dtype=np.float32) - np.float32(0.5)) / np.float32(self.vector_size))
 

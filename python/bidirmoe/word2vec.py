@@ -15,7 +15,8 @@ from .training import TrainableModel, _check, _check_hot_rows, _is_int, carry_tr
 
 #: Default ``batch_targets`` of every model (CBOW, skip-gram, BidirMoE): 1,
 #: word2vec's exact per-target update. Batching is opt-in because it cost
-#: accuracy on text8 (see README): CBOW at 16 trains about 40 % faster but
+#: accuracy on text8 (docs/speed.md): CBOW at 16 trained about 40 % faster
+#: when it came in (no longer, since the exact update's register kernel) but
 #: lost 0.7 analogy points (about 1.5 seed-to-seed standard deviations);
 #: skip-gram batching windows bought ~5 % speed for a clear analogy loss;
 #: BidirMoE at 16 was no faster and lost held-out log-likelihood.
@@ -212,6 +213,18 @@ class Word2Vec(MaskedLM, TrainableModel):
         _check(self.sorted_vocab in (1, True), "sorted_vocab=0 is not supported: the vocabulary is always in descending frequency order")
         _check_batch_targets(self.batch_targets)
         _check_hot_rows(self.hot_rows)
+
+    def _init_vectors(self, rows: int) -> np.ndarray:
+        """gensim 4's initialisation: uniform in [-1, 1) / vector_size, drawn
+        by ``numpy.random.default_rng(seed)`` for all rows at once, so a model
+        starts from the vectors gensim starts from, bit for bit. (word2vec.c
+        and gensim 3 draw from [-0.5, 0.5) / vector_size, half as wide: on
+        the text8 prefix that cost CBOW about 0.4 analogy points.)"""
+        v = np.random.default_rng(self.seed).random((rows, self.vector_size), dtype=np.float32)
+        v *= 2.0
+        v -= 1.0
+        v /= self.vector_size
+        return v
 
     def _init_params(self) -> None:
         n = len(self.wv.index_to_key)

@@ -443,12 +443,11 @@ impl FileSplit {
     /// process decodes it all but reads only its blocks).
     pub fn shard(path: &Path, workers: usize, rank: u64, world: u64) -> io::Result<FileSplit> {
         let file_len = std::fs::metadata(path)?.len();
-        shard_bytes(file_len, rank, world)?;
+        let share = shard_bytes(file_len, rank, world)?;
         if is_gzip(path)? {
             let stream = SharedStream { reader: Some(open_stream(path)?), offset: 0, blocks: 0, deal: (rank, world) };
             return Ok(FileSplit::Shared { file_len, stream: Mutex::new(stream), fragments: vec![Vec::new(); workers.max(1)] });
         }
-        let share = shard_bytes(file_len, rank, world)?;
         Ok(FileSplit::Ranges { path: path.to_path_buf(), file_len, parts: redistribute(&[share], workers), queue: ChunkQueue::default() })
     }
 

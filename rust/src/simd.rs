@@ -2431,7 +2431,7 @@ pub fn gemm(alpha: f32, a: &[f32], sa: Strides, b: &[f32], sb: Strides, beta: f3
 /// and a line that another core last wrote then arrives owned, in one
 /// transfer between the cores instead of two (the read, then taking
 /// ownership for the write). That is what Hogwild workers pay for every
-/// shared row, and it is dear between cores that share no cache (README,
+/// shared row, and it is dear between cores that share no cache (docs/speed.md,
 /// twelfth round of issue 14).
 #[inline]
 pub fn prefetch(row: &[f32]) {
