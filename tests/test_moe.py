@@ -302,6 +302,20 @@ def test_learns_the_pair_corpus_with_each_loss_and_mode(kw, pair_corpus, assert_
         assert m.output_wv is None and m.syn1 is not None
 
 
+@pytest.mark.parametrize("head_values", ["slice", "full"])
+def test_initial_values_are_word2vecs_range(corpus, head_values):
+    # The value vectors start uniform in [-1, 1) / vector_size, as
+    # Word2Vec's (gensim 4's) input vectors do, seeded; the output layer at zero.
+    m = BidirMoE(vector_size=16, heads=2, head_values=head_values, min_count=1, seed=5, workers=1)
+    m.build_vocab(corpus)
+    v = m.wv.vectors
+    assert v.dtype == np.float32 and 0.9 / 16 < np.abs(v).max() < 1.0 / 16 and v.min() < -0.9 / 16
+    again = BidirMoE(vector_size=16, heads=2, head_values=head_values, min_count=1, seed=5, workers=1)
+    again.build_vocab(corpus)
+    assert np.array_equal(again.wv.vectors, v)
+    assert not m.syn1neg.any()
+
+
 def test_deterministic_with_one_worker(corpus):
     kw = dict(vector_size=8, window=2, heads=2, min_count=1, epochs=2, workers=1, seed=3)
     a = BidirMoE(corpus, **kw).train()
