@@ -72,3 +72,24 @@ def heldout_split(corpus: str, directory: str, train_share: float = 0.9) -> Tupl
         for i in range(0, cut, 1000):
             f.write(" ".join(words[i:min(i + 1000, cut)]) + "\n")
     return path, [words[i:i + 1000] for i in range(cut, len(words), 1000)], cut, len(words)
+
+
+#: A cache-line round trip between two threads (``_core._line_round_trip_ns``)
+#: under this many ns: the two threads ran on cores that share a cache (same
+#: die). A shared VM's host may at times place them farther apart (several
+#: hundred ns), where every row the other worker wrote costs that much and
+#: Hogwild workers lose most of the second core (docs/speed.md, twelfth round).
+NEAR_NS = 200
+
+
+def line_round_trip():
+    """The cache-line round trip between two threads now, in ns (None if it stalled)."""
+    from bidirmoe import _core
+    return _core._line_round_trip_ns()
+
+
+def placement(trips) -> Tuple[bool, str]:
+    """Whether a run's round trips (before, after) both said near, and how to print them."""
+    near = None not in trips and max(trips) < NEAR_NS
+    return near, " / ".join(f"{t:.0f}" if t is not None else "-" for t in trips)
+

@@ -49,7 +49,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from _data import DEFAULT_CORPUS, heldout_split  # noqa: E402
+from _data import DEFAULT_CORPUS, NEAR_NS, heldout_split, line_round_trip, placement  # noqa: E402
 
 
 BASELINE_CHILD = r"""
@@ -74,14 +74,6 @@ class Timed:
                              check=True, capture_output=True, text=True, env=env)
         got = json.loads(out.stdout.strip().splitlines()[-1])
         self.corpus_total_words, self.bench_seconds = got["words"], got["seconds"]
-
-
-#: A cache-line round trip (``_core._line_round_trip_ns``) under this many ns:
-#: the two threads ran on cores that share a cache (same die); a shared VM's
-#: host may at times place them farther apart (several hundred ns), where
-#: every row the other worker wrote costs that much, and Hogwild workers
-#: lose most of the second core (docs/speed.md, twelfth round).
-NEAR_NS = 200
 
 
 def main() -> None:
@@ -145,20 +137,19 @@ def main() -> None:
                             lambda kw, h=heads: Timed(args.baseline, train_path, dict(kw, heads=h, batch_targets=b, **simd))))
 
     runs = {name: [] for name, _ in configs}  # name -> [(wps, model)]
-    placement = {name: [] for name, _ in configs}  # name -> [(wps, near)]: near = both round trips short
+    placed = {name: [] for name, _ in configs}  # name -> [(wps, near)]: near = both round trips short
     print("speed (vocabulary + training; cache-line round trip between two threads before / after, ns):")
     for r in range(1, args.repeats + 1):
         for name, make in configs:
-            before = _core._line_round_trip_ns()
+            before = line_round_trip()
             t = time.perf_counter()
             model = make(dict(common, seed=r))
             dt = getattr(model, "bench_seconds", time.perf_counter() - t)
-            after = _core._line_round_trip_ns()
+            after = line_round_trip()
             wps = model.corpus_total_words * args.epochs / dt
-            trips = [x for x in (before, after) if x is not None]
-            placement[name].append((wps, len(trips) == 2 and max(trips) < NEAR_NS))
-            print(f"  seed {r} {name:36s} {wps / 1e6:6.2f} M words/s ({dt:.1f}s)  "
-                  f"[{' / '.join(f'{x:.0f}' if x is not None else '-' for x in (before, after))}]", flush=True)
+            near, trips = placement((before, after))
+            placed[name].append((wps, near))
+            print(f"  seed {r} {name:36s} {wps / 1e6:6.2f} M words/s ({dt:.1f}s)  [{trips}]", flush=True)
             quality = None
             if not args.no_eval and not name.startswith(("gensim", "baseline")) and "1 worker" not in name:
                 quality = model.evaluate_masked(heldout, max_targets=args.max_targets, seed=0)
@@ -196,7 +187,7 @@ def main() -> None:
         print(f"\nthread scaling ({args.workers} workers / 1 worker, vocabulary + training, medians of the same run):")
         for two, one in pairs:
             # one worker does not depend on where a second thread would run: all its runs count
-            near = [w for w, n in placement[two] if n]
+            near = [w for w, n in placed[two] if n]
             where = (f"; 2-worker runs with both round trips under {NEAR_NS} ns: {statistics.median(near) / med[one]:.2f}x "
                      f"({len(near)} of {args.repeats})" if near else "")
             print(f"  {two:28s} {med[two] / med[one]:.2f}x{where}")

@@ -60,7 +60,7 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from _data import DEFAULT_CORPUS, SHARED  # noqa: E402
+from _data import DEFAULT_CORPUS, NEAR_NS, SHARED, line_round_trip, placement  # noqa: E402
 
 ANALOGIES = os.path.join(SHARED, "eval", "analogy", "questions-words.txt")
 
@@ -121,17 +121,6 @@ def parse_entry(entry: str) -> dict:
     """A ``--batch-targets`` entry, ``B`` or ``B:K``, as bidirmoe keyword arguments."""
     b, _, k = entry.partition(":")
     return {"batch_targets": int(b), **({"negative": int(k)} if k else {})}
-
-
-#: A cache-line round trip between two threads under this many ns: cores
-#: that share a cache (see bench_moe.py's NEAR_NS).
-NEAR_NS = 200
-
-
-def line_round_trip():
-    """The cache-line round trip between two threads now, in ns (None if it stalled)."""
-    from bidirmoe import _core
-    return _core._line_round_trip_ns()
 
 
 def print_scaling(results: dict, last: dict, workers: int) -> None:
@@ -210,12 +199,10 @@ def main() -> None:
             for name, lib, extra in configs:
                 extra = dict(extra)
                 pythonpath = extra.pop("pythonpath", None)
-                trips = [line_round_trip()]
+                before = line_round_trip()
                 row = run(lib, sg, lines, {**params, "seed": r + 1, **extra}, pythonpath, blas_core)
-                trips.append(line_round_trip())
-                row["near"] = None not in trips and max(trips) < NEAR_NS
-                print(f"  {model} seed {r + 1} {name:28s} {row['wps'] / 1e6:6.2f} M words/s  "
-                      f"[{' / '.join(f'{t:.0f}' if t is not None else '-' for t in trips)} ns]", flush=True)
+                row["near"], trips = placement((before, line_round_trip()))
+                print(f"  {model} seed {r + 1} {name:28s} {row['wps'] / 1e6:6.2f} M words/s  [{trips} ns]", flush=True)
                 rows[name].append(row)
         results[model] = rows
     print()

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import _core
 from .masked import MaskedModel
-from .training import _check, _check_hot_rows, _is_int, grow_rows
+from .training import _check, _check_hot_rows, _is_int, gensim_init, grow_rows
 from .word2vec import _batch_targets_of, _check_batch_targets
 
 MASK = "[MASK]"
@@ -237,11 +237,7 @@ class BidirMoE(MaskedModel):
         range gave 1 head a held-out log-likelihood 0.036 lower (-8.593 +-
         0.009 vs -8.557 +- 0.011, top-1 5.46 vs 5.85 %, 3 seeds; 4 heads
         within noise: docs/speed.md, thirteenth round)."""
-        v = np.random.default_rng(self.seed).random((rows, cols), dtype=np.float32)
-        v *= 2.0
-        v -= 1.0
-        v /= self.vector_size
-        return v
+        return gensim_init(self.seed, rows, cols, self.vector_size)
 
     def _arrays(self) -> Dict[str, Any]:
         self._contiguous_arrays()

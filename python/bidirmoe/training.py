@@ -117,6 +117,18 @@ HOT_ROWS = 256
 HOT_EVERY = 4096
 
 
+def gensim_init(seed, rows: int, cols: int, vector_size: int) -> np.ndarray:
+    """gensim 4's initial vectors (``KeyedVectors.resize_vectors``): uniform in
+    [-1, 1) / vector_size, drawn by ``numpy.random.default_rng(seed)`` for all
+    rows at once, in float32 and in gensim's order of operations, so the same
+    seed and shape give gensim's values bit for bit."""
+    v = np.random.default_rng(seed).random((rows, cols), dtype=np.float32)
+    v *= 2.0
+    v -= 1.0
+    v /= vector_size
+    return v
+
+
 def _check_hot_rows(h) -> None:
     _check(h is None or (_is_int(h) and h >= 0), f"hot_rows must be None or an int >= 0, got {h!r}")
 

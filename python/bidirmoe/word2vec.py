@@ -11,7 +11,7 @@ import numpy as np
 from . import _core
 from .corpora import MAX_SENTENCE_LEN, check_corpus
 from .masked import MaskedLM, _log_sigmoid
-from .training import TrainableModel, _check, _check_hot_rows, _is_int, carry_tree_weights, grow_rows
+from .training import TrainableModel, _check, _check_hot_rows, _is_int, carry_tree_weights, gensim_init, grow_rows
 
 #: Default ``batch_targets`` of every model (CBOW, skip-gram, BidirMoE): 1,
 #: word2vec's exact per-target update. Batching is opt-in because it cost
@@ -220,11 +220,7 @@ class Word2Vec(MaskedLM, TrainableModel):
         starts from the vectors gensim starts from, bit for bit. (word2vec.c
         and gensim 3 draw from [-0.5, 0.5) / vector_size, half as wide: on
         the text8 prefix that cost CBOW about 0.4 analogy points.)"""
-        v = np.random.default_rng(self.seed).random((rows, self.vector_size), dtype=np.float32)
-        v *= 2.0
-        v -= 1.0
-        v /= self.vector_size
-        return v
+        return gensim_init(self.seed, rows, self.vector_size, self.vector_size)
 
     def _init_params(self) -> None:
         n = len(self.wv.index_to_key)
